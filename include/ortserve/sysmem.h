@@ -1,0 +1,34 @@
+/* ortserve/sysmem.h — how much memory this process may use: cgroup v2, cgroup v1, physical RAM.
+ *
+ * Reads /proc/self/cgroup and the matching memory controller files. Used to size the slot pool and
+ * exported as metrics. No state; thread-safe. */
+#ifndef ORTSERVE_SYSMEM_H
+#define ORTSERVE_SYSMEM_H
+
+#include <stdint.h>
+
+#include "error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct osv_sysmem {
+    uint64_t physical;     /* physical RAM in bytes */
+    uint64_t cgroup_limit; /* memory limit of our cgroup; 0 = none found or unlimited */
+    uint64_t cgroup_usage; /* current usage charged to our cgroup; 0 when unknown */
+    int cgroup_version;    /* 2, 1, or 0 when no memory controller was found */
+    uint64_t effective;    /* min(physical, cgroup_limit when set) */
+} osv_sysmem_t;
+
+/* Fills *out. Never fails: missing files leave the cgroup fields 0. */
+OSV_API void osv_sysmem_read(osv_sysmem_t *out);
+
+/* The same, reading cgroup files under `root` (normally "/sys/fs/cgroup") and the membership file
+ * `self_cgroup` (normally "/proc/self/cgroup"): lets tests supply fake trees. */
+OSV_API void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

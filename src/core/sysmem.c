@@ -1,0 +1,123 @@
+/* sysmem.c — memory available to this process: cgroup v2 memory.max, cgroup v1
+ * memory.limit_in_bytes, and physical RAM. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ortserve/sysmem.h"
+
+/* Reads one unsigned number from a file; "max" and values ≥ 2^62 mean "no limit" (0). */
+static uint64_t read_limit(const char *path)
+{
+    char buf[64];
+    uint64_t v = 0;
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    if (fgets(buf, sizeof buf, f) && strncmp(buf, "max", 3) != 0) {
+        char *end;
+        unsigned long long x = strtoull(buf, &end, 10);
+        if (end != buf && x < (1ull << 62))
+            v = x;
+    }
+    fclose(f);
+    return v;
+}
+
+/* Finds our group path for the v2 hierarchy ("0::/path") or the v1 memory controller
+ * ("N:...memory...:/path") in the /proc/self/cgroup format. */
+static int find_group(const char *self_cgroup, int want_v2, char *out, size_t cap)
+{
+    char line[1024];
+    int found = 0;
+    FILE *f = fopen(self_cgroup, "re");
+    if (!f)
+        return 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            continue;
+        *c2 = '\0';
+        char *path = c2 + 1;
+        path[strcspn(path, "\n")] = '\0';
+        const char *ctl = c1 + 1;
+        int is_v2 = strncmp(line, "0", 1) == 0 && c1 == line + 1 && *ctl == '\0';
+        int is_mem = 0;
+        for (const char *p = ctl; *p;) {
+            size_t n = strcspn(p, ",");
+            if (n == 6 && strncmp(p, "memory", 6) == 0)
+                is_mem = 1;
+            p += n + (p[n] == ',');
+        }
+        if ((want_v2 && is_v2) || (!want_v2 && is_mem)) {
+            snprintf(out, cap, "%s", path);
+            found = 1;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* The smallest limit set on `group` or any of its ancestors (limits are hierarchical), reading
+ * `file` under `dir`; 0 when none is set. *found tells whether the group's own file exists. */
+static uint64_t hierarchical_limit(const char *dir, const char *group, const char *file, int *found)
+{
+    char g[512], path[1024];
+    uint64_t best = 0;
+    snprintf(g, sizeof g, "%s", strcmp(group, "/") ? group : "");
+    *found = 0;
+    for (int first = 1;; first = 0) {
+        snprintf(path, sizeof path, "%s%s/%s", dir, g, file);
+        if (access(path, R_OK) == 0) {
+            uint64_t v = read_limit(path);
+            if (first)
+                *found = 1;
+            if (v && (best == 0 || v < best))
+                best = v;
+        }
+        char *slash = strrchr(g, '/');
+        if (!slash)
+            break;
+        *slash = '\0';
+    }
+    return best;
+}
+
+void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t *out)
+{
+    char group[512], dir[600], path[1200];
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    int found = 0;
+    memset(out, 0, sizeof *out);
+    out->physical = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+
+    if (find_group(self_cgroup, 1, group, sizeof group)) {
+        uint64_t lim = hierarchical_limit(root, group, "memory.max", &found);
+        if (found) {
+            out->cgroup_version = 2;
+            out->cgroup_limit = lim;
+            snprintf(path, sizeof path, "%s%s/memory.current", root, strcmp(group, "/") ? group : "");
+            out->cgroup_usage = read_limit(path);
+        }
+    }
+    if (out->cgroup_version == 0 && find_group(self_cgroup, 0, group, sizeof group)) {
+        snprintf(dir, sizeof dir, "%s/memory", root);
+        uint64_t lim = hierarchical_limit(dir, group, "memory.limit_in_bytes", &found);
+        if (found) {
+            out->cgroup_version = 1;
+            out->cgroup_limit = lim;
+            snprintf(path, sizeof path, "%s%s/memory.usage_in_bytes", dir, strcmp(group, "/") ? group : "");
+            out->cgroup_usage = read_limit(path);
+        }
+    }
+    out->effective = out->physical;
+    if (out->cgroup_limit && (out->effective == 0 || out->cgroup_limit < out->effective))
+        out->effective = out->cgroup_limit;
+}
+
+void osv_sysmem_read(osv_sysmem_t *out)
+{
+    osv_sysmem_read_at("/sys/fs/cgroup", "/proc/self/cgroup", out);
+}

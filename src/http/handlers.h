@@ -1,0 +1,54 @@
+/* handlers.h — internal: the endpoint handlers the router dispatches to. Each runs on the loop
+ * thread, reads c->req, and ends by preparing a response (osv_res_*) or by continuing
+ * asynchronously (body receive, worker). */
+#ifndef OSV_HTTP_HANDLERS_H
+#define OSV_HTTP_HANDLERS_H
+
+#include "http/http.h"
+
+/* Path parameters extracted by the router. */
+typedef struct osv_route {
+    const char *model;
+    uint32_t model_len;
+    int64_t version; /* -1 when the path names none */
+    const char *region;
+    uint32_t region_len;
+} osv_route_t;
+
+/* kserve.c: health, server/model metadata, readiness, Triton model config. */
+void osv_h_live(osv_conn_t *c);
+void osv_h_ready(osv_conn_t *c);
+void osv_h_server_meta(osv_conn_t *c);
+void osv_h_model_meta(osv_conn_t *c, const osv_route_t *r);
+void osv_h_model_ready(osv_conn_t *c, const osv_route_t *r);
+void osv_h_model_config(osv_conn_t *c, const osv_route_t *r);
+
+/* stats.c: statistics extension. */
+void osv_h_stats(osv_conn_t *c, const osv_route_t *r);
+
+/* repository.c: model repository extension. */
+void osv_h_repo_index(osv_conn_t *c);
+void osv_h_repo_load(osv_conn_t *c, const osv_route_t *r, bool load);
+
+/* infer.c: inference (JSON, binary extension, shared memory, classification). */
+void osv_h_infer(osv_conn_t *c, const osv_route_t *r);
+/* POST /infer on a repository with exactly one model. */
+void osv_h_infer_alias(osv_conn_t *c);
+
+/* shm.c: system shared memory extension. */
+void osv_h_shm_status(osv_conn_t *c, const osv_route_t *r);
+void osv_h_shm_register(osv_conn_t *c, const osv_route_t *r);
+void osv_h_shm_unregister(osv_conn_t *c, const osv_route_t *r);
+
+/* Helpers shared by handlers (kserve.c). */
+/* Looks up the route's model (taking a reference) or answers 404/503 and returns NULL. */
+osv_model_t *osv_h_model(osv_conn_t *c, const osv_route_t *r);
+/* Receives a small JSON body (≤ limit) into the connection buffer or a slot, then calls done. An
+ * empty body is allowed (done sees body_len 0). */
+void osv_h_receive_json(osv_conn_t *c, body_done_fn done);
+/* The same for any body up to `limit` bytes (413 beyond). */
+void osv_h_receive_body(osv_conn_t *c, uint64_t limit, body_done_fn done);
+/* Parses c->req.body_ptr as JSON into the loop's token scratch; answers 400 and returns -1 on error. */
+int osv_h_parse_json(osv_conn_t *c, osv_json_doc_t *doc);
+
+#endif

@@ -1,0 +1,241 @@
+/* http.h — internal: the HTTP front's types shared by its files (server, loop, connection,
+ * request, response) and the functions they call on each other.
+ *
+ * Threads. Each loop thread owns an epoll instance, a SO_REUSEPORT listener and the connections it
+ * accepted; nothing else touches a connection except the one worker running its request (while the
+ * connection is in state CONN_RUN, the loop leaves it alone). Workers hand finished requests back
+ * through the loop's lock-free completion stack and an eventfd. */
+#ifndef OSV_HTTP_H
+#define OSV_HTTP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "http/parser.h"
+#include "ortserve.h"
+#include "util/arena.h"
+#include "util/json.h"
+
+typedef struct osv_server osv_server_t;
+typedef struct osv_loop osv_loop_t;
+typedef struct osv_conn osv_conn_t;
+typedef struct osv_sched osv_sched_t;
+typedef struct osv_shm osv_shm_t;
+
+/* Every option of `ortserve serve` (flags and ORTSERVE_* variables map 1:1 onto these). */
+typedef struct osv_server_opts {
+    const char *host;
+    int port;
+    int loops;   /* event-loop threads (0 = number of cores) */
+    int workers; /* inference worker threads (0 = number of cores) */
+    uint32_t max_connections;
+    uint64_t max_body_bytes;   /* request body limit (413 beyond) */
+    uint32_t max_header_bytes; /* request line + headers (431 beyond) */
+    uint32_t max_headers;      /* header count (431 beyond) */
+    uint32_t max_json_depth;
+    uint32_t max_json_tokens;
+    uint32_t conn_buffer;         /* per-connection read buffer, ≥ max_header_bytes */
+    int64_t deadline_ms;          /* default per-request deadline; 0 = none */
+    uint32_t max_queue;           /* queued requests per model before 503 */
+    uint64_t inline_threshold_ns; /* models faster than this run on the loop thread */
+    int header_timeout_ms, body_timeout_ms, idle_timeout_ms, drain_timeout_ms;
+    uint32_t retry_after_s; /* Retry-After on 503 */
+    bool allow_shm;
+    bool force_copy; /* benchmarks: copy every tensor (honest comparison) */
+    osv_pool_opts_t pool;
+} osv_server_opts_t;
+
+void osv_server_opts_default(osv_server_opts_t *o);
+
+/* ---- connections ---------------------------------------------------------------------------- */
+
+typedef enum conn_state {
+    CONN_HEAD,  /* waiting for / reading a request head */
+    CONN_BODY,  /* receiving a request body */
+    CONN_RUN,   /* handed to a worker (or waiting for a retry) */
+    CONN_WRITE, /* writing the response */
+    CONN_CLOSED
+} conn_state_t;
+
+#define OSV_MAX_IOV 64
+#define OSV_HDR_BUF 1536
+
+/* Where a request body is received. */
+typedef struct body_plan {
+    struct iovec iov[OSV_MAX_IOV]; /* destinations, in wire order */
+    int n_iov, cur;
+    uint64_t remaining; /* body bytes still to receive */
+    bool in_buffer;     /* the destination is the connection buffer itself (no copy) */
+} body_plan_t;
+
+typedef struct osv_response {
+    bool ready; /* a worker prepared this response (the loop moves to CONN_WRITE) */
+    int status;
+    char hdr[OSV_HDR_BUF]; /* status line + headers (+ small bodies) */
+    uint32_t hdr_len;
+    struct iovec iov[OSV_MAX_IOV];
+    int n_iov, cur_iov;
+    uint64_t total, sent;
+    bool close_after;
+    osv_slot_t body_slot; /* slot holding a JSON body, released after the write */
+} osv_response_t;
+
+/* Continuation a handler installs to be called once the body has been received. */
+typedef void (*body_done_fn)(osv_conn_t *c);
+
+typedef struct osv_request {
+    osv_http_head_t head;
+    uint64_t t_start;  /* first byte of this request (monotonic ns) */
+    uint64_t deadline; /* absolute monotonic ns, 0 = none */
+    uint64_t bytes_in;
+    uint64_t bytes_in_buffer; /* bytes of this request consumed from the connection buffer */
+    uint64_t copied;          /* body bytes the HTTP layer copied (readahead, chunked) */
+    body_plan_t body;
+    body_done_fn on_body;
+    body_done_fn on_body_next;       /* osv_h_receive_body's caller */
+    void (*on_timer)(osv_conn_t *c); /* RUN state: a retry waiting for its timer */
+    bool continue_sent;
+    osv_slot_t body_slot; /* body held in a slot (large JSON, large JSON headers) */
+    void *body_doc;       /* the parsed JSON of the body (tokens in the loop's scratch) */
+    const char *body_ptr; /* received body (conn buffer or body_slot) */
+    uint64_t body_len;
+    void *ctx;                      /* handler state, in the arena */
+    void (*cleanup)(osv_conn_t *c); /* releases handler state after the response is written */
+    char request_id[64];
+    uint8_t request_id_len;
+    int retries;
+    /* What the access log and metrics record about the request. */
+    osv_model_t *model; /* the model it ran on (a reference, dropped in cleanup) */
+    osv_outcome_t outcome;
+    bool counted; /* recorded in a model's statistics */
+    uint64_t ns[OSV_PHASE_COUNT];
+    uint64_t batch;
+    osv_copy_reason_t fallback;
+    uint64_t core_copied; /* bytes the core copied (binding fallbacks) */
+} osv_request_t;
+
+struct osv_conn {
+    int fd;
+    osv_loop_t *loop;
+    conn_state_t state;
+    uint64_t id;
+    char *buf;              /* read buffer (from the loop's buffer list) */
+    uint32_t cap, len, pos; /* bytes buffered, start of the current request */
+    uint64_t timer_at;      /* monotonic ns, 0 = no timer */
+    int timer_idx;          /* position in the loop's heap, -1 = none */
+    bool readable;          /* socket may hold unread bytes (edge-triggered epoll) */
+    bool peer_closed;
+    osv_request_t req;
+    osv_response_t res;
+    osv_arena_t arena;
+    osv_conn_t *next_done; /* completion stack link */
+    osv_conn_t *next_free;
+    osv_conn_t *prev_all, *next_all;
+};
+
+/* ---- loops ------------------------------------------------------------------------------------ */
+
+struct osv_loop {
+    int id;
+    int epfd, listen_fd, wake_fd;
+    pthread_t thread;
+    osv_server_t *srv;
+    osv_conn_t *free_conns;
+    osv_conn_t *all; /* doubly linked list of open connections */
+    uint32_t n_conns;
+    char **free_bufs;
+    uint32_t n_free_bufs, cap_free_bufs;
+    osv_conn_t **heap; /* timer min-heap */
+    uint32_t n_heap, cap_heap;
+    _Atomic(osv_conn_t *) done; /* requests finished on workers, waiting to be written */
+    osv_json_tok_t *toks;       /* parse scratch for the request being decoded on this thread */
+    bool accepting;
+    uint64_t accept_paused_until; /* after EMFILE: monotonic ns */
+    int watch_slot;               /* this thread's deadline watchdog slot */
+};
+
+struct osv_server {
+    osv_server_opts_t o;
+    osv_env_t *env;
+    osv_repo_t *repo;
+    osv_pool_t *pool;
+    osv_sched_t *sched;
+    osv_shm_t *shm;
+    void *control_sched; /* admission state for control-plane tasks (model loads) */
+    osv_loop_t *loops;
+    int n_loops;
+    uint16_t port;
+    _Atomic int stopping; /* 1: stop accepting and drain; 2: drain timed out, close everything */
+    _Atomic uint32_t conns;
+    _Atomic int64_t inflight;
+    uint64_t start_ns;
+    _Atomic uint64_t next_conn_id;
+    /* Server-wide counters (exported by the metrics layer). */
+    _Atomic uint64_t timeouts[4]; /* header, body, write, idle */
+    _Atomic uint64_t accept_errors, rejected_connections;
+};
+
+/* ---- functions the files provide to each other ------------------------------------------------ */
+
+/* server.c */
+int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *repo, osv_server_t **out,
+                      osv_err_t *err);
+int osv_server_run(osv_server_t *s);   /* blocks until stopped and drained */
+void osv_server_stop(osv_server_t *s); /* async-signal-safe: starts the drain */
+void osv_server_destroy(osv_server_t *s);
+/* The repository load hook: checks a model can be served and attaches its scheduling state. ud is
+ * the server options (for defaults). */
+int osv_server_model_hook(void *ud, osv_model_t *m, osv_err_t *err);
+
+/* loop.c */
+void *osv_loop_main(void *arg);
+void osv_loop_wake(osv_loop_t *l);
+/* A worker finished conn c's request: queue it for writing on its loop (thread-safe). */
+void osv_loop_complete(osv_conn_t *c);
+/* Body destinations: the next n body bytes into the connection buffer (fails when they do not
+ * fit), or into caller memory (iovecs, in wire order). Then osv_conn_receive_body receives them and
+ * calls done on the loop thread. Bytes that already arrived are taken first (copied, counted). */
+int osv_conn_plan_buffer(osv_conn_t *c, uint64_t n);
+int osv_conn_plan_iov(osv_conn_t *c, const struct iovec *iov, int n);
+void osv_conn_receive_body(osv_conn_t *c, body_done_fn done);
+/* Where osv_conn_plan_buffer put the bytes (valid after they were received). */
+static inline const char *osv_conn_buffer_at(const osv_conn_t *c, uint64_t n)
+{
+    return c->buf + c->pos + c->req.bytes_in_buffer - n;
+}
+/* Arms the connection's timer `ms` from now (0 disarms). */
+void osv_conn_set_timer(osv_conn_t *c, uint64_t ns);
+/* Sends the response prepared in c->res (on the loop thread); continues with the next request. */
+void osv_conn_send(osv_conn_t *c);
+void osv_loop_free(osv_loop_t *l);
+
+/* respond.c: building responses into c->res. */
+void osv_res_begin(osv_conn_t *c, int status);
+void osv_res_header(osv_conn_t *c, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Finishes the head with Content-Length = body_len and queues iov[0] = head. */
+void osv_res_end_head(osv_conn_t *c, uint64_t body_len);
+void osv_res_add_iov(osv_conn_t *c, const void *p, uint64_t len);
+/* Complete responses. */
+void osv_res_json(osv_conn_t *c, int status, const char *body, size_t len);
+void osv_res_error(osv_conn_t *c, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void osv_res_error_code(osv_conn_t *c, int code, const char *msg);
+void osv_res_empty(osv_conn_t *c, int status);
+/* A JSON writer over a pool slot of at least `cap` bytes for the response body; NULL when the
+ * pool is exhausted (an error response has then been prepared). */
+char *osv_res_body_buf(osv_conn_t *c, uint64_t cap);
+const char *osv_status_text(int status);
+/* One table: ortserve error code -> HTTP status. */
+int osv_http_status(int code);
+
+/* router.c */
+void osv_route(osv_conn_t *c);
+
+/* Request helpers. */
+const osv_http_header_t *osv_req_header(const osv_conn_t *c, const char *name);
+bool osv_req_method(const osv_conn_t *c, int method);
+
+#endif

@@ -1,0 +1,1213 @@
+/* infer.c — POST /v2/models/{m}[/versions/{v}]/infer: the KServe v2 request with Triton's binary
+ * tensor data, shared-memory and classification extensions.
+ *
+ * One request, as data:
+ *   1. the JSON header (the whole body, or Inference-Header-Content-Length bytes of it) is received
+ *      into the connection buffer (or a slot when large) and tokenised without allocation;
+ *   2. each input and requested output is declared to the core, which checks it against the model
+ *      and lays out ONE pool slot for every slot-resident tensor;
+ *   3. JSON `data` arrays are parsed number by number straight into their slot ranges; binary
+ *      tensors are received by readv straight into theirs; shared-memory inputs are bound in place;
+ *   4. the model runs inline on the loop (fast models) or on a worker, under the deadline watchdog;
+ *   5. the response's JSON header goes into a small slot and outputs are written from where ORT put
+ *      them (the slot, a shared-memory region, or ORT's buffer) with one writev. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "http/handlers.h"
+#include "http/sched.h"
+#include "http/shm.h"
+
+#define MAX_ID_LEN   1024
+#define BUSY_RETRIES 3
+
+typedef struct in_desc {
+    uint32_t idx; /* model input */
+    osv_dtype_t dt;
+    uint32_t rank;
+    int64_t dims[OSV_MAX_DIMS];
+    int32_t data_tok;     /* JSON "data" token, -1 when none */
+    bool binary;          /* data follows the JSON header */
+    uint64_t binary_size; /* binary_data_size */
+    osv_shm_region_t *shm;
+    uint64_t shm_offset, shm_size;
+    uint64_t bytes; /* size of the data as sent */
+} in_desc_t;
+
+typedef struct out_desc {
+    uint32_t idx; /* model output */
+    bool binary;
+    uint32_t classification; /* top-k, 0 = none */
+    osv_shm_region_t *shm;
+    uint64_t shm_offset, shm_size;
+} out_desc_t;
+
+typedef struct infer_ctx {
+    osv_model_t *m;
+    osv_model_sched_t *ms;
+    osv_infer_t *inf;
+    in_desc_t *ins;
+    uint32_t n_in;
+    out_desc_t *outs;
+    uint32_t n_out;
+    bool binary_default; /* binary_data_output */
+    bool raw;            /* Inference-Header-Content-Length: 0 */
+    char *id;
+    uint32_t id_len;
+    uint64_t header_len; /* JSON header bytes */
+    uint64_t binary_len; /* bytes after the JSON header */
+    uint64_t t_decode;   /* start of input decoding */
+    int rc;
+    osv_err_t err;
+} infer_ctx_t;
+
+static void infer_cleanup(osv_conn_t *c)
+{
+    infer_ctx_t *x = c->req.ctx;
+    if (x) {
+        if (x->inf)
+            osv_infer_fini(x->inf);
+        for (uint32_t i = 0; i < x->n_in; i++)
+            osv_shm_put(x->ins[i].shm);
+        for (uint32_t k = 0; k < x->n_out; k++)
+            osv_shm_put(x->outs[k].shm);
+    }
+    if (c->req.model)
+        osv_model_release(c->req.model);
+    c->req.model = NULL;
+    c->req.ctx = NULL;
+}
+
+/* ---- request decoding ---------------------------------------------------------------------------------- */
+
+typedef struct dec {
+    osv_conn_t *c;
+    infer_ctx_t *x;
+    osv_json_doc_t doc;
+} dec_t;
+
+static int bad(dec_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(dec_t *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->x->err.msg, sizeof d->x->err.msg, fmt, ap);
+    va_end(ap);
+    d->x->err.code = OSV_EINVAL;
+    return OSV_EINVAL;
+}
+
+static const osv_json_tok_t *tok(const dec_t *d, int32_t i)
+{
+    return &d->doc.toks[i];
+}
+
+/* Member `key` of object token obj, or -1. */
+static int32_t member(const dec_t *d, int32_t obj, const char *key)
+{
+    return obj >= 0 ? osv_json_obj_get(&d->doc, (uint32_t)obj, key, strlen(key)) : -1;
+}
+
+static int get_str(dec_t *d, int32_t t, const char **s, uint32_t *n)
+{
+    if (t < 0 || tok(d, t)->type != OSV_JSON_STRING || (tok(d, t)->flags & OSV_JSON_F_ESCAPED))
+        return -1; /* names and datatypes never need escapes */
+    *s = d->doc.src + tok(d, t)->start;
+    *n = tok(d, t)->len;
+    return 0;
+}
+
+static int get_i64(dec_t *d, int32_t t, int64_t *v)
+{
+    return t >= 0 && osv_json_tok_i64(&d->doc, (uint32_t)t, v, NULL) == 0 ? 0 : -1;
+}
+
+/* shared_memory_region / _byte_size / _offset of a parameters object. 1 = present, 0 = absent. */
+static int shm_params(dec_t *d, int32_t params, const char *what, osv_shm_region_t **shm, uint64_t *off,
+                      uint64_t *size)
+{
+    int32_t tr = member(d, params, "shared_memory_region"), ts = member(d, params, "shared_memory_byte_size"),
+            to = member(d, params, "shared_memory_offset");
+    const char *name;
+    uint32_t n;
+    int64_t v;
+    if (tr < 0 && ts < 0 && to < 0)
+        return 0;
+    if (get_str(d, tr, &name, &n) != 0 || ts < 0)
+        return bad(d, "%s: shared memory needs both 'shared_memory_region' and 'shared_memory_byte_size'",
+                   what);
+    if (get_i64(d, ts, &v) != 0 || v < 0)
+        return bad(d, "%s: 'shared_memory_byte_size' must be a non-negative integer", what);
+    *size = (uint64_t)v;
+    if (to >= 0 && (get_i64(d, to, &v) != 0 || v < 0))
+        return bad(d, "%s: 'shared_memory_offset' must be a non-negative integer", what);
+    *off = to >= 0 ? (uint64_t)v : 0;
+    if (!(*shm = osv_shm_get(d->c->loop->srv->shm, name, n))) {
+        d->x->err.code = OSV_ENOTFOUND;
+        snprintf(d->x->err.msg, sizeof d->x->err.msg, "%s: shared memory region '%.*s' is not registered",
+                 what, (int)(n > 128 ? 128 : n), name);
+        return OSV_ENOTFOUND;
+    }
+    return 1;
+}
+
+static int decode_shape(dec_t *d, int32_t t, in_desc_t *in, const char *name)
+{
+    osv_server_t *s = d->c->loop->srv;
+    const osv_json_tok_t *k = t >= 0 ? tok(d, t) : NULL;
+    uint64_t count = k ? k->count : 0;
+    if (!k || k->type != OSV_JSON_LEAF_ARRAY || (k->count && !(k->flags & OSV_JSON_F_HAS_NUM)) ||
+        (k->flags &
+         (OSV_JSON_F_HAS_STR | OSV_JSON_F_HAS_NULL | OSV_JSON_F_HAS_TRUE | OSV_JSON_F_HAS_FALSE)) ||
+        (k->flags & OSV_JSON_F_NONINT) || k->ndim > 1)
+        return bad(d, "input '%s': 'shape' must be a flat array of non-negative integers", name);
+    if (count > OSV_MAX_DIMS || count > s->o.max_json_depth + OSV_MAX_DIMS)
+        return bad(d, "input '%s': shape has %" PRIu64 " dimensions, the limit is %d", name, count,
+                   OSV_MAX_DIMS);
+    in->rank = (uint32_t)count;
+    osv_json_err_t je;
+    if (count && osv_json_leaves_decode(&d->doc, (uint32_t)t, OSV_JSON_KIND_I64, in->dims, count, &je) != 0)
+        return bad(d, "input '%s': shape: %s", name, je.msg);
+    for (uint32_t i = 0; i < in->rank; i++)
+        if (in->dims[i] < 0)
+            return bad(d, "input '%s': dimension %u of the shape is negative", name, i);
+    return 0;
+}
+
+/* One element of "inputs". */
+static int decode_input(dec_t *d, int32_t t, in_desc_t *in)
+{
+    infer_ctx_t *x = d->x;
+    const char *name, *dts;
+    uint32_t nlen, dlen;
+    char nm[160];
+    int rc;
+    if (tok(d, t)->type != OSV_JSON_OBJECT)
+        return bad(d, "every element of 'inputs' must be an object");
+    if (get_str(d, member(d, t, "name"), &name, &nlen) != 0)
+        return bad(d, "an input has no string 'name'");
+    snprintf(nm, sizeof nm, "%.*s", (int)(nlen > 128 ? 128 : nlen), name);
+    int idx = osv_model_find_input(x->m, name, nlen);
+    if (idx < 0)
+        return bad(d, "unknown input '%s' for model '%s'", nm, osv_model_name(x->m));
+    in->idx = (uint32_t)idx;
+    if (get_str(d, member(d, t, "datatype"), &dts, &dlen) != 0)
+        return bad(d, "input '%s' has no string 'datatype'", nm);
+    if ((in->dt = osv_dtype_from_name(dts, dlen)) == OSV_DTYPE_INVALID)
+        return bad(d, "input '%s': unknown datatype '%.*s'", nm, (int)(dlen > 32 ? 32 : dlen), dts);
+    if ((rc = decode_shape(d, member(d, t, "shape"), in, nm)) != 0)
+        return rc;
+    int32_t params = member(d, t, "parameters"), tb;
+    if (params >= 0 && tok(d, params)->type != OSV_JSON_OBJECT)
+        return bad(d, "input '%s': 'parameters' must be an object", nm);
+    in->data_tok = member(d, t, "data");
+    if ((tb = member(d, params, "binary_data_size")) >= 0) {
+        int64_t v;
+        if (get_i64(d, tb, &v) != 0 || v < 0)
+            return bad(d, "input '%s': 'binary_data_size' must be a non-negative integer", nm);
+        in->binary = true;
+        in->binary_size = (uint64_t)v;
+    }
+    if ((rc = shm_params(d, params, nm, &in->shm, &in->shm_offset, &in->shm_size)) < 0)
+        return rc;
+    int sources = (in->data_tok >= 0) + in->binary + (rc == 1);
+    if (sources != 1)
+        return bad(
+            d, "input '%s' must have exactly one of 'data', 'binary_data_size' or shared memory (it has %d)",
+            nm, sources);
+    if (in->binary && x->header_len == 0 && !x->raw)
+        return bad(d,
+                   "input '%s' has 'binary_data_size' but the request has no Inference-Header-Content-Length",
+                   nm);
+    return 0;
+}
+
+static int decode_output(dec_t *d, int32_t t, out_desc_t *o)
+{
+    infer_ctx_t *x = d->x;
+    const char *name;
+    uint32_t nlen;
+    char nm[160];
+    int rc;
+    if (tok(d, t)->type != OSV_JSON_OBJECT || get_str(d, member(d, t, "name"), &name, &nlen) != 0)
+        return bad(d, "every element of 'outputs' must be an object with a string 'name'");
+    snprintf(nm, sizeof nm, "%.*s", (int)(nlen > 128 ? 128 : nlen), name);
+    int idx = osv_model_find_output(x->m, name, nlen);
+    if (idx < 0)
+        return bad(d, "unknown output '%s' for model '%s'", nm, osv_model_name(x->m));
+    o->idx = (uint32_t)idx;
+    o->binary = x->binary_default;
+    int32_t params = member(d, t, "parameters"), tb, tc;
+    if (params >= 0 && tok(d, params)->type != OSV_JSON_OBJECT)
+        return bad(d, "output '%s': 'parameters' must be an object", nm);
+    if ((tb = member(d, params, "binary_data")) >= 0 &&
+        osv_json_tok_bool(&d->doc, (uint32_t)tb, &o->binary, NULL) != 0)
+        return bad(d, "output '%s': 'binary_data' must be a boolean", nm);
+    if ((tc = member(d, params, "classification")) >= 0) {
+        int64_t k;
+        if (get_i64(d, tc, &k) != 0 || k < 1 || k > 1000000)
+            return bad(d, "output '%s': 'classification' must be a positive integer", nm);
+        o->classification = (uint32_t)k;
+    }
+    if ((rc = shm_params(d, params, nm, &o->shm, &o->shm_offset, &o->shm_size)) < 0)
+        return rc;
+    if (o->shm && (o->classification || (tb >= 0 && o->binary)))
+        return bad(d, "output '%s': shared memory cannot be combined with 'classification' or 'binary_data'",
+                   nm);
+    if (o->shm && osv_model_output(x->m, o->idx)->dtype == OSV_DTYPE_BYTES)
+        return bad(d, "output '%s': BYTES outputs cannot be written to shared memory", nm);
+    return 0;
+}
+
+static int decode_parameters(dec_t *d, int32_t p)
+{
+    infer_ctx_t *x = d->x;
+    int32_t t;
+    int64_t v;
+    if (p < 0)
+        return 0;
+    if (tok(d, p)->type != OSV_JSON_OBJECT)
+        return bad(d, "'parameters' must be an object");
+    if ((t = member(d, p, "binary_data_output")) >= 0 &&
+        osv_json_tok_bool(&d->doc, (uint32_t)t, &x->binary_default, NULL))
+        return bad(d, "'binary_data_output' must be a boolean");
+    if ((t = member(d, p, "timeout")) >= 0) {
+        if (get_i64(d, t, &v) != 0 || v < 0)
+            return bad(d, "'timeout' must be a non-negative integer (microseconds)");
+        d->c->req.deadline = v ? d->c->req.t_start + (uint64_t)v * 1000 : 0;
+    }
+    if ((t = member(d, p, "sequence_id")) >= 0 && !(get_i64(d, t, &v) == 0 && v == 0))
+        return bad(d, "sequence batching ('sequence_id') is not supported");
+    return 0;
+}
+
+static int decode_id(dec_t *d, int32_t t)
+{
+    infer_ctx_t *x = d->x;
+    const osv_json_tok_t *k;
+    size_t n;
+    if (t < 0)
+        return 0;
+    k = tok(d, t);
+    if (k->type != OSV_JSON_STRING || k->len > MAX_ID_LEN)
+        return bad(d, "'id' must be a string of at most %d bytes", MAX_ID_LEN);
+    if (!(x->id = osv_arena_alloc(&d->c->arena, k->len + 1, 1)) ||
+        osv_json_str_unescape(&d->doc, (uint32_t)t, x->id, k->len + 1, &n) != 0)
+        return bad(d, "'id' is not a valid string");
+    x->id_len = (uint32_t)n;
+    return 0;
+}
+
+static int decode_request(dec_t *d)
+{
+    infer_ctx_t *x = d->x;
+    osv_arena_t *a = &d->c->arena;
+    int32_t ti, to;
+    int rc;
+    if (tok(d, 0)->type != OSV_JSON_OBJECT)
+        return bad(d, "the request must be a JSON object");
+    if ((rc = decode_id(d, member(d, 0, "id"))) || (rc = decode_parameters(d, member(d, 0, "parameters"))))
+        return rc;
+    ti = member(d, 0, "inputs");
+    if (ti < 0 || tok(d, ti)->type != OSV_JSON_ARRAY)
+        return bad(d, "'inputs' must be an array of input objects");
+    x->n_in = tok(d, ti)->count;
+    if (!(x->ins = osv_arena_alloc(a, (x->n_in ? x->n_in : 1) * sizeof *x->ins, 8)))
+        return bad(d, "too many inputs");
+    memset(x->ins, 0, (x->n_in ? x->n_in : 1) * sizeof *x->ins);
+    for (uint32_t i = 0, t = (uint32_t)ti + 1; i < x->n_in; i++, t = tok(d, (int32_t)t)->next)
+        if ((rc = decode_input(d, (int32_t)t, &x->ins[i])) != 0)
+            return rc;
+    to = member(d, 0, "outputs");
+    if (to >= 0 && tok(d, to)->type != OSV_JSON_ARRAY && tok(d, to)->type != OSV_JSON_LEAF_ARRAY)
+        return bad(d, "'outputs' must be an array of output objects");
+    x->n_out = to >= 0 && tok(d, to)->type == OSV_JSON_ARRAY ? tok(d, to)->count : 0;
+    if (to >= 0 && tok(d, to)->type == OSV_JSON_LEAF_ARRAY && tok(d, to)->count)
+        return bad(d, "every element of 'outputs' must be an object");
+    if (!(x->outs = osv_arena_alloc(
+              a, (x->n_out ? x->n_out : osv_model_output_count(x->m) + 1) * sizeof *x->outs, 8)))
+        return bad(d, "too many outputs");
+    memset(x->outs, 0, (x->n_out ? x->n_out : osv_model_output_count(x->m) + 1) * sizeof *x->outs);
+    for (uint32_t i = 0, t = (uint32_t)to + 1; i < x->n_out; i++, t = tok(d, (int32_t)t)->next)
+        if ((rc = decode_output(d, (int32_t)t, &x->outs[i])) != 0)
+            return rc;
+    if (x->n_out == 0) { /* none requested: every output, with the request's default binary flag */
+        x->n_out = osv_model_output_count(x->m);
+        for (uint32_t k = 0; k < x->n_out; k++)
+            x->outs[k] = (out_desc_t){.idx = k, .binary = x->binary_default || x->raw};
+    }
+    return 0;
+}
+
+/* ---- declaring to the core, filling the slot -------------------------------------------------------- */
+
+/* Exact serialized size of the BYTES elements of a JSON data array (u32 length + unescaped bytes). */
+static int json_bytes_size(dec_t *d, const in_desc_t *in, uint64_t *out)
+{
+    osv_json_leaf_iter_t it;
+    osv_json_leaf_t leaf;
+    uint64_t total = 0;
+    if (osv_json_leaf_iter_init(&it, &d->doc, (uint32_t)in->data_tok) != 0)
+        return -1;
+    while (osv_json_leaf_next(&it, &leaf)) {
+        if (leaf.type != OSV_JSON_STRING)
+            return -1;
+        uint64_t len = leaf.len;
+        if (leaf.flags & OSV_JSON_F_ESCAPED) {
+            size_t n;
+            char *tmp = osv_malloc(leaf.len + 1);
+            if (!tmp || osv_json_unescape(d->doc.src + leaf.start, leaf.len, tmp, leaf.len + 1, &n) != 0) {
+                osv_free(tmp);
+                return -1;
+            }
+            osv_free(tmp);
+            len = n;
+        }
+        total += 4 + len;
+    }
+    *out = total;
+    return 0;
+}
+
+static int declare(dec_t *d)
+{
+    infer_ctx_t *x = d->x;
+    osv_err_t *err = &x->err;
+    int rc;
+    for (uint32_t i = 0; i < x->n_in; i++) {
+        in_desc_t *in = &x->ins[i];
+        uint64_t bytes = in->binary ? in->binary_size : in->shm ? in->shm_size : 0;
+        if (in->dt == OSV_DTYPE_BYTES && in->data_tok >= 0 && json_bytes_size(d, in, &bytes) != 0)
+            return bad(d, "input '%s': BYTES data must be an array of valid strings",
+                       osv_model_input(x->m, in->idx)->name);
+        if ((rc = osv_infer_add_input(x->inf, in->idx, in->dt, in->dims, in->rank, bytes, err)) != 0)
+            return rc;
+        in->bytes = bytes;
+        if (in->shm) {
+            void *p;
+            uint64_t need = bytes;
+            if (!need && osv_shape_size(in->dims, in->rank, in->dt, NULL, NULL, &need, err) != 0)
+                return err->code;
+            if (in->shm_size != need)
+                return osv_err_set(err, OSV_ESHAPE,
+                                   "input '%s': shared_memory_byte_size %" PRIu64
+                                   " but the tensor is %" PRIu64 " bytes",
+                                   osv_model_input(x->m, in->idx)->name, in->shm_size, need);
+            if ((rc = osv_shm_range(in->shm, in->shm_offset, in->shm_size, &p, err)) != 0 ||
+                (rc = osv_infer_input_external(x->inf, in->idx, p, in->shm_size, err)) != 0)
+                return rc;
+        }
+    }
+    for (uint32_t k = 0; k < x->n_out; k++) {
+        out_desc_t *o = &x->outs[k];
+        void *p;
+        if ((rc = osv_infer_add_output(x->inf, o->idx, err)) != 0)
+            return rc;
+        if (o->shm && ((rc = osv_shm_range(o->shm, o->shm_offset, o->shm_size, &p, err)) != 0 ||
+                       (rc = osv_infer_output_external(x->inf, o->idx, p, o->shm_size, err)) != 0))
+            return rc;
+    }
+    return 0;
+}
+
+static osv_json_kind_t kind_of(osv_dtype_t dt)
+{
+    static const osv_json_kind_t k[OSV_DTYPE_COUNT] = {
+        [OSV_DTYPE_BOOL] = OSV_JSON_KIND_BOOL,  [OSV_DTYPE_UINT8] = OSV_JSON_KIND_U8,
+        [OSV_DTYPE_UINT16] = OSV_JSON_KIND_U16, [OSV_DTYPE_UINT32] = OSV_JSON_KIND_U32,
+        [OSV_DTYPE_UINT64] = OSV_JSON_KIND_U64, [OSV_DTYPE_INT8] = OSV_JSON_KIND_I8,
+        [OSV_DTYPE_INT16] = OSV_JSON_KIND_I16,  [OSV_DTYPE_INT32] = OSV_JSON_KIND_I32,
+        [OSV_DTYPE_INT64] = OSV_JSON_KIND_I64,  [OSV_DTYPE_FP16] = OSV_JSON_KIND_F16,
+        [OSV_DTYPE_BF16] = OSV_JSON_KIND_BF16,  [OSV_DTYPE_FP32] = OSV_JSON_KIND_F32,
+        [OSV_DTYPE_FP64] = OSV_JSON_KIND_F64,
+    };
+    return dt < OSV_DTYPE_COUNT ? k[dt] : 0;
+}
+
+static int fill_bytes(dec_t *d, const in_desc_t *in, uint8_t *dst, uint64_t cap)
+{
+    osv_json_leaf_iter_t it;
+    osv_json_leaf_t leaf;
+    uint8_t *p = dst;
+    osv_json_leaf_iter_init(&it, &d->doc, (uint32_t)in->data_tok);
+    while (osv_json_leaf_next(&it, &leaf)) {
+        size_t n = leaf.len;
+        uint32_t n32;
+        if ((uint64_t)(p - dst) + 4 + leaf.len > cap + 0 && !(leaf.flags & OSV_JSON_F_ESCAPED))
+            return -1;
+        if (leaf.flags & OSV_JSON_F_ESCAPED) {
+            if (osv_json_unescape(d->doc.src + leaf.start, leaf.len, (char *)p + 4,
+                                  cap - (uint64_t)(p - dst) - 4 + 1, &n))
+                return -1;
+        } else {
+            memcpy(p + 4, d->doc.src + leaf.start, n);
+        }
+        n32 = (uint32_t)n;
+        memcpy(p, &n32, 4);
+        p += 4 + n;
+    }
+    return 0;
+}
+
+/* Parses every JSON data array straight into its slot range. */
+static int fill_json_inputs(dec_t *d)
+{
+    infer_ctx_t *x = d->x;
+    for (uint32_t i = 0; i < x->n_in; i++) {
+        const in_desc_t *in = &x->ins[i];
+        const char *name = osv_model_input(x->m, in->idx)->name;
+        osv_json_err_t je;
+        void *dst;
+        uint64_t len, count = 1;
+        if (in->data_tok < 0)
+            continue;
+        osv_infer_input_buffer(x->inf, in->idx, &dst, &len);
+        for (uint32_t k = 0; k < in->rank; k++)
+            count *= (uint64_t)in->dims[k];
+        if (in->dt == OSV_DTYPE_BYTES) {
+            if (tok(d, in->data_tok)->type == OSV_JSON_LEAF_ARRAY && tok(d, in->data_tok)->count != count)
+                return bad(d, "input '%s': %u values for %" PRIu64 " elements", name,
+                           tok(d, in->data_tok)->count, count);
+            if (fill_bytes(d, in, dst, len) != 0)
+                return bad(d, "input '%s': BYTES data must be an array of strings", name);
+            continue;
+        }
+        if (osv_json_leaves_decode(&d->doc, (uint32_t)in->data_tok, kind_of(in->dt), dst, count, &je) != 0) {
+            if (je.code == OSV_JSON_ECOUNT)
+                return bad(d, "input '%s': 'data' has %u values but shape needs %" PRIu64, name,
+                           tok(d, in->data_tok)->type == OSV_JSON_LEAF_ARRAY ? tok(d, in->data_tok)->count
+                                                                             : 1,
+                           count);
+            return bad(d, "input '%s': %s", name, je.msg);
+        }
+    }
+    return 0;
+}
+
+/* ---- running ----------------------------------------------------------------------------------------------
+ */
+
+static void encode_response(osv_conn_t *c);
+
+static bool transient(const infer_ctx_t *x, int rc)
+{
+    return rc == OSV_EORT && (strstr(x->err.msg, "Failed to allocate") || strstr(x->err.msg, "bad_alloc") ||
+                              strstr(x->err.msg, "out of memory"));
+}
+
+/* Runs the model (any thread) and prepares the response. */
+static void run_task(osv_conn_t *c)
+{
+    infer_ctx_t *x = c->req.ctx;
+    osv_sched_t *q = c->loop->srv->sched;
+    int slot = osv_watch_slot();
+    if (c->req.deadline && osv_now_ns() >= c->req.deadline) {
+        osv_stats_add_canceled(osv_model_stats(x->m));
+        osv_res_error(c, 504, "deadline exceeded before the model could run (queued too long)");
+        return;
+    }
+    for (int attempt = 0;; attempt++) {
+        osv_watch_begin(q, slot, x->inf, c->req.deadline);
+        x->rc = osv_infer_run(x->inf, &x->err);
+        osv_watch_end(q, slot);
+        if (!transient(x, x->rc) || attempt == 2 || osv_infer_rearm(x->inf) != 0)
+            break;
+        osv_stats_add_recovery(osv_model_stats(x->m));
+        struct timespec ts = {0, 1000000L << attempt}; /* 1, 2 ms: a transient ORT allocation failure */
+        nanosleep(&ts, NULL);
+    }
+    c->req.ns[OSV_PHASE_COMPUTE_INFER] = osv_infer_ns(x->inf, OSV_PHASE_COMPUTE_INFER);
+    c->req.ns[OSV_PHASE_COMPUTE_INPUT] += osv_infer_ns(x->inf, OSV_PHASE_COMPUTE_INPUT);
+    c->req.batch = osv_infer_batch(x->inf);
+    osv_model_sched_note_run(x->ms, c->req.ns[OSV_PHASE_COMPUTE_INFER]);
+    if (x->rc == OSV_ECANCELED) {
+        osv_res_error(c, 504, "deadline exceeded: the run was canceled");
+        return;
+    }
+    if (x->rc) {
+        osv_res_error_code(c, x->rc, x->err.msg);
+        return;
+    }
+    encode_response(c);
+}
+
+static void dispatch(osv_conn_t *c)
+{
+    infer_ctx_t *x = c->req.ctx;
+    osv_server_t *s = c->loop->srv;
+    c->req.ns[OSV_PHASE_COMPUTE_INPUT] = osv_now_ns() - x->t_decode;
+    bool inline_ok = atomic_load_explicit(&x->ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
+                     atomic_load_explicit(&x->ms->queued, memory_order_relaxed) == 0;
+    if (inline_ok || !s->sched) {
+        run_task(c);
+        return;
+    }
+    if (osv_sched_submit(s->sched, c, run_task, x->ms) != 0)
+        osv_res_error(c, 503, "model '%s' has too many queued requests, retry later", osv_model_name(x->m));
+    /* else: state stays RUN until the worker completes */
+}
+
+static void tensors_received(osv_conn_t *c)
+{
+    dispatch(c);
+}
+
+/* Plans the binary section straight into the inputs' slot ranges (wire order = JSON order). */
+static void receive_binary(osv_conn_t *c)
+{
+    infer_ctx_t *x = c->req.ctx;
+    struct iovec v[OSV_MAX_IOV];
+    int n = 0;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < x->n_in; i++) {
+        const in_desc_t *in = &x->ins[i];
+        void *dst;
+        uint64_t len;
+        if (!in->binary)
+            continue;
+        if (n == OSV_MAX_IOV) {
+            osv_res_error(c, 400, "more than %d binary inputs", OSV_MAX_IOV);
+            c->res.close_after = true;
+            return;
+        }
+        osv_infer_input_buffer(x->inf, in->idx, &dst, &len);
+        v[n++] = (struct iovec){dst, in->binary_size};
+        total += in->binary_size;
+    }
+    if (total != x->binary_len) {
+        osv_res_error(c, 400,
+                      "binary_data_size values add up to %" PRIu64 " bytes but %" PRIu64
+                      " bytes follow the JSON header",
+                      total, x->binary_len);
+        c->res.close_after = true;
+        return;
+    }
+    osv_conn_plan_iov(c, v, n);
+    osv_conn_receive_body(c, tensors_received);
+}
+
+static void prepare_and_continue(osv_conn_t *c);
+
+static void retry_prepare(osv_conn_t *c)
+{
+    prepare_and_continue(c);
+}
+
+/* Acquires the slot (retrying a full pool with backoff), fills JSON inputs, receives binary ones. */
+static void prepare_and_continue(osv_conn_t *c)
+{
+    infer_ctx_t *x = c->req.ctx;
+    dec_t d = {.c = c, .x = x};
+    int rc = osv_infer_prepare(x->inf, &x->err);
+    if (rc == OSV_EBUSY && c->req.retries < BUSY_RETRIES) {
+        osv_stats_add_recovery(osv_model_stats(x->m));
+        c->req.on_timer = retry_prepare;
+        osv_conn_set_timer(c, 2000000ull << c->req.retries++); /* 2, 4, 8 ms */
+        c->state = CONN_RUN;
+        return;
+    }
+    if (rc) {
+        osv_res_error_code(c, rc, x->err.msg);
+        if (x->binary_len)
+            c->res.close_after = true; /* the tensors were not read */
+        return;
+    }
+    if (x->header_len || !x->raw) {
+        /* The token scratch still holds this request's document: it is only reused by the next
+         * request on this loop, and everything below runs before that. */
+        d.doc = *(osv_json_doc_t *)c->req.body_doc;
+        if (fill_json_inputs(&d) != 0) {
+            osv_res_error(c, 400, "%s", x->err.msg);
+            if (x->binary_len)
+                c->res.close_after = true;
+            return;
+        }
+    }
+    if (x->binary_len)
+        receive_binary(c);
+    else
+        dispatch(c);
+}
+
+static int init_infer(osv_conn_t *c, infer_ctx_t *x)
+{
+    osv_server_t *s = c->loop->srv;
+    osv_infer_opts_t io = {.pool = s->pool, .force_copy = s->o.force_copy};
+    size_t size = osv_infer_size(x->m);
+    void *mem = osv_arena_alloc(&c->arena, size, 16);
+    if (!mem)
+        return osv_err_set(&x->err, OSV_ENOMEM, "out of request memory");
+    return osv_infer_init(mem, size, x->m, &io, &x->inf, &x->err);
+}
+
+/* The JSON header is in memory: decode, declare, prepare. */
+static void header_received(osv_conn_t *c)
+{
+    infer_ctx_t *x = c->req.ctx;
+    osv_json_doc_t *doc = osv_arena_alloc(&c->arena, sizeof *doc, 8);
+    dec_t d = {.c = c, .x = x};
+    int rc;
+    x->t_decode = osv_now_ns();
+    c->req.body_len = x->header_len ? x->header_len : c->req.body_len;
+    if (!doc || osv_h_parse_json(c, &d.doc) != 0) {
+        if (!doc)
+            osv_res_error(c, 503, "out of request memory");
+        if (x->binary_len)
+            c->res.close_after = true;
+        return;
+    }
+    *doc = d.doc;
+    c->req.body_doc = doc;
+    if ((rc = decode_request(&d)) != 0 || (rc = init_infer(c, x)) != 0 || (rc = declare(&d)) != 0) {
+        osv_res_error_code(c, rc, x->err.msg);
+        if (x->binary_len)
+            c->res.close_after = true;
+        return;
+    }
+    prepare_and_continue(c);
+}
+
+/* Inference-Header-Content-Length: 0 — the body is one input's raw bytes (Triton's raw binary
+ * request): the model must have one input with at most one dynamic dim. */
+static void raw_request(osv_conn_t *c, infer_ctx_t *x)
+{
+    const osv_tensor_info_t *t = osv_model_input(x->m, 0);
+    uint64_t fixed = osv_dtype_size(t->dtype), body = c->req.head.content_length;
+    int dyn = -1;
+    in_desc_t *in;
+    if (osv_model_input_count(x->m) != 1 || t->rank < 0 || t->dtype == OSV_DTYPE_BYTES || !fixed) {
+        osv_res_error(c, 400,
+                      "a raw binary request (Inference-Header-Content-Length: 0) needs a model with one "
+                      "fixed-size input");
+        c->res.close_after = true;
+        return;
+    }
+    x->ins = osv_arena_alloc(&c->arena, sizeof *x->ins, 8);
+    x->outs = osv_arena_alloc(&c->arena, (osv_model_output_count(x->m) + 1) * sizeof *x->outs, 8);
+    if (!x->ins || !x->outs) {
+        osv_res_error(c, 503, "out of request memory");
+        return;
+    }
+    in = x->ins;
+    *in = (in_desc_t){.idx = 0,
+                      .dt = t->dtype,
+                      .rank = (uint32_t)t->rank,
+                      .data_tok = -1,
+                      .binary = true,
+                      .binary_size = body};
+    for (int32_t d = 0; d < t->rank; d++) {
+        if (t->dims[d] >= 0) {
+            in->dims[d] = t->dims[d];
+            fixed *= (uint64_t)t->dims[d];
+        } else if (dyn < 0) {
+            dyn = d;
+        } else {
+            osv_res_error(c, 400, "a raw binary request needs an input with at most one dynamic dimension");
+            c->res.close_after = true;
+            return;
+        }
+    }
+    if (fixed == 0 || body % fixed || (dyn < 0 && body != fixed)) {
+        osv_res_error(c, 400, "raw body of %" PRIu64 " bytes does not fit input '%s'", body, t->name);
+        c->res.close_after = true;
+        return;
+    }
+    if (dyn >= 0)
+        in->dims[dyn] = (int64_t)(body / fixed);
+    x->n_in = 1;
+    x->n_out = osv_model_output_count(x->m);
+    for (uint32_t k = 0; k < x->n_out; k++)
+        x->outs[k] = (out_desc_t){.idx = k, .binary = true};
+    x->binary_len = body;
+    x->t_decode = osv_now_ns();
+    dec_t d = {.c = c, .x = x};
+    int rc = init_infer(c, x);
+    if (!rc)
+        rc = declare(&d);
+    if (rc) {
+        osv_res_error_code(c, rc, x->err.msg);
+        c->res.close_after = true;
+        return;
+    }
+    prepare_and_continue(c);
+}
+
+static int64_t header_u64(osv_conn_t *c, const char *name, bool *present)
+{
+    const osv_http_header_t *h = osv_req_header(c, name);
+    char buf[32];
+    char *end;
+    *present = h != NULL;
+    if (!h)
+        return 0;
+    if (h->value_len == 0 || h->value_len >= sizeof buf)
+        return -1;
+    memcpy(buf, h->value, h->value_len);
+    buf[h->value_len] = '\0';
+    long long v = strtoll(buf, &end, 10);
+    return *end || v < 0 ? -1 : v;
+}
+
+static void start_infer(osv_conn_t *c, osv_model_t *m)
+{
+    osv_server_t *s = c->loop->srv;
+    infer_ctx_t *x = osv_arena_alloc(&c->arena, sizeof *x, 8);
+    bool has_hdr, has_timeout;
+    int64_t hdr, timeout_ms;
+    uint64_t cl = c->req.head.content_length;
+
+    c->req.model = m;
+    c->req.cleanup = infer_cleanup;
+    if (!x) {
+        osv_res_error(c, 503, "out of request memory");
+        return;
+    }
+    memset(x, 0, sizeof *x);
+    x->m = m;
+    x->ms = osv_model_sched(m);
+    c->req.ctx = x;
+    timeout_ms = header_u64(c, "Ortserve-Timeout-Ms", &has_timeout);
+    if (has_timeout && timeout_ms < 0) {
+        osv_res_error(c, 400, "Ortserve-Timeout-Ms must be a non-negative integer");
+        return;
+    }
+    if (!has_timeout)
+        timeout_ms = x->ms->deadline_ms >= 0 ? x->ms->deadline_ms : s->o.deadline_ms;
+    c->req.deadline = timeout_ms > 0 ? c->req.t_start + (uint64_t)timeout_ms * 1000000ull : 0;
+    if (c->req.head.chunked) {
+        osv_res_error(c, 411, "chunked inference requests are not supported; send Content-Length");
+        c->res.close_after = true;
+        return;
+    }
+    if (cl > s->o.max_body_bytes) {
+        osv_res_error(c, 413, "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64, cl,
+                      s->o.max_body_bytes);
+        c->res.close_after = true;
+        return;
+    }
+    hdr = header_u64(c, "Inference-Header-Content-Length", &has_hdr);
+    if (has_hdr && (hdr < 0 || (uint64_t)hdr > cl)) {
+        osv_res_error(c, 400,
+                      "Inference-Header-Content-Length %" PRId64
+                      " is invalid or exceeds Content-Length %" PRIu64,
+                      hdr, cl);
+        c->res.close_after = true;
+        return;
+    }
+    if (has_hdr && hdr == 0) {
+        x->raw = true;
+        raw_request(c, x);
+        return;
+    }
+    if (cl == 0) {
+        osv_res_error(c, 400, "inference request has no body");
+        return;
+    }
+    x->header_len = has_hdr ? (uint64_t)hdr : 0;
+    x->binary_len = has_hdr ? cl - (uint64_t)hdr : 0;
+    /* Receive only the JSON header now; the binary section goes straight into the slot later. */
+    c->req.head.content_length = has_hdr ? (uint64_t)hdr : cl;
+    osv_h_receive_body(c, s->o.max_body_bytes, header_received);
+}
+
+void osv_h_infer(osv_conn_t *c, const osv_route_t *r)
+{
+    osv_model_t *m = osv_h_model(c, r);
+    if (m)
+        start_infer(c, m);
+    else
+        c->res.close_after = c->req.head.content_length > 0; /* the body was not read */
+}
+
+void osv_h_infer_alias(osv_conn_t *c)
+{
+    osv_repo_entry_t e[2];
+    size_t n = 0;
+    osv_repo_index(c->loop->srv->repo, true, e, 2, &n);
+    if (n != 1) {
+        osv_res_error(
+            c, 400,
+            "POST /infer needs a repository with exactly one loaded model version (%zu are loaded); "
+            "use /v2/models/<name>/infer",
+            n);
+        c->res.close_after = c->req.head.content_length > 0;
+        return;
+    }
+    osv_route_t r = {.model = e[0].name, .model_len = (uint32_t)strlen(e[0].name), .version = e[0].version};
+    osv_model_t *m = osv_h_model(c, &r);
+    if (m)
+        start_infer(c, m);
+}
+
+/* ---- response encoding
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct out_plan {
+    osv_tensor_view_t v;
+    uint8_t *bytes; /* serialized BYTES / classification strings, in the body slot */
+    uint64_t bytes_len;
+    uint64_t class_count; /* classification: elements */
+    uint32_t class_shape_rank;
+    int64_t class_dims[2];
+} out_plan_t;
+
+static uint64_t max_chars(osv_dtype_t dt)
+{
+    switch (dt) {
+    case OSV_DTYPE_BOOL:
+        return 6;
+    case OSV_DTYPE_FP64:
+        return OSV_JW_MAX_F64_CHARS + 1;
+    case OSV_DTYPE_FP32:
+    case OSV_DTYPE_FP16:
+    case OSV_DTYPE_BF16:
+        return OSV_JW_MAX_F32_CHARS + 1;
+    default:
+        return OSV_JW_MAX_I64_CHARS + 1;
+    }
+}
+
+static double value_at(const osv_tensor_view_t *v, uint64_t i)
+{
+    const void *p = v->data;
+    uint32_t b;
+    float f;
+    switch (v->dtype) {
+    case OSV_DTYPE_FP32:
+        return ((const float *)p)[i];
+    case OSV_DTYPE_FP64:
+        return ((const double *)p)[i];
+    case OSV_DTYPE_FP16: {
+        uint16_t h = ((const uint16_t *)p)[i];
+        uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
+        double r = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m | 0x400, (int)e - 25);
+        return (h & 0x8000) ? -r : r;
+    }
+    case OSV_DTYPE_BF16:
+        b = (uint32_t)((const uint16_t *)p)[i] << 16;
+        memcpy(&f, &b, 4);
+        return f;
+    case OSV_DTYPE_BOOL:
+    case OSV_DTYPE_UINT8:
+        return ((const uint8_t *)p)[i];
+    case OSV_DTYPE_INT8:
+        return ((const int8_t *)p)[i];
+    case OSV_DTYPE_UINT16:
+        return ((const uint16_t *)p)[i];
+    case OSV_DTYPE_INT16:
+        return ((const int16_t *)p)[i];
+    case OSV_DTYPE_UINT32:
+        return ((const uint32_t *)p)[i];
+    case OSV_DTYPE_INT32:
+        return ((const int32_t *)p)[i];
+    case OSV_DTYPE_UINT64:
+        return (double)((const uint64_t *)p)[i];
+    case OSV_DTYPE_INT64:
+        return (double)((const int64_t *)p)[i];
+    default:
+        return 0;
+    }
+}
+
+static void write_numbers(osv_jw_t *w, const osv_tensor_view_t *v)
+{
+    const void *p = v->data;
+    if (v->dtype == OSV_DTYPE_FP32) {
+        osv_jw_f32_array(w, p, v->count);
+        return;
+    }
+    osv_jw_arr_begin(w);
+    for (uint64_t i = 0; i < v->count; i++) {
+        switch (v->dtype) {
+        case OSV_DTYPE_BOOL:
+            osv_jw_bool(w, ((const uint8_t *)p)[i] != 0);
+            break;
+        case OSV_DTYPE_FP64:
+            osv_jw_f64(w, ((const double *)p)[i]);
+            break;
+        case OSV_DTYPE_FP16:
+        case OSV_DTYPE_BF16:
+            osv_jw_f32(w, (float)value_at(v, i));
+            break;
+        case OSV_DTYPE_UINT64:
+            osv_jw_u64(w, ((const uint64_t *)p)[i]);
+            break;
+        case OSV_DTYPE_INT64:
+            osv_jw_i64(w, ((const int64_t *)p)[i]);
+            break;
+        default:
+            osv_jw_i64(w, (int64_t)value_at(v, i));
+            break;
+        }
+    }
+    osv_jw_arr_end(w);
+}
+
+static void write_strings(osv_jw_t *w, const uint8_t *p, uint64_t len)
+{
+    const uint8_t *end = p + len;
+    osv_jw_arr_begin(w);
+    while (end - p >= 4) {
+        uint32_t n;
+        memcpy(&n, p, 4);
+        osv_jw_str(w, (const char *)p + 4, n);
+        p += 4 + n;
+    }
+    osv_jw_arr_end(w);
+}
+
+/* Classification: the top k of each row as "score:index[:label]" in Triton's BYTES format
+ * (score printed like std::to_string, as Triton does). Returns the serialized size. */
+static uint64_t classify_into(osv_conn_t *c, const osv_tensor_info_t *ti, const osv_tensor_view_t *v,
+                              uint32_t k, uint8_t *dst, out_plan_t *plan)
+{
+    uint64_t rows = v->rank >= 2 ? (uint64_t)v->dims[0] : 1, used = 0;
+    uint64_t classes = rows ? v->count / rows : 0;
+    uint64_t *top = NULL;
+    if (k > classes)
+        k = (uint32_t)classes;
+    if (k && !(top = osv_arena_alloc(&c->arena, k * sizeof *top, 8)))
+        return UINT64_MAX;
+    for (uint64_t r = 0; r < rows; r++) {
+        const uint64_t base = r * classes;
+        uint32_t n = 0;
+        for (uint64_t i = 0; i < classes; i++) { /* insertion into a sorted top-k list */
+            double val = value_at(v, base + i);
+            if (n == k && !(val > value_at(v, base + top[k - 1])))
+                continue;
+            uint32_t j = n < k ? n++ : k - 1;
+            while (j > 0 && val > value_at(v, base + top[j - 1])) {
+                top[j] = top[j - 1];
+                j--;
+            }
+            top[j] = i;
+        }
+        for (uint32_t j = 0; j < n; j++) {
+            char *s = (char *)dst + used + 4;
+            double score = value_at(v, base + top[j]);
+            int len = snprintf(s, 64, "%f:%" PRIu64, score, top[j]); /* std::to_string's format, as Triton */
+            if (len < 0 || len >= 64)
+                len = snprintf(s, 64, "%g:%" PRIu64, score, top[j]); /* huge scores */
+            if (top[j] < ti->n_labels) {
+                size_t ll = strlen(ti->labels[top[j]]);
+                s[len++] = ':';
+                memcpy(s + len, ti->labels[top[j]], ll);
+                len += (int)ll;
+            }
+            uint32_t l32 = (uint32_t)len;
+            memcpy(dst + used, &l32, 4);
+            used += 4 + (uint64_t)len;
+        }
+    }
+    plan->class_count = rows * k;
+    plan->class_shape_rank = v->rank >= 2 ? 2 : 1;
+    plan->class_dims[0] = v->rank >= 2 ? (int64_t)rows : (int64_t)k;
+    plan->class_dims[1] = k;
+    return used;
+}
+
+/* Upper bound of the serialized classification strings for output view v. */
+static uint64_t classify_max(const osv_tensor_info_t *ti, const osv_tensor_view_t *v, uint32_t k)
+{
+    uint64_t rows = v->rank >= 2 ? (uint64_t)v->dims[0] : 1, longest = 0;
+    for (uint32_t i = 0; i < ti->n_labels; i++) {
+        uint64_t l = strlen(ti->labels[i]);
+        longest = l > longest ? l : longest;
+    }
+    return rows * k * (4 + 64 + 1 + longest);
+}
+
+static void jw_kstr(osv_jw_t *w, const char *key, const char *val, size_t n)
+{
+    osv_jw_key(w, key, strlen(key));
+    osv_jw_str(w, val, n);
+}
+
+static void write_shape(osv_jw_t *w, const int64_t *dims, uint32_t rank)
+{
+    osv_jw_key(w, "shape", 5);
+    osv_jw_arr_begin(w);
+    for (uint32_t d = 0; d < rank; d++)
+        osv_jw_i64(w, dims[d]);
+    osv_jw_arr_end(w);
+}
+
+/* One element of the response's "outputs". */
+static void write_output(osv_jw_t *w, const out_desc_t *o, const out_plan_t *p)
+{
+    const osv_tensor_view_t *v = &p->v;
+    bool classify = o->classification > 0;
+    osv_jw_obj_begin(w);
+    jw_kstr(w, "name", v->name, strlen(v->name));
+    jw_kstr(w, "datatype", classify ? "BYTES" : osv_dtype_name(v->dtype),
+            strlen(classify ? "BYTES" : osv_dtype_name(v->dtype)));
+    if (classify)
+        write_shape(w, p->class_dims, p->class_shape_rank);
+    else
+        write_shape(w, v->dims, v->rank);
+    if (o->shm) {
+        osv_jw_key(w, "parameters", 10);
+        osv_jw_obj_begin(w);
+        osv_jw_key(w, "shared_memory_byte_size", 23);
+        osv_jw_u64(w, v->bytes);
+        osv_jw_obj_end(w);
+    } else if (o->binary) {
+        osv_jw_key(w, "parameters", 10);
+        osv_jw_obj_begin(w);
+        osv_jw_key(w, "binary_data_size", 16);
+        osv_jw_u64(w, p->bytes ? p->bytes_len : v->bytes);
+        osv_jw_obj_end(w);
+    } else {
+        osv_jw_key(w, "data", 4);
+        if (p->bytes)
+            write_strings(w, p->bytes, p->bytes_len);
+        else
+            write_numbers(w, v);
+    }
+    osv_jw_obj_end(w);
+}
+
+/* Bytes the response's JSON header can take for output k (not counting serialized strings). */
+static uint64_t output_json_max(const out_desc_t *o, const out_plan_t *p)
+{
+    const osv_tensor_view_t *v = &p->v;
+    uint64_t n = 192 + osv_jw_str_max(strlen(v->name)) + (uint64_t)(v->rank + 2) * (OSV_JW_MAX_I64_CHARS + 1);
+    if (o->shm || o->binary)
+        return n;
+    if (p->bytes)
+        return n + 6 * p->bytes_len + 3 * (p->class_count ? p->class_count : v->count) + 2;
+    return n + v->count * max_chars(v->dtype) + 2;
+}
+
+static void send_response(osv_conn_t *c, char *json, uint64_t json_len, out_plan_t *plans, bool any_binary)
+{
+    infer_ctx_t *x = c->req.ctx;
+    uint64_t body = json_len;
+    for (uint32_t k = 0; k < x->n_out; k++)
+        if (x->outs[k].binary && !x->outs[k].shm)
+            body += plans[k].bytes ? plans[k].bytes_len : plans[k].v.bytes;
+    osv_res_begin(c, 200);
+    if (any_binary) {
+        osv_res_header(c, "Content-Type", "application/octet-stream");
+        osv_res_header(c, "Inference-Header-Content-Length", "%" PRIu64, json_len);
+    } else {
+        osv_res_header(c, "Content-Type", "application/json");
+    }
+    osv_res_end_head(c, body);
+    osv_res_add_iov(c, json, json_len);
+    for (uint32_t k = 0; k < x->n_out; k++) {
+        if (!x->outs[k].binary || x->outs[k].shm)
+            continue;
+        if (plans[k].bytes) /* BYTES / classification strings, serialized into the response slot */
+            osv_res_add_iov(c, plans[k].bytes, plans[k].bytes_len);
+        else /* tensor bytes straight from where ORT wrote them */
+            osv_res_add_iov(c, plans[k].v.data, plans[k].v.bytes);
+    }
+    if (c->res.n_iov == OSV_MAX_IOV)
+        osv_res_error(c, 500, "too many outputs for one response");
+    else
+        osv_conn_send(c);
+}
+
+/* Serialized strings (BYTES outputs, classification) go first, at the front of the slot. */
+static int serialize_strings(osv_conn_t *c, out_plan_t *plans, uint8_t *base, uint64_t *used)
+{
+    infer_ctx_t *x = c->req.ctx;
+    for (uint32_t k = 0; k < x->n_out; k++) {
+        out_plan_t *p = &plans[k];
+        const out_desc_t *o = &x->outs[k];
+        if (o->classification) {
+            p->bytes = base + *used;
+            uint64_t bound = p->bytes_len;
+            p->bytes_len =
+                classify_into(c, osv_model_output(x->m, o->idx), &p->v, o->classification, p->bytes, p);
+            if (p->bytes_len == UINT64_MAX)
+                return OSV_ENOMEM;
+            *used += (bound + 63) & ~63ull;
+            continue;
+        } else if (p->v.dtype == OSV_DTYPE_BYTES) {
+            p->bytes = base + *used;
+            p->bytes_len = p->v.bytes;
+            if (osv_infer_output_bytes(x->inf, k, p->bytes, p->bytes_len, &x->err) != 0)
+                return x->err.code;
+        } else {
+            continue;
+        }
+        *used += (p->bytes_len + 63) & ~63ull;
+    }
+    return 0;
+}
+
+static void encode_response(osv_conn_t *c)
+{
+    infer_ctx_t *x = c->req.ctx;
+    uint64_t t0 = osv_now_ns(), cap, strings = 0, used = 0;
+    out_plan_t *plans = osv_arena_alloc(&c->arena, (x->n_out ? x->n_out : 1) * sizeof *plans, 8);
+    bool any_binary = false;
+    osv_jw_t w;
+    char v[24];
+    if (!plans) {
+        osv_res_error(c, 503, "out of request memory");
+        return;
+    }
+    memset(plans, 0, (x->n_out ? x->n_out : 1) * sizeof *plans);
+    /* Size everything first (string outputs by their upper bound), so one slot holds the strings
+     * and the JSON header after them. */
+    cap = 256 + osv_jw_str_max(x->id_len) + osv_jw_str_max(strlen(osv_model_name(x->m)));
+    for (uint32_t k = 0; k < x->n_out; k++) {
+        const out_desc_t *o = &x->outs[k];
+        out_plan_t *p = &plans[k];
+        if (osv_infer_output_view(x->inf, k, &p->v, &x->err) != 0) {
+            osv_res_error_code(c, x->err.code, x->err.msg);
+            return;
+        }
+        if (o->classification) {
+            p->bytes_len = classify_max(osv_model_output(x->m, o->idx), &p->v, o->classification);
+            p->class_count = (p->v.rank >= 2 ? (uint64_t)p->v.dims[0] : 1) * o->classification;
+        } else if (p->v.dtype == OSV_DTYPE_BYTES) {
+            p->bytes_len = p->v.bytes;
+        }
+        if (o->classification || p->v.dtype == OSV_DTYPE_BYTES) {
+            p->bytes = (uint8_t *)1; /* marks a string output while sizing */
+            strings += (p->bytes_len + 63) & ~63ull;
+        }
+        cap += output_json_max(o, p) + 1;
+        any_binary |= o->binary && !o->shm;
+    }
+    uint8_t *base = (uint8_t *)osv_res_body_buf(c, strings + cap);
+    if (!base) {
+        osv_res_error(c, 503, "no memory for the response, retry later");
+        return;
+    }
+    if (serialize_strings(c, plans, base, &used) != 0) {
+        osv_res_error_code(c, x->err.code ? x->err.code : OSV_ENOMEM, x->err.msg);
+        return;
+    }
+    char *json = (char *)base + strings;
+    osv_jw_init(&w, json, cap);
+    osv_jw_obj_begin(&w);
+    jw_kstr(&w, "model_name", osv_model_name(x->m), strlen(osv_model_name(x->m)));
+    snprintf(v, sizeof v, "%" PRId64, osv_model_version(x->m));
+    jw_kstr(&w, "model_version", v, strlen(v));
+    if (x->id)
+        jw_kstr(&w, "id", x->id, x->id_len);
+    osv_jw_key(&w, "outputs", 7);
+    osv_jw_arr_begin(&w);
+    for (uint32_t k = 0; k < x->n_out; k++)
+        write_output(&w, &x->outs[k], &plans[k]);
+    osv_jw_arr_end(&w);
+    osv_jw_obj_end(&w);
+    if (osv_jw_error(&w)) {
+        osv_res_error(c, 500, "response header did not fit its buffer");
+        return;
+    }
+    c->req.fallback = osv_infer_fallback(x->inf);
+    c->req.core_copied = osv_infer_copied(x->inf);
+    c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = osv_now_ns() - t0;
+    send_response(c, json, osv_jw_len(&w), plans, any_binary);
+}

@@ -1,0 +1,335 @@
+/* kserve.c — KServe v2 health, server and model metadata, readiness, Triton's model configuration
+ * extension, and the helpers handlers share (model lookup, receiving and parsing JSON bodies). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "http/handlers.h"
+
+#define CONTROL_BODY_LIMIT (1u << 20) /* bodies of control-plane requests (repository, shm) */
+
+static const char *const extensions[] = {
+    "binary_tensor_data", "classification",  "model_configuration", "model_repository",
+    "parameters",         "schedule_policy", "statistics",          "system_shared_memory",
+};
+
+const osv_http_header_t *osv_req_header(const osv_conn_t *c, const char *name)
+{
+    for (uint32_t i = 0; i < c->req.head.n_headers; i++)
+        if (osv_http_name_is(&c->req.head.headers[i], name))
+            return &c->req.head.headers[i];
+    return NULL;
+}
+
+/* ---- sending JSON built with the writer --------------------------------------------------------- */
+
+typedef void (*fill_fn)(osv_jw_t *w, void *ud);
+
+/* Builds a JSON body of at most `cap` bytes in a pool slot and sends it with `status`. */
+static void send_built(osv_conn_t *c, int status, uint64_t cap, fill_fn fill, void *ud)
+{
+    char *buf = osv_res_body_buf(c, cap);
+    osv_jw_t w;
+    if (!buf) {
+        osv_res_error(c, 503, "no memory for the response, retry later");
+        return;
+    }
+    osv_jw_init(&w, buf, cap);
+    fill(&w, ud);
+    if (osv_jw_error(&w)) {
+        osv_res_error(c, 500, "response did not fit its buffer");
+        return;
+    }
+    osv_res_json(c, status, buf, osv_jw_len(&w));
+}
+
+static void jw_kstr(osv_jw_t *w, const char *key, const char *val)
+{
+    osv_jw_key(w, key, strlen(key));
+    osv_jw_str(w, val, strlen(val));
+}
+
+/* ---- health and server metadata -------------------------------------------------------------------- */
+
+void osv_h_live(osv_conn_t *c)
+{
+    static const char body[] = "{\"live\":true}";
+    osv_res_json(c, 200, body, sizeof body - 1);
+}
+
+void osv_h_ready(osv_conn_t *c)
+{
+    static const char yes[] = "{\"ready\":true}", no[] = "{\"ready\":false}";
+    osv_server_t *s = c->loop->srv;
+    bool ready = !atomic_load(&s->stopping) && osv_repo_ready(s->repo);
+    if (ready)
+        osv_res_json(c, 200, yes, sizeof yes - 1);
+    else
+        osv_res_json(c, 503, no, sizeof no - 1);
+}
+
+static void fill_server_meta(osv_jw_t *w, void *ud)
+{
+    (void)ud;
+    osv_jw_obj_begin(w);
+    jw_kstr(w, "name", "ortserve");
+    jw_kstr(w, "version", osv_version());
+    osv_jw_key(w, "extensions", 10);
+    osv_jw_arr_begin(w);
+    for (size_t i = 0; i < sizeof extensions / sizeof *extensions; i++)
+        osv_jw_str(w, extensions[i], strlen(extensions[i]));
+    osv_jw_arr_end(w);
+    osv_jw_obj_end(w);
+}
+
+void osv_h_server_meta(osv_conn_t *c)
+{
+    send_built(c, 200, 1024, fill_server_meta, NULL);
+}
+
+/* ---- model lookup ------------------------------------------------------------------------------------- */
+
+osv_model_t *osv_h_model(osv_conn_t *c, const osv_route_t *r)
+{
+    osv_model_t *m = NULL;
+    osv_err_t err;
+    int rc;
+    if (!osv_model_name_valid(r->model, r->model_len)) {
+        osv_res_error(c, 404, "unknown model '%.*s'", (int)(r->model_len > 128 ? 128 : r->model_len),
+                      r->model);
+        return NULL;
+    }
+    rc = osv_repo_acquire(c->loop->srv->repo, r->model, r->model_len, r->version, &m, &err);
+    if (rc) {
+        osv_res_error_code(c, rc, err.msg);
+        return NULL;
+    }
+    return m;
+}
+
+/* Upper bound of a tensor description's JSON size. */
+static uint64_t tensor_json_max(const osv_tensor_info_t *t)
+{
+    return osv_jw_str_max(strlen(t->name)) + 96 + (uint64_t)(t->rank > 0 ? t->rank : 0) * 22;
+}
+
+static void json_tensor(osv_jw_t *w, const osv_tensor_info_t *t)
+{
+    osv_jw_obj_begin(w);
+    jw_kstr(w, "name", t->name);
+    jw_kstr(w, "datatype", osv_dtype_name(t->dtype));
+    osv_jw_key(w, "shape", 5);
+    osv_jw_arr_begin(w);
+    for (int32_t d = 0; d < t->rank; d++)
+        osv_jw_i64(w, t->dims[d]);
+    osv_jw_arr_end(w);
+    osv_jw_obj_end(w);
+}
+
+typedef struct meta_ctx {
+    osv_model_t *m;
+    int64_t versions[64];
+    size_t n_versions;
+} meta_ctx_t;
+
+static void fill_model_meta(osv_jw_t *w, void *ud)
+{
+    meta_ctx_t *x = ud;
+    osv_model_t *m = x->m;
+    char v[24];
+    osv_jw_obj_begin(w);
+    jw_kstr(w, "name", osv_model_name(m));
+    osv_jw_key(w, "versions", 8);
+    osv_jw_arr_begin(w);
+    for (size_t i = 0; i < x->n_versions && i < 64; i++) {
+        snprintf(v, sizeof v, "%" PRId64, x->versions[i]);
+        osv_jw_str(w, v, strlen(v));
+    }
+    osv_jw_arr_end(w);
+    jw_kstr(w, "platform", "onnxruntime_onnx");
+    for (int io = 0; io < 2; io++) {
+        uint32_t n = io ? osv_model_output_count(m) : osv_model_input_count(m);
+        osv_jw_key(w, io ? "outputs" : "inputs", io ? 7 : 6);
+        osv_jw_arr_begin(w);
+        for (uint32_t i = 0; i < n; i++)
+            json_tensor(w, io ? osv_model_output(m, i) : osv_model_input(m, i));
+        osv_jw_arr_end(w);
+    }
+    osv_jw_obj_end(w);
+}
+
+static uint64_t model_json_max(const osv_model_t *m)
+{
+    uint64_t cap = 4096 + osv_jw_str_max(strlen(osv_model_name(m)));
+    for (uint32_t i = 0; i < osv_model_input_count(m); i++)
+        cap += tensor_json_max(osv_model_input(m, i)) + 64;
+    for (uint32_t i = 0; i < osv_model_output_count(m); i++)
+        cap += tensor_json_max(osv_model_output(m, i)) + 64 + 64;
+    return cap;
+}
+
+void osv_h_model_meta(osv_conn_t *c, const osv_route_t *r)
+{
+    meta_ctx_t x = {.m = osv_h_model(c, r)};
+    if (!x.m)
+        return;
+    osv_repo_versions(c->loop->srv->repo, r->model, r->model_len, x.versions, 64, &x.n_versions);
+    send_built(c, 200, model_json_max(x.m), fill_model_meta, &x);
+    osv_model_release(x.m);
+}
+
+typedef struct ready_ctx {
+    const char *name;
+    int64_t version;
+} ready_ctx_t;
+
+static void fill_model_ready(osv_jw_t *w, void *ud)
+{
+    ready_ctx_t *x = ud;
+    char v[24];
+    snprintf(v, sizeof v, "%" PRId64, x->version);
+    osv_jw_obj_begin(w);
+    jw_kstr(w, "name", x->name);
+    jw_kstr(w, "version", v);
+    osv_jw_key(w, "ready", 5);
+    osv_jw_bool(w, true);
+    osv_jw_obj_end(w);
+}
+
+void osv_h_model_ready(osv_conn_t *c, const osv_route_t *r)
+{
+    osv_model_t *m = osv_h_model(c, r); /* unknown: 404; known but not loaded: 503 */
+    ready_ctx_t x;
+    if (!m)
+        return;
+    x.name = osv_model_name(m);
+    x.version = osv_model_version(m);
+    send_built(c, 200, 512 + osv_jw_str_max(strlen(x.name)), fill_model_ready, &x);
+    osv_model_release(m);
+}
+
+/* Triton's ModelConfig as JSON (model_configuration extension): what tritonclient and
+ * perf_analyzer read. Full shapes are reported with max_batch_size 0: the model handles batching. */
+static void config_tensor(osv_jw_t *w, const osv_tensor_info_t *t, bool output)
+{
+    char type[24];
+    snprintf(type, sizeof type, "TYPE_%s", t->dtype == OSV_DTYPE_BYTES ? "STRING" : osv_dtype_name(t->dtype));
+    osv_jw_obj_begin(w);
+    jw_kstr(w, "name", t->name);
+    jw_kstr(w, "data_type", type);
+    osv_jw_key(w, "dims", 4);
+    osv_jw_arr_begin(w);
+    for (int32_t d = 0; d < t->rank; d++)
+        osv_jw_i64(w, t->dims[d]);
+    osv_jw_arr_end(w);
+    if (output) {
+        osv_jw_key(w, "label_filename", 14);
+        osv_jw_str(w, t->n_labels ? "labels" : "", t->n_labels ? 6 : 0);
+    }
+    osv_jw_obj_end(w);
+}
+
+static void fill_model_config(osv_jw_t *w, void *ud)
+{
+    osv_model_t *m = ud;
+    const osv_model_config_t *cfg = osv_model_config(m);
+    osv_jw_obj_begin(w);
+    jw_kstr(w, "name", osv_model_name(m));
+    jw_kstr(w, "platform", "onnxruntime_onnx");
+    jw_kstr(w, "backend", "onnxruntime");
+    osv_jw_key(w, "max_batch_size", 14);
+    osv_jw_i64(w, 0);
+    for (int io = 0; io < 2; io++) {
+        uint32_t n = io ? osv_model_output_count(m) : osv_model_input_count(m);
+        osv_jw_key(w, io ? "output" : "input", io ? 6 : 5);
+        osv_jw_arr_begin(w);
+        for (uint32_t i = 0; i < n; i++)
+            config_tensor(w, io ? osv_model_output(m, i) : osv_model_input(m, i), io);
+        osv_jw_arr_end(w);
+    }
+    osv_jw_key(w, "instance_group", 14);
+    osv_jw_raw(w, "[{\"kind\":\"KIND_CPU\",\"count\":1}]", 31);
+    osv_jw_key(w, "parameters", 10);
+    osv_jw_obj_begin(w);
+    osv_jw_key(w, "intra_op_thread_count", 21);
+    osv_jw_obj_begin(w);
+    char v[24];
+    snprintf(v, sizeof v, "%d", cfg->threads.intra_op);
+    jw_kstr(w, "string_value", v);
+    osv_jw_obj_end(w);
+    osv_jw_obj_end(w);
+    osv_jw_obj_end(w);
+}
+
+void osv_h_model_config(osv_conn_t *c, const osv_route_t *r)
+{
+    osv_model_t *m = osv_h_model(c, r);
+    if (!m)
+        return;
+    send_built(c, 200, model_json_max(m) + 1024, fill_model_config, m);
+    osv_model_release(m);
+}
+
+/* ---- receiving and parsing JSON bodies ------------------------------------------------------------- */
+
+static void body_in_slot_done(osv_conn_t *c)
+{
+    c->req.body_ptr = (const char *)c->req.body_slot.base;
+    c->req.on_body_next(c);
+}
+
+static void body_in_buffer_done(osv_conn_t *c)
+{
+    c->req.body_ptr = osv_conn_buffer_at(c, c->req.body_len);
+    c->req.on_body_next(c);
+}
+
+void osv_h_receive_body(osv_conn_t *c, uint64_t limit, body_done_fn done)
+{
+    const osv_http_head_t *h = &c->req.head;
+    osv_server_t *s = c->loop->srv;
+    if (h->chunked) {
+        osv_res_error(c, 411, "chunked request bodies are not supported; send Content-Length");
+        c->res.close_after = true;
+        return;
+    }
+    if (h->content_length > limit) {
+        osv_res_error(c, 413, "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64,
+                      h->content_length, limit);
+        c->res.close_after = true; /* the unread body must not be taken for the next request */
+        return;
+    }
+    c->req.body_len = h->content_length;
+    c->req.on_body_next = done;
+    if (osv_conn_plan_buffer(c, h->content_length) == 0) {
+        osv_conn_receive_body(c, body_in_buffer_done);
+        return;
+    }
+    if (osv_pool_acquire(s->pool, h->content_length, &c->req.body_slot) != 0) {
+        osv_res_error(c, 503, "no memory for a %" PRIu64 "-byte request body, retry later",
+                      h->content_length);
+        c->res.close_after = true;
+        return;
+    }
+    struct iovec v = {c->req.body_slot.base, h->content_length};
+    osv_conn_plan_iov(c, &v, 1);
+    osv_conn_receive_body(c, body_in_slot_done);
+}
+
+void osv_h_receive_json(osv_conn_t *c, body_done_fn done)
+{
+    osv_h_receive_body(c, CONTROL_BODY_LIMIT, done);
+}
+
+int osv_h_parse_json(osv_conn_t *c, osv_json_doc_t *doc)
+{
+    osv_server_t *s = c->loop->srv;
+    osv_json_limits_t lim = {.max_depth = s->o.max_json_depth, .max_tokens = s->o.max_json_tokens};
+    osv_json_err_t jerr;
+    if (osv_json_parse(c->req.body_ptr, c->req.body_len, c->loop->toks, s->o.max_json_tokens, &lim, doc,
+                       &jerr) != 0) {
+        osv_res_error(c, 400, "invalid JSON body: %s", jerr.msg);
+        return -1;
+    }
+    return 0;
+}

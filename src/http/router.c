@@ -1,0 +1,192 @@
+/* router.c — maps a request path to its handler by splitting it on '/' (no regex, no allocation),
+ * and answers 404 for unknown paths and 405 (with Allow) for wrong methods. */
+#include <string.h>
+
+#include "http/handlers.h"
+#include "obs/obs.h"
+
+#define MAX_SEGS 8
+
+typedef struct seg {
+    const char *p;
+    uint32_t n;
+} seg_t;
+
+static int split(const char *path, uint32_t len, seg_t *s)
+{
+    int n = 0;
+    uint32_t i = 0;
+    while (i < len) {
+        while (i < len && path[i] == '/')
+            i++;
+        if (i == len)
+            break;
+        if (n == MAX_SEGS)
+            return -1;
+        s[n].p = path + i;
+        while (i < len && path[i] != '/')
+            i++;
+        s[n].n = (uint32_t)(path + i - s[n].p);
+        n++;
+    }
+    return n;
+}
+
+static bool is(const seg_t *s, const char *lit)
+{
+    return s->n == strlen(lit) && memcmp(s->p, lit, s->n) == 0;
+}
+
+static bool parse_version(const seg_t *s, int64_t *v)
+{
+    int64_t x = 0;
+    if (s->n == 0 || s->n > 18)
+        return false;
+    for (uint32_t i = 0; i < s->n; i++) {
+        if (s->p[i] < '0' || s->p[i] > '9')
+            return false;
+        x = x * 10 + (s->p[i] - '0');
+    }
+    *v = x;
+    return true;
+}
+
+/* Method check: GET routes also answer HEAD. */
+static bool allow(osv_conn_t *c, bool get, bool post)
+{
+    int m = c->req.head.method;
+    if ((get && (m == OSV_HTTP_GET || m == OSV_HTTP_HEAD)) || (post && m == OSV_HTTP_POST))
+        return true;
+    osv_res_begin(c, 405);
+    osv_res_header(c, "Allow", "%s", get && post ? "GET, HEAD, POST" : get ? "GET, HEAD" : "POST");
+    osv_res_header(c, "Content-Type", "application/json");
+    static const char body[] = "{\"error\":\"method not allowed\"}";
+    osv_res_end_head(c, sizeof body - 1);
+    if (m != OSV_HTTP_HEAD)
+        osv_res_add_iov(c, body, sizeof body - 1);
+    osv_conn_send(c);
+    return false;
+}
+
+static void not_found(osv_conn_t *c)
+{
+    osv_res_error(c, 404, "no such endpoint: %.*s",
+                  (int)(c->req.head.path_len > 200 ? 200 : c->req.head.path_len), c->req.head.path);
+}
+
+/* /v2/models/{m}[/versions/{v}][/action] */
+static void route_model(osv_conn_t *c, seg_t *s, int n)
+{
+    osv_route_t r = {.model = s[2].p, .model_len = s[2].n, .version = -1};
+    int i = 3;
+    if (n > 3 && is(&s[3], "versions")) {
+        if (n < 5 || !parse_version(&s[4], &r.version)) {
+            osv_res_error(c, 400, "model version must be a non-negative integer");
+            return;
+        }
+        i = 5;
+    }
+    if (i == n) {
+        if (allow(c, true, false))
+            osv_h_model_meta(c, &r);
+    } else if (i + 1 == n && is(&s[i], "infer")) {
+        if (allow(c, false, true))
+            osv_h_infer(c, &r);
+    } else if (i + 1 == n && is(&s[i], "ready")) {
+        if (allow(c, true, false))
+            osv_h_model_ready(c, &r);
+    } else if (i + 1 == n && is(&s[i], "config")) {
+        if (allow(c, true, false))
+            osv_h_model_config(c, &r);
+    } else if (i + 1 == n && is(&s[i], "stats")) {
+        if (allow(c, true, false))
+            osv_h_stats(c, &r);
+    } else {
+        not_found(c);
+    }
+}
+
+static void route_repository(osv_conn_t *c, seg_t *s, int n)
+{
+    if (n == 3 && is(&s[2], "index")) {
+        if (allow(c, false, true))
+            osv_h_repo_index(c);
+    } else if (n == 5 && is(&s[2], "models") && (is(&s[4], "load") || is(&s[4], "unload"))) {
+        osv_route_t r = {.model = s[3].p, .model_len = s[3].n, .version = -1};
+        if (allow(c, false, true))
+            osv_h_repo_load(c, &r, is(&s[4], "load"));
+    } else {
+        not_found(c);
+    }
+}
+
+/* /v2/systemsharedmemory[/region/{r}]/status|register|unregister */
+static void route_shm(osv_conn_t *c, seg_t *s, int n)
+{
+    osv_route_t r = {.version = -1};
+    int i = 2;
+    if (n >= 4 && is(&s[2], "region")) {
+        r.region = s[3].p;
+        r.region_len = s[3].n;
+        i = 4;
+    }
+    if (i + 1 != n) {
+        not_found(c);
+    } else if (is(&s[i], "status")) {
+        if (allow(c, true, false))
+            osv_h_shm_status(c, &r);
+    } else if (is(&s[i], "register") && r.region) {
+        if (allow(c, false, true))
+            osv_h_shm_register(c, &r);
+    } else if (is(&s[i], "unregister")) {
+        if (allow(c, false, true))
+            osv_h_shm_unregister(c, &r);
+    } else {
+        not_found(c);
+    }
+}
+
+static void route_v2(osv_conn_t *c, seg_t *s, int n)
+{
+    if (n == 1) {
+        if (allow(c, true, false))
+            osv_h_server_meta(c);
+    } else if (n == 3 && is(&s[1], "health") && (is(&s[2], "live") || is(&s[2], "ready"))) {
+        if (allow(c, true, false))
+            is(&s[2], "live") ? osv_h_live(c) : osv_h_ready(c);
+    } else if (n == 3 && is(&s[1], "models") && is(&s[2], "stats")) {
+        osv_route_t r = {.version = -1};
+        if (allow(c, true, false))
+            osv_h_stats(c, &r);
+    } else if (n >= 3 && is(&s[1], "models")) {
+        route_model(c, s, n);
+    } else if (n >= 3 && is(&s[1], "repository")) {
+        route_repository(c, s, n);
+    } else if (n >= 3 && is(&s[1], "systemsharedmemory")) {
+        route_shm(c, s, n);
+    } else if (n >= 3 && is(&s[1], "cudasharedmemory")) {
+        osv_res_error(c, 400, "CUDA shared memory is not supported by this CPU server");
+    } else {
+        not_found(c);
+    }
+}
+
+void osv_route(osv_conn_t *c)
+{
+    seg_t s[MAX_SEGS];
+    int n = split(c->req.head.path, c->req.head.path_len, s);
+    osv_obs_request_begin(c);
+    if (c->req.head.method == OSV_HTTP_OTHER || c->req.head.method == OSV_HTTP_PUT ||
+        c->req.head.method == OSV_HTTP_DELETE || c->req.head.method == OSV_HTTP_OPTIONS) {
+        osv_res_error(c, 405, "method not allowed");
+    } else if (n < 0) {
+        not_found(c);
+    } else if (n >= 1 && is(&s[0], "v2")) {
+        route_v2(c, s, n);
+    } else if (n == 1 && is(&s[0], "infer")) {
+        if (allow(c, false, true))
+            osv_h_infer_alias(c);
+    } else {
+        not_found(c);
+    }
+}

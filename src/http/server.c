@@ -1,0 +1,213 @@
+/* server.c — the server's lifecycle: listeners (one SO_REUSEPORT socket per loop), loop and worker
+ * threads, the per-model scheduling state attached at load, and the graceful drain. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http/http.h"
+#include "http/sched.h"
+#include "http/shm.h"
+
+static osv_model_sched_t control_sched = {.max_queue = 8, .deadline_ms = -1};
+
+void osv_server_opts_default(osv_server_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->port = 8000;
+    o->max_connections = 4096;
+    o->max_body_bytes = 64ull << 20;
+    o->max_header_bytes = 16u << 10;
+    o->max_headers = 100;
+    o->max_json_depth = 64;
+    o->max_json_tokens = 1u << 16;
+    o->conn_buffer = 32u << 10;
+    o->deadline_ms = 500;
+    o->max_queue = 64;
+    o->inline_threshold_ns = 200000; /* 200 µs: see docs/DESIGN.md, "Inline or hand-off" */
+    o->header_timeout_ms = 10000;
+    o->body_timeout_ms = 30000;
+    o->idle_timeout_ms = 60000;
+    o->drain_timeout_ms = 10000;
+    o->retry_after_s = 1;
+}
+
+int osv_server_model_hook(void *ud, osv_model_t *m, osv_err_t *err)
+{
+    const osv_server_opts_t *o = ud;
+    const osv_model_config_t *cfg = osv_model_config(m);
+    const char *why = NULL;
+    osv_model_sched_t *ms;
+    if (!osv_model_servable(m, &why))
+        return osv_err_set(
+            err, OSV_EUNSUPPORTED,
+            "'%s' is not a tensor of a KServe datatype: only tensor inputs and outputs can be served", why);
+    if (!(ms = osv_calloc(1, sizeof *ms)))
+        return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    ms->max_queue = cfg->max_queue >= 0 ? (uint32_t)cfg->max_queue : o->max_queue;
+    ms->deadline_ms = cfg->deadline_ms;
+    osv_model_set_attachment(m, OSV_ATTACH_SCHED, ms, osv_free);
+    return 0;
+}
+
+/* A listening socket on host:port with SO_REUSEPORT so every loop has its own accept queue. */
+static int listen_on(const char *host, uint16_t port, uint16_t *bound, osv_err_t *err)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | AI_PASSIVE},
+                    *ai = NULL;
+    char ps[8];
+    int fd = -1, one = 1, rc;
+    snprintf(ps, sizeof ps, "%u", port);
+    if ((rc = getaddrinfo(host, ps, &hints, &ai)) != 0)
+        return osv_err_set(err, OSV_EINVAL, "cannot resolve host '%s': %s", host, gai_strerror(rc));
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        rc = errno;
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return osv_err_set(err, OSV_EIO, "cannot listen on %s:%u: %s", host, port, strerror(rc));
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    *bound = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                           : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    return fd;
+}
+
+static int loop_init(osv_server_t *s, osv_loop_t *l, int id, osv_err_t *err)
+{
+    struct epoll_event ev = {.events = EPOLLIN};
+    uint16_t port = s->port;
+    memset(l, 0, sizeof *l);
+    l->id = id;
+    l->srv = s;
+    l->watch_slot = id;
+    l->listen_fd = l->wake_fd = -1;
+    l->accepting = true;
+    if ((l->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+        (l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        return osv_err_set(err, OSV_EIO, "epoll/eventfd: %s", strerror(errno));
+    if ((l->listen_fd = listen_on(s->o.host, port, &s->port, err)) < 0)
+        return err->code;
+    if (!(l->toks = osv_malloc(s->o.max_json_tokens * sizeof *l->toks)))
+        return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    ev.data.ptr = &l->listen_fd;
+    epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->listen_fd, &ev);
+    ev.data.ptr = &l->wake_fd;
+    epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wake_fd, &ev);
+    return 0;
+}
+
+static int ncores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *repo, osv_server_t **out,
+                      osv_err_t *err)
+{
+    osv_server_t *s = osv_calloc(1, sizeof *s);
+    int rc, workers;
+    if (!s)
+        return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    s->o = *o;
+    if (s->o.conn_buffer < s->o.max_header_bytes + 1024)
+        s->o.conn_buffer = s->o.max_header_bytes + 1024;
+    s->env = env;
+    s->repo = repo;
+    s->port = (uint16_t)o->port;
+    s->start_ns = osv_now_ns();
+    s->control_sched = &control_sched;
+    s->n_loops = o->loops > 0 ? o->loops : ncores();
+    workers = o->workers > 0 ? o->workers : ncores();
+    if ((rc = osv_pool_create(&o->pool, &s->pool, err)) != 0 || (rc = osv_shm_create(&s->shm)) != 0)
+        goto fail;
+    if (!(s->loops = osv_calloc((size_t)s->n_loops, sizeof *s->loops))) {
+        rc = osv_err_set(err, OSV_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < s->n_loops; i++)
+        if ((rc = loop_init(s, &s->loops[i], i, err)) != 0)
+            goto fail;
+    if ((rc = osv_sched_create(s, workers, s->o.max_connections, s->n_loops + workers, &s->sched, err)) != 0)
+        goto fail;
+    *out = s;
+    return 0;
+fail:
+    osv_server_destroy(s);
+    return rc;
+}
+
+static void *loop_thread(void *arg)
+{
+    osv_loop_t *l = arg;
+    osv_watch_set_slot(l->watch_slot);
+    return osv_loop_main(l);
+}
+
+static bool all_loops_idle(osv_server_t *s)
+{
+    return atomic_load(&s->conns) == 0;
+}
+
+int osv_server_run(osv_server_t *s)
+{
+    for (int i = 0; i < s->n_loops; i++)
+        if (pthread_create(&s->loops[i].thread, NULL, loop_thread, &s->loops[i]) != 0)
+            return OSV_ENOMEM;
+    /* Wait for a stop request (osv_server_stop), then give requests in flight drain_timeout. */
+    while (!atomic_load(&s->stopping)) {
+        struct timespec ts = {0, 50000000L};
+        nanosleep(&ts, NULL);
+    }
+    uint64_t deadline = osv_now_ns() + (uint64_t)s->o.drain_timeout_ms * 1000000ull;
+    while (!all_loops_idle(s) && osv_now_ns() < deadline) {
+        struct timespec ts = {0, 5000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (!all_loops_idle(s)) {
+        atomic_store(&s->stopping, 2);
+        for (int i = 0; i < s->n_loops; i++)
+            osv_loop_wake(&s->loops[i]);
+    }
+    for (int i = 0; i < s->n_loops; i++)
+        pthread_join(s->loops[i].thread, NULL);
+    return atomic_load(&s->stopping) == 2 ? OSV_ETIMEDOUT : 0;
+}
+
+void osv_server_stop(osv_server_t *s)
+{
+    int zero = 0;
+    if (atomic_compare_exchange_strong(&s->stopping, &zero, 1))
+        for (int i = 0; i < s->n_loops; i++)
+            osv_loop_wake(&s->loops[i]);
+}
+
+void osv_server_destroy(osv_server_t *s)
+{
+    if (!s)
+        return;
+    osv_sched_destroy(s->sched);
+    for (int i = 0; s->loops && i < s->n_loops; i++)
+        osv_loop_free(&s->loops[i]);
+    osv_free(s->loops);
+    osv_shm_destroy(s->shm);
+    osv_pool_destroy(s->pool);
+    osv_free(s);
+}

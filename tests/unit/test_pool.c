@@ -1,0 +1,222 @@
+/* test_pool.c — the slot pool: layout, alignment, bounds, exhaustion, double release, statistics,
+ * and acquire/release storms from many threads. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static osv_pool_t *make_pool(uint64_t min, uint64_t max, const uint32_t *counts, uint32_t n)
+{
+    osv_pool_opts_t o = {.min_slot = min,
+                         .max_slot = max,
+                         .growth = 4,
+                         .counts = counts,
+                         .n_counts = n,
+                         .total_bytes = 1ull << 30};
+    osv_pool_t *p = NULL;
+    osv_err_t err;
+    OSV_ASSERT_OK(osv_pool_create(&o, &p, &err), &err);
+    return p;
+}
+
+static void classes_and_alignment(void **state)
+{
+    uint32_t counts[] = {8, 4, 2};
+    osv_pool_t *p = make_pool(4096, 65536, counts, 3);
+    osv_pool_stats_t st;
+    osv_slot_t s[14];
+    (void)state;
+    osv_pool_get_stats(p, &st);
+    assert_int_equal(st.n_classes, 3);
+    assert_int_equal(st.cls[0].slot_size, 4096);
+    assert_int_equal(st.cls[1].slot_size, 16384);
+    assert_int_equal(st.cls[2].slot_size, 65536);
+    assert_int_equal(st.total_bytes, 8 * 4096 + 4 * 16384 + 2 * 65536);
+    assert_int_equal(osv_pool_max_slot(p), 65536);
+    for (int i = 0; i < 14; i++) {
+        assert_int_equal(osv_pool_acquire(p, 100, &s[i]), 0); /* small requests spill upward */
+        assert_int_equal((uintptr_t)s[i].base % OSV_SLOT_ALIGN, 0);
+        memset(s[i].base, i, s[i].cap); /* every byte of every slot is writable */
+    }
+    for (int i = 0; i < 14; i++)
+        for (int j = i + 1; j < 14; j++)
+            assert_true(s[i].base + s[i].cap <= s[j].base || s[j].base + s[j].cap <= s[i].base);
+    for (int i = 0; i < 14; i++)
+        osv_pool_release(p, &s[i]);
+    osv_pool_destroy(p);
+}
+
+static void exhaustion_and_too_big(void **state)
+{
+    uint32_t counts[] = {2, 1};
+    osv_pool_t *p = make_pool(4096, 16384, counts, 2);
+    osv_slot_t a, b, c, d;
+    osv_pool_stats_t st;
+    (void)state;
+    assert_int_equal(osv_pool_acquire(p, 20000, &a), OSV_ETOOBIG);
+    assert_int_equal(osv_pool_acquire(p, 16384, &a), 0);
+    assert_int_equal(osv_pool_acquire(p, 5000, &b), OSV_EBUSY); /* the only 16K slot is taken */
+    assert_int_equal(osv_pool_acquire(p, 4096, &b), 0);
+    assert_int_equal(osv_pool_acquire(p, 1, &c), 0);
+    assert_int_equal(osv_pool_acquire(p, 1, &d), OSV_EBUSY);
+    osv_pool_get_stats(p, &st);
+    assert_int_equal(st.cls[0].in_use, 2);
+    assert_int_equal(st.cls[1].in_use, 1);
+    assert_int_equal(st.cls[0].failed, 1);
+    assert_int_equal(st.cls[1].failed, 1);
+    assert_int_equal(st.in_use_bytes, 2 * 4096 + 16384);
+    osv_pool_release(p, &c);
+    assert_int_equal(osv_pool_acquire(p, 1, &d), 0); /* released slot is reusable */
+    osv_pool_release(p, &a);
+    osv_pool_release(p, &b);
+    osv_pool_release(p, &d);
+    osv_pool_get_stats(p, &st);
+    assert_int_equal(st.cls[0].in_use, 0);
+    assert_int_equal(st.cls[0].high_water, 2);
+    assert_int_equal(st.cls[1].high_water, 1);
+    assert_int_equal(st.cls[0].acquires, 3);
+    osv_pool_destroy(p);
+}
+
+static void bounds_are_checked(void **state)
+{
+    uint32_t counts[] = {1};
+    osv_pool_t *p = make_pool(4096, 4096, counts, 1);
+    osv_slot_t s;
+    void *ptr;
+    (void)state;
+    assert_int_equal(osv_pool_acquire(p, 4096, &s), 0);
+    assert_int_equal(osv_slot_range(&s, 0, 4096, &ptr), 0);
+    assert_ptr_equal(ptr, s.base);
+    assert_int_equal(osv_slot_range(&s, 4000, 96, &ptr), 0);
+    assert_int_equal(osv_slot_range(&s, 4000, 97, &ptr), OSV_ELIMIT);
+    assert_int_equal(osv_slot_range(&s, 4097, 0, &ptr), OSV_ELIMIT);
+    assert_int_equal(osv_slot_range(&s, UINT64_MAX, 2, &ptr), OSV_ELIMIT); /* offset + len overflows */
+    assert_int_equal(osv_slot_range(&s, 1, UINT64_MAX, &ptr), OSV_ELIMIT);
+    osv_pool_release(p, &s);
+    osv_pool_destroy(p);
+}
+
+static void double_release_is_detected(void **state)
+{
+    uint32_t counts[] = {2};
+    osv_pool_t *p = make_pool(4096, 4096, counts, 1);
+    osv_slot_t s, copy, a, b, c;
+    osv_pool_stats_t st;
+    (void)state;
+    assert_int_equal(osv_pool_acquire(p, 10, &s), 0);
+    copy = s;
+    osv_pool_release(p, &s);
+    osv_pool_release(p, &copy); /* same slot again */
+    assert_int_equal(osv_pool_bad_releases(p), 1);
+    osv_slot_t forged = {.base = (uint8_t *)&st, .cap = 4096, .cls = 0, .idx = 1};
+    osv_pool_release(p, &forged);
+    assert_int_equal(osv_pool_bad_releases(p), 2);
+    /* The free list was not corrupted: exactly two slots can be taken. */
+    assert_int_equal(osv_pool_acquire(p, 10, &a), 0);
+    assert_int_equal(osv_pool_acquire(p, 10, &b), 0);
+    assert_int_equal(osv_pool_acquire(p, 10, &c), OSV_EBUSY);
+    assert_ptr_not_equal(a.base, b.base);
+    osv_pool_get_stats(p, &st);
+    assert_int_equal(st.cls[0].in_use, 2);
+    osv_pool_release(p, &a);
+    osv_pool_release(p, &b);
+    osv_pool_destroy(p);
+}
+
+static void budget_layout_without_counts(void **state)
+{
+    osv_pool_opts_t o = {.total_bytes = 16ull << 20, .min_slot = 4096, .max_slot = 64ull << 20, .growth = 4};
+    osv_pool_t *p = NULL;
+    osv_pool_stats_t st;
+    osv_err_t err;
+    (void)state;
+    OSV_ASSERT_OK(osv_pool_create(&o, &p, &err), &err);
+    osv_pool_get_stats(p, &st);
+    assert_true(st.total_bytes <= o.total_bytes);
+    for (uint32_t i = 0; i < st.n_classes; i++)
+        assert_true(st.cls[i].slots >= 1);
+    /* 16 MiB cannot hold a 64 MiB slot: the largest class shrinks to what fits. */
+    assert_true(osv_pool_max_slot(p) <= 16ull << 20);
+    assert_true(osv_pool_max_slot(p) >= 4ull << 20);
+    osv_pool_destroy(p);
+    o.total_bytes = 1000; /* smaller than one slot */
+    assert_int_equal(osv_pool_create(&o, &p, &err), OSV_EINVAL);
+    assert_true(osv_pool_default_budget() >= 16ull << 20);
+    assert_true(osv_pool_default_budget() <= 4ull << 30);
+}
+
+/* Storm: threads acquire, fill the slot with their id, verify nobody else wrote into it, release. */
+#define STORM_THREADS 8
+#define STORM_ROUNDS  20000
+
+typedef struct storm {
+    osv_pool_t *pool;
+    int id;
+    _Atomic uint64_t *busy;
+    uint64_t corrupt;
+} storm_t;
+
+static void *storm_thread(void *arg)
+{
+    storm_t *s = arg;
+    for (int r = 0; r < STORM_ROUNDS; r++) {
+        osv_slot_t slot;
+        uint64_t want = (uint64_t)(r % 3 == 0 ? 9000 : 100);
+        if (osv_pool_acquire(s->pool, want, &slot) != 0) {
+            atomic_fetch_add(s->busy, 1);
+            continue;
+        }
+        memset(slot.base, s->id, 256);
+        for (int k = 0; k < 256; k++)
+            if (slot.base[k] != (uint8_t)s->id)
+                s->corrupt++;
+        osv_pool_release(s->pool, &slot);
+    }
+    return NULL;
+}
+
+static void many_threads_storm(void **state)
+{
+    uint32_t counts[] = {4, 2};
+    osv_pool_t *p = make_pool(4096, 16384, counts, 2);
+    pthread_t th[STORM_THREADS];
+    storm_t s[STORM_THREADS];
+    _Atomic uint64_t busy = 0;
+    osv_pool_stats_t st;
+    (void)state;
+    for (int i = 0; i < STORM_THREADS; i++) {
+        s[i] = (storm_t){.pool = p, .id = i + 1, .busy = &busy};
+        pthread_create(&th[i], NULL, storm_thread, &s[i]);
+    }
+    for (int i = 0; i < STORM_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(s[i].corrupt, 0);
+    }
+    osv_pool_get_stats(p, &st);
+    assert_int_equal(st.cls[0].in_use, 0);
+    assert_int_equal(st.cls[1].in_use, 0);
+    assert_true(st.cls[0].high_water <= 4);
+    assert_true(st.cls[1].high_water <= 2);
+    assert_int_equal(st.cls[0].acquires + st.cls[1].acquires + busy, (uint64_t)STORM_THREADS * STORM_ROUNDS);
+    assert_int_equal(osv_pool_bad_releases(p), 0);
+    /* Every slot is back on its free list. */
+    osv_slot_t all[6], extra;
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(osv_pool_acquire(p, 1, &all[i]), 0);
+    assert_int_equal(osv_pool_acquire(p, 1, &extra), OSV_EBUSY);
+    for (int i = 0; i < 6; i++)
+        osv_pool_release(p, &all[i]);
+    osv_pool_destroy(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(classes_and_alignment),        cmocka_unit_test(exhaustion_and_too_big),
+        cmocka_unit_test(bounds_are_checked),           cmocka_unit_test(double_release_is_detected),
+        cmocka_unit_test(budget_layout_without_counts), cmocka_unit_test(many_threads_storm),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

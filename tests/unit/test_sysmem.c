@@ -1,0 +1,87 @@
+/* test_sysmem.c — cgroup v2/v1 memory limits read from fake cgroup trees. */
+#include <string.h>
+
+#include "testutil.h"
+
+static void v2_limit_and_usage(void **state)
+{
+    char root[256], self[300];
+    osv_sysmem_t m;
+    (void)state;
+    osv_test_tmpdir(root, sizeof root);
+    snprintf(self, sizeof self, "%s/self_cgroup", root);
+    osv_test_write_file(root, "self_cgroup", "0::/kubepods/pod1/ctr\n");
+    osv_test_write_file(root, "cg/kubepods/pod1/ctr/memory.max", "134217728\n");
+    osv_test_write_file(root, "cg/kubepods/pod1/ctr/memory.current", "5000000\n");
+    osv_test_write_file(root, "cg/kubepods/pod1/memory.max", "max\n");
+    char cg[300];
+    snprintf(cg, sizeof cg, "%s/cg", root);
+    osv_sysmem_read_at(cg, self, &m);
+    assert_int_equal(m.cgroup_version, 2);
+    assert_int_equal(m.cgroup_limit, 134217728);
+    assert_int_equal(m.cgroup_usage, 5000000);
+    assert_true(m.physical > 0);
+    assert_int_equal(m.effective, m.cgroup_limit < m.physical ? m.cgroup_limit : m.physical);
+    osv_test_rmtree(root);
+}
+
+static void v2_parent_limit_applies(void **state)
+{
+    char root[256], self[300], cg[300];
+    osv_sysmem_t m;
+    (void)state;
+    osv_test_tmpdir(root, sizeof root);
+    snprintf(self, sizeof self, "%s/self_cgroup", root);
+    snprintf(cg, sizeof cg, "%s/cg", root);
+    osv_test_write_file(root, "self_cgroup", "0::/a/b\n");
+    osv_test_write_file(root, "cg/a/b/memory.max", "max\n");
+    osv_test_write_file(root, "cg/a/memory.max", "67108864\n");
+    osv_sysmem_read_at(cg, self, &m);
+    assert_int_equal(m.cgroup_version, 2);
+    assert_int_equal(m.cgroup_limit, 67108864);
+    osv_test_rmtree(root);
+}
+
+static void v1_fallback(void **state)
+{
+    char root[256], self[300], cg[300];
+    osv_sysmem_t m;
+    (void)state;
+    osv_test_tmpdir(root, sizeof root);
+    snprintf(self, sizeof self, "%s/self_cgroup", root);
+    snprintf(cg, sizeof cg, "%s/cg", root);
+    osv_test_write_file(root, "self_cgroup", "9:name=systemd:/\n4:memory:/ortserve-bench\n0::/\n");
+    osv_test_write_file(root, "cg/memory/ortserve-bench/memory.limit_in_bytes", "268435456\n");
+    osv_test_write_file(root, "cg/memory/ortserve-bench/memory.usage_in_bytes", "1234\n");
+    osv_test_write_file(root, "cg/memory/memory.limit_in_bytes",
+                        "9223372036854771712\n"); /* v1 "unlimited" */
+    osv_sysmem_read_at(cg, self, &m);
+    assert_int_equal(m.cgroup_version, 1);
+    assert_int_equal(m.cgroup_limit, 268435456);
+    assert_int_equal(m.cgroup_usage, 1234);
+    assert_int_equal(m.effective, 268435456);
+    osv_test_rmtree(root);
+}
+
+static void no_cgroup_means_physical(void **state)
+{
+    osv_sysmem_t m;
+    (void)state;
+    osv_sysmem_read_at("/nonexistent", "/nonexistent/cgroup", &m);
+    assert_int_equal(m.cgroup_version, 0);
+    assert_int_equal(m.cgroup_limit, 0);
+    assert_int_equal(m.effective, m.physical);
+    osv_sysmem_read(&m); /* the real machine: must not fail, physical is known */
+    assert_true(m.physical > (64ull << 20));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(v2_limit_and_usage),
+        cmocka_unit_test(v2_parent_limit_applies),
+        cmocka_unit_test(v1_fallback),
+        cmocka_unit_test(no_cgroup_means_physical),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
