@@ -1,6 +1,7 @@
 /* router.c — maps a request path to its handler by splitting it on '/' (no regex, no allocation),
  * and answers 404 for unknown paths and 405 (with Allow) for wrong methods. */
 #include <string.h>
+#include <strings.h>
 
 #include "http/handlers.h"
 #include "obs/obs.h"
@@ -171,11 +172,26 @@ static void route_v2(osv_conn_t *c, seg_t *s, int n)
     }
 }
 
+/* Compressed request bodies (Content-Encoding) are not accepted: say so instead of failing to
+ * parse them. */
+static bool encoded_body(osv_conn_t *c)
+{
+    const osv_http_header_t *h = osv_req_header(c, "Content-Encoding");
+    if (!h || (h->value_len == 8 && strncasecmp(h->value, "identity", 8) == 0))
+        return false;
+    osv_res_error(c, 415, "Content-Encoding '%.*s' is not supported: send the body uncompressed",
+                  (int)(h->value_len > 32 ? 32 : h->value_len), h->value);
+    c->res.close_after = c->req.head.content_length > 0 || c->req.head.chunked;
+    return true;
+}
+
 void osv_route(osv_conn_t *c)
 {
     seg_t s[MAX_SEGS];
     int n = split(c->req.head.path, c->req.head.path_len, s);
     osv_obs_request_begin(c);
+    if (encoded_body(c))
+        return;
     if (c->req.head.method == OSV_HTTP_OTHER || c->req.head.method == OSV_HTTP_PUT ||
         c->req.head.method == OSV_HTTP_DELETE || c->req.head.method == OSV_HTTP_OPTIONS) {
         osv_res_error(c, 405, "method not allowed");
