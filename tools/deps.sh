@@ -20,7 +20,7 @@ pkgs_build=(cmake ninja-build gcc pkg-config libhttp-parser-dev libturbojpeg0-de
             libcurl4-openssl-dev)
 pkgs_test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-onnx python3-numpy python3-pil
            libonnx-testdata fonts-dejavu-core prometheus)
-pkgs_bench=(wrk nginx-light gnuplot-nox python3-matplotlib)
+pkgs_bench=(wrk nginx-light gnuplot-nox python3-matplotlib libjansson-dev libcjson-dev)
 
 want=("${pkgs_build[@]}")
 case "$profile" in

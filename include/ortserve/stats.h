@@ -90,8 +90,10 @@ typedef struct osv_stats_snapshot {
     uint64_t copied_bytes[OSV_COPY_REASON_COUNT];
     uint64_t canceled;          /* runs terminated by a deadline */
     uint64_t recovery_attempts; /* retries of transient failures */
-    uint64_t slo_violations;
+    uint64_t slo_violations[2]; /* OSV_SLO_LATENCY, OSV_SLO_ERROR */
 } osv_stats_snapshot_t;
+
+enum { OSV_SLO_LATENCY = 0, OSV_SLO_ERROR = 1 };
 
 typedef struct osv_stats osv_stats_t;
 
@@ -107,7 +109,7 @@ OSV_API void osv_stats_record_bind(osv_stats_t *s, int dir, osv_copy_reason_t r,
 OSV_API void osv_stats_record_copy(osv_stats_t *s, osv_copy_reason_t r, uint64_t bytes);
 OSV_API void osv_stats_add_canceled(osv_stats_t *s);
 OSV_API void osv_stats_add_recovery(osv_stats_t *s);
-OSV_API void osv_stats_add_slo_violation(osv_stats_t *s);
+OSV_API void osv_stats_add_slo_violation(osv_stats_t *s, int kind); /* OSV_SLO_* */
 
 /* Sums the shards into *out. Thread-safe with concurrent recording. */
 OSV_API void osv_stats_snapshot(const osv_stats_t *s, osv_stats_snapshot_t *out);

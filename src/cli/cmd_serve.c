@@ -13,18 +13,21 @@
 #include "cli.h"
 #include "http/http.h"
 #include "obs/log.h"
+#include "obs/obs.h"
 
 typedef struct serve_cfg {
     osv_server_opts_t srv;
     osv_env_opts_t env;
     osv_limits_t limits;
-    const char *repo, *port_file, *ort_library, *log_level, *log_format;
+    const char *repo, *port_file, *ort_library, *log_level, *log_format, *otlp_endpoint, *service_name;
+    double trace_ratio;
+    int access_log;
     int intra_op, inter_op, spinning, global_pools;
     uint64_t pool_bytes, pool_max_slot;
     bool pool_mlock;
 } serve_cfg_t;
 
-enum { T_STR, T_INT, T_U32, T_SIZE, T_I64, T_BOOL };
+enum { T_STR, T_INT, T_U32, T_SIZE, T_I64, T_BOOL, T_RATIO };
 
 typedef struct opt_def {
     const char *flag; /* long option; the variable is ORTSERVE_<FLAG with '-' as '_'> */
@@ -78,6 +81,12 @@ static const opt_def_t opts[] = {
     {"ort-library", T_STR, O(ort_library), "PATH", "libonnxruntime.so.1 to load"},
     {"log-level", T_STR, O(log_level), "LEVEL", "debug|info|warn|error|off (info)"},
     {"log-format", T_STR, O(log_format), "FMT", "json|text (json)"},
+    {"access-log", T_BOOL, O(access_log), "0|1", "one log line per request (default 1)"},
+    {"otlp-endpoint", T_STR, O(otlp_endpoint), "URL",
+     "export trace spans over OTLP/HTTP, e.g. http://127.0.0.1:4318"},
+    {"trace-sample-ratio", T_RATIO, O(trace_ratio), "R",
+     "share of requests without a sampled parent to trace (0.01)"},
+    {"service-name", T_STR, O(service_name), "NAME", "service.name of exported spans (ortserve)"},
 };
 #undef O
 #define N_OPTS (sizeof opts / sizeof *opts)
@@ -152,6 +161,13 @@ static int set_opt(serve_cfg_t *cfg, const opt_def_t *o, const char *v)
         else
             *(int *)p = (int)n;
         return 0;
+    case T_RATIO: {
+        double d = strtod(v, &end);
+        if (end == v || *end || !(d >= 0 && d <= 1))
+            return -1;
+        *(double *)p = d;
+        return 0;
+    }
     case T_SIZE:
         if (parse_size(v, &u) != 0)
             return -1;
@@ -185,6 +201,8 @@ static void defaults(serve_cfg_t *c)
     c->spinning = c->env.threads.spinning;
     c->log_level = "info";
     c->log_format = "json";
+    c->access_log = 1;
+    c->trace_ratio = 0.01;
 }
 
 /* Environment first, flags override. */
@@ -328,6 +346,16 @@ static int serve(serve_cfg_t *cfg)
     if (cfg->srv.pool.max_slot == 0)
         cfg->srv.pool.max_slot =
             cfg->srv.max_body_bytes > (64ull << 20) ? cfg->srv.max_body_bytes : 64ull << 20;
+    osv_obs_opts_t oo = {.access_log = cfg->access_log != 0,
+                         .otlp_endpoint = cfg->otlp_endpoint,
+                         .service_name = cfg->service_name,
+                         .trace_ratio = cfg->trace_ratio,
+                         .loops = cfg->srv.loops > 0 ? cfg->srv.loops : (int)sysconf(_SC_NPROCESSORS_ONLN)};
+    cfg->srv.loops = oo.loops;
+    if (osv_obs_init(&oo, &err) != 0) {
+        osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
+        return 1;
+    }
     if ((rc = osv_env_create(&cfg->env, &env, &err)) != 0) {
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
         return 1;
@@ -361,6 +389,7 @@ static int serve(serve_cfg_t *cfg)
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");
     the_server = NULL;
     osv_server_destroy(s);
+    osv_obs_shutdown();
     osv_repo_close(repo);
     osv_env_destroy(env);
     return 0;

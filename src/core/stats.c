@@ -22,7 +22,7 @@ typedef struct shard {
     counter_t inference_count, execution_count, last_inference_ms;
     counter_t bind[2][OSV_COPY_REASON_COUNT];
     counter_t copied[OSV_COPY_REASON_COUNT];
-    counter_t canceled, recovery, slo_violations;
+    counter_t canceled, recovery, slo_violations[2];
 } shard_t;
 
 struct osv_stats {
@@ -174,9 +174,10 @@ void osv_stats_add_recovery(osv_stats_t *s)
     add(&my(s)->recovery, 1);
 }
 
-void osv_stats_add_slo_violation(osv_stats_t *s)
+void osv_stats_add_slo_violation(osv_stats_t *s, int kind)
 {
-    add(&my(s)->slo_violations, 1);
+    if (kind == OSV_SLO_LATENCY || kind == OSV_SLO_ERROR)
+        add(&my(s)->slo_violations[kind], 1);
 }
 
 static uint64_t rd(const counter_t *c)
@@ -209,7 +210,8 @@ static void sum_shard(const shard_t *sh, osv_stats_snapshot_t *o)
         o->copied_bytes[r] += rd(&sh->copied[r]);
     o->canceled += rd(&sh->canceled);
     o->recovery_attempts += rd(&sh->recovery);
-    o->slo_violations += rd(&sh->slo_violations);
+    o->slo_violations[0] += rd(&sh->slo_violations[0]);
+    o->slo_violations[1] += rd(&sh->slo_violations[1]);
 }
 
 void osv_stats_snapshot(const osv_stats_t *s, osv_stats_snapshot_t *out)

@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 
 #include "http/parser.h"
+#include "obs/trace.h"
 #include "ortserve.h"
 #include "util/arena.h"
 #include "util/json.h"
@@ -60,8 +61,9 @@ typedef enum conn_state {
     CONN_CLOSED
 } conn_state_t;
 
-#define OSV_MAX_IOV 64
-#define OSV_HDR_BUF 1536
+#define OSV_MAX_IOV      64
+#define OSV_STATUS_SLOTS 20
+#define OSV_HDR_BUF      1536
 
 /* Where a request body is received. */
 typedef struct body_plan {
@@ -115,6 +117,11 @@ typedef struct osv_request {
     uint64_t batch;
     osv_copy_reason_t fallback;
     uint64_t core_copied; /* bytes the core copied (binding fallbacks) */
+    const char *route;    /* route template for spans ("/v2/models/{model}/infer"), NULL = derived */
+    osv_trace_ctx_t trace;
+    const char *tracestate; /* the caller's tracestate (points into the buffer) */
+    uint32_t tracestate_len;
+    uint64_t phase_t0[4], phase_t1[4]; /* monotonic start/end of queue, input, infer, output */
 } osv_request_t;
 
 struct osv_conn {
@@ -153,8 +160,9 @@ struct osv_loop {
     _Atomic(osv_conn_t *) done; /* requests finished on workers, waiting to be written */
     osv_json_tok_t *toks;       /* parse scratch for the request being decoded on this thread */
     bool accepting;
-    uint64_t accept_paused_until; /* after EMFILE: monotonic ns */
-    int watch_slot;               /* this thread's deadline watchdog slot */
+    uint64_t accept_paused_until;              /* after EMFILE: monotonic ns */
+    int watch_slot;                            /* this thread's deadline watchdog slot */
+    _Atomic uint64_t status[OSV_STATUS_SLOTS]; /* responses by status (obs.c's slot table) */
 };
 
 struct osv_server {

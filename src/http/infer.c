@@ -511,6 +511,7 @@ static void run_task(osv_conn_t *c)
         osv_res_error(c, 504, "deadline exceeded before the model could run (queued too long)");
         return;
     }
+    c->req.phase_t0[2] = osv_now_ns();
     for (int attempt = 0;; attempt++) {
         osv_watch_begin(q, slot, x->inf, c->req.deadline);
         x->rc = osv_infer_run(x->inf, &x->err);
@@ -521,6 +522,7 @@ static void run_task(osv_conn_t *c)
         struct timespec ts = {0, 1000000L << attempt}; /* 1, 2 ms: a transient ORT allocation failure */
         nanosleep(&ts, NULL);
     }
+    c->req.phase_t1[2] = osv_now_ns();
     c->req.ns[OSV_PHASE_COMPUTE_INFER] = osv_infer_ns(x->inf, OSV_PHASE_COMPUTE_INFER);
     c->req.ns[OSV_PHASE_COMPUTE_INPUT] += osv_infer_ns(x->inf, OSV_PHASE_COMPUTE_INPUT);
     c->req.batch = osv_infer_batch(x->inf);
@@ -540,7 +542,9 @@ static void dispatch(osv_conn_t *c)
 {
     infer_ctx_t *x = c->req.ctx;
     osv_server_t *s = c->loop->srv;
-    c->req.ns[OSV_PHASE_COMPUTE_INPUT] = osv_now_ns() - x->t_decode;
+    c->req.phase_t0[1] = x->t_decode;
+    c->req.phase_t1[1] = osv_now_ns();
+    c->req.ns[OSV_PHASE_COMPUTE_INPUT] = c->req.phase_t1[1] - x->t_decode;
     bool inline_ok = atomic_load_explicit(&x->ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
                      atomic_load_explicit(&x->ms->queued, memory_order_relaxed) == 0;
     if (inline_ok || !s->sched) {
@@ -763,6 +767,7 @@ static void start_infer(osv_conn_t *c, osv_model_t *m)
 
     c->req.model = m;
     c->req.cleanup = infer_cleanup;
+    c->req.route = "/v2/models/{model}/infer";
     if (!x) {
         osv_res_error(c, 503, "out of request memory");
         return;
@@ -1208,6 +1213,8 @@ static void encode_response(osv_conn_t *c)
     }
     c->req.fallback = osv_infer_fallback(x->inf);
     c->req.core_copied = osv_infer_copied(x->inf);
-    c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = osv_now_ns() - t0;
+    c->req.phase_t0[3] = t0;
+    c->req.phase_t1[3] = osv_now_ns();
+    c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = c->req.phase_t1[3] - t0;
     send_response(c, json, osv_jw_len(&w), plans, any_binary);
 }

@@ -726,11 +726,12 @@ static int next_timeout_ms(const osv_loop_t *l)
     uint64_t now = osv_now_ns(), at = l->n_heap ? l->heap[0]->timer_at : 0;
     if (l->accept_paused_until && (!at || l->accept_paused_until < at))
         at = l->accept_paused_until;
+    int log_ms = osv_obs_tick(); /* buffered access-log lines must not wait for traffic */
+    int ms;
     if (atomic_load(&l->srv->stopping))
         return 50;
-    if (!at)
-        return -1;
-    return at <= now ? 0 : (int)((at - now + 999999) / 1000000);
+    ms = !at ? -1 : at <= now ? 0 : (int)((at - now + 999999) / 1000000);
+    return log_ms >= 0 && (ms < 0 || log_ms < ms) ? log_ms : ms;
 }
 
 void *osv_loop_main(void *arg)
@@ -757,7 +758,9 @@ void *osv_loop_main(void *arg)
         }
         run_timers(l);
         resume_accept(l);
+        osv_obs_tick();
     }
+    osv_obs_flush();
     return NULL;
 }
 

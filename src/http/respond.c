@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "http/http.h"
+#include "obs/obs.h"
 
 const char *osv_status_text(int status)
 {
@@ -116,6 +117,7 @@ void osv_res_begin(osv_conn_t *c, int status)
     hdr_printf(c, "HTTP/1.%d %d %s\r\n", c->req.head.minor == 0 ? 0 : 1, status, osv_status_text(status));
     if (c->req.request_id_len)
         hdr_printf(c, "X-Request-ID: %.*s\r\n", (int)c->req.request_id_len, c->req.request_id);
+    osv_obs_response_headers(c);
     if (status == 503)
         hdr_printf(c, "Retry-After: %u\r\n", c->loop->srv->o.retry_after_s);
 }

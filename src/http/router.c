@@ -153,6 +153,7 @@ static void route_v2(osv_conn_t *c, seg_t *s, int n)
         if (allow(c, true, false))
             osv_h_server_meta(c);
     } else if (n == 3 && is(&s[1], "health") && (is(&s[2], "live") || is(&s[2], "ready"))) {
+        c->req.route = is(&s[2], "live") ? "/v2/health/live" : "/v2/health/ready";
         if (allow(c, true, false))
             is(&s[2], "live") ? osv_h_live(c) : osv_h_ready(c);
     } else if (n == 3 && is(&s[1], "models") && is(&s[2], "stats")) {
@@ -199,6 +200,10 @@ void osv_route(osv_conn_t *c)
         not_found(c);
     } else if (n >= 1 && is(&s[0], "v2")) {
         route_v2(c, s, n);
+    } else if (n == 1 && is(&s[0], "metrics")) {
+        c->req.route = "/metrics";
+        if (allow(c, true, false))
+            osv_obs_metrics(c);
     } else if (n == 1 && is(&s[0], "infer")) {
         if (allow(c, false, true))
             osv_h_infer_alias(c);

@@ -78,7 +78,8 @@ static void *worker_main(void *arg)
         q->n--;
         pthread_mutex_unlock(&q->lock);
         atomic_fetch_sub_explicit(&t.ms->queued, 1, memory_order_relaxed);
-        t.c->req.ns[OSV_PHASE_QUEUE] = osv_now_ns() - t.c->req.ns[OSV_PHASE_QUEUE];
+        t.c->req.phase_t1[0] = osv_now_ns();
+        t.c->req.ns[OSV_PHASE_QUEUE] = t.c->req.phase_t1[0] - t.c->req.phase_t0[0];
         t.fn(t.c);
         osv_loop_complete(t.c);
     }
@@ -91,7 +92,7 @@ int osv_sched_submit(osv_sched_t *q, osv_conn_t *c, osv_task_fn fn, osv_model_sc
         atomic_fetch_sub_explicit(&ms->queued, 1, memory_order_relaxed);
         return OSV_EBUSY;
     }
-    c->req.ns[OSV_PHASE_QUEUE] = osv_now_ns(); /* the worker turns this into the wait */
+    c->req.phase_t0[0] = osv_now_ns(); /* the worker measures the wait from here */
     pthread_mutex_lock(&q->lock);
     if (q->n == q->cap) {
         rc = OSV_EBUSY;

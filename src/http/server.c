@@ -15,6 +15,7 @@
 #include "http/http.h"
 #include "http/sched.h"
 #include "http/shm.h"
+#include "obs/obs.h"
 
 static osv_model_sched_t control_sched = {.max_queue = 8, .deadline_ms = -1};
 
@@ -50,6 +51,9 @@ int osv_server_model_hook(void *ud, osv_model_t *m, osv_err_t *err)
         return osv_err_set(
             err, OSV_EUNSUPPORTED,
             "'%s' is not a tensor of a KServe datatype: only tensor inputs and outputs can be served", why);
+    int rc = osv_obs_model_hook(m, err);
+    if (rc)
+        return rc;
     if (!(ms = osv_calloc(1, sizeof *ms)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     ms->max_queue = cfg->max_queue >= 0 ? (uint32_t)cfg->max_queue : o->max_queue;

@@ -1,0 +1,340 @@
+/* metrics.c — GET /metrics: Prometheus text exposition 0.0.4, or OpenMetrics 1.0 when the scraper
+ * asks for it (Accept: application/openmetrics-text).
+ *
+ * Per model version: requests by outcome, latency histograms (end to end, queue, compute input /
+ * infer / output), batch-aware inference count and execution count, tensor bindings by direction
+ * and result, bytes copied by reason, recovery attempts, deadline cancellations, SLO violations.
+ * Server-wide: pool slots and bytes, queue depth, in-flight requests, connections, responses by
+ * status, cgroup memory, build info and the standard process_* metrics. Everything is read from
+ * lock-free per-thread shards and atomics; a scrape takes no lock a request could wait on (except
+ * the repository's read lock for a moment per model). */
+#include <dirent.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "http/handlers.h"
+#include "http/sched.h"
+#include "obs/obs.h"
+#include "obs/trace.h"
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+    bool full;
+} buf_t;
+
+static void put(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    if (b->full)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= b->cap - b->len)
+        b->full = true;
+    else
+        b->len += (size_t)n;
+}
+
+typedef struct model_row {
+    char name[128];
+    int64_t version;
+    osv_stats_snapshot_t s;
+    uint32_t queued;
+} model_row_t;
+
+typedef struct scrape {
+    buf_t b;
+    bool om; /* OpenMetrics */
+    model_row_t *rows;
+    size_t n_rows, cap_rows;
+} scrape_t;
+
+/* HELP and TYPE; OpenMetrics names counter families without the _total suffix. */
+static void family(scrape_t *x, const char *name, const char *type, const char *help)
+{
+    size_t n = strlen(name);
+    if (x->om && strcmp(type, "counter") == 0 && n > 6 && strcmp(name + n - 6, "_total") == 0)
+        n -= 6;
+    put(&x->b, "# HELP %.*s %s\n# TYPE %.*s %s\n", (int)n, name, help, (int)n, name, type);
+}
+
+static int collect(void *ud, osv_model_t *m)
+{
+    scrape_t *x = ud;
+    model_row_t *r;
+    osv_model_sched_t *ms = osv_model_sched(m);
+    if (x->n_rows == x->cap_rows)
+        return 1;
+    r = &x->rows[x->n_rows++];
+    snprintf(r->name, sizeof r->name, "%s", osv_model_name(m));
+    r->version = osv_model_version(m);
+    r->queued = ms ? atomic_load_explicit(&ms->queued, memory_order_relaxed) : 0;
+    osv_stats_snapshot(osv_model_stats(m), &r->s);
+    return 0;
+}
+
+#define MV "model=\"%s\",version=\"%" PRId64 "\""
+
+static void per_model_counter(scrape_t *x, const char *name, const char *help, size_t off)
+{
+    family(x, name, "counter", help);
+    for (size_t i = 0; i < x->n_rows; i++) {
+        const model_row_t *r = &x->rows[i];
+        put(&x->b, "%s{" MV "} %" PRIu64 "\n", name, r->name, r->version,
+            *(const uint64_t *)((const char *)&r->s + off));
+    }
+}
+
+static void histogram(scrape_t *x, const char *name, const char *help, osv_phase_t p)
+{
+    const double *bounds = osv_hist_bounds();
+    family(x, name, "histogram", help);
+    for (size_t i = 0; i < x->n_rows; i++) {
+        const model_row_t *r = &x->rows[i];
+        uint64_t cum = 0;
+        for (int k = 0; k <= OSV_HIST_BUCKETS; k++) {
+            cum += r->s.hist[p][k];
+            if (k < OSV_HIST_BUCKETS)
+                put(&x->b, "%s_bucket{" MV ",le=\"%g\"} %" PRIu64 "\n", name, r->name, r->version, bounds[k],
+                    cum);
+            else
+                put(&x->b, "%s_bucket{" MV ",le=\"+Inf\"} %" PRIu64 "\n", name, r->name, r->version, cum);
+        }
+        put(&x->b, "%s_sum{" MV "} %.9f\n%s_count{" MV "} %" PRIu64 "\n", name, r->name, r->version,
+            (double)r->s.phase[p].ns / 1e9, name, r->name, r->version, r->s.phase[p].count);
+    }
+}
+
+static void model_families(scrape_t *x)
+{
+    family(x, "ortserve_requests_total", "counter", "Inference requests by outcome.");
+    for (size_t i = 0; i < x->n_rows; i++)
+        for (int o = 0; o < OSV_OUTCOME_COUNT; o++)
+            put(&x->b, "ortserve_requests_total{" MV ",outcome=\"%s\"} %" PRIu64 "\n", x->rows[i].name,
+                x->rows[i].version, osv_outcome_name((osv_outcome_t)o), x->rows[i].s.outcomes[o]);
+    histogram(x, "ortserve_inference_duration_seconds",
+              "End-to-end inference request latency, first byte in to last byte queued out.",
+              OSV_PHASE_REQUEST);
+    histogram(x, "ortserve_queue_duration_seconds", "Time requests waited for a worker.", OSV_PHASE_QUEUE);
+    histogram(x, "ortserve_compute_input_duration_seconds", "Time decoding and binding inputs.",
+              OSV_PHASE_COMPUTE_INPUT);
+    histogram(x, "ortserve_compute_infer_duration_seconds", "Time in ONNX Runtime's Run.",
+              OSV_PHASE_COMPUTE_INFER);
+    histogram(x, "ortserve_compute_output_duration_seconds", "Time encoding outputs.",
+              OSV_PHASE_COMPUTE_OUTPUT);
+    per_model_counter(x, "ortserve_inference_count_total", "Inferences performed (batch items).",
+                      offsetof(osv_stats_snapshot_t, inference_count));
+    per_model_counter(x, "ortserve_execution_count_total", "Model executions (ONNX Runtime Run calls).",
+                      offsetof(osv_stats_snapshot_t, execution_count));
+    family(x, "ortserve_zero_copy_success_total", "counter",
+           "Tensors bound in place, with no copy, by direction.");
+    for (size_t i = 0; i < x->n_rows; i++)
+        for (int d = 0; d < 2; d++)
+            put(&x->b, "ortserve_zero_copy_success_total{" MV ",direction=\"%s\"} %" PRIu64 "\n",
+                x->rows[i].name, x->rows[i].version, d ? "output" : "input",
+                x->rows[i].s.bind[d][OSV_COPY_NONE]);
+    family(x, "ortserve_tensor_bindings_total", "counter",
+           "Tensor bindings by direction and result (zero_copy or the fallback reason).");
+    for (size_t i = 0; i < x->n_rows; i++)
+        for (int d = 0; d < 2; d++)
+            for (int k = 0; k < OSV_COPY_REASON_COUNT; k++)
+                if (x->rows[i].s.bind[d][k] || k == OSV_COPY_NONE)
+                    put(&x->b,
+                        "ortserve_tensor_bindings_total{" MV ",direction=\"%s\",result=\"%s\"} %" PRIu64 "\n",
+                        x->rows[i].name, x->rows[i].version, d ? "output" : "input",
+                        osv_copy_reason_name((osv_copy_reason_t)k), x->rows[i].s.bind[d][k]);
+    family(x, "ortserve_copied_bytes_total", "counter", "Tensor bytes ortserve copied, by reason.");
+    for (size_t i = 0; i < x->n_rows; i++)
+        for (int k = 1; k < OSV_COPY_REASON_COUNT; k++)
+            if (k != OSV_COPY_ORT_ALLOCATED)
+                put(&x->b, "ortserve_copied_bytes_total{" MV ",reason=\"%s\"} %" PRIu64 "\n", x->rows[i].name,
+                    x->rows[i].version, osv_copy_reason_name((osv_copy_reason_t)k),
+                    x->rows[i].s.copied_bytes[k]);
+    per_model_counter(x, "ortserve_recovery_attempts_total",
+                      "Retries of transient failures (full pool, ORT allocation).",
+                      offsetof(osv_stats_snapshot_t, recovery_attempts));
+    per_model_counter(x, "ortserve_deadline_cancellations_total",
+                      "Requests that missed their deadline (canceled runs and expired waits).",
+                      offsetof(osv_stats_snapshot_t, canceled));
+    family(x, "ortserve_slo_violations_total", "counter",
+           "Requests that broke the model's SLO, by kind (latency, error).");
+    for (size_t i = 0; i < x->n_rows; i++)
+        for (int k = 0; k < 2; k++)
+            put(&x->b, "ortserve_slo_violations_total{" MV ",kind=\"%s\"} %" PRIu64 "\n", x->rows[i].name,
+                x->rows[i].version, k ? "error" : "latency", x->rows[i].s.slo_violations[k]);
+    family(x, "ortserve_queued_requests", "gauge", "Requests of this model waiting for a worker.");
+    for (size_t i = 0; i < x->n_rows; i++)
+        put(&x->b, "ortserve_queued_requests{" MV "} %u\n", x->rows[i].name, x->rows[i].version,
+            x->rows[i].queued);
+    family(x, "ortserve_last_inference_timestamp_seconds", "gauge",
+           "Wall-clock time of the model's last inference.");
+    for (size_t i = 0; i < x->n_rows; i++)
+        put(&x->b, "ortserve_last_inference_timestamp_seconds{" MV "} %.3f\n", x->rows[i].name,
+            x->rows[i].version, (double)x->rows[i].s.last_inference_ms / 1e3);
+}
+
+static void pool_families(scrape_t *x, osv_server_t *s)
+{
+    osv_pool_stats_t ps;
+    osv_pool_get_stats(s->pool, &ps);
+    family(x, "ortserve_pool_slots", "gauge", "Tensor memory pool slots by slot size and state.");
+    for (uint32_t i = 0; i < ps.n_classes; i++) {
+        put(&x->b, "ortserve_pool_slots{slot_bytes=\"%" PRIu64 "\",state=\"in_use\"} %u\n",
+            ps.cls[i].slot_size, ps.cls[i].in_use);
+        put(&x->b, "ortserve_pool_slots{slot_bytes=\"%" PRIu64 "\",state=\"free\"} %u\n", ps.cls[i].slot_size,
+            ps.cls[i].slots - ps.cls[i].in_use);
+    }
+    family(x, "ortserve_pool_slots_high_water", "gauge", "Most pool slots of a size in use at once.");
+    for (uint32_t i = 0; i < ps.n_classes; i++)
+        put(&x->b, "ortserve_pool_slots_high_water{slot_bytes=\"%" PRIu64 "\"} %u\n", ps.cls[i].slot_size,
+            ps.cls[i].high_water);
+    family(x, "ortserve_pool_bytes", "gauge", "Tensor memory pool bytes by state.");
+    put(&x->b,
+        "ortserve_pool_bytes{state=\"in_use\"} %" PRIu64 "\nortserve_pool_bytes{state=\"free\"} %" PRIu64
+        "\n",
+        ps.in_use_bytes, ps.total_bytes - ps.in_use_bytes);
+    family(x, "ortserve_pool_acquire_failures_total", "counter",
+           "Slot requests that found the pool full (answered 503).");
+    for (uint32_t i = 0; i < ps.n_classes; i++)
+        put(&x->b, "ortserve_pool_acquire_failures_total{slot_bytes=\"%" PRIu64 "\"} %" PRIu64 "\n",
+            ps.cls[i].slot_size, ps.cls[i].failed);
+}
+
+static void server_families(scrape_t *x, osv_server_t *s)
+{
+    static const char *const tkinds[] = {"header", "body", "write", "idle"};
+    osv_sysmem_t mem;
+    uint64_t by_status[OSV_OBS_STATUS_SLOTS] = {0};
+    osv_obs_status_totals(s, by_status);
+    family(x, "ortserve_build_info", "gauge", "ortserve and ONNX Runtime versions.");
+    put(&x->b, "ortserve_build_info{version=\"%s\",onnxruntime=\"%s\",ort_api=\"%d\"} 1\n", osv_version(),
+        osv_env_ort_version(s->env), osv_env_api_version());
+    family(x, "ortserve_ready", "gauge",
+           "1 when every model that should be loaded is ready and the server is not draining.");
+    put(&x->b, "ortserve_ready %d\n", !atomic_load(&s->stopping) && osv_repo_ready(s->repo));
+    pool_families(x, s);
+    family(x, "ortserve_queue_depth", "gauge", "Requests waiting for an inference worker.");
+    put(&x->b, "ortserve_queue_depth %u\n", osv_sched_depth(s->sched));
+    family(x, "ortserve_inflight_requests", "gauge", "Requests being received, run or answered.");
+    put(&x->b, "ortserve_inflight_requests %" PRId64 "\n", atomic_load(&s->inflight));
+    family(x, "ortserve_open_connections", "gauge", "Open client connections.");
+    put(&x->b, "ortserve_open_connections %u\n", atomic_load(&s->conns));
+    family(x, "ortserve_http_responses_total", "counter", "HTTP responses by status code.");
+    for (int i = 0; i < OSV_OBS_STATUS_SLOTS; i++)
+        if (by_status[i])
+            put(&x->b, "ortserve_http_responses_total{code=\"%d\"} %" PRIu64 "\n", osv_obs_status_code(i),
+                by_status[i]);
+    family(x, "ortserve_connection_timeouts_total", "counter", "Connections closed by a timeout, by kind.");
+    for (int i = 0; i < 4; i++)
+        put(&x->b, "ortserve_connection_timeouts_total{kind=\"%s\"} %" PRIu64 "\n", tkinds[i],
+            atomic_load(&s->timeouts[i]));
+    family(x, "ortserve_accept_errors_total", "counter", "accept() failures (e.g. out of file descriptors).");
+    put(&x->b, "ortserve_accept_errors_total %" PRIu64 "\n", atomic_load(&s->accept_errors));
+    family(x, "ortserve_rejected_connections_total", "counter",
+           "Connections refused over --max-connections.");
+    put(&x->b, "ortserve_rejected_connections_total %" PRIu64 "\n", atomic_load(&s->rejected_connections));
+    osv_sysmem_read(&mem);
+    family(x, "ortserve_memory_limit_bytes", "gauge",
+           "Memory limit of the process's cgroup (physical memory when none).");
+    put(&x->b, "ortserve_memory_limit_bytes %" PRIu64 "\n", mem.effective);
+    family(x, "ortserve_memory_usage_bytes", "gauge",
+           "Memory charged to the process's cgroup (0 when unknown).");
+    put(&x->b, "ortserve_memory_usage_bytes %" PRIu64 "\n", mem.cgroup_usage);
+    uint64_t exported, dropped, failed;
+    osv_trace_counters(&exported, &dropped, &failed);
+    family(x, "ortserve_trace_spans_exported_total", "counter", "Spans delivered to the OTLP endpoint.");
+    put(&x->b, "ortserve_trace_spans_exported_total %" PRIu64 "\n", exported);
+    family(x, "ortserve_trace_spans_dropped_total", "counter",
+           "Spans dropped (export queue full or export failed).");
+    put(&x->b, "ortserve_trace_spans_dropped_total %" PRIu64 "\n", dropped);
+    family(x, "ortserve_trace_export_failures_total", "counter", "OTLP export requests that failed.");
+    put(&x->b, "ortserve_trace_export_failures_total %" PRIu64 "\n", failed);
+}
+
+/* The standard process collector's metrics, from /proc/self. */
+static void process_families(scrape_t *x, uint64_t start_wall_s)
+{
+    char stat[1024];
+    FILE *f = fopen("/proc/self/stat", "re");
+    unsigned long utime = 0, stime = 0, vsize = 0;
+    long rss = 0, tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE), fds = 0;
+    struct rlimit rl;
+    if (f && fgets(stat, sizeof stat, f)) {
+        const char *p = strrchr(stat, ')'); /* comm may contain spaces */
+        if (p)
+            sscanf(p + 2,
+                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %*u %lu %ld",
+                   &utime, &stime, &vsize, &rss);
+    }
+    if (f)
+        fclose(f);
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        for (struct dirent *e; (e = readdir(d));)
+            fds += e->d_name[0] != '.';
+        closedir(d);
+        fds--; /* the directory stream itself */
+    }
+    getrlimit(RLIMIT_NOFILE, &rl);
+    family(x, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+    put(&x->b, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)tick);
+    family(x, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    put(&x->b, "process_resident_memory_bytes %ld\n", rss * page);
+    family(x, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+    put(&x->b, "process_virtual_memory_bytes %lu\n", vsize);
+    family(x, "process_open_fds", "gauge", "Number of open file descriptors.");
+    put(&x->b, "process_open_fds %ld\n", fds);
+    family(x, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+    put(&x->b, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    family(x, "process_start_time_seconds", "gauge",
+           "Start time of the process since unix epoch in seconds.");
+    put(&x->b, "process_start_time_seconds %" PRIu64 "\n", start_wall_s);
+}
+
+static bool wants_openmetrics(const osv_conn_t *c)
+{
+    const osv_http_header_t *h = osv_req_header(c, "Accept");
+    return h && memmem(h->value, h->value_len, "application/openmetrics-text", 28) != NULL;
+}
+
+void osv_obs_metrics(osv_conn_t *c)
+{
+    osv_server_t *s = c->loop->srv;
+    scrape_t x = {.om = wants_openmetrics(c)};
+    size_t n_models = 0;
+    osv_repo_index(s->repo, true, NULL, 0, &n_models);
+    x.cap_rows = n_models + 8; /* models loaded between the count and the walk are picked up next time */
+    x.rows = osv_arena_alloc(&c->arena, x.cap_rows * sizeof *x.rows, 8);
+    x.b.cap = 32768 + x.cap_rows * 24576;
+    x.b.p = x.rows ? osv_res_body_buf(c, x.b.cap) : NULL;
+    if (!x.b.p) {
+        osv_res_error(c, 503, "no memory for the metrics, retry later");
+        return;
+    }
+    osv_repo_foreach(s->repo, collect, &x);
+    model_families(&x);
+    server_families(&x, s);
+    process_families(&x, osv_obs_start_time());
+    if (x.om)
+        put(&x.b, "# EOF\n");
+    if (x.b.full) {
+        osv_res_error(c, 500, "metrics did not fit the response buffer");
+        return;
+    }
+    osv_res_begin(c, 200);
+    osv_res_header(c, "Content-Type", "%s",
+                   x.om ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                        : "text/plain; version=0.0.4; charset=utf-8");
+    osv_res_end_head(c, x.b.len);
+    if (c->req.head.method != OSV_HTTP_HEAD)
+        osv_res_add_iov(c, x.b.p, x.b.len);
+    osv_conn_send(c);
+}
