@@ -190,6 +190,15 @@ static int set_opt(serve_cfg_t *cfg, const opt_def_t *o, const char *v)
     }
 }
 
+static bool is_bool_word(const char *v)
+{
+    static const char *const words[] = {"0", "1", "true", "false", "yes", "no"};
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
+        if (strcasecmp(v, words[i]) == 0)
+            return true;
+    return false;
+}
+
 static void defaults(serve_cfg_t *c)
 {
     memset(c, 0, sizeof *c);
@@ -235,7 +244,10 @@ static int parse(serve_cfg_t *cfg, int argc, char **argv)
             return 2;
         }
         const opt_def_t *o = &opts[c - 256];
-        if (set_opt(cfg, o, optarg ? optarg : "1") != 0) {
+        const char *v = optarg;
+        if (!v && o->type == T_BOOL && optind < argc && is_bool_word(argv[optind]))
+            v = argv[optind++]; /* "--allow-shm 0" as well as "--allow-shm" and "--allow-shm=0" */
+        if (set_opt(cfg, o, v ? v : "1") != 0) {
             fprintf(stderr, "ortserve serve: invalid value '%s' for --%s (%s)\n", optarg ? optarg : "",
                     o->flag, o->arg);
             return 2;

@@ -160,8 +160,9 @@ struct osv_loop {
     _Atomic(osv_conn_t *) done; /* requests finished on workers, waiting to be written */
     osv_json_tok_t *toks;       /* parse scratch for the request being decoded on this thread */
     bool accepting;
-    uint64_t accept_paused_until;              /* after EMFILE: monotonic ns */
-    int watch_slot;                            /* this thread's deadline watchdog slot */
+    uint64_t accept_paused_until; /* after EMFILE: monotonic ns */
+    int watch_slot;               /* this thread's deadline watchdog slot */
+    uint64_t now;                 /* monotonic ns, read once per loop iteration (timers are coarse) */
     _Atomic uint64_t status[OSV_STATUS_SLOTS]; /* responses by status (obs.c's slot table) */
 };
 
@@ -224,6 +225,8 @@ void osv_loop_free(osv_loop_t *l);
 void osv_res_begin(osv_conn_t *c, int status);
 void osv_res_header(osv_conn_t *c, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+void osv_res_header_raw(osv_conn_t *c, const char *name, size_t name_len, const char *value,
+                        size_t value_len);
 /* Finishes the head with Content-Length = body_len and queues iov[0] = head. */
 void osv_res_end_head(osv_conn_t *c, uint64_t body_len);
 void osv_res_add_iov(osv_conn_t *c, const void *p, uint64_t len);

@@ -1098,10 +1098,12 @@ static void send_response(osv_conn_t *c, char *json, uint64_t json_len, out_plan
             body += plans[k].bytes ? plans[k].bytes_len : plans[k].v.bytes;
     osv_res_begin(c, 200);
     if (any_binary) {
-        osv_res_header(c, "Content-Type", "application/octet-stream");
-        osv_res_header(c, "Inference-Header-Content-Length", "%" PRIu64, json_len);
+        char n[24];
+        int k = snprintf(n, sizeof n, "%" PRIu64, json_len);
+        osv_res_header_raw(c, "Content-Type", 12, "application/octet-stream", 24);
+        osv_res_header_raw(c, "Inference-Header-Content-Length", 31, n, (size_t)k);
     } else {
-        osv_res_header(c, "Content-Type", "application/json");
+        osv_res_header_raw(c, "Content-Type", 12, "application/json", 16);
     }
     osv_res_end_head(c, body);
     osv_res_add_iov(c, json, json_len);

@@ -150,7 +150,7 @@ void osv_conn_set_timer(osv_conn_t *c, uint64_t ns)
         l->heap = h;
         l->cap_heap = cap;
     }
-    c->timer_at = osv_now_ns() + ns;
+    c->timer_at = l->now + ns; /* the loop's clock, read once per iteration: timeouts are coarse */
     c->timer_idx = (int)l->n_heap;
     l->heap[l->n_heap++] = c;
     heap_up(l, (uint32_t)c->timer_idx);
@@ -569,7 +569,7 @@ static void on_timeout(osv_conn_t *c)
 
 static void run_timers(osv_loop_t *l)
 {
-    uint64_t now = osv_now_ns();
+    uint64_t now = l->now;
     while (l->n_heap && l->heap[0]->timer_at <= now) {
         osv_conn_t *c = l->heap[0];
         heap_remove(l, c);
@@ -747,6 +747,7 @@ void *osv_loop_main(void *arg)
         if (stopping && l->n_conns == 0)
             break;
         int n = epoll_wait(l->epfd, evs, MAX_EVENTS, next_timeout_ms(l));
+        l->now = osv_now_ns();
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &l->listen_fd)

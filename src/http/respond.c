@@ -107,19 +107,66 @@ static void hdr_printf(osv_conn_t *c, const char *fmt, ...)
     va_end(ap);
 }
 
+static void hdr_put(osv_conn_t *c, const char *s, size_t n)
+{
+    osv_response_t *r = &c->res;
+    if (r->hdr_len + n < sizeof r->hdr) {
+        memcpy(r->hdr + r->hdr_len, s, n);
+        r->hdr_len += (uint32_t)n;
+    }
+}
+
+#define HDR_LIT(c, lit) hdr_put((c), (lit), sizeof(lit) - 1)
+
+static void hdr_u64(osv_conn_t *c, uint64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    hdr_put(c, tmp + sizeof tmp - n, (size_t)n);
+}
+
+/* Status line, X-Request-ID, traceparent (and Retry-After on 503) without printf: this runs for
+ * every response. */
 void osv_res_begin(osv_conn_t *c, int status)
 {
     osv_response_t *r = &c->res;
+    const char *text = osv_status_text(status);
     r->status = status;
     r->hdr_len = 0;
     r->n_iov = 1; /* iov[0] is the head, filled in by osv_res_end_head */
     r->total = 0;
-    hdr_printf(c, "HTTP/1.%d %d %s\r\n", c->req.head.minor == 0 ? 0 : 1, status, osv_status_text(status));
-    if (c->req.request_id_len)
-        hdr_printf(c, "X-Request-ID: %.*s\r\n", (int)c->req.request_id_len, c->req.request_id);
+    if (c->req.head.minor == 0)
+        HDR_LIT(c, "HTTP/1.0 ");
+    else
+        HDR_LIT(c, "HTTP/1.1 ");
+    hdr_u64(c, (uint64_t)status);
+    HDR_LIT(c, " ");
+    hdr_put(c, text, strlen(text));
+    HDR_LIT(c, "\r\n");
+    if (c->req.request_id_len) {
+        HDR_LIT(c, "X-Request-ID: ");
+        hdr_put(c, c->req.request_id, c->req.request_id_len);
+        HDR_LIT(c, "\r\n");
+    }
     osv_obs_response_headers(c);
-    if (status == 503)
-        hdr_printf(c, "Retry-After: %u\r\n", c->loop->srv->o.retry_after_s);
+    if (status == 503) {
+        HDR_LIT(c, "Retry-After: ");
+        hdr_u64(c, c->loop->srv->o.retry_after_s);
+        HDR_LIT(c, "\r\n");
+    }
+}
+
+/* Appends a header line whose value is already formatted. */
+void osv_res_header_raw(osv_conn_t *c, const char *name, size_t name_len, const char *value, size_t value_len)
+{
+    hdr_put(c, name, name_len);
+    HDR_LIT(c, ": ");
+    hdr_put(c, value, value_len);
+    HDR_LIT(c, "\r\n");
 }
 
 void osv_res_header(osv_conn_t *c, const char *name, const char *fmt, ...)
@@ -137,10 +184,12 @@ void osv_res_end_head(osv_conn_t *c, uint64_t body_len)
     osv_response_t *r = &c->res;
     bool close = r->close_after || !c->req.head.keep_alive || atomic_load(&c->loop->srv->stopping);
     if (close)
-        hdr_printf(c, "Connection: close\r\n");
+        HDR_LIT(c, "Connection: close\r\n");
     else if (c->req.head.minor == 0)
-        hdr_printf(c, "Connection: keep-alive\r\n");
-    hdr_printf(c, "Content-Length: %llu\r\n\r\n", (unsigned long long)body_len);
+        HDR_LIT(c, "Connection: keep-alive\r\n");
+    HDR_LIT(c, "Content-Length: ");
+    hdr_u64(c, body_len);
+    HDR_LIT(c, "\r\n\r\n");
     r->iov[0].iov_base = r->hdr;
     r->iov[0].iov_len = r->hdr_len;
     r->total += r->hdr_len;
@@ -166,7 +215,7 @@ static bool head_only(const osv_conn_t *c)
 void osv_res_json(osv_conn_t *c, int status, const char *body, size_t len)
 {
     osv_res_begin(c, status);
-    osv_res_header(c, "Content-Type", "application/json");
+    HDR_LIT(c, "Content-Type: application/json\r\n");
     osv_res_end_head(c, len);
     if (!head_only(c))
         osv_res_add_iov(c, body, len);
@@ -194,7 +243,7 @@ static void res_error_text(osv_conn_t *c, int status, const char *msg)
     if (osv_jw_error(&w))
         w.len = (size_t)snprintf(body, sizeof body, "{\"error\":\"%s\"}", osv_status_text(status));
     osv_res_begin(c, status);
-    osv_res_header(c, "Content-Type", "application/json");
+    HDR_LIT(c, "Content-Type: application/json\r\n");
     osv_res_end_head(c, osv_jw_len(&w));
     if (!head_only(c) && r->hdr_len + osv_jw_len(&w) <= sizeof r->hdr) {
         memcpy(r->hdr + r->hdr_len, body, osv_jw_len(&w));

@@ -157,8 +157,8 @@ static void *watchdog_main(void *arg)
 {
     osv_sched_t *q = arg;
     while (!atomic_load(&q->watchdog_stop)) {
-        /* 1 ms ticks while requests are in flight, 50 ms when idle. */
-        long ns = atomic_load(&q->srv->inflight) > 0 ? 1000000L : 50000000L;
+        /* 2 ms ticks while requests are in flight (deadlines are met within that), 50 ms when idle. */
+        long ns = atomic_load(&q->srv->inflight) > 0 ? 2000000L : 50000000L;
         struct timespec ts = {0, ns};
         nanosleep(&ts, NULL);
         scan(q, osv_now_ns());

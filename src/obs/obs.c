@@ -172,7 +172,7 @@ void osv_obs_response_headers(osv_conn_t *c)
 {
     char tp[56];
     osv_trace_format(&c->req.trace, tp);
-    osv_res_header(c, "traceparent", "%s", tp);
+    osv_res_header_raw(c, "traceparent", 11, tp, 55);
 }
 
 osv_outcome_t osv_obs_outcome(int status)
