@@ -506,6 +506,10 @@ static void run_task(osv_conn_t *c)
     infer_ctx_t *x = c->req.ctx;
     osv_sched_t *q = c->loop->srv->sched;
     int slot = osv_watch_slot();
+    if (atomic_load(&c->loop->srv->stopping) == 2) { /* the drain timed out: do not start new runs */
+        osv_res_error(c, 503, "the server is shutting down");
+        return;
+    }
     if (c->req.deadline && osv_now_ns() >= c->req.deadline) {
         osv_stats_add_canceled(osv_model_stats(x->m));
         osv_res_error(c, 504, "deadline exceeded before the model could run (queued too long)");

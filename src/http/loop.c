@@ -744,7 +744,9 @@ void *osv_loop_main(void *arg)
             begin_drain(l);
         if (stopping == 2)
             close_all(l);
-        if (stopping && l->n_conns == 0)
+        /* After the drain timeout, connections whose requests are still on a worker are
+         * abandoned; the workers finish (their runs were canceled) before anything is freed. */
+        if ((stopping && l->n_conns == 0) || stopping == 2)
             break;
         int n = epoll_wait(l->epfd, evs, MAX_EVENTS, next_timeout_ms(l));
         l->now = osv_now_ns();

@@ -120,9 +120,10 @@ uint32_t osv_sched_depth(osv_sched_t *q)
 
 void osv_watch_begin(osv_sched_t *q, int slot, osv_infer_t *inf, uint64_t deadline)
 {
-    if (!deadline || slot < 0 || slot >= q->n_slots)
+    if (slot < 0 || slot >= q->n_slots)
         return;
-    atomic_store(&q->slots[slot].deadline, deadline);
+    /* Runs without a deadline are registered too, so a drain that times out can cancel them. */
+    atomic_store(&q->slots[slot].deadline, deadline ? deadline : UINT64_MAX);
     atomic_store(&q->slots[slot].inf, inf);
 }
 
@@ -151,6 +152,13 @@ static void scan(osv_sched_t *q, uint64_t now)
             osv_infer_cancel(inf); /* the run returns OSV_ECANCELED; the request gets 504 */
         atomic_store(&w->busy, 0);
     }
+}
+
+void osv_sched_cancel_all(osv_sched_t *q)
+{
+    for (int i = 0; i < q->n_slots; i++)
+        atomic_store(&q->slots[i].deadline, 0); /* due now: the next scan cancels them */
+    scan(q, osv_now_ns());
 }
 
 static void *watchdog_main(void *arg)

@@ -31,6 +31,8 @@ int osv_sched_create(osv_server_t *s, int workers, uint32_t capacity, int n_slot
 int osv_sched_submit(osv_sched_t *q, osv_conn_t *c, osv_task_fn fn, osv_model_sched_t *ms);
 /* Requests waiting in the queue now. */
 uint32_t osv_sched_depth(osv_sched_t *q);
+/* Cancels every run in progress (the drain timed out). Any thread. */
+void osv_sched_cancel_all(osv_sched_t *q);
 /* Stops after the queue is empty; joins workers and the watchdog. */
 void osv_sched_destroy(osv_sched_t *q);
 

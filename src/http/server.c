@@ -187,6 +187,7 @@ int osv_server_run(osv_server_t *s)
     }
     if (!all_loops_idle(s)) {
         atomic_store(&s->stopping, 2);
+        osv_sched_cancel_all(s->sched); /* runs still going get 504; their workers come free */
         for (int i = 0; i < s->n_loops; i++)
             osv_loop_wake(&s->loops[i]);
     }
