@@ -323,13 +323,14 @@ static int plan_inputs(osv_infer_t *inf, uint64_t *total, osv_err_t *err)
 static int plan_outputs(osv_infer_t *inf, uint64_t *total, osv_err_t *err)
 {
     const osv_model_t *m = inf->m;
-    symtab_t syms = {0};
+    symtab_t syms; /* only the used prefix is read: no need to clear 1 KiB per request */
+    syms.n = 0;
     if (inf->n_out == 0) {
         for (uint32_t o = 0; o < m->n_out; o++)
             if (osv_infer_add_output(inf, o, err) != 0)
                 return OSV_EINVAL;
     }
-    for (uint32_t i = 0; i < m->n_in; i++) {
+    for (uint32_t i = 0; i < m->n_in && m->outputs_symbolic; i++) {
         const osv_tensor_info_t *ti = &m->in[i];
         for (int32_t d = 0; d < ti->rank && d < (int32_t)inf->in[i].rank; d++)
             if (ti->dims[d] < 0 && ti->sym[d][0])
@@ -817,7 +818,6 @@ int osv_infer_run(osv_infer_t *inf, osv_err_t *err)
         rc = run_once(inf, ro, err);
     canceled = finish_run(inf, ro);
     inf->ns[OSV_PHASE_COMPUTE_INFER] = osv_now_ns() - t1;
-    osv_stats_record_exec(m->stats, inf->batch);
     if (canceled) {
         osv_stats_add_canceled(m->stats);
         if (rc)
@@ -831,6 +831,8 @@ int osv_infer_run(osv_infer_t *inf, osv_err_t *err)
         if ((rc = read_output(inf, o, err)) != 0)
             return rc;
     }
+    /* Triton's inference_count / execution_count: successful inferences and executions only. */
+    osv_stats_record_exec(m->stats, inf->batch);
     return 0;
 }
 

@@ -502,6 +502,9 @@ static int model_build(osv_model_t *m, const char *path, const char *config_dir,
         return rc;
     }
     m->batch_dim = resolve_batch_dim(m);
+    for (uint32_t i = 0; i < m->n_out; i++)
+        for (int32_t d = 0; d < m->out[i].rank; d++)
+            m->outputs_symbolic |= m->out[i].dims[d] < 0 && m->out[i].sym[d][0];
     if (m->cfg.warmup && osv_model_servable(m, NULL))
         warmup(m);
     m->load_ms = (double)(osv_now_ns() - t0) / 1e6;

@@ -37,6 +37,7 @@ struct osv_model {
     const char **in_names, **out_names; /* arrays for OrtApi::Run */
     _Atomic uint8_t *derive_broken;     /* per output: symbolic-dim derivation proved wrong */
     int batch_dim;                      /* resolved: 1 when the first dim of every tensor is a batch */
+    bool outputs_symbolic; /* some output dim is named by a symbol (derivable from the inputs) */
     osv_model_meta_t meta;
     osv_model_config_t cfg;
     char *config_text;

@@ -259,6 +259,14 @@ out:
     return rc;
 }
 
+static bool model_dir_exists(const osv_repo_t *r, const char *name)
+{
+    char dir[PATH_MAX];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/%s", r->root, name);
+    return stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 static int set_state(osv_repo_t *r, const char *name, osv_model_state_t st, osv_err_t *err)
 {
     repo_model_t *m;
@@ -285,6 +293,11 @@ int osv_repo_load(osv_repo_t *r, const char *name, osv_err_t *user_err)
     m = find_model(r, name, strlen(name));
     osv_model_state_t before = m ? m->state : OSV_MODEL_UNAVAILABLE;
     pthread_rwlock_unlock(&r->lock);
+    if (!m && !model_dir_exists(r, name)) {
+        /* No row for a name that is not on disk: it would count against readiness forever. */
+        rc = osv_err_set(err, OSV_ENOTFOUND, "model '%s' is not in the repository", name);
+        goto out;
+    }
     if ((rc = set_state(r, name, OSV_MODEL_LOADING, err)) != 0)
         goto out;
     rc = load_versions(r, name, &v, &n, err);
