@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # deps.sh — installs what building, running and testing ortserve need, idempotently.
 #
-#   tools/deps.sh [build|test|bench|all]   (default: test)
+#   tools/deps.sh [build|test|bench|image|arm64|all]   (default: test)
+#
+# image: what tools/image_build.sh needs to build the container image (build + demo models).
+# arm64: the test profile plus the aarch64 cross toolchain, qemu-user and the arm64 (multiarch) -dev
+#        packages, and the official arm64 ONNX Runtime 1.30 (npm onnxruntime-node) with the 1.29 C
+#        headers in third_party/onnxruntime-arm64 (`make test-arm64`, docs/PORTABILITY.md).
 #
 # 1. Debian packages (apt-get, as root or through sudo), skipped when already installed.
 # 2. ONNX Runtime 1.29 (official Linux x64 build + C headers) from the npm package
@@ -17,25 +22,45 @@ tp="$here/third_party"
 
 # --- Debian packages --------------------------------------------------------------------------
 pkgs_build=(cmake ninja-build gcc pkg-config libhttp-parser-dev libturbojpeg0-dev libspng-dev
-            libcurl4-openssl-dev)
+            libexif-dev libcurl4-openssl-dev zlib1g-dev)
 pkgs_test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-onnx python3-numpy python3-pil
-           libonnx-testdata fonts-dejavu-core prometheus)
+           libonnx-testdata fonts-dejavu-core prometheus python3-yaml man-db groff-base systemd strace)
 pkgs_bench=(wrk nginx-light gnuplot-nox python3-matplotlib libjansson-dev libcjson-dev)
 
 want=("${pkgs_build[@]}")
 case "$profile" in
 build) ;;
 test) want+=("${pkgs_test[@]}") ;;
+image) want+=(python3 python3-onnx python3-numpy python3-pil) ;; # PIL: demo images
 bench | all) want+=("${pkgs_test[@]}" "${pkgs_bench[@]}") ;;
-*) echo "deps.sh: unknown profile '$profile' (build|test|bench|all)" >&2; exit 2 ;;
+arm64)
+    # Every library the build links, as arm64 packages (multiarch), plus ORT's own runtime needs.
+    # libhttp-parser-dev is not Multi-Arch: same (its :arm64 would REMOVE the native one), so arm64
+    # gets only the runtime library; cmake/aarch64-linux-gnu.cmake links it with the native header.
+    pkgs_arm64=(gcc-aarch64-linux-gnu qemu-user libstdc++6:arm64 libcmocka-dev:arm64 libexif-dev:arm64
+                libhttp-parser2.9:arm64)
+    for p in "${pkgs_build[@]}"; do
+        case "$p" in
+        libhttp-parser-dev) ;;
+        lib*-dev) [[ " ${pkgs_arm64[*]} " == *" $p:arm64 "* ]] || pkgs_arm64+=("$p:arm64") ;;
+        esac
+    done
+    want+=("${pkgs_test[@]}" "${pkgs_arm64[@]}") ;;
+*) echo "deps.sh: unknown profile '$profile' (build|test|bench|image|arm64|all)" >&2; exit 2 ;;
 esac
 
 missing=()
 # Node.js and npm fetch ORT and models; a machine may already have them outside dpkg.
-command -v npm >/dev/null || want+=(nodejs npm)
+command -v npm >/dev/null || want+=(nodejs npm ca-certificates) # nodejs only Recommends the CAs
+# With a foreign architecture enabled (arm64 profile) a name can match two packages (libfoo:amd64 and
+# libfoo:arm64): a name without ":arch" wants the native (or arch-all) one.
+native=$(dpkg --print-architecture)
 for p in "${want[@]}"; do
-    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [ "$st" = installed ] || missing+=("$p")
+    st=$(dpkg-query -W -f='${db:Status-Status} ${Architecture}\n' "$p" 2>/dev/null || true)
+    case "$p" in
+    *:*) grep -q '^installed ' <<<"$st" || missing+=("$p") ;;
+    *) grep -qE "^installed ($native|all)\$" <<<"$st" || missing+=("$p") ;;
+    esac
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "deps: installing Debian packages: ${missing[*]}"
@@ -45,6 +70,9 @@ if [ ${#missing[@]} -gt 0 ]; then
         sudo=(sudo)
     fi
     export DEBIAN_FRONTEND=noninteractive
+    if [[ " ${missing[*]}" == *":arm64"* ]] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        "${sudo[@]}" dpkg --add-architecture arm64
+    fi
     "${sudo[@]}" apt-get update -q >/dev/null
     "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -55,7 +83,8 @@ npm_fetch() { # $1 = package@version; prints the tarball path
     name=$(echo "$spec" | sed -e 's/^@//' -e 's#/#-#' -e 's/@/-/')
     mkdir -p "$dir"
     if [ ! -s "$dir/$name.tgz" ]; then
-        (cd "$dir" && npm pack --silent "$spec" >/dev/null)
+        (cd "$dir" && npm pack --loglevel=error "$spec" >/dev/null) ||
+            { echo "deps: npm pack $spec failed (network? registry?)" >&2; exit 1; }
     fi
     echo "$dir/$name.tgz"
 }
@@ -79,6 +108,35 @@ elif [ "$(cat "$ort_dir/STAMP" 2>/dev/null)" != "$ort_pkg" ]; then
     ln -sf libonnxruntime.so.1 "$ort_dir/lib/libonnxruntime.so"
     rm -rf "$tmp"
     echo "$ort_pkg" >"$ort_dir/STAMP"
+fi
+
+# ORT's license and third-party notices travel with every copy of the library (`make install`, the
+# container image); older unpacked trees get them from the cached package.
+if [ "$(cat "$ort_dir/STAMP" 2>/dev/null)" = "$ort_pkg" ] && [ ! -s "$ort_dir/LICENSE" ]; then
+    tgz=$(npm_fetch "$ort_pkg")
+    tar xzf "$tgz" -C "$ort_dir" --strip-components=1 package/LICENSE package/ThirdPartyNotices.txt
+fi
+
+# --- ONNX Runtime for arm64: the official build inside onnxruntime-node (whose install script would
+# download again from a host of its own: we only unpack the tarball), with the 1.29 headers above
+# (ortserve asks for the C API version it was compiled against; 1.30 serves it, docs/DESIGN.md).
+if [ "$profile" = arm64 ]; then
+    ort64_pkg=onnxruntime-node@1.30.0
+    ort64_dir="$tp/onnxruntime-arm64"
+    if [ "$(cat "$ort64_dir/STAMP" 2>/dev/null)" != "$ort64_pkg" ]; then
+        echo "deps: fetching arm64 ONNX Runtime from npm $ort64_pkg"
+        tgz=$(npm_fetch "$ort64_pkg")
+        tmp=$(mktemp -d)
+        tar xzf "$tgz" -C "$tmp" package/bin/napi-v6/linux/arm64/libonnxruntime.so.1
+        rm -rf "$ort64_dir"
+        mkdir -p "$ort64_dir/include" "$ort64_dir/lib"
+        cp "$ort_dir/include/"*.h "$ort64_dir/include/"
+        cp "$tmp/package/bin/napi-v6/linux/arm64/libonnxruntime.so.1" "$ort64_dir/lib/"
+        # onnxruntime-node ships no license file; ORT's (MIT) and notices come from the x64 package.
+        for f in LICENSE ThirdPartyNotices.txt; do [ ! -s "$ort_dir/$f" ] || cp "$ort_dir/$f" "$ort64_dir/"; done
+        rm -rf "$tmp"
+        echo "$ort64_pkg" >"$ort64_dir/STAMP"
+    fi
 fi
 
 # --- Real models -------------------------------------------------------------------------------

@@ -29,11 +29,14 @@ typedef void (*osv_log_fn)(void *ud, int severity, const char *category, const c
 
 typedef struct osv_env_opts {
     const char *ort_library;  /* path to libonnxruntime.so.1; NULL = $ORTSERVE_ORT_LIBRARY, then the
-                                 build-time ORT, then the installed copy, then the loader path */
+                                 installed copy (<prefix>/lib/ortserve), then the build-time ORT,
+                                 then the loader path */
     bool global_thread_pools; /* one intra/inter-op pool shared by every session */
     osv_threads_t threads;    /* defaults for sessions (or the global pool's settings) */
     int log_severity;         /* minimum ORT severity forwarded (default 2 = warning) */
     osv_log_fn log_fn;        /* NULL = ORT messages go to stderr */
+    bool telemetry;            /* let ORT's telemetry run (default false: ORT_DISABLE_TELEMETRY=1 is set
+                                  unless already set, and telemetry events are disabled) */
     void *log_ud;
 } osv_env_opts_t;
 

@@ -103,6 +103,8 @@ OSV_API const char *osv_model_config_section(const osv_model_t *m, const char *k
 OSV_API osv_stats_t *osv_model_stats(const osv_model_t *m);
 /* Milliseconds the load took (session creation + warm-up). */
 OSV_API double osv_model_load_ms(const osv_model_t *m);
+/* How long the warm-up Run took (0 when it did not run or failed): a first estimate of run time. */
+OSV_API uint64_t osv_model_warmup_ns(const osv_model_t *m);
 /* Why the warm-up run failed (the model still serves), or NULL. */
 OSV_API const char *osv_model_warmup_error(const osv_model_t *m);
 /* True when every input and output is a tensor of a KServe datatype (else it cannot be served). */

@@ -4,6 +4,11 @@
  *   <repo>/<model>/model.onnx               a bare model counts as version 1
  *   <repo>/<model>/config.json              optional, shared by the model's versions
  *
+ * or, with osv_repo_opts_t.model_name, a directory that is itself one model (KServe mounts a
+ * model's storage at /mnt/models):
+ *
+ *   <dir>/<version>/model.onnx, <dir>/model.onnx, <dir>/config.json    served as `model_name`
+ *
  * Every version found is loaded; a request without a version gets the highest ready one. Model
  * names are restricted to [A-Za-z0-9_.-] (not starting with '.'), and model files must resolve
  * inside the repository (no symlink escapes). All functions are thread-safe: lookups take a
@@ -39,6 +44,7 @@ typedef struct osv_repo_opts {
     bool load_all;           /* load every model at open (default true); else only on request */
     osv_repo_load_hook hook; /* optional */
     void *hook_ud;
+    const char *model_name; /* optional: `path` is one model's directory, served under this name */
 } osv_repo_opts_t;
 
 typedef enum osv_model_state {

@@ -10,6 +10,7 @@
 int osv_cli_info(int argc, char **argv);
 int osv_cli_run(int argc, char **argv);
 int osv_cli_serve(int argc, char **argv);
+int osv_cli_classify(int argc, char **argv);
 
 /* Creates the ORT environment with default settings (ort_library may be NULL); prints the error. */
 int osv_cli_env(const char *ort_library, osv_env_t **env);

@@ -19,9 +19,10 @@ typedef struct serve_cfg {
     osv_server_opts_t srv;
     osv_env_opts_t env;
     osv_limits_t limits;
-    const char *repo, *port_file, *ort_library, *log_level, *log_format, *otlp_endpoint, *service_name;
+    const char *repo, *model_name, *port_file, *ort_library, *log_level, *log_format, *otlp_endpoint,
+        *service_name;
     double trace_ratio;
-    int access_log;
+    int access_log, ort_telemetry;
     int intra_op, inter_op, spinning, global_pools;
     uint64_t pool_bytes, pool_max_slot;
     bool pool_mlock;
@@ -39,6 +40,8 @@ typedef struct opt_def {
 #define O(f) offsetof(serve_cfg_t, f)
 static const opt_def_t opts[] = {
     {"model-repository", T_STR, O(repo), "DIR", "model repository (Triton layout) to serve [required]"},
+    {"model-name", T_STR, O(model_name), "NAME",
+     "DIR is one model's directory, served as NAME (KServe: /mnt/models)"},
     {"host", T_STR, O(srv.host), "ADDR", "address to listen on (default 127.0.0.1)"},
     {"port", T_INT, O(srv.port), "N", "TCP port (default 8000; 0 picks a free one)"},
     {"port-file", T_STR, O(port_file), "PATH", "write the port actually bound to PATH once listening"},
@@ -64,6 +67,10 @@ static const opt_def_t opts[] = {
     {"max-queue", T_U32, O(srv.max_queue), "N", "queued requests per model before 503 (64)"},
     {"inline-threshold-us", T_I64, O(srv.inline_threshold_ns), "US",
      "models faster than this run on the loop (200)"},
+    {"image-max-pixels", T_SIZE, O(srv.image_max_pixels), "N",
+     "classify: largest image (width x height in its header) a model accepts (40000000)"},
+    {"image-max-bytes", T_SIZE, O(srv.image_max_bytes), "SIZE", "classify: largest encoded image (20M)"},
+    {"image-max-images", T_U32, O(srv.image_max_images), "N", "classify: images per request (64)"},
     {"pool-bytes", T_SIZE, O(pool_bytes), "SIZE", "tensor memory pool (default: 1/4 of the memory limit)"},
     {"pool-max-slot-bytes", T_SIZE, O(pool_max_slot), "SIZE", "largest pool slot (64M)"},
     {"pool-mlock", T_BOOL, O(pool_mlock), "0|1", "lock the pool in RAM (default 0)"},
@@ -79,6 +86,7 @@ static const opt_def_t opts[] = {
     {"force-copy", T_BOOL, O(srv.force_copy), "0|1",
      "copy every tensor instead of binding in place (benchmarks)"},
     {"ort-library", T_STR, O(ort_library), "PATH", "libonnxruntime.so.1 to load"},
+    {"ort-telemetry", T_BOOL, O(ort_telemetry), "0|1", "let ONNX Runtime's own telemetry run (default 0: off)"},
     {"log-level", T_STR, O(log_level), "LEVEL", "debug|info|warn|error|off (info)"},
     {"log-format", T_STR, O(log_format), "FMT", "json|text (json)"},
     {"access-log", T_BOOL, O(access_log), "0|1", "one log line per request (default 1)"},
@@ -352,6 +360,7 @@ static int serve(serve_cfg_t *cfg)
     cfg->env.threads = (osv_threads_t){cfg->intra_op, cfg->inter_op, cfg->spinning};
     cfg->env.global_thread_pools = cfg->global_pools != 0;
     cfg->env.log_fn = ort_log;
+    cfg->env.telemetry = cfg->ort_telemetry != 0;
     cfg->srv.pool.total_bytes = cfg->pool_bytes;
     cfg->srv.pool.max_slot = cfg->pool_max_slot;
     cfg->srv.pool.mlock = cfg->pool_mlock;
@@ -377,7 +386,8 @@ static int serve(serve_cfg_t *cfg)
                           .limits = cfg->limits,
                           .load_all = true,
                           .hook = osv_server_model_hook,
-                          .hook_ud = &cfg->srv};
+                          .hook_ud = &cfg->srv,
+                          .model_name = cfg->model_name && *cfg->model_name ? cfg->model_name : NULL};
     if ((rc = osv_repo_open(&ro, &repo, &err)) != 0 ||
         (rc = osv_server_create(&cfg->srv, env, repo, &s, &err)) != 0) {
         char e[2048];

@@ -13,14 +13,16 @@ static void usage(FILE *f)
                "  info <model.onnx|model dir> [--json]         inputs, outputs and metadata of a model\n"
                "  run <model> --input NAME=FILE.npy ...         run a model once on .npy inputs\n"
                "      [--output-dir DIR]\n"
+               "  classify --model-repository DIR -m MODEL IMG...  top-k labels of JPEG/PNG files\n"
+               "      [--top-k K] [--json]\n"
                "\n"
                "options:\n"
                "  --version    print ortserve's and ONNX Runtime's versions\n"
                "  --help       this text; `ortserve <command> --help` for a command's options\n"
                "\n"
                "environment:\n"
-               "  ORTSERVE_ORT_LIBRARY   path to libonnxruntime.so.1 (default: the build's ORT, then the\n"
-               "                         installed copy, then the loader path)\n");
+               "  ORTSERVE_ORT_LIBRARY   path to libonnxruntime.so.1 (default: the installed copy\n"
+               "                         <prefix>/lib/ortserve, then the build's ORT, then the loader path)\n");
 }
 
 static int version(void)
@@ -52,6 +54,8 @@ int main(int argc, char **argv)
         return osv_cli_serve(argc - 1, argv + 1);
     if (strcmp(argv[1], "run") == 0)
         return osv_cli_run(argc - 1, argv + 1);
+    if (strcmp(argv[1], "classify") == 0)
+        return osv_cli_classify(argc - 1, argv + 1);
     fprintf(stderr, "ortserve: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

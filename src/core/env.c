@@ -98,6 +98,12 @@ static int own_dir(char *buf, size_t cap)
 }
 
 /* Tries the candidate locations in order; on failure describes every attempt in err. */
+static void drop_status(OrtStatus *st)
+{
+    if (st)
+        osv_ort->ReleaseStatus(st);
+}
+
 static void *load_library(const osv_env_opts_t *o, char **path_out, osv_err_t *err)
 {
     char installed[4200] = "", dir[4096], tried[OSV_ERR_MSG_MAX] = "";
@@ -112,12 +118,15 @@ static void *load_library(const osv_env_opts_t *o, char **path_out, osv_err_t *e
     else if (envp && *envp)
         cands[n++] = envp;
     else {
-        if (*OSV_ORT_BUILD_LIB)
-            cands[n++] = OSV_ORT_BUILD_LIB;
+        /* The copy installed next to this module (<prefix>/bin or <prefix>/lib, then
+         * <prefix>/lib/ortserve) comes before the build tree's: an installed ortserve must keep using
+         * the library it was installed with, even on the machine (and the tree) it was built on. */
         if (own_dir(dir, sizeof dir)) {
             snprintf(installed, sizeof installed, "%s/../lib/ortserve/libonnxruntime.so.1", dir);
             cands[n++] = installed;
         }
+        if (*OSV_ORT_BUILD_LIB)
+            cands[n++] = OSV_ORT_BUILD_LIB;
         cands[n++] = "libonnxruntime.so.1";
     }
     for (size_t i = 0; i < n; i++) {
@@ -188,6 +197,12 @@ int osv_env_create(const osv_env_opts_t *opts, osv_env_t **out, osv_err_t *err)
         e->opts = *opts;
     else
         osv_env_opts_default(&e->opts);
+    /* ORT's official builds start Microsoft's telemetry SDK when the library initialises (it writes
+     * a device id and a database under ~/.cache and a log per process in /tmp). A server must not
+     * phone home or litter by default: ORT_DISABLE_TELEMETRY=1 prevents it, unless the user has set
+     * the variable or asked for telemetry. */
+    if (!e->opts.telemetry)
+        setenv("ORT_DISABLE_TELEMETRY", "1", 0);
     if (!(e->dl = load_library(&e->opts, &e->path, err))) {
         osv_free(e);
         return err ? err->code : OSV_ENOTFOUND;
@@ -215,6 +230,8 @@ int osv_env_create(const osv_env_opts_t *opts, osv_env_t **out, osv_err_t *err)
         (rc = osv_ort_status(e->api->GetAllocatorWithDefaultOptions(&e->allocator), err,
                              "default allocator")) != 0)
         goto fail;
+    if (!e->opts.telemetry)
+        drop_status(e->api->DisableTelemetryEvents(e->env));
     e->generation = ++generation;
     current = e;
     *out = e;

@@ -458,9 +458,12 @@ static void warmup(osv_model_t *m)
             (st = api->GetTensorMutableData(in[i], &data)) == NULL && data)
             memset(data, 0, count * osv_dtype_size(t->dtype));
     }
+    uint64_t t0 = osv_now_ns();
     if (!st)
         st = api->Run(m->session, NULL, m->in_names, (const OrtValue *const *)in, m->n_in, m->out_names,
                       m->n_out, out);
+    if (!st)
+        m->warmup_ns = osv_now_ns() - t0;
     for (uint32_t i = 0; !st && i < m->n_out; i++)
         check_declared_shape(m, i, out[i]);
     if (st) {
@@ -651,6 +654,11 @@ void osv_model_set_attachment(osv_model_t *m, int key, void *ptr, void (*dtor)(v
 void *osv_model_attachment(const osv_model_t *m, int key)
 {
     return key >= 0 && key < OSV_ATTACH_MAX ? m->attach[key].ptr : NULL;
+}
+
+uint64_t osv_model_warmup_ns(const osv_model_t *m)
+{
+    return m->warmup_ns;
 }
 
 const char *osv_model_warmup_error(const osv_model_t *m)

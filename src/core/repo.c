@@ -34,6 +34,7 @@ typedef struct repo_model {
 struct osv_repo {
     osv_repo_opts_t opts;
     char root[PATH_MAX]; /* realpath of the repository */
+    char single[128];    /* non-empty: root is this one model's directory (osv_repo_opts_t.model_name) */
     pthread_rwlock_t lock;
     pthread_mutex_t op_lock;
     repo_model_t *models;
@@ -99,6 +100,15 @@ static bool confined(const osv_repo_t *r, const char *path)
     return strncmp(real, r->root, n) == 0 && real[n] == '/';
 }
 
+/* Directory of model `name`: <root>/<name>, or the root itself in single-model mode. */
+static void model_dir(const osv_repo_t *r, const char *name, char *dir, size_t cap)
+{
+    if (r->single[0])
+        snprintf(dir, cap, "%s", r->root);
+    else
+        snprintf(dir, cap, "%s/%s", r->root, name);
+}
+
 static int cmp_version(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -116,7 +126,7 @@ static int list_versions(const osv_repo_t *r, const char *name, version_list_t *
     version_list_t tmp;
 
     out->n = tmp.n = 0;
-    snprintf(dir, sizeof dir, "%s/%s", r->root, name);
+    model_dir(r, name, dir, sizeof dir);
     if (!(d = opendir(dir)))
         return osv_err_set(err, OSV_ENOTFOUND, "model '%s' is not in the repository", name);
     while ((e = readdir(d)) != NULL && tmp.n < MAX_VERSIONS) {
@@ -203,6 +213,13 @@ static int scan_names(osv_repo_t *r, osv_err_t *err)
     if (!d)
         return osv_err_set(err, OSV_EIO, "cannot read repository %s: %s", r->root, strerror(errno));
     pthread_rwlock_wrlock(&r->lock);
+    if (r->single[0]) { /* the root is the model: nothing else to find */
+        if (!ensure_model(r, r->single, err))
+            rc = err ? err->code : OSV_ENOMEM;
+        pthread_rwlock_unlock(&r->lock);
+        closedir(d);
+        return rc;
+    }
     while (!rc && (e = readdir(d)) != NULL) {
         char path[PATH_MAX];
         struct stat st;
@@ -242,7 +259,7 @@ static int load_versions(osv_repo_t *r, const char *name, osv_model_t ***out, ui
         rc = osv_err_set(err, OSV_ENOMEM, "out of memory");
         goto out;
     }
-    snprintf(dir, sizeof dir, "%s/%s", r->root, name);
+    model_dir(r, name, dir, sizeof dir);
     for (uint32_t i = 0; i < vl->n; i++) {
         if ((rc = osv_model_load(r->opts.env, name, vl->v[i], vl->path[i], dir, &r->opts.limits, &v[i],
                                  err)) != 0 ||
@@ -263,7 +280,9 @@ static bool model_dir_exists(const osv_repo_t *r, const char *name)
 {
     char dir[PATH_MAX];
     struct stat st;
-    snprintf(dir, sizeof dir, "%s/%s", r->root, name);
+    if (r->single[0] && strcmp(name, r->single) != 0)
+        return false;
+    model_dir(r, name, dir, sizeof dir);
     return stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
@@ -362,6 +381,16 @@ int osv_repo_open(const osv_repo_opts_t *opts, osv_repo_t **out, osv_err_t *err)
     if (!(r = osv_calloc(1, sizeof *r)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     r->opts = *opts;
+    if (opts->model_name) {
+        size_t len = strlen(opts->model_name);
+        if (len >= sizeof r->single || !osv_model_name_valid(opts->model_name, len)) {
+            osv_free(r);
+            return osv_err_set(err, OSV_EINVAL, "invalid model name '%s' (letters, digits, '_', '.', '-')",
+                               opts->model_name);
+        }
+        memcpy(r->single, opts->model_name, len + 1);
+    }
+    r->opts.model_name = NULL; /* the caller's string may not outlive the repository */
     if (!r->opts.limits.max_dims)
         osv_limits_default(&r->opts.limits);
     if (!realpath(opts->path, r->root)) {

@@ -35,6 +35,9 @@ void osv_h_infer(osv_conn_t *c, const osv_route_t *r);
 /* POST /infer on a repository with exactly one model. */
 void osv_h_infer_alias(osv_conn_t *c);
 
+/* classify.c: POST /v2/models/{m}[/versions/{v}]/classify — encoded images in, top-k labels out. */
+void osv_h_classify(osv_conn_t *c, const osv_route_t *r);
+
 /* shm.c: system shared memory extension. */
 void osv_h_shm_status(osv_conn_t *c, const osv_route_t *r);
 void osv_h_shm_register(osv_conn_t *c, const osv_route_t *r);

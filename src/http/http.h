@@ -47,6 +47,9 @@ typedef struct osv_server_opts {
     bool allow_shm;
     bool force_copy; /* benchmarks: copy every tensor (honest comparison) */
     osv_pool_opts_t pool;
+    /* Image limits for models whose config.json does not set them (see ortserve/imaging.h). */
+    uint64_t image_max_pixels, image_max_bytes;
+    uint32_t image_max_images;
 } osv_server_opts_t;
 
 void osv_server_opts_default(osv_server_opts_t *o);
@@ -58,6 +61,7 @@ typedef enum conn_state {
     CONN_BODY,  /* receiving a request body */
     CONN_RUN,   /* handed to a worker (or waiting for a retry) */
     CONN_WRITE, /* writing the response */
+    CONN_LINGER, /* response sent, write side shut: discarding what the client still sends */
     CONN_CLOSED
 } conn_state_t;
 
@@ -71,6 +75,9 @@ typedef struct body_plan {
     int n_iov, cur;
     uint64_t remaining; /* body bytes still to receive */
     bool in_buffer;     /* the destination is the connection buffer itself (no copy) */
+    bool chunked;       /* chunked transfer coding: decoded into dst (see osv_conn_plan_chunked) */
+    char *dst;
+    uint64_t dst_cap, dst_len;
 } body_plan_t;
 
 typedef struct osv_response {
@@ -101,6 +108,8 @@ typedef struct osv_request {
     void (*on_timer)(osv_conn_t *c); /* RUN state: a retry waiting for its timer */
     bool continue_sent;
     osv_slot_t body_slot; /* body held in a slot (large JSON, large JSON headers) */
+    osv_slot_t inflated;  /* the decompressed body (Content-Encoding: gzip / deflate) */
+    bool accept_encoded;  /* the handler takes compressed bodies */
     void *body_doc;       /* the parsed JSON of the body (tokens in the loop's scratch) */
     const char *body_ptr; /* received body (conn buffer or body_slot) */
     uint64_t body_len;
@@ -135,6 +144,7 @@ struct osv_conn {
     int timer_idx;          /* position in the loop's heap, -1 = none */
     bool readable;          /* socket may hold unread bytes (edge-triggered epoll) */
     bool peer_closed;
+    uint64_t lingered; /* bytes discarded in CONN_LINGER */
     osv_request_t req;
     osv_response_t res;
     osv_arena_t arena;
@@ -209,6 +219,9 @@ void osv_loop_complete(osv_conn_t *c);
  * calls done on the loop thread. Bytes that already arrived are taken first (copied, counted). */
 int osv_conn_plan_buffer(osv_conn_t *c, uint64_t n);
 int osv_conn_plan_iov(osv_conn_t *c, const struct iovec *iov, int n);
+/* A chunked body, decoded into dst[0..cap) (a counted copy, reason "chunked"); the decoded length
+ * is in c->req.body.dst_len when done runs. More than cap bytes: 413. */
+void osv_conn_plan_chunked(osv_conn_t *c, char *dst, uint64_t cap);
 void osv_conn_receive_body(osv_conn_t *c, body_done_fn done);
 /* Where osv_conn_plan_buffer put the bytes (valid after they were received). */
 static inline const char *osv_conn_buffer_at(const osv_conn_t *c, uint64_t n)

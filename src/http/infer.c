@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "http/handlers.h"
+#include "http/inflate.h"
 #include "http/sched.h"
 #include "http/shm.h"
 
@@ -45,6 +46,7 @@ typedef struct out_desc {
     uint32_t classification; /* top-k, 0 = none */
     osv_shm_region_t *shm;
     uint64_t shm_offset, shm_size;
+    void *shm_bytes; /* BYTES output bound for a shared-memory range */
 } out_desc_t;
 
 typedef struct infer_ctx {
@@ -62,6 +64,9 @@ typedef struct infer_ctx {
     uint64_t header_len; /* JSON header bytes */
     uint64_t binary_len; /* bytes after the JSON header */
     uint64_t t_decode;   /* start of input decoding */
+    bool in_memory;       /* the whole body is in memory (chunked or compressed requests) */
+    const uint8_t *mem;   /* that body */
+    uint64_t mem_len;
     int rc;
     osv_err_t err;
 } infer_ctx_t;
@@ -113,12 +118,25 @@ static int32_t member(const dec_t *d, int32_t obj, const char *key)
     return obj >= 0 ? osv_json_obj_get(&d->doc, (uint32_t)obj, key, strlen(key)) : -1;
 }
 
+/* A string member: in place when it has no escapes, else unescaped into the request arena (names
+ * such as "caf\u00e9" that Python's json.dumps escapes). */
 static int get_str(dec_t *d, int32_t t, const char **s, uint32_t *n)
 {
-    if (t < 0 || tok(d, t)->type != OSV_JSON_STRING || (tok(d, t)->flags & OSV_JSON_F_ESCAPED))
-        return -1; /* names and datatypes never need escapes */
-    *s = d->doc.src + tok(d, t)->start;
-    *n = tok(d, t)->len;
+    const osv_json_tok_t *k = t >= 0 ? tok(d, t) : NULL;
+    size_t len;
+    char *buf;
+    if (!k || k->type != OSV_JSON_STRING)
+        return -1;
+    if (!(k->flags & OSV_JSON_F_ESCAPED)) {
+        *s = d->doc.src + k->start;
+        *n = k->len;
+        return 0;
+    }
+    if (!(buf = osv_arena_alloc(&d->c->arena, k->len + 1, 1)) ||
+        osv_json_str_unescape(&d->doc, (uint32_t)t, buf, k->len + 1, &len) != 0)
+        return -1;
+    *s = buf;
+    *n = (uint32_t)len;
     return 0;
 }
 
@@ -259,8 +277,6 @@ static int decode_output(dec_t *d, int32_t t, out_desc_t *o)
     if (o->shm && (o->classification || (tb >= 0 && o->binary)))
         return bad(d, "output '%s': shared memory cannot be combined with 'classification' or 'binary_data'",
                    nm);
-    if (o->shm && osv_model_output(x->m, o->idx)->dtype == OSV_DTYPE_BYTES)
-        return bad(d, "output '%s': BYTES outputs cannot be written to shared memory", nm);
     return 0;
 }
 
@@ -314,7 +330,9 @@ static int decode_request(dec_t *d)
     if ((rc = decode_id(d, member(d, 0, "id"))) || (rc = decode_parameters(d, member(d, 0, "parameters"))))
         return rc;
     ti = member(d, 0, "inputs");
-    if (ti < 0 || tok(d, ti)->type != OSV_JSON_ARRAY)
+    /* [] is tokenised as an (empty) array of scalars: a model without inputs takes "inputs": []. */
+    if (ti < 0 || !(tok(d, ti)->type == OSV_JSON_ARRAY ||
+                    (tok(d, ti)->type == OSV_JSON_LEAF_ARRAY && tok(d, ti)->count == 0)))
         return bad(d, "'inputs' must be an array of input objects");
     x->n_in = tok(d, ti)->count;
     if (!(x->ins = osv_arena_alloc(a, (x->n_in ? x->n_in : 1) * sizeof *x->ins, 8)))
@@ -378,6 +396,7 @@ static int declare(dec_t *d)
 {
     infer_ctx_t *x = d->x;
     osv_err_t *err = &x->err;
+    uint64_t bin_off = 0;
     int rc;
     for (uint32_t i = 0; i < x->n_in; i++) {
         in_desc_t *in = &x->ins[i];
@@ -388,6 +407,16 @@ static int declare(dec_t *d)
         if ((rc = osv_infer_add_input(x->inf, in->idx, in->dt, in->dims, in->rank, bytes, err)) != 0)
             return rc;
         in->bytes = bytes;
+        if (in->binary && x->in_memory) { /* bound to its range of the decoded body */
+            if (bin_off + in->binary_size > x->binary_len)
+                return osv_err_set(err, OSV_EINVAL,
+                                   "binary_data_size values exceed the %" PRIu64 " bytes after the JSON header",
+                                   x->binary_len);
+            if ((rc = osv_infer_input_external(x->inf, in->idx, (void *)(x->mem + x->header_len + bin_off),
+                                               in->binary_size, err)) != 0)
+                return rc;
+            bin_off += in->binary_size;
+        }
         if (in->shm) {
             void *p;
             uint64_t need = bytes;
@@ -403,13 +432,23 @@ static int declare(dec_t *d)
                 return rc;
         }
     }
+    if (x->in_memory && bin_off != x->binary_len)
+        return osv_err_set(err, OSV_EINVAL,
+                           "binary_data_size values add up to %" PRIu64 " bytes but %" PRIu64
+                           " bytes follow the JSON header",
+                           bin_off, x->binary_len);
     for (uint32_t k = 0; k < x->n_out; k++) {
         out_desc_t *o = &x->outs[k];
         void *p;
         if ((rc = osv_infer_add_output(x->inf, o->idx, err)) != 0)
             return rc;
-        if (o->shm && ((rc = osv_shm_range(o->shm, o->shm_offset, o->shm_size, &p, err)) != 0 ||
-                       (rc = osv_infer_output_external(x->inf, o->idx, p, o->shm_size, err)) != 0))
+        if (!o->shm)
+            continue;
+        if ((rc = osv_shm_range(o->shm, o->shm_offset, o->shm_size, &p, err)) != 0)
+            return rc;
+        if (osv_model_output(x->m, o->idx)->dtype == OSV_DTYPE_BYTES)
+            o->shm_bytes = p; /* serialized into the region after the run */
+        else if ((rc = osv_infer_output_external(x->inf, o->idx, p, o->shm_size, err)) != 0)
             return rc;
     }
     return 0;
@@ -579,8 +618,8 @@ static void receive_binary(osv_conn_t *c)
         if (!in->binary)
             continue;
         if (n == OSV_MAX_IOV) {
+            c->res.close_after = true; /* before the head is written: it says Connection: close */
             osv_res_error(c, 400, "more than %d binary inputs", OSV_MAX_IOV);
-            c->res.close_after = true;
             return;
         }
         osv_infer_input_buffer(x->inf, in->idx, &dst, &len);
@@ -588,11 +627,11 @@ static void receive_binary(osv_conn_t *c)
         total += in->binary_size;
     }
     if (total != x->binary_len) {
+        c->res.close_after = true;
         osv_res_error(c, 400,
                       "binary_data_size values add up to %" PRIu64 " bytes but %" PRIu64
                       " bytes follow the JSON header",
                       total, x->binary_len);
-        c->res.close_after = true;
         return;
     }
     osv_conn_plan_iov(c, v, n);
@@ -620,9 +659,12 @@ static void prepare_and_continue(osv_conn_t *c)
         return;
     }
     if (rc) {
+        c->res.close_after = x->binary_len > 0; /* the tensors were not read */
+        /* A shared-memory output range too small for the output is a bad request parameter (400,
+         * as Triton), not a body too large (the core's OSV_ETOOBIG -> 413). */
+        if (rc == OSV_ETOOBIG && strncmp(x->err.msg, "output '", 8) == 0)
+            rc = OSV_EINVAL;
         osv_res_error_code(c, rc, x->err.msg);
-        if (x->binary_len)
-            c->res.close_after = true; /* the tensors were not read */
         return;
     }
     if (x->header_len || !x->raw) {
@@ -630,13 +672,12 @@ static void prepare_and_continue(osv_conn_t *c)
          * request on this loop, and everything below runs before that. */
         d.doc = *(osv_json_doc_t *)c->req.body_doc;
         if (fill_json_inputs(&d) != 0) {
+            c->res.close_after = x->binary_len > 0;
             osv_res_error(c, 400, "%s", x->err.msg);
-            if (x->binary_len)
-                c->res.close_after = true;
             return;
         }
     }
-    if (x->binary_len)
+    if (x->binary_len && !x->in_memory)
         receive_binary(c);
     else
         dispatch(c);
@@ -662,21 +703,22 @@ static void header_received(osv_conn_t *c)
     int rc;
     x->t_decode = osv_now_ns();
     c->req.body_len = x->header_len ? x->header_len : c->req.body_len;
+    /* An error answered here leaves the tensors after the JSON header unread: the response must
+     * close the connection (set before the head is written, so that it says so). */
+    bool close_before = c->res.close_after;
+    c->res.close_after = close_before || x->binary_len > 0;
     if (!doc || osv_h_parse_json(c, &d.doc) != 0) {
         if (!doc)
             osv_res_error(c, 503, "out of request memory");
-        if (x->binary_len)
-            c->res.close_after = true;
         return;
     }
     *doc = d.doc;
     c->req.body_doc = doc;
     if ((rc = decode_request(&d)) != 0 || (rc = init_infer(c, x)) != 0 || (rc = declare(&d)) != 0) {
         osv_res_error_code(c, rc, x->err.msg);
-        if (x->binary_len)
-            c->res.close_after = true;
         return;
     }
+    c->res.close_after = close_before;
     prepare_and_continue(c);
 }
 
@@ -685,7 +727,7 @@ static void header_received(osv_conn_t *c)
 static void raw_request(osv_conn_t *c, infer_ctx_t *x)
 {
     const osv_tensor_info_t *t = osv_model_input(x->m, 0);
-    uint64_t fixed = osv_dtype_size(t->dtype), body = c->req.head.content_length;
+    uint64_t fixed = osv_dtype_size(t->dtype), body = x->in_memory ? x->mem_len : c->req.head.content_length;
     int dyn = -1;
     in_desc_t *in;
     if (osv_model_input_count(x->m) != 1 || t->rank < 0 || t->dtype == OSV_DTYPE_BYTES || !fixed) {
@@ -745,6 +787,29 @@ static void raw_request(osv_conn_t *c, infer_ctx_t *x)
     prepare_and_continue(c);
 }
 
+/* Chunked or compressed requests: the whole (decoded) body is now in memory. */
+static void whole_body_received(osv_conn_t *c)
+{
+    infer_ctx_t *x = c->req.ctx;
+    x->mem = (const uint8_t *)c->req.body_ptr;
+    x->mem_len = c->req.body_len;
+    if (x->raw) {
+        raw_request(c, x);
+        return;
+    }
+    if (x->header_len > x->mem_len) {
+        osv_res_error(c, 400, "Inference-Header-Content-Length %" PRIu64 " exceeds the %" PRIu64 "-byte body",
+                      x->header_len, x->mem_len);
+        return;
+    }
+    if (x->mem_len == 0) {
+        osv_res_error(c, 400, "inference request has no body");
+        return;
+    }
+    x->binary_len = x->header_len ? x->mem_len - x->header_len : 0;
+    header_received(c);
+}
+
 static int64_t header_u64(osv_conn_t *c, const char *name, bool *present)
 {
     const osv_http_header_t *h = osv_req_header(c, name);
@@ -788,9 +853,19 @@ static void start_infer(osv_conn_t *c, osv_model_t *m)
     if (!has_timeout)
         timeout_ms = x->ms->deadline_ms >= 0 ? x->ms->deadline_ms : s->o.deadline_ms;
     c->req.deadline = timeout_ms > 0 ? c->req.t_start + (uint64_t)timeout_ms * 1000000ull : 0;
-    if (c->req.head.chunked) {
-        osv_res_error(c, 411, "chunked inference requests are not supported; send Content-Length");
+    hdr = header_u64(c, "Inference-Header-Content-Length", &has_hdr);
+    if (has_hdr && hdr < 0) {
         c->res.close_after = true;
+        osv_res_error(c, 400, "Inference-Header-Content-Length must be a non-negative integer");
+        return;
+    }
+    if (c->req.head.chunked || osv_content_encoding(osv_req_header(c, "Content-Encoding")) != OSV_ENC_IDENTITY) {
+        /* Receive and decode the whole body first; Inference-Header-Content-Length counts decoded bytes. */
+        x->in_memory = true;
+        x->raw = has_hdr && hdr == 0;
+        x->header_len = has_hdr ? (uint64_t)hdr : 0;
+        c->req.accept_encoded = true;
+        osv_h_receive_body(c, s->o.max_body_bytes, whole_body_received);
         return;
     }
     if (cl > s->o.max_body_bytes) {
@@ -799,8 +874,7 @@ static void start_infer(osv_conn_t *c, osv_model_t *m)
         c->res.close_after = true;
         return;
     }
-    hdr = header_u64(c, "Inference-Header-Content-Length", &has_hdr);
-    if (has_hdr && (hdr < 0 || (uint64_t)hdr > cl)) {
+    if (has_hdr && (uint64_t)hdr > cl) {
         osv_res_error(c, 400,
                       "Inference-Header-Content-Length %" PRId64
                       " is invalid or exceeds Content-Length %" PRIu64,
@@ -1141,6 +1215,15 @@ static int serialize_strings(osv_conn_t *c, out_plan_t *plans, uint8_t *base, ui
                 return OSV_ENOMEM;
             *used += (bound + 63) & ~63ull;
             continue;
+        } else if (p->v.dtype == OSV_DTYPE_BYTES && o->shm_bytes) {
+            /* Triton's serialized BYTES format straight into the client's region. */
+            if (p->v.bytes > o->shm_size)
+                return osv_err_set(&x->err, OSV_EINVAL,
+                                   "output '%s' needs %" PRIu64 " bytes of shared memory, the region range holds %" PRIu64,
+                                   p->v.name, p->v.bytes, o->shm_size);
+            if (osv_infer_output_bytes(x->inf, k, o->shm_bytes, o->shm_size, &x->err) != 0)
+                return x->err.code;
+            continue;
         } else if (p->v.dtype == OSV_DTYPE_BYTES) {
             p->bytes = base + *used;
             p->bytes_len = p->v.bytes;
@@ -1183,7 +1266,7 @@ static void encode_response(osv_conn_t *c)
         } else if (p->v.dtype == OSV_DTYPE_BYTES) {
             p->bytes_len = p->v.bytes;
         }
-        if (o->classification || p->v.dtype == OSV_DTYPE_BYTES) {
+        if (o->classification || (p->v.dtype == OSV_DTYPE_BYTES && !o->shm)) {
             p->bytes = (uint8_t *)1; /* marks a string output while sizing */
             strings += (p->bytes_len + 63) & ~63ull;
         }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "http/handlers.h"
+#include "http/inflate.h"
 
 #define CONTROL_BODY_LIMIT (1u << 20) /* bodies of control-plane requests (repository, shm) */
 
@@ -272,43 +273,83 @@ void osv_h_model_config(osv_conn_t *c, const osv_route_t *r)
 
 /* ---- receiving and parsing JSON bodies ------------------------------------------------------------- */
 
+/* The body is in memory: decompress it when it is encoded (and the endpoint accepts that), then
+ * hand it to the handler. */
+static void body_ready(osv_conn_t *c, const char *p, uint64_t len)
+{
+    osv_server_t *s = c->loop->srv;
+    int enc = osv_content_encoding(osv_req_header(c, "Content-Encoding"));
+    c->req.body_ptr = p;
+    c->req.body_len = len;
+    if (enc != OSV_ENC_IDENTITY) {
+        osv_err_t err;
+        uint64_t out_len;
+        int rc = osv_inflate_body(s->pool, p, len, enc, s->o.max_body_bytes, &c->req.inflated, &out_len, &err);
+        if (rc) {
+            osv_res_error(c, rc == OSV_ETOOBIG ? 413 : rc == OSV_EPARSE ? 400 : osv_http_status(rc), "%s", err.msg);
+            return;
+        }
+        c->req.copied += out_len; /* inflating is a copy by nature */
+        c->req.body_ptr = (const char *)c->req.inflated.base;
+        c->req.body_len = out_len;
+    }
+    c->req.on_body_next(c);
+}
+
 static void body_in_slot_done(osv_conn_t *c)
 {
-    c->req.body_ptr = (const char *)c->req.body_slot.base;
-    c->req.on_body_next(c);
+    body_ready(c, (const char *)c->req.body_slot.base, c->req.body_len);
 }
 
 static void body_in_buffer_done(osv_conn_t *c)
 {
-    c->req.body_ptr = osv_conn_buffer_at(c, c->req.body_len);
-    c->req.on_body_next(c);
+    body_ready(c, osv_conn_buffer_at(c, c->req.body_len), c->req.body_len);
+}
+
+static void body_chunked_done(osv_conn_t *c)
+{
+    body_ready(c, (const char *)c->req.body_slot.base, c->req.body.dst_len);
 }
 
 void osv_h_receive_body(osv_conn_t *c, uint64_t limit, body_done_fn done)
 {
     const osv_http_head_t *h = &c->req.head;
     osv_server_t *s = c->loop->srv;
-    if (h->chunked) {
-        osv_res_error(c, 411, "chunked request bodies are not supported; send Content-Length");
+    int enc = osv_content_encoding(osv_req_header(c, "Content-Encoding"));
+    if (enc == OSV_ENC_UNSUPPORTED || (enc != OSV_ENC_IDENTITY && !c->req.accept_encoded)) {
+        const osv_http_header_t *e = osv_req_header(c, "Content-Encoding");
         c->res.close_after = true;
+        osv_res_error(c, 415, "Content-Encoding '%.*s' is not supported here: send the body %s",
+                      (int)(e->value_len > 32 ? 32 : e->value_len), e->value,
+                      enc == OSV_ENC_UNSUPPORTED ? "uncompressed, gzip or deflate" : "uncompressed");
+        return;
+    }
+    c->req.on_body_next = done;
+    if (h->chunked) { /* decoded into a slot as large as the limit allows */
+        uint64_t cap = limit < osv_pool_max_slot(s->pool) ? limit : osv_pool_max_slot(s->pool);
+        if (osv_pool_acquire(s->pool, cap, &c->req.body_slot) != 0) {
+            c->res.close_after = true;
+            osv_res_error(c, 503, "no memory for a chunked request body, retry later");
+            return;
+        }
+        osv_conn_plan_chunked(c, (char *)c->req.body_slot.base, cap);
+        osv_conn_receive_body(c, body_chunked_done);
         return;
     }
     if (h->content_length > limit) {
+        c->res.close_after = true; /* the unread body must not be taken for the next request */
         osv_res_error(c, 413, "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64,
                       h->content_length, limit);
-        c->res.close_after = true; /* the unread body must not be taken for the next request */
         return;
     }
     c->req.body_len = h->content_length;
-    c->req.on_body_next = done;
     if (osv_conn_plan_buffer(c, h->content_length) == 0) {
         osv_conn_receive_body(c, body_in_buffer_done);
         return;
     }
     if (osv_pool_acquire(s->pool, h->content_length, &c->req.body_slot) != 0) {
-        osv_res_error(c, 503, "no memory for a %" PRIu64 "-byte request body, retry later",
-                      h->content_length);
         c->res.close_after = true;
+        osv_res_error(c, 503, "no memory for a %" PRIu64 "-byte request body, retry later", h->content_length);
         return;
     }
     struct iovec v = {c->req.body_slot.base, h->content_length};

@@ -171,6 +171,8 @@ static void request_cleanup(osv_conn_t *c)
     c->req.cleanup = NULL;
     if (c->req.body_slot.base)
         osv_pool_release(pool, &c->req.body_slot);
+    if (c->req.inflated.base)
+        osv_pool_release(pool, &c->req.inflated);
     if (c->res.body_slot.base)
         osv_pool_release(pool, &c->res.body_slot);
     osv_arena_reset(&c->arena);
@@ -202,6 +204,42 @@ static void conn_close(osv_conn_t *c)
     l->free_conns = c;
 }
 
+/* Lingering close (as nginx does): closing a socket with unread input makes the kernel send RST,
+ * which can destroy the error response the client has not read yet — exactly when a large upload
+ * was refused. So shut down the write side and discard what the client still sends, bounded in
+ * bytes and time, before closing. */
+#define LINGER_NS 2000000000ull
+#define LINGER_MAX_BYTES (256ull << 20)
+
+static void linger(osv_conn_t *c)
+{
+    shutdown(c->fd, SHUT_WR);
+    c->state = CONN_LINGER;
+    c->lingered = 0;
+    osv_conn_set_timer(c, LINGER_NS);
+}
+
+static bool step_linger(osv_conn_t *c)
+{
+    char scratch[16384];
+    for (;;) {
+        if (!c->readable)
+            return false; /* wait for more (or the linger timer) */
+        ssize_t n = read(c->fd, scratch, sizeof scratch);
+        if (n > 0) {
+            c->lingered += (uint64_t)n;
+            if (c->lingered > LINGER_MAX_BYTES)
+                break;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->readable = false;
+        } else if (!(n < 0 && errno == EINTR)) {
+            break; /* EOF or error: the client is done */
+        }
+    }
+    conn_close(c);
+    return true;
+}
+
 /* The response is written: account for it, then continue with the next request or close. */
 static void conn_next(osv_conn_t *c)
 {
@@ -209,6 +247,11 @@ static void conn_next(osv_conn_t *c)
     osv_obs_request_done(c);
     request_cleanup(c);
     atomic_fetch_sub(&s->inflight, 1);
+    c->state = CONN_HEAD; /* the request is over: closing below must not count it again */
+    if (c->res.close_after && !c->peer_closed && !atomic_load(&s->stopping)) {
+        linger(c); /* the client may still be sending a body we did not read */
+        return;
+    }
     if (c->res.close_after || !c->req.head.keep_alive || atomic_load(&s->stopping)) {
         conn_close(c);
         return;
@@ -352,6 +395,46 @@ int osv_conn_plan_iov(osv_conn_t *c, const struct iovec *iov, int n)
     return 0;
 }
 
+void osv_conn_plan_chunked(osv_conn_t *c, char *dst, uint64_t cap)
+{
+    body_plan_t *b = &c->req.body;
+    memset(b, 0, sizeof *b);
+    b->chunked = true;
+    b->dst = dst;
+    b->dst_cap = cap;
+    b->remaining = 1; /* unknown until the last chunk */
+}
+
+/* Decodes the buffered chunked bytes. Consumed bytes are dropped from the buffer (its space is
+ * reused), except after the final chunk, where what follows is the next pipelined request.
+ * Returns false with a prepared error response when the stream is malformed or too long. */
+static bool dechunk_buffered(osv_conn_t *c)
+{
+    body_plan_t *b = &c->req.body;
+    uint64_t start = c->pos + c->req.bytes_in_buffer, avail = c->len - start, before = b->dst_len;
+    osv_http_error_t e;
+    bool done = false;
+    long n;
+    if (!avail)
+        return true;
+    n = osv_http_dechunk(&c->req.head, c->buf + start, avail, b->dst, b->dst_cap, &b->dst_len, &done, &e);
+    if (n < 0) {
+        c->res.close_after = true;
+        osv_res_error(c, e.status, "%s", e.msg);
+        return false;
+    }
+    c->req.copied += b->dst_len - before;
+    if (done) {
+        c->req.bytes_in_buffer += (uint64_t)n; /* the rest is the next request */
+        c->req.bytes_in += (uint64_t)n;
+        b->remaining = 0;
+    } else {
+        c->req.bytes_in += (uint64_t)n;
+        c->len = (uint32_t)start; /* every byte was consumed: reuse the space */
+    }
+    return true;
+}
+
 /* Skips empty iovecs; false when the plan is complete. */
 static bool plan_cur(body_plan_t *b)
 {
@@ -382,6 +465,7 @@ static void take_buffered(osv_conn_t *c)
         uint64_t k = avail < b->remaining ? avail : b->remaining;
         plan_advance(b, k);
         c->req.bytes_in_buffer += k;
+        c->req.bytes_in += k;
         return;
     }
     while (avail > 0 && plan_cur(b)) {
@@ -391,6 +475,7 @@ static void take_buffered(osv_conn_t *c)
         src += k;
         avail -= k;
         c->req.bytes_in_buffer += k;
+        c->req.bytes_in += k;
         plan_advance(b, k);
     }
 }
@@ -418,7 +503,6 @@ static int read_into_plan(osv_conn_t *c)
     }
     if (got < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK ? (c->readable = false, 0) : errno == EINTR ? 0 : -1;
-    c->req.bytes_in += (uint64_t)got;
     if (b->in_buffer) {
         c->len += (uint32_t)got;
         take_buffered(c);
@@ -426,6 +510,7 @@ static int read_into_plan(osv_conn_t *c)
     }
     uint64_t to_plan = (uint64_t)got < b->remaining ? (uint64_t)got : b->remaining;
     plan_advance(b, to_plan);
+    c->req.bytes_in += to_plan; /* the rest belongs to the next request */
     c->len += (uint32_t)((uint64_t)got - to_plan); /* the rest landed in the buffer tail */
     if (to_plan == (uint64_t)got && (uint64_t)got < b->remaining)
         c->readable = false;
@@ -446,15 +531,47 @@ void osv_conn_receive_body(osv_conn_t *c, body_done_fn done)
 {
     c->req.on_body = done;
     c->state = CONN_BODY;
+    if (c->req.body.chunked) {
+        if (!dechunk_buffered(c))
+            return;
+        if (c->req.body.remaining)
+            send_continue(c);
+        osv_conn_set_timer(c, ms_ns(c->loop->srv->o.body_timeout_ms));
+        return;
+    }
     take_buffered(c);
     if (c->req.body.remaining)
         send_continue(c);
     osv_conn_set_timer(c, ms_ns(c->loop->srv->o.body_timeout_ms));
 }
 
+static bool step_body_chunked(osv_conn_t *c)
+{
+    body_plan_t *b = &c->req.body;
+    while (b->remaining > 0) {
+        if (!c->readable)
+            return false;
+        int r = read_more(c);
+        if (r < 0) {
+            conn_close(c);
+            return true;
+        }
+        if (r == 0)
+            return false;
+        if (!dechunk_buffered(c))
+            return true; /* error response prepared */
+    }
+    osv_conn_set_timer(c, 0);
+    c->state = CONN_RUN;
+    c->req.on_body(c);
+    return true;
+}
+
 static bool step_body(osv_conn_t *c)
 {
     body_plan_t *b = &c->req.body;
+    if (b->chunked)
+        return c->state == CONN_BODY ? step_body_chunked(c) : true;
     while (b->remaining > 0) {
         if (!c->readable)
             return false;
@@ -530,6 +647,7 @@ static void conn_drive(osv_conn_t *c)
         case CONN_WRITE:
             progressed = step_write(c);
             break;
+        case CONN_LINGER: progressed = step_linger(c); break;
         default:
             return; /* RUN: a worker or a timer continues it; CLOSED: done */
         }
@@ -556,6 +674,10 @@ static void on_timeout(osv_conn_t *c)
         head_error(c, &e);
         osv_obs_note_timeout(c->loop->srv, "header");
         conn_drive(c);
+        return;
+    }
+    if (c->state == CONN_LINGER) {
+        conn_close(c); /* the client kept sending after the response: stop listening */
         return;
     }
     if (c->state == CONN_BODY)

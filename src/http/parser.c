@@ -175,10 +175,15 @@ int osv_http_parse_head(const char *buf, size_t len, osv_http_head_t *h, osv_htt
     if (!c.url || c.url_len == 0)
         return fail(e, 400, "missing request target");
     finish_head(h, &p, &c);
-    (void)n; /* paused in on_headers_complete, http-parser does not count the final LF */
     h->head_len = (uint32_t)end;
     http_parser_pause(&p, 0);
     p.data = NULL;
+    /* Paused inside on_headers_complete, the parser has not consumed the head's last byte(s): feed
+     * them now (no callbacks), so a chunked body can later be decoded from its first byte. */
+    if (n < end) {
+        static const http_parser_settings none;
+        http_parser_execute(&p, &none, buf + n, end - n);
+    }
     memcpy(h->parser_state, &p, sizeof p);
     return (int)end;
 }

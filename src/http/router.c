@@ -4,6 +4,7 @@
 #include <strings.h>
 
 #include "http/handlers.h"
+#include "http/inflate.h"
 #include "obs/obs.h"
 
 #define MAX_SEGS 8
@@ -93,6 +94,9 @@ static void route_model(osv_conn_t *c, seg_t *s, int n)
     } else if (i + 1 == n && is(&s[i], "infer")) {
         if (allow(c, false, true))
             osv_h_infer(c, &r);
+    } else if (i + 1 == n && is(&s[i], "classify")) {
+        if (allow(c, false, true))
+            osv_h_classify(c, &r);
     } else if (i + 1 == n && is(&s[i], "ready")) {
         if (allow(c, true, false))
             osv_h_model_ready(c, &r);
@@ -147,6 +151,27 @@ static void route_shm(osv_conn_t *c, seg_t *s, int n)
     }
 }
 
+/* /v2/cudasharedmemory/...: a CPU server has no CUDA regions. Status lists none and unregistering
+ * succeeds (as a CPU-only Triton answers: Triton's own shm examples start by unregistering);
+ * only registration is refused. */
+static void route_cuda_shm(osv_conn_t *c, seg_t *s, int n)
+{
+    static const char none[] = "[]";
+    bool status = is(&s[n - 1], "status"), unreg = is(&s[n - 1], "unregister"), reg = is(&s[n - 1], "register");
+    bool shape = n == 3 || (n == 5 && is(&s[2], "region"));
+    if (!shape || !(status || unreg || reg)) {
+        not_found(c);
+    } else if (status) {
+        if (allow(c, true, false))
+            osv_res_json(c, 200, none, sizeof none - 1);
+    } else if (unreg) {
+        if (allow(c, false, true)) /* a body, if any, was not read: close after answering */
+            osv_res_empty(c, 200);
+    } else if (allow(c, false, true)) {
+        osv_res_error(c, 400, "CUDA shared memory is not supported by this CPU server: use system shared memory");
+    }
+}
+
 static void route_v2(osv_conn_t *c, seg_t *s, int n)
 {
     if (n == 1) {
@@ -167,22 +192,22 @@ static void route_v2(osv_conn_t *c, seg_t *s, int n)
     } else if (n >= 3 && is(&s[1], "systemsharedmemory")) {
         route_shm(c, s, n);
     } else if (n >= 3 && is(&s[1], "cudasharedmemory")) {
-        osv_res_error(c, 400, "CUDA shared memory is not supported by this CPU server");
+        route_cuda_shm(c, s, n);
     } else {
         not_found(c);
     }
 }
 
-/* Compressed request bodies (Content-Encoding) are not accepted: say so instead of failing to
- * parse them. */
+/* Content-Encodings nobody here decodes get 415 at once (gzip and deflate are decoded by the
+ * endpoints that take them, see osv_h_receive_body). */
 static bool encoded_body(osv_conn_t *c)
 {
     const osv_http_header_t *h = osv_req_header(c, "Content-Encoding");
-    if (!h || (h->value_len == 8 && strncasecmp(h->value, "identity", 8) == 0))
+    if (osv_content_encoding(h) != OSV_ENC_UNSUPPORTED)
         return false;
-    osv_res_error(c, 415, "Content-Encoding '%.*s' is not supported: send the body uncompressed",
-                  (int)(h->value_len > 32 ? 32 : h->value_len), h->value);
     c->res.close_after = c->req.head.content_length > 0 || c->req.head.chunked;
+    osv_res_error(c, 415, "Content-Encoding '%.*s' is not supported: send the body uncompressed, gzip or deflate",
+                  (int)(h->value_len > 32 ? 32 : h->value_len), h->value);
     return true;
 }
 
@@ -193,10 +218,8 @@ void osv_route(osv_conn_t *c)
     osv_obs_request_begin(c);
     if (encoded_body(c))
         return;
-    if (c->req.head.method == OSV_HTTP_OTHER || c->req.head.method == OSV_HTTP_PUT ||
-        c->req.head.method == OSV_HTTP_DELETE || c->req.head.method == OSV_HTTP_OPTIONS) {
-        osv_res_error(c, 405, "method not allowed");
-    } else if (n < 0) {
+    /* Methods other than GET, HEAD and POST reach allow(), whose 405 carries the Allow header. */
+    if (n < 0) {
         not_found(c);
     } else if (n >= 1 && is(&s[0], "v2")) {
         route_v2(c, s, n);

@@ -16,6 +16,7 @@
 #include "http/sched.h"
 #include "http/shm.h"
 #include "obs/obs.h"
+#include "ortserve/imaging.h"
 
 static osv_model_sched_t control_sched = {.max_queue = 8, .deadline_ms = -1};
 
@@ -39,6 +40,9 @@ void osv_server_opts_default(osv_server_opts_t *o)
     o->idle_timeout_ms = 60000;
     o->drain_timeout_ms = 10000;
     o->retry_after_s = 1;
+    o->image_max_pixels = OSV_IMG_DEFAULT_MAX_PIXELS;
+    o->image_max_bytes = OSV_IMG_DEFAULT_MAX_BYTES;
+    o->image_max_images = OSV_IMG_DEFAULT_MAX_IMAGES;
 }
 
 int osv_server_model_hook(void *ud, osv_model_t *m, osv_err_t *err)
@@ -54,9 +58,15 @@ int osv_server_model_hook(void *ud, osv_model_t *m, osv_err_t *err)
     int rc = osv_obs_model_hook(m, err);
     if (rc)
         return rc;
+    osv_img_limits_t il = {o->image_max_pixels, o->image_max_bytes, o->image_max_images};
+    if ((rc = osv_img_model_attach(m, &il, err)) != 0) /* "image"/"postprocess" sections */
+        return rc;
     if (!(ms = osv_calloc(1, sizeof *ms)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     ms->max_queue = cfg->max_queue >= 0 ? (uint32_t)cfg->max_queue : o->max_queue;
+    /* Start the run-time estimate at the warm-up's (cold: an over-estimate), so a slow model's first
+     * request goes to a worker instead of blocking an event loop. */
+    atomic_init(&ms->ewma_ns, osv_model_warmup_ns(m));
     ms->deadline_ms = cfg->deadline_ms;
     osv_model_set_attachment(m, OSV_ATTACH_SCHED, ms, osv_free);
     return 0;

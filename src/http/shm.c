@@ -313,11 +313,10 @@ void osv_h_shm_register(osv_conn_t *c, const osv_route_t *r)
 static void unregister_done(osv_conn_t *c)
 {
     const osv_route_t *r = c->req.ctx;
-    osv_err_t err;
-    if (osv_shm_unregister(c->loop->srv->shm, r->region, r->region ? r->region_len : 0, &err) != 0)
-        osv_res_error(c, 404, "%s", err.msg);
-    else
-        osv_res_empty(c, 200);
+    /* Unregistering a region that is not registered succeeds, as in Triton: the caller's goal (it is
+     * not registered) holds. */
+    osv_shm_unregister(c->loop->srv->shm, r->region, r->region ? r->region_len : 0, NULL);
+    osv_res_empty(c, 200);
 }
 
 void osv_h_shm_unregister(osv_conn_t *c, const osv_route_t *r)

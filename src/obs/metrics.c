@@ -3,7 +3,8 @@
  *
  * Per model version: requests by outcome, latency histograms (end to end, queue, compute input /
  * infer / output), batch-aware inference count and execution count, tensor bindings by direction
- * and result, bytes copied by reason, recovery attempts, deadline cancellations, SLO violations.
+ * and result, bytes copied by reason, recovery attempts, deadline cancellations, SLO violations and
+ * the SLO objectives themselves.
  * Server-wide: pool slots and bytes, queue depth, in-flight requests, connections, responses by
  * status, cgroup memory, build info and the standard process_* metrics. Everything is read from
  * lock-free per-thread shards and atomics; a scrape takes no lock a request could wait on (except
@@ -12,7 +13,9 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -21,11 +24,29 @@
 #include "obs/obs.h"
 #include "obs/trace.h"
 
+/* The page is built in a heap buffer that grows as needed (not a pool slot: a scrape must work when
+ * the tensor pool is exhausted, which is exactly when it matters, and must not show up in the pool's
+ * own figures). It is freed by the request's cleanup once the response is written. */
 typedef struct buf {
     char *p;
     size_t len, cap;
-    bool full;
+    bool full; /* out of memory: the scrape fails with 503 */
 } buf_t;
+
+static bool grow(buf_t *b, size_t need)
+{
+    size_t cap = b->cap ? b->cap : 65536;
+    char *np;
+    while (cap - b->len < need)
+        cap *= 2;
+    if (cap == b->cap)
+        return true;
+    if (!(np = osv_realloc(b->p, cap)))
+        return false;
+    b->p = np;
+    b->cap = cap;
+    return true;
+}
 
 static void put(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(buf_t *b, const char *fmt, ...)
@@ -34,13 +55,24 @@ static void put(buf_t *b, const char *fmt, ...)
     int n;
     if (b->full)
         return;
-    va_start(ap, fmt);
-    n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= b->cap - b->len)
-        b->full = true;
-    else
-        b->len += (size_t)n;
+    for (int pass = 0; pass < 2; pass++) {
+        va_start(ap, fmt);
+        n = b->p ? vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap) : 512;
+        va_end(ap);
+        if (n < 0) {
+            b->full = true;
+            return;
+        }
+        if (b->p && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        if (!grow(b, (size_t)n + 1)) {
+            b->full = true;
+            return;
+        }
+    }
+    b->full = true; /* unreachable: the second pass has room */
 }
 
 typedef struct model_row {
@@ -48,6 +80,8 @@ typedef struct model_row {
     int64_t version;
     osv_stats_snapshot_t s;
     uint32_t queued;
+    bool has_slo;
+    double slo_latency_s, slo_target, slo_error_budget;
 } model_row_t;
 
 typedef struct scrape {
@@ -78,6 +112,7 @@ static int collect(void *ud, osv_model_t *m)
     r->version = osv_model_version(m);
     r->queued = ms ? atomic_load_explicit(&ms->queued, memory_order_relaxed) : 0;
     osv_stats_snapshot(osv_model_stats(m), &r->s);
+    r->has_slo = osv_obs_model_slo(m, &r->slo_latency_s, &r->slo_target, &r->slo_error_budget);
     return 0;
 }
 
@@ -108,8 +143,10 @@ static void histogram(scrape_t *x, const char *name, const char *help, osv_phase
             else
                 put(&x->b, "%s_bucket{" MV ",le=\"+Inf\"} %" PRIu64 "\n", name, r->name, r->version, cum);
         }
+        /* _count is the +Inf bucket: the shards' count and buckets are separate counters, and a scrape
+         * racing a request could otherwise see them disagree. */
         put(&x->b, "%s_sum{" MV "} %.9f\n%s_count{" MV "} %" PRIu64 "\n", name, r->name, r->version,
-            (double)r->s.phase[p].ns / 1e9, name, r->name, r->version, r->s.phase[p].count);
+            (double)r->s.phase[p].ns / 1e9, name, r->name, r->version, cum);
     }
 }
 
@@ -170,6 +207,25 @@ static void model_families(scrape_t *x)
         for (int k = 0; k < 2; k++)
             put(&x->b, "ortserve_slo_violations_total{" MV ",kind=\"%s\"} %" PRIu64 "\n", x->rows[i].name,
                 x->rows[i].version, k ? "error" : "latency", x->rows[i].s.slo_violations[k]);
+    /* The objectives themselves, so alert rules and dashboards can compare with them (models with an
+     * "slo" section in config.json only). */
+    family(x, "ortserve_slo_latency_seconds", "gauge", "The model's SLO latency objective (latency_ms).");
+    for (size_t i = 0; i < x->n_rows; i++)
+        if (x->rows[i].has_slo && x->rows[i].slo_latency_s > 0)
+            put(&x->b, "ortserve_slo_latency_seconds{" MV "} %.9g\n", x->rows[i].name, x->rows[i].version,
+                x->rows[i].slo_latency_s);
+    family(x, "ortserve_slo_latency_target_ratio", "gauge",
+           "Share of successful requests that must meet the latency objective (percentile / 100).");
+    for (size_t i = 0; i < x->n_rows; i++)
+        if (x->rows[i].has_slo && x->rows[i].slo_latency_s > 0)
+            put(&x->b, "ortserve_slo_latency_target_ratio{" MV "} %.9g\n", x->rows[i].name,
+                x->rows[i].version, x->rows[i].slo_target);
+    family(x, "ortserve_slo_error_budget_ratio", "gauge",
+           "Share of requests allowed to fail (5xx, 503, 504) under the model's SLO (error_rate).");
+    for (size_t i = 0; i < x->n_rows; i++)
+        if (x->rows[i].has_slo)
+            put(&x->b, "ortserve_slo_error_budget_ratio{" MV "} %.9g\n", x->rows[i].name, x->rows[i].version,
+                x->rows[i].slo_error_budget);
     family(x, "ortserve_queued_requests", "gauge", "Requests of this model waiting for a worker.");
     for (size_t i = 0; i < x->n_rows; i++)
         put(&x->b, "ortserve_queued_requests{" MV "} %u\n", x->rows[i].name, x->rows[i].version,
@@ -299,10 +355,49 @@ static void process_families(scrape_t *x, uint64_t start_wall_s)
     put(&x->b, "process_start_time_seconds %" PRIu64 "\n", start_wall_s);
 }
 
+/* The q value of one media range ("type/sub;version=1.0.0;q=0.5"): 1 when absent. */
+static double media_q(const char *p, const char *end)
+{
+    while ((p = memchr(p, ';', (size_t)(end - p))) != NULL) {
+        char tmp[16];
+        size_t n;
+        for (p++; p < end && (*p == ' ' || *p == '\t'); p++)
+            ;
+        if (end - p < 2 || (*p != 'q' && *p != 'Q') || p[1] != '=')
+            continue;
+        n = (size_t)(end - p - 2) < sizeof tmp - 1 ? (size_t)(end - p - 2) : sizeof tmp - 1;
+        memcpy(tmp, p + 2, n);
+        tmp[n] = '\0';
+        return strtod(tmp, NULL);
+    }
+    return 1.0;
+}
+
+/* OpenMetrics when the Accept header lists application/openmetrics-text without q=0 (Prometheus
+ * sends "application/openmetrics-text;version=1.0.0,...,text/plain;version=0.0.4;q=0.5,..."). */
 static bool wants_openmetrics(const osv_conn_t *c)
 {
+    static const char om[] = "application/openmetrics-text";
     const osv_http_header_t *h = osv_req_header(c, "Accept");
-    return h && memmem(h->value, h->value_len, "application/openmetrics-text", 28) != NULL;
+    const char *p = h ? h->value : NULL, *end = h ? h->value + h->value_len : NULL;
+    while (p && p < end) {
+        const char *range_end = memchr(p, ',', (size_t)(end - p));
+        if (!range_end)
+            range_end = end;
+        while (p < range_end && (*p == ' ' || *p == '\t'))
+            p++;
+        if ((size_t)(range_end - p) >= sizeof om - 1 && strncasecmp(p, om, sizeof om - 1) == 0 &&
+            media_q(p, range_end) > 0)
+            return true;
+        p = range_end + 1;
+    }
+    return false;
+}
+
+static void free_page(osv_conn_t *c)
+{
+    osv_free(c->req.ctx);
+    c->req.ctx = NULL;
 }
 
 void osv_obs_metrics(osv_conn_t *c)
@@ -312,10 +407,10 @@ void osv_obs_metrics(osv_conn_t *c)
     size_t n_models = 0;
     osv_repo_index(s->repo, true, NULL, 0, &n_models);
     x.cap_rows = n_models + 8; /* models loaded between the count and the walk are picked up next time */
-    x.rows = osv_arena_alloc(&c->arena, x.cap_rows * sizeof *x.rows, 8);
-    x.b.cap = 32768 + x.cap_rows * 24576;
-    x.b.p = x.rows ? osv_res_body_buf(c, x.b.cap) : NULL;
-    if (!x.b.p) {
+    x.rows = osv_malloc(x.cap_rows * sizeof *x.rows);
+    if (!x.rows || !grow(&x.b, 32768 + x.cap_rows * 16384)) {
+        osv_free(x.rows);
+        osv_free(x.b.p);
         osv_res_error(c, 503, "no memory for the metrics, retry later");
         return;
     }
@@ -325,10 +420,14 @@ void osv_obs_metrics(osv_conn_t *c)
     process_families(&x, osv_obs_start_time());
     if (x.om)
         put(&x.b, "# EOF\n");
+    osv_free(x.rows);
     if (x.b.full) {
-        osv_res_error(c, 500, "metrics did not fit the response buffer");
+        osv_free(x.b.p);
+        osv_res_error(c, 503, "no memory for the metrics, retry later");
         return;
     }
+    c->req.ctx = x.b.p; /* freed once the response is written */
+    c->req.cleanup = free_page;
     osv_res_begin(c, 200);
     osv_res_header(c, "Content-Type", "%s",
                    x.om ? "application/openmetrics-text; version=1.0.0; charset=utf-8"

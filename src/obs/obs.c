@@ -46,6 +46,9 @@ typedef struct slo {
     double error_rate;   /* informational: the error budget */
 } slo_t;
 
+/* Longest latency objective: a day, like deadline_ms. */
+#define SLO_MAX_LATENCY_MS 86400000.0
+
 int osv_obs_model_hook(osv_model_t *m, osv_err_t *err)
 {
     size_t len;
@@ -57,28 +60,57 @@ int osv_obs_model_hook(osv_model_t *m, osv_err_t *err)
     if (!text)
         return 0;
     if (osv_json_parse(text, len, toks, 32, NULL, &doc, NULL) != 0 || doc.toks[0].type != OSV_JSON_OBJECT)
-        return osv_err_set(err, OSV_EINVAL, "config.json: 'slo' must be an object");
+        return osv_err_set(
+            err, OSV_EINVAL,
+            "config.json: 'slo' must be an object of numbers: latency_ms, percentile, error_rate");
     if (!(slo = osv_calloc(1, sizeof *slo)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     slo->percentile = 99;
     slo->error_rate = 0.01;
     for (uint32_t i = 0, k = 1; i < doc.toks[0].count; i++, k = doc.toks[k + 1].next) {
-        bool num = osv_json_tok_f64(&doc, k + 1, &v, NULL) == 0;
-        if (osv_json_str_eq(&doc, k, "latency_ms") && num && v > 0)
-            slo->latency_ns = (uint64_t)(v * 1e6);
-        else if (osv_json_str_eq(&doc, k, "percentile") && num && v > 0 && v < 100)
-            slo->percentile = v;
-        else if (osv_json_str_eq(&doc, k, "error_rate") && num && v >= 0 && v <= 1)
-            slo->error_rate = v;
-        else {
+        bool num = osv_json_tok_f64(&doc, k + 1, &v, NULL) == 0 && v == v; /* and not NaN */
+        const char *bad = NULL;
+        if (osv_json_str_eq(&doc, k, "latency_ms")) {
+            if (num && v > 0 && v <= SLO_MAX_LATENCY_MS)
+                slo->latency_ns = (uint64_t)(v * 1e6) ? (uint64_t)(v * 1e6) : 1;
+            else
+                bad = "slo.latency_ms must be a number of milliseconds > 0 and <= 86400000";
+        } else if (osv_json_str_eq(&doc, k, "percentile")) {
+            if (num && v > 0 && v < 100)
+                slo->percentile = v;
+            else
+                bad = "slo.percentile must be a number > 0 and < 100 (e.g. 99 for p99)";
+        } else if (osv_json_str_eq(&doc, k, "error_rate")) {
+            if (num && v >= 0 && v <= 1)
+                slo->error_rate = v;
+            else
+                bad = "slo.error_rate must be a number from 0 to 1 (e.g. 0.01 for 1%)";
+        } else {
+            const osv_json_tok_t *t = &doc.toks[k];
             osv_free(slo);
-            return osv_err_set(
-                err, OSV_EINVAL,
-                "config.json: 'slo' accepts latency_ms (> 0), percentile (0-100) and error_rate (0-1)");
+            return osv_err_set(err, OSV_EINVAL,
+                               "config.json: unknown key '%.*s' in 'slo' (it accepts latency_ms, percentile "
+                               "and error_rate)",
+                               (int)(t->len > 64 ? 64 : t->len), doc.src + t->start);
+        }
+        if (bad) {
+            osv_free(slo);
+            return osv_err_set(err, OSV_EINVAL, "config.json: %s", bad);
         }
     }
     osv_model_set_attachment(m, OSV_ATTACH_OBS, slo, osv_free);
     return 0;
+}
+
+bool osv_obs_model_slo(const osv_model_t *m, double *latency_s, double *target, double *error_budget)
+{
+    const slo_t *slo = osv_model_attachment(m, OSV_ATTACH_OBS);
+    if (!slo)
+        return false;
+    *latency_s = (double)slo->latency_ns / 1e9;
+    *target = slo->percentile / 100.0;
+    *error_budget = slo->error_rate;
+    return true;
 }
 
 static void record_slo(osv_model_t *m, osv_outcome_t o, uint64_t total_ns)
@@ -162,15 +194,37 @@ void osv_obs_request_begin(osv_conn_t *c)
         c->req.request_id_len = 32;
     }
     osv_trace_begin(&c->req.trace, tp ? tp->value : NULL, tp ? tp->value_len : 0);
-    if (ts && ts->value_len <= 512) {
+    /* W3C: tracestate is only meaningful with a valid traceparent. */
+    if (ts && ts->value_len <= 512 && c->req.trace.has_parent) {
         c->req.tracestate = ts->value;
         c->req.tracestate_len = ts->value_len;
     }
 }
 
+/* A request answered before its head was routed (a malformed head: 400, 431, ...) never went
+ * through osv_obs_request_begin; give it an identity so its response and log line carry real ids
+ * instead of zeros. Its headers are not looked at (they may not have been parsed). Returns true
+ * when it had to. */
+static bool ensure_begun(osv_conn_t *c)
+{
+    static const uint8_t zero[8];
+    if (memcmp(c->req.trace.span_id, zero, 8) != 0)
+        return false; /* a begun trace always has a non-zero span id (xorshift never yields 0) */
+    uint64_t a = next_random(), b = next_random();
+    uint8_t id[16];
+    memcpy(id, &a, 8);
+    memcpy(id + 8, &b, 8);
+    osv_trace_hex(id, 16, c->req.request_id);
+    c->req.request_id_len = 32;
+    osv_trace_begin(&c->req.trace, NULL, 0);
+    return true;
+}
+
 void osv_obs_response_headers(osv_conn_t *c)
 {
     char tp[56];
+    if (ensure_begun(c)) /* osv_res_begin wrote X-Request-ID only when the request had one */
+        osv_res_header_raw(c, "X-Request-ID", 12, c->req.request_id, c->req.request_id_len);
     osv_trace_format(&c->req.trace, tp);
     osv_res_header_raw(c, "traceparent", 11, tp, 55);
 }
@@ -234,22 +288,29 @@ static char *put_u64(char *p, uint64_t v)
     return p;
 }
 
-/* JSON-escapes at most max bytes of s (client-controlled paths and names). */
+/* JSON-escapes s (client-controlled paths, ids) writing at most `max` bytes. The bound is on what
+ * is written, not on what is read: an escape turns one byte into six (a path of 256 bytes >= 0x7f
+ * once overflowed the 1 KiB line buffer). */
 static char *put_esc(char *p, const char *s, size_t n, size_t max)
 {
     static const char hx[] = "0123456789abcdef";
-    if (n > max)
-        n = max;
+    const char *end = p + max;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch == '"' || ch == '\\') {
+            if (end - p < 2)
+                break;
             *p++ = '\\';
             *p++ = (char)ch;
         } else if (ch < 0x20 || ch >= 0x7f) {
+            if (end - p < 6)
+                break;
             p = put_str(p, "\\u00");
             *p++ = hx[ch >> 4];
             *p++ = hx[ch & 15];
         } else {
+            if (end == p)
+                break;
             *p++ = (char)ch;
         }
     }
@@ -319,10 +380,17 @@ static const char *method_name(int m)
     return m >= 0 && m <= OSV_HTTP_OTHER ? names[m] : "?";
 }
 
+/* Most bytes an escaped path, model name or request id takes in a line; the fixed fields take
+ * under 700 bytes, so a line always fits ACCESS_LINE. */
+#define PATH_OUT    512
+#define MODEL_OUT   256
+#define RID_OUT     128
+#define ACCESS_LINE 2048
+
 static void access_line(osv_conn_t *c)
 {
     const osv_request_t *q = &c->req;
-    char line[1024], *p = line, hex[40];
+    char line[ACCESS_LINE], *p = line, hex[40];
     if (lb.len + sizeof line > LOG_BUF)
         osv_obs_flush();
     if (osv_log_json()) {
@@ -330,7 +398,7 @@ static void access_line(osv_conn_t *c)
         p = put_time(p);
         p = put_str(p, c->res.status >= 500 ? "\",\"level\":\"error\"" : "\",\"level\":\"info\"");
         p = put_str(p, ",\"event\":\"access\",\"request_id\":\"");
-        p = put_esc(p, q->request_id, q->request_id_len, 63);
+        p = put_esc(p, q->request_id, q->request_id_len, RID_OUT);
         osv_trace_hex(q->trace.trace_id, 16, hex);
         p = put_str(p, "\",\"trace_id\":\"");
         p = put_str(p, hex);
@@ -340,12 +408,12 @@ static void access_line(osv_conn_t *c)
         p = put_str(p, "\",\"method\":\"");
         p = put_str(p, method_name(q->head.method));
         p = put_str(p, "\",\"path\":\"");
-        p = put_esc(p, q->head.path, q->head.path_len, 256);
+        p = put_esc(p, q->head.path, q->head.path_len, PATH_OUT);
         p = put_str(p, "\",\"status\":");
         p = put_u64(p, (uint64_t)c->res.status);
         if (q->model) {
             p = put_str(p, ",\"model\":\"");
-            p = put_esc(p, osv_model_name(q->model), strlen(osv_model_name(q->model)), 127);
+            p = put_esc(p, osv_model_name(q->model), strlen(osv_model_name(q->model)), MODEL_OUT);
             p = put_str(p, "\",\"version\":");
             p = put_u64(p, (uint64_t)osv_model_version(q->model));
         }
@@ -373,7 +441,7 @@ static void access_line(osv_conn_t *c)
         *p++ = ' ';
         p = put_str(p, method_name(q->head.method));
         *p++ = ' ';
-        p = put_esc(p, q->head.path, q->head.path_len, 256);
+        p = put_esc(p, q->head.path, q->head.path_len, PATH_OUT);
         p = put_str(p, " total_us=");
         p = put_u64(p, q->ns[OSV_PHASE_REQUEST] / 1000);
         p = put_str(p, " in=");
@@ -389,7 +457,7 @@ static void access_line(osv_conn_t *c)
             p = put_str(p, osv_copy_reason_name(q->fallback));
         }
         p = put_str(p, " rid=");
-        p = put_esc(p, q->request_id, q->request_id_len, 63);
+        p = put_esc(p, q->request_id, q->request_id_len, RID_OUT);
         *p++ = '\n';
     }
     if (!lb.len)
@@ -439,6 +507,7 @@ void osv_obs_request_done(osv_conn_t *c)
 {
     osv_request_t *q = &c->req;
     uint64_t total = osv_now_ns() - q->t_start;
+    ensure_begun(c); /* normally done by the response head already (osv_obs_response_headers) */
     q->ns[OSV_PHASE_REQUEST] = total;
     q->outcome = osv_obs_outcome(c->res.status);
     atomic_fetch_add_explicit(&c->loop->status[osv_obs_status_slot(c->res.status)], 1, memory_order_relaxed);

@@ -22,6 +22,9 @@ uint64_t osv_obs_start_time(void); /* wall clock, seconds */
 
 /* Repository load hook part: validates the model's "slo" section and attaches it. */
 int osv_obs_model_hook(osv_model_t *m, osv_err_t *err);
+/* The model's SLO, false when it has none: the latency objective in seconds (0 when it sets none),
+ * the share of requests that must meet it (0..1) and the error budget (0..1). */
+bool osv_obs_model_slo(const osv_model_t *m, double *latency_s, double *target, double *error_budget);
 
 /* A request head was parsed: request id (X-Request-ID or generated), trace context. Loop thread. */
 void osv_obs_request_begin(osv_conn_t *c);

@@ -21,11 +21,11 @@ typedef struct span_rec {
     char name[80];
     uint64_t start_wall, end_wall;
     int status;
-    char model[64];
+    char model[128]; /* model names are at most 127 bytes */
     int64_t version;
-    char request_id[40];
+    char request_id[64]; /* X-Request-ID values are at most 63 bytes */
     char binding[16];
-    char tracestate[128];
+    char tracestate[257]; /* truncated at a list-member boundary (W3C allows dropping members) */
     char method[8], route[48];
     uint64_t batch, copied, bytes_in, bytes_out;
 } span_rec_t;
@@ -43,6 +43,7 @@ static struct {
     osv_trace_opts_t o;
     char url[1024], service[128];
     ring_t *rings;
+    uint64_t *limits; /* per ring: how far the current export round drains */
     int n_rings;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -117,6 +118,8 @@ static bool parse_traceparent(osv_trace_ctx_t *t, const char *v, uint32_t len)
     uint8_t flags[1];
     if (len < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' || (len > 55 && (v[0] == '0' && v[1] == '0')))
         return false;
+    if (len > 55 && v[55] != '-') /* a future version may append fields, after a '-' */
+        return false;
     if ((v[0] == 'f' && v[1] == 'f') || unhex(v[0]) < 0 || unhex(v[1]) < 0)
         return false;
     if (!parse_hex(v + 3, 16, t->trace_id) || !parse_hex(v + 36, 8, t->parent_id))
@@ -169,6 +172,27 @@ static void copy_str(char *dst, size_t cap, const char *s, size_t n)
     dst[n] = '\0';
 }
 
+/* Copies the caller's tracestate, dropping whole list-members from the end when it does not fit
+ * (W3C trace-context: truncation removes entries, it never cuts one). */
+static void copy_tracestate(char *dst, size_t cap, const char *s, size_t n)
+{
+    if (!s || n == 0) {
+        dst[0] = '\0';
+        return;
+    }
+    if (n >= cap) {
+        size_t keep = 0;
+        for (size_t i = 0; i < cap; i++)
+            if (s[i] == ',')
+                keep = i; /* members before this comma fit */
+        n = keep;
+        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+            n--;
+    }
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
 static bool push(ring_t *r, const span_rec_t *s)
 {
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
@@ -201,7 +225,7 @@ void osv_trace_record(int loop, const osv_span_req_t *q)
     s.version = q->version;
     copy_str(s.request_id, sizeof s.request_id, q->request_id, q->request_id ? strlen(q->request_id) : 0);
     copy_str(s.binding, sizeof s.binding, q->binding, q->binding ? strlen(q->binding) : 0);
-    copy_str(s.tracestate, sizeof s.tracestate, q->tracestate, q->tracestate_len);
+    copy_tracestate(s.tracestate, sizeof s.tracestate, q->tracestate, q->tracestate_len);
     copy_str(s.method, sizeof s.method, q->method, strlen(q->method));
     copy_str(s.route, sizeof s.route, q->route, strlen(q->route));
     s.batch = q->batch;
@@ -309,8 +333,10 @@ static void write_span(osv_jw_t *w, const span_rec_t *s)
             attr_str(w, "ortserve.binding", s->binding);
         attr_int(w, "ortserve.batch_size", (int64_t)s->batch);
         attr_int(w, "ortserve.copied_bytes", (int64_t)s->copied);
-        attr_int(w, "http.request.body.size", (int64_t)s->bytes_in);
-        attr_int(w, "http.response.body.size", (int64_t)s->bytes_out);
+        /* wire sizes, head included: OpenTelemetry's http.request.size / http.response.size (the
+         * *.body.size attributes would be the bodies alone) */
+        attr_int(w, "http.request.size", (int64_t)s->bytes_in);
+        attr_int(w, "http.response.size", (int64_t)s->bytes_out);
     }
     osv_jw_arr_end(w);
     osv_jw_key(w, "status", 6);
@@ -358,14 +384,16 @@ static size_t encode(const span_rec_t *spans, size_t n)
     return osv_jw_error(&w) ? 0 : osv_jw_len(&w);
 }
 
-static size_t drain(span_rec_t *out, size_t cap)
+/* Moves up to cap spans into out, taking from each ring no further than limit[i] (its tail when the
+ * round began: spans queued meanwhile wait for the next round, so a steady trickle of new spans
+ * cannot keep the exporter posting tiny batches back to back). */
+static size_t drain(span_rec_t *out, size_t cap, const uint64_t *limit)
 {
     size_t n = 0;
     for (int i = 0; i < T.n_rings && n < cap; i++) {
         ring_t *r = &T.rings[i];
         uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-        uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-        while (head < tail && n < cap)
+        while (head < limit[i] && n < cap)
             out[n++] = r->slots[head++ & r->mask];
         atomic_store_explicit(&r->head, head, memory_order_release);
     }
@@ -399,6 +427,15 @@ static void post(size_t n)
     }
 }
 
+/* One export round: everything queued now, in batches of at most T.o.batch spans. */
+static void export_round(void)
+{
+    for (int i = 0; i < T.n_rings; i++)
+        T.limits[i] = atomic_load_explicit(&T.rings[i].tail, memory_order_acquire);
+    for (size_t n; (n = drain(T.batch, T.o.batch, T.limits)) > 0;)
+        post(n);
+}
+
 static void *exporter(void *arg)
 {
     (void)arg;
@@ -417,8 +454,7 @@ static void *exporter(void *arg)
             pthread_cond_timedwait(&T.cond, &T.lock, &ts);
         stop = T.stop;
         pthread_mutex_unlock(&T.lock);
-        for (size_t n; (n = drain(T.batch, T.o.batch)) > 0;)
-            post(n);
+        export_round(); /* at stop: the final flush */
         if (stop)
             return NULL;
         pthread_mutex_lock(&T.lock);
@@ -471,6 +507,7 @@ int osv_trace_init(const osv_trace_opts_t *o, char *err, unsigned cap)
         cap_pow2 <<= 1;
     T.n_rings = o->loops > 0 ? o->loops : 1;
     T.rings = osv_calloc((size_t)T.n_rings, sizeof *T.rings);
+    T.limits = osv_calloc((size_t)T.n_rings, sizeof *T.limits);
     T.batch = osv_malloc(T.o.batch * sizeof *T.batch);
     T.json_cap = (size_t)T.o.batch * 2048 + 4096;
     T.json = osv_malloc(T.json_cap);
@@ -480,7 +517,7 @@ int osv_trace_init(const osv_trace_opts_t *o, char *err, unsigned cap)
         if (!T.rings[i].slots)
             T.json = NULL;
     }
-    if (!T.rings || !T.batch || !T.json || setup_curl(err, cap) != 0) {
+    if (!T.rings || !T.limits || !T.batch || !T.json || setup_curl(err, cap) != 0) {
         if (!*err)
             snprintf(err, cap, "out of memory for the span exporter");
         return -1;
@@ -493,6 +530,7 @@ int osv_trace_init(const osv_trace_opts_t *o, char *err, unsigned cap)
         snprintf(err, cap, "cannot start the span exporter thread");
         return -1;
     }
+    pthread_setname_np(T.thread, "osv-otlp"); /* visible in /proc/<pid>/task/<tid>/comm, top -H */
     return 0;
 }
 
@@ -512,6 +550,7 @@ void osv_trace_shutdown(void)
     for (int i = 0; i < T.n_rings; i++)
         osv_free(T.rings[i].slots);
     osv_free(T.rings);
+    osv_free(T.limits);
     osv_free(T.batch);
     osv_free(T.json);
 }

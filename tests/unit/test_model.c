@@ -1,5 +1,6 @@
 /* test_model.c — the ORT environment (library loading and version check) and one model version:
  * introspection, metadata, config.json, labels, warm-up. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "testutil.h"
@@ -52,6 +53,9 @@ static void env_is_one_per_process(void **state)
     assert_non_null(osv_env_ort_version(env));
     assert_true(strncmp(osv_env_ort_version(env), "1.", 2) == 0);
     assert_int_equal(osv_env_create(NULL, &second, &err), OSV_EEXIST);
+    /* ORT's telemetry is off unless asked for: the variable its official builds honour is set. */
+    assert_non_null(getenv("ORT_DISABLE_TELEMETRY"));
+    assert_string_equal(getenv("ORT_DISABLE_TELEMETRY"), "1");
 }
 
 static void mlp_introspection_and_metadata(void **state)
@@ -92,6 +96,7 @@ static void mlp_introspection_and_metadata(void **state)
     assert_true(found);
     assert_true(osv_model_servable(m, NULL));
     assert_null(osv_model_warmup_error(m));
+    assert_true(osv_model_warmup_ns(m) > 0); /* the warm-up ran and was timed */
     assert_true(osv_model_load_ms(m) > 0);
     osv_model_ref(m);
     osv_model_release(m); /* one reference left */

@@ -279,6 +279,47 @@ static void model_names(void **state)
     assert_true(osv_model_name_valid(longname, 127));
 }
 
+/* model_name: the directory is itself one model (KServe mounts a model's storage at /mnt/models). */
+static void single_model_directory(void **state)
+{
+    char dir[512];
+    osv_repo_opts_t o = {.env = osv_test_env(), .load_all = true, .model_name = "my-mlp"};
+    osv_repo_entry_t e[8];
+    osv_repo_t *r = NULL;
+    osv_model_t *m;
+    osv_err_t err;
+    size_t n;
+    (void)state;
+    snprintf(dir, sizeof dir, "%s/mlp", repo_dir); /* 1/ and 3/ with config.json and labels */
+    o.path = dir;
+    OSV_ASSERT_OK(osv_repo_open(&o, &r, &err), &err);
+    assert_int_equal(osv_repo_model_count(r), 1);
+    assert_true(osv_repo_ready(r));
+    OSV_ASSERT_OK(osv_repo_acquire(r, "my-mlp", 6, -1, &m, &err), &err);
+    assert_int_equal(osv_model_version(m), 3);
+    assert_string_equal(osv_model_name(m), "my-mlp");
+    assert_int_equal(osv_model_output(m, 0)->n_labels, 10); /* config.json of the directory applies */
+    osv_model_release(m);
+    assert_int_equal(osv_repo_acquire(r, "mlp", 3, -1, &m, &err), OSV_ENOTFOUND);
+    assert_int_equal(osv_repo_load(r, "1", &err), OSV_ENOTFOUND); /* version dirs are not models */
+    assert_int_equal(osv_repo_index(r, false, e, 8, &n), 0);
+    assert_int_equal(n, 2);
+    assert_non_null(row(e, n, "my-mlp", 1));
+    assert_non_null(row(e, n, "my-mlp", 3));
+    OSV_ASSERT_OK(osv_repo_unload(r, "my-mlp", &err), &err);
+    OSV_ASSERT_OK(osv_repo_load(r, "my-mlp", &err), &err);
+    osv_repo_close(r);
+
+    /* A bare model.onnx is version 1; an invalid name is refused before anything is read. */
+    snprintf(dir, sizeof dir, "%s/bare", repo_dir);
+    OSV_ASSERT_OK(osv_repo_open(&o, &r, &err), &err);
+    OSV_ASSERT_OK(osv_repo_acquire(r, "my-mlp", 6, 1, &m, &err), &err);
+    osv_model_release(m);
+    osv_repo_close(r);
+    o.model_name = "../escape";
+    assert_int_equal(osv_repo_open(&o, &r, &err), OSV_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,6 +331,7 @@ int main(void)
         cmocka_unit_test(failed_reload_keeps_serving),
         cmocka_unit_test(new_model_on_disk_is_indexed),
         cmocka_unit_test(model_names),
+        cmocka_unit_test(single_model_directory),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,297 @@
+#!/usr/bin/python3
+"""test_server_shm.py — Triton's system shared memory extension on the real server: a POSIX shm
+object made by the test (os.open under /dev/shm + mmap) is registered as input and output regions,
+inference reads its inputs from and writes its outputs into the regions (checked in the test's own
+mapping), and /metrics shows that no tensor byte was copied (a misaligned input, which must be
+copied, shows that the counter does count). Also: every datatype through shared memory, validation
+of register/infer parameters, status/unregister, and 403 without --allow-shm."""
+import json
+import mmap
+import os
+import re
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from server import Server, bytes_serialize, make_repo, mlp_reference  # noqa: E402
+
+SIZE = 1 << 16
+TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32",
+         "FP64"]
+NP = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+      "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
+      "BF16": np.uint16, "FP32": np.float32, "FP64": np.float64}
+
+
+def metrics(srv):
+    """{(name, frozenset(labels)): value} from GET /metrics (Prometheus text format)."""
+    st, h, body = srv.request("GET", "/metrics")
+    assert st == 200, body
+    out = {}
+    for line in body.decode().splitlines():
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ([-+0-9.eEinfNa]+)$', line)
+        if m:
+            labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def metric_sum(m, name, **labels):
+    want = set(labels.items())
+    return sum(v for (n, ls), v in m.items() if n == name and want <= set(ls))
+
+
+class SharedMemory(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        repo = make_repo(cls.tmp.name, {"mlp": "mlp.onnx", "identity": "identity.onnx"})
+        cls.srv = Server(repo, "--allow-shm")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.finish()
+        cls.tmp.cleanup()
+        assert rc == 0, "ortserve exited with %d" % rc
+
+    def setUp(self):
+        self.key = "osv-e2e-%d-%s" % (os.getpid(), self._testMethodName[-20:])
+        self.path = "/dev/shm/" + self.key
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, SIZE)
+            self.mm = mmap.mmap(fd, SIZE)
+        finally:
+            os.close(fd)
+
+    def tearDown(self):
+        self.assertEqual(self.srv.json("POST", "/v2/systemsharedmemory/unregister")[0], 200)
+        self.mm.close()
+        os.unlink(self.path)
+
+    def register(self, name, offset, size, key=None):
+        return self.srv.json("POST", "/v2/systemsharedmemory/region/%s/register" % name,
+                             {"key": key or self.key, "offset": offset, "byte_size": size})
+
+    def put(self, offset, arr):
+        b = arr.tobytes() if isinstance(arr, np.ndarray) else arr
+        self.mm[offset:offset + len(b)] = b
+
+    def get(self, offset, dtype, count):
+        return np.frombuffer(self.mm[offset:offset + np.dtype(dtype).itemsize * count], dtype)
+
+    def mlp_shm_request(self, in_region, in_off, out_region, out_off, n):
+        return {"inputs": [{"name": "x", "shape": [n, 64], "datatype": "FP32", "parameters": {
+            "shared_memory_region": in_region, "shared_memory_offset": in_off, "shared_memory_byte_size": n * 256}}],
+                "outputs": [{"name": "probs", "parameters": {
+                    "shared_memory_region": out_region, "shared_memory_offset": out_off,
+                    "shared_memory_byte_size": n * 40}}]}
+
+    def test_bytes_output_into_shared_memory(self):
+        """BYTES outputs are written into the region in Triton's serialized format (as
+        tritonclient's shared_memory.get_contents_as_numpy reads them); a too-small range is a 400."""
+        strings = [b"alpha", b"", b"\xce\xbb\x00z"]
+        blob = bytes_serialize(strings)
+        self.put(0, blob)
+        self.assertEqual(self.register("in", 0, len(blob)), (200, None))
+        self.assertEqual(self.register("out", 8192, 4096), (200, None))
+        inputs = [{"name": "in_BYTES", "shape": [3], "datatype": "BYTES", "parameters": {
+            "shared_memory_region": "in", "shared_memory_byte_size": len(blob)}}]
+        for t in TYPES:  # the other inputs: empty tensors
+            inputs.append({"name": "in_" + t, "shape": [0], "datatype": t, "data": []})
+        req = {"inputs": inputs, "outputs": [{"name": "out_BYTES", "parameters": {
+            "shared_memory_region": "out", "shared_memory_byte_size": 4096}}]}
+        st, r = self.srv.json("POST", "/v2/models/identity/infer", req)
+        self.assertEqual(st, 200, r)
+        out = r["outputs"][0]
+        self.assertEqual((out["datatype"], out["shape"]), ("BYTES", [3]))
+        self.assertEqual(out["parameters"], {"shared_memory_byte_size": len(blob)})
+        self.assertEqual(self.mm[8192:8192 + len(blob)], blob)
+        req["outputs"][0]["parameters"]["shared_memory_byte_size"] = len(blob) - 1
+        st, r = self.srv.json("POST", "/v2/models/identity/infer", req)
+        self.assertEqual(st, 400)
+        self.assertIn("needs %d bytes of shared memory" % len(blob), r["error"])
+
+    def test_round_trip_without_copies(self):
+        x = np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)
+        self.put(4096 + 128, x)
+        self.assertEqual(self.register("in", 4096, 4096), (200, None))  # a region at an offset of the object
+        self.assertEqual(self.register("out", 16384, 4096), (200, None))
+        self.mm[16384:16384 + 4096] = b"\xee" * 4096
+        m0 = metrics(self.srv)
+        st, r = self.srv.json("POST", "/v2/models/mlp/infer", self.mlp_shm_request("in", 128, "out", 64, 2))
+        self.assertEqual(st, 200, r)
+        out = r["outputs"][0]
+        self.assertEqual((out["name"], out["datatype"], out["shape"]), ("probs", "FP32", [2, 10]))
+        self.assertEqual(out["parameters"], {"shared_memory_byte_size": 80})
+        self.assertNotIn("data", out)
+        np.testing.assert_allclose(self.get(16384 + 64, np.float32, 20).reshape(2, 10), mlp_reference(x), rtol=1e-5,
+                                   atol=1e-6)
+        self.assertEqual(self.mm[16384:16384 + 64], b"\xee" * 64)  # nothing written outside the range
+        self.assertEqual(self.mm[16384 + 144:16384 + 256], b"\xee" * 112)
+        m1 = metrics(self.srv)
+        mv = {"model": "mlp", "version": "1"}
+        self.assertEqual(metric_sum(m1, "ortserve_copied_bytes_total", **mv),
+                         metric_sum(m0, "ortserve_copied_bytes_total", **mv), "tensor bytes were copied")
+        for d in ("input", "output"):
+            self.assertEqual(metric_sum(m1, "ortserve_tensor_bindings_total", direction=d, result="zero_copy", **mv) -
+                             metric_sum(m0, "ortserve_tensor_bindings_total", direction=d, result="zero_copy", **mv),
+                             1, d)
+            self.assertEqual(metric_sum(m1, "ortserve_tensor_bindings_total", direction=d, **mv) -
+                             metric_sum(m0, "ortserve_tensor_bindings_total", direction=d, **mv), 1, d)
+
+        # The control: FP32 data at an odd address cannot be bound in place; the copy is counted.
+        x2 = np.random.default_rng(2).standard_normal((1, 64)).astype(np.float32)
+        self.put(4096 + 1001, x2)
+        st, r = self.srv.json("POST", "/v2/models/mlp/infer", self.mlp_shm_request("in", 1001, "out", 0, 1))
+        self.assertEqual(st, 200, r)
+        np.testing.assert_allclose(self.get(16384, np.float32, 10), mlp_reference(x2)[0], rtol=1e-5, atol=1e-6)
+        m2 = metrics(self.srv)
+        self.assertEqual(metric_sum(m2, "ortserve_copied_bytes_total", reason="misaligned", **mv) -
+                         metric_sum(m1, "ortserve_copied_bytes_total", reason="misaligned", **mv), 256)
+
+    def test_every_datatype_through_shared_memory(self):
+        rng = np.random.default_rng(3)
+        n = 9
+        vals, inputs, outputs, off = {}, [], [], 0
+        self.assertEqual(self.register("io", 0, SIZE), (200, None))
+        out_base = SIZE // 2
+        for t in TYPES:
+            if t == "BOOL":
+                v = rng.integers(0, 2, n).astype(np.bool_)
+            elif t in ("FP16", "FP32", "FP64"):
+                v = rng.standard_normal(n).astype(NP[t])
+            else:
+                info = np.iinfo(NP[t])
+                v = rng.integers(info.min, info.max, n, endpoint=True, dtype=NP[t])
+            vals[t] = v
+            self.put(off, v)
+            p = {"shared_memory_region": "io", "shared_memory_offset": off, "shared_memory_byte_size": v.nbytes}
+            inputs.append({"name": "in_" + t, "shape": [n], "datatype": t, "parameters": p})
+            outputs.append({"name": "out_" + t, "parameters": dict(p, shared_memory_offset=out_base + off)})
+            off += 128
+        strings = [b"shared", b"", "m\u00e9moire".encode()]
+        blob = bytes_serialize(strings * 3)
+        self.put(off, blob)
+        inputs.append({"name": "in_BYTES", "shape": [n], "datatype": "BYTES", "parameters": {
+            "shared_memory_region": "io", "shared_memory_offset": off, "shared_memory_byte_size": len(blob)}})
+        outputs.append({"name": "out_BYTES"})  # BYTES outputs come back in the response
+        st, r = self.srv.json("POST", "/v2/models/identity/infer", {"inputs": inputs, "outputs": outputs})
+        self.assertEqual(st, 200, r)
+        for i, t in enumerate(TYPES):
+            o = r["outputs"][i]
+            self.assertEqual((o["name"], o["shape"], o["parameters"]["shared_memory_byte_size"]),
+                             ("out_" + t, [n], vals[t].nbytes))
+            got = self.get(out_base + i * 128, NP[t], n)
+            np.testing.assert_array_equal(got.view(np.uint8), vals[t].view(np.uint8), err_msg=t)
+        self.assertEqual([s.encode() for s in r["outputs"][-1]["data"]], strings * 3)
+
+    def test_register_status_unregister(self):
+        self.assertEqual(self.register("a", 0, 1024), (200, None))
+        self.assertEqual(self.register("b", 4096, 8192, key="/" + self.key), (200, None))  # leading '/' allowed
+        st, rows = self.srv.json("GET", "/v2/systemsharedmemory/status")
+        self.assertEqual(st, 200)
+        self.assertEqual(sorted(rows, key=lambda r: r["name"]),
+                         [{"name": "a", "key": self.key, "offset": 0, "byte_size": 1024},
+                          {"name": "b", "key": "/" + self.key, "offset": 4096, "byte_size": 8192}])
+        self.assertEqual(self.srv.json("GET", "/v2/systemsharedmemory/region/a/status"),
+                         (200, [{"name": "a", "key": self.key, "offset": 0, "byte_size": 1024}]))
+        st, r = self.register("a", 0, 16)
+        self.assertEqual(st, 409)
+        self.assertIn("already registered", r["error"])
+        self.assertEqual(self.srv.json("POST", "/v2/systemsharedmemory/region/a/unregister"), (200, None))
+        # Unregistering what is not registered succeeds (Triton's semantics; its examples rely on it).
+        self.assertEqual(self.srv.json("POST", "/v2/systemsharedmemory/region/a/unregister"), (200, None))
+        st, r = self.srv.json("GET", "/v2/systemsharedmemory/region/a/status")
+        self.assertEqual(st, 404)
+        self.assertEqual(self.srv.json("POST", "/v2/systemsharedmemory/unregister"), (200, None))  # all
+        self.assertEqual(self.srv.json("GET", "/v2/systemsharedmemory/status"), (200, []))
+
+    def test_register_validation(self):
+        cases = [({"offset": 0, "byte_size": 64}, 400, "string 'key'"),
+                 ({"key": self.key, "offset": 0}, 400, "'byte_size'"),
+                 ({"key": self.key, "byte_size": -1}, 400, "'byte_size'"),
+                 ({"key": self.key, "byte_size": 0}, 400, "byte_size must be positive"),
+                 ({"key": self.key, "offset": "0", "byte_size": 64}, 400, "'offset'"),
+                 ({"key": "../etc/passwd", "byte_size": 64}, 400, "key must name an object"),
+                 ({"key": "a/b", "byte_size": 64}, 400, "key must name an object"),
+                 ({"key": self.key, "offset": SIZE - 8, "byte_size": 64}, 400, "outside it"),
+                 ({"key": self.key, "offset": 0, "byte_size": SIZE + 1}, 400, "outside it"),
+                 ({"key": self.key + "-missing", "byte_size": 64}, 400, "cannot open")]
+        for body, status, sub in cases:
+            st, r = self.srv.json("POST", "/v2/systemsharedmemory/region/r/register", body)
+            self.assertEqual(st, status, body)
+            self.assertIn(sub, r["error"], body)
+        st, r = self.srv.json("POST", "/v2/systemsharedmemory/region/r/register", b"[1]")
+        self.assertEqual(st, 400)
+        st, r = self.srv.json("POST", "/v2/systemsharedmemory/region/r/register", b"")
+        self.assertEqual(st, 400)
+        self.assertEqual(self.srv.json("GET", "/v2/systemsharedmemory/status"), (200, []))  # nothing registered
+
+    def test_infer_parameter_validation(self):
+        self.assertEqual(self.register("in", 0, 1024), (200, None))
+        self.assertEqual(self.register("small", 4096, 40), (200, None))
+        good = self.mlp_shm_request("in", 0, "in", 512, 1)
+
+        def variant(inp=None, out=None, **extra):
+            r = json.loads(json.dumps(good))
+            r["inputs"][0]["parameters"].update(inp or {})
+            r["outputs"][0]["parameters"].update(out or {})
+            for k, v in extra.items():
+                r["inputs"][0][k] = v
+            return r
+        cases = [(variant({"shared_memory_byte_size": 100}), 400, "100 bytes of data, but shape [1,64] of FP32 needs 256"),
+                 (variant({"shared_memory_offset": 900}), 400, "outside it"),
+                 (variant({"shared_memory_offset": -4}), 400, "'shared_memory_offset' must be"),
+                 (variant({"shared_memory_region": "nowhere"}), 404, "'nowhere' is not registered"),
+                 (variant(out={"shared_memory_region": "small", "shared_memory_offset": 0,
+                               "shared_memory_byte_size": 80}), 400, "outside it"),
+                 (variant(out={"classification": 2}), 400, "cannot be combined"),
+                 (variant(out={"binary_data": True}), 400, "cannot be combined"),
+                 (variant(data=[0.0] * 64), 400, "exactly one of")]
+        for req, status, sub in cases:
+            st, r = self.srv.json("POST", "/v2/models/mlp/infer", req)
+            self.assertEqual(st, status, req)
+            self.assertIn(sub, r["error"], req)
+        # An output range smaller than the output (2 rows: 80 bytes into 40).
+        req = self.mlp_shm_request("in", 0, "small", 0, 2)
+        req["outputs"][0]["parameters"]["shared_memory_byte_size"] = 40
+        st, r = self.srv.json("POST", "/v2/models/mlp/infer", req)
+        self.assertEqual(st, 400, r)
+        self.assertIn("probs", r["error"])
+        # A BYTES output whose serialized strings do not fit the region range.
+        ins = [{"name": "in_" + t, "shape": [1], "datatype": t, "data": [1] if t != "BOOL" else [True]} for t in TYPES]
+        ins.append({"name": "in_BYTES", "shape": [1], "datatype": "BYTES", "data": ["s" * 100]})
+        st, r = self.srv.json("POST", "/v2/models/identity/infer", {"inputs": ins, "outputs": [{"name": "out_BYTES",
+                              "parameters": {"shared_memory_region": "in", "shared_memory_byte_size": 64}}]})
+        self.assertEqual(st, 400)
+        self.assertIn("needs 104 bytes of shared memory", r["error"])
+        # After all that, the good request works.
+        x = np.random.default_rng(4).standard_normal((1, 64)).astype(np.float32)
+        self.put(0, x)
+        st, r = self.srv.json("POST", "/v2/models/mlp/infer", good)
+        self.assertEqual(st, 200, r)
+        np.testing.assert_allclose(self.get(512, np.float32, 10), mlp_reference(x)[0], rtol=1e-5, atol=1e-6)
+
+
+class SharedMemoryNotAllowed(unittest.TestCase):
+    def test_register_is_refused_without_allow_shm(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = Server(make_repo(tmp, {"mlp": "mlp.onnx"}))
+            try:
+                st, r = srv.json("POST", "/v2/systemsharedmemory/region/r/register", {"key": "k", "byte_size": 64})
+                self.assertEqual(st, 403)
+                self.assertIn("--allow-shm", r["error"])
+                self.assertEqual(srv.json("GET", "/v2/systemsharedmemory/status"), (200, []))
+                self.assertEqual(srv.json("GET", "/v2/systemsharedmemory/region/r/status")[0], 404)
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/region/r/unregister")[0], 200)
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/unregister"), (200, None))
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
