@@ -84,7 +84,7 @@ deps-arm64:
 
 $(ARM64_BUILD)/build.ninja: CMakeLists.txt cmake/aarch64-linux-gnu.cmake
 	cmake -S . -B $(ARM64_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	      -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
+	      -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/aarch64-linux-gnu.cmake \
 	      -DONNXRUNTIME_ROOT=$(CURDIR)/third_party/onnxruntime-arm64 -DOSV_BUILD_BENCH=OFF $(ARM64_CMAKE_ARGS)
 
 test-arm64: deps-arm64 models $(ARM64_BUILD)/build.ninja

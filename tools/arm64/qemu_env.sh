@@ -46,7 +46,7 @@ export QEMU_LD_PREFIX=$prefix
 # would turn ordinary runs into 504s. Tests that check deadlines pass their own; a hung run is
 # still cut after 30 s.
 export ORTSERVE_DEADLINE_MS=${ORTSERVE_DEADLINE_MS:-30000}
-# ... and the end-to-end harness (tests/e2e/server.py) waits that much longer for a server to start.
+# The end-to-end harness (tests/e2e/server.py) waits 5x longer for a server to start.
 export OSV_TEST_TIME_SCALE=${OSV_TEST_TIME_SCALE:-5}
 export OSV_QEMU=$qemu
 export PYTHONPATH=$here${PYTHONPATH:+:$PYTHONPATH}
