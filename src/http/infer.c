@@ -10,7 +10,12 @@
  *      tensors are received by readv straight into theirs; shared-memory inputs are bound in place;
  *   4. the model runs inline on the loop (fast models) or on a worker, under the deadline watchdog;
  *   5. the response's JSON header goes into a small slot and outputs are written from where ORT put
- *      them (the slot, a shared-memory region, or ORT's buffer) with one writev. */
+ *      them (the slot, a shared-memory region, or ORT's buffer) with one writev.
+ *
+ * An input that the model's config.json declares an image may arrive as BYTES: n encoded images
+ * (binary in Triton's serialized form, base64 strings in JSON, or in shared memory). The core sees
+ * the model's own tensor [n,C,H,W]/[n,H,W,C]; the encoded bytes wait in a slot of their own (or
+ * where they already are) and a worker decodes them straight into the tensor before the run. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -20,6 +25,8 @@
 #include <time.h>
 
 #include "http/handlers.h"
+#include "ortserve/imaging.h"
+#include "util/base64.h"
 #include "http/inflate.h"
 #include "http/sched.h"
 #include "http/shm.h"
@@ -38,6 +45,13 @@ typedef struct in_desc {
     osv_shm_region_t *shm;
     uint64_t shm_offset, shm_size;
     uint64_t bytes; /* size of the data as sent */
+    /* An image input sent as BYTES: n_img encoded images, serialized (u32 length + bytes each) at
+     * enc_ptr — in `enc` (binary or base64 data), the decoded body, or a shared-memory region. */
+    bool image;
+    uint32_t n_img;
+    osv_slot_t enc;
+    const uint8_t *enc_ptr;
+    uint64_t enc_len;
 } in_desc_t;
 
 typedef struct out_desc {
@@ -61,11 +75,13 @@ typedef struct infer_ctx {
     bool raw;            /* Inference-Header-Content-Length: 0 */
     char *id;
     uint32_t id_len;
-    uint64_t header_len; /* JSON header bytes */
-    uint64_t binary_len; /* bytes after the JSON header */
-    uint64_t t_decode;   /* start of input decoding */
-    bool in_memory;       /* the whole body is in memory (chunked or compressed requests) */
-    const uint8_t *mem;   /* that body */
+    uint64_t header_len;       /* JSON header bytes */
+    uint64_t binary_len;       /* bytes after the JSON header */
+    uint64_t t_decode;         /* start of input decoding */
+    const osv_img_model_t *im; /* the model's imaging configuration, or NULL */
+    bool has_image;            /* an input carries encoded images: preprocess on a worker */
+    bool in_memory;            /* the whole body is in memory (chunked or compressed requests) */
+    const uint8_t *mem;        /* that body */
     uint64_t mem_len;
     int rc;
     osv_err_t err;
@@ -77,8 +93,11 @@ static void infer_cleanup(osv_conn_t *c)
     if (x) {
         if (x->inf)
             osv_infer_fini(x->inf);
-        for (uint32_t i = 0; i < x->n_in; i++)
+        for (uint32_t i = 0; i < x->n_in; i++) {
             osv_shm_put(x->ins[i].shm);
+            if (x->ins[i].enc.base)
+                osv_pool_release(c->loop->srv->pool, &x->ins[i].enc);
+        }
         for (uint32_t k = 0; k < x->n_out; k++)
             osv_shm_put(x->outs[k].shm);
     }
@@ -197,6 +216,30 @@ static int decode_shape(dec_t *d, int32_t t, in_desc_t *in, const char *name)
     return 0;
 }
 
+/* A BYTES input where the model takes the image its config declares: shape [n] or [n,1] of encoded
+ * images, n within the image limit and the model's fixed batch. Anything else is left to the core. */
+static int image_input(dec_t *d, in_desc_t *in, const char *nm)
+{
+    infer_ctx_t *x = d->x;
+    const osv_img_model_t *im = osv_img_model(x->m);
+    if (in->dt != OSV_DTYPE_BYTES || !im || in->idx != im->input)
+        return 0;
+    if (!(in->rank == 1 || (in->rank == 2 && in->dims[1] == 1)))
+        return bad(d, "input '%s' is an image input: BYTES shape must be [n] or [n,1] (n encoded images)",
+                   nm);
+    if (in->dims[0] < 1 || (uint64_t)in->dims[0] > im->spec.limits.max_images)
+        return bad(d, "input '%s': %" PRId64 " images, the limit is 1 to %u", nm, in->dims[0],
+                   im->spec.limits.max_images);
+    if (im->batch > 0 && in->dims[0] != im->batch)
+        return bad(d, "input '%s': model '%s' takes exactly %" PRId64 " image(s) per request, not %" PRId64,
+                   nm, osv_model_name(x->m), im->batch, in->dims[0]);
+    in->image = true;
+    in->n_img = (uint32_t)in->dims[0];
+    x->im = im;
+    x->has_image = true;
+    return 0;
+}
+
 /* One element of "inputs". */
 static int decode_input(dec_t *d, int32_t t, in_desc_t *in)
 {
@@ -218,7 +261,7 @@ static int decode_input(dec_t *d, int32_t t, in_desc_t *in)
         return bad(d, "input '%s' has no string 'datatype'", nm);
     if ((in->dt = osv_dtype_from_name(dts, dlen)) == OSV_DTYPE_INVALID)
         return bad(d, "input '%s': unknown datatype '%.*s'", nm, (int)(dlen > 32 ? 32 : dlen), dts);
-    if ((rc = decode_shape(d, member(d, t, "shape"), in, nm)) != 0)
+    if ((rc = decode_shape(d, member(d, t, "shape"), in, nm)) != 0 || (rc = image_input(d, in, nm)) != 0)
         return rc;
     int32_t params = member(d, t, "parameters"), tb;
     if (params >= 0 && tok(d, params)->type != OSV_JSON_OBJECT)
@@ -392,6 +435,94 @@ static int json_bytes_size(dec_t *d, const in_desc_t *in, uint64_t *out)
     return 0;
 }
 
+/* Base64 strings of a JSON image input, decoded into a slot in the serialized BYTES form. A
+ * "data:<type>;base64," prefix (a data URL) is skipped. */
+static int decode_b64_images(dec_t *d, in_desc_t *in, const char *nm)
+{
+    osv_server_t *s = d->c->loop->srv;
+    osv_json_leaf_iter_t it;
+    osv_json_leaf_t leaf;
+    uint64_t bound = 0, used = 0;
+    uint32_t count = 0;
+    if (osv_json_leaf_iter_init(&it, &d->doc, (uint32_t)in->data_tok) != 0)
+        return bad(d, "input '%s': image data must be an array of base64 strings", nm);
+    while (osv_json_leaf_next(&it, &leaf)) {
+        if (leaf.type != OSV_JSON_STRING)
+            return bad(d, "input '%s': image data must be an array of base64 strings", nm);
+        bound += 4 + osv_b64_max(leaf.len);
+        count++;
+    }
+    if (count != in->n_img)
+        return bad(d, "input '%s': %u strings for %u images", nm, count, in->n_img);
+    if (bound > (uint64_t)in->n_img * (4 + osv_b64_max(s->o.max_body_bytes)))
+        return osv_err_set(&d->x->err, OSV_ETOOBIG, "input '%s': images too large", nm);
+    if (osv_pool_acquire(s->pool, bound, &in->enc) != 0)
+        return osv_err_set(&d->x->err, OSV_EBUSY, "no memory for %" PRIu64 " bytes of images, retry later",
+                           bound);
+    osv_json_leaf_iter_init(&it, &d->doc, (uint32_t)in->data_tok);
+    for (uint32_t i = 0; osv_json_leaf_next(&it, &leaf); i++) {
+        const char *p = d->doc.src + leaf.start, *comma;
+        size_t len = leaf.len;
+        uint64_t n;
+        if (len > 5 && memcmp(p, "data:", 5) == 0 && (comma = memchr(p, ',', len)) != NULL) {
+            len -= (size_t)(comma + 1 - p);
+            p = comma + 1;
+        }
+        if (osv_b64_decode(p, len, in->enc.base + used + 4, bound - used - 4, &n) != 0)
+            return bad(d, "input '%s': image %u is not valid base64", nm, i);
+        uint32_t n32 = (uint32_t)n;
+        memcpy(in->enc.base + used, &n32, 4);
+        used += 4 + n;
+    }
+    in->enc_ptr = in->enc.base;
+    in->enc_len = used;
+    return 0;
+}
+
+/* An image input: the core gets the model's tensor for n images; the encoded bytes are bound to
+ * where they are (decoded body, shared memory) or get a slot of their own (binary, base64). */
+static int declare_image(dec_t *d, in_desc_t *in, uint64_t *bin_off)
+{
+    infer_ctx_t *x = d->x;
+    osv_server_t *s = d->c->loop->srv;
+    const char *nm = osv_model_input(x->m, in->idx)->name;
+    int64_t dims[4];
+    void *p;
+    int rc;
+    osv_img_tensor_dims(&x->im->spec, in->n_img, dims);
+    if ((rc = osv_infer_add_input(x->inf, in->idx, x->im->spec.dtype, dims, 4, 0, &x->err)) != 0)
+        return rc;
+    if (in->data_tok >= 0)
+        return decode_b64_images(d, in, nm);
+    if (in->shm) {
+        if ((rc = osv_shm_range(in->shm, in->shm_offset, in->shm_size, &p, &x->err)) != 0)
+            return rc;
+        in->enc_ptr = p;
+        in->enc_len = in->shm_size;
+        return 0;
+    }
+    if (in->binary_size > (uint64_t)in->n_img * (4 + x->im->spec.limits.max_bytes))
+        return osv_err_set(&x->err, OSV_ETOOBIG,
+                           "input '%s': %" PRIu64 " bytes for %u images exceed the limit of %" PRIu64
+                           " per image",
+                           nm, in->binary_size, in->n_img, x->im->spec.limits.max_bytes);
+    in->enc_len = in->binary_size;
+    if (x->in_memory) {
+        if (*bin_off + in->binary_size > x->binary_len)
+            return osv_err_set(&x->err, OSV_EINVAL,
+                               "binary_data_size values exceed the %" PRIu64 " bytes after the JSON header",
+                               x->binary_len);
+        in->enc_ptr = x->mem + x->header_len + *bin_off;
+        *bin_off += in->binary_size;
+        return 0;
+    }
+    if (osv_pool_acquire(s->pool, in->binary_size ? in->binary_size : 1, &in->enc) != 0)
+        return osv_err_set(&x->err, OSV_EBUSY, "no memory for %" PRIu64 " bytes of images, retry later",
+                           in->binary_size);
+    in->enc_ptr = in->enc.base;
+    return 0;
+}
+
 static int declare(dec_t *d)
 {
     infer_ctx_t *x = d->x;
@@ -401,6 +532,11 @@ static int declare(dec_t *d)
     for (uint32_t i = 0; i < x->n_in; i++) {
         in_desc_t *in = &x->ins[i];
         uint64_t bytes = in->binary ? in->binary_size : in->shm ? in->shm_size : 0;
+        if (in->image) {
+            if ((rc = declare_image(d, in, &bin_off)) != 0)
+                return rc;
+            continue;
+        }
         if (in->dt == OSV_DTYPE_BYTES && in->data_tok >= 0 && json_bytes_size(d, in, &bytes) != 0)
             return bad(d, "input '%s': BYTES data must be an array of valid strings",
                        osv_model_input(x->m, in->idx)->name);
@@ -410,7 +546,8 @@ static int declare(dec_t *d)
         if (in->binary && x->in_memory) { /* bound to its range of the decoded body */
             if (bin_off + in->binary_size > x->binary_len)
                 return osv_err_set(err, OSV_EINVAL,
-                                   "binary_data_size values exceed the %" PRIu64 " bytes after the JSON header",
+                                   "binary_data_size values exceed the %" PRIu64
+                                   " bytes after the JSON header",
                                    x->binary_len);
             if ((rc = osv_infer_input_external(x->inf, in->idx, (void *)(x->mem + x->header_len + bin_off),
                                                in->binary_size, err)) != 0)
@@ -503,7 +640,7 @@ static int fill_json_inputs(dec_t *d)
         osv_json_err_t je;
         void *dst;
         uint64_t len, count = 1;
-        if (in->data_tok < 0)
+        if (in->data_tok < 0 || in->image)
             continue;
         osv_infer_input_buffer(x->inf, in->idx, &dst, &len);
         for (uint32_t k = 0; k < in->rank; k++)
@@ -539,6 +676,50 @@ static bool transient(const infer_ctx_t *x, int rc)
                               strstr(x->err.msg, "out of memory"));
 }
 
+static int image_status(int rc)
+{
+    switch (rc) {
+    case OSV_EUNSUPPORTED:
+        return 415;
+    case OSV_EPARSE:
+    case OSV_EINVAL:
+        return 400;
+    case OSV_ETOOBIG:
+        return 413;
+    default:
+        return osv_http_status(rc);
+    }
+}
+
+/* Decodes every image input's encoded bytes straight into its tensor range (worker thread). */
+static int preprocess_images(osv_conn_t *c, infer_ctx_t *x)
+{
+    uint64_t t0 = osv_now_ns();
+    osv_img_ctx_t *ictx = osv_img_thread_ctx(&x->err);
+    if (!ictx) {
+        osv_res_error(c, 503, "%s", x->err.msg);
+        return -1;
+    }
+    for (uint32_t i = 0; i < x->n_in; i++) {
+        const in_desc_t *in = &x->ins[i];
+        uint32_t failed = UINT32_MAX;
+        void *dst;
+        uint64_t len;
+        if (!in->image)
+            continue;
+        osv_infer_input_buffer(x->inf, in->idx, &dst, &len);
+        int rc = osv_img_preprocess_bytes(ictx, &x->im->spec, in->enc_ptr, in->enc_len, in->n_img, dst, len,
+                                          &failed, &x->err);
+        if (rc) {
+            osv_res_error(c, image_status(rc), "input '%s': %s", osv_model_input(x->m, in->idx)->name,
+                          x->err.msg);
+            return -1;
+        }
+    }
+    c->req.ns[OSV_PHASE_COMPUTE_INPUT] += osv_now_ns() - t0;
+    return 0;
+}
+
 /* Runs the model (any thread) and prepares the response. */
 static void run_task(osv_conn_t *c)
 {
@@ -554,6 +735,8 @@ static void run_task(osv_conn_t *c)
         osv_res_error(c, 504, "deadline exceeded before the model could run (queued too long)");
         return;
     }
+    if (x->has_image && preprocess_images(c, x) != 0)
+        return;
     c->req.phase_t0[2] = osv_now_ns();
     for (int attempt = 0;; attempt++) {
         osv_watch_begin(q, slot, x->inf, c->req.deadline);
@@ -588,7 +771,8 @@ static void dispatch(osv_conn_t *c)
     c->req.phase_t0[1] = x->t_decode;
     c->req.phase_t1[1] = osv_now_ns();
     c->req.ns[OSV_PHASE_COMPUTE_INPUT] = c->req.phase_t1[1] - x->t_decode;
-    bool inline_ok = atomic_load_explicit(&x->ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
+    bool inline_ok = !x->has_image && /* decoding takes milliseconds: never on the loop */
+                     atomic_load_explicit(&x->ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
                      atomic_load_explicit(&x->ms->queued, memory_order_relaxed) == 0;
     if (inline_ok || !s->sched) {
         run_task(c);
@@ -622,7 +806,10 @@ static void receive_binary(osv_conn_t *c)
             osv_res_error(c, 400, "more than %d binary inputs", OSV_MAX_IOV);
             return;
         }
-        osv_infer_input_buffer(x->inf, in->idx, &dst, &len);
+        if (in->image)
+            dst = (void *)in->enc_ptr; /* the encoded images; decoded into the tensor on a worker */
+        else
+            osv_infer_input_buffer(x->inf, in->idx, &dst, &len);
         v[n++] = (struct iovec){dst, in->binary_size};
         total += in->binary_size;
     }
@@ -859,7 +1046,8 @@ static void start_infer(osv_conn_t *c, osv_model_t *m)
         osv_res_error(c, 400, "Inference-Header-Content-Length must be a non-negative integer");
         return;
     }
-    if (c->req.head.chunked || osv_content_encoding(osv_req_header(c, "Content-Encoding")) != OSV_ENC_IDENTITY) {
+    if (c->req.head.chunked ||
+        osv_content_encoding(osv_req_header(c, "Content-Encoding")) != OSV_ENC_IDENTITY) {
         /* Receive and decode the whole body first; Inference-Header-Content-Length counts decoded bytes. */
         x->in_memory = true;
         x->raw = has_hdr && hdr == 0;
@@ -1219,7 +1407,8 @@ static int serialize_strings(osv_conn_t *c, out_plan_t *plans, uint8_t *base, ui
             /* Triton's serialized BYTES format straight into the client's region. */
             if (p->v.bytes > o->shm_size)
                 return osv_err_set(&x->err, OSV_EINVAL,
-                                   "output '%s' needs %" PRIu64 " bytes of shared memory, the region range holds %" PRIu64,
+                                   "output '%s' needs %" PRIu64
+                                   " bytes of shared memory, the region range holds %" PRIu64,
                                    p->v.name, p->v.bytes, o->shm_size);
             if (osv_infer_output_bytes(x->inf, k, o->shm_bytes, o->shm_size, &x->err) != 0)
                 return x->err.code;

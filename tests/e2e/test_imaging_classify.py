@@ -11,9 +11,13 @@ and must agree with each other exactly (they run the same code).
 
 Also: batches (multipart, one Run for a dynamic batch dim) give the same scores as single requests;
 a model with a fixed batch dim of 1 is run image by image; Content-Type is not trusted (a PNG sent
-as image/jpeg is still a PNG)."""
+as image/jpeg is still a PNG). The KServe v2 infer endpoint takes the same images as a BYTES input
+(binary extension, base64 JSON strings, chunked bodies) and answers through the classification
+extension with the same scores as the classify endpoint."""
+import base64
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -167,6 +171,111 @@ class Classify(unittest.TestCase):
             s = json.loads(single)
             self.assertEqual([c["index"] for c in s], [c["index"] for c in b])
             np.testing.assert_allclose([c["score"] for c in s], [c["score"] for c in b], rtol=1e-4, atol=1e-6)
+
+    # ---- the KServe v2 infer endpoint with a BYTES image input --------------------------------------
+
+    def infer_images(self, datas, k=1, headers=None):
+        """The images as one binary BYTES input; the scores output through the classification
+        extension. Returns (status, parsed body)."""
+        ser = b"".join(struct.pack("<I", len(d)) + d for d in datas)
+        hdr = json.dumps({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [len(datas)],
+                                      "parameters": {"binary_data_size": len(ser)}}],
+                          "outputs": [{"name": "softmax_0.tmp_0", "parameters": {"classification": k}}]}).encode()
+        h = {"Inference-Header-Content-Length": str(len(hdr)), "Content-Type": "application/octet-stream"}
+        h.update(headers or {})
+        st, _, resp = self.srv.request("POST", "/v2/models/text_orientation/infer", hdr + ser, h)
+        return st, json.loads(resp)
+
+    def classify_one(self, data):
+        st, _, resp = self.srv.request("POST", "/v2/models/text_orientation/classify?top_k=2", data,
+                                       {"Content-Type": "application/octet-stream"})
+        self.assertEqual(st, 200, resp)
+        return {c["label"]: c["score"] for c in json.loads(resp)}
+
+    def test_kserve_binary_bytes_input_classification(self):
+        picks = self.images  # all 400, in batches of 25
+        results = []
+        for i in range(0, len(picks), 25):
+            chunk = picks[i:i + 25]
+            st, r = self.infer_images([d for _, _, _, d in chunk])
+            self.assertEqual(st, 200, r)
+            out = r["outputs"][0]
+            self.assertEqual((out["name"], out["datatype"], out["shape"]), ("softmax_0.tmp_0", "BYTES", [len(chunk), 1]))
+            for (p, e, f, d), cell in zip(chunk, out["data"]):
+                score, index, label = cell.split(":")
+                self.assertEqual(label, ["0", "180"][int(index)])
+                results.append((e, label, f))
+        self.report("kserve binary", results)
+        for _, _, _, d in picks[:4]:  # same scores as the classify endpoint (same preprocessing)
+            st, r = self.infer_images([d], k=2)
+            self.assertEqual(st, 200, r)
+            got = {c.split(":")[2]: float(c.split(":")[0]) for c in r["outputs"][0]["data"]}
+            ref = self.classify_one(d)
+            for label in ("0", "180"):
+                self.assertAlmostEqual(got[label], ref[label], places=5)
+
+    def test_kserve_base64_json_and_chunked(self):
+        (_, _, _, jpg), (_, _, _, png) = self.images[0], self.images[3]
+        data = ["data:image/jpeg;base64," + base64.b64encode(jpg).decode(),
+                base64.encodebytes(png).decode()]  # MIME line breaks, JSON-escaped as \n
+        req = {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [2, 1], "data": data}]}
+        st, r = self.srv.json("POST", "/v2/models/text_orientation/infer", req)
+        self.assertEqual(st, 200, r)
+        out = r["outputs"][0]
+        self.assertEqual((out["datatype"], out["shape"]), ("FP32", [2, 2]))
+        for row, d in zip(np.array(out["data"]).reshape(2, 2), (jpg, png)):
+            ref = self.classify_one(d)
+            np.testing.assert_allclose(row, [ref["0"], ref["180"]], rtol=1e-5, atol=1e-6)
+        # the binary form in a chunked body (decoded into memory first) gives the same answer
+        ser = struct.pack("<I", len(png)) + png
+        hdr = json.dumps({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1],
+                                      "parameters": {"binary_data_size": len(ser)}}],
+                          "parameters": {"binary_data_output": False}}).encode()
+        body = hdr + ser
+        c = self.srv.conn()
+        c.putrequest("POST", "/v2/models/text_orientation/infer")
+        c.putheader("Transfer-Encoding", "chunked")
+        c.putheader("Inference-Header-Content-Length", str(len(hdr)))
+        c.endheaders()
+        for i in range(0, len(body), 1000):
+            part = body[i:i + 1000]
+            c.send(b"%x\r\n" % len(part) + part + b"\r\n")
+        c.send(b"0\r\n\r\n")
+        resp = c.getresponse()
+        got = json.loads(resp.read())
+        c.close()
+        self.assertEqual(resp.status, 200, got)
+        ref = self.classify_one(png)
+        np.testing.assert_allclose(got["outputs"][0]["data"], [ref["0"], ref["180"]], rtol=1e-5, atol=1e-6)
+
+    def test_kserve_image_input_errors(self):
+        jpg = self.images[0][3]
+
+        def b64(shape, data):
+            return self.srv.json("POST", "/v2/models/text_orientation/infer",
+                                 {"inputs": [{"name": "x", "datatype": "BYTES", "shape": shape, "data": data}]})
+        cases = [
+            (self.infer_images([b"GIF89a" + b"\0" * 40]), 415, "not supported"),
+            (self.infer_images([jpg[: len(jpg) // 3]]), 400, "input 'x'"),
+            (self.infer_images([jpg, b"\x89PNG\r\n\x1a\n" + b"\0" * 20]), 400, "image 1"),
+            (b64([1], ["@@not base64@@"]), 400, "not valid base64"),
+            (b64([2], [base64.b64encode(jpg).decode()]), 400, "1 strings for 2 images"),
+            (b64([2, 2], ["a", "b", "c", "d"]), 400, "[n] or [n,1]"),
+            (b64([1], [17]), 400, "base64 strings"),
+        ]
+        for (st, r), want_st, want in cases:
+            self.assertEqual(st, want_st, r)
+            self.assertIn(want, r["error"])
+        # an image longer than the bytes sent: a framing error, not a crash
+        ser = struct.pack("<I", 1 << 20) + jpg
+        hdr = json.dumps({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1],
+                                      "parameters": {"binary_data_size": len(ser)}}]}).encode()
+        st, _, resp = self.srv.request("POST", "/v2/models/text_orientation/infer", hdr + ser,
+                                       {"Inference-Header-Content-Length": str(len(hdr))})
+        self.assertEqual(st, 400, resp)
+        self.assertIn("error", json.loads(resp))
+        st, r = self.infer_images([jpg])  # and the server keeps serving
+        self.assertEqual(st, 200, r)
 
     def test_stats_count_classify_requests(self):
         st, stats = self.srv.json("GET", "/v2/models/text_orientation/stats")
