@@ -516,7 +516,9 @@ void osv_obs_request_done(osv_conn_t *c)
         q->counted = true;
         osv_stats_record_outcome(st, q->outcome, total);
         osv_stats_record_phase(st, OSV_PHASE_REQUEST, total);
-        for (int p = OSV_PHASE_QUEUE; p < OSV_PHASE_COUNT; p++)
+        /* Queue and compute phases describe successful inferences only, as Triton's statistics do:
+         * a request rejected half-way would otherwise lower the averages it never completed. */
+        for (int p = OSV_PHASE_QUEUE; q->outcome == OSV_OUTCOME_SUCCESS && p < OSV_PHASE_COUNT; p++)
             if (q->ns[p])
                 osv_stats_record_phase(st, (osv_phase_t)p, q->ns[p]);
         if (q->copied)

@@ -179,6 +179,8 @@ class Endpoints(unittest.TestCase):
         self.assertGreater(s["inference_stats"]["fail"]["ns"], 0)
         self.assertEqual(s["inference_count"], 1)
         self.assertEqual(s["execution_count"], 1)
+        for phase in ("compute_input", "compute_infer", "compute_output"):  # successes only, as Triton
+            self.assertEqual(s["inference_stats"][phase]["count"], 1, phase)
 
     def test_stats_selection(self):
         st, body = self.srv.json("GET", "/v2/models/stats")
