@@ -25,6 +25,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import unittest
 
 import yaml
@@ -284,7 +285,13 @@ class Manifests(unittest.TestCase):
                 self.assertEqual(srv.get("/v2/health/ready", headers={"Connection": "close"})[0], 200)
                 self.assertEqual(srv.get("/v2/models/mlp/infer", "POST", x, {"Connection": "close"})[0], 200)
                 self.assertEqual(srv.get("/v2/models/mlp/infer", "POST", x)[0], 200)
-            text = srv.get("/metrics")[1].decode()
+            # A request leaves the gauge just after its response is written: poll (bounded) until the
+            # last one has; a gauge driven below zero never comes back to 1.
+            deadline = time.monotonic() + 10
+            while True:
+                text = srv.get("/metrics")[1].decode()
+                if metric_value(text, "ortserve_inflight_requests") == 1 or time.monotonic() > deadline:
+                    break
             self.assertEqual(metric_value(text, "ortserve_queue_depth"), 0)
             self.assertEqual(metric_value(text, "ortserve_inflight_requests"), 1)
 
