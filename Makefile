@@ -4,13 +4,18 @@
 #   make build    release build in build/release
 #   make run      build, generate the demo models, serve them on 127.0.0.1:$(PORT)
 #   make test     build and run the whole suite, then again under ASan+UBSan (build/asan)
-#   make bench    build and run the benchmarks (prints figures; see docs/BENCHMARKS.md)
+#   make bench    build, run every benchmark (bench/run_all.py, ~15 minutes on 2 cores), then write
+#                 docs/BENCHMARKS.md and docs/img/*.png; BENCH_ARGS="--only load --quick" runs a part
+#   make memcheck the end-to-end server suite with every server under valgrind memcheck
+#                 (tools/valgrind_e2e.sh, docs/RELIABILITY.md; ~20 minutes, not part of `make test`)
 #   make install  build, then install into $(PREFIX) (default /usr/local), staged under $(DESTDIR)
 #                 if set: bin/ortserve, lib/libortserve.*, headers, ortserve.pc, the CMake package,
 #                 lib/ortserve/libonnxruntime.so.1 and the ortserve(1) man page (docs/DEPLOY.md)
 #   make format   clang-format every C file
 #   make test-arm64  cross-build for arm64 in build/arm64 and run the suite under qemu-user (a few
 #                 minutes; not part of `make test`; docs/PORTABILITY.md)
+#   make fuzz     build the libFuzzer targets with clang in build/fuzz and run each for FUZZ_SECONDS
+#                 (60); FUZZ_TARGETS picks targets, FUZZ_ARGS adds libFuzzer flags (fuzz/README.md)
 
 BUILD      ?= build/release
 ASAN_BUILD ?= build/asan
@@ -26,9 +31,13 @@ ARM64_CMAKE_ARGS ?=
 # Two end-to-end tests assert host-speed timing and qemu-user's /proc/self/stat (docs/PORTABILITY.md):
 # skipped under emulation; `make test-arm64 ARM64_CTEST_ARGS=` runs them too.
 ARM64_CTEST_ARGS ?= -E '^(e2e_server_lifecycle|e2e_obs_metrics)$$'
+FUZZ_BUILD   ?= build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= http_parse infer_json binary_split shm_register model_config image_decode
+FUZZ_ARGS    ?=
 
 .PHONY: all deps build models run test test-release test-asan bench format clean install \
-        deps-arm64 test-arm64
+        deps-arm64 test-arm64 memcheck deps-fuzz fuzz
 
 all: build
 
@@ -61,9 +70,14 @@ run: build models
 	@tools/demo_repo.sh var/demo-repo $(MODELS)
 	$(BUILD)/ortserve serve --model-repository var/demo-repo --host 127.0.0.1 --port $(PORT)
 
+BENCH_ARGS ?=
 bench: build models
 	@tools/deps.sh bench
-	$(BUILD)/bench/core_run
+	$(PY) bench/run_all.py --build $(BUILD) $(BENCH_ARGS)
+
+memcheck: build models
+	@tools/deps.sh memcheck
+	tools/valgrind_e2e.sh -j $(JOBS)
 
 # DESTDIR is passed explicitly: cmake --install reads it from the environment only. ldconfig refreshes
 # the loader cache for libortserve.so.0 on a real (unstaged) install as root.
@@ -91,3 +105,18 @@ test-arm64: deps-arm64 models $(ARM64_BUILD)/build.ninja
 	cmake --build $(ARM64_BUILD) -j $(JOBS)
 	OSV_QEMU_PREFIX=$(CURDIR)/$(ARM64_BUILD)/qemu-prefix \
 	    tools/arm64/qemu_env.sh ctest --test-dir $(ARM64_BUILD) --output-on-failure -j $(JOBS) $(ARM64_CTEST_ARGS)
+
+# --- fuzzing (fuzz/README.md): libFuzzer + ASan + UBSan, clang only, its own build directory. The
+# corpora are also replayed by `make test` (ctest fuzz_replay_*), with the normal compiler.
+deps-fuzz:
+	@tools/deps.sh fuzz
+
+$(FUZZ_BUILD)/build.ninja: CMakeLists.txt fuzz/CMakeLists.txt
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	      -DOSV_BUILD_FUZZ=ON -DOSV_BUILD_TESTS=OFF -DOSV_BUILD_BENCH=OFF -DOSV_SANITIZE=address,undefined \
+	      $(CMAKE_ARGS)
+
+fuzz: deps-fuzz models
+	@$(MAKE) --no-print-directory $(FUZZ_BUILD)/build.ninja
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all
+	FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS) -- $(FUZZ_ARGS)

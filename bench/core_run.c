@@ -253,7 +253,7 @@ static void usage(FILE *f)
           "  --large       add the 64 MiB input to the copy comparison\n"
           "  --json FILE   also write every figure to FILE\n"
           "  --only NAME   run one section: mlp, mobilenet, copy, or threads (ORT thread settings,\n"
-          "                ~2.5 min, ~25 s with --quick; only run when asked for)\n",
+          "                ~2.5-3 min, ~25 s with --quick; only run when asked for)\n",
           f);
 }
 
@@ -1542,9 +1542,10 @@ static void thr_section(bench_t *b)
         waitpid(t->pid[i], &status, 0);
     }
     t->seconds = (double)(now_ns() - start) / 1e9;
-    printf("  noise: %d of %d cells (one model × load × round) measured again because another process kept "
-           "> %.1f core busy during a block (budget %d); %d still disturbed\n",
-           t->reruns, t->rounds * THR_MODELS * THR_LOADS, THR_NOISY, budget, t->disturbed);
+    printf(
+        "  noise: %d cells measured again (budget %d); in the end %d of %d cells (model × load × round) had "
+        "a block during which\n         other processes kept > %.1f core busy: their figures are noisy\n",
+        t->reruns, budget, t->disturbed, t->rounds * THR_MODELS * THR_LOADS, THR_NOISY);
     thr_print(t, &b->opt);
     printf("\n  section 4 took %.0f s\n", t->seconds);
 }

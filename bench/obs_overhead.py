@@ -14,7 +14,17 @@ other load on the machine disturbs far less than throughput. Target: the full se
 throughput. Figures only: nothing is asserted.
 
     /usr/bin/python3 bench/obs_overhead.py [--build build/release] [--rounds 8] [--seconds 6]
-                                           [--conns 16] [--threads 2] [--json FILE]
+                                           [--conns 16] [--threads 2] [--variants off2,log,trace,full]
+                                           [--json FILE]
+
+--variants adds processes to the rotation, each compared with "off": off2 (a second "off": the noise
+floor of the machine), log (access log only, to a file like full), lognull (access log only, written
+to /dev/null: formatting and write(2) without the file system), logpipe (access log only, to a
+pipe that `cat` drains, as a container runtime would), trace (span export only).
+The access log and spans of "full" go to a regular file in the temporary directory (on this
+machine's ext4 disk). --profile S then perf-records the full server under the same load and
+attributes its CPU samples to the observability work (a direct measure, for machines too noisy for
+the throughput comparison to resolve a few per cent: compare off2 with off).
 """
 import argparse
 import http.client
@@ -66,16 +76,21 @@ class Sink:
 
 
 class Server:
-    def __init__(self, binary, repo, tmp, name, extra):
+    def __init__(self, binary, repo, tmp, name, extra, log_to=None):
         self.port_file = os.path.join(tmp, name + ".port")
-        self.log_path = os.path.join(tmp, name + ".log")
-        self.log = open(self.log_path, "wb")
+        self.log_path = os.path.join(tmp, name + ".log") if log_to in (None, "pipe") else log_to
+        self.reader = None
+        if log_to == "pipe":  # like a container runtime collecting stderr
+            self.reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+            self.log = self.reader.stdin
+        else:
+            self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([binary, "serve", "--model-repository", repo, "--port", "0",
                                       "--port-file", self.port_file, *extra], stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError("%s exited: %s" % (name, open(self.log_path).read()[-2000:]))
+                raise RuntimeError("%s exited with %d" % (name, self.proc.returncode))
             try:
                 with open(self.port_file) as f:
                     self.port = int(f.read())
@@ -98,6 +113,8 @@ class Server:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
         self.log.close()
+        if self.reader:
+            self.reader.wait(timeout=60)
 
 
 class Scraper:
@@ -141,6 +158,61 @@ def wrk(port, body_file, conns, threads, seconds):
     raise RuntimeError("wrk printed no summary:\n" + out)
 
 
+# Symbols of work that only the observability features do (the always-on request id and
+# traceparent generation is in both configurations and not counted).
+PROFILE_GROUPS = [
+    ("access log: formatting (access_line, put_*, flush)",
+     lambda comm, sym: sym in ("access_line", "put_esc", "put_time", "put_str", "put_u64", "write_chunks",
+                               "osv_obs_flush", "osv_obs_tick")),
+    ("access log: trace/span ids in hex (half of osv_trace_hex)", lambda comm, sym: sym == "osv_trace_hex"),
+    ("span recording on the loops", lambda comm, sym: sym in ("osv_trace_record", "record_spans",
+                                                              "copy_tracestate", "copy_str", "push")),
+    ("span export thread (osv-otlp, everything)", lambda comm, sym: comm == "osv-otlp"),
+]
+
+
+def profile(srv, body, args):
+    """perf record -g on the full server during one wrk run; shares of its CPU samples by group."""
+    import re
+    if not shutil.which("perf"):
+        return None
+    data = os.path.join(os.path.dirname(srv.log_path), "perf.data")
+    rec = subprocess.Popen(["perf", "record", "-q", "-g", "-F", "1999", "-p", str(srv.proc.pid), "-o", data, "--",
+                            "sleep", str(args.profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wrk(srv.port, body, args.conns, args.threads, args.profile + 1)
+    rec.wait()
+    rows, write_path = [], 0.0
+    out = subprocess.run(["perf", "report", "-i", data, "--percentage", "relative", "--no-children", "--sort",
+                          "comm,symbol", "--stdio", "-g", "none"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        m = re.match(r"\s+([\d.]+)%\s+(\S+)\s+\[.\]\s+(\S+)", line)
+        if m:
+            rows.append((float(m.group(1)), m.group(2), m.group(3)))
+    out = subprocess.run(["perf", "report", "-i", data, "--percentage", "relative", "--children", "--sort",
+                          "symbol", "--stdio", "-g", "none"], capture_output=True, text=True).stdout
+    for line in out.splitlines():  # write(2) is the access log's alone (responses use writev, curl send)
+        m = re.match(r"\s+([\d.]+)%\s+[\d.]+%\s+\[k\]\s+ksys_write\s", line)
+        if m:
+            write_path = float(m.group(1))
+    groups = []
+    for name, pred in PROFILE_GROUPS:
+        share = sum(p for p, comm, sym in rows if pred(comm, sym))
+        groups.append((name, share / 2 if "half" in name else share))
+    groups.append(("access log: write(2) in the kernel (ksys_write and below)", write_path))
+    return groups
+
+
+def scrape_cpu_us(srv, n=200):
+    """Server CPU time per GET /metrics, over n back-to-back scrapes."""
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    t0 = cpu_seconds(srv.proc.pid)
+    for _ in range(n):
+        c.request("GET", "/metrics")
+        c.getresponse().read()
+    c.close()
+    return (cpu_seconds(srv.proc.pid) - t0) * 1e6 / n
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "release"))
@@ -150,8 +222,21 @@ def main():
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scrape-interval", type=float, default=1.0)
+    ap.add_argument("--variants", default="off,full",
+                    help="comma-separated, compared with 'off': off2 (a second identical 'off' process: the "
+                         "noise floor), log (access log only), lognull (access log only, to /dev/null), logpipe "
+                         "(access log only, to a pipe read by cat), trace (span export only), full")
+    ap.add_argument("--profile", type=int, default=0, metavar="S",
+                    help="afterwards, perf-profile the full server for S seconds under the same load and "
+                         "attribute its CPU to the observability work (needs perf and 'full')")
     ap.add_argument("--json")
     args = ap.parse_args()
+    variants = ["off"] + [v for v in args.variants.split(",") if v and v != "off"]
+    flags = {"off": ["--access-log", "0"], "off2": ["--access-log", "0"], "log": [], "lognull": [], "logpipe": [],
+             "trace": ["--access-log", "0", "--otlp-endpoint", None], "full": ["--otlp-endpoint", None]}
+    unknown = set(variants) - set(flags)
+    if unknown:
+        ap.error("unknown variants: %s" % ", ".join(sorted(unknown)))
     binary = os.path.join(args.build, "ortserve")
     tmp = tempfile.mkdtemp(prefix="osv-obs-bench-")
     sink = Sink()
@@ -166,14 +251,15 @@ def main():
             rng = random.Random(0)
             json.dump({"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32",
                                    "data": [float("%.6g" % rng.gauss(0, 1)) for _ in range(64)]}]}, f)
-        servers["full"] = Server(binary, repo, tmp, "full", ["--otlp-endpoint", sink.url])
-        servers["off"] = Server(binary, repo, tmp, "off", ["--access-log", "0"])
-        scraper = Scraper(servers["full"], args.scrape_interval)
-        for name in ("full", "off"):  # warm-up, not counted
+        for name in variants:
+            servers[name] = Server(binary, repo, tmp, name, [sink.url if f is None else f for f in flags[name]],
+                                   log_to={"lognull": os.devnull, "logpipe": "pipe"}.get(name))
+        scraper = Scraper(servers["full"], args.scrape_interval) if "full" in servers else None
+        for name in variants:  # warm-up, not counted
             wrk(servers[name].port, body, args.conns, args.threads, 2)
-        results = {"full": [], "off": []}
+        results = {name: [] for name in variants}
         for r in range(args.rounds):
-            for name in (("full", "off") if r % 2 == 0 else ("off", "full")):
+            for name in (variants if r % 2 == 0 else variants[::-1]):
                 if name == "full":
                     scraper.start()
                 cpu0 = cpu_seconds(servers[name].proc.pid)
@@ -185,13 +271,19 @@ def main():
                 print("round %d %-4s %8.0f req/s  p50 %5d us  p99 %5d us  server CPU %5.1f us/req  non-2xx %d  "
                       "errors %d" % (r + 1, name, res["rps"], res["p50_us"], res["p99_us"], res["cpu_us_per_req"],
                                      res["non2xx"], res["socket_errors"]), file=sys.stderr)
-        st, page = servers["full"].get("/metrics")
-        exported = [float(line.split()[-1]) for line in page.decode().splitlines()
-                    if line.startswith("ortserve_trace_spans_exported_total ")]
+        exported, access_lines, prof, scrape_us = [], 0, None, None
+        if "full" in servers:
+            scrape_us = scrape_cpu_us(servers["full"])
+            if args.profile:
+                prof = profile(servers["full"], body, args)
+            st, page = servers["full"].get("/metrics")
+            exported = [float(line.split()[-1]) for line in page.decode().splitlines()
+                        if line.startswith("ortserve_trace_spans_exported_total ")]
         for s in servers.values():
             s.stop()
-        with open(servers["full"].log_path, "rb") as f:
-            access_lines = sum(1 for line in f if b'"event":"access"' in line)
+        if "full" in servers:
+            with open(servers["full"].log_path, "rb") as f:
+                access_lines = sum(1 for line in f if b'"event":"access"' in line)
     finally:
         for s in servers.values():
             if s.proc.poll() is None:
@@ -199,39 +291,55 @@ def main():
         sink.close()
 
     med = {k: statistics.median(x["rps"] for x in v) for k, v in results.items()}
-    ratios = [f["rps"] / o["rps"] for f, o in zip(results["full"], results["off"])]
-    total_full = sum(x["requests"] for x in results["full"])
+
+    def round_ratios(name, key):
+        return [a[key] / b[key] for a, b in zip(results[name], results["off"])]
+    compare = {}
+    for name in variants[1:]:
+        compare[name] = {"ratio_of_medians": med[name] / med["off"],
+                         "median_round_ratio": statistics.median(round_ratios(name, "rps")),
+                         "rounds_slower": sum(x < 1 for x in round_ratios(name, "rps")),
+                         "median_round_cpu_ratio": statistics.median(round_ratios(name, "cpu_us_per_req"))}
     summary = {
         "rps_median": med, "rps_min": {k: min(x["rps"] for x in v) for k, v in results.items()},
         "rps_max": {k: max(x["rps"] for x in v) for k, v in results.items()},
         "p50_us_median": {k: statistics.median(x["p50_us"] for x in v) for k, v in results.items()},
         "p99_us_median": {k: statistics.median(x["p99_us"] for x in v) for k, v in results.items()},
         "cpu_us_per_req_median": {k: statistics.median(x["cpu_us_per_req"] for x in v) for k, v in results.items()},
-        "median_round_cpu_ratio": statistics.median(f["cpu_us_per_req"] / o["cpu_us_per_req"]
-                                                    for f, o in zip(results["full"], results["off"])),
-        "ratio_of_medians": med["full"] / med["off"], "median_round_ratio": statistics.median(ratios),
-        "rounds_full_slower": sum(r < 1 for r in ratios), "rounds": args.rounds,
+        "compare_with_off": compare, "rounds": args.rounds,
         "non2xx": sum(x["non2xx"] + x["socket_errors"] for v in results.values() for x in v),
-        "access_lines": access_lines, "requests_full": total_full, "spans_exported": exported[0] if exported else 0,
-        "otlp_posts": sink.posts, "scrapes": scraper.scrapes, "metrics_page_bytes": scraper.bytes,
+        "access_lines": access_lines, "requests_full": sum(x["requests"] for x in results.get("full", [])),
+        "spans_exported": exported[0] if exported else 0, "otlp_posts": sink.posts,
+        "scrapes": scraper.scrapes if scraper else 0, "metrics_page_bytes": scraper.bytes if scraper else 0,
+        "scrape_cpu_us": scrape_us, "profile": prof,
         "config": vars(args),
     }
-    ovh = (1 - summary["median_round_ratio"]) * 100
-    print("\n| config | req/s median (min–max) | p50 µs | p99 µs | server CPU µs/req |\n|---|---|---|---|---|")
-    for k in ("off", "full"):
-        print("| %s | %.0f (%.0f–%.0f) | %.0f | %.0f | %.1f |"
+    print("\n| config | req/s median (min–max) | p50 µs | p99 µs | server CPU µs/req | vs off: req/s, median "
+          "of per-round ratios (slower in) | vs off: CPU/req |\n|---|---|---|---|---|---|---|")
+    for k in variants:
+        c = compare.get(k)
+        print("| %s | %.0f (%.0f–%.0f) | %.0f | %.0f | %.1f | %s | %s |"
               % (k, med[k], summary["rps_min"][k], summary["rps_max"][k], summary["p50_us_median"][k],
-                 summary["p99_us_median"][k], summary["cpu_us_per_req_median"][k]))
-    print("\nfull / off: ratio of medians %.3f, median of per-round ratios %.3f -> overhead %.1f %% "
-          "(full slower in %d of %d rounds; target <= 3 %%: %s)"
-          % (summary["ratio_of_medians"], summary["median_round_ratio"], ovh, summary["rounds_full_slower"],
-             args.rounds, "met" if ovh <= 3 else "NOT met"))
-    print("server CPU per request, full / off: median of per-round ratios %.3f (+%.1f %%)"
-          % (summary["median_round_cpu_ratio"], (summary["median_round_cpu_ratio"] - 1) * 100))
-    print("full did: %d access lines for %d measured requests (+ warm-up), %d spans exported in %d OTLP POSTs, "
-          "%d scrapes of %d bytes; non-2xx/socket errors in all runs: %d"
-          % (access_lines, total_full, summary["spans_exported"], sink.posts, scraper.scrapes, scraper.bytes,
-             summary["non2xx"]))
+                 summary["p99_us_median"][k], summary["cpu_us_per_req_median"][k],
+                 "%.3f (%d/%d rounds)" % (c["median_round_ratio"], c["rounds_slower"], args.rounds) if c else "—",
+                 "%+.1f %%" % ((c["median_round_cpu_ratio"] - 1) * 100) if c else "—"))
+    if "full" in compare:
+        ovh = (1 - compare["full"]["median_round_ratio"]) * 100
+        print("\nfull vs off: throughput overhead %.1f %% (median of per-round ratios; ratio of medians %.3f); "
+              "server CPU per request %+.1f %%; target <= 3 %%: %s"
+              % (ovh, compare["full"]["ratio_of_medians"], (compare["full"]["median_round_cpu_ratio"] - 1) * 100,
+                 "met" if ovh <= 3 else "NOT met"))
+        print("full did: %d access lines for %d measured requests (+ warm-up), %d spans exported in %d OTLP POSTs, "
+              "%d scrapes of %d bytes" % (access_lines, summary["requests_full"], summary["spans_exported"],
+                                          sink.posts, summary["scrapes"], summary["metrics_page_bytes"]))
+        print("a scrape costs %.0f us of server CPU (%.3f %% of one core at one scrape a second)"
+              % (scrape_us, scrape_us / 1e4 / args.scrape_interval))
+    if prof:
+        print("\nfull server under the same load, share of its CPU samples (perf, %d s):" % args.profile)
+        for name, share in prof:
+            print("  %5.2f %%  %s" % (share, name))
+        print("  %5.2f %%  total observability work (+ scrapes, above)" % sum(v for _, v in prof))
+    print("non-2xx/socket errors in all runs: %d" % summary["non2xx"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"summary": summary, "runs": results}, f, indent=2)

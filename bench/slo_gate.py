@@ -178,6 +178,18 @@ def server_counters(target, args):
     return out
 
 
+def settled_counters(target, args, before, answered, timeout=5.0):
+    """The server's counters once they include every request we got an answer to (a request is
+    counted just after its response is written, so the last few can lag the client by an instant)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        after = server_counters(target, args)
+        if after is None or before is None or time.monotonic() >= deadline or \
+                delta(before, after, "ortserve_requests_total") >= answered:
+            return after
+        time.sleep(0.01)  # paces the poll; bounded by the deadline
+
+
 def delta(before, after, name, **labels):
     want = set(labels.items())
     return sum(v - before.get(k, 0.0) for k, v in after.items() if k[0] == name and want <= set(k[1]))
@@ -210,7 +222,8 @@ def histogram_quantile(before, after, name, q):
 def run_load(target, path, body, args):
     headers = {"Content-Type": "application/json"}
     lock = threading.Lock()
-    state = {"issued": 0, "latencies": [], "errors": 0, "statuses": {}, "client_errors": [], "conn_errors": 0}
+    state = {"issued": 0, "latencies": [], "errors": 0, "statuses": {}, "client_errors": [], "conn_errors": 0,
+             "answered": 0}
     stop_at = [None]
 
     def worker(warm):
@@ -238,6 +251,9 @@ def run_load(target, path, body, args):
                     c.close()
                     c = target.conn()
                 dt = time.perf_counter() - t0
+                if status is not None:
+                    with lock:
+                        state["answered"] += 1
                 if warm:
                     continue
                 with lock:
@@ -308,7 +324,7 @@ def main(argv=None):
         path = target.base + model_path(args) + "/infer"
         before = server_counters(target, args)
         state = run_load(target, path, body, args)
-        after = server_counters(target, args)
+        after = settled_counters(target, args, before, state["answered"])
     except Usage as e:
         print("slo_gate: %s" % e, file=sys.stderr)
         return EXIT_USAGE

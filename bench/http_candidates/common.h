@@ -28,20 +28,20 @@
 #include <unistd.h>
 
 #define INFER_PATH "/v2/models/mlp/infer"
-#define JSON_CT "application/json"
+#define JSON_CT    "application/json"
 
 /* 151 bytes. */
-#define RESP_BODY                                                                                  \
-    "{\"model_name\":\"mlp\",\"outputs\":[{\"name\":\"probs\",\"datatype\":\"FP32\",\"shape\":[1,10]," \
+#define RESP_BODY                                                                                            \
+    "{\"model_name\":\"mlp\",\"outputs\":[{\"name\":\"probs\",\"datatype\":\"FP32\",\"shape\":[1,10],"       \
     "\"data\":[0.021,0.087,0.144,0.052,0.313,0.093,0.021,0.118,0.070,0.081]}]}"
 #define NOTFOUND_BODY "{\"error\":\"not found\"}"
-#define BADREQ_BODY "{\"error\":\"bad request\"}"
-#define TOOBIG_BODY "{\"error\":\"request body too large\"}"
-#define BUSY_BODY "{\"error\":\"no free slot\"}"
+#define BADREQ_BODY   "{\"error\":\"bad request\"}"
+#define TOOBIG_BODY   "{\"error\":\"request body too large\"}"
+#define BUSY_BODY     "{\"error\":\"no free slot\"}"
 
-#define SLOT_ALIGN 64u
-#define SLOT_SIZE (256u * 1024u) /* max request body */
-#define SLOTS_PER_THREAD 256u    /* reserved virtually; only touched pages count */
+#define SLOT_ALIGN       64u
+#define SLOT_SIZE        (256u * 1024u) /* max request body */
+#define SLOTS_PER_THREAD 256u           /* reserved virtually; only touched pages count */
 
 struct slot {
     char *mem; /* SLOT_ALIGN-aligned, SLOT_SIZE bytes */
@@ -98,7 +98,8 @@ static _Atomic unsigned long long stat_requests, stat_body_direct, stat_body_cop
 static inline void stats_print(const char *name)
 {
     fprintf(stderr, "%s: requests=%llu body_bytes_direct=%llu body_bytes_copied_by_handler=%llu\n", name,
-            (unsigned long long)atomic_load(&stat_requests), (unsigned long long)atomic_load(&stat_body_direct),
+            (unsigned long long)atomic_load(&stat_requests),
+            (unsigned long long)atomic_load(&stat_body_direct),
             (unsigned long long)atomic_load(&stat_body_copied));
 }
 

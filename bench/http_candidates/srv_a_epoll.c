@@ -60,9 +60,9 @@ static http_parser_settings settings;
 static void canned_init(struct canned *c, const char *status, const char *body)
 {
     char tmp[1024];
-    int n = snprintf(tmp, sizeof tmp,
-                     "HTTP/1.1 %s\r\nContent-Type: " JSON_CT "\r\nContent-Length: %zu\r\n\r\n%s", status,
-                     strlen(body), body);
+    int n =
+        snprintf(tmp, sizeof tmp, "HTTP/1.1 %s\r\nContent-Type: " JSON_CT "\r\nContent-Length: %zu\r\n\r\n%s",
+                 status, strlen(body), body);
     c->data = strdup(tmp);
     c->len = (size_t)n;
 }

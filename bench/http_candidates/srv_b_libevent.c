@@ -18,7 +18,8 @@ struct worker {
     struct evbuffer *out;
 };
 
-static void reply(struct worker *w, struct evhttp_request *req, int code, const char *reason, const char *body)
+static void reply(struct worker *w, struct evhttp_request *req, int code, const char *reason,
+                  const char *body)
 {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", JSON_CT);
     evbuffer_add_reference(w->out, body, strlen(body), NULL, NULL); /* no copy of the canned body */

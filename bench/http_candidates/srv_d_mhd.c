@@ -105,9 +105,9 @@ int main(int argc, char **argv)
         {o.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, o.threads, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_USE_ERROR_LOG,
-                                            (uint16_t)o.port, NULL, NULL, on_request, NULL, MHD_OPTION_ARRAY,
-                                            ops, MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_USE_ERROR_LOG, (uint16_t)o.port,
+                         NULL, NULL, on_request, NULL, MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
     if (d == NULL) {
         fprintf(stderr, "MHD_start_daemon failed\n");
         return 1;

@@ -37,10 +37,21 @@ OSV_API char *osv_strdup(const char *s);
 /* Number of successful osv_malloc/calloc/realloc/strdup calls since start. Thread-safe. */
 OSV_API uint64_t osv_alloc_count(void);
 
+/* Allocations made through osv_malloc/calloc/realloc/strdup and not yet passed to osv_free (a
+ * realloc of a live block counts once). A leak check for tests: equal before and after a cycle that
+ * must free what it allocated. Thread-safe. */
+OSV_API uint64_t osv_alloc_live(void);
+
 /* Fault injection: fail the n-th allocation from now (n ≥ 1); with `persistent` every later one
- * fails too. n = 0 disables. Thread-safe. Returns the number of failures injected so far. */
+ * fails too. n = 0 disables. Thread-safe. Returns the number of failures injected so far.
+ * Slot-pool acquisitions (osv_pool_acquire, which then answers OSV_EBUSY) count as allocations
+ * here too, so the countdown covers all the memory a request asks for (SQLite's method: fail the
+ * 1st, 2nd, 3rd … allocation, once and persistently, until the operation succeeds untouched). */
 OSV_API void osv_alloc_fail_after(uint64_t n, int persistent);
 OSV_API uint64_t osv_alloc_failures_injected(void);
+/* True when the allocation being attempted must fail (consumes one step of the countdown). For
+ * allocators that do not go through osv_malloc (the slot pool). */
+OSV_API int osv_alloc_should_fail(void);
 
 #ifdef __cplusplus
 }

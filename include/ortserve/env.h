@@ -35,8 +35,8 @@ typedef struct osv_env_opts {
     osv_threads_t threads;    /* defaults for sessions (or the global pool's settings) */
     int log_severity;         /* minimum ORT severity forwarded (default 2 = warning) */
     osv_log_fn log_fn;        /* NULL = ORT messages go to stderr */
-    bool telemetry;            /* let ORT's telemetry run (default false: ORT_DISABLE_TELEMETRY=1 is set
-                                  unless already set, and telemetry events are disabled) */
+    bool telemetry;           /* let ORT's telemetry run (default false: ORT_DISABLE_TELEMETRY=1 is set
+                                 unless already set, and telemetry events are disabled) */
     void *log_ud;
 } osv_env_opts_t;
 

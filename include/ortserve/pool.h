@@ -62,7 +62,8 @@ typedef struct osv_pool_stats {
 
 /* Budget used when total_bytes is 0: a quarter of the memory this process may use (the smaller of
  * the cgroup limit, v2 memory.max or v1 memory.limit_in_bytes, and physical memory), clamped to
- * [16 MiB, 4 GiB]. Thread-safe. */
+ * [16 MiB, 4 GiB]; under a cgroup limit, also at most half of what the group has left (limit minus
+ * its working set), so call it after loading models. Thread-safe. */
 OSV_API uint64_t osv_pool_default_budget(void);
 
 /* Creates a pool. Classes are min_slot·growth^i up to max_slot; the budget is shared equally

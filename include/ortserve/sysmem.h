@@ -14,14 +14,18 @@ extern "C" {
 #endif
 
 typedef struct osv_sysmem {
-    uint64_t physical;     /* physical RAM in bytes */
-    uint64_t cgroup_limit; /* memory limit of our cgroup; 0 = none found or unlimited */
-    uint64_t cgroup_usage; /* current usage charged to our cgroup; 0 when unknown */
-    int cgroup_version;    /* 2, 1, or 0 when no memory controller was found */
-    uint64_t effective;    /* min(physical, cgroup_limit when set) */
+    uint64_t physical;           /* physical RAM in bytes */
+    uint64_t cgroup_limit;       /* memory limit of our cgroup; 0 = none found or unlimited */
+    uint64_t cgroup_usage;       /* current usage charged to our cgroup; 0 when unknown */
+    uint64_t cgroup_working_set; /* usage minus inactive file cache (which the kernel reclaims before
+                                  * an OOM kill), as the kubelet counts it; 0 when unknown */
+    int cgroup_version;          /* 2, 1, or 0 when no memory controller was found */
+    uint64_t effective;          /* min(physical, cgroup_limit when set) */
 } osv_sysmem_t;
 
-/* Fills *out. Never fails: missing files leave the cgroup fields 0. */
+/* Fills *out. Never fails: missing files leave the cgroup fields 0. The environment variables
+ * ORTSERVE_CGROUP_ROOT (default /sys/fs/cgroup) and ORTSERVE_PROC_CGROUP (default /proc/self/cgroup)
+ * move the files it reads. getenv: do not call while another thread changes the environment. */
 OSV_API void osv_sysmem_read(osv_sysmem_t *out);
 
 /* The same, reading cgroup files under `root` (normally "/sys/fs/cgroup") and the membership file

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -65,6 +66,8 @@ static const opt_def_t opts[] = {
     {"max-dims", T_U32, O(limits.max_dims), "N", "tensor rank limit (8, at most 16)"},
     {"deadline-ms", T_I64, O(srv.deadline_ms), "MS", "default request deadline; 0 disables (500)"},
     {"max-queue", T_U32, O(srv.max_queue), "N", "queued requests per model before 503 (64)"},
+    {"memory-high-pct", T_U32, O(srv.memory_high_pct), "PCT",
+     "under a cgroup memory limit: refuse inferences with 503 above PCT % of it; 0 disables (90)"},
     {"inline-threshold-us", T_I64, O(srv.inline_threshold_ns), "US",
      "models faster than this run on the loop (200)"},
     {"image-max-pixels", T_SIZE, O(srv.image_max_pixels), "N",
@@ -82,11 +85,15 @@ static const opt_def_t opts[] = {
     {"drain-timeout-ms", T_INT, O(srv.drain_timeout_ms), "MS",
      "on SIGTERM, time given to requests in flight (10000)"},
     {"retry-after-s", T_U32, O(srv.retry_after_s), "S", "Retry-After on 503 responses (1)"},
+    {"auth-token-file", T_STR, O(srv.auth_token_file), "FILE",
+     "require 'Authorization: Bearer <token>' except on health endpoints (one token a line; SIGHUP "
+     "re-reads)"},
     {"allow-shm", T_BOOL, O(srv.allow_shm), "0|1", "allow system shared-memory registration (default 0)"},
     {"force-copy", T_BOOL, O(srv.force_copy), "0|1",
      "copy every tensor instead of binding in place (benchmarks)"},
     {"ort-library", T_STR, O(ort_library), "PATH", "libonnxruntime.so.1 to load"},
-    {"ort-telemetry", T_BOOL, O(ort_telemetry), "0|1", "let ONNX Runtime's own telemetry run (default 0: off)"},
+    {"ort-telemetry", T_BOOL, O(ort_telemetry), "0|1",
+     "let ONNX Runtime's own telemetry run (default 0: off)"},
     {"log-level", T_STR, O(log_level), "LEVEL", "debug|info|warn|error|off (info)"},
     {"log-format", T_STR, O(log_format), "FMT", "json|text (json)"},
     {"access-log", T_BOOL, O(access_log), "0|1", "one log line per request (default 1)"},
@@ -274,8 +281,11 @@ static osv_server_t *the_server;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    if (the_server)
+    if (!the_server)
+        return;
+    if (sig == SIGHUP)
+        osv_server_reload(the_server); /* an atomic store: the main thread re-reads the token file */
+    else
         osv_server_stop(the_server); /* async-signal-safe: an atomic and eventfd writes */
 }
 
@@ -316,6 +326,25 @@ static void log_unavailable(osv_repo_t *repo)
                     osv_log_escape(e[i].name, name, sizeof name),
                     osv_log_escape(e[i].reason, reason, sizeof reason));
     }
+}
+
+/* Each connection is a descriptor: raise the soft RLIMIT_NOFILE (often 1024) towards the hard limit
+ * so that --max-connections, not EMFILE, is what bounds connections; warn when the hard limit is
+ * too low. (Out of descriptors the server still answers 503 and never spins: src/http/loop.c.) */
+static void fit_nofile(uint32_t max_connections)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)max_connections + 256; /* listeners, models, logs, ORT, shared memory */
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    if (rl.rlim_cur > old && setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= want)
+        return;
+    osv_log(OSV_LOG_WARN, "nofile_limit",
+            "\"open_files\":%llu,\"max_connections\":%u,\"message\":\"the descriptor limit is below "
+            "--max-connections + 256: connections beyond it get 503 (raise LimitNOFILE / ulimit -n)\"",
+            (unsigned long long)(rl.rlim_cur > old ? rl.rlim_cur : old), max_connections);
 }
 
 static void write_port_file(const char *path, uint16_t port)
@@ -373,6 +402,7 @@ static int serve(serve_cfg_t *cfg)
                          .trace_ratio = cfg->trace_ratio,
                          .loops = cfg->srv.loops > 0 ? cfg->srv.loops : (int)sysconf(_SC_NPROCESSORS_ONLN)};
     cfg->srv.loops = oo.loops;
+    fit_nofile(cfg->srv.max_connections);
     if (osv_obs_init(&oo, &err) != 0) {
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
         return 1;
@@ -403,6 +433,7 @@ static int serve(serve_cfg_t *cfg)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (cfg->port_file)
         write_port_file(cfg->port_file, s->port);

@@ -6,23 +6,24 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: ortserve <command> [options]\n"
-               "\n"
-               "commands:\n"
-               "  serve --model-repository DIR [options]      serve every model over KServe v2 HTTP\n"
-               "  info <model.onnx|model dir> [--json]         inputs, outputs and metadata of a model\n"
-               "  run <model> --input NAME=FILE.npy ...         run a model once on .npy inputs\n"
-               "      [--output-dir DIR]\n"
-               "  classify --model-repository DIR -m MODEL IMG...  top-k labels of JPEG/PNG files\n"
-               "      [--top-k K] [--json]\n"
-               "\n"
-               "options:\n"
-               "  --version    print ortserve's and ONNX Runtime's versions\n"
-               "  --help       this text; `ortserve <command> --help` for a command's options\n"
-               "\n"
-               "environment:\n"
-               "  ORTSERVE_ORT_LIBRARY   path to libonnxruntime.so.1 (default: the installed copy\n"
-               "                         <prefix>/lib/ortserve, then the build's ORT, then the loader path)\n");
+    fprintf(f,
+            "usage: ortserve <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  serve --model-repository DIR [options]      serve every model over KServe v2 HTTP\n"
+            "  info <model.onnx|model dir> [--json]         inputs, outputs and metadata of a model\n"
+            "  run <model> --input NAME=FILE.npy ...         run a model once on .npy inputs\n"
+            "      [--output-dir DIR]\n"
+            "  classify --model-repository DIR -m MODEL IMG...  top-k labels of JPEG/PNG files\n"
+            "      [--top-k K] [--json]\n"
+            "\n"
+            "options:\n"
+            "  --version    print ortserve's and ONNX Runtime's versions\n"
+            "  --help       this text; `ortserve <command> --help` for a command's options\n"
+            "\n"
+            "environment:\n"
+            "  ORTSERVE_ORT_LIBRARY   path to libonnxruntime.so.1 (default: the installed copy\n"
+            "                         <prefix>/lib/ortserve, then the build's ORT, then the loader path)\n");
 }
 
 static int version(void)

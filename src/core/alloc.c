@@ -13,6 +13,7 @@ static osv_calloc_fn a_calloc = calloc;
 static osv_free_fn a_free = free;
 
 static _Atomic uint64_t n_allocs;
+static _Atomic uint64_t n_live;
 static _Atomic uint64_t fail_countdown; /* 0 = off; 1 = fail the next allocation */
 static _Atomic int fail_persistent;
 static _Atomic uint64_t n_injected;
@@ -29,7 +30,7 @@ int osv_replace_allocator(osv_malloc_fn m, osv_realloc_fn r, osv_calloc_fn c, os
 }
 
 /* True when this allocation must fail (fault injection). */
-static int inject_failure(void)
+int osv_alloc_should_fail(void)
 {
     uint64_t n = atomic_load_explicit(&fail_countdown, memory_order_relaxed);
     while (n != 0) {
@@ -46,32 +47,38 @@ static int inject_failure(void)
     return 0;
 }
 
-static void *counted(void *p)
+/* `fresh`: the block is new (not a realloc of a live one), so it adds to the live count. */
+static void *counted(void *p, int fresh)
 {
-    if (p)
+    if (p) {
         atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
+        if (fresh)
+            atomic_fetch_add_explicit(&n_live, 1, memory_order_relaxed);
+    }
     return p;
 }
 
 void *osv_malloc(size_t size)
 {
-    return inject_failure() ? NULL : counted(a_malloc(size ? size : 1));
+    return osv_alloc_should_fail() ? NULL : counted(a_malloc(size ? size : 1), 1);
 }
 
 void *osv_calloc(size_t count, size_t size)
 {
-    return inject_failure() ? NULL : counted(a_calloc(count ? count : 1, size ? size : 1));
+    return osv_alloc_should_fail() ? NULL : counted(a_calloc(count ? count : 1, size ? size : 1), 1);
 }
 
 void *osv_realloc(void *ptr, size_t size)
 {
-    return inject_failure() ? NULL : counted(a_realloc(ptr, size ? size : 1));
+    return osv_alloc_should_fail() ? NULL : counted(a_realloc(ptr, size ? size : 1), ptr == NULL);
 }
 
 void osv_free(void *ptr)
 {
-    if (ptr)
+    if (ptr) {
+        atomic_fetch_sub_explicit(&n_live, 1, memory_order_relaxed);
         a_free(ptr);
+    }
 }
 
 char *osv_strndup(const char *s, size_t len)
@@ -87,6 +94,11 @@ char *osv_strndup(const char *s, size_t len)
 char *osv_strdup(const char *s)
 {
     return osv_strndup(s, strlen(s));
+}
+
+uint64_t osv_alloc_live(void)
+{
+    return atomic_load_explicit(&n_live, memory_order_relaxed);
 }
 
 uint64_t osv_alloc_count(void)

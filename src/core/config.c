@@ -220,6 +220,8 @@ static int top_member(cfg_ctx_t *c, uint32_t key, uint32_t val)
         config_labels_t *lc = &c->m->labels_cfg;
         if (c->doc.toks[val].type != OSV_JSON_OBJECT)
             return bad(c, val, "'output_labels' must be an object of output name -> labels file");
+        if (lc->output_names) /* a second "output_labels" would index past the first one's arrays */
+            return bad(c, key, "'output_labels' is given twice");
         lc->output_names = osv_calloc(n ? n : 1, sizeof(char *));
         lc->output_files = osv_calloc(n ? n : 1, sizeof(char *));
         if (!lc->output_names || !lc->output_files)
@@ -241,8 +243,8 @@ static int top_member(cfg_ctx_t *c, uint32_t key, uint32_t val)
         return rc;
     }
     if (KEY_IS("batch_dim")) {
-        rc = get_bool(c, val, &b, "batch_dim");
-        cfg->batch_dim = b;
+        if ((rc = get_bool(c, val, &b, "batch_dim")) == 0) /* b is unset when it fails */
+            cfg->batch_dim = b;
         return rc;
     }
     return unknown(c, key, "config.json",

@@ -37,7 +37,7 @@ struct osv_model {
     const char **in_names, **out_names; /* arrays for OrtApi::Run */
     _Atomic uint8_t *derive_broken;     /* per output: symbolic-dim derivation proved wrong */
     int batch_dim;                      /* resolved: 1 when the first dim of every tensor is a batch */
-    bool outputs_symbolic; /* some output dim is named by a symbol (derivable from the inputs) */
+    bool outputs_symbolic;              /* some output dim is named by a symbol (derivable from the inputs) */
     osv_model_meta_t meta;
     osv_model_config_t cfg;
     char *config_text;
@@ -48,7 +48,7 @@ struct osv_model {
     double load_ms;
     char *warmup_error;
     uint64_t warmup_ns; /* the warm-up Run's duration (0 when none ran) */
-    char **owned; /* every string above, freed with the model */
+    char **owned;       /* every string above, freed with the model */
     size_t n_owned, cap_owned;
     struct {
         void *ptr;

@@ -48,6 +48,14 @@ uint64_t osv_pool_default_budget(void)
         b = 16ull << 20;
     if (b > (4ull << 30))
         b = 4ull << 30;
+    /* Under a cgroup limit the models are loaded by now: what they hold is not free for tensors.
+     * Take at most half of what is left, so ONNX Runtime's own growth under load has the rest. */
+    if (mem.cgroup_limit && mem.cgroup_working_set) {
+        uint64_t left =
+            mem.cgroup_working_set < mem.cgroup_limit ? mem.cgroup_limit - mem.cgroup_working_set : 0;
+        if (b > left / 2)
+            b = left / 2;
+    }
     return b;
 }
 
@@ -217,6 +225,10 @@ int osv_pool_acquire(osv_pool_t *pool, uint64_t bytes, osv_slot_t *out)
     }
     if (first == pool->n_classes)
         return OSV_ETOOBIG;
+    if (osv_alloc_should_fail()) { /* fault injection (ortserve/alloc.h): as if the pool were full */
+        atomic_fetch_add_explicit(&pool->cls[first].failed, 1, memory_order_relaxed);
+        return OSV_EBUSY;
+    }
     for (uint32_t i = first; i < pool->n_classes; i++) {
         pool_class_t *c = &pool->cls[i];
         uint32_t idx;

@@ -85,6 +85,33 @@ static uint64_t hierarchical_limit(const char *dir, const char *group, const cha
     return best;
 }
 
+/* The value of `key` in a memory.stat file ("key value" lines); 0 when absent. */
+static uint64_t stat_value(const char *path, const char *key)
+{
+    char line[256];
+    uint64_t v = 0;
+    size_t klen = strlen(key);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, klen) == 0 && line[klen] == ' ') {
+            v = strtoull(line + klen + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* usage - inactive_file, read from the group directory `gdir` (v2 names, or v1's "total_" ones). */
+static uint64_t working_set(const char *gdir, uint64_t usage, int v1)
+{
+    char path[1300];
+    snprintf(path, sizeof path, "%s/memory.stat", gdir);
+    uint64_t inactive = stat_value(path, v1 ? "total_inactive_file" : "inactive_file");
+    return inactive < usage ? usage - inactive : 0;
+}
+
 void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t *out)
 {
     char group[512], dir[600], path[1200];
@@ -98,8 +125,10 @@ void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t 
         if (found) {
             out->cgroup_version = 2;
             out->cgroup_limit = lim;
-            snprintf(path, sizeof path, "%s%s/memory.current", root, strcmp(group, "/") ? group : "");
+            snprintf(dir, sizeof dir, "%s%s", root, strcmp(group, "/") ? group : "");
+            snprintf(path, sizeof path, "%s/memory.current", dir);
             out->cgroup_usage = read_limit(path);
+            out->cgroup_working_set = working_set(dir, out->cgroup_usage, 0);
         }
     }
     if (out->cgroup_version == 0 && find_group(self_cgroup, 0, group, sizeof group)) {
@@ -108,8 +137,11 @@ void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t 
         if (found) {
             out->cgroup_version = 1;
             out->cgroup_limit = lim;
-            snprintf(path, sizeof path, "%s%s/memory.usage_in_bytes", dir, strcmp(group, "/") ? group : "");
+            char gdir[1200];
+            snprintf(gdir, sizeof gdir, "%s%s", dir, strcmp(group, "/") ? group : "");
+            snprintf(path, sizeof path, "%s/memory.usage_in_bytes", gdir);
             out->cgroup_usage = read_limit(path);
+            out->cgroup_working_set = working_set(gdir, out->cgroup_usage, 1);
         }
     }
     out->effective = out->physical;
@@ -117,7 +149,11 @@ void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t 
         out->effective = out->cgroup_limit;
 }
 
+/* ORTSERVE_CGROUP_ROOT and ORTSERVE_PROC_CGROUP point at a cgroup file system mounted elsewhere
+ * (and let end-to-end tests drive the memory guard with a fake tree). */
 void osv_sysmem_read(osv_sysmem_t *out)
 {
-    osv_sysmem_read_at("/sys/fs/cgroup", "/proc/self/cgroup", out);
+    const char *root = getenv("ORTSERVE_CGROUP_ROOT"), *self = getenv("ORTSERVE_PROC_CGROUP");
+    osv_sysmem_read_at(root && *root ? root : "/sys/fs/cgroup", self && *self ? self : "/proc/self/cgroup",
+                       out);
 }

@@ -297,7 +297,7 @@ static int mp_split(osv_conn_t *c, cls_ctx_t *x, const char *delim, size_t dlen,
             }
         }
         if (++n > x->im->spec.limits.max_images) {
-            osv_res_error(c, 413, "more than %u images in one request (max_images)",
+            osv_res_error(c, 413, "too many images in one request: the limit is %u (max_images)",
                           x->im->spec.limits.max_images);
             return -1;
         }
@@ -481,6 +481,8 @@ static void body_received(osv_conn_t *c)
         x->blobs[0] = (osv_img_blob_t){c->req.body_ptr, c->req.body_len};
         x->n = 1;
     }
+    if (osv_server_memory_refuse(c))
+        return;
     if (!s->sched) {
         classify_task(c);
         return;

@@ -9,6 +9,7 @@
 #define OSV_HTTP_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -25,6 +26,7 @@ typedef struct osv_loop osv_loop_t;
 typedef struct osv_conn osv_conn_t;
 typedef struct osv_sched osv_sched_t;
 typedef struct osv_shm osv_shm_t;
+typedef struct osv_auth osv_auth_t;
 
 /* Every option of `ortserve serve` (flags and ORTSERVE_* variables map 1:1 onto these). */
 typedef struct osv_server_opts {
@@ -43,7 +45,9 @@ typedef struct osv_server_opts {
     uint32_t max_queue;           /* queued requests per model before 503 */
     uint64_t inline_threshold_ns; /* models faster than this run on the loop thread */
     int header_timeout_ms, body_timeout_ms, idle_timeout_ms, drain_timeout_ms;
-    uint32_t retry_after_s; /* Retry-After on 503 */
+    uint32_t retry_after_s;      /* Retry-After on 503 */
+    uint32_t memory_high_pct;    /* memory guard: % of the cgroup limit (0 = off), server.c */
+    const char *auth_token_file; /* bearer tokens required on all but health endpoints (auth.h) */
     bool allow_shm;
     bool force_copy; /* benchmarks: copy every tensor (honest comparison) */
     osv_pool_opts_t pool;
@@ -57,10 +61,10 @@ void osv_server_opts_default(osv_server_opts_t *o);
 /* ---- connections ---------------------------------------------------------------------------- */
 
 typedef enum conn_state {
-    CONN_HEAD,  /* waiting for / reading a request head */
-    CONN_BODY,  /* receiving a request body */
-    CONN_RUN,   /* handed to a worker (or waiting for a retry) */
-    CONN_WRITE, /* writing the response */
+    CONN_HEAD,   /* waiting for / reading a request head */
+    CONN_BODY,   /* receiving a request body */
+    CONN_RUN,    /* handed to a worker (or waiting for a retry) */
+    CONN_WRITE,  /* writing the response */
     CONN_LINGER, /* response sent, write side shut: discarding what the client still sends */
     CONN_CLOSED
 } conn_state_t;
@@ -158,6 +162,7 @@ struct osv_conn {
 struct osv_loop {
     int id;
     int epfd, listen_fd, wake_fd;
+    int reserve_fd; /* a spare descriptor, given back to accept-and-refuse when out of them */
     pthread_t thread;
     osv_server_t *srv;
     osv_conn_t *free_conns;
@@ -171,6 +176,7 @@ struct osv_loop {
     osv_json_tok_t *toks;       /* parse scratch for the request being decoded on this thread */
     bool accepting;
     uint64_t accept_paused_until; /* after EMFILE: monotonic ns */
+    uint64_t abandon_at;          /* drain timed out: when to give up on the last connections */
     int watch_slot;               /* this thread's deadline watchdog slot */
     uint64_t now;                 /* monotonic ns, read once per loop iteration (timers are coarse) */
     _Atomic uint64_t status[OSV_STATUS_SLOTS]; /* responses by status (obs.c's slot table) */
@@ -183,7 +189,10 @@ struct osv_server {
     osv_pool_t *pool;
     osv_sched_t *sched;
     osv_shm_t *shm;
-    void *control_sched; /* admission state for control-plane tasks (model loads) */
+    osv_auth_t *auth;        /* NULL: no authentication */
+    _Atomic int reload_auth; /* SIGHUP: re-read the token file (osv_server_run does) */
+    sem_t wake;              /* posted by osv_server_stop/reload (sem_post is async-signal-safe) */
+    void *control_sched;     /* admission state for control-plane tasks (model loads) */
     osv_loop_t *loops;
     int n_loops;
     uint16_t port;
@@ -195,15 +204,29 @@ struct osv_server {
     /* Server-wide counters (exported by the metrics layer). */
     _Atomic uint64_t timeouts[4]; /* header, body, write, idle */
     _Atomic uint64_t accept_errors, rejected_connections;
+    /* Memory guard (osv_server_watch_memory): while the cgroup's working set is above
+     * o.memory_high_pct of its limit, new inferences get 503 and worker runs take mem_gate one at a
+     * time, so ONNX Runtime's arena does not grow by a concurrent run's worth. */
+    uint64_t mem_limit;      /* the cgroup limit at start; 0 = no limit, no guard */
+    uint64_t mem_next_check; /* watchdog thread only */
+    _Atomic int mem_pressure;
+    _Atomic uint64_t mem_working_set, mem_shed;
+    pthread_mutex_t mem_gate;
 };
 
 /* ---- functions the files provide to each other ------------------------------------------------ */
 
 /* server.c */
+/* Re-reads the cgroup's memory use at most every 10 ms and sets or clears mem_pressure (hysteresis:
+ * clears 5 points below the mark). Called by the deadline watchdog thread only. */
+void osv_server_watch_memory(osv_server_t *s, uint64_t now);
+/* Admission: when the memory guard is on, answers 503 (Retry-After) and returns true. Loop thread. */
+bool osv_server_memory_refuse(osv_conn_t *c);
 int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *repo, osv_server_t **out,
                       osv_err_t *err);
-int osv_server_run(osv_server_t *s);   /* blocks until stopped and drained */
-void osv_server_stop(osv_server_t *s); /* async-signal-safe: starts the drain */
+int osv_server_run(osv_server_t *s);     /* blocks until stopped and drained */
+void osv_server_stop(osv_server_t *s);   /* async-signal-safe: starts the drain */
+void osv_server_reload(osv_server_t *s); /* async-signal-safe: re-read the auth token file */
 void osv_server_destroy(osv_server_t *s);
 /* The repository load hook: checks a model can be served and attaches its scheduling state. ud is
  * the server options (for defaults). */

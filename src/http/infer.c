@@ -774,6 +774,8 @@ static void dispatch(osv_conn_t *c)
     bool inline_ok = !x->has_image && /* decoding takes milliseconds: never on the loop */
                      atomic_load_explicit(&x->ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
                      atomic_load_explicit(&x->ms->queued, memory_order_relaxed) == 0;
+    if (osv_server_memory_refuse(c))
+        return;
     if (inline_ok || !s->sched) {
         run_task(c);
         return;

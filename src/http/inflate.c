@@ -48,14 +48,16 @@ static int measure(const void *src, uint64_t len, int enc, uint64_t max, uint64_
         total += sizeof scratch - z.avail_out;
         if (total > max) {
             inflateEnd(&z);
-            return osv_err_set(err, OSV_ETOOBIG, "decompressed body exceeds the limit of %" PRIu64 " bytes", max);
+            return osv_err_set(err, OSV_ETOOBIG, "decompressed body exceeds the limit of %" PRIu64 " bytes",
+                               max);
         }
         if (zr == Z_BUF_ERROR && z.avail_in == 0)
             break;
     }
     inflateEnd(&z);
     if (zr != Z_STREAM_END)
-        return osv_err_set(err, OSV_EPARSE, "the %s body is corrupt or truncated", enc == OSV_ENC_GZIP ? "gzip" : "deflate");
+        return osv_err_set(err, OSV_EPARSE, "the %s body is corrupt or truncated",
+                           enc == OSV_ENC_GZIP ? "gzip" : "deflate");
     *size = total;
     return 0;
 }
@@ -83,8 +85,8 @@ int osv_inflate_body(osv_pool_t *pool, const void *src, uint64_t len, int enc, u
         return rc;
     }
     if (size > max)
-        return osv_err_set(err, OSV_ETOOBIG, "decompressed body of %" PRIu64 " bytes exceeds the limit of %" PRIu64, size,
-                           max);
+        return osv_err_set(err, OSV_ETOOBIG,
+                           "decompressed body of %" PRIu64 " bytes exceeds the limit of %" PRIu64, size, max);
     if ((rc = osv_pool_acquire(pool, size ? size : 1, out)) != 0)
         return osv_err_set(err, rc, "no memory for a %" PRIu64 "-byte decompressed body, retry later", size);
     if (open_stream(&z, enc) != 0) {

@@ -284,9 +284,14 @@ static void body_ready(osv_conn_t *c, const char *p, uint64_t len)
     if (enc != OSV_ENC_IDENTITY) {
         osv_err_t err;
         uint64_t out_len;
-        int rc = osv_inflate_body(s->pool, p, len, enc, s->o.max_body_bytes, &c->req.inflated, &out_len, &err);
+        int rc =
+            osv_inflate_body(s->pool, p, len, enc, s->o.max_body_bytes, &c->req.inflated, &out_len, &err);
         if (rc) {
-            osv_res_error(c, rc == OSV_ETOOBIG ? 413 : rc == OSV_EPARSE ? 400 : osv_http_status(rc), "%s", err.msg);
+            osv_res_error(c,
+                          rc == OSV_ETOOBIG  ? 413
+                          : rc == OSV_EPARSE ? 400
+                                             : osv_http_status(rc),
+                          "%s", err.msg);
             return;
         }
         c->req.copied += out_len; /* inflating is a copy by nature */
@@ -349,7 +354,8 @@ void osv_h_receive_body(osv_conn_t *c, uint64_t limit, body_done_fn done)
     }
     if (osv_pool_acquire(s->pool, h->content_length, &c->req.body_slot) != 0) {
         c->res.close_after = true;
-        osv_res_error(c, 503, "no memory for a %" PRIu64 "-byte request body, retry later", h->content_length);
+        osv_res_error(c, 503, "no memory for a %" PRIu64 "-byte request body, retry later",
+                      h->content_length);
         return;
     }
     struct iovec v = {c->req.body_slot.base, h->content_length};

@@ -12,6 +12,7 @@
  * (counted as "readahead"); everything after that is read by readv directly into the destination,
  * with the connection buffer as the last iovec to catch the next pipelined request. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -58,9 +59,28 @@ static void buf_put(osv_loop_t *l, char *b)
     l->free_bufs[l->n_free_bufs++] = b;
 }
 
+/* Every connection has at most one timer: with room in the heap for one more than the open
+ * connections, arming a timer never allocates (and so never fails). */
+static bool heap_reserve(osv_loop_t *l, uint32_t n)
+{
+    if (n <= l->cap_heap)
+        return true;
+    uint32_t cap = l->cap_heap ? l->cap_heap * 2 : 256;
+    while (cap < n)
+        cap *= 2;
+    osv_conn_t **h = osv_realloc(l->heap, cap * sizeof *h);
+    if (!h)
+        return false;
+    l->heap = h;
+    l->cap_heap = cap;
+    return true;
+}
+
 static osv_conn_t *conn_new(osv_loop_t *l, int fd)
 {
     osv_conn_t *c = l->free_conns;
+    if (!heap_reserve(l, l->n_conns + 1))
+        return NULL;
     if (c) {
         l->free_conns = c->next_free;
     } else {
@@ -142,14 +162,9 @@ void osv_conn_set_timer(osv_conn_t *c, uint64_t ns)
     heap_remove(l, c);
     if (ns == 0)
         return;
-    if (l->n_heap == l->cap_heap) {
-        uint32_t cap = l->cap_heap ? l->cap_heap * 2 : 256;
-        osv_conn_t **h = osv_realloc(l->heap, cap * sizeof *h);
-        if (!h)
-            return; /* no timer: the connection just lives without one */
-        l->heap = h;
-        l->cap_heap = cap;
-    }
+    /* Cannot fail: conn_new reserved a place for every connection's timer. */
+    if (l->n_heap == l->cap_heap && !heap_reserve(l, l->n_heap + 1))
+        return;
     c->timer_at = l->now + ns; /* the loop's clock, read once per iteration: timeouts are coarse */
     c->timer_idx = (int)l->n_heap;
     l->heap[l->n_heap++] = c;
@@ -208,7 +223,7 @@ static void conn_close(osv_conn_t *c)
  * which can destroy the error response the client has not read yet — exactly when a large upload
  * was refused. So shut down the write side and discard what the client still sends, bounded in
  * bytes and time, before closing. */
-#define LINGER_NS 2000000000ull
+#define LINGER_NS        2000000000ull
 #define LINGER_MAX_BYTES (256ull << 20)
 
 static void linger(osv_conn_t *c)
@@ -347,6 +362,12 @@ static bool step_head(osv_conn_t *c)
         }
         if (!c->readable)
             return false;
+        if (!c->buf && !(c->buf = buf_get(c->loop))) {
+            e = (osv_http_error_t){503, "out of memory for the request, retry later"};
+            head_error(c, &e); /* the head is not read: the response closes (lingering) */
+            return true;
+        }
+        c->cap = s->o.conn_buffer;
         int r = read_more(c);
         if (r < 0) {
             conn_close(c);
@@ -510,7 +531,7 @@ static int read_into_plan(osv_conn_t *c)
     }
     uint64_t to_plan = (uint64_t)got < b->remaining ? (uint64_t)got : b->remaining;
     plan_advance(b, to_plan);
-    c->req.bytes_in += to_plan; /* the rest belongs to the next request */
+    c->req.bytes_in += to_plan;                    /* the rest belongs to the next request */
     c->len += (uint32_t)((uint64_t)got - to_plan); /* the rest landed in the buffer tail */
     if (to_plan == (uint64_t)got && (uint64_t)got < b->remaining)
         c->readable = false;
@@ -560,6 +581,8 @@ static bool step_body_chunked(osv_conn_t *c)
             return false;
         if (!dechunk_buffered(c))
             return true; /* error response prepared */
+        /* --body-timeout-ms is the time between body bytes */
+        osv_conn_set_timer(c, ms_ns(c->loop->srv->o.body_timeout_ms));
     }
     osv_conn_set_timer(c, 0);
     c->state = CONN_RUN;
@@ -582,6 +605,8 @@ static bool step_body(osv_conn_t *c)
         }
         if (r == 0)
             return false;
+        if (b->remaining > 0) /* --body-timeout-ms is the time between body bytes */
+            osv_conn_set_timer(c, ms_ns(c->loop->srv->o.body_timeout_ms));
     }
     osv_conn_set_timer(c, 0);
     c->state = CONN_RUN; /* the continuation decides what comes next */
@@ -647,7 +672,9 @@ static void conn_drive(osv_conn_t *c)
         case CONN_WRITE:
             progressed = step_write(c);
             break;
-        case CONN_LINGER: progressed = step_linger(c); break;
+        case CONN_LINGER:
+            progressed = step_linger(c);
+            break;
         default:
             return; /* RUN: a worker or a timer continues it; CLOSED: done */
         }
@@ -680,9 +707,15 @@ static void on_timeout(osv_conn_t *c)
         conn_close(c); /* the client kept sending after the response: stop listening */
         return;
     }
-    if (c->state == CONN_BODY)
+    if (c->state == CONN_BODY) {
+        /* The client stopped sending its body: tell it (408) and close, as for a head. */
         osv_obs_note_timeout(c->loop->srv, "body");
-    else if (c->state == CONN_WRITE)
+        c->res.close_after = true;
+        osv_res_error(c, 408, "timed out waiting for the request body (--body-timeout-ms)");
+        conn_drive(c);
+        return;
+    }
+    if (c->state == CONN_WRITE)
         osv_obs_note_timeout(c->loop->srv, "write");
     else
         osv_obs_note_timeout(c->loop->srv, "idle");
@@ -747,19 +780,6 @@ static void run_completions(osv_loop_t *l)
     }
 }
 
-static void reject_connection(int fd, uint32_t retry_after)
-{
-    char msg[256];
-    int n =
-        snprintf(msg, sizeof msg,
-                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: %u\r\n"
-                 "Connection: close\r\nContent-Length: 39\r\n\r\n{\"error\":\"too many connections, retry\"}",
-                 retry_after);
-    ssize_t r = write(fd, msg, (size_t)n);
-    (void)r;
-    close(fd);
-}
-
 static void pause_accept(osv_loop_t *l, uint64_t ns)
 {
     struct epoll_event ev = {.events = 0, .data.ptr = &l->listen_fd};
@@ -776,31 +796,79 @@ static void resume_accept(osv_loop_t *l)
     }
 }
 
+/* A connection the server cannot take (too many connections, out of memory or descriptors): a
+ * complete 503 written at once (it fits any socket buffer), then the write side is shut and whatever
+ * the client already sent is read and dropped, so that closing does not turn into a reset that could
+ * destroy the answer (best effort: the socket is not kept). */
+static void reject_connection(int fd, uint32_t retry_after, const char *why)
+{
+    char msg[384], scratch[4096];
+    size_t body = strlen(why) + 12; /* {"error":"<why>"} */
+    int n =
+        snprintf(msg, sizeof msg,
+                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: %u\r\n"
+                 "Connection: close\r\nContent-Length: %zu\r\n\r\n{\"error\":\"%s\"}",
+                 retry_after, body, why);
+    ssize_t r = write(fd, msg, n > 0 && (size_t)n < sizeof msg ? (size_t)n : 0);
+    shutdown(fd, SHUT_WR);
+    for (int i = 0; i < 16 && (r = read(fd, scratch, sizeof scratch)) > 0; i++)
+        ;
+    close(fd);
+}
+
+/* Out of descriptors (EMFILE/ENFILE): the listener stays readable while connections wait in its
+ * backlog, so epoll would report it again at once — a spin. Give the loop's reserve descriptor
+ * back, accept the waiting connections one at a time to answer each with 503 and close it, take
+ * the reserve again, and stop watching the listener for a moment (libuv's "EMFILE trick", plus a
+ * pause in case the reserve could not be taken back). */
+static void shed_connections(osv_loop_t *l)
+{
+    osv_server_t *s = l->srv;
+    if (l->reserve_fd >= 0) {
+        close(l->reserve_fd);
+        l->reserve_fd = -1;
+        for (int i = 0; i < 64; i++) {
+            int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0)
+                break;
+            osv_obs_note_rejected_connection(s);
+            reject_connection(fd, s->o.retry_after_s, "out of file descriptors, retry");
+        }
+        l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    pause_accept(l, 100000000ull);
+}
+
 static void on_accept(osv_loop_t *l)
 {
     osv_server_t *s = l->srv;
     for (int i = 0; i < 64 && l->accepting; i++) {
         int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            if (errno == EMFILE || errno == ENFILE) {
                 osv_obs_note_accept_error(s, errno);
-                pause_accept(l, 100000000ull); /* out of descriptors: back off instead of spinning */
+                shed_connections(l); /* out of descriptors: answer the waiting ones, never spin */
+            } else if (errno == ENOBUFS || errno == ENOMEM) {
+                osv_obs_note_accept_error(s, errno);
+                pause_accept(l, 100000000ull); /* out of kernel memory: back off instead of spinning */
             }
             return;
         }
         if (atomic_load(&s->conns) >= s->o.max_connections) {
             osv_obs_note_rejected_connection(s);
-            reject_connection(fd, s->o.retry_after_s);
+            reject_connection(fd, s->o.retry_after_s, "too many connections, retry");
             continue;
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         osv_conn_t *c = conn_new(l, fd);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
-        if (!c || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            if (c)
-                conn_close(c);
-            else
-                close(fd);
+        if (!c) {
+            osv_obs_note_rejected_connection(s);
+            reject_connection(fd, s->o.retry_after_s, "out of memory, retry");
+            continue;
+        }
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            conn_close(c);
             continue;
         }
         osv_conn_set_timer(c, ms_ns(s->o.idle_timeout_ms));
@@ -834,11 +902,15 @@ static void begin_drain(osv_loop_t *l)
     }
 }
 
+/* The drain timed out: close every connection except those whose (canceled) request is still on a
+ * worker or whose answer is being written — they get ABANDON_GRACE_NS to send their 504/503. */
+#define ABANDON_GRACE_NS 1000000000ull
+
 static void close_all(osv_loop_t *l)
 {
     for (osv_conn_t *c = l->all, *n; c; c = n) {
         n = c->next_all;
-        if (c->state != CONN_RUN)
+        if (c->state != CONN_RUN && c->state != CONN_WRITE)
             conn_close(c);
     }
 }
@@ -864,11 +936,14 @@ void *osv_loop_main(void *arg)
         int stopping = atomic_load(&l->srv->stopping);
         if (stopping)
             begin_drain(l);
-        if (stopping == 2)
+        if (stopping == 2) {
+            if (!l->abandon_at)
+                l->abandon_at = osv_now_ns() + ABANDON_GRACE_NS;
             close_all(l);
-        /* After the drain timeout, connections whose requests are still on a worker are
-         * abandoned; the workers finish (their runs were canceled) before anything is freed. */
-        if ((stopping && l->n_conns == 0) || stopping == 2)
+        }
+        /* After the drain timeout and the grace, connections still waiting for a worker or writing
+         * are abandoned (osv_loop_free releases them once the workers have stopped). */
+        if (stopping && (l->n_conns == 0 || (stopping == 2 && osv_now_ns() >= l->abandon_at)))
             break;
         int n = epoll_wait(l->epfd, evs, MAX_EVENTS, next_timeout_ms(l));
         l->now = osv_now_ns();
@@ -894,6 +969,17 @@ void osv_loop_free(osv_loop_t *l)
     osv_conn_t *c = l->free_conns;
     if (!l->srv)
         return; /* never initialised */
+    /* Connections a drain that timed out left behind (their requests were on a worker): the workers
+     * have stopped (osv_sched_destroy runs first), so nothing else can touch them now. */
+    for (osv_conn_t *a = l->all, *n; a; a = n) {
+        n = a->next_all;
+        request_cleanup(a);
+        close(a->fd);
+        osv_free(a->buf);
+        osv_arena_free(&a->arena);
+        osv_free(a);
+    }
+    l->all = NULL;
     while (c) {
         osv_conn_t *n = c->next_free;
         osv_arena_free(&c->arena);
@@ -909,6 +995,8 @@ void osv_loop_free(osv_loop_t *l)
         close(l->listen_fd);
     if (l->wake_fd >= 0)
         close(l->wake_fd);
+    if (l->reserve_fd >= 0)
+        close(l->reserve_fd);
     if (l->epfd >= 0)
         close(l->epfd);
 }

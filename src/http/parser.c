@@ -170,6 +170,11 @@ int osv_http_parse_head(const char *buf, size_t len, osv_http_head_t *h, osv_htt
         return fail(e, 400,
                     HTTP_PARSER_ERRNO(&p) == HPE_OK ? "incomplete request head"
                                                     : http_errno_description(HTTP_PARSER_ERRNO(&p)));
+    /* The parser ends the head on the byte after its final CR (any byte: Debian builds it non-strict);
+     * it must be the last byte of the blank line found above, or the two disagree on where the body
+     * starts ("...\r\n\r<junk>...\r\n\r\n" would leave bytes both in the head and in the body). */
+    if (n + 1 != end)
+        return fail(e, 400, "malformed end of the request head");
     if (p.http_major != 1)
         return fail(e, 505, "only HTTP/1.x is supported");
     if (!c.url || c.url_len == 0)

@@ -90,6 +90,7 @@ int osv_http_status(int code)
     }
 }
 
+static void hdr_append(osv_conn_t *c, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void hdr_append(osv_conn_t *c, const char *fmt, va_list ap)
 {
     osv_response_t *r = &c->res;

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http/auth.h"
 #include "http/handlers.h"
 #include "http/inflate.h"
 #include "obs/obs.h"
@@ -157,7 +158,8 @@ static void route_shm(osv_conn_t *c, seg_t *s, int n)
 static void route_cuda_shm(osv_conn_t *c, seg_t *s, int n)
 {
     static const char none[] = "[]";
-    bool status = is(&s[n - 1], "status"), unreg = is(&s[n - 1], "unregister"), reg = is(&s[n - 1], "register");
+    bool status = is(&s[n - 1], "status"), unreg = is(&s[n - 1], "unregister"),
+         reg = is(&s[n - 1], "register");
     bool shape = n == 3 || (n == 5 && is(&s[2], "region"));
     if (!shape || !(status || unreg || reg)) {
         not_found(c);
@@ -168,7 +170,8 @@ static void route_cuda_shm(osv_conn_t *c, seg_t *s, int n)
         if (allow(c, false, true)) /* a body, if any, was not read: close after answering */
             osv_res_empty(c, 200);
     } else if (allow(c, false, true)) {
-        osv_res_error(c, 400, "CUDA shared memory is not supported by this CPU server: use system shared memory");
+        osv_res_error(c, 400,
+                      "CUDA shared memory is not supported by this CPU server: use system shared memory");
     }
 }
 
@@ -206,9 +209,44 @@ static bool encoded_body(osv_conn_t *c)
     if (osv_content_encoding(h) != OSV_ENC_UNSUPPORTED)
         return false;
     c->res.close_after = c->req.head.content_length > 0 || c->req.head.chunked;
-    osv_res_error(c, 415, "Content-Encoding '%.*s' is not supported: send the body uncompressed, gzip or deflate",
+    osv_res_error(c, 415,
+                  "Content-Encoding '%.*s' is not supported: send the body uncompressed, gzip or deflate",
                   (int)(h->value_len > 32 ? 32 : h->value_len), h->value);
     return true;
+}
+
+/* Health endpoints answer without a token (Kubernetes probes, load balancers): KServe v2's health
+ * API — server live, server ready, model ready — as Triton's `health` API group. */
+static bool auth_exempt(const seg_t *s, int n)
+{
+    if (n == 3 && is(&s[0], "v2") && is(&s[1], "health"))
+        return is(&s[2], "live") || is(&s[2], "ready");
+    return (n == 4 || (n == 6 && is(&s[3], "versions"))) && is(&s[0], "v2") && is(&s[1], "models") &&
+           is(&s[n - 1], "ready");
+}
+
+/* With --auth-token-file: true when the request may go on; otherwise a 401 has been prepared (a body
+ * the request carries is not read, so the connection closes after it). */
+static bool authorized(osv_conn_t *c, const seg_t *s, int n)
+{
+    static const char missing[] =
+        "{\"error\":\"authentication required: send 'Authorization: Bearer <token>'\"}";
+    static const char invalid[] = "{\"error\":\"invalid bearer token\"}";
+    osv_auth_t *a = c->loop->srv->auth;
+    if (!a || (n >= 0 && auth_exempt(s, n)))
+        return true;
+    const osv_http_header_t *h = osv_req_header(c, "Authorization");
+    if (osv_auth_check(a, h ? h->value : NULL, h ? h->value_len : 0))
+        return true;
+    osv_res_begin(c, 401);
+    osv_res_header(c, "WWW-Authenticate", "%s",
+                   h ? "Bearer realm=\"ortserve\", error=\"invalid_token\"" : "Bearer realm=\"ortserve\"");
+    osv_res_header(c, "Content-Type", "application/json");
+    osv_res_end_head(c, h ? sizeof invalid - 1 : sizeof missing - 1);
+    if (c->req.head.method != OSV_HTTP_HEAD)
+        osv_res_add_iov(c, h ? invalid : missing, h ? sizeof invalid - 1 : sizeof missing - 1);
+    osv_conn_send(c);
+    return false;
 }
 
 void osv_route(osv_conn_t *c)
@@ -216,7 +254,7 @@ void osv_route(osv_conn_t *c)
     seg_t s[MAX_SEGS];
     int n = split(c->req.head.path, c->req.head.path_len, s);
     osv_obs_request_begin(c);
-    if (encoded_body(c))
+    if (!authorized(c, s, n) || encoded_body(c))
         return;
     /* Methods other than GET, HEAD and POST reach allow(), whose 405 carries the Allow header. */
     if (n < 0) {

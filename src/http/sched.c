@@ -80,7 +80,13 @@ static void *worker_main(void *arg)
         atomic_fetch_sub_explicit(&t.ms->queued, 1, memory_order_relaxed);
         t.c->req.phase_t1[0] = osv_now_ns();
         t.c->req.ns[OSV_PHASE_QUEUE] = t.c->req.phase_t1[0] - t.c->req.phase_t0[0];
+        /* Memory guard: one run at a time while the group is near its limit (http.h, mem_gate). */
+        bool gate = atomic_load_explicit(&q->srv->mem_pressure, memory_order_relaxed) != 0;
+        if (gate)
+            pthread_mutex_lock(&q->srv->mem_gate);
         t.fn(t.c);
+        if (gate)
+            pthread_mutex_unlock(&q->srv->mem_gate);
         osv_loop_complete(t.c);
     }
 }
@@ -169,7 +175,9 @@ static void *watchdog_main(void *arg)
         long ns = atomic_load(&q->srv->inflight) > 0 ? 2000000L : 50000000L;
         struct timespec ts = {0, ns};
         nanosleep(&ts, NULL);
-        scan(q, osv_now_ns());
+        uint64_t now = osv_now_ns();
+        scan(q, now);
+        osv_server_watch_memory(q->srv, now);
     }
     return NULL;
 }

@@ -2,6 +2,8 @@
  * threads, the per-model scheduling state attached at load, and the graceful drain. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -12,11 +14,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http/auth.h"
 #include "http/http.h"
 #include "http/sched.h"
 #include "http/shm.h"
+#include "obs/log.h"
 #include "obs/obs.h"
 #include "ortserve/imaging.h"
+#include "ortserve/sysmem.h"
 
 static osv_model_sched_t control_sched = {.max_queue = 8, .deadline_ms = -1};
 
@@ -40,6 +45,7 @@ void osv_server_opts_default(osv_server_opts_t *o)
     o->idle_timeout_ms = 60000;
     o->drain_timeout_ms = 10000;
     o->retry_after_s = 1;
+    o->memory_high_pct = 90;
     o->image_max_pixels = OSV_IMG_DEFAULT_MAX_PIXELS;
     o->image_max_bytes = OSV_IMG_DEFAULT_MAX_BYTES;
     o->image_max_images = OSV_IMG_DEFAULT_MAX_IMAGES;
@@ -111,11 +117,12 @@ static int loop_init(osv_server_t *s, osv_loop_t *l, int id, osv_err_t *err)
     l->id = id;
     l->srv = s;
     l->watch_slot = id;
-    l->listen_fd = l->wake_fd = -1;
+    l->listen_fd = l->wake_fd = l->reserve_fd = -1;
     l->accepting = true;
     if ((l->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
-        (l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
-        return osv_err_set(err, OSV_EIO, "epoll/eventfd: %s", strerror(errno));
+        (l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 ||
+        (l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
+        return osv_err_set(err, OSV_EIO, "epoll/eventfd/spare descriptor: %s", strerror(errno));
     if ((l->listen_fd = listen_on(s->o.host, port, &s->port, err)) < 0)
         return err->code;
     if (!(l->toks = osv_malloc(s->o.max_json_tokens * sizeof *l->toks)))
@@ -148,8 +155,23 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
     s->port = (uint16_t)o->port;
     s->start_ns = osv_now_ns();
     s->control_sched = &control_sched;
+    sem_init(&s->wake, 0, 0);
+    pthread_mutex_init(&s->mem_gate, NULL);
+    if (o->memory_high_pct > 0 && o->memory_high_pct < 100) {
+        osv_sysmem_t mem;
+        osv_sysmem_read(&mem);
+        s->mem_limit = mem.cgroup_limit;
+    }
     s->n_loops = o->loops > 0 ? o->loops : ncores();
     workers = o->workers > 0 ? o->workers : ncores();
+    if (o->auth_token_file && *o->auth_token_file) {
+        char warn[512], esc[1200];
+        if ((rc = osv_auth_create(o->auth_token_file, &s->auth, warn, sizeof warn, err)) != 0)
+            goto fail;
+        if (warn[0])
+            osv_log(OSV_LOG_WARN, "auth_token_file", "\"warning\":\"%s\"",
+                    osv_log_escape(warn, esc, sizeof esc));
+    }
     if ((rc = osv_pool_create(&o->pool, &s->pool, err)) != 0 || (rc = osv_shm_create(&s->shm)) != 0)
         goto fail;
     if (!(s->loops = osv_calloc((size_t)s->n_loops, sizeof *s->loops))) {
@@ -168,11 +190,60 @@ fail:
     return rc;
 }
 
+void osv_server_watch_memory(osv_server_t *s, uint64_t now)
+{
+    osv_sysmem_t mem;
+    if (!s->mem_limit || now < s->mem_next_check)
+        return;
+    s->mem_next_check = now + 10000000ull;
+    osv_sysmem_read(&mem);
+    uint64_t ws = mem.cgroup_working_set ? mem.cgroup_working_set : mem.cgroup_usage;
+    uint64_t pct = mem.cgroup_limit ? ws * 100 / mem.cgroup_limit : 0;
+    int was = atomic_load(&s->mem_pressure),
+        now_on = was ? pct + 5 >= s->o.memory_high_pct : pct >= s->o.memory_high_pct;
+    atomic_store(&s->mem_working_set, ws);
+    if (now_on != was) {
+        atomic_store(&s->mem_pressure, now_on);
+        osv_log(now_on ? OSV_LOG_WARN : OSV_LOG_INFO, now_on ? "memory_high" : "memory_ok",
+                "\"working_set_bytes\":%" PRIu64 ",\"limit_bytes\":%" PRIu64 ",\"high_pct\":%u", ws,
+                mem.cgroup_limit, s->o.memory_high_pct);
+    }
+}
+
+bool osv_server_memory_refuse(osv_conn_t *c)
+{
+    osv_server_t *s = c->loop->srv;
+    if (!atomic_load_explicit(&s->mem_pressure, memory_order_relaxed))
+        return false;
+    atomic_fetch_add_explicit(&s->mem_shed, 1, memory_order_relaxed);
+    osv_res_error(c, 503, "memory in use (%" PRIu64 " MiB) is near the limit (%" PRIu64 " MiB), retry later",
+                  atomic_load(&s->mem_working_set) >> 20, s->mem_limit >> 20);
+    return true;
+}
+
 static void *loop_thread(void *arg)
 {
     osv_loop_t *l = arg;
     osv_watch_set_slot(l->watch_slot);
     return osv_loop_main(l);
+}
+
+/* SIGHUP: new tokens take effect for the next request; a bad file keeps the tokens in use. */
+static void reload_auth(osv_server_t *s)
+{
+    char warn[512], esc[1200];
+    osv_err_t err;
+    int n;
+    if (!s->auth)
+        return;
+    if ((n = osv_auth_reload(s->auth, warn, sizeof warn, &err)) < 0) {
+        osv_log(OSV_LOG_ERROR, "auth_reload_failed", "\"error\":\"%s\",\"kept\":\"the tokens in use\"",
+                osv_log_escape(err.msg, esc, sizeof esc));
+        return;
+    }
+    if (warn[0])
+        osv_log(OSV_LOG_WARN, "auth_token_file", "\"warning\":\"%s\"", osv_log_escape(warn, esc, sizeof esc));
+    osv_log(OSV_LOG_INFO, "auth_reloaded", "\"tokens\":%d", n);
 }
 
 static bool all_loops_idle(osv_server_t *s)
@@ -187,8 +258,12 @@ int osv_server_run(osv_server_t *s)
             return OSV_ENOMEM;
     /* Wait for a stop request (osv_server_stop), then give requests in flight drain_timeout. */
     while (!atomic_load(&s->stopping)) {
-        struct timespec ts = {0, 50000000L};
-        nanosleep(&ts, NULL);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        sem_timedwait(&s->wake, &ts); /* posted by a stop or reload request (or a signal interrupts) */
+        if (atomic_exchange(&s->reload_auth, 0))
+            reload_auth(s);
     }
     uint64_t deadline = osv_now_ns() + (uint64_t)s->o.drain_timeout_ms * 1000000ull;
     while (!all_loops_idle(s) && osv_now_ns() < deadline) {
@@ -206,12 +281,20 @@ int osv_server_run(osv_server_t *s)
     return atomic_load(&s->stopping) == 2 ? OSV_ETIMEDOUT : 0;
 }
 
+void osv_server_reload(osv_server_t *s)
+{
+    atomic_store(&s->reload_auth, 1);
+    sem_post(&s->wake);
+}
+
 void osv_server_stop(osv_server_t *s)
 {
     int zero = 0;
-    if (atomic_compare_exchange_strong(&s->stopping, &zero, 1))
+    if (atomic_compare_exchange_strong(&s->stopping, &zero, 1)) {
         for (int i = 0; i < s->n_loops; i++)
             osv_loop_wake(&s->loops[i]);
+        sem_post(&s->wake);
+    }
 }
 
 void osv_server_destroy(osv_server_t *s)
@@ -223,6 +306,9 @@ void osv_server_destroy(osv_server_t *s)
         osv_loop_free(&s->loops[i]);
     osv_free(s->loops);
     osv_shm_destroy(s->shm);
+    osv_auth_destroy(s->auth);
     osv_pool_destroy(s->pool);
+    sem_destroy(&s->wake);
+    pthread_mutex_destroy(&s->mem_gate);
     osv_free(s);
 }

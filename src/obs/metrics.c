@@ -304,6 +304,14 @@ static void server_families(scrape_t *x, osv_server_t *s)
     family(x, "ortserve_memory_usage_bytes", "gauge",
            "Memory charged to the process's cgroup (0 when unknown).");
     put(&x->b, "ortserve_memory_usage_bytes %" PRIu64 "\n", mem.cgroup_usage);
+    family(x, "ortserve_memory_working_set_bytes", "gauge",
+           "Cgroup memory usage minus inactive file cache (0 when unknown).");
+    put(&x->b, "ortserve_memory_working_set_bytes %" PRIu64 "\n", mem.cgroup_working_set);
+    family(x, "ortserve_memory_pressure", "gauge",
+           "1 while the memory guard refuses inferences (working set above --memory-high-pct of the limit).");
+    put(&x->b, "ortserve_memory_pressure %d\n", atomic_load(&s->mem_pressure));
+    family(x, "ortserve_memory_shed_total", "counter", "Inferences refused with 503 by the memory guard.");
+    put(&x->b, "ortserve_memory_shed_total %" PRIu64 "\n", atomic_load(&s->mem_shed));
     uint64_t exported, dropped, failed;
     osv_trace_counters(&exported, &dropped, &failed);
     family(x, "ortserve_trace_spans_exported_total", "counter", "Spans delivered to the OTLP endpoint.");

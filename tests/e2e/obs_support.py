@@ -320,6 +320,17 @@ def metrics(srv, openmetrics=False):
     return Exposition(scrape(srv, openmetrics)[1], openmetrics)
 
 
+def settled_metrics(srv, before, requests, timeout=10, **labels):
+    """The /metrics page once the server has accounted for `requests` more inference requests
+    (matching `labels`) than in `before`. A request is counted after its response is written, so
+    a client can hold the response an instant before the count moves: read exact figures from here."""
+    def ready():
+        m = metrics(srv)
+        n = m.value("ortserve_requests_total", **labels) - before.value("ortserve_requests_total", **labels)
+        return m if n >= requests else None
+    return wait_until(ready, timeout, "%d more requests counted in /metrics" % requests, interval=0.005)
+
+
 # ---- promtool ----------------------------------------------------------------------------------------
 
 def promtool_check_metrics(text):

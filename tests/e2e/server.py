@@ -6,6 +6,7 @@ synchronisation: each poll is bounded and the whole wait has a deadline)."""
 import http.client
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -22,6 +23,8 @@ MODELS = os.environ.get("OSV_TEST_MODELS", "var/models")
 REAL = os.environ.get("OSV_REAL_MODELS", "third_party/models")
 # Start-up waits are multiplied by this: `make test-arm64` sets it, emulated arm64 loads models 10-50x slower.
 TIME_SCALE = float(os.environ.get("OSV_TEST_TIME_SCALE", "1"))
+# A command the server binary runs under, e.g. "valgrind --error-exitcode=99" (tools/valgrind_e2e.sh).
+WRAPPER = shlex.split(os.environ.get("OSV_SERVER_WRAPPER", ""))
 
 
 def link(src, dst):
@@ -49,16 +52,16 @@ def make_repo(root, models, configs=None, files=None):
 class Server:
     """A running ortserve. Use as a context manager; .port, .request(), .stop()."""
 
-    def __init__(self, repo, *args, env=None, wait_ready=True):
+    def __init__(self, repo, *args, env=None, wait_ready=True, preexec_fn=None):
         self.tmp = tempfile.mkdtemp(prefix="osv-e2e-")
         self.port_file = os.path.join(self.tmp, "port")
         self.log_path = os.path.join(self.tmp, "server.log")
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([BIN, "serve", "--model-repository", repo, "--host", "127.0.0.1", "--port", "0",
-                                      "--port-file", self.port_file, *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
+        self.proc = subprocess.Popen([*WRAPPER, BIN, "serve", "--model-repository", repo, "--host", "127.0.0.1",
+                                      "--port", "0", "--port-file", self.port_file, *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=full_env, preexec_fn=preexec_fn)
         self.port = self._wait_port(30 * TIME_SCALE)
         if wait_ready:
             self.wait_ready(30 * TIME_SCALE)

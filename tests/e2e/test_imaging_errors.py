@@ -211,7 +211,7 @@ class Errors(unittest.TestCase):
         self.expect(400, "malformed multipart body", body[:len(body) // 2], ctype)
         self.expect(400, "no parts", b"--b0undary--\r\n", ctype)
         body, ctype = multipart([(None, self.good)] * 5)
-        self.expect(413, "more than 4 images", body, ctype)
+        self.expect(413, "too many images in one request: the limit is 4 (max_images)", body, ctype)
         body, ctype = multipart([(None, self.good), (None, b"GIF89a" + bytes(30))])
         self.expect(415, "part 1 ('x.jpg'): GIF images are not supported", body, ctype)
         body, ctype = multipart([(None, self.good)] * 4)

@@ -13,7 +13,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from obs_support import (Server, fail_body, log_records, make_repo, metrics, mlp_body, post_json,  # noqa: E402
-                         slow_body, wait_until)
+                         settled_metrics, slow_body, wait_until)
 
 GOOD = {"latency_ms": 60000, "percentile": 99.9, "error_rate": 0.001}
 BAD = {
@@ -50,6 +50,7 @@ class Slo(unittest.TestCase):
             wait_until(lambda name=name: cls.srv.request("GET", "/v2/models/%s/ready" % name)[0] == 200, 30,
                        "model %s ready" % name, interval=0.02)
         cls.before = metrics(cls.srv)
+        cls.sent = {}  # requests sent per model
 
     @classmethod
     def tearDownClass(cls):
@@ -60,13 +61,19 @@ class Slo(unittest.TestCase):
         assert rc == 0, "ortserve exited with %d:\n%s" % (rc, logs[-6000:])
 
     def violations(self, model, kind):
-        return metrics(self.srv).value("ortserve_slo_violations_total", model=model, kind=kind) - \
+        """Violations of `model` since the start, once every request sent to it so far is counted."""
+        m = settled_metrics(self.srv, self.before, self.sent.get(model, 0), model=model)
+        return m.value("ortserve_slo_violations_total", model=model, kind=kind) - \
             self.before.value("ortserve_slo_violations_total", model=model, kind=kind)
+
+    def post(self, model, body, headers=None):
+        self.sent[model] = self.sent.get(model, 0) + 1
+        return post_json(self.srv, "/v2/models/%s/infer" % model, body, headers)[0]
 
     def test_latency_violations(self):
         for i in range(5):
-            self.assertEqual(post_json(self.srv, "/v2/models/fast/infer", mlp_body(1, i))[0], 200)
-            self.assertEqual(post_json(self.srv, "/v2/models/relaxed/infer", mlp_body(1, i))[0], 200)
+            self.assertEqual(self.post("fast", mlp_body(1, i)), 200)
+            self.assertEqual(self.post("relaxed", mlp_body(1, i)), 200)
         self.assertEqual(self.violations("fast", "latency"), 5)  # 1 us objective: every request breaks it
         self.assertEqual(self.violations("fast", "error"), 0)
         self.assertEqual(self.violations("relaxed", "latency"), 0)
@@ -75,15 +82,14 @@ class Slo(unittest.TestCase):
     def test_client_errors_are_not_violations(self):
         bad = mlp_body(1)
         bad["inputs"][0]["shape"] = [1, 65]
-        self.assertEqual(post_json(self.srv, "/v2/models/relaxed/infer", bad)[0], 400)
+        self.assertEqual(self.post("relaxed", bad), 400)
         self.assertEqual(self.violations("relaxed", "error"), 0)
         self.assertEqual(self.violations("relaxed", "latency"), 0)
 
     def test_error_violations(self):
-        self.assertEqual(post_json(self.srv, "/v2/models/errors/infer", fail_body())[0], 500)
-        self.assertEqual(post_json(self.srv, "/v2/models/busy/infer", mlp_body(1))[0], 503)
-        self.assertEqual(post_json(self.srv, "/v2/models/timeouts/infer", slow_body(10 ** 7),
-                                   {"Ortserve-Timeout-Ms": "30"})[0], 504)
+        self.assertEqual(self.post("errors", fail_body()), 500)
+        self.assertEqual(self.post("busy", mlp_body(1)), 503)
+        self.assertEqual(self.post("timeouts", slow_body(10 ** 7), {"Ortserve-Timeout-Ms": "30"}), 504)
         for model in ("errors", "busy", "timeouts"):
             self.assertEqual(self.violations(model, "error"), 1, model)
             self.assertEqual(self.violations(model, "latency"), 0, model)  # failures are never latency ones
@@ -99,8 +105,8 @@ class Slo(unittest.TestCase):
             self.assertEqual(m.find("ortserve_slo_error_budget_ratio", model=name), [])
 
     def test_no_slo_counts_nothing(self):
-        self.assertEqual(post_json(self.srv, "/v2/models/noslo/infer", fail_body())[0], 500)
-        m = metrics(self.srv)
+        self.assertEqual(self.post("noslo", fail_body()), 500)
+        m = settled_metrics(self.srv, self.before, self.sent["noslo"], model="noslo")
         self.assertEqual(m.value("ortserve_slo_violations_total", model="noslo"), 0)
         self.assertEqual(m.value("ortserve_requests_total", model="noslo", outcome="error") -
                          self.before.value("ortserve_requests_total", model="noslo", outcome="error"), 1)
@@ -135,9 +141,8 @@ class Slo(unittest.TestCase):
             json.dump({"slo": {"latency_ms": 0.001}}, f)
         st, body = self.srv.json("POST", "/v2/repository/models/bad_key/load", {})
         self.assertEqual(st, 200, body)
-        self.assertEqual(post_json(self.srv, "/v2/models/bad_key/infer", mlp_body(1))[0], 200)
-        self.assertEqual(metrics(self.srv).value("ortserve_slo_violations_total", model="bad_key",
-                                                 kind="latency"), 1)
+        self.assertEqual(self.post("bad_key", mlp_body(1)), 200)
+        self.assertEqual(self.violations("bad_key", "latency"), 1)
 
 
 if __name__ == "__main__":

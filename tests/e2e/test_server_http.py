@@ -214,7 +214,10 @@ class Http(unittest.TestCase):
     def test_truncated_body_times_out_and_closes(self):
         with RawConn(self.srv.port) as c:
             c.send(request_bytes("POST", "/v2/models/mlp/infer", b'{"inputs": [', [("Content-Length", "500")]))
-            self.assertTrue(c.closed_by_peer(15), "a body that never completes must be dropped (--body-timeout-ms)")
+            r = c.read_response()  # a body that never completes is answered 408 and dropped (--body-timeout-ms)
+            self.assertEqual((r.status, r.header("Connection")), (408, "close"), r)
+            self.assertIn("timed out waiting for the request body", r.json()["error"])
+            self.assertTrue(c.closed_by_peer(15), "the connection stayed open after the body timeout")
         st, body = self.srv.json("POST", "/v2/models/mlp/infer", mlp_request(self.x()))
         self.assertEqual(st, 200, body)
 

@@ -13,6 +13,8 @@ static void v2_limit_and_usage(void **state)
     osv_test_write_file(root, "self_cgroup", "0::/kubepods/pod1/ctr\n");
     osv_test_write_file(root, "cg/kubepods/pod1/ctr/memory.max", "134217728\n");
     osv_test_write_file(root, "cg/kubepods/pod1/ctr/memory.current", "5000000\n");
+    osv_test_write_file(root, "cg/kubepods/pod1/ctr/memory.stat",
+                        "anon 3000000\nactive_file 800000\ninactive_file_x 7\ninactive_file 1200000\n");
     osv_test_write_file(root, "cg/kubepods/pod1/memory.max", "max\n");
     char cg[300];
     snprintf(cg, sizeof cg, "%s/cg", root);
@@ -20,6 +22,7 @@ static void v2_limit_and_usage(void **state)
     assert_int_equal(m.cgroup_version, 2);
     assert_int_equal(m.cgroup_limit, 134217728);
     assert_int_equal(m.cgroup_usage, 5000000);
+    assert_int_equal(m.cgroup_working_set, 5000000 - 1200000); /* the exact key, not a prefix */
     assert_true(m.physical > 0);
     assert_int_equal(m.effective, m.cgroup_limit < m.physical ? m.cgroup_limit : m.physical);
     osv_test_rmtree(root);
@@ -53,12 +56,15 @@ static void v1_fallback(void **state)
     osv_test_write_file(root, "self_cgroup", "9:name=systemd:/\n4:memory:/ortserve-bench\n0::/\n");
     osv_test_write_file(root, "cg/memory/ortserve-bench/memory.limit_in_bytes", "268435456\n");
     osv_test_write_file(root, "cg/memory/ortserve-bench/memory.usage_in_bytes", "1234\n");
+    osv_test_write_file(root, "cg/memory/ortserve-bench/memory.stat",
+                        "inactive_file 1000\ntotal_inactive_file 234\n");
     osv_test_write_file(root, "cg/memory/memory.limit_in_bytes",
                         "9223372036854771712\n"); /* v1 "unlimited" */
     osv_sysmem_read_at(cg, self, &m);
     assert_int_equal(m.cgroup_version, 1);
     assert_int_equal(m.cgroup_limit, 268435456);
     assert_int_equal(m.cgroup_usage, 1234);
+    assert_int_equal(m.cgroup_working_set, 1000); /* v1 counts the hierarchy: total_inactive_file */
     assert_int_equal(m.effective, 268435456);
     osv_test_rmtree(root);
 }
