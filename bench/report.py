@@ -571,6 +571,16 @@ class Report:
         self.w("Exit `0` is a clean drain on SIGTERM after the load; `-9` is a server killed by the kernel's OOM "
                "killer. *group peak* is the cgroup's own high-water mark of charged memory.")
         self.w()
+        self.w("Two mechanisms keep the group under its limit (docs/DESIGN.md, \"Memory\"): the default pool takes at "
+               "most half of what the group has left once the models are loaded, and the memory guard "
+               "(`--memory-high-pct`, 90 % by default) answers inferences with 503 and runs one at a time while "
+               "the group's working set is above the mark. At 64 MB, MobileNetV2 and ONNX Runtime leave the "
+               "group about 8 MiB: the pool gets half of it, almost every request finds no slot and gets 503, and "
+               "the process lives. The 503 share at 128 and 256 MB is also the pool (see *pool acquire failures* in "
+               "`var/bench/memlimit.json`): its budget is split equally between size classes, so the class a "
+               "0.6 MB input needs holds a few slots against 64 connections; `--pool-bytes` sizes it for a known "
+               "load (docs/DEPLOY.md).")
+        self.w()
 
     # ---- 6. start-up ---------------------------------------------------------------------------------------------
 

@@ -224,6 +224,8 @@ long osv_http_dechunk(osv_http_head_t *h, const char *in, size_t len, char *out,
     http_parser p;
     chunk_ctx_t c = {.out = out, .cap = out_cap, .len = *out_len};
     size_t n;
+    if (len == 0) /* http-parser would take an empty buffer as the end of the stream: not ours to say */
+        return 0;
     memcpy(&p, h->parser_state, sizeof p);
     p.data = &c;
     n = http_parser_execute(&p, &body_settings, in, len);

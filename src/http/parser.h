@@ -52,7 +52,8 @@ int osv_http_parse_head(const char *buf, size_t len, osv_http_head_t *h, osv_htt
 
 /* Decodes chunked body bytes in place: consumes in[0..len), appending decoded data at *out (which
  * may alias `in` since output never outruns input) up to out_cap. Returns consumed bytes; *done is
- * set when the final chunk and trailers were read; -1 on a malformed stream or overflow (e set). */
+ * set when the final chunk and trailers were read; -1 on a malformed stream or overflow (e set).
+ * len 0 consumes nothing and is not an error (the end of the stream is the caller's to judge). */
 long osv_http_dechunk(osv_http_head_t *h, const char *in, size_t len, char *out, size_t out_cap,
                       size_t *out_len, bool *done, osv_http_error_t *e);
 

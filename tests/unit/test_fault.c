@@ -7,7 +7,7 @@
  * with injection off; once it is stopped no pool slot is in use and every allocation ortserve made
  * is freed (osv_alloc_live; the ASan build adds LeakSanitizer). Allocations are the osv_malloc
  * family and slot-pool acquisitions (include/ortserve/alloc.h); ONNX Runtime's own allocations are
- * outside the hook — an ORT failure is tested with fail.onnx instead (tests/e2e/test_server_faults.py).
+ * outside the hook — an ORT failure is tested with fail.onnx instead (tests/e2e/test_server_overload.py, class Failures).
  *
  * The client is plain blocking sockets on 127.0.0.1 (it allocates nothing through osv_malloc, so
  * the countdown counts the server's allocations only). */
