@@ -68,6 +68,8 @@ needed_packages() {
         while read -r lib; do
             case $lib in libonnxruntime*) ;; *) want[$lib]=$tri ;; esac
         done < <(readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+        # Loaded with dlopen, so not in NEEDED: libcurl, by the OTLP exporter (src/obs/trace.c).
+        case $f in */bin/ortserve) want[libcurl.so.4]=$tri ;; esac
     done
     for lib in "${!want[@]}"; do # both halves of merged /usr: dpkg knows the path a package ships
         paths+=("/lib/${want[$lib]}/$lib" "/usr/lib/${want[$lib]}/$lib")

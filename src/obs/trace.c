@@ -1,5 +1,10 @@
-/* trace.c — W3C trace context and the OTLP/HTTP (JSON) span exporter; see trace.h. */
+/* trace.c — W3C trace context and the OTLP/HTTP (JSON) span exporter; see trace.h.
+ *
+ * libcurl is loaded with dlopen only when an endpoint is configured: linked, it would bring ~30
+ * shared libraries (TLS, Kerberos, LDAP, ...) and ~5.6 MiB of resident memory into every process,
+ * exporting or not (docs/BENCHMARKS.md, "RSS"). Its header gives the types and constants. */
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -10,6 +15,33 @@
 #include "obs/trace.h"
 #include "ortserve.h"
 #include "util/json.h"
+
+/* The libcurl functions the exporter calls, resolved from libcurl.so.4 by load_curl. */
+static struct {
+    void *lib;
+    CURLcode (*global_init)(long);
+    void (*global_cleanup)(void);
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
+    CURLcode (*easy_perform)(CURL *);
+    CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+    void (*easy_cleanup)(CURL *);
+    struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
+    void (*slist_free_all)(struct curl_slist *);
+} C;
+
+/* curl.h may define curl_easy_setopt/getinfo as type-checking macros around the real functions. */
+#undef curl_easy_setopt
+#undef curl_easy_getinfo
+#define curl_global_init    C.global_init
+#define curl_global_cleanup C.global_cleanup
+#define curl_easy_init      C.easy_init
+#define curl_easy_setopt    C.easy_setopt
+#define curl_easy_perform   C.easy_perform
+#define curl_easy_getinfo   C.easy_getinfo
+#define curl_easy_cleanup   C.easy_cleanup
+#define curl_slist_append   C.slist_append
+#define curl_slist_free_all C.slist_free_all
 
 enum { PH_QUEUE, PH_INPUT, PH_INFER, PH_OUTPUT, N_PHASES };
 static const char *const phase_names[N_PHASES] = {"queue", "compute_input", "compute_infer",
@@ -461,8 +493,44 @@ static void *exporter(void *arg)
     }
 }
 
+/* Stores dlsym(lib, name) into *fn (a function pointer, written through its object representation). */
+static bool resolve(void *lib, const char *name, void *fn)
+{
+    void *p = dlsym(lib, name);
+    memcpy(fn, &p, sizeof p);
+    return p != NULL;
+}
+
+static int load_curl(char *err, unsigned cap)
+{
+    if (C.lib)
+        return 0;
+    void *lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        snprintf(err, cap, "--otlp-endpoint needs libcurl (Debian: libcurl4): %s", dlerror());
+        return -1;
+    }
+    if (!resolve(lib, "curl_global_init", &C.global_init) ||
+        !resolve(lib, "curl_global_cleanup", &C.global_cleanup) ||
+        !resolve(lib, "curl_easy_init", &C.easy_init) || !resolve(lib, "curl_easy_setopt", &C.easy_setopt) ||
+        !resolve(lib, "curl_easy_perform", &C.easy_perform) ||
+        !resolve(lib, "curl_easy_getinfo", &C.easy_getinfo) ||
+        !resolve(lib, "curl_easy_cleanup", &C.easy_cleanup) ||
+        !resolve(lib, "curl_slist_append", &C.slist_append) ||
+        !resolve(lib, "curl_slist_free_all", &C.slist_free_all)) {
+        snprintf(err, cap, "libcurl.so.4 lacks a function the OTLP exporter needs");
+        dlclose(lib);
+        memset(&C, 0, sizeof C);
+        return -1;
+    }
+    C.lib = lib;
+    return 0;
+}
+
 static int setup_curl(char *err, unsigned cap)
 {
+    if (load_curl(err, cap) != 0)
+        return -1;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(T.curl = curl_easy_init())) {
         snprintf(err, cap, "cannot initialise libcurl");
         return -1;

@@ -276,6 +276,12 @@ class Tracing(unittest.TestCase):
             self.assertNotIn("osv-otlp", plain_threads)
             self.assertEqual(traced_threads.count("osv-otlp"), 1)
             self.assertEqual(len(traced_threads), len(plain_threads) + 1, (plain_threads, traced_threads))
+            # libcurl (and its ~30 dependencies) is loaded only by the exporting server
+            def maps(pid):
+                with open("/proc/%d/maps" % pid) as f:
+                    return f.read()
+            self.assertNotIn("libcurl", maps(plain.proc.pid))
+            self.assertIn("libcurl", maps(traced.proc.pid))
             # without an endpoint the context is still propagated
             trace_id, parent = new_ids(600)
             st, h, _ = plain.request("POST", "/v2/models/mlp/infer", json.dumps(mlp_body(1)),

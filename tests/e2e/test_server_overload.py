@@ -122,7 +122,9 @@ class Overload(unittest.TestCase):
                 # The load really exceeded capacity several times over (counts over the same interval). The
                 # 10x figure is measured by bench/overload.py; Python clients on a busy 2-core machine
                 # cannot promise exactly 10x, so the precondition checked here is 5x.
-                self.assertGreaterEqual(len(results), 5 * n200, (len(results), n200, elapsed))
+                # (Under valgrind the server, not the clients, is the slow side: it still must refuse, but
+                # the ratio is not a precondition there.)
+                self.assertGreaterEqual(len(results), (2 if WRAPPER else 5) * n200, (len(results), n200, elapsed))
                 for st, h, data, _ in results:
                     if st == 503:
                         self.assertEqual(h.get("retry-after"), "2")
@@ -300,7 +302,7 @@ class SlowClients(unittest.TestCase):
 
     def test_stalled_body_is_cut(self):
         before = self.timeouts("body")
-        with RawConn(self.srv.port) as c:
+        with RawConn(self.srv.port, timeout=30 * TIME_SCALE) as c:
             body = json.dumps(mlp_request(np.zeros((1, 64), np.float32))).encode()
             c.send(request_bytes("POST", "/v2/models/mlp/infer", body[:40], [("Content-Length", str(len(body)))]))
             r = c.read_response()
@@ -331,8 +333,8 @@ class SlowClients(unittest.TestCase):
         with RawConn(self.srv.port) as silent, RawConn(self.srv.port) as kept:
             kept.send(request_bytes("GET", "/v2/health/live"))
             self.assertEqual(kept.read_response().status, 200)
-            self.assertTrue(silent.closed_by_peer(20), "a connection that never sent anything stayed open")
-            self.assertTrue(kept.closed_by_peer(20), "an idle keep-alive connection stayed open")
+            self.assertTrue(silent.closed_by_peer(20 * TIME_SCALE), "a connection that never sent anything stayed open")
+            self.assertTrue(kept.closed_by_peer(20 * TIME_SCALE), "an idle keep-alive connection stayed open")
         wait_until(lambda: self.timeouts("idle") >= before + 2, 10, "two idle timeouts on /metrics")
 
     def test_max_connections(self):
@@ -430,7 +432,7 @@ class OutOfDescriptors(unittest.TestCase):
                 self.assertEqual(srv.finish(), 0)
 
 
-class DrainUnderLoad(unittest.TestCase):
+class DrainTimeout(unittest.TestCase):
     def test_a_run_outliving_the_drain_timeout_gets_504(self):
         with tempfile.TemporaryDirectory() as tmp:
             srv = Server(make_repo(tmp, {"slow": "slow.onnx"}), "--loops", "1", "--workers", "1", "--deadline-ms",
@@ -451,6 +453,7 @@ class DrainUnderLoad(unittest.TestCase):
                 self.assertIn('"drained":false', srv.logs())
             finally:
                 self.assertEqual(srv.finish(), 0)
+
 
 class DrainUnderLoad(unittest.TestCase):
     def test_sigterm_under_load_fails_no_request_in_flight(self):

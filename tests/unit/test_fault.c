@@ -7,7 +7,8 @@
  * with injection off; once it is stopped no pool slot is in use and every allocation ortserve made
  * is freed (osv_alloc_live; the ASan build adds LeakSanitizer). Allocations are the osv_malloc
  * family and slot-pool acquisitions (include/ortserve/alloc.h); ONNX Runtime's own allocations are
- * outside the hook — an ORT failure is tested with fail.onnx instead (tests/e2e/test_server_overload.py, class Failures).
+ * outside the hook — an ORT failure is tested with fail.onnx instead (tests/e2e/test_server_overload.py,
+ * class Failures).
  *
  * The client is plain blocking sockets on 127.0.0.1 (it allocates nothing through osv_malloc, so
  * the countdown counts the server's allocations only). */
@@ -389,8 +390,9 @@ static uint64_t run_once(const kind_t *k, uint64_t n, int persistent, char *req,
     if (injected)
         *(k->correct(&r) ? &n_right : r.status == 503 ? &n_503 : &n_5xx) += 1;
     if (getenv("OSV_FAULT_VERBOSE"))
-        print_message("  %s n=%llu%s: %d %.*s\n", k->name, (unsigned long long)n, persistent ? " persistent" : "",
-                      r.status, (int)(r.body_len > 120 ? 120 : r.body_len), r.body);
+        print_message("  %s n=%llu%s: %d %.*s\n", k->name, (unsigned long long)n,
+                      persistent ? " persistent" : "", r.status, (int)(r.body_len > 120 ? 120 : r.body_len),
+                      r.body);
     /* The same server, injection off: it still answers correctly. */
     if (injected) {
         if (k->before_verify) {
