@@ -962,13 +962,12 @@ class Report:
         for case, c, codes, tot, ok in worst.values():
             out.append("**Overload (%s, %d connections; no target).** Besides %s 2xx/s, ortserve answered %s "
                        "(in a median run of %s responses): `504` is the default 500 ms deadline (`--deadline-ms`) "
-                       "passing while a request waits or runs, `503` a full queue (`--max-queue` 64). With N "
+                       "passing while a request waits or runs, `503` a full queue (`--max-queue` 64) or, since "
+                       "deadline-aware admission, a request the queued work ahead would make miss its deadline "
+                       "(refused at once, `ortserve_deadline_refusals_total`). With N "
                        "connections and 2 workers a request waits about N/2 runs, so once a run takes more than "
                        "~%.0f ms (contention with other work on the machine stretches runs) the deadline cuts in. "
-                       "The Node baseline has no deadline and queues without bound (its p99 in the table). A queue "
-                       "that refuses a request at once when "
-                       "its expected wait (queue length × recent run time) exceeds its deadline would spend no CPU "
-                       "on requests that will time out." % (
+                       "The Node baseline has no deadline and queues without bound (its p99 in the table)." % (
                            case, c, f0(ok), ", ".join("%s × `%s`" % (f0(n), k) for k, n in sorted(codes.items())),
                            f0(tot), 500 / (c / 2)))
         return out

@@ -487,8 +487,7 @@ static void body_received(osv_conn_t *c)
         classify_task(c);
         return;
     }
-    if (osv_sched_submit(s->sched, c, classify_task, x->ms) != 0)
-        osv_res_error(c, 503, "model '%s' has too many queued requests, retry later", osv_model_name(x->m));
+    osv_http_refuse_queued(c, osv_sched_submit(s->sched, c, classify_task, x->ms), osv_model_name(x->m));
 }
 
 static int64_t timeout_header(osv_conn_t *c, bool *present)

@@ -101,8 +101,9 @@ typedef void (*body_done_fn)(osv_conn_t *c);
 
 typedef struct osv_request {
     osv_http_head_t head;
-    uint64_t t_start;  /* first byte of this request (monotonic ns) */
-    uint64_t deadline; /* absolute monotonic ns, 0 = none */
+    uint64_t t_start;          /* first byte of this request (monotonic ns) */
+    uint64_t deadline;         /* absolute monotonic ns, 0 = none */
+    uint64_t expected_wait_ns; /* set when admission refused the request for its deadline (sched.c) */
     uint64_t bytes_in;
     uint64_t bytes_in_buffer; /* bytes of this request consumed from the connection buffer */
     uint64_t copied;          /* body bytes the HTTP layer copied (readahead, chunked) */
@@ -211,6 +212,7 @@ struct osv_server {
     uint64_t mem_next_check; /* watchdog thread only */
     _Atomic int mem_pressure;
     _Atomic uint64_t mem_working_set, mem_shed;
+    _Atomic uint64_t deadline_refusals; /* refused at admission: the queue ahead outlasts the deadline */
     pthread_mutex_t mem_gate;
 };
 
@@ -222,6 +224,9 @@ struct osv_server {
 void osv_server_watch_memory(osv_server_t *s, uint64_t now);
 /* Admission: when the memory guard is on, answers 503 (Retry-After) and returns true. Loop thread. */
 bool osv_server_memory_refuse(osv_conn_t *c);
+/* Answers a request osv_sched_submit refused (rc != 0; nothing when rc is 0): 503 + Retry-After for
+ * a full queue, or for a deadline the queued work ahead would make it miss (counted). Loop thread. */
+void osv_http_refuse_queued(osv_conn_t *c, int rc, const char *model);
 int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *repo, osv_server_t **out,
                       osv_err_t *err);
 int osv_server_run(osv_server_t *s);     /* blocks until stopped and drained */

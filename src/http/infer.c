@@ -780,8 +780,7 @@ static void dispatch(osv_conn_t *c)
         run_task(c);
         return;
     }
-    if (osv_sched_submit(s->sched, c, run_task, x->ms) != 0)
-        osv_res_error(c, 503, "model '%s' has too many queued requests, retry later", osv_model_name(x->m));
+    osv_http_refuse_queued(c, osv_sched_submit(s->sched, c, run_task, x->ms), osv_model_name(x->m));
     /* else: state stays RUN until the worker completes */
 }
 

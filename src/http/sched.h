@@ -27,7 +27,10 @@ typedef struct osv_model_sched {
 /* Creates `workers` threads (their watch slots are first_slot..) and a queue of `capacity`. */
 int osv_sched_create(osv_server_t *s, int workers, uint32_t capacity, int n_slots, osv_sched_t **out,
                      osv_err_t *err);
-/* Queues fn(c) for a worker. OSV_EBUSY when the model's or the whole queue is full. Thread: loop. */
+/* Queues fn(c) for a worker. OSV_EBUSY when the model's or the whole queue is full; OSV_ETIMEDOUT
+ * when, by recent run times, the request would finish after its deadline (c->req.expected_wait_ns
+ * set): refused at once instead of spending a queue place and a run on an answer nobody waits for.
+ * Thread: loop. */
 int osv_sched_submit(osv_sched_t *q, osv_conn_t *c, osv_task_fn fn, osv_model_sched_t *ms);
 /* Requests waiting in the queue now. */
 uint32_t osv_sched_depth(osv_sched_t *q);

@@ -221,6 +221,21 @@ bool osv_server_memory_refuse(osv_conn_t *c)
     return true;
 }
 
+void osv_http_refuse_queued(osv_conn_t *c, int rc, const char *model)
+{
+    if (rc == 0)
+        return;
+    if (rc != OSV_ETIMEDOUT) {
+        osv_res_error(c, 503, "model '%s' has too many queued requests, retry later", model);
+        return;
+    }
+    atomic_fetch_add_explicit(&c->loop->srv->deadline_refusals, 1, memory_order_relaxed);
+    osv_res_error(c, 503,
+                  "model '%s' would not finish before the request's deadline (about %" PRIu64
+                  " ms of queued work ahead), retry later",
+                  model, c->req.expected_wait_ns / 1000000);
+}
+
 static void *loop_thread(void *arg)
 {
     osv_loop_t *l = arg;

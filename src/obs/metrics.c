@@ -310,6 +310,9 @@ static void server_families(scrape_t *x, osv_server_t *s)
     family(x, "ortserve_memory_pressure", "gauge",
            "1 while the memory guard refuses inferences (working set above --memory-high-pct of the limit).");
     put(&x->b, "ortserve_memory_pressure %d\n", atomic_load(&s->mem_pressure));
+    family(x, "ortserve_deadline_refusals_total", "counter",
+           "Inferences refused with 503 at admission: the queued work ahead would outlast their deadline.");
+    put(&x->b, "ortserve_deadline_refusals_total %" PRIu64 "\n", atomic_load(&s->deadline_refusals));
     family(x, "ortserve_memory_shed_total", "counter", "Inferences refused with 503 by the memory guard.");
     put(&x->b, "ortserve_memory_shed_total %" PRIu64 "\n", atomic_load(&s->mem_shed));
     uint64_t exported, dropped, failed;

@@ -144,6 +144,49 @@ class Overload(unittest.TestCase):
                 self.assertEqual(srv.finish(), 0)
 
 
+class DeadlineAdmission(unittest.TestCase):
+    def test_a_deadline_the_queue_would_miss_is_refused_at_once(self):
+        """With every worker busy and queued work ahead longer than a request's deadline (by recent run
+        times), the request gets 503 + Retry-After at once instead of a queue place and a late 504;
+        a request without a deadline is still admitted behind the same queue."""
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = Server(make_repo(tmp, {"slow": "slow.onnx"}), "--workers", "1", "--loops", "1", "--max-queue", "16",
+                         "--deadline-ms", "0", "--inline-threshold-us", "0")
+            conns = []
+            try:
+                iters = calibrate(srv, 0.05)  # ~50 ms a run
+                body = slow_body(iters).encode()
+                for _ in range(16):  # recent run times for the estimate (an EWMA with weight 1/8)
+                    self.assertEqual(srv.request("POST", "/v2/models/slow/infer", body)[0], 200)
+                for _ in range(6):  # one running, five queued: ~250 ms of work ahead of the next request
+                    c = RawConn(srv.port, timeout=60 * TIME_SCALE)
+                    c.send(request_bytes("POST", "/v2/models/slow/infer", body))
+                    conns.append(c)
+                wait_until(lambda: metrics(srv).value("ortserve_queue_depth") >= 4, 20 * TIME_SCALE,
+                           "the queue to fill")
+                t0 = time.monotonic()
+                st, h, data = srv.request("POST", "/v2/models/slow/infer", body, {"Ortserve-Timeout-Ms": "100"})
+                self.assertEqual(st, 503, data)
+                self.assertEqual(h.get("retry-after"), "1")
+                self.assertIn("would not finish before the request's deadline", json.loads(data)["error"])
+                refused_ms = (time.monotonic() - t0) * 1000
+                # answered without waiting for the queue: the requests ahead of it are still queued
+                self.assertGreaterEqual(metrics(srv).value("ortserve_queue_depth"), 1)
+                self.assertGreaterEqual(metrics(srv).value("ortserve_deadline_refusals_total"), 1)
+                # no deadline: admitted behind the same queue, and every queued request completes
+                late = RawConn(srv.port, timeout=60 * TIME_SCALE)
+                conns.append(late)
+                late.send(request_bytes("POST", "/v2/models/slow/infer", body, [("Ortserve-Timeout-Ms", "0")]))
+                for c in conns:
+                    r = c.read_response()
+                    self.assertEqual(r.status, 200, r)
+                print("deadline admission: refused in %.1f ms" % refused_ms)
+            finally:
+                for c in conns:
+                    c.close()
+                self.assertEqual(srv.finish(), 0)
+
+
 class Failures(unittest.TestCase):
     def test_model_error_is_500_and_only_a_full_pool_is_retried(self):
         # One 4 MiB slot (see test_server_lifecycle.py's full-pool test): a partial upload holds it.
