@@ -113,8 +113,11 @@ static int get_floats(pctx_t *p, uint32_t key, float out[3], uint32_t *n, bool n
         osv_json_leaves_decode(&p->doc, key + 1, OSV_JSON_KIND_F64, v, cnt, NULL) != 0)
         return bad(p, key, "must be a number or an array of 1 or 3 numbers");
     for (uint32_t i = 0; i < cnt; i++) {
-        if (!isfinite(v[i]) || (nonzero && v[i] == 0) || fabs(v[i]) > 3.4e38)
-            return bad(p, key, nonzero ? "values must be finite and non-zero" : "values must be finite");
+        /* std divides: a value that is 0 once it is a float (2e-95), or so small that scale / std
+         * overflows, would turn every pixel into inf or NaN. */
+        if (!isfinite(v[i]) || fabs(v[i]) > 3.4e38 || (nonzero && (fabs(v[i]) < 1e-6 || fabs(v[i]) > 1e6)))
+            return bad(p, key,
+                       nonzero ? "values must be finite, 1e-6 to 1e6 in magnitude" : "values must be finite");
         out[i] = (float)v[i];
     }
     for (uint32_t i = cnt; i < 3; i++)
@@ -179,8 +182,8 @@ static int image_member(pctx_t *p, img_cfg_t *c, uint32_t key)
         return rc;
     }
     if (IS("scale")) {
-        if (osv_json_tok_f64(d, key + 1, &f, NULL) != 0 || !(f > 0) || !isfinite(f) || f > 3.4e38)
-            return bad(p, key, "must be a positive number");
+        if (osv_json_tok_f64(d, key + 1, &f, NULL) != 0 || !(f >= 1e-6) || !(f <= 1e6))
+            return bad(p, key, "must be a number from 1e-6 to 1e6");
         c->s.scale = (float)f;
         c->has_scale = true;
         return 0;

@@ -177,9 +177,11 @@ static void test_spec_parse(void **state)
     expect_spec_error("{\"height\":0,\"width\":10}", "image.height must be an integer in [1, 16384]");
     expect_spec_error("{\"height\":10,\"width\":10,\"resize\":\"zoom\"}",
                       "must be one of \"stretch\", \"pad\", \"crop\", \"paddle_ocr\"");
-    expect_spec_error("{\"height\":10,\"width\":10,\"std\":[1,0,1]}", "non-zero");
+    expect_spec_error("{\"height\":10,\"width\":10,\"std\":[1,0,1]}", "1e-6 to 1e6");
+    expect_spec_error("{\"height\":10,\"width\":10,\"std\":2e-95}", "1e-6 to 1e6"); /* 0 as a float */
+    expect_spec_error("{\"height\":10,\"width\":10,\"scale\":3e38}", "1e-6 to 1e6");
     expect_spec_error("{\"height\":10,\"width\":10,\"mean\":[1,2]}", "array of 1 or 3 numbers");
-    expect_spec_error("{\"height\":10,\"width\":10,\"scale\":-1}", "positive number");
+    expect_spec_error("{\"height\":10,\"width\":10,\"scale\":-1}", "1e-6 to 1e6");
     expect_spec_error("{\"height\":10,\"width\":10,\"color\":\"GRAY\",\"mean\":[1,2,3]}", "1 channel");
     expect_spec_error("{\"height\":10,\"width\":10,\"resize_short\":12}", "applies to resize \"crop\" only");
     expect_spec_error("{\"height\":10,\"width\":20,\"resize\":\"crop\",\"resize_short\":12}", "at least");
