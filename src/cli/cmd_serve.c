@@ -27,9 +27,12 @@ typedef struct serve_cfg {
     int intra_op, inter_op, spinning, global_pools;
     uint64_t pool_bytes, pool_max_slot;
     bool pool_mlock;
+    const char *model_control;
+    char load_models[4096];   /* --load-model NAME..., comma-separated; "" = "*" */
+    bool load_models_flagged; /* a flag replaces the environment's list instead of adding to it */
 } serve_cfg_t;
 
-enum { T_STR, T_INT, T_U32, T_SIZE, T_I64, T_BOOL, T_RATIO };
+enum { T_STR, T_INT, T_U32, T_SIZE, T_I64, T_BOOL, T_RATIO, T_LIST };
 
 typedef struct opt_def {
     const char *flag; /* long option; the variable is ORTSERVE_<FLAG with '-' as '_'> */
@@ -88,6 +91,10 @@ static const opt_def_t opts[] = {
     {"auth-token-file", T_STR, O(srv.auth_token_file), "FILE",
      "require 'Authorization: Bearer <token>' except on health endpoints (one token a line; SIGHUP "
      "re-reads)"},
+    {"model-control-mode", T_STR, O(model_control), "MODE",
+     "explicit: the repository API may load and unload models; none: it may not (explicit)"},
+    {"load-model", T_LIST, O(load_models), "NAME",
+     "explicit mode: load NAME at start-up (repeatable, or NAME,NAME; default *: every model)"},
     {"allow-shm", T_BOOL, O(srv.allow_shm), "0|1", "allow system shared-memory registration (default 0)"},
     {"force-copy", T_BOOL, O(srv.force_copy), "0|1",
      "copy every tensor instead of binding in place (benchmarks)"},
@@ -163,6 +170,16 @@ static int set_opt(serve_cfg_t *cfg, const opt_def_t *o, const char *v)
     case T_STR:
         *(const char **)p = v;
         return 0;
+    case T_LIST: {
+        char *list = p;
+        size_t have = strlen(list), add = strlen(v);
+        if (!add || have + 1 + add >= sizeof cfg->load_models)
+            return -1;
+        if (have)
+            list[have++] = ',';
+        memcpy(list + have, v, add + 1);
+        return 0;
+    }
     case T_BOOL:
         if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes"))
             n = 1;
@@ -227,6 +244,7 @@ static void defaults(serve_cfg_t *c)
     c->log_format = "json";
     c->access_log = 1;
     c->trace_ratio = 0.01;
+    c->model_control = "explicit";
 }
 
 /* Environment first, flags override. */
@@ -260,6 +278,10 @@ static int parse(serve_cfg_t *cfg, int argc, char **argv)
         }
         const opt_def_t *o = &opts[c - 256];
         const char *v = optarg;
+        if (o->type == T_LIST && !cfg->load_models_flagged) {
+            cfg->load_models[0] = '\0'; /* flags replace ORTSERVE_LOAD_MODEL */
+            cfg->load_models_flagged = true;
+        }
         if (!v && o->type == T_BOOL && optind < argc && is_bool_word(argv[optind]))
             v = argv[optind++]; /* "--allow-shm 0" as well as "--allow-shm" and "--allow-shm=0" */
         if (set_opt(cfg, o, v ? v : "1") != 0) {
@@ -314,16 +336,33 @@ static int log_model(void *ud, osv_model_t *m)
     return 0;
 }
 
-static void log_unavailable(osv_repo_t *repo)
+/* Whether name is one of list's comma-separated names ("" or "*": every model). */
+static bool listed(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    if (!*list || strcmp(list, "*") == 0)
+        return true;
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == len && memcmp(p, name, n) == 0)
+            return true;
+        p += n + (p[n] == ',');
+    }
+    return false;
+}
+
+/* Models that should have loaded but did not are errors; models --load-model left out are not. */
+static void log_unavailable(osv_repo_t *repo, const char *load_models)
 {
     osv_repo_entry_t e[64];
     size_t n = 0;
     osv_repo_index(repo, false, e, 64, &n);
     for (size_t i = 0; i < n && i < 64; i++) {
         char name[300], reason[2048];
+        bool wanted = listed(load_models, e[i].name);
         if (e[i].state != OSV_MODEL_READY)
-            osv_log(OSV_LOG_ERROR, "model_unavailable", "\"model\":\"%s\",\"reason\":\"%s\"",
-                    osv_log_escape(e[i].name, name, sizeof name),
+            osv_log(wanted ? OSV_LOG_ERROR : OSV_LOG_INFO, wanted ? "model_unavailable" : "model_not_loaded",
+                    "\"model\":\"%s\",\"reason\":\"%s\"", osv_log_escape(e[i].name, name, sizeof name),
                     osv_log_escape(e[i].reason, reason, sizeof reason));
     }
 }
@@ -368,12 +407,65 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, d
             "\"host\":\"%s\",\"port\":%u,\"repository\":\"%s\",\"models\":%zu,\"ready\":%s,\"ort\":\"%s\","
             "\"loops\":%d,"
             "\"intra_op_threads\":%d,\"pool_bytes\":%" PRIu64 ",\"pool_max_slot\":%" PRIu64
-            ",\"max_body_bytes\":%" PRIu64 ",\"deadline_ms\":%" PRId64 ",\"startup_ms\":%.1f",
+            ",\"max_body_bytes\":%" PRIu64 ",\"deadline_ms\":%" PRId64
+            ",\"model_control\":\"%s\",\"startup_ms\":%.1f",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
             osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(s->repo),
             osv_repo_ready(s->repo) ? "true" : "false", osv_env_ort_version(env), s->n_loops,
             cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool), cfg->srv.max_body_bytes,
-            cfg->srv.deadline_ms, ms);
+            cfg->srv.deadline_ms, cfg->srv.model_control ? "explicit" : "none", ms);
+}
+
+/* --model-control-mode and --load-model, as Triton's flags of the same names: "none" loads every
+ * model and refuses the repository API's load/unload; "explicit" allows them and loads the models
+ * listed (ortserve's default list is "*", every model; Triton's is none). Returns 0 or prints why. */
+static int check_model_control(serve_cfg_t *cfg)
+{
+    const char *mode = cfg->model_control, *list = cfg->load_models;
+    bool all = !*list || strcmp(list, "*") == 0;
+    if (strcasecmp(mode, "none") != 0 && strcasecmp(mode, "explicit") != 0) {
+        fprintf(stderr, "ortserve serve: --model-control-mode must be none or explicit, not '%s'%s\n", mode,
+                strcasecmp(mode, "poll") == 0 ? " (polling the repository is not supported: use the "
+                                                "repository API's load in explicit mode)"
+                                              : "");
+        return 2;
+    }
+    cfg->srv.model_control = strcasecmp(mode, "explicit") == 0;
+    if (!all && !cfg->srv.model_control) {
+        fprintf(stderr, "ortserve serve: --load-model needs --model-control-mode explicit (none loads every "
+                        "model)\n");
+        return 2;
+    }
+    for (const char *p = list; !all && *p;) {
+        size_t n = strcspn(p, ",");
+        if (!osv_model_name_valid(p, n)) {
+            fprintf(stderr, "ortserve serve: --load-model '%.*s': %s\n", (int)n, p,
+                    n == 1 && *p == '*' ? "'*' must be the only --load-model"
+                                        : "not a model name ([A-Za-z0-9_.-], not starting with '.')");
+            return 2;
+        }
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
+/* Explicit mode with a list: loads the listed models. A name the repository does not hold stops
+ * start-up; a model that fails to load is UNAVAILABLE with its reason, as with every model. */
+static int load_listed(osv_repo_t *repo, const char *list, osv_err_t *err)
+{
+    char name[128];
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        snprintf(name, sizeof name, "%.*s", (int)n, p);
+        int rc = osv_repo_load(repo, name, err);
+        if (rc == OSV_ENOTFOUND || rc == OSV_EINVAL) {
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->msg);
+            return osv_err_set(err, rc, "--load-model %s: %s", name, why);
+        }
+        p += n + (p[n] == ',');
+    }
+    return 0;
 }
 
 static int serve(serve_cfg_t *cfg)
@@ -411,14 +503,16 @@ static int serve(serve_cfg_t *cfg)
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
         return 1;
     }
+    bool all = !cfg->load_models[0] || strcmp(cfg->load_models, "*") == 0;
     osv_repo_opts_t ro = {.env = env,
                           .path = cfg->repo,
                           .limits = cfg->limits,
-                          .load_all = true,
+                          .load_all = all,
                           .hook = osv_server_model_hook,
                           .hook_ud = &cfg->srv,
                           .model_name = cfg->model_name && *cfg->model_name ? cfg->model_name : NULL};
     if ((rc = osv_repo_open(&ro, &repo, &err)) != 0 ||
+        (!all && (rc = load_listed(repo, cfg->load_models, &err)) != 0) ||
         (rc = osv_server_create(&cfg->srv, env, repo, &s, &err)) != 0) {
         char e[2048];
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
@@ -427,7 +521,7 @@ static int serve(serve_cfg_t *cfg)
         return 1;
     }
     osv_repo_foreach(repo, log_model, NULL);
-    log_unavailable(repo);
+    log_unavailable(repo, cfg->load_models);
     the_server = s;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
@@ -461,6 +555,8 @@ int osv_cli_serve(int argc, char **argv)
                 "ortserve serve: --log-level must be debug|info|warn|error|off and --log-format json|text\n");
         return 2;
     }
+    if ((rc = check_model_control(&cfg)) != 0)
+        return rc;
     osv_log_init(level, strcmp(cfg.log_format, "json") == 0, 2);
     return serve(&cfg);
 }

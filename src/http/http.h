@@ -49,7 +49,8 @@ typedef struct osv_server_opts {
     uint32_t memory_high_pct;    /* memory guard: % of the cgroup limit (0 = off), server.c */
     const char *auth_token_file; /* bearer tokens required on all but health endpoints (auth.h) */
     bool allow_shm;
-    bool force_copy; /* benchmarks: copy every tensor (honest comparison) */
+    bool model_control; /* the repository API may load/unload models (--model-control-mode explicit) */
+    bool force_copy;    /* benchmarks: copy every tensor (honest comparison) */
     osv_pool_opts_t pool;
     /* Image limits for models whose config.json does not set them (see ortserve/imaging.h). */
     uint64_t image_max_pixels, image_max_bytes;

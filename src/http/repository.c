@@ -1,5 +1,6 @@
 /* repository.c — the model repository extension: index, load (on a worker: loading takes
- * milliseconds to seconds and must not stall a loop), and unload. */
+ * milliseconds to seconds and must not stall a loop), and unload (both refused with 403 under
+ * --model-control-mode none). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -134,6 +135,12 @@ static void load_body_done(osv_conn_t *c)
 void osv_h_repo_load(osv_conn_t *c, const osv_route_t *r, bool load)
 {
     load_ctx_t *x;
+    if (!c->loop->srv->o.model_control) {
+        osv_res_error(c, 403,
+                      "explicit model load / unload is not allowed: the server runs with "
+                      "--model-control-mode none");
+        return;
+    }
     if (!osv_model_name_valid(r->model, r->model_len)) {
         osv_res_error(c, 400, "invalid model name '%.*s' (allowed: letters, digits, '_', '-', '.')",
                       (int)(r->model_len > 128 ? 128 : r->model_len), r->model);

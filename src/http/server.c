@@ -46,6 +46,7 @@ void osv_server_opts_default(osv_server_opts_t *o)
     o->drain_timeout_ms = 10000;
     o->retry_after_s = 1;
     o->memory_high_pct = 90;
+    o->model_control = true;
     o->image_max_pixels = OSV_IMG_DEFAULT_MAX_PIXELS;
     o->image_max_bytes = OSV_IMG_DEFAULT_MAX_BYTES;
     o->image_max_images = OSV_IMG_DEFAULT_MAX_IMAGES;

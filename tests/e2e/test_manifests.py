@@ -3,7 +3,8 @@
 python3-yaml) and checked against ortserve itself rather than against a copy of its rules:
 
 - container args are `ortserve serve` options the binary lists in --help (and the manifests' args,
-  run for real, start a server); environment variables are ORTSERVE_* names it lists;
+  run for real, start a server that refuses to load or unload models); environment variables are
+  ORTSERVE_* names it lists;
 - container ports equal the --port argument; probes use ortserve's health endpoints on that port
   (by number or name), and those endpoints answer 200 on the running server;
 - Service, PodDisruptionBudget, ServiceMonitor and HorizontalPodAutoscaler select/target what the
@@ -268,6 +269,11 @@ class Manifests(unittest.TestCase):
             pool = sum(float(v) for v in re.findall(r'^ortserve_pool_bytes\{state="\w+"\} (\S+)$', text, re.M))
             want = parse_size(self.c.arg("pool-bytes"))
             self.assertTrue(0.9 * want <= pool <= want, "pool %d for --pool-bytes %d" % (pool, want))
+            # Replicas cannot drift apart: the repository API may not load or unload models.
+            self.assertEqual(self.c.arg("model-control-mode"), "none")
+            st, body = srv.get("/v2/repository/models/mlp/unload", "POST", "{}")
+            self.assertEqual(st, 403, body)
+            self.assertEqual(srv.get("/v2/models/mlp/ready")[0], 200)
         self.assertEqual(srv.proc.returncode, 0, srv.logs())
 
     # The HPA averages ortserve_inflight_requests over the pods: on an idle server it must read exactly

@@ -3,11 +3,13 @@
 when every wanted model is loaded), server and model metadata (with and without a version), model
 readiness, Triton's model configuration, inference on a version, the POST /infer alias, statistics
 (counts and cumulative durations after successes and failures, batch-aware inference_count), and
-the model repository extension (index states, unload -> 503, load again -> served). Shared memory
-endpoints are in test_server_shm.py."""
+the model repository extension (index states, unload -> 503, load again -> served), and Triton's
+model control flags (--model-control-mode none|explicit, --load-model). Shared memory endpoints are
+in test_server_shm.py."""
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -16,7 +18,8 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server import MODELS, Server, check_mlp, make_repo, mlp_request, stats_of, wait_stats  # noqa: E402
+from server import (BIN, MODELS, TIME_SCALE, WRAPPER, Server, check_mlp, make_repo, mlp_request,  # noqa: E402
+                    stats_of, wait_stats)
 
 EXTENSIONS = {"binary_tensor_data", "classification", "model_configuration", "model_repository", "parameters",
               "schedule_policy", "statistics", "system_shared_memory"}
@@ -315,6 +318,107 @@ class Repository(unittest.TestCase):
         st, r = self.srv.json("POST", "/v2/repository/index", {"ready": "yes"})
         self.assertEqual(st, 400)
         self.assertIn("ready", r["error"])
+
+
+class ModelControl(unittest.TestCase):
+    """--model-control-mode none refuses load/unload; explicit with --load-model loads only the
+    models named (the rest can be loaded through the API); bad combinations stop start-up."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.repo = make_repo(self.tmp.name, {"mlp": "mlp.onnx", "scale2x": "scale2x.onnx"},
+                              files={"broken/1/model.onnx": "this is not an ONNX model"})
+        self.x = np.random.default_rng(9).standard_normal((1, 64)).astype(np.float32)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def index(self, srv):
+        st, rows = srv.json("POST", "/v2/repository/index")
+        self.assertEqual(st, 200, rows)
+        return {r["name"]: (r["state"], r["reason"]) for r in rows}
+
+    def test_none_refuses_load_and_unload_and_keeps_serving(self):
+        srv = Server(self.repo, "--model-control-mode", "none", wait_ready=False)
+        try:
+            srv.wait_live()
+            for action in ("load", "unload"):
+                for model in ("mlp", "broken", "ghost"):
+                    st, r = srv.json("POST", "/v2/repository/models/%s/%s" % (model, action), {})
+                    self.assertEqual(st, 403, r)
+                    self.assertIn("explicit model load / unload is not allowed", r["error"])
+                    self.assertIn("--model-control-mode", r["error"])
+            rows = self.index(srv)
+            self.assertEqual(rows["mlp"], ("READY", ""))
+            self.assertEqual(rows["broken"][0], "UNAVAILABLE")  # every model was tried at start-up
+            self.assertEqual(srv.json("GET", "/v2/health/ready")[0], 503)  # and broken cannot be dropped
+            st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_request(self.x))
+            self.assertEqual(st, 200, r)
+            check_mlp(self, self.x, r)
+            self.assertIn('"model_control":"none"', srv.logs())
+        finally:
+            self.assertEqual(srv.finish(), 0)
+
+    def test_explicit_loads_only_the_listed_models(self):
+        # The flag replaces the environment's list: only scale2x is loaded, broken is left alone.
+        srv = Server(self.repo, "--model-control-mode", "explicit", "--load-model", "scale2x",
+                     env={"ORTSERVE_LOAD_MODEL": "mlp,broken"})
+        try:
+            self.assertEqual(srv.json("GET", "/v2/health/ready"), (200, {"ready": True}))
+            rows = self.index(srv)
+            self.assertEqual(rows["scale2x"], ("READY", ""))
+            self.assertEqual(rows["mlp"], ("UNAVAILABLE", "not loaded"))
+            self.assertEqual(rows["broken"], ("UNAVAILABLE", "not loaded"))
+            st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_request(self.x))
+            self.assertEqual(st, 503, r)
+            self.assertIn("not ready", r["error"])
+            self.assertEqual(srv.json("POST", "/v2/repository/models/mlp/load"), (200, None))
+            st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_request(self.x))
+            self.assertEqual(st, 200, r)
+            check_mlp(self, self.x, r)
+            self.assertEqual(srv.json("GET", "/v2/health/ready")[0], 200)
+            log = srv.logs()
+            self.assertIn('"event":"model_not_loaded","model":"broken"', log)
+            self.assertNotIn('"event":"model_unavailable"', log)
+        finally:
+            self.assertEqual(srv.finish(), 0)
+
+    def test_environment_list_and_a_listed_broken_model(self):
+        # ORTSERVE_LOAD_MODEL alone: both listed models are wanted, so the broken one keeps the
+        # server unready (as with every model loaded), while scale2x, not listed, is not loaded.
+        srv = Server(self.repo, wait_ready=False, env={"ORTSERVE_LOAD_MODEL": "mlp,broken"})
+        try:
+            srv.wait_live()
+            self.assertEqual(srv.json("GET", "/v2/health/ready")[0], 503)
+            rows = self.index(srv)
+            self.assertEqual(rows["mlp"], ("READY", ""))
+            self.assertEqual(rows["broken"][0], "UNAVAILABLE")
+            self.assertIn("broken", rows["broken"][1])
+            self.assertEqual(rows["scale2x"], ("UNAVAILABLE", "not loaded"))
+            self.assertIn('"event":"model_unavailable","model":"broken"', srv.logs())
+        finally:
+            self.assertEqual(srv.finish(), 0)
+
+    def start_fails(self, *args):
+        """Runs `ortserve serve` on the repository and returns (exit status, output)."""
+        p = subprocess.run([*WRAPPER, BIN, "serve", "--model-repository", self.repo, "--port", "0", *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60 * TIME_SCALE)
+        return p.returncode, p.stdout.decode(errors="replace")
+
+    def test_bad_combinations_stop_start_up(self):
+        cases = [
+            (["--model-control-mode", "poll"], 2, "not supported"),
+            (["--model-control-mode", "sometimes"], 2, "none or explicit"),
+            (["--model-control-mode", "none", "--load-model", "mlp"], 2, "needs --model-control-mode explicit"),
+            (["--load-model", "*", "--load-model", "mlp"], 2, "'*' must be the only --load-model"),
+            (["--load-model", "../mlp"], 2, "not a model name"),
+            (["--load-model", "mlp,ghost"], 1, "--load-model ghost: model 'ghost' is not in the repository"),
+        ]
+        for args, want_rc, want_msg in cases:
+            with self.subTest(args=args):
+                rc, out = self.start_fails(*args)
+                self.assertEqual(rc, want_rc, out)
+                self.assertIn(want_msg, out)
 
 
 if __name__ == "__main__":
