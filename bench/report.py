@@ -586,10 +586,14 @@ class Report:
                "(`--memory-high-pct`, 90 % by default) answers inferences with 503 and runs one at a time while "
                "the group's working set is above the mark. At 64 MB, MobileNetV2 and ONNX Runtime leave the "
                "group about 8 MiB: the pool gets half of it, almost every request finds no slot and gets 503, and "
-               "the process lives. The 503 share at 128 and 256 MB is also the pool (see *pool acquire failures* in "
-               "`var/bench/memlimit.json`): its budget is split equally between size classes, so the class a "
-               "0.6 MB input needs holds a few slots against 64 connections; `--pool-bytes` sizes it for a known "
-               "load (docs/DEPLOY.md).")
+               "the process lives. The budget also keeps out what ONNX Runtime will add for the runs in flight "
+               "(the warm-up run's growth, 4.6 MiB for MobileNetV2, times the workers): without that, a pool "
+               "that used its whole budget had the group OOM-killed at 64 MB in 5 of 6 trials. The pool is "
+               "planned from the loaded models: the class a MobileNetV2 request needs (1 MiB) gets the slots "
+               "of half the budget instead of an equal share (docs/DESIGN.md). The 503 share at 128 and 256 MB "
+               "is still the pool (see *pool acquire failures* in `var/bench/memlimit.json`): wrk re-sends each "
+               "refused request at once, so refusals outnumber answers while the successful rate (*200/s*) is "
+               "what the slots allow; `--pool-bytes` sizes it for a known load (docs/DEPLOY.md).")
         self.w()
 
     # ---- 6. start-up ---------------------------------------------------------------------------------------------

@@ -105,10 +105,17 @@ OSV_API osv_stats_t *osv_model_stats(const osv_model_t *m);
 OSV_API double osv_model_load_ms(const osv_model_t *m);
 /* How long the warm-up Run took (0 when it did not run or failed): a first estimate of run time. */
 OSV_API uint64_t osv_model_warmup_ns(const osv_model_t *m);
+/* Resident memory the warm-up Run added to the process (ONNX Runtime's buffers for one run; 0 when
+ * it did not run): an estimate of what each further run in flight at once may take. */
+OSV_API uint64_t osv_model_warmup_bytes(const osv_model_t *m);
 /* Why the warm-up run failed (the model still serves), or NULL. */
 OSV_API const char *osv_model_warmup_error(const osv_model_t *m);
 /* True when every input and output is a tensor of a KServe datatype (else it cannot be served). */
 OSV_API bool osv_model_servable(const osv_model_t *m, const char **why);
+/* Bytes a request of batch 1 holds in slots: its inputs and its outputs, each tensor rounded up to
+ * 64 as in a slot. OSV_EINVAL when that size is not known before the request: a dim other than the
+ * batch dim is dynamic, the rank is undeclared, or a tensor is BYTES or not a tensor. */
+OSV_API int osv_model_request_bytes(const osv_model_t *m, uint64_t *in_bytes, uint64_t *out_bytes);
 
 /* Opaque per-model attachment for other layers (imaging preprocessing plan, ...). Set once, right
  * after loading and before the model is shared; the destructor runs when the model is freed. */

@@ -41,6 +41,15 @@ typedef struct osv_pool_opts {
     bool prefault;          /* touch every page at creation (no page faults on the hot path) */
     const uint32_t *counts; /* optional explicit slot count per class (n_counts entries) */
     uint32_t n_counts;
+    /* Optional: sizes of the slots requests are known to need (e.g. a model's binary request body
+     * and its outputs, batch 1). Read during osv_pool_create only; the caller keeps ownership. */
+    const uint64_t *hints;
+    uint32_t n_hints;
+    uint32_t hint_slots; /* slots wanted in each hinted class (0: as many as the budget allows) */
+    /* Default budget only: memory the caller expects to need beyond the current working set
+     * (e.g. ONNX Runtime's buffers for the runs in flight at once), kept out of the cgroup's
+     * headroom before the pool takes its half. */
+    uint64_t reserve_bytes;
 } osv_pool_opts_t;
 
 /* Per-class statistics; counters are monotonic, in_use/high_water are gauges. */
@@ -65,10 +74,18 @@ typedef struct osv_pool_stats {
  * [16 MiB, 4 GiB]; under a cgroup limit, also at most half of what the group has left (limit minus
  * its working set), so call it after loading models. Thread-safe. */
 OSV_API uint64_t osv_pool_default_budget(void);
+/* The same with `reserve` bytes of the headroom kept for other growth (see reserve_bytes). */
+OSV_API uint64_t osv_pool_default_budget_reserving(uint64_t reserve);
 
-/* Creates a pool. Classes are min_slot·growth^i up to max_slot; the budget is shared equally
- * between classes and each class gets floor(share / size) slots (at least one slot of every class
- * that fits in the budget). On success *out owns the mappings; free with osv_pool_destroy(). */
+/* Creates a pool. Classes are min_slot·growth^i up to max_slot. The plain plan shares the budget
+ * equally between classes, each getting floor(share / size) slots, then gives every class that
+ * still has none one slot while the budget allows (smallest first). When hints fall in classes
+ * (the smallest class that holds each) that the plain plan leaves with fewer than hint_slots
+ * slots, half the budget is shared equally instead, every class up to the plain plan's largest
+ * gets a slot, those hinted classes get the same number of extra slots each (up to hint_slots)
+ * from the rest, and what remains is shared equally: a request that needs one slot of each hinted
+ * class finds them together. Explicit `counts` override all of this. On success *out owns the
+ * mappings; free with osv_pool_destroy(). */
 OSV_API int osv_pool_create(const osv_pool_opts_t *opts, osv_pool_t **out, osv_err_t *err);
 
 /* Unmaps everything. Every slot must have been released. Not thread-safe against acquire/release. */

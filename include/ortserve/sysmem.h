@@ -28,6 +28,9 @@ typedef struct osv_sysmem {
  * move the files it reads. getenv: do not call while another thread changes the environment. */
 OSV_API void osv_sysmem_read(osv_sysmem_t *out);
 
+/* Resident memory of this process in bytes (/proc/self/statm), 0 when unknown. Thread-safe. */
+OSV_API uint64_t osv_sysmem_rss(void);
+
 /* The same, reading cgroup files under `root` (normally "/sys/fs/cgroup") and the membership file
  * `self_cgroup` (normally "/proc/self/cgroup"): lets tests supply fake trees. */
 OSV_API void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t *out);

@@ -325,9 +325,11 @@ static int log_model(void *ud, osv_model_t *m)
     char name[300];
     (void)ud;
     osv_log(OSV_LOG_INFO, "model_ready",
-            "\"model\":\"%s\",\"version\":%" PRId64 ",\"inputs\":%u,\"outputs\":%u,\"load_ms\":%.1f",
+            "\"model\":\"%s\",\"version\":%" PRId64 ",\"inputs\":%u,\"outputs\":%u,\"load_ms\":%.1f,"
+            "\"warmup_run_bytes\":%" PRIu64,
             osv_log_escape(osv_model_name(m), name, sizeof name), osv_model_version(m),
-            osv_model_input_count(m), osv_model_output_count(m), osv_model_load_ms(m));
+            osv_model_input_count(m), osv_model_output_count(m), osv_model_load_ms(m),
+            osv_model_warmup_bytes(m));
     if (osv_model_warmup_error(m)) {
         char e[1200];
         osv_log(OSV_LOG_WARN, "warmup_failed", "\"model\":\"%s\",\"error\":\"%s\"", name,

@@ -9,6 +9,9 @@
 
 #include "model_internal.h"
 #include "ortserve/alloc.h"
+#include "ortserve/dtype.h"
+#include "ortserve/shape.h"
+#include "ortserve/sysmem.h"
 
 #define MAX_LABELS      (1u << 20)
 #define MAX_LABELS_FILE (64u << 20)
@@ -458,12 +461,15 @@ static void warmup(osv_model_t *m)
             (st = api->GetTensorMutableData(in[i], &data)) == NULL && data)
             memset(data, 0, count * osv_dtype_size(t->dtype));
     }
-    uint64_t t0 = osv_now_ns();
+    uint64_t t0 = osv_now_ns(), rss0 = osv_sysmem_rss();
     if (!st)
         st = api->Run(m->session, NULL, m->in_names, (const OrtValue *const *)in, m->n_in, m->out_names,
                       m->n_out, out);
-    if (!st)
+    if (!st) {
+        uint64_t rss1 = osv_sysmem_rss();
         m->warmup_ns = osv_now_ns() - t0;
+        m->warmup_bytes = rss0 && rss1 > rss0 ? rss1 - rss0 : 0;
+    }
     for (uint32_t i = 0; !st && i < m->n_out; i++)
         check_declared_shape(m, i, out[i]);
     if (st) {
@@ -656,9 +662,42 @@ void *osv_model_attachment(const osv_model_t *m, int key)
     return key >= 0 && key < OSV_ATTACH_MAX ? m->attach[key].ptr : NULL;
 }
 
+/* Adds tensor t's batch-1 byte size, rounded up to 64, to *acc; false when it is not fixed. */
+static bool add_fixed_bytes(const osv_model_t *m, const osv_tensor_info_t *t, uint64_t *acc)
+{
+    uint64_t n = osv_dtype_size(t->dtype), b;
+    if (t->kind != OSV_VALUE_TENSOR || n == 0 || t->rank < 0)
+        return false;
+    for (int32_t d = 0; d < t->rank; d++) {
+        int64_t dim = t->dims[d] < 0 && d == 0 && m->batch_dim == 1 ? 1 : t->dims[d];
+        if (dim < 0 || !osv_mul_u64(n, (uint64_t)dim, &n))
+            return false;
+    }
+    return osv_align_up_u64(n, 64, &b) && osv_add_u64(*acc, b, acc);
+}
+
+int osv_model_request_bytes(const osv_model_t *m, uint64_t *in_bytes, uint64_t *out_bytes)
+{
+    uint64_t in = 0, out = 0;
+    for (uint32_t i = 0; i < m->n_in; i++)
+        if (!add_fixed_bytes(m, &m->in[i], &in))
+            return OSV_EINVAL;
+    for (uint32_t i = 0; i < m->n_out; i++)
+        if (!add_fixed_bytes(m, &m->out[i], &out))
+            return OSV_EINVAL;
+    *in_bytes = in;
+    *out_bytes = out;
+    return 0;
+}
+
 uint64_t osv_model_warmup_ns(const osv_model_t *m)
 {
     return m->warmup_ns;
+}
+
+uint64_t osv_model_warmup_bytes(const osv_model_t *m)
+{
+    return m->warmup_bytes;
 }
 
 const char *osv_model_warmup_error(const osv_model_t *m)

@@ -47,7 +47,8 @@ struct osv_model {
     osv_stats_t *stats;
     double load_ms;
     char *warmup_error;
-    uint64_t warmup_ns; /* the warm-up Run's duration (0 when none ran) */
+    uint64_t warmup_ns;    /* the warm-up Run's duration (0 when none ran) */
+    uint64_t warmup_bytes; /* resident memory the warm-up Run added (0 when none ran) */
     char **owned;       /* every string above, freed with the model */
     size_t n_owned, cap_owned;
     struct {

@@ -7,6 +7,7 @@
  * creation, so nothing on the acquire/release path allocates or frees. */
 #include <inttypes.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -40,6 +41,11 @@ struct osv_pool {
 
 uint64_t osv_pool_default_budget(void)
 {
+    return osv_pool_default_budget_reserving(0);
+}
+
+uint64_t osv_pool_default_budget_reserving(uint64_t reserve)
+{
     osv_sysmem_t mem;
     uint64_t b;
     osv_sysmem_read(&mem);
@@ -48,13 +54,16 @@ uint64_t osv_pool_default_budget(void)
         b = 16ull << 20;
     if (b > (4ull << 30))
         b = 4ull << 30;
-    /* Under a cgroup limit the models are loaded by now: what they hold is not free for tensors.
-     * Take at most half of what is left, so ONNX Runtime's own growth under load has the rest. */
+    /* Under a cgroup limit the models are loaded by now: what they hold is not free for tensors,
+     * nor is `reserve` (ONNX Runtime's buffers for the runs to come). Take at most half of what is
+     * left, so other growth has the rest; but at least 1 MiB, so that a server in a group too small
+     * for its load still answers (503 for what does not fit) rather than refusing to start. */
     if (mem.cgroup_limit && mem.cgroup_working_set) {
         uint64_t left =
             mem.cgroup_working_set < mem.cgroup_limit ? mem.cgroup_limit - mem.cgroup_working_set : 0;
+        left = left > reserve ? left - reserve : 0;
         if (b > left / 2)
-            b = left / 2;
+            b = left / 2 > (1ull << 20) ? left / 2 : 1ull << 20;
     }
     return b;
 }
@@ -127,25 +136,102 @@ static int class_init(pool_class_t *c, uint64_t size, uint32_t n, const osv_pool
     return 0;
 }
 
-/* Slot counts per class: equal byte shares, then one slot for each still-empty class that fits in
- * what is left (smallest first), so every class the budget can hold has at least one slot. */
-static void plan_counts(const osv_pool_opts_t *o, uint64_t budget, const uint64_t *sizes, uint32_t k,
-                        uint32_t *counts)
+/* Marks the classes the hints fall in (the smallest class holding each). False when there are none. */
+static bool hinted_classes(const osv_pool_opts_t *o, const uint64_t *sizes, uint32_t k, bool *hinted)
 {
-    uint64_t used = 0, share = budget / k;
-    for (uint32_t i = 0; i < k; i++) {
-        uint64_t n = o->counts && i < o->n_counts ? o->counts[i] : share / sizes[i];
-        counts[i] = (uint32_t)(n > MAX_SLOTS_PER_CLASS ? MAX_SLOTS_PER_CLASS : n);
-        used += counts[i] * sizes[i];
+    bool any = false;
+    for (uint32_t h = 0; o->hints && h < o->n_hints; h++) {
+        for (uint32_t i = 0; i < k; i++) {
+            if (o->hints[h] <= sizes[i]) {
+                hinted[i] = any = true;
+                break;
+            }
+        }
     }
-    if (o->counts)
-        return;
+    return any;
+}
+
+/* Adds floor(part / k / size) slots to every class (capped). Returns the bytes added. */
+static uint64_t equal_shares(uint64_t part, const uint64_t *sizes, uint32_t k, uint32_t *counts)
+{
+    uint64_t added = 0;
     for (uint32_t i = 0; i < k; i++) {
+        uint64_t n = part / k / sizes[i];
+        if (n > MAX_SLOTS_PER_CLASS - counts[i])
+            n = MAX_SLOTS_PER_CLASS - counts[i];
+        counts[i] += (uint32_t)n;
+        added += n * sizes[i];
+    }
+    return added;
+}
+
+/* One slot for each still-empty class among the first `upto` that fits in the budget, smallest
+ * first. Returns the bytes used. */
+static uint64_t one_each(uint64_t used, uint64_t budget, const uint64_t *sizes, uint32_t upto,
+                         uint32_t *counts)
+{
+    for (uint32_t i = 0; i < upto; i++) {
         if (counts[i] == 0 && used + sizes[i] <= budget) {
             counts[i] = 1;
             used += sizes[i];
         }
     }
+    return used;
+}
+
+/* Hinted classes short of `want` slots get the same number of extra slots each (at most their
+ * deficit) from what is left of the budget. Returns the bytes used. */
+static uint64_t fill_hinted(uint64_t used, uint64_t budget, const uint64_t *sizes, uint32_t k,
+                            const bool *hinted, uint64_t want, uint32_t *counts)
+{
+    uint64_t short_sum = 0, n;
+    for (uint32_t i = 0; i < k; i++)
+        short_sum += hinted[i] && counts[i] < want ? sizes[i] : 0;
+    if (!short_sum)
+        return used;
+    n = (budget - used) / short_sum;
+    for (uint32_t i = 0; i < k; i++) {
+        if (!hinted[i] || counts[i] >= want)
+            continue;
+        uint64_t add = want - counts[i] < n ? want - counts[i] : n;
+        counts[i] += (uint32_t)add;
+        used += add * sizes[i];
+    }
+    return used;
+}
+
+/* Slot counts per class (see osv_pool_create). The plain plan: equal byte shares, then one slot of
+ * each class that still fits. With hints whose classes the plain plan leaves short of hint_slots:
+ * equal shares of half the budget, one slot of each class up to the largest of the plain plan
+ * (hints never shrink the largest request the pool holds), extra slots for the short hinted
+ * classes, and what is still left as equal shares. */
+static void plan_counts(const osv_pool_opts_t *o, uint64_t budget, const uint64_t *sizes, uint32_t k,
+                        uint32_t *counts)
+{
+    bool hinted[OSV_POOL_MAX_CLASSES] = {false}, short_of = false;
+    uint64_t want = o->hint_slots ? o->hint_slots : MAX_SLOTS_PER_CLASS, used;
+    uint32_t top = 0;
+    memset(counts, 0, k * sizeof *counts);
+    if (o->counts) { /* classes beyond n_counts keep their equal share */
+        equal_shares(budget, sizes, k, counts);
+        for (uint32_t i = 0; i < k && i < o->n_counts; i++)
+            counts[i] = o->counts[i] > MAX_SLOTS_PER_CLASS ? MAX_SLOTS_PER_CLASS : o->counts[i];
+        return;
+    }
+    used = one_each(equal_shares(budget, sizes, k, counts), budget, sizes, k, counts);
+    if (!hinted_classes(o, sizes, k, hinted))
+        return;
+    for (uint32_t i = 0; i < k; i++) {
+        top = counts[i] ? i + 1 : top;
+        short_of |= hinted[i] && counts[i] < want;
+    }
+    if (!short_of)
+        return;
+    memset(counts, 0, k * sizeof *counts);
+    used = one_each(equal_shares(budget / 2, sizes, k, counts), budget, sizes, top, counts);
+    used = fill_hinted(used, budget, sizes, k, hinted, want, counts);
+    used += equal_shares(budget - used, sizes, k, counts);
+    one_each(used, budget, sizes, k, counts);
 }
 
 int osv_pool_create(const osv_pool_opts_t *opts, osv_pool_t **out, osv_err_t *err)
@@ -163,7 +249,7 @@ int osv_pool_create(const osv_pool_opts_t *opts, osv_pool_t **out, osv_err_t *er
     if (!o.growth)
         o.growth = 4;
     if (!o.total_bytes)
-        o.total_bytes = osv_pool_default_budget();
+        o.total_bytes = osv_pool_default_budget_reserving(o.reserve_bytes);
     if (o.growth < 2 || !osv_align_up_u64(o.min_slot, OSV_SLOT_ALIGN, &o.min_slot) || o.max_slot < o.min_slot)
         return osv_err_set(err, OSV_EINVAL,
                            "invalid pool settings (min %" PRIu64 ", max %" PRIu64 ", growth %u)", o.min_slot,

@@ -157,3 +157,15 @@ void osv_sysmem_read(osv_sysmem_t *out)
     osv_sysmem_read_at(root && *root ? root : "/sys/fs/cgroup", self && *self ? self : "/proc/self/cgroup",
                        out);
 }
+
+uint64_t osv_sysmem_rss(void)
+{
+    unsigned long long size = 0, resident = 0;
+    long page = sysconf(_SC_PAGESIZE);
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (!f)
+        return 0;
+    int n = fscanf(f, "%llu %llu", &size, &resident);
+    fclose(f);
+    return n == 2 && page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
+}

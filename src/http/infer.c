@@ -838,6 +838,12 @@ static void prepare_and_continue(osv_conn_t *c)
 {
     infer_ctx_t *x = c->req.ctx;
     dec_t d = {.c = c, .x = x};
+    bool close_was = c->res.close_after;
+    /* Memory guard before the slot is touched: a refused request costs the group no memory. */
+    c->res.close_after = close_was || (x->binary_len > 0 && !x->in_memory);
+    if (osv_server_memory_refuse(c))
+        return;
+    c->res.close_after = close_was;
     int rc = osv_infer_prepare(x->inf, &x->err);
     if (rc == OSV_EBUSY && c->req.retries < BUSY_RETRIES) {
         osv_stats_add_recovery(osv_model_stats(x->m));

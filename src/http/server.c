@@ -135,6 +135,35 @@ static int loop_init(osv_server_t *s, osv_loop_t *l, int id, osv_err_t *err)
     return 0;
 }
 
+/* Pool hints (ortserve/pool.h) from the models loaded at start-up, three per model whose request
+ * size is fixed at batch 1: a binary request body (inputs + room for the JSON header), the infer
+ * slot when inputs are bound from that body (outputs), and the infer slot when inputs are in it
+ * (JSON requests, images: inputs + outputs). */
+#define HINTS_MAX        96
+#define HINT_JSON_HEADER 1024
+
+typedef struct hints {
+    uint64_t v[HINTS_MAX];
+    uint32_t n;
+    uint64_t run_bytes; /* the largest warm-up growth: what one run in flight may add */
+} hints_t;
+
+static int add_model_hints(void *ud, osv_model_t *m)
+{
+    hints_t *h = ud;
+    uint64_t in, out;
+    if (osv_model_warmup_bytes(m) > h->run_bytes)
+        h->run_bytes = osv_model_warmup_bytes(m);
+    if (h->n + 3 > HINTS_MAX)
+        return 0; /* full: later models still count for run_bytes */
+    if (osv_model_request_bytes(m, &in, &out) != 0 || in > UINT64_MAX / 4 || out > UINT64_MAX / 4)
+        return 0;
+    h->v[h->n++] = in + HINT_JSON_HEADER;
+    h->v[h->n++] = out ? out : 1;
+    h->v[h->n++] = in + out ? in + out : 1;
+    return 0;
+}
+
 static int ncores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -173,7 +202,18 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
             osv_log(OSV_LOG_WARN, "auth_token_file", "\"warning\":\"%s\"",
                     osv_log_escape(warn, esc, sizeof esc));
     }
-    if ((rc = osv_pool_create(&o->pool, &s->pool, err)) != 0 || (rc = osv_shm_create(&s->shm)) != 0)
+    hints_t hints = {.n = 0};
+    osv_pool_opts_t po = o->pool;
+    osv_repo_foreach(repo, add_model_hints, &hints);
+    if (!po.hints) { /* each model can hold max_queue requests waiting plus one per worker */
+        uint64_t want = (uint64_t)(hints.n / 3) * o->max_queue + (uint64_t)workers;
+        po.hints = hints.v;
+        po.n_hints = hints.n;
+        po.hint_slots = (uint32_t)(want < 4096 ? want : 4096);
+    }
+    if (!po.reserve_bytes && hints.run_bytes <= UINT64_MAX / 4096) /* a run per worker at once */
+        po.reserve_bytes = hints.run_bytes * (uint64_t)(workers < 4096 ? workers : 4096);
+    if ((rc = osv_pool_create(&po, &s->pool, err)) != 0 || (rc = osv_shm_create(&s->shm)) != 0)
         goto fail;
     if (!(s->loops = osv_calloc((size_t)s->n_loops, sizeof *s->loops))) {
         rc = osv_err_set(err, OSV_ENOMEM, "out of memory");

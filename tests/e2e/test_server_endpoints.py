@@ -8,6 +8,7 @@ model control flags (--model-control-mode none|explicit, --load-model). Shared m
 in test_server_shm.py."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -419,6 +420,31 @@ class ModelControl(unittest.TestCase):
                 rc, out = self.start_fails(*args)
                 self.assertEqual(rc, want_rc, out)
                 self.assertIn(want_msg, out)
+
+
+class PoolHints(unittest.TestCase):
+    """The pool is planned from the models loaded at start-up: MobileNetV2's fixed 602 KB input
+    makes the 1 MiB class hold many slots of a small budget; a model with a dynamic dim gives no
+    hint and the budget is shared equally."""
+
+    def slots(self, models, pool_bytes):
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = Server(make_repo(tmp, models), "--pool-bytes", pool_bytes)
+            try:
+                st, _, body = srv.request("GET", "/metrics")
+                self.assertEqual(st, 200)
+                return {int(size): int(float(n)) for size, n in re.findall(
+                    r'^ortserve_pool_slots\{slot_bytes="(\d+)",state="free"\} (\S+)$', body.decode(), re.M)}
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+    def test_fixed_size_model_gets_slots_of_its_size(self):
+        hinted = self.slots({"mobilenetv2": "mobilenetv2.onnx"}, "24M")
+        plain = self.slots({"scale2x": "scale2x.onnx"}, "24M")
+        self.assertEqual(plain[1 << 20], 3)  # 24 MiB / 8 classes = 3 MiB of 1 MiB slots
+        self.assertGreaterEqual(hinted[1 << 20], 12)
+        self.assertEqual(max(hinted), max(plain))  # the largest slot is kept
+        self.assertLessEqual(sum(k * v for k, v in hinted.items()), 24 << 20)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 /* test_pool.c — the slot pool: layout, alignment, bounds, exhaustion, double release, statistics,
- * and acquire/release storms from many threads. */
+ * model hints, the default budget under a (fake) cgroup limit, and acquire/release storms from
+ * many threads. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -147,6 +152,129 @@ static void budget_layout_without_counts(void **state)
     assert_true(osv_pool_default_budget() <= 4ull << 30);
 }
 
+/* Slots of a size class (0 when the pool has no such class). */
+static uint32_t slots_of(const osv_pool_stats_t *st, uint64_t size)
+{
+    for (uint32_t i = 0; i < st->n_classes; i++)
+        if (st->cls[i].slot_size == size)
+            return st->cls[i].slots;
+    return 0;
+}
+
+/* Hints (a MobileNetV2-sized binary body and its small output): the classes they fall in get the
+ * same, larger number of slots; the largest slot is the one the plan without hints has; the budget
+ * holds. */
+static void hints_favour_the_classes_requests_need(void **state)
+{
+    const uint64_t hints[] = {602112 + 1024, 4000, 606112};
+    osv_pool_opts_t o = {.total_bytes = 24ull << 20, .min_slot = 4096, .max_slot = 64ull << 20, .growth = 4};
+    osv_pool_t *plain = NULL, *hinted = NULL;
+    osv_pool_stats_t a, b;
+    osv_slot_t s[16];
+    osv_err_t err;
+    (void)state;
+    OSV_ASSERT_OK(osv_pool_create(&o, &plain, &err), &err);
+    o.hints = hints;
+    o.n_hints = 3;
+    OSV_ASSERT_OK(osv_pool_create(&o, &hinted, &err), &err);
+    osv_pool_get_stats(plain, &a);
+    osv_pool_get_stats(hinted, &b);
+    assert_true(b.total_bytes <= o.total_bytes);
+    assert_int_equal(osv_pool_max_slot(hinted), osv_pool_max_slot(plain));
+    /* 24 MiB: equal shares give the 1 MiB class 3 slots; the hints give it at least 12. */
+    assert_true(slots_of(&a, 1u << 20) <= 3);
+    assert_true(slots_of(&b, 1u << 20) >= 12);
+    /* The 1 MiB slots are really there: 12 bodies at once. */
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(osv_pool_acquire(hinted, 602112 + 1024, &s[i]), 0);
+    for (int i = 0; i < 12; i++)
+        osv_pool_release(hinted, &s[i]);
+    osv_pool_destroy(plain);
+    osv_pool_destroy(hinted);
+    /* Hinted classes the plain plan already fills to hint_slots change nothing. */
+    const uint64_t small[] = {4000};
+    o.hints = small;
+    o.n_hints = 1;
+    o.hint_slots = 66;
+    OSV_ASSERT_OK(osv_pool_create(&o, &hinted, &err), &err);
+    osv_pool_get_stats(hinted, &b);
+    for (uint32_t i = 0; i < a.n_classes; i++)
+        assert_int_equal(slots_of(&b, a.cls[i].slot_size), a.cls[i].slots);
+    osv_pool_destroy(hinted);
+    /* hint_slots bounds the extra slots (8 here, where the budget would allow 14); what is left is
+     * shared equally again. */
+    o.hints = hints;
+    o.n_hints = 3;
+    o.hint_slots = 8;
+    OSV_ASSERT_OK(osv_pool_create(&o, &hinted, &err), &err);
+    osv_pool_get_stats(hinted, &b);
+    assert_true(slots_of(&b, 1u << 20) >= 8 && slots_of(&b, 1u << 20) < 12);
+    assert_true(slots_of(&b, 4096) > slots_of(&a, 4096) / 2);
+    assert_true(b.total_bytes <= o.total_bytes);
+    osv_pool_destroy(hinted);
+    o.hint_slots = 0;
+    /* A hint larger than every class changes nothing; explicit counts win over hints. */
+    const uint64_t huge[] = {1ull << 40};
+    const uint32_t counts[] = {2, 2};
+    o.hints = huge;
+    o.n_hints = 1;
+    OSV_ASSERT_OK(osv_pool_create(&o, &hinted, &err), &err);
+    osv_pool_get_stats(hinted, &b);
+    assert_int_equal(slots_of(&b, 1u << 20), slots_of(&a, 1u << 20));
+    osv_pool_destroy(hinted);
+    o.hints = hints;
+    o.n_hints = 3;
+    o.counts = counts;
+    o.n_counts = 2;
+    OSV_ASSERT_OK(osv_pool_create(&o, &hinted, &err), &err);
+    osv_pool_get_stats(hinted, &b);
+    assert_int_equal(slots_of(&b, 4096), 2);
+    assert_int_equal(slots_of(&b, 1u << 20), (24u << 20) / 8 / (1u << 20)); /* its equal share, no hint */
+    osv_pool_destroy(hinted);
+}
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Under a cgroup v2 limit of 256 MiB with 200 MiB in use, the default budget is half of the 56 MiB
+ * left; a reserve comes off the headroom first; a reserve beyond it leaves the 1 MiB floor. */
+static void default_budget_keeps_the_reserve_out(void **state)
+{
+    char root[] = "/tmp/osv-test-cg-XXXXXX", grp[600], self[600];
+    (void)state;
+    assert_non_null(mkdtemp(root));
+    snprintf(grp, sizeof grp, "%s/srv", root);
+    snprintf(self, sizeof self, "%s/self", root);
+    assert_int_equal(mkdir(grp, 0700), 0);
+    write_file(root, "self", "0::/srv\n");
+    write_file(grp, "memory.max", "268435456\n");
+    write_file(grp, "memory.current", "209715200\n");
+    write_file(grp, "memory.stat", "anon 1\ninactive_file 0\n");
+    setenv("ORTSERVE_CGROUP_ROOT", root, 1);
+    setenv("ORTSERVE_PROC_CGROUP", self, 1);
+    assert_int_equal(osv_pool_default_budget(), 28ull << 20);
+    assert_int_equal(osv_pool_default_budget_reserving(20ull << 20), 18ull << 20);
+    assert_int_equal(osv_pool_default_budget_reserving(100ull << 20), 1ull << 20);
+    unsetenv("ORTSERVE_CGROUP_ROOT");
+    unsetenv("ORTSERVE_PROC_CGROUP");
+    const char *files[] = {"memory.max", "memory.current", "memory.stat"};
+    char path[700];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", grp, files[i]);
+        unlink(path);
+    }
+    rmdir(grp);
+    unlink(self);
+    rmdir(root);
+}
+
 /* Storm: threads acquire, fill the slot with their id, verify nobody else wrote into it, release. */
 #define STORM_THREADS 8
 #define STORM_ROUNDS  20000
@@ -214,9 +342,14 @@ static void many_threads_storm(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(classes_and_alignment),        cmocka_unit_test(exhaustion_and_too_big),
-        cmocka_unit_test(bounds_are_checked),           cmocka_unit_test(double_release_is_detected),
-        cmocka_unit_test(budget_layout_without_counts), cmocka_unit_test(many_threads_storm),
+        cmocka_unit_test(classes_and_alignment),
+        cmocka_unit_test(exhaustion_and_too_big),
+        cmocka_unit_test(bounds_are_checked),
+        cmocka_unit_test(double_release_is_detected),
+        cmocka_unit_test(budget_layout_without_counts),
+        cmocka_unit_test(hints_favour_the_classes_requests_need),
+        cmocka_unit_test(default_budget_keeps_the_reserve_out),
+        cmocka_unit_test(many_threads_storm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
