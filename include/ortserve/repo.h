@@ -62,6 +62,7 @@ typedef struct osv_repo_entry {
     char name[128];
     int64_t version; /* -1 for a model with no loaded version */
     osv_model_state_t state;
+    bool wanted;                  /* should be loaded (loaded at open or by a load; not unloaded since) */
     char reason[OSV_ERR_MSG_MAX]; /* why it is unavailable; "" otherwise */
 } osv_repo_entry_t;
 

@@ -28,7 +28,7 @@ typedef struct serve_cfg {
     uint64_t pool_bytes, pool_max_slot;
     bool pool_mlock;
     const char *model_control;
-    char load_models[4096];   /* --load-model NAME..., comma-separated; "" = "*" */
+    char load_models[4096];   /* --load-model NAME..., comma-separated; "" = "*", every model */
     bool load_models_flagged; /* a flag replaces the environment's list instead of adding to it */
 } serve_cfg_t;
 
@@ -338,32 +338,17 @@ static int log_model(void *ud, osv_model_t *m)
     return 0;
 }
 
-/* Whether name is one of list's comma-separated names ("" or "*": every model). */
-static bool listed(const char *list, const char *name)
-{
-    size_t len = strlen(name);
-    if (!*list || strcmp(list, "*") == 0)
-        return true;
-    for (const char *p = list; *p;) {
-        size_t n = strcspn(p, ",");
-        if (n == len && memcmp(p, name, n) == 0)
-            return true;
-        p += n + (p[n] == ',');
-    }
-    return false;
-}
-
 /* Models that should have loaded but did not are errors; models --load-model left out are not. */
-static void log_unavailable(osv_repo_t *repo, const char *load_models)
+static void log_unavailable(osv_repo_t *repo)
 {
     osv_repo_entry_t e[64];
     size_t n = 0;
     osv_repo_index(repo, false, e, 64, &n);
     for (size_t i = 0; i < n && i < 64; i++) {
         char name[300], reason[2048];
-        bool wanted = listed(load_models, e[i].name);
         if (e[i].state != OSV_MODEL_READY)
-            osv_log(wanted ? OSV_LOG_ERROR : OSV_LOG_INFO, wanted ? "model_unavailable" : "model_not_loaded",
+            osv_log(e[i].wanted ? OSV_LOG_ERROR : OSV_LOG_INFO,
+                    e[i].wanted ? "model_unavailable" : "model_not_loaded",
                     "\"model\":\"%s\",\"reason\":\"%s\"", osv_log_escape(e[i].name, name, sizeof name),
                     osv_log_escape(e[i].reason, reason, sizeof reason));
     }
@@ -418,13 +403,22 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, d
             cfg->srv.deadline_ms, cfg->srv.model_control ? "explicit" : "none", ms);
 }
 
+/* The next name of a comma-separated list: its length (0 at the end); *p moves past it. */
+static size_t next_name(const char **p, const char **name)
+{
+    size_t n = strcspn(*p, ",");
+    *name = *p;
+    *p += n + ((*p)[n] == ',');
+    return n;
+}
+
 /* --model-control-mode and --load-model, as Triton's flags of the same names: "none" loads every
  * model and refuses the repository API's load/unload; "explicit" allows them and loads the models
- * listed (ortserve's default list is "*", every model; Triton's is none). Returns 0 or prints why. */
+ * listed (ortserve's default list is "*", every model; Triton's is none). A list of just "*" becomes
+ * "". Returns 0 or prints why. */
 static int check_model_control(serve_cfg_t *cfg)
 {
-    const char *mode = cfg->model_control, *list = cfg->load_models;
-    bool all = !*list || strcmp(list, "*") == 0;
+    const char *mode = cfg->model_control, *p = cfg->load_models, *name;
     if (strcasecmp(mode, "none") != 0 && strcasecmp(mode, "explicit") != 0) {
         fprintf(stderr, "ortserve serve: --model-control-mode must be none or explicit, not '%s'%s\n", mode,
                 strcasecmp(mode, "poll") == 0 ? " (polling the repository is not supported: use the "
@@ -433,20 +427,20 @@ static int check_model_control(serve_cfg_t *cfg)
         return 2;
     }
     cfg->srv.model_control = strcasecmp(mode, "explicit") == 0;
-    if (!all && !cfg->srv.model_control) {
+    if (strcmp(cfg->load_models, "*") == 0)
+        cfg->load_models[0] = '\0';
+    if (cfg->load_models[0] && !cfg->srv.model_control) {
         fprintf(stderr, "ortserve serve: --load-model needs --model-control-mode explicit (none loads every "
                         "model)\n");
         return 2;
     }
-    for (const char *p = list; !all && *p;) {
-        size_t n = strcspn(p, ",");
-        if (!osv_model_name_valid(p, n)) {
-            fprintf(stderr, "ortserve serve: --load-model '%.*s': %s\n", (int)n, p,
-                    n == 1 && *p == '*' ? "'*' must be the only --load-model"
-                                        : "not a model name ([A-Za-z0-9_.-], not starting with '.')");
+    for (size_t n; (n = next_name(&p, &name)) > 0 || *p;) {
+        if (!osv_model_name_valid(name, n)) {
+            fprintf(stderr, "ortserve serve: --load-model '%.*s': %s\n", (int)n, name,
+                    n == 1 && *name == '*' ? "'*' must be the only --load-model"
+                                           : "not a model name ([A-Za-z0-9_.-], not starting with '.')");
             return 2;
         }
-        p += n + (p[n] == ',');
     }
     return 0;
 }
@@ -455,17 +449,15 @@ static int check_model_control(serve_cfg_t *cfg)
  * start-up; a model that fails to load is UNAVAILABLE with its reason, as with every model. */
 static int load_listed(osv_repo_t *repo, const char *list, osv_err_t *err)
 {
-    char name[128];
-    for (const char *p = list; *p;) {
-        size_t n = strcspn(p, ",");
-        snprintf(name, sizeof name, "%.*s", (int)n, p);
+    char name[128], why[sizeof err->msg];
+    const char *p = list, *at;
+    for (size_t n; (n = next_name(&p, &at)) > 0;) {
+        snprintf(name, sizeof name, "%.*s", (int)n, at);
         int rc = osv_repo_load(repo, name, err);
         if (rc == OSV_ENOTFOUND || rc == OSV_EINVAL) {
-            char why[sizeof err->msg];
             snprintf(why, sizeof why, "%s", err->msg);
             return osv_err_set(err, rc, "--load-model %s: %s", name, why);
         }
-        p += n + (p[n] == ',');
     }
     return 0;
 }
@@ -505,7 +497,7 @@ static int serve(serve_cfg_t *cfg)
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
         return 1;
     }
-    bool all = !cfg->load_models[0] || strcmp(cfg->load_models, "*") == 0;
+    bool all = !cfg->load_models[0]; /* check_model_control turned "*" into "" */
     osv_repo_opts_t ro = {.env = env,
                           .path = cfg->repo,
                           .limits = cfg->limits,
@@ -523,7 +515,7 @@ static int serve(serve_cfg_t *cfg)
         return 1;
     }
     osv_repo_foreach(repo, log_model, NULL);
-    log_unavailable(repo, cfg->load_models);
+    log_unavailable(repo);
     the_server = s;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);

@@ -10,6 +10,7 @@
 #include "model_internal.h"
 #include "ortserve/alloc.h"
 #include "ortserve/dtype.h"
+#include "ortserve/pool.h"
 #include "ortserve/shape.h"
 #include "ortserve/sysmem.h"
 
@@ -662,18 +663,19 @@ void *osv_model_attachment(const osv_model_t *m, int key)
     return key >= 0 && key < OSV_ATTACH_MAX ? m->attach[key].ptr : NULL;
 }
 
-/* Adds tensor t's batch-1 byte size, rounded up to 64, to *acc; false when it is not fixed. */
+/* Adds tensor t's batch-1 byte size, rounded up to a slot's alignment, to *acc; false when the
+ * size is not fixed. */
 static bool add_fixed_bytes(const osv_model_t *m, const osv_tensor_info_t *t, uint64_t *acc)
 {
-    uint64_t n = osv_dtype_size(t->dtype), b;
-    if (t->kind != OSV_VALUE_TENSOR || n == 0 || t->rank < 0)
+    int64_t dims[OSV_MAX_DIMS];
+    uint64_t bytes;
+    if (t->kind != OSV_VALUE_TENSOR || osv_dtype_size(t->dtype) == 0 || t->rank < 0 || t->rank > OSV_MAX_DIMS)
         return false;
-    for (int32_t d = 0; d < t->rank; d++) {
-        int64_t dim = t->dims[d] < 0 && d == 0 && m->batch_dim == 1 ? 1 : t->dims[d];
-        if (dim < 0 || !osv_mul_u64(n, (uint64_t)dim, &n))
-            return false;
-    }
-    return osv_align_up_u64(n, 64, &b) && osv_add_u64(*acc, b, acc);
+    memcpy(dims, t->dims, (size_t)t->rank * sizeof *dims);
+    if (t->rank > 0 && dims[0] < 0 && m->batch_dim == 1)
+        dims[0] = 1;
+    return osv_shape_size(dims, (uint32_t)t->rank, t->dtype, NULL, NULL, &bytes, NULL) == 0 &&
+           osv_align_up_u64(bytes, OSV_SLOT_ALIGN, &bytes) && osv_add_u64(*acc, bytes, acc);
 }
 
 int osv_model_request_bytes(const osv_model_t *m, uint64_t *in_bytes, uint64_t *out_bytes)

@@ -478,6 +478,7 @@ static void put_entry(osv_repo_entry_t *e, const repo_model_t *m, int64_t versio
     snprintf(e->name, sizeof e->name, "%s", m->name);
     e->version = version;
     e->state = version >= 0 ? OSV_MODEL_READY : m->state;
+    e->wanted = m->want;
     snprintf(e->reason, sizeof e->reason, "%s", version >= 0 ? "" : m->reason);
 }
 

@@ -481,7 +481,7 @@ static void body_received(osv_conn_t *c)
         x->blobs[0] = (osv_img_blob_t){c->req.body_ptr, c->req.body_len};
         x->n = 1;
     }
-    if (osv_server_memory_refuse(c))
+    if (osv_server_memory_refuse(c, false))
         return;
     if (!s->sched) {
         classify_task(c);

@@ -223,8 +223,10 @@ struct osv_server {
 /* Re-reads the cgroup's memory use at most every 10 ms and sets or clears mem_pressure (hysteresis:
  * clears 5 points below the mark). Called by the deadline watchdog thread only. */
 void osv_server_watch_memory(osv_server_t *s, uint64_t now);
-/* Admission: when the memory guard is on, answers 503 (Retry-After) and returns true. Loop thread. */
-bool osv_server_memory_refuse(osv_conn_t *c);
+/* Admission: when the memory guard is on, answers 503 (Retry-After) and returns true; with
+ * body_unread, the connection closes after the answer (the rest of the body is never read). Loop
+ * thread. */
+bool osv_server_memory_refuse(osv_conn_t *c, bool body_unread);
 /* Answers a request osv_sched_submit refused (rc != 0; nothing when rc is 0): 503 + Retry-After for
  * a full queue, or for a deadline the queued work ahead would make it miss (counted). Loop thread. */
 void osv_http_refuse_queued(osv_conn_t *c, int rc, const char *model);

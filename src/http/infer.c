@@ -774,8 +774,6 @@ static void dispatch(osv_conn_t *c)
     bool inline_ok = !x->has_image && /* decoding takes milliseconds: never on the loop */
                      atomic_load_explicit(&x->ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
                      atomic_load_explicit(&x->ms->queued, memory_order_relaxed) == 0;
-    if (osv_server_memory_refuse(c))
-        return;
     if (inline_ok || !s->sched) {
         run_task(c);
         return;
@@ -784,9 +782,12 @@ static void dispatch(osv_conn_t *c)
     /* else: state stays RUN until the worker completes */
 }
 
+/* The guard is asked again: pressure may have come while the tensors arrived, and a refused run
+ * still saves ONNX Runtime's growth for it. */
 static void tensors_received(osv_conn_t *c)
 {
-    dispatch(c);
+    if (!osv_server_memory_refuse(c, false))
+        dispatch(c);
 }
 
 /* Plans the binary section straight into the inputs' slot ranges (wire order = JSON order). */
@@ -838,12 +839,9 @@ static void prepare_and_continue(osv_conn_t *c)
 {
     infer_ctx_t *x = c->req.ctx;
     dec_t d = {.c = c, .x = x};
-    bool close_was = c->res.close_after;
     /* Memory guard before the slot is touched: a refused request costs the group no memory. */
-    c->res.close_after = close_was || (x->binary_len > 0 && !x->in_memory);
-    if (osv_server_memory_refuse(c))
+    if (osv_server_memory_refuse(c, x->binary_len > 0 && !x->in_memory))
         return;
-    c->res.close_after = close_was;
     int rc = osv_infer_prepare(x->inf, &x->err);
     if (rc == OSV_EBUSY && c->req.retries < BUSY_RETRIES) {
         osv_stats_add_recovery(osv_model_stats(x->m));

@@ -251,11 +251,12 @@ void osv_server_watch_memory(osv_server_t *s, uint64_t now)
     }
 }
 
-bool osv_server_memory_refuse(osv_conn_t *c)
+bool osv_server_memory_refuse(osv_conn_t *c, bool body_unread)
 {
     osv_server_t *s = c->loop->srv;
     if (!atomic_load_explicit(&s->mem_pressure, memory_order_relaxed))
         return false;
+    c->res.close_after |= body_unread;
     atomic_fetch_add_explicit(&s->mem_shed, 1, memory_order_relaxed);
     osv_res_error(c, 503, "memory in use (%" PRIu64 " MiB) is near the limit (%" PRIu64 " MiB), retry later",
                   atomic_load(&s->mem_working_set) >> 20, s->mem_limit >> 20);

@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "testutil.h"
 
@@ -233,46 +231,27 @@ static void hints_favour_the_classes_requests_need(void **state)
     osv_pool_destroy(hinted);
 }
 
-static void write_file(const char *dir, const char *name, const char *text)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 /* Under a cgroup v2 limit of 256 MiB with 200 MiB in use, the default budget is half of the 56 MiB
  * left; a reserve comes off the headroom first; a reserve beyond it leaves the 1 MiB floor. */
 static void default_budget_keeps_the_reserve_out(void **state)
 {
-    char root[] = "/tmp/osv-test-cg-XXXXXX", grp[600], self[600];
+    char root[512], cg[600], self[600];
     (void)state;
-    assert_non_null(mkdtemp(root));
-    snprintf(grp, sizeof grp, "%s/srv", root);
+    osv_test_tmpdir(root, sizeof root);
+    osv_test_write_file(root, "self", "0::/srv\n");
+    osv_test_write_file(root, "cg/srv/memory.max", "268435456\n");
+    osv_test_write_file(root, "cg/srv/memory.current", "209715200\n");
+    osv_test_write_file(root, "cg/srv/memory.stat", "anon 1\ninactive_file 0\n");
+    snprintf(cg, sizeof cg, "%s/cg", root);
     snprintf(self, sizeof self, "%s/self", root);
-    assert_int_equal(mkdir(grp, 0700), 0);
-    write_file(root, "self", "0::/srv\n");
-    write_file(grp, "memory.max", "268435456\n");
-    write_file(grp, "memory.current", "209715200\n");
-    write_file(grp, "memory.stat", "anon 1\ninactive_file 0\n");
-    setenv("ORTSERVE_CGROUP_ROOT", root, 1);
+    setenv("ORTSERVE_CGROUP_ROOT", cg, 1);
     setenv("ORTSERVE_PROC_CGROUP", self, 1);
     assert_int_equal(osv_pool_default_budget(), 28ull << 20);
     assert_int_equal(osv_pool_default_budget_reserving(20ull << 20), 18ull << 20);
     assert_int_equal(osv_pool_default_budget_reserving(100ull << 20), 1ull << 20);
     unsetenv("ORTSERVE_CGROUP_ROOT");
     unsetenv("ORTSERVE_PROC_CGROUP");
-    const char *files[] = {"memory.max", "memory.current", "memory.stat"};
-    char path[700];
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", grp, files[i]);
-        unlink(path);
-    }
-    rmdir(grp);
-    unlink(self);
-    rmdir(root);
+    osv_test_rmtree(root);
 }
 
 /* Storm: threads acquire, fill the slot with their id, verify nobody else wrote into it, release. */
