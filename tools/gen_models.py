@@ -125,6 +125,16 @@ def build_identity():
     return make_model(graph, "one Identity per element type; all share the symbolic dim N")
 
 
+def build_bytes_fp32():
+    """A BYTES input laid out right before an FP32 one: a write past the strings' range lands in x."""
+    nodes = [helper.make_node("Identity", ["text"], ["text_out"], name="identity_text"),
+             helper.make_node("Identity", ["x"], ["x_out"], name="identity_x")]
+    graph = helper.make_graph(nodes, "bytes_fp32",
+                              [vi("text", TensorProto.STRING, ["N"]), vi("x", TensorProto.FLOAT, ["M"])],
+                              [vi("text_out", TensorProto.STRING, ["N"]), vi("x_out", TensorProto.FLOAT, ["M"])])
+    return make_model(graph, "BYTES then FP32 inputs, echoed (slot-range bounds tests)")
+
+
 # --- 3. dynamic -----------------------------------------------------------------------------
 def build_dynamic():
     nodes = [
@@ -398,6 +408,7 @@ MODELS = [
     ("fail.onnx", build_fail),
     ("mislead.onnx", build_mislead),
     ("compress.onnx", build_compress),
+    ("bytes_fp32.onnx", build_bytes_fp32),
 ]
 TEXT_FILES = [("mobilenetv2.labels.txt", mobilenetv2_labels)]
 

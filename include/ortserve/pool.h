@@ -24,7 +24,9 @@ extern "C" {
 typedef struct osv_pool osv_pool_t;
 
 /* A slot handed out by osv_pool_acquire. Plain value; valid until passed to osv_pool_release.
- * `base` is OSV_SLOT_ALIGN-aligned and `cap` bytes long. */
+ * `base` is OSV_SLOT_ALIGN-aligned and `cap` bytes long: at least the bytes asked for (the class
+ * size), and exactly those in an AddressSanitizer build, which poisons the rest of the slot, a guard
+ * zone after it and every released slot — write only the bytes you asked for. */
 typedef struct osv_slot {
     uint8_t *base;
     size_t cap;

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "util/sanitize.h"
 #include "model_internal.h"
 #include "ortserve/infer.h"
 
@@ -271,14 +272,34 @@ static void derive_output(osv_infer_t *inf, const symtab_t *syms, infer_out_t *o
     o->computable = 1;
 }
 
-/* Reserves `len` bytes at a 64-byte-aligned offset of the slot being planned. */
+/* Reserves `len` bytes at a 64-byte-aligned offset of the slot being planned (followed by a red zone
+ * in the ASan build, poisoned by poison_redzones: a write past one tensor never reaches the next). */
 static int reserve(uint64_t *total, uint64_t len, uint64_t *off)
 {
-    uint64_t start;
-    if (!osv_align_up_u64(*total, OSV_SLOT_ALIGN, &start) || !osv_add_u64(start, len, total))
+    uint64_t start, end;
+    if (!osv_align_up_u64(*total, OSV_SLOT_ALIGN, &start) || !osv_add_u64(start, len, &end) ||
+        !osv_add_u64(end, OSV_ASAN_REDZONE, total))
         return OSV_EOVERFLOW;
     *off = start;
     return 0;
+}
+
+static void poison_redzones(osv_infer_t *inf)
+{
+#ifdef OSV_ASAN
+    for (uint32_t i = 0; i < inf->m->n_in; i++) {
+        const infer_in_t *in = &inf->in[i];
+        if (in->in_slot)
+            osv_poison(inf->slot.base + in->off + in->bytes, OSV_ASAN_REDZONE);
+        if (in->conv_in_slot)
+            osv_poison(inf->slot.base + in->conv_off + in->model_bytes, OSV_ASAN_REDZONE);
+    }
+    for (uint32_t k = 0; k < inf->n_out; k++)
+        if (inf->out[k].in_slot)
+            osv_poison(inf->slot.base + inf->out[k].off + inf->out[k].bytes, OSV_ASAN_REDZONE);
+#else
+    (void)inf;
+#endif
 }
 
 static bool aligned_for(const void *p, osv_dtype_t dt)
@@ -381,6 +402,7 @@ int osv_infer_prepare(osv_infer_t *inf, osv_err_t *err)
             return osv_err_set(
                 err, rc, "request needs %" PRIu64 " bytes of tensor memory, the largest slot is %" PRIu64,
                 total, osv_pool_max_slot(inf->opts.pool));
+        poison_redzones(inf);
     }
     for (uint32_t i = 0; i < inf->m->n_in; i++) {
         infer_in_t *in = &inf->in[i];

@@ -15,12 +15,14 @@
 #include "ortserve/pool.h"
 #include "ortserve/shape.h"
 #include "ortserve/sysmem.h"
+#include "util/sanitize.h"
 
 #define MAX_SLOTS_PER_CLASS 4096u /* bounds bookkeeping; concurrency never needs more */
 
 typedef struct pool_class {
     _Alignas(64) _Atomic uint64_t head; /* tag << 32 | (free index + 1); low half 0 = empty */
     uint64_t size;
+    uint64_t stride; /* size, plus a poisoned guard zone in the ASan build (util/sanitize.h) */
     uint32_t n;
     uint8_t *base;
     size_t map_len;
@@ -112,10 +114,11 @@ static int class_init(pool_class_t *c, uint64_t size, uint32_t n, const osv_pool
 {
     int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
     c->size = size;
+    c->stride = size + OSV_ASAN_GUARD;
     c->n = n;
     if (n == 0)
         return 0;
-    c->map_len = (size_t)(size * n);
+    c->map_len = (size_t)(c->stride * n);
     if (o->prefault || o->mlock)
         flags |= MAP_POPULATE;
     c->base = mmap(NULL, c->map_len, PROT_READ | PROT_WRITE, flags, -1, 0);
@@ -131,8 +134,10 @@ static int class_init(pool_class_t *c, uint64_t size, uint32_t n, const osv_pool
     c->in_use_flag = osv_calloc(n, sizeof *c->in_use_flag);
     if (!c->next || !c->in_use_flag)
         return osv_err_set(err, OSV_ENOMEM, "out of memory for pool bookkeeping");
-    for (uint32_t i = n; i-- > 0;)
+    for (uint32_t i = n; i-- > 0;) {
+        osv_poison(c->base + (size_t)i * c->stride + size, OSV_ASAN_GUARD);
         class_push(c, i);
+    }
     return 0;
 }
 
@@ -300,6 +305,24 @@ static void note_acquire(pool_class_t *c)
     atomic_fetch_add_explicit(&c->acquires, 1, memory_order_relaxed);
 }
 
+/* ASan build: the slot's range is exactly the bytes asked for (cap = bytes), and up to
+ * ASAN_TAIL_WINDOW bytes after it stay poisoned, so a write one byte past the range aborts; the
+ * window bounds the shadow memory a small request in a large slot touches. No-op otherwise. */
+#define ASAN_TAIL_WINDOW (1u << 20)
+
+static void slot_open(osv_slot_t *s, uint64_t bytes)
+{
+#ifdef OSV_ASAN
+    uint64_t tail = s->cap - bytes < ASAN_TAIL_WINDOW ? s->cap - bytes : ASAN_TAIL_WINDOW;
+    osv_unpoison(s->base, bytes);
+    osv_poison(s->base + bytes, tail);
+    s->cap = (size_t)bytes;
+#else
+    (void)s;
+    (void)bytes;
+#endif
+}
+
 int osv_pool_acquire(osv_pool_t *pool, uint64_t bytes, osv_slot_t *out)
 {
     uint32_t first = pool->n_classes;
@@ -321,8 +344,9 @@ int osv_pool_acquire(osv_pool_t *pool, uint64_t bytes, osv_slot_t *out)
         if (c->n && class_pop(c, &idx)) {
             atomic_store_explicit(&c->in_use_flag[idx], 1, memory_order_relaxed);
             note_acquire(c);
-            out->base = c->base + (size_t)idx * c->size;
+            out->base = c->base + (size_t)idx * c->stride;
             out->cap = (size_t)c->size;
+            slot_open(out, bytes);
             out->cls = i;
             out->idx = idx;
             return 0;
@@ -338,12 +362,13 @@ void osv_pool_release(osv_pool_t *pool, osv_slot_t *slot)
     if (!slot->base)
         return;
     c = slot->cls < pool->n_classes ? &pool->cls[slot->cls] : NULL;
-    if (!c || slot->idx >= c->n || slot->base != c->base + (size_t)slot->idx * c->size ||
+    if (!c || slot->idx >= c->n || slot->base != c->base + (size_t)slot->idx * c->stride ||
         atomic_exchange_explicit(&c->in_use_flag[slot->idx], 0, memory_order_relaxed) != 1) {
         atomic_fetch_add_explicit(&pool->bad_releases, 1, memory_order_relaxed);
         return;
     }
     atomic_fetch_sub_explicit(&c->in_use, 1, memory_order_relaxed);
+    osv_poison(slot->base, slot->cap); /* a use after release is caught in the ASan build */
     class_push(c, slot->idx);
     slot->base = NULL;
 }

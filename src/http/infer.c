@@ -418,17 +418,10 @@ static int json_bytes_size(dec_t *d, const in_desc_t *in, uint64_t *out)
     while (osv_json_leaf_next(&it, &leaf)) {
         if (leaf.type != OSV_JSON_STRING)
             return -1;
-        uint64_t len = leaf.len;
-        if (leaf.flags & OSV_JSON_F_ESCAPED) {
-            size_t n;
-            char *tmp = osv_malloc(leaf.len + 1);
-            if (!tmp || osv_json_unescape(d->doc.src + leaf.start, leaf.len, tmp, leaf.len + 1, &n) != 0) {
-                osv_free(tmp);
-                return -1;
-            }
-            osv_free(tmp);
-            len = n;
-        }
+        size_t len = leaf.len;
+        if ((leaf.flags & OSV_JSON_F_ESCAPED) &&
+            osv_json_unescaped_len(d->doc.src + leaf.start, leaf.len, &len) != 0)
+            return -1;
         total += 4 + len;
     }
     *out = total;
@@ -605,27 +598,31 @@ static osv_json_kind_t kind_of(osv_dtype_t dt)
     return dt < OSV_DTYPE_COUNT ? k[dt] : 0;
 }
 
+/* Writes the strings of a JSON BYTES input in Triton's serialized form (u32 length, then the bytes)
+ * into dst[0..cap), the input's slot range: every write is bounded by that range. */
 static int fill_bytes(dec_t *d, const in_desc_t *in, uint8_t *dst, uint64_t cap)
 {
     osv_json_leaf_iter_t it;
     osv_json_leaf_t leaf;
-    uint8_t *p = dst;
+    uint64_t used = 0;
     osv_json_leaf_iter_init(&it, &d->doc, (uint32_t)in->data_tok);
     while (osv_json_leaf_next(&it, &leaf)) {
+        const char *raw = d->doc.src + leaf.start;
         size_t n = leaf.len;
         uint32_t n32;
-        if ((uint64_t)(p - dst) + 4 + leaf.len > cap + 0 && !(leaf.flags & OSV_JSON_F_ESCAPED))
+        if (cap - used < 4)
             return -1;
         if (leaf.flags & OSV_JSON_F_ESCAPED) {
-            if (osv_json_unescape(d->doc.src + leaf.start, leaf.len, (char *)p + 4,
-                                  cap - (uint64_t)(p - dst) - 4 + 1, &n))
+            if (osv_json_unescape_raw(raw, leaf.len, (char *)dst + used + 4, cap - used - 4, &n) != 0)
                 return -1;
         } else {
-            memcpy(p + 4, d->doc.src + leaf.start, n);
+            if (cap - used - 4 < n)
+                return -1;
+            memcpy(dst + used + 4, raw, n);
         }
         n32 = (uint32_t)n;
-        memcpy(p, &n32, 4);
-        p += 4 + n;
+        memcpy(dst + used, &n32, 4);
+        used += 4 + n;
     }
     return 0;
 }

@@ -890,7 +890,9 @@ static int unesc_next(const char *raw, size_t len, size_t *i, char out[4])
     return 4;
 }
 
-int osv_json_unescape(const char *raw, size_t len, char *dst, size_t cap, size_t *out_len)
+/* The one unescaping loop: writes the value into dst[0..cap) when dst is set (no terminator), or only
+ * measures it (dst NULL); never writes past dst + cap. */
+static int unescape_into(const char *raw, size_t len, char *dst, size_t cap, size_t *out_len)
 {
     size_t i = 0, o = 0;
     char buf[4];
@@ -905,9 +907,10 @@ int osv_json_unescape(const char *raw, size_t len, char *dst, size_t cap, size_t
                 return c < 0x20 ? OSV_JSON_ESYNTAX : OSV_JSON_EUTF8;
             j += k;
         }
-        if (cap - o <= run)
+        if (dst && cap - o < run)
             return OSV_JSON_ENOSPC;
-        memcpy(dst + o, raw + i, run);
+        if (dst)
+            memcpy(dst + o, raw + i, run);
         o += run;
         i += run;
         if (i >= len)
@@ -915,17 +918,39 @@ int osv_json_unescape(const char *raw, size_t len, char *dst, size_t cap, size_t
         int k = unesc_next(raw, len, &i, buf);
         if (k < 0)
             return k;
-        if (cap - o <= (size_t)k)
+        if (dst && cap - o < (size_t)k)
             return OSV_JSON_ENOSPC;
-        memcpy(dst + o, buf, (size_t)k);
+        if (dst)
+            memcpy(dst + o, buf, (size_t)k);
         o += (size_t)k;
     }
-    if (cap - o < 1)
-        return OSV_JSON_ENOSPC;
-    dst[o] = '\0';
     if (out_len)
         *out_len = o;
     return 0;
+}
+
+int osv_json_unescape(const char *raw, size_t len, char *dst, size_t cap, size_t *out_len)
+{
+    size_t n;
+    int rc;
+    if (cap == 0)
+        return OSV_JSON_ENOSPC;
+    if ((rc = unescape_into(raw, len, dst, cap - 1, &n)) != 0)
+        return rc;
+    dst[n] = '\0';
+    if (out_len)
+        *out_len = n;
+    return 0;
+}
+
+int osv_json_unescape_raw(const char *raw, size_t len, char *dst, size_t cap, size_t *out_len)
+{
+    return unescape_into(raw, len, dst, cap, out_len);
+}
+
+int osv_json_unescaped_len(const char *raw, size_t len, size_t *out_len)
+{
+    return unescape_into(raw, len, NULL, 0, out_len);
 }
 
 int osv_json_str_unescape(const osv_json_doc_t *doc, uint32_t tok, char *dst, size_t cap, size_t *out_len)

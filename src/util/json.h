@@ -137,6 +137,11 @@ bool osv_json_str_eq(const osv_json_doc_t *doc, uint32_t tok, const char *lit);
  * Returns 0, OSV_JSON_ENOSPC, OSV_JSON_EUTF8 (invalid UTF-8 or lone/invalid surrogate) or
  * OSV_JSON_ESYNTAX (malformed escape). */
 int osv_json_unescape(const char *raw, size_t len, char *dst, size_t cap, size_t *out_len);
+/* The same without the terminating NUL: writes exactly *out_len bytes, never past dst[cap - 1] (for
+ * values packed back to back, such as Triton's serialized BYTES in a slot range). */
+int osv_json_unescape_raw(const char *raw, size_t len, char *dst, size_t cap, size_t *out_len);
+/* Validates a raw span as osv_json_unescape does and gives the unescaped length; writes nothing. */
+int osv_json_unescaped_len(const char *raw, size_t len, size_t *out_len);
 /* Same for string token tok (OSV_JSON_ETYPE if it is not a string). */
 int osv_json_str_unescape(const osv_json_doc_t *doc, uint32_t tok, char *dst, size_t cap, size_t *out_len);
 

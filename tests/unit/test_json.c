@@ -529,6 +529,22 @@ static void test_unescape(void **state)
     assert_int_equal(osv_json_unescape("abc", 3, out, 3, &n), OSV_JSON_ENOSPC); /* no room for the NUL */
     assert_int_equal(osv_json_unescape("a\\u20ac", 7, out, 4, &n), OSV_JSON_ENOSPC);
     assert_int_equal(osv_json_unescape("a\\u20ac", 7, out, 5, &n), 0);
+    /* The unterminated form writes exactly the value: a range of exactly its size suffices, and the
+     * byte after it is never touched (Triton's serialized BYTES are packed back to back in a slot). */
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        size_t rl = strlen(ok[i].raw), m = 0;
+        memset(out, 0x5a, sizeof out);
+        assert_int_equal(osv_json_unescape_raw(ok[i].raw, rl, out, ok[i].wlen, &n), 0);
+        assert_int_equal(n, ok[i].wlen);
+        assert_memory_equal(out, ok[i].want, n);
+        assert_int_equal((unsigned char)out[n], 0x5a);
+        assert_int_equal(osv_json_unescaped_len(ok[i].raw, rl, &m), 0);
+        assert_int_equal(m, ok[i].wlen);
+        if (ok[i].wlen)
+            assert_int_equal(osv_json_unescape_raw(ok[i].raw, rl, out, ok[i].wlen - 1, &n), OSV_JSON_ENOSPC);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(osv_json_unescaped_len(bad[i].raw, strlen(bad[i].raw), &n), bad[i].code);
 
     /* through the document: the parser accepts syntactically valid lone surrogates, unescape rejects */
     pdoc_t *p = parse("[\"\\ud800\",\"ok\\n\"]");

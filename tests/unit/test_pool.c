@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "util/sanitize.h"
 
 static osv_pool_t *make_pool(uint64_t min, uint64_t max, const uint32_t *counts, uint32_t n)
 {
@@ -275,14 +276,45 @@ static void *storm_thread(void *arg)
             atomic_fetch_add(s->busy, 1);
             continue;
         }
-        memset(slot.base, s->id, 256);
-        for (int k = 0; k < 256; k++)
+        int n = want < 256 ? (int)want : 256; /* only the bytes asked for (the ASan build poisons the rest) */
+        memset(slot.base, s->id, (size_t)n);
+        for (int k = 0; k < n; k++)
             if (slot.base[k] != (uint8_t)s->id)
                 s->corrupt++;
         osv_pool_release(s->pool, &slot);
     }
     return NULL;
 }
+
+#ifdef OSV_ASAN
+/* The ASan build poisons everything of a slot but the bytes asked for, the guard zone after every
+ * slot, and released slots: any write past a range aborts instead of changing another request. */
+static void asan_poisons_all_but_the_range(void **state)
+{
+    uint32_t counts[] = {2, 1};
+    osv_pool_t *p = make_pool(4096, 16384, counts, 2);
+    osv_slot_t a, b;
+    (void)state;
+    assert_int_equal(osv_pool_acquire(p, 100, &a), 0);
+    assert_int_equal(a.cap, 100);
+    assert_false(osv_is_poisoned(a.base));
+    assert_false(osv_is_poisoned(a.base + 99));
+    assert_true(osv_is_poisoned(a.base + 100));
+    assert_true(osv_is_poisoned(a.base + 4095));
+    assert_true(osv_is_poisoned(a.base + 4096)); /* the guard before the next slot */
+    assert_int_equal(osv_pool_acquire(p, 4096, &b), 0);
+    assert_false(osv_is_poisoned(b.base + 4095));
+    assert_true(osv_is_poisoned(b.base + 4096));
+    osv_pool_release(p, &b);
+    osv_pool_release(p, &a);
+    assert_int_equal(osv_pool_acquire(p, 64, &a), 0);
+    assert_true(osv_is_poisoned(a.base + 64)); /* a smaller request later: the old range is closed */
+    uint8_t *old = a.base;
+    osv_pool_release(p, &a);
+    assert_true(osv_is_poisoned(old)); /* released: a use after release is caught */
+    osv_pool_destroy(p);
+}
+#endif
 
 static void many_threads_storm(void **state)
 {
@@ -329,6 +361,9 @@ int main(void)
         cmocka_unit_test(hints_favour_the_classes_requests_need),
         cmocka_unit_test(default_budget_keeps_the_reserve_out),
         cmocka_unit_test(many_threads_storm),
+#ifdef OSV_ASAN
+        cmocka_unit_test(asan_poisons_all_but_the_range),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
