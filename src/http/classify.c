@@ -555,7 +555,6 @@ void osv_h_classify(osv_conn_t *c, const osv_route_t *r)
             osv_res_error(c, 413,
                           "image of %" PRIu64 " bytes exceeds the limit of %" PRIu64 " bytes (max_bytes)", cl,
                           limit);
-            c->res.close_after = true;
             return;
         }
     }

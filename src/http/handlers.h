@@ -51,6 +51,9 @@ osv_model_t *osv_h_model(osv_conn_t *c, const osv_route_t *r);
 void osv_h_receive_json(osv_conn_t *c, body_done_fn done);
 /* The same for any body up to `limit` bytes (413 beyond). */
 void osv_h_receive_body(osv_conn_t *c, uint64_t limit, body_done_fn done);
+/* Only the first n bytes of a Content-Length body (infer's JSON header; the rest is received into
+ * slots later). A chunked or compressed body is received whole, as by osv_h_receive_body. */
+void osv_h_receive_body_prefix(osv_conn_t *c, uint64_t n, uint64_t limit, body_done_fn done);
 /* Parses c->req.body_ptr as JSON into the loop's token scratch; answers 400 and returns -1 on error. */
 int osv_h_parse_json(osv_conn_t *c, osv_json_doc_t *doc);
 

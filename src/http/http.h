@@ -113,6 +113,7 @@ typedef struct osv_request {
     body_done_fn on_body_next;       /* osv_h_receive_body's caller */
     void (*on_timer)(osv_conn_t *c); /* RUN state: a retry waiting for its timer */
     bool continue_sent;
+    bool chunked_done;    /* the final chunk (and trailers) of a chunked body was read */
     osv_slot_t body_slot; /* body held in a slot (large JSON, large JSON headers) */
     osv_slot_t inflated;  /* the decompressed body (Content-Encoding: gzip / deflate) */
     bool accept_encoded;  /* the handler takes compressed bodies */
@@ -254,6 +255,10 @@ int osv_conn_plan_iov(osv_conn_t *c, const struct iovec *iov, int n);
  * is in c->req.body.dst_len when done runs. More than cap bytes: 413. */
 void osv_conn_plan_chunked(osv_conn_t *c, char *dst, uint64_t cap);
 void osv_conn_receive_body(osv_conn_t *c, body_done_fn done);
+/* True while bytes of the current request's body have not been read from the connection: an answer
+ * given now must close the connection (they would be taken for the next request). The one place
+ * that decides whether a connection is reused after a response (respond.c, loop.c). */
+bool osv_conn_body_unread(const osv_conn_t *c);
 /* Where osv_conn_plan_buffer put the bytes (valid after they were received). */
 static inline const char *osv_conn_buffer_at(const osv_conn_t *c, uint64_t n)
 {

@@ -801,7 +801,6 @@ static void receive_binary(osv_conn_t *c)
         if (!in->binary)
             continue;
         if (n == OSV_MAX_IOV) {
-            c->res.close_after = true; /* before the head is written: it says Connection: close */
             osv_res_error(c, 400, "more than %d binary inputs", OSV_MAX_IOV);
             return;
         }
@@ -813,7 +812,6 @@ static void receive_binary(osv_conn_t *c)
         total += in->binary_size;
     }
     if (total != x->binary_len) {
-        c->res.close_after = true;
         osv_res_error(c, 400,
                       "binary_data_size values add up to %" PRIu64 " bytes but %" PRIu64
                       " bytes follow the JSON header",
@@ -848,7 +846,6 @@ static void prepare_and_continue(osv_conn_t *c)
         return;
     }
     if (rc) {
-        c->res.close_after = x->binary_len > 0; /* the tensors were not read */
         /* A shared-memory output range too small for the output is a bad request parameter (400,
          * as Triton), not a body too large (the core's OSV_ETOOBIG -> 413). */
         if (rc == OSV_ETOOBIG && strncmp(x->err.msg, "output '", 8) == 0)
@@ -861,7 +858,6 @@ static void prepare_and_continue(osv_conn_t *c)
          * request on this loop, and everything below runs before that. */
         d.doc = *(osv_json_doc_t *)c->req.body_doc;
         if (fill_json_inputs(&d) != 0) {
-            c->res.close_after = x->binary_len > 0;
             osv_res_error(c, 400, "%s", x->err.msg);
             return;
         }
@@ -892,10 +888,6 @@ static void header_received(osv_conn_t *c)
     int rc;
     x->t_decode = osv_now_ns();
     c->req.body_len = x->header_len ? x->header_len : c->req.body_len;
-    /* An error answered here leaves the tensors after the JSON header unread: the response must
-     * close the connection (set before the head is written, so that it says so). */
-    bool close_before = c->res.close_after;
-    c->res.close_after = close_before || x->binary_len > 0;
     if (!doc || osv_h_parse_json(c, &d.doc) != 0) {
         if (!doc)
             osv_res_error(c, 503, "out of request memory");
@@ -907,7 +899,6 @@ static void header_received(osv_conn_t *c)
         osv_res_error_code(c, rc, x->err.msg);
         return;
     }
-    c->res.close_after = close_before;
     prepare_and_continue(c);
 }
 
@@ -923,7 +914,6 @@ static void raw_request(osv_conn_t *c, infer_ctx_t *x)
         osv_res_error(c, 400,
                       "a raw binary request (Inference-Header-Content-Length: 0) needs a model with one "
                       "fixed-size input");
-        c->res.close_after = true;
         return;
     }
     x->ins = osv_arena_alloc(&c->arena, sizeof *x->ins, 8);
@@ -947,13 +937,11 @@ static void raw_request(osv_conn_t *c, infer_ctx_t *x)
             dyn = d;
         } else {
             osv_res_error(c, 400, "a raw binary request needs an input with at most one dynamic dimension");
-            c->res.close_after = true;
             return;
         }
     }
     if (fixed == 0 || body % fixed || (dyn < 0 && body != fixed)) {
         osv_res_error(c, 400, "raw body of %" PRIu64 " bytes does not fit input '%s'", body, t->name);
-        c->res.close_after = true;
         return;
     }
     if (dyn >= 0)
@@ -970,7 +958,6 @@ static void raw_request(osv_conn_t *c, infer_ctx_t *x)
         rc = declare(&d);
     if (rc) {
         osv_res_error_code(c, rc, x->err.msg);
-        c->res.close_after = true;
         return;
     }
     prepare_and_continue(c);
@@ -1044,7 +1031,6 @@ static void start_infer(osv_conn_t *c, osv_model_t *m)
     c->req.deadline = timeout_ms > 0 ? c->req.t_start + (uint64_t)timeout_ms * 1000000ull : 0;
     hdr = header_u64(c, "Inference-Header-Content-Length", &has_hdr);
     if (has_hdr && hdr < 0) {
-        c->res.close_after = true;
         osv_res_error(c, 400, "Inference-Header-Content-Length must be a non-negative integer");
         return;
     }
@@ -1061,7 +1047,6 @@ static void start_infer(osv_conn_t *c, osv_model_t *m)
     if (cl > s->o.max_body_bytes) {
         osv_res_error(c, 413, "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64, cl,
                       s->o.max_body_bytes);
-        c->res.close_after = true;
         return;
     }
     if (has_hdr && (uint64_t)hdr > cl) {
@@ -1069,7 +1054,6 @@ static void start_infer(osv_conn_t *c, osv_model_t *m)
                       "Inference-Header-Content-Length %" PRId64
                       " is invalid or exceeds Content-Length %" PRIu64,
                       hdr, cl);
-        c->res.close_after = true;
         return;
     }
     if (has_hdr && hdr == 0) {
@@ -1084,8 +1068,7 @@ static void start_infer(osv_conn_t *c, osv_model_t *m)
     x->header_len = has_hdr ? (uint64_t)hdr : 0;
     x->binary_len = has_hdr ? cl - (uint64_t)hdr : 0;
     /* Receive only the JSON header now; the binary section goes straight into the slot later. */
-    c->req.head.content_length = has_hdr ? (uint64_t)hdr : cl;
-    osv_h_receive_body(c, s->o.max_body_bytes, header_received);
+    osv_h_receive_body_prefix(c, has_hdr ? (uint64_t)hdr : cl, s->o.max_body_bytes, header_received);
 }
 
 void osv_h_infer(osv_conn_t *c, const osv_route_t *r)
@@ -1093,8 +1076,6 @@ void osv_h_infer(osv_conn_t *c, const osv_route_t *r)
     osv_model_t *m = osv_h_model(c, r);
     if (m)
         start_infer(c, m);
-    else
-        c->res.close_after = c->req.head.content_length > 0; /* the body was not read */
 }
 
 void osv_h_infer_alias(osv_conn_t *c)
@@ -1108,7 +1089,6 @@ void osv_h_infer_alias(osv_conn_t *c)
             "POST /infer needs a repository with exactly one loaded model version (%zu are loaded); "
             "use /v2/models/<name>/infer",
             n);
-        c->res.close_after = c->req.head.content_length > 0;
         return;
     }
     osv_route_t r = {.model = e[0].name, .model_len = (uint32_t)strlen(e[0].name), .version = e[0].version};

@@ -316,14 +316,13 @@ static void body_chunked_done(osv_conn_t *c)
     body_ready(c, (const char *)c->req.body_slot.base, c->req.body.dst_len);
 }
 
-void osv_h_receive_body(osv_conn_t *c, uint64_t limit, body_done_fn done)
+void osv_h_receive_body_prefix(osv_conn_t *c, uint64_t n, uint64_t limit, body_done_fn done)
 {
     const osv_http_head_t *h = &c->req.head;
     osv_server_t *s = c->loop->srv;
     int enc = osv_content_encoding(osv_req_header(c, "Content-Encoding"));
     if (enc == OSV_ENC_UNSUPPORTED || (enc != OSV_ENC_IDENTITY && !c->req.accept_encoded)) {
         const osv_http_header_t *e = osv_req_header(c, "Content-Encoding");
-        c->res.close_after = true;
         osv_res_error(c, 415, "Content-Encoding '%.*s' is not supported here: send the body %s",
                       (int)(e->value_len > 32 ? 32 : e->value_len), e->value,
                       enc == OSV_ENC_UNSUPPORTED ? "uncompressed, gzip or deflate" : "uncompressed");
@@ -333,7 +332,6 @@ void osv_h_receive_body(osv_conn_t *c, uint64_t limit, body_done_fn done)
     if (h->chunked) { /* decoded into a slot as large as the limit allows */
         uint64_t cap = limit < osv_pool_max_slot(s->pool) ? limit : osv_pool_max_slot(s->pool);
         if (osv_pool_acquire(s->pool, cap, &c->req.body_slot) != 0) {
-            c->res.close_after = true;
             osv_res_error(c, 503, "no memory for a chunked request body, retry later");
             return;
         }
@@ -341,26 +339,27 @@ void osv_h_receive_body(osv_conn_t *c, uint64_t limit, body_done_fn done)
         osv_conn_receive_body(c, body_chunked_done);
         return;
     }
-    if (h->content_length > limit) {
-        c->res.close_after = true; /* the unread body must not be taken for the next request */
-        osv_res_error(c, 413, "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64,
-                      h->content_length, limit);
+    if (n > limit) {
+        osv_res_error(c, 413, "request body of %" PRIu64 " bytes exceeds the limit of %" PRIu64, n, limit);
         return;
     }
-    c->req.body_len = h->content_length;
-    if (osv_conn_plan_buffer(c, h->content_length) == 0) {
+    c->req.body_len = n;
+    if (osv_conn_plan_buffer(c, n) == 0) {
         osv_conn_receive_body(c, body_in_buffer_done);
         return;
     }
-    if (osv_pool_acquire(s->pool, h->content_length, &c->req.body_slot) != 0) {
-        c->res.close_after = true;
-        osv_res_error(c, 503, "no memory for a %" PRIu64 "-byte request body, retry later",
-                      h->content_length);
+    if (osv_pool_acquire(s->pool, n, &c->req.body_slot) != 0) {
+        osv_res_error(c, 503, "no memory for a %" PRIu64 "-byte request body, retry later", n);
         return;
     }
-    struct iovec v = {c->req.body_slot.base, h->content_length};
+    struct iovec v = {c->req.body_slot.base, n};
     osv_conn_plan_iov(c, &v, 1);
     osv_conn_receive_body(c, body_in_slot_done);
+}
+
+void osv_h_receive_body(osv_conn_t *c, uint64_t limit, body_done_fn done)
+{
+    osv_h_receive_body_prefix(c, c->req.head.content_length, limit, done);
 }
 
 void osv_h_receive_json(osv_conn_t *c, body_done_fn done)

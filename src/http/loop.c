@@ -263,6 +263,7 @@ static void conn_next(osv_conn_t *c)
     request_cleanup(c);
     atomic_fetch_sub(&s->inflight, 1);
     c->state = CONN_HEAD; /* the request is over: closing below must not count it again */
+    c->res.close_after |= osv_conn_body_unread(c);
     if (c->res.close_after && !c->peer_closed && !atomic_load(&s->stopping)) {
         linger(c); /* the client may still be sending a body we did not read */
         return;
@@ -383,6 +384,14 @@ static bool step_head(osv_conn_t *c)
     }
 }
 
+bool osv_conn_body_unread(const osv_conn_t *c)
+{
+    const osv_request_t *r = &c->req;
+    if (r->head.chunked)
+        return !r->chunked_done;
+    return r->bytes_in - r->head.head_len < r->head.content_length;
+}
+
 /* ---- receiving bodies ------------------------------------------------------------------------------ */
 
 int osv_conn_plan_buffer(osv_conn_t *c, uint64_t n)
@@ -446,6 +455,7 @@ static bool dechunk_buffered(osv_conn_t *c)
     }
     c->req.copied += b->dst_len - before;
     if (done) {
+        c->req.chunked_done = true;
         c->req.bytes_in_buffer += (uint64_t)n; /* the rest is the next request */
         c->req.bytes_in += (uint64_t)n;
         b->remaining = 0;

@@ -149,6 +149,28 @@ static void finish_head(osv_http_head_t *h, const http_parser *p, const head_ctx
     }
 }
 
+/* http-parser accepts any codings before a final chunked ("gzip, chunked"); ortserve decodes none of
+ * them, so the only Transfer-Encoding it takes is exactly one "chunked" (RFC 9112 §6.1: 501 for a
+ * coding the server does not understand). */
+static bool transfer_encoding_ok(const osv_http_head_t *h)
+{
+    uint32_t seen = 0;
+    for (uint32_t i = 0; i < h->n_headers; i++) {
+        const osv_http_header_t *hd = &h->headers[i];
+        const char *v = hd->value;
+        uint32_t n = hd->value_len;
+        if (!osv_http_name_is(hd, "Transfer-Encoding"))
+            continue;
+        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            n--;
+        while (n && (*v == ' ' || *v == '\t'))
+            v++, n--;
+        if (++seen > 1 || n != 7 || strncasecmp(v, "chunked", 7) != 0)
+            return false;
+    }
+    return true;
+}
+
 int osv_http_parse_head(const char *buf, size_t len, osv_http_head_t *h, osv_http_header_t *hdrs,
                         uint32_t max_headers, uint32_t max_bytes, osv_http_error_t *e)
 {
@@ -189,6 +211,16 @@ int osv_http_parse_head(const char *buf, size_t len, osv_http_head_t *h, osv_htt
         static const http_parser_settings none;
         http_parser_execute(&p, &none, buf + n, end - n);
     }
+    /* That step is where http-parser judges the framing (RFC 9112 §6.3): a Transfer-Encoding whose
+     * final coding is not chunked leaves the body length unknown, and the request must be refused
+     * (400 and close) rather than taken as bodiless — its body would run as the next request. */
+    if (HTTP_PARSER_ERRNO(&p) != HPE_OK)
+        return fail(e, 400,
+                    HTTP_PARSER_ERRNO(&p) == HPE_INVALID_TRANSFER_ENCODING
+                        ? "Transfer-Encoding must end with chunked (no other transfer coding is supported)"
+                        : http_errno_description(HTTP_PARSER_ERRNO(&p)));
+    if (!transfer_encoding_ok(h))
+        return fail(e, 501, "Transfer-Encoding other than chunked is not implemented");
     memcpy(h->parser_state, &p, sizeof p);
     return (int)end;
 }

@@ -183,9 +183,9 @@ void osv_res_header(osv_conn_t *c, const char *name, const char *fmt, ...)
 void osv_res_end_head(osv_conn_t *c, uint64_t body_len)
 {
     osv_response_t *r = &c->res;
-    /* A request body that was never received would be read as the next request: close after this
-     * response, and say so. (Handlers that stop half-way through a body set close_after first.) */
-    if ((c->req.head.content_length > 0 || c->req.head.chunked) && !c->req.on_body)
+    /* Body bytes not read yet would be taken for the next request: close after this response, and
+     * say so. */
+    if (osv_conn_body_unread(c))
         r->close_after = true;
     bool close = r->close_after || !c->req.head.keep_alive || atomic_load(&c->loop->srv->stopping);
     if (close)

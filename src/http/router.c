@@ -208,7 +208,6 @@ static bool encoded_body(osv_conn_t *c)
     const osv_http_header_t *h = osv_req_header(c, "Content-Encoding");
     if (osv_content_encoding(h) != OSV_ENC_UNSUPPORTED)
         return false;
-    c->res.close_after = c->req.head.content_length > 0 || c->req.head.chunked;
     osv_res_error(c, 415,
                   "Content-Encoding '%.*s' is not supported: send the body uncompressed, gzip or deflate",
                   (int)(h->value_len > 32 ? 32 : h->value_len), h->value);

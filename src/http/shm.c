@@ -298,7 +298,6 @@ void osv_h_shm_register(osv_conn_t *c, const osv_route_t *r)
     osv_route_t *copy;
     if (!c->loop->srv->o.allow_shm) {
         osv_res_error(c, 403, "shared memory registration is disabled: start the server with --allow-shm");
-        c->res.close_after = c->req.head.content_length > 0;
         return;
     }
     if (!(copy = osv_arena_alloc(&c->arena, sizeof *copy, 8))) {

@@ -85,5 +85,92 @@ class SlotBounds(unittest.TestCase):
             self.assertEqual(np.float32(out["x_out"][0]), np.float32(0.1), "n=%d" % n)
 
 
+SMUGGLED = request_bytes("POST", "/v2/models/scale2x/unload", b"")
+
+
+def chunked(data):
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+
+
+class Smuggling(unittest.TestCase):
+    """A body the server does not read must never be taken for the next request: every early answer
+    closes the connection when body bytes are unread, and a body whose length cannot be known
+    (Transfer-Encoding other than a final chunked) is refused with 400 and a close. Each case carries an
+    unload of scale2x as its body; the model must still be ready afterwards."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="osv-hard-")
+        cls.srv = Server(make_repo(cls.tmp, {"scale2x": "scale2x.onnx"}), "--allow-shm",
+                         "--model-control-mode", "explicit")
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.srv.finish() == 0
+
+    def attack(self, head_path, headers, body, want_status, method="POST"):
+        with RawConn(self.srv.port) as rc:
+            rc.send(request_bytes(method, head_path, body, headers, content_length=False))
+            r = rc.read_response()
+            self.assertEqual(r.status, want_status, r)
+            self.assertEqual((r.header("Connection") or "").lower(), "close", r)
+            self.assertIn("error", r.json())
+            self.assertTrue(rc.closed_by_peer(), "the connection stayed open after an unread body")
+            self.assertEqual(rc.buf, b"", "the unread body was answered as a request of its own")
+        st, _, _ = self.srv.request("GET", "/v2/models/scale2x/ready")
+        self.assertEqual(st, 200, "the smuggled unload ran")
+
+    def test_chunked_body_of_an_unknown_model(self):
+        self.attack("/v2/models/nosuch/infer", [("Transfer-Encoding", "chunked")], chunked(SMUGGLED), 404)
+
+    def test_chunked_body_of_a_refused_shm_registration(self):
+        srv = Server(make_repo(tempfile.mkdtemp(prefix="osv-hard-"), {"scale2x": "scale2x.onnx"}),
+                     "--model-control-mode", "explicit")  # no --allow-shm: registration is refused
+        try:
+            with RawConn(srv.port) as rc:
+                rc.send(request_bytes("POST", "/v2/systemsharedmemory/region/r/register", chunked(SMUGGLED),
+                                      [("Transfer-Encoding", "chunked")], content_length=False))
+                r = rc.read_response()
+                self.assertEqual(r.status, 403, r)
+                self.assertTrue(rc.closed_by_peer())
+                self.assertEqual(rc.buf, b"", "the unread body was answered as a request of its own")
+            self.assertEqual(srv.request("GET", "/v2/models/scale2x/ready")[0], 200)
+        finally:
+            self.assertEqual(srv.finish(), 0)
+
+    def test_chunked_body_of_an_unknown_route(self):
+        self.attack("/v2/nothing/here", [("Transfer-Encoding", "chunked")], chunked(SMUGGLED), 404)
+
+    def test_length_body_of_an_unknown_model(self):
+        self.attack("/v2/models/nosuch/infer", [("Content-Length", str(len(SMUGGLED)))], SMUGGLED, 404)
+
+    def test_transfer_encoding_gzip(self):
+        self.attack("/v2/models/scale2x/infer", [("Transfer-Encoding", "gzip")], SMUGGLED, 400)
+
+    def test_transfer_encoding_chunked_then_identity(self):
+        self.attack("/v2/models/scale2x/infer", [("Transfer-Encoding", "chunked, identity")], SMUGGLED, 400)
+
+    def test_transfer_encoding_gzip_then_chunked(self):
+        self.attack("/v2/models/scale2x/infer", [("Transfer-Encoding", "gzip, chunked")], chunked(SMUGGLED), 501)
+
+    def test_two_transfer_encodings(self):
+        self.attack("/v2/models/scale2x/infer", [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")],
+                    chunked(SMUGGLED), 501)
+
+    def test_a_read_body_keeps_the_connection(self):
+        """The other side of the rule: a chunked body read to its end leaves the connection reusable, and
+        what follows it is a request of its own (pipelining)."""
+        x = np.arange(4, dtype=np.float32)
+        body = json.dumps({"inputs": [{"name": "x", "shape": [4], "datatype": "FP32", "data": x.tolist()}]})
+        with RawConn(self.srv.port) as rc:
+            rc.send(request_bytes("POST", "/v2/models/scale2x/infer", chunked(body.encode()),
+                                  [("Transfer-Encoding", "chunked")], content_length=False) +
+                    request_bytes("GET", "/v2/models/scale2x/ready"))
+            r1, r2 = rc.read_response(), rc.read_response()
+            self.assertEqual(r1.status, 200, r1)
+            self.assertEqual(r1.json()["outputs"][0]["data"], (2 * x).tolist())
+            self.assertEqual(r2.status, 200, r2)
+
+
 if __name__ == "__main__":
     unittest.main()
