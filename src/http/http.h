@@ -150,7 +150,8 @@ struct osv_conn {
     uint64_t timer_at;      /* monotonic ns, 0 = no timer */
     int timer_idx;          /* position in the loop's heap, -1 = none */
     bool readable;          /* socket may hold unread bytes (edge-triggered epoll) */
-    bool peer_closed;
+    bool peer_shut;         /* EPOLLRDHUP seen: the peer's FIN is queued, read until EOF */
+    bool peer_closed;       /* read returned EOF */
     uint64_t lingered; /* bytes discarded in CONN_LINGER */
     osv_request_t req;
     osv_response_t res;

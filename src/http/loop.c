@@ -13,6 +13,7 @@
  * with the connection buffer as the last iovec to catch the next pipelined request. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -304,8 +305,10 @@ static int read_more(osv_conn_t *c)
         return 0;
     n = read(c->fd, c->buf + c->len, c->cap - c->len);
     if (n > 0) {
-        if ((uint32_t)n < c->cap - c->len)
-            c->readable = false; /* a short read drained the socket; epoll will say when there is more */
+        /* A short read drained the socket and epoll will say when there is more — unless the peer's
+         * FIN is already queued: edge-triggered epoll reports it once, so read on until EOF. */
+        if ((uint32_t)n < c->cap - c->len && !c->peer_shut)
+            c->readable = false;
         c->len += (uint32_t)n;
         return 1;
     }
@@ -543,7 +546,7 @@ static int read_into_plan(osv_conn_t *c)
     plan_advance(b, to_plan);
     c->req.bytes_in += to_plan;                    /* the rest belongs to the next request */
     c->len += (uint32_t)((uint64_t)got - to_plan); /* the rest landed in the buffer tail */
-    if (to_plan == (uint64_t)got && (uint64_t)got < b->remaining)
+    if (to_plan == (uint64_t)got && (uint64_t)got < b->remaining && !c->peer_shut)
         c->readable = false;
     return 1;
 }
@@ -576,6 +579,25 @@ void osv_conn_receive_body(osv_conn_t *c, body_done_fn done)
     osv_conn_set_timer(c, ms_ns(c->loop->srv->o.body_timeout_ms));
 }
 
+/* The client ended its side before the whole body arrived (or the read failed). A half-closed
+ * client can still read: tell it what was missing (400, and the connection closes); a vanished
+ * one costs a failed write. Either way the request's slots are released at once. */
+static void body_cut_short(osv_conn_t *c)
+{
+    const osv_request_t *r = &c->req;
+    osv_conn_set_timer(c, 0);
+    if (!c->peer_closed) {
+        conn_close(c);
+        return;
+    }
+    if (r->head.chunked)
+        osv_res_error(c, 400, "the chunked request body ended before its last chunk");
+    else
+        osv_res_error(c, 400,
+                      "the request body ended after %" PRIu64 " of its %" PRIu64 " bytes (Content-Length)",
+                      r->bytes_in - r->head.head_len, r->head.content_length);
+}
+
 static bool step_body_chunked(osv_conn_t *c)
 {
     body_plan_t *b = &c->req.body;
@@ -584,7 +606,7 @@ static bool step_body_chunked(osv_conn_t *c)
             return false;
         int r = read_more(c);
         if (r < 0) {
-            conn_close(c);
+            body_cut_short(c);
             return true;
         }
         if (r == 0)
@@ -610,7 +632,7 @@ static bool step_body(osv_conn_t *c)
             return false;
         int r = read_into_plan(c);
         if (r < 0) {
-            conn_close(c);
+            body_cut_short(c);
             return true;
         }
         if (r == 0)
@@ -889,6 +911,8 @@ static void on_conn_event(osv_conn_t *c, uint32_t ev)
 {
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->readable = true;
+    if (ev & (EPOLLRDHUP | EPOLLHUP))
+        c->peer_shut = true;
     if ((ev & (EPOLLHUP | EPOLLERR)) && c->state != CONN_RUN) {
         conn_close(c);
         return;

@@ -36,13 +36,19 @@ def metric(srv, name, labels=None):
 
 
 def pool_in_use(srv):
-    """Slots in use over every class (ortserve_pool_slots_in_use)."""
-    st, _, body = srv.request("GET", "/metrics")
-    total = 0
-    for line in body.decode().splitlines():
-        if line.startswith("ortserve_pool_slots_in_use"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    """Pool bytes in use (ortserve_pool_bytes{state="in_use"})."""
+    return metric(srv, "ortserve_pool_bytes", {"state": "in_use"})
+
+
+def close_wait(port):
+    """Server-side sockets of `port` in CLOSE-WAIT (the peer closed, the server has not): /proc/net/tcp."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if int(parts[1].split(":")[1], 16) == port and parts[3] == "08":
+                n += 1
+    return n
 
 
 class SlotBounds(unittest.TestCase):
@@ -170,6 +176,62 @@ class Smuggling(unittest.TestCase):
             self.assertEqual(r1.status, 200, r1)
             self.assertEqual(r1.json()["outputs"][0]["data"], (2 * x).tolist())
             self.assertEqual(r2.status, 200, r2)
+
+
+class VanishedClients(unittest.TestCase):
+    """A client that sends part of a request and closes must release what it holds at once: its FIN can
+    arrive in the same edge as its last bytes, and edge-triggered epoll reports it only once."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="osv-hard-")
+        cls.srv = Server(make_repo(cls.tmp, {"scale2x": "scale2x.onnx"}), "--loops", "1")
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.srv.finish() == 0
+
+    def raw_head(self, n):
+        return request_bytes("POST", "/v2/models/scale2x/infer", b"",
+                             [("Content-Length", str(n)), ("Inference-Header-Content-Length", "0")],
+                             content_length=False)
+
+    def test_aborted_binary_bodies_release_their_slots(self):
+        # Each client's last bytes and its FIN arrive together (sent, then closed at once).
+        n = 1 << 20
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", self.srv.port))
+            s.sendall(self.raw_head(n) + b"\0" * 1024)  # head + 1 KB of a 1 MiB tensor, then gone
+            s.close()
+        t0 = time.monotonic()
+        wait_until(lambda: pool_in_use(self.srv) == 0 and close_wait(self.srv.port) == 0, 3,
+                   "the slots and sockets of vanished clients to be released")
+        print("100 aborted 1 MiB bodies: slots and sockets released %.1f ms after the last client closed"
+              % ((time.monotonic() - t0) * 1e3))
+
+    def test_aborted_heads_are_closed(self):
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", self.srv.port))
+            s.sendall(b"POST /v2/models/scale2x/infer HTTP/1.1\r\nHost: x\r\nContent-Le")
+            s.close()
+        wait_until(lambda: close_wait(self.srv.port) == 0, 3, "no socket left in CLOSE-WAIT")
+
+    def test_half_close_mid_body_gets_400_naming_the_missing_bytes(self):
+        with RawConn(self.srv.port) as rc:
+            rc.send(self.raw_head(4096) + b"\0" * 1000)
+            rc.sock.shutdown(socket.SHUT_WR)
+            r = rc.read_response()
+            self.assertEqual(r.status, 400, r)
+            self.assertIn("1000 of its 4096 bytes", r.json()["error"])
+            self.assertTrue(rc.closed_by_peer())
+        with RawConn(self.srv.port) as rc:  # chunked
+            rc.send(request_bytes("POST", "/v2/models/scale2x/infer", b"10\r\n0123456789",
+                                  [("Transfer-Encoding", "chunked")], content_length=False))
+            rc.sock.shutdown(socket.SHUT_WR)
+            r = rc.read_response()
+            self.assertEqual(r.status, 400, r)
+            self.assertIn("before its last chunk", r.json()["error"])
+        wait_until(lambda: pool_in_use(self.srv) == 0, 2, "the slots to be released")
 
 
 if __name__ == "__main__":
