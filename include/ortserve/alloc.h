@@ -41,6 +41,9 @@ OSV_API uint64_t osv_alloc_count(void);
  * realloc of a live block counts once). A leak check for tests: equal before and after a cycle that
  * must free what it allocated. Thread-safe. */
 OSV_API uint64_t osv_alloc_live(void);
+/* Bytes of those blocks (as the C library sized them); 0 once osv_replace_allocator installed other
+ * functions, which cannot say. Thread-safe. */
+OSV_API uint64_t osv_alloc_live_bytes(void);
 
 /* Fault injection: fail the n-th allocation from now (n ≥ 1); with `persistent` every later one
  * fails too. n = 0 disables. Thread-safe. Returns the number of failures injected so far.

@@ -57,7 +57,8 @@ static const opt_def_t opts[] = {
     {"global-thread-pools", T_BOOL, O(global_pools), "0|1",
      "one ORT thread pool shared by all models (default 0)"},
     {"max-connections", T_U32, O(srv.max_connections), "N",
-     "open connections before new ones get 503 (4096)"},
+     "open connections before new ones get 503 (default 4096, or 1/16 of a smaller memory limit over "
+     "what one connection can hold, at least 64)"},
     {"max-body-bytes", T_SIZE, O(srv.max_body_bytes), "SIZE", "request body limit, 413 beyond (64M)"},
     {"max-header-bytes", T_U32, O(srv.max_header_bytes), "N",
      "request line + headers limit, 431 beyond (16384)"},
@@ -394,13 +395,13 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, d
             "\"host\":\"%s\",\"port\":%u,\"repository\":\"%s\",\"models\":%zu,\"ready\":%s,\"ort\":\"%s\","
             "\"loops\":%d,"
             "\"intra_op_threads\":%d,\"pool_bytes\":%" PRIu64 ",\"pool_max_slot\":%" PRIu64
-            ",\"max_body_bytes\":%" PRIu64 ",\"deadline_ms\":%" PRId64
+            ",\"max_body_bytes\":%" PRIu64 ",\"max_connections\":%u,\"deadline_ms\":%" PRId64
             ",\"model_control\":\"%s\",\"startup_ms\":%.1f",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
             osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(s->repo),
             osv_repo_ready(s->repo) ? "true" : "false", osv_env_ort_version(env), s->n_loops,
             cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool), cfg->srv.max_body_bytes,
-            cfg->srv.deadline_ms, cfg->srv.model_control ? "explicit" : "none", ms);
+            s->o.max_connections, cfg->srv.deadline_ms, cfg->srv.model_control ? "explicit" : "none", ms);
 }
 
 /* The next name of a comma-separated list: its length (0 at the end); *p moves past it. */
@@ -488,7 +489,6 @@ static int serve(serve_cfg_t *cfg)
                          .trace_ratio = cfg->trace_ratio,
                          .loops = cfg->srv.loops > 0 ? cfg->srv.loops : (int)sysconf(_SC_NPROCESSORS_ONLN)};
     cfg->srv.loops = oo.loops;
-    fit_nofile(cfg->srv.max_connections);
     if (osv_obs_init(&oo, &err) != 0) {
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
         return 1;
@@ -514,6 +514,7 @@ static int serve(serve_cfg_t *cfg)
         osv_env_destroy(env);
         return 1;
     }
+    fit_nofile(s->o.max_connections);
     osv_repo_foreach(repo, log_model, NULL);
     log_unavailable(repo);
     the_server = s;

@@ -490,30 +490,11 @@ static void body_received(osv_conn_t *c)
     osv_http_refuse_queued(c, osv_sched_submit(s->sched, c, classify_task, x->ms), osv_model_name(x->m));
 }
 
-static int64_t timeout_header(osv_conn_t *c, bool *present)
-{
-    const osv_http_header_t *h = osv_req_header(c, "Ortserve-Timeout-Ms");
-    int64_t v = 0;
-    *present = h != NULL;
-    if (!h)
-        return 0;
-    if (h->value_len == 0 || h->value_len > 12)
-        return -1;
-    for (uint32_t i = 0; i < h->value_len; i++) {
-        if (h->value[i] < '0' || h->value[i] > '9')
-            return -1;
-        v = v * 10 + (h->value[i] - '0');
-    }
-    return v;
-}
-
 void osv_h_classify(osv_conn_t *c, const osv_route_t *r)
 {
     osv_server_t *s = c->loop->srv;
     osv_model_t *m = osv_h_model(c, r);
     cls_ctx_t *x;
-    bool has_timeout;
-    int64_t timeout_ms;
     uint64_t cl = c->req.head.content_length, limit;
     if (!m)
         return;
@@ -536,14 +517,8 @@ void osv_h_classify(osv_conn_t *c, const osv_route_t *r)
     }
     if (parse_query(c, x) != 0 || content_type(c, x) != 0)
         return;
-    timeout_ms = timeout_header(c, &has_timeout);
-    if (has_timeout && timeout_ms < 0) {
-        osv_res_error(c, 400, "Ortserve-Timeout-Ms must be a non-negative integer");
+    if (osv_h_deadline(c, x->ms) != 0)
         return;
-    }
-    if (!has_timeout)
-        timeout_ms = x->ms && x->ms->deadline_ms >= 0 ? x->ms->deadline_ms : s->o.deadline_ms;
-    c->req.deadline = timeout_ms > 0 ? c->req.t_start + (uint64_t)timeout_ms * 1000000ull : 0;
     if (!c->req.head.chunked && cl == 0) {
         osv_res_error(c, 400, "empty body: POST the encoded image (JPEG or PNG), or multipart/form-data");
         return;

@@ -34,7 +34,7 @@ typedef struct osv_server_opts {
     int port;
     int loops;   /* event-loop threads (0 = number of cores) */
     int workers; /* inference worker threads (0 = number of cores) */
-    uint32_t max_connections;
+    uint32_t max_connections; /* 0 = from the memory plan (osv_server_create) */
     uint64_t max_body_bytes;   /* request body limit (413 beyond) */
     uint32_t max_header_bytes; /* request line + headers (431 beyond) */
     uint32_t max_headers;      /* header count (431 beyond) */
@@ -172,8 +172,13 @@ struct osv_loop {
     osv_conn_t *free_conns;
     osv_conn_t *all; /* doubly linked list of open connections */
     uint32_t n_conns;
+    uint32_t n_free_conns, free_conns_low; /* free list length and its low-water mark (loop.c) */
     char **free_bufs;
-    uint32_t n_free_bufs, cap_free_bufs;
+    uint32_t n_free_bufs, cap_free_bufs, free_bufs_low;
+    /* Read buffers mapped (in use + free) and the free count, published for /metrics: written by
+     * this loop's thread only, read by any. */
+    _Atomic uint32_t n_bufs, n_free_bufs_seen;
+    uint64_t next_sweep; /* when the free lists are trimmed next (monotonic ns) */
     osv_conn_t **heap; /* timer min-heap */
     uint32_t n_heap, cap_heap;
     _Atomic(osv_conn_t *) done; /* requests finished on workers, waiting to be written */
@@ -244,6 +249,9 @@ int osv_server_model_hook(void *ud, osv_model_t *m, osv_err_t *err);
 
 /* loop.c */
 void *osv_loop_main(void *arg);
+/* Memory one open connection with a request in progress holds: its read buffer, its object and the
+ * arena it keeps (the default --max-connections divides the connection budget by this). */
+uint64_t osv_loop_conn_bytes(const osv_server_opts_t *o);
 void osv_loop_wake(osv_loop_t *l);
 /* A worker finished conn c's request: queue it for writing on its loop (thread-safe). */
 void osv_loop_complete(osv_conn_t *c);

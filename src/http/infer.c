@@ -335,10 +335,11 @@ static int decode_parameters(dec_t *d, int32_t p)
     if ((t = member(d, p, "binary_data_output")) >= 0 &&
         osv_json_tok_bool(&d->doc, (uint32_t)t, &x->binary_default, NULL))
         return bad(d, "'binary_data_output' must be a boolean");
-    if ((t = member(d, p, "timeout")) >= 0) {
-        if (get_i64(d, t, &v) != 0 || v < 0)
+    if ((t = member(d, p, "timeout")) >= 0) { /* Triton: microseconds; it may shorten the deadline */
+        uint64_t us;
+        if (osv_json_tok_u64(&d->doc, (uint32_t)t, &us, NULL) != 0)
             return bad(d, "'timeout' must be a non-negative integer (microseconds)");
-        d->c->req.deadline = v ? d->c->req.t_start + (uint64_t)v * 1000 : 0;
+        osv_h_deadline_shorten(d->c, us, 1000ull);
     }
     if ((t = member(d, p, "sequence_id")) >= 0 && !(get_i64(d, t, &v) == 0 && v == 0))
         return bad(d, "sequence batching ('sequence_id') is not supported");
@@ -367,6 +368,7 @@ static int decode_request(dec_t *d)
     infer_ctx_t *x = d->x;
     osv_arena_t *a = &d->c->arena;
     int32_t ti, to;
+    uint32_t n;
     int rc;
     if (tok(d, 0)->type != OSV_JSON_OBJECT)
         return bad(d, "the request must be a JSON object");
@@ -377,23 +379,31 @@ static int decode_request(dec_t *d)
     if (ti < 0 || !(tok(d, ti)->type == OSV_JSON_ARRAY ||
                     (tok(d, ti)->type == OSV_JSON_LEAF_ARRAY && tok(d, ti)->count == 0)))
         return bad(d, "'inputs' must be an array of input objects");
-    x->n_in = tok(d, ti)->count;
-    if (!(x->ins = osv_arena_alloc(a, (x->n_in ? x->n_in : 1) * sizeof *x->ins, 8)))
-        return bad(d, "too many inputs");
-    memset(x->ins, 0, (x->n_in ? x->n_in : 1) * sizeof *x->ins);
+    n = tok(d, ti)->count;
+    /* Bounded by the model before anything is allocated: each input may be sent once. */
+    if (n > osv_model_input_count(x->m))
+        return bad(d, "'inputs' has %u elements but model '%s' has %u input(s): each is sent at most once", n,
+                   osv_model_name(x->m), osv_model_input_count(x->m));
+    if (!(x->ins = osv_arena_alloc(a, (n ? n : 1) * sizeof *x->ins, 8)))
+        return osv_err_set(&x->err, OSV_ENOMEM, "out of request memory");
+    memset(x->ins, 0, (n ? n : 1) * sizeof *x->ins);
+    x->n_in = n; /* infer_cleanup walks ins[0..n_in) */
     for (uint32_t i = 0, t = (uint32_t)ti + 1; i < x->n_in; i++, t = tok(d, (int32_t)t)->next)
         if ((rc = decode_input(d, (int32_t)t, &x->ins[i])) != 0)
             return rc;
     to = member(d, 0, "outputs");
     if (to >= 0 && tok(d, to)->type != OSV_JSON_ARRAY && tok(d, to)->type != OSV_JSON_LEAF_ARRAY)
         return bad(d, "'outputs' must be an array of output objects");
-    x->n_out = to >= 0 && tok(d, to)->type == OSV_JSON_ARRAY ? tok(d, to)->count : 0;
+    n = to >= 0 && tok(d, to)->type == OSV_JSON_ARRAY ? tok(d, to)->count : 0;
     if (to >= 0 && tok(d, to)->type == OSV_JSON_LEAF_ARRAY && tok(d, to)->count)
         return bad(d, "every element of 'outputs' must be an object");
-    if (!(x->outs = osv_arena_alloc(
-              a, (x->n_out ? x->n_out : osv_model_output_count(x->m) + 1) * sizeof *x->outs, 8)))
-        return bad(d, "too many outputs");
-    memset(x->outs, 0, (x->n_out ? x->n_out : osv_model_output_count(x->m) + 1) * sizeof *x->outs);
+    if (n > osv_model_output_count(x->m))
+        return bad(d, "'outputs' has %u elements but model '%s' has %u output(s): each is requested at most once",
+                   n, osv_model_name(x->m), osv_model_output_count(x->m));
+    if (!(x->outs = osv_arena_alloc(a, (n ? n : osv_model_output_count(x->m) + 1) * sizeof *x->outs, 8)))
+        return osv_err_set(&x->err, OSV_ENOMEM, "out of request memory");
+    memset(x->outs, 0, (n ? n : osv_model_output_count(x->m) + 1) * sizeof *x->outs);
+    x->n_out = n;
     for (uint32_t i = 0, t = (uint32_t)to + 1; i < x->n_out; i++, t = tok(d, (int32_t)t)->next)
         if ((rc = decode_output(d, (int32_t)t, &x->outs[i])) != 0)
             return rc;
@@ -1006,8 +1016,8 @@ static void start_infer(osv_conn_t *c, osv_model_t *m)
 {
     osv_server_t *s = c->loop->srv;
     infer_ctx_t *x = osv_arena_alloc(&c->arena, sizeof *x, 8);
-    bool has_hdr, has_timeout;
-    int64_t hdr, timeout_ms;
+    bool has_hdr;
+    int64_t hdr;
     uint64_t cl = c->req.head.content_length;
 
     c->req.model = m;
@@ -1021,14 +1031,8 @@ static void start_infer(osv_conn_t *c, osv_model_t *m)
     x->m = m;
     x->ms = osv_model_sched(m);
     c->req.ctx = x;
-    timeout_ms = header_u64(c, "Ortserve-Timeout-Ms", &has_timeout);
-    if (has_timeout && timeout_ms < 0) {
-        osv_res_error(c, 400, "Ortserve-Timeout-Ms must be a non-negative integer");
+    if (osv_h_deadline(c, x->ms) != 0)
         return;
-    }
-    if (!has_timeout)
-        timeout_ms = x->ms->deadline_ms >= 0 ? x->ms->deadline_ms : s->o.deadline_ms;
-    c->req.deadline = timeout_ms > 0 ? c->req.t_start + (uint64_t)timeout_ms * 1000000ull : 0;
     hdr = header_u64(c, "Inference-Header-Content-Length", &has_hdr);
     if (has_hdr && hdr < 0) {
         osv_res_error(c, 400, "Inference-Header-Content-Length must be a non-negative integer");

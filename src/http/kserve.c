@@ -6,6 +6,7 @@
 
 #include "http/handlers.h"
 #include "http/inflate.h"
+#include "http/sched.h"
 
 #define CONTROL_BODY_LIMIT (1u << 20) /* bodies of control-plane requests (repository, shm) */
 
@@ -269,6 +270,57 @@ void osv_h_model_config(osv_conn_t *c, const osv_route_t *r)
         return;
     send_built(c, 200, model_json_max(m) + 1024, fill_model_config, m);
     osv_model_release(m);
+}
+
+/* ---- deadlines ------------------------------------------------------------------------------------- */
+
+/* start + n units, saturating: a client's huge timeout is "far away", never a wrapped "already due". */
+static uint64_t deadline_after(uint64_t start, uint64_t n, uint64_t unit_ns)
+{
+    uint64_t ns = n > UINT64_MAX / unit_ns ? UINT64_MAX : n * unit_ns;
+    return ns > UINT64_MAX - start ? UINT64_MAX : start + ns;
+}
+
+void osv_h_deadline_shorten(osv_conn_t *c, uint64_t n, uint64_t unit_ns)
+{
+    uint64_t d;
+    if (n == 0)
+        return; /* not set: the model's or the server's deadline applies */
+    d = deadline_after(c->req.t_start, n, unit_ns);
+    if (!c->req.deadline || d < c->req.deadline)
+        c->req.deadline = d;
+}
+
+/* Ortserve-Timeout-Ms: digits only; a value beyond 64 bits saturates. 1 = absent, -1 = malformed. */
+static int timeout_header(const osv_conn_t *c, uint64_t *ms)
+{
+    const osv_http_header_t *h = osv_req_header(c, "Ortserve-Timeout-Ms");
+    uint64_t v = 0;
+    if (!h)
+        return 1;
+    if (h->value_len == 0)
+        return -1;
+    for (uint32_t i = 0; i < h->value_len; i++) {
+        unsigned d = (unsigned)(h->value[i] - '0');
+        if (d > 9)
+            return -1;
+        v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d;
+    }
+    *ms = v;
+    return 0;
+}
+
+int osv_h_deadline(osv_conn_t *c, const osv_model_sched_t *ms)
+{
+    int64_t def = ms && ms->deadline_ms >= 0 ? ms->deadline_ms : c->loop->srv->o.deadline_ms;
+    uint64_t asked = 0;
+    if (timeout_header(c, &asked) < 0) {
+        osv_res_error(c, 400, "Ortserve-Timeout-Ms must be a non-negative integer (milliseconds)");
+        return -1;
+    }
+    c->req.deadline = def > 0 ? deadline_after(c->req.t_start, (uint64_t)def, 1000000ull) : 0;
+    osv_h_deadline_shorten(c, asked, 1000000ull);
+    return 0;
 }
 
 /* ---- receiving and parsing JSON bodies ------------------------------------------------------------- */

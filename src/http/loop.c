@@ -19,28 +19,65 @@
 #include <stdio.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "http/http.h"
 #include "http/sched.h"
 #include "obs/obs.h"
+#include "util/sanitize.h"
 
 #define MAX_EVENTS  256
 #define ARENA_CHUNK (8u << 10)
 #define ARENA_LIMIT (4u << 20)
+#define ARENA_KEEP  (2 * ARENA_CHUNK) /* what a connection keeps between requests */
 
 static void conn_drive(osv_conn_t *c);
 
-/* ---- buffers and connection objects (recycled per loop; no allocation after warm-up) --------- */
+/* ---- buffers and connection objects (recycled per loop; no allocation after warm-up) ---------
+ *
+ * Read buffers are mapped one by one (conn_buffer bytes, plus a poisoned guard zone in the ASan
+ * build) and recycled through the loop's free list, so a warm loop maps nothing. A flood of
+ * connections leaves that list long; once a second the loop unmaps what the list never needed during
+ * that second (its low-water mark above FREE_FLOOR), so the memory goes back to the system within
+ * about two seconds after a flood ends — the cgroup's working set falls and a memory guard it tripped
+ * clears. Connection objects (with their arenas) are trimmed the same way. */
+#define FREE_FLOOR 16
+#define SWEEP_NS   1000000000ull
+
+static size_t buf_map_len(const osv_loop_t *l)
+{
+    return (size_t)l->srv->o.conn_buffer + OSV_ASAN_GUARD;
+}
 
 static char *buf_get(osv_loop_t *l)
 {
-    if (l->n_free_bufs)
-        return l->free_bufs[--l->n_free_bufs];
-    return osv_malloc(l->srv->o.conn_buffer);
+    void *p;
+    if (l->n_free_bufs) {
+        if (--l->n_free_bufs < l->free_bufs_low)
+            l->free_bufs_low = l->n_free_bufs;
+        atomic_store_explicit(&l->n_free_bufs_seen, l->n_free_bufs, memory_order_relaxed);
+        return l->free_bufs[l->n_free_bufs];
+    }
+    if (osv_alloc_should_fail()) /* fault injection covers read buffers too (ortserve/alloc.h) */
+        return NULL;
+    p = mmap(NULL, buf_map_len(l), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    osv_poison((char *)p + l->srv->o.conn_buffer, OSV_ASAN_GUARD);
+    l->n_bufs++;
+    return p;
+}
+
+static void buf_unmap(osv_loop_t *l, char *b)
+{
+    osv_unpoison(b + l->srv->o.conn_buffer, OSV_ASAN_GUARD);
+    munmap(b, buf_map_len(l));
+    l->n_bufs--;
 }
 
 static void buf_put(osv_loop_t *l, char *b)
@@ -51,13 +88,57 @@ static void buf_put(osv_loop_t *l, char *b)
         uint32_t cap = l->cap_free_bufs ? l->cap_free_bufs * 2 : 64;
         char **p = osv_realloc(l->free_bufs, cap * sizeof *p);
         if (!p) {
-            osv_free(b);
+            buf_unmap(l, b);
             return;
         }
         l->free_bufs = p;
         l->cap_free_bufs = cap;
     }
     l->free_bufs[l->n_free_bufs++] = b;
+    atomic_store_explicit(&l->n_free_bufs_seen, l->n_free_bufs, memory_order_relaxed);
+}
+
+static void conn_free(osv_conn_t *c)
+{
+    osv_arena_free(&c->arena);
+    osv_free(c);
+}
+
+uint64_t osv_loop_conn_bytes(const osv_server_opts_t *o)
+{
+    return (uint64_t)o->conn_buffer + sizeof(osv_conn_t) + ARENA_KEEP;
+}
+
+/* Once a second: gives back what the free lists did not need since the last sweep. */
+static void sweep_free_lists(osv_loop_t *l)
+{
+    uint32_t excess, freed = 0;
+    if (l->now < l->next_sweep)
+        return;
+    l->next_sweep = l->now + SWEEP_NS;
+    excess = l->free_bufs_low > FREE_FLOOR ? l->free_bufs_low - FREE_FLOOR : 0;
+    for (; excess > 0 && l->n_free_bufs > 0; excess--)
+        buf_unmap(l, l->free_bufs[--l->n_free_bufs]);
+    l->free_bufs_low = l->n_free_bufs;
+    atomic_store_explicit(&l->n_free_bufs_seen, l->n_free_bufs, memory_order_relaxed);
+    excess = l->free_conns_low > FREE_FLOOR ? l->free_conns_low - FREE_FLOOR : 0;
+    for (; excess > 0 && l->free_conns; excess--, freed++) {
+        osv_conn_t *c = l->free_conns;
+        l->free_conns = c->next_free;
+        l->n_free_conns--;
+        conn_free(c);
+    }
+    l->free_conns_low = l->n_free_conns;
+#ifdef __GLIBC__
+    if (freed >= 64)
+        malloc_trim(0); /* thousands of small objects: let glibc hand the pages back */
+#endif
+}
+
+/* True while the free lists hold more than they will keep: the loop must wake up to sweep. */
+static bool sweep_pending(const osv_loop_t *l)
+{
+    return l->n_free_bufs > FREE_FLOOR || l->n_free_conns > FREE_FLOOR;
 }
 
 /* Every connection has at most one timer: with room in the heap for one more than the open
@@ -84,6 +165,8 @@ static osv_conn_t *conn_new(osv_loop_t *l, int fd)
         return NULL;
     if (c) {
         l->free_conns = c->next_free;
+        if (--l->n_free_conns < l->free_conns_low)
+            l->free_conns_low = l->n_free_conns;
     } else {
         if (!(c = osv_calloc(1, sizeof *c)))
             return NULL;
@@ -191,7 +274,7 @@ static void request_cleanup(osv_conn_t *c)
         osv_pool_release(pool, &c->req.inflated);
     if (c->res.body_slot.base)
         osv_pool_release(pool, &c->res.body_slot);
-    osv_arena_reset(&c->arena);
+    osv_arena_reset_trim(&c->arena, ARENA_KEEP);
 }
 
 static void conn_close(osv_conn_t *c)
@@ -218,6 +301,7 @@ static void conn_close(osv_conn_t *c)
     atomic_fetch_sub(&l->srv->conns, 1);
     c->next_free = l->free_conns;
     l->free_conns = c;
+    l->n_free_conns++;
 }
 
 /* Lingering close (as nginx does): closing a socket with unread input makes the kernel send RST,
@@ -958,6 +1042,8 @@ static int next_timeout_ms(const osv_loop_t *l)
     int ms;
     if (atomic_load(&l->srv->stopping))
         return 50;
+    if (sweep_pending(l) && (!at || l->next_sweep < at))
+        at = l->next_sweep;
     ms = !at ? -1 : at <= now ? 0 : (int)((at - now + 999999) / 1000000);
     return log_ms >= 0 && (ms < 0 || log_ms < ms) ? log_ms : ms;
 }
@@ -991,6 +1077,7 @@ void *osv_loop_main(void *arg)
                 on_conn_event(p, evs[i].events);
         }
         run_timers(l);
+        sweep_free_lists(l);
         resume_accept(l);
         osv_obs_tick();
     }
@@ -1009,19 +1096,18 @@ void osv_loop_free(osv_loop_t *l)
         n = a->next_all;
         request_cleanup(a);
         close(a->fd);
-        osv_free(a->buf);
-        osv_arena_free(&a->arena);
-        osv_free(a);
+        if (a->buf)
+            buf_unmap(l, a->buf);
+        conn_free(a);
     }
     l->all = NULL;
     while (c) {
         osv_conn_t *n = c->next_free;
-        osv_arena_free(&c->arena);
-        osv_free(c);
+        conn_free(c);
         c = n;
     }
     for (uint32_t i = 0; i < l->n_free_bufs; i++)
-        osv_free(l->free_bufs[i]);
+        buf_unmap(l, l->free_bufs[i]);
     osv_free(l->free_bufs);
     osv_free(l->heap);
     osv_free(l->toks);

@@ -30,7 +30,7 @@ void osv_server_opts_default(osv_server_opts_t *o)
     memset(o, 0, sizeof *o);
     o->host = "127.0.0.1";
     o->port = 8000;
-    o->max_connections = 4096;
+    o->max_connections = 0; /* from the memory plan: plan_connections */
     o->max_body_bytes = 64ull << 20;
     o->max_header_bytes = 16u << 10;
     o->max_headers = 100;
@@ -164,6 +164,25 @@ static int add_model_hints(void *ud, osv_model_t *m)
     return 0;
 }
 
+/* Connections: each one with a request in progress holds a read buffer, its object and its arena
+ * (osv_loop_conn_bytes). By default they may take a sixteenth of the memory this process may use —
+ * what a flood of unfinished request heads can pin — between 64 and 4096 connections: a 64 MB cgroup
+ * gets 64, 256 MB 300, 1 GiB 1200, 4 GiB or more 4096. */
+#define CONN_SHARE 16
+#define CONN_MIN   64
+#define CONN_MAX   4096
+
+static uint32_t plan_connections(const osv_server_opts_t *o)
+{
+    osv_sysmem_t mem;
+    uint64_t n;
+    if (o->max_connections)
+        return o->max_connections;
+    osv_sysmem_read(&mem);
+    n = mem.effective / CONN_SHARE / osv_loop_conn_bytes(o);
+    return n < CONN_MIN ? CONN_MIN : n > CONN_MAX ? CONN_MAX : (uint32_t)n;
+}
+
 static int ncores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -180,6 +199,7 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
     s->o = *o;
     if (s->o.conn_buffer < s->o.max_header_bytes + 1024)
         s->o.conn_buffer = s->o.max_header_bytes + 1024;
+    s->o.max_connections = plan_connections(&s->o);
     s->env = env;
     s->repo = repo;
     s->port = (uint16_t)o->port;

@@ -292,6 +292,19 @@ static void server_families(scrape_t *x, osv_server_t *s)
     for (int i = 0; i < 4; i++)
         put(&x->b, "ortserve_connection_timeouts_total{kind=\"%s\"} %" PRIu64 "\n", tkinds[i],
             atomic_load(&s->timeouts[i]));
+    uint64_t bufs = 0, free_bufs = 0;
+    for (int i = 0; i < s->n_loops; i++) {
+        bufs += atomic_load_explicit(&s->loops[i].n_bufs, memory_order_relaxed);
+        free_bufs += atomic_load_explicit(&s->loops[i].n_free_bufs_seen, memory_order_relaxed);
+    }
+    family(x, "ortserve_connection_buffers", "gauge",
+           "Connection read buffers mapped, by state (free ones beyond a floor are unmapped within seconds).");
+    put(&x->b, "ortserve_connection_buffers{state=\"in_use\"} %" PRIu64 "\n", bufs - free_bufs);
+    put(&x->b, "ortserve_connection_buffers{state=\"free\"} %" PRIu64 "\n", free_bufs);
+    family(x, "ortserve_heap_bytes", "gauge",
+           "Heap memory ortserve's own code holds (connections, arenas, models' metadata; not ONNX Runtime's, "
+           "not the tensor pool).");
+    put(&x->b, "ortserve_heap_bytes %" PRIu64 "\n", osv_alloc_live_bytes());
     family(x, "ortserve_accept_errors_total", "counter", "accept() failures (e.g. out of file descriptors).");
     put(&x->b, "ortserve_accept_errors_total %" PRIu64 "\n", atomic_load(&s->accept_errors));
     family(x, "ortserve_rejected_connections_total", "counter",

@@ -70,6 +70,28 @@ void osv_arena_reset(osv_arena_t *a)
         a->first->used = 0;
 }
 
+void osv_arena_reset_trim(osv_arena_t *a, size_t keep)
+{
+    osv_arena_chunk_t *c = a->first, *last = NULL;
+    size_t kept = 0;
+    while (c && kept + c->cap <= keep) {
+        kept += c->cap;
+        last = c;
+        c = c->next;
+    }
+    if (last)
+        last->next = NULL;
+    else
+        a->first = NULL;
+    while (c) {
+        osv_arena_chunk_t *n = c->next;
+        osv_free(c);
+        c = n;
+    }
+    a->total = kept;
+    osv_arena_reset(a);
+}
+
 void osv_arena_free(osv_arena_t *a)
 {
     osv_arena_chunk_t *c = a->first;

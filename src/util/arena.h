@@ -23,6 +23,9 @@ void osv_arena_init(osv_arena_t *a, size_t chunk_size, size_t limit);
 void *osv_arena_alloc(osv_arena_t *a, size_t size, size_t align);
 /* Forgets every allocation, keeps the chunks for reuse. */
 void osv_arena_reset(osv_arena_t *a);
+/* The same, then returns to the heap every chunk beyond the first `keep` bytes of chunks: a request
+ * that needed a large arena does not leave it held by an idle connection. */
+void osv_arena_reset_trim(osv_arena_t *a, size_t keep);
 /* Returns every chunk to the heap. */
 void osv_arena_free(osv_arena_t *a);
 

@@ -5,6 +5,8 @@ that vanish, element counts bounded before allocation, deadlines that saturate, 
 bounds. Each test failed against the server before its fix."""
 import json
 import os
+import re
+import resource
 import socket
 import sys
 import tempfile
@@ -14,8 +16,11 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
+from cgroup_support import Cgroup, available as cgroup_unavailable  # noqa: E402
 from server import (RawConn, Server, make_repo, mlp_request, request_bytes, server_consumed,  # noqa: E402
                     wait_until)
+
+MiB = 1 << 20
 
 
 def metric(srv, name, labels=None):
@@ -178,6 +183,80 @@ class Smuggling(unittest.TestCase):
             self.assertEqual(r2.status, 200, r2)
 
 
+SLOW_X = np.linspace(-1, 1, 256, dtype=np.float32).tolist()
+
+
+def slow_body(iters, **params):
+    req = {"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32", "data": SLOW_X},
+                      {"name": "iters", "shape": [], "datatype": "INT64", "data": [int(iters)]}]}
+    if params:
+        req["parameters"] = params
+    return json.dumps(req).encode()
+
+
+class Deadlines(unittest.TestCase):
+    """A client's timeout saturates instead of wrapping into an immediate 504, and it may shorten the
+    server's deadline but not lift it (Triton's allow_timeout_override semantics): 0 means "not set"."""
+    DEADLINE_MS = 300
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="osv-hard-")
+        cls.srv = Server(make_repo(cls.tmp, {"slow": "slow.onnx", "scale2x": "scale2x.onnx"}),
+                         "--deadline-ms", str(cls.DEADLINE_MS), "--workers", "1", "--inline-threshold-us", "0")
+        # Iterations that keep slow.onnx busy for about 3 s (measured without a deadline of the request's
+        # own: the server's 300 ms applies, so measure a short run and scale).
+        with RawConn(cls.srv.port) as c:
+            c.send(request_bytes("POST", "/v2/models/slow/infer", slow_body(2000)))
+            t0 = time.monotonic()
+            assert c.read_response().status == 200
+            dt = time.monotonic() - t0
+        cls.long_iters = int(min(max(2000 * 3.0 / max(dt, 1e-4), 20000), 5000000))
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.srv.finish() == 0
+
+    def scale2x(self, headers=(), **params):
+        req = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]}
+        if params:
+            req["parameters"] = params
+        with RawConn(self.srv.port) as c:
+            c.send(request_bytes("POST", "/v2/models/scale2x/infer", json.dumps(req).encode(), list(headers)))
+            return c.read_response()
+
+    def test_huge_timeouts_saturate(self):
+        for headers, params in (((), {"timeout": 18446744073709551}), ((), {"timeout": 18446744073709551615}),
+                                ((("Ortserve-Timeout-Ms", "18446744073709"),), {}),
+                                ((("Ortserve-Timeout-Ms", "99999999999999999999999999"),), {})):
+            r = self.scale2x(headers, **params)
+            self.assertEqual(r.status, 200, (headers, params, r))
+            self.assertEqual(r.json()["outputs"][0]["data"], [2.0, 4.0])
+
+    def slow(self, headers=(), **params):
+        """(status, seconds) of a ~3 s slow.onnx run under the server's 300 ms deadline."""
+        with RawConn(self.srv.port) as c:
+            t0 = time.monotonic()
+            c.send(request_bytes("POST", "/v2/models/slow/infer", slow_body(self.long_iters, **params),
+                                 list(headers)))
+            r = c.read_response()
+            return r, time.monotonic() - t0
+
+    def test_zero_does_not_lift_the_server_deadline(self):
+        for headers, params in (((("Ortserve-Timeout-Ms", "0"),), {}), ((), {"timeout": 0}),
+                                ((("Ortserve-Timeout-Ms", "60000"),), {"timeout": 60000000})):
+            r, took = self.slow(headers, **params)
+            self.assertEqual(r.status, 504, (headers, params, r))
+            self.assertLess(took, self.DEADLINE_MS / 1000 + 1.0, (headers, params))
+
+    def test_a_shorter_timeout_is_honoured(self):
+        for headers, params in (((("Ortserve-Timeout-Ms", "100"),), {}), ((), {"timeout": 100000})):
+            r, took = self.slow(headers, **params)
+            self.assertEqual(r.status, 504, (headers, params, r))
+            self.assertGreaterEqual(took, 0.1)
+            self.assertLess(took, 0.1 + 1.0, (headers, params))
+
+
 class VanishedClients(unittest.TestCase):
     """A client that sends part of a request and closes must release what it holds at once: its FIN can
     arrive in the same edge as its last bytes, and edge-triggered epoll reports it only once."""
@@ -232,6 +311,174 @@ class VanishedClients(unittest.TestCase):
             self.assertEqual(r.status, 400, r)
             self.assertIn("before its last chunk", r.json()["error"])
         wait_until(lambda: pool_in_use(self.srv) == 0, 2, "the slots to be released")
+
+
+def rss(srv):
+    with open("/proc/%d/status" % srv.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def asan(srv):
+    """True when the server is an AddressSanitizer build."""
+    with open("/proc/%d/maps" % srv.proc.pid) as f:
+        return "libasan" in f.read()
+
+
+class UnboundedCounts(unittest.TestCase):
+    """What a request makes the server allocate is bounded before the allocation, and a connection does
+    not keep a large request's memory after it: 100 keep-alive connections each send a request that
+    used to grow their arena by megabytes, and stay open."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="osv-hard-")
+        cls.srv = Server(make_repo(cls.tmp, {"scale2x": "scale2x.onnx"}))
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.srv.finish() == 0
+
+    def flood(self, body, want_status, want_text):
+        conns = [RawConn(self.srv.port) for _ in range(100)]
+        before = metric(self.srv, "ortserve_heap_bytes")
+        try:
+            for rc in conns:
+                rc.send(request_bytes("POST", "/v2/models/scale2x/infer", body))
+            for rc in conns:
+                r = rc.read_response()
+                self.assertEqual(r.status, want_status, r)
+                self.assertIn(want_text, r.json()["error"])
+                self.assertNotEqual((r.header("Connection") or "").lower(), "close")  # kept alive
+            grown = metric(self.srv, "ortserve_heap_bytes") - before
+            print("100 connections: ortserve's heap grew by %.1f MiB" % (grown / MiB))
+            self.assertLess(grown, 8 * MiB, "connections kept the memory of their refused requests")
+        finally:
+            for rc in conns:
+                rc.close()
+
+    def test_inputs_array_longer_than_the_model(self):
+        body = b'{"inputs": [' + b",".join([b"{}"] * 17000) + b"]}"
+        self.flood(body, 400, "'inputs' has 17000 elements but model 'scale2x' has 1 input(s)")
+
+    def test_outputs_array_longer_than_the_model(self):
+        body = (b'{"inputs": [{"name":"x","shape":[1],"datatype":"FP32","data":[1]}], "outputs": [' +
+                b",".join([b'{"name":"y"}'] * 17000) + b"]}")
+        self.flood(body, 400, "'outputs' has 17000 elements but model 'scale2x' has 1 output(s)")
+
+    def test_a_large_arena_is_returned_after_the_request(self):
+        # An escaped input name is unescaped into the request arena (3 MB here); the answer is 400.
+        body = json.dumps({"inputs": [{"name": "\u00e9" * 500000, "shape": [1], "datatype": "FP32",
+                                       "data": [1]}]}).encode()
+        self.flood(body, 400, "unknown input")
+
+
+class BuffersAfterAFlood(unittest.TestCase):
+    """Read buffers and connection objects a flood leaves on the free lists go back to the system within
+    seconds: 3000 connections each holding an unfinished 15 KB head, then closed."""
+
+    def test_rss_returns_after_the_flood(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 9000)), hard))
+        srv = Server(make_repo(tempfile.mkdtemp(prefix="osv-hard-"), {"scale2x": "scale2x.onnx"}),
+                     "--max-connections", "4000")
+        conns = []
+        try:
+            idle, heap0 = rss(srv), metric(srv, "ortserve_heap_bytes")
+            head = b"POST /v2/models/scale2x/infer HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (15 << 10)
+            for _ in range(3000):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                s.sendall(head)
+                conns.append(s)
+            wait_until(lambda: rss(srv) > idle + 60 * MiB, 10, "the flood to hold its buffers", interval=0.05)
+            peak = rss(srv)
+            for s in conns:
+                s.close()
+            conns = []
+            t0 = time.monotonic()
+
+            def returned():
+                bufs = (metric(srv, "ortserve_connection_buffers", {"state": "in_use"}) +
+                        metric(srv, "ortserve_connection_buffers", {"state": "free"}))
+                heap = metric(srv, "ortserve_heap_bytes")
+                last[:] = [bufs, heap, heap0, rss(srv), idle]
+                # An ASan build's allocator keeps freed blocks in quarantine: its RSS says nothing here.
+                return bufs <= 2 * 16 + 4 and heap < heap0 + 2 * MiB and (asan(srv) or rss(srv) < idle + 24 * MiB)
+            last = []
+            try:
+                wait_until(returned, 5, "buffers, heap and RSS to fall back after the flood", interval=0.05)
+            except AssertionError as e:
+                raise AssertionError("%s: buffers, heap, heap before, RSS, RSS before = %s" % (e, last))
+            print("3000 held heads: RSS %.0f -> %.0f MiB, back to %.0f MiB %.2f s after they closed" %
+                  (idle / MiB, peak / MiB, rss(srv) / MiB, time.monotonic() - t0))
+        finally:
+            for s in conns:
+                s.close()
+            self.assertEqual(srv.finish(), 0)
+
+
+@unittest.skipIf(os.geteuid() != 0 or cgroup_unavailable(), "needs root and a memory cgroup: %s" % cgroup_unavailable())
+class ConnectionFlood(unittest.TestCase):
+    """4090 connections each holding an unfinished 15 KB request head, against a server in a memory cgroup
+    whose headroom over the server's idle size is that of a 64 MB (and a 128 MB) group for the release
+    build: the connection limit follows the memory plan (the rest get 503 at once), nothing is OOM-killed,
+    and once the flood ends the buffers go back to the system, so inferences succeed again at once (before:
+    an OOM kill at 64 MB; at 128 MB every inference got 503 for 50 s after the flood)."""
+
+    @classmethod
+    def setUpClass(cls):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 9000)), hard))
+        cls.repo = make_repo(tempfile.mkdtemp(prefix="osv-hard-"), {"scale2x": "scale2x.onnx"})
+        probe = Server(cls.repo)
+        cls.idle = rss(probe)  # the build's own size (an ASan build is four times larger)
+        assert probe.finish() == 0
+
+    def flood(self, headroom):
+        cg = Cgroup(self.idle + headroom, "flood-%d" % (headroom >> 20))
+        srv = Server(self.repo, preexec_fn=cg.enter)
+        conns, refused = [], 0
+        try:
+            head = b"POST /v2/models/scale2x/infer HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (15 << 10)
+            for _ in range(4090):
+                try:
+                    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                    s.sendall(head)
+                    conns.append(s)
+                except OSError:
+                    refused += 1
+            self.assertIsNone(srv.proc.poll(), "the server died during the flood")
+            for s in conns:
+                s.close()
+            x = np.float32([1, 2])
+            req = json.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": x.tolist()}]})
+
+            def serves():
+                st, _, _ = srv.request("POST", "/v2/models/scale2x/infer", req)
+                return st == 200
+            t0 = time.monotonic()
+            wait_until(serves, 5, "inferences to succeed after the flood", interval=0.05)
+            stats = cg.stats()
+            rejected = metric(srv, "ortserve_rejected_connections_total")
+            print("flood at %d MiB over idle: %s; %d answered 503, %d refused at connect; inferences OK %.2f s "
+                  "after the flood; group peak %.1f MiB, OOM kills %d" %
+                  (headroom >> 20, re.search(r'"max_connections":\d+', srv.logs()).group(0), rejected, refused,
+                   time.monotonic() - t0, stats["peak_bytes"] / MiB, stats["oom_kills"]))
+            self.assertEqual(stats["oom_kills"], 0)
+            self.assertIsNone(srv.proc.poll())
+        finally:
+            for s in conns:
+                s.close()
+            self.assertEqual(srv.finish(), 0)
+            cg.remove()
+
+    def test_64_mb(self):
+        self.flood(64 * MiB - 27 * MiB)
+
+    def test_128_mb(self):
+        self.flood(128 * MiB - 27 * MiB)
 
 
 if __name__ == "__main__":
