@@ -45,6 +45,8 @@ typedef struct osv_server_opts {
     uint32_t max_queue;           /* queued requests per model before 503 */
     uint64_t inline_threshold_ns; /* models faster than this run on the loop thread */
     int header_timeout_ms, body_timeout_ms, idle_timeout_ms, drain_timeout_ms;
+    uint32_t min_body_rate;  /* bytes/s a body must average after body_rate_grace_ms (0 = off) */
+    int body_rate_grace_ms;
     uint32_t retry_after_s;      /* Retry-After on 503 */
     uint32_t memory_high_pct;    /* memory guard: % of the cgroup limit (0 = off), server.c */
     const char *auth_token_file; /* bearer tokens required on all but health endpoints (auth.h) */
@@ -81,8 +83,8 @@ typedef struct body_plan {
     uint64_t remaining; /* body bytes still to receive */
     bool in_buffer;     /* the destination is the connection buffer itself (no copy) */
     bool chunked;       /* chunked transfer coding: decoded into dst (see osv_conn_plan_chunked) */
-    char *dst;
-    uint64_t dst_cap, dst_len;
+    char *dst;          /* = the request's body_slot, grown as the body arrives */
+    uint64_t dst_cap, dst_len, dst_limit;
 } body_plan_t;
 
 typedef struct osv_response {
@@ -103,6 +105,7 @@ typedef void (*body_done_fn)(osv_conn_t *c);
 typedef struct osv_request {
     osv_http_head_t head;
     uint64_t t_start;          /* first byte of this request (monotonic ns) */
+    uint64_t t_body;           /* when receiving its body began (the minimum rate counts from here) */
     uint64_t deadline;         /* absolute monotonic ns, 0 = none */
     uint64_t expected_wait_ns; /* set when admission refused the request for its deadline (sched.c) */
     uint64_t bytes_in;
@@ -260,9 +263,11 @@ void osv_loop_complete(osv_conn_t *c);
  * calls done on the loop thread. Bytes that already arrived are taken first (copied, counted). */
 int osv_conn_plan_buffer(osv_conn_t *c, uint64_t n);
 int osv_conn_plan_iov(osv_conn_t *c, const struct iovec *iov, int n);
-/* A chunked body, decoded into dst[0..cap) (a counted copy, reason "chunked"); the decoded length
- * is in c->req.body.dst_len when done runs. More than cap bytes: 413. */
-void osv_conn_plan_chunked(osv_conn_t *c, char *dst, uint64_t cap);
+/* A chunked body, decoded into c->req.body_slot (a counted copy, reason "chunked"), which starts
+ * small and is replaced by a larger slot as the body grows (a body that trickles in holds a small
+ * slot); the decoded length is in c->req.body.dst_len when done runs. More than `limit` bytes: 413;
+ * no slot for what arrived: 503. */
+void osv_conn_plan_chunked(osv_conn_t *c, uint64_t limit);
 void osv_conn_receive_body(osv_conn_t *c, body_done_fn done);
 /* True while bytes of the current request's body have not been read from the connection: an answer
  * given now must close the connection (they would be taken for the next request). The one place

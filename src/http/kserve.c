@@ -381,13 +381,8 @@ void osv_h_receive_body_prefix(osv_conn_t *c, uint64_t n, uint64_t limit, body_d
         return;
     }
     c->req.on_body_next = done;
-    if (h->chunked) { /* decoded into a slot as large as the limit allows */
-        uint64_t cap = limit < osv_pool_max_slot(s->pool) ? limit : osv_pool_max_slot(s->pool);
-        if (osv_pool_acquire(s->pool, cap, &c->req.body_slot) != 0) {
-            osv_res_error(c, 503, "no memory for a chunked request body, retry later");
-            return;
-        }
-        osv_conn_plan_chunked(c, (char *)c->req.body_slot.base, cap);
+    if (h->chunked) { /* decoded into a slot that grows with the body */
+        osv_conn_plan_chunked(c, limit < osv_pool_max_slot(s->pool) ? limit : osv_pool_max_slot(s->pool));
         osv_conn_receive_body(c, body_chunked_done);
         return;
     }

@@ -512,14 +512,44 @@ int osv_conn_plan_iov(osv_conn_t *c, const struct iovec *iov, int n)
     return 0;
 }
 
-void osv_conn_plan_chunked(osv_conn_t *c, char *dst, uint64_t cap)
+void osv_conn_plan_chunked(osv_conn_t *c, uint64_t limit)
 {
     body_plan_t *b = &c->req.body;
     memset(b, 0, sizeof *b);
     b->chunked = true;
-    b->dst = dst;
-    b->dst_cap = cap;
+    b->dst_limit = limit;
     b->remaining = 1; /* unknown until the last chunk */
+}
+
+/* Room for `need` decoded bytes: a slot four times larger than the last (or as large as need), up to
+ * the limit; what was decoded moves along (counted: chunked bodies are a copy by nature). Decoding
+ * never outruns its input, so need = decoded + buffered input always suffices. */
+#define CHUNKED_FIRST_SLOT (16u << 10)
+
+static bool chunked_room(osv_conn_t *c, uint64_t need)
+{
+    body_plan_t *b = &c->req.body;
+    osv_pool_t *pool = c->loop->srv->pool;
+    uint64_t want = b->dst_cap ? b->dst_cap * 4 : CHUNKED_FIRST_SLOT;
+    osv_slot_t bigger;
+    if (need <= b->dst_cap || b->dst_cap >= b->dst_limit)
+        return true; /* at the limit, overflow is judged by the decoder (413) */
+    want = want > need ? want : need;
+    want = want < b->dst_limit ? want : b->dst_limit;
+    want = want < osv_pool_max_slot(pool) ? want : osv_pool_max_slot(pool);
+    if (want <= b->dst_cap || osv_pool_acquire(pool, want, &bigger) != 0) {
+        osv_res_error(c, 503, "no memory for a %" PRIu64 "-byte chunked request body, retry later", need);
+        return false;
+    }
+    if (b->dst_len) {
+        memcpy(bigger.base, b->dst, b->dst_len);
+        c->req.copied += b->dst_len;
+    }
+    osv_pool_release(pool, &c->req.body_slot);
+    c->req.body_slot = bigger;
+    b->dst = (char *)bigger.base;
+    b->dst_cap = bigger.cap < b->dst_limit ? bigger.cap : b->dst_limit;
+    return true;
 }
 
 /* Decodes the buffered chunked bytes. Consumed bytes are dropped from the buffer (its space is
@@ -534,9 +564,10 @@ static bool dechunk_buffered(osv_conn_t *c)
     long n;
     if (!avail)
         return true;
+    if (!chunked_room(c, b->dst_len + avail))
+        return false;
     n = osv_http_dechunk(&c->req.head, c->buf + start, avail, b->dst, b->dst_cap, &b->dst_len, &done, &e);
     if (n < 0) {
-        c->res.close_after = true;
         osv_res_error(c, e.status, "%s", e.msg);
         return false;
     }
@@ -645,22 +676,50 @@ static void send_continue(osv_conn_t *c)
     }
 }
 
+/* While a body arrives two clocks run: --body-timeout-ms between bytes, and, once
+ * --body-rate-grace-ms has passed since the body began, its average rate must stay at or above
+ * --min-body-rate (a client sending a byte every few seconds would otherwise hold its slot and
+ * connection for ever). rate_deadline is when the bytes received so far stop covering that rate. */
+static uint64_t rate_deadline(const osv_conn_t *c)
+{
+    const osv_server_opts_t *o = &c->loop->srv->o;
+    uint64_t got = c->req.bytes_in - c->req.head.head_len, rate = o->min_body_rate, ns, at;
+    if (!rate || !c->req.t_body)
+        return 0;
+    ns = got / rate > UINT64_MAX / 2000000000ull ? UINT64_MAX / 2
+                                                 : got / rate * 1000000000ull + got % rate * 1000000000ull / rate;
+    at = c->req.t_body + ms_ns(o->body_rate_grace_ms);
+    return ns > UINT64_MAX - at ? UINT64_MAX : at + ns;
+}
+
+static void arm_body_timer(osv_conn_t *c)
+{
+    uint64_t in = ms_ns(c->loop->srv->o.body_timeout_ms), rd = rate_deadline(c);
+    if (rd) {
+        uint64_t rel = rd > c->loop->now ? rd - c->loop->now : 1;
+        in = in && in < rel ? in : rel;
+    }
+    osv_conn_set_timer(c, in);
+}
+
 void osv_conn_receive_body(osv_conn_t *c, body_done_fn done)
 {
     c->req.on_body = done;
     c->state = CONN_BODY;
+    if (!c->req.t_body)
+        c->req.t_body = c->loop->now;
     if (c->req.body.chunked) {
         if (!dechunk_buffered(c))
             return;
         if (c->req.body.remaining)
             send_continue(c);
-        osv_conn_set_timer(c, ms_ns(c->loop->srv->o.body_timeout_ms));
+        arm_body_timer(c);
         return;
     }
     take_buffered(c);
     if (c->req.body.remaining)
         send_continue(c);
-    osv_conn_set_timer(c, ms_ns(c->loop->srv->o.body_timeout_ms));
+    arm_body_timer(c);
 }
 
 /* The client ended its side before the whole body arrived (or the read failed). A half-closed
@@ -697,8 +756,7 @@ static bool step_body_chunked(osv_conn_t *c)
             return false;
         if (!dechunk_buffered(c))
             return true; /* error response prepared */
-        /* --body-timeout-ms is the time between body bytes */
-        osv_conn_set_timer(c, ms_ns(c->loop->srv->o.body_timeout_ms));
+        arm_body_timer(c);
     }
     osv_conn_set_timer(c, 0);
     c->state = CONN_RUN;
@@ -721,8 +779,8 @@ static bool step_body(osv_conn_t *c)
         }
         if (r == 0)
             return false;
-        if (b->remaining > 0) /* --body-timeout-ms is the time between body bytes */
-            osv_conn_set_timer(c, ms_ns(c->loop->srv->o.body_timeout_ms));
+        if (b->remaining > 0)
+            arm_body_timer(c);
     }
     osv_conn_set_timer(c, 0);
     c->state = CONN_RUN; /* the continuation decides what comes next */
@@ -824,10 +882,18 @@ static void on_timeout(osv_conn_t *c)
         return;
     }
     if (c->state == CONN_BODY) {
-        /* The client stopped sending its body: tell it (408) and close, as for a head. */
+        /* The client stopped sending its body, or sends it too slowly: tell it (408) and close. */
+        const osv_server_opts_t *o = &c->loop->srv->o;
+        uint64_t rd = rate_deadline(c);
         osv_obs_note_timeout(c->loop->srv, "body");
-        c->res.close_after = true;
-        osv_res_error(c, 408, "timed out waiting for the request body (--body-timeout-ms)");
+        if (rd && c->loop->now >= rd)
+            osv_res_error(c, 408,
+                          "the request body arrives slower than %u bytes/s (--min-body-rate; %" PRIu64
+                          " bytes in %" PRIu64 " ms)",
+                          o->min_body_rate, c->req.bytes_in - c->req.head.head_len,
+                          (c->loop->now - c->req.t_body) / 1000000);
+        else
+            osv_res_error(c, 408, "timed out waiting for the request body (--body-timeout-ms)");
         conn_drive(c);
         return;
     }

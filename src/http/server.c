@@ -42,6 +42,8 @@ void osv_server_opts_default(osv_server_opts_t *o)
     o->inline_threshold_ns = 200000; /* 200 µs: see docs/DESIGN.md, "Inline or hand-off" */
     o->header_timeout_ms = 10000;
     o->body_timeout_ms = 30000;
+    o->min_body_rate = 240; /* bytes/s after 5 s, as ASP.NET Core's Kestrel (MinRequestBodyDataRate) */
+    o->body_rate_grace_ms = 5000;
     o->idle_timeout_ms = 60000;
     o->drain_timeout_ms = 10000;
     o->retry_after_s = 1;

@@ -257,6 +257,88 @@ class Deadlines(unittest.TestCase):
             self.assertLess(took, 0.1 + 1.0, (headers, params))
 
 
+class SlowBodies(unittest.TestCase):
+    """A chunked body holds a slot as large as what has arrived (it used to take a slot of the body
+    limit, 64 MiB: a few clients trickling a byte every few seconds made every large request answer
+    503), and a body must keep a minimum average rate after a grace period."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="osv-hard-")
+        # No request deadline: it counts from the first byte, and these bodies take seconds to arrive.
+        cls.srv = Server(make_repo(cls.tmp, {"scale2x": "scale2x.onnx"}), "--deadline-ms", "0",
+                         "--body-rate-grace-ms", "1500", "--min-body-rate", "1000")
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.srv.finish() == 0
+
+    def slots_of(self, size):
+        return metric(self.srv, "ortserve_pool_slots", {"slot_bytes": str(size), "state": "free"}) + \
+            metric(self.srv, "ortserve_pool_slots", {"slot_bytes": str(size), "state": "in_use"})
+
+    def test_trickling_chunked_bodies_hold_small_slots(self):
+        big = 64 * MiB
+        n = int(self.slots_of(big)) + 2  # more tricklers than the largest class has slots
+        tricklers = []
+        try:
+            for _ in range(n):
+                rc = RawConn(self.srv.port)
+                rc.send(request_bytes("POST", "/v2/models/scale2x/infer", b"10\r\n{\"inputs\"",
+                                      [("Transfer-Encoding", "chunked")], content_length=False))
+                tricklers.append(rc)
+            wait_until(lambda: all(server_consumed(self.srv.port, t.sock) for t in tricklers), 10,
+                       "the tricklers' first bytes to be read")
+            in_use_big = metric(self.srv, "ortserve_pool_slots", {"slot_bytes": str(big), "state": "in_use"})
+            self.assertEqual(in_use_big, 0, "a trickling chunked body holds a 64 MiB slot")
+            # A large request still finds its slot, chunked or not.
+            x = np.arange(4 * MiB, dtype=np.float32)  # 16 MiB
+            for headers, body in (([], x.tobytes()), ([("Transfer-Encoding", "chunked")], None)):
+                with RawConn(self.srv.port) as c:
+                    if body is not None:
+                        c.send(request_bytes("POST", "/v2/models/scale2x/infer", body,
+                                             [("Inference-Header-Content-Length", "0")]))
+                    else:
+                        raw = x.tobytes()
+                        c.send(request_bytes("POST", "/v2/models/scale2x/infer", b"",
+                                             headers + [("Inference-Header-Content-Length", "0")],
+                                             content_length=False) +
+                               b"".join(b"%x\r\n%s\r\n" % (len(raw[i:i + MiB]), raw[i:i + MiB])
+                                        for i in range(0, len(raw), MiB)) + b"0\r\n\r\n")
+                    r = c.read_response()
+                    self.assertEqual(r.status, 200, r)
+                    y = np.frombuffer(r.body[int(r.header("Inference-Header-Content-Length")):], np.float32)
+                    np.testing.assert_array_equal(y, 2 * x)
+        finally:
+            for t in tricklers:
+                t.close()
+
+    def test_a_body_slower_than_the_minimum_rate_gets_408(self):
+        for headers, first in (([("Content-Length", "100000")], b"{"),
+                               ([("Transfer-Encoding", "chunked")], b"10\r\n{")):
+            with RawConn(self.srv.port) as c:
+                t0 = time.monotonic()
+                c.send(request_bytes("POST", "/v2/models/scale2x/infer", first, headers, content_length=False))
+                r = c.read_response()
+                took = time.monotonic() - t0
+                self.assertEqual(r.status, 408, r)
+                self.assertIn("--min-body-rate", r.json()["error"])
+                self.assertGreaterEqual(took, 1.4)
+                self.assertLess(took, 5, "the 30 s --body-timeout-ms fired, not the rate")
+
+    def test_a_body_at_the_rate_completes(self):
+        x = np.arange(1024, dtype=np.float32).tobytes()  # 4 KiB sent at ~2 KB/s over ~2 s
+        with RawConn(self.srv.port) as c:
+            c.send(request_bytes("POST", "/v2/models/scale2x/infer", b"",
+                                 [("Content-Length", str(len(x))), ("Inference-Header-Content-Length", "0")],
+                                 content_length=False))
+            for i in range(0, len(x), 512):
+                c.send(x[i:i + 512])
+                time.sleep(0.25)  # the client's own pace (what is tested), not a synchronisation
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+
+
 class VanishedClients(unittest.TestCase):
     """A client that sends part of a request and closes must release what it holds at once: its FIN can
     arrive in the same edge as its last bytes, and edge-triggered epoll reports it only once."""
