@@ -115,6 +115,9 @@ typedef struct osv_request {
     body_done_fn on_body;
     body_done_fn on_body_next;       /* osv_h_receive_body's caller */
     void (*on_timer)(osv_conn_t *c); /* RUN state: a retry waiting for its timer */
+    /* Set by a worker task that prepared no response: the loop calls it when the task completes
+     * (work moved off the loop, e.g. inflating a body, then the handler goes on). */
+    void (*resume)(osv_conn_t *c);
     bool continue_sent;
     bool chunked_done;    /* the final chunk (and trailers) of a chunked body was read */
     osv_slot_t body_slot; /* body held in a slot (large JSON, large JSON headers) */

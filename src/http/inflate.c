@@ -1,10 +1,11 @@
 /* inflate.c — Content-Encoding: gzip / deflate request bodies (Triton's clients can send them).
  *
- * The compressed body is inflated with zlib into one pool slot. The output size bounds the slot:
- * gzip's trailer states it (ISIZE, checked against what actually comes out); for a zlib stream
- * without a size, a first pass counts the output without storing it. Either way the result is
- * capped at the body limit before any memory is taken, so a decompression bomb gets 413, not an
- * allocation. Inflating is a copy by nature: it is counted (reason "decompress"). */
+ * The compressed body is inflated once, with zlib, into a pool slot: as large as gzip's trailer
+ * says (ISIZE, checked against what actually comes out) or four times the compressed size, and
+ * replaced by a slot four times larger whenever it fills, never beyond the body limit — a
+ * decompression bomb gets 413 after at most the limit's worth of output, not an allocation. The
+ * server runs it on a worker, not on an event loop (kserve.c). Inflating is a copy by nature: it is
+ * counted, with the bytes a growing slot moved. */
 #include <inttypes.h>
 #include <string.h>
 #include <strings.h>
@@ -30,38 +31,6 @@ static int open_stream(z_stream *z, int enc)
     return inflateInit2(z, enc == OSV_ENC_GZIP ? 16 + MAX_WBITS : MAX_WBITS) == Z_OK ? 0 : -1;
 }
 
-/* First pass for streams that do not state their size: inflate into a scratch buffer, count. */
-static int measure(const void *src, uint64_t len, int enc, uint64_t max, uint64_t *size, osv_err_t *err)
-{
-    unsigned char scratch[16384];
-    z_stream z;
-    int zr = Z_OK;
-    uint64_t total = 0;
-    if (open_stream(&z, enc) != 0)
-        return osv_err_set(err, OSV_ENOMEM, "cannot start the decompressor");
-    z.next_in = (Bytef *)src;
-    z.avail_in = (uInt)len;
-    while (zr == Z_OK) {
-        z.next_out = scratch;
-        z.avail_out = sizeof scratch;
-        zr = inflate(&z, Z_NO_FLUSH);
-        total += sizeof scratch - z.avail_out;
-        if (total > max) {
-            inflateEnd(&z);
-            return osv_err_set(err, OSV_ETOOBIG, "decompressed body exceeds the limit of %" PRIu64 " bytes",
-                               max);
-        }
-        if (zr == Z_BUF_ERROR && z.avail_in == 0)
-            break;
-    }
-    inflateEnd(&z);
-    if (zr != Z_STREAM_END)
-        return osv_err_set(err, OSV_EPARSE, "the %s body is corrupt or truncated",
-                           enc == OSV_ENC_GZIP ? "gzip" : "deflate");
-    *size = total;
-    return 0;
-}
-
 /* The gzip trailer's ISIZE (uncompressed length mod 2^32): a size hint, verified while inflating. */
 static uint64_t gzip_isize(const unsigned char *p, uint64_t len)
 {
@@ -71,39 +40,81 @@ static uint64_t gzip_isize(const unsigned char *p, uint64_t len)
     return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24;
 }
 
-int osv_inflate_body(osv_pool_t *pool, const void *src, uint64_t len, int enc, uint64_t max, osv_slot_t *out,
-                     uint64_t *out_len, osv_err_t *err)
+/* The first slot: ISIZE when the gzip trailer states one within the limit, else four times the
+ * compressed size (at least 64 KiB), never beyond the limit or the largest slot. */
+static uint64_t first_size(const void *src, uint64_t len, int enc, uint64_t max, uint64_t max_slot)
 {
-    uint64_t size = 0;
+    uint64_t want = enc == OSV_ENC_GZIP ? gzip_isize(src, len) : 0;
+    if (want == 0 || want > max)
+        want = len > UINT64_MAX / 4 ? UINT64_MAX : len * 4;
+    want = want > (64u << 10) ? want : 64u << 10;
+    want = want < max ? want : max;
+    return want < max_slot ? want : max_slot;
+}
+
+/* Moves what was inflated into a slot four times larger (bounded); false when there is none. */
+static int grow(osv_pool_t *pool, osv_slot_t *out, uint64_t used, uint64_t max, uint64_t *cap, uint64_t *moved,
+                osv_err_t *err)
+{
+    uint64_t want = *cap > UINT64_MAX / 4 ? UINT64_MAX : *cap * 4, limit = max;
+    osv_slot_t bigger;
+    int rc;
+    if (limit > osv_pool_max_slot(pool))
+        limit = osv_pool_max_slot(pool);
+    want = want < limit ? want : limit;
+    if (*cap >= max)
+        return osv_err_set(err, OSV_ETOOBIG, "decompressed body exceeds the limit of %" PRIu64 " bytes", max);
+    if (want <= *cap)
+        return osv_err_set(err, OSV_ETOOBIG,
+                           "decompressed body exceeds the largest pool slot (%" PRIu64 " bytes)", *cap);
+    if ((rc = osv_pool_acquire(pool, want, &bigger)) != 0)
+        return osv_err_set(err, rc, "no memory for a %" PRIu64 "-byte decompressed body, retry later", want);
+    memcpy(bigger.base, out->base, used);
+    *moved += used;
+    osv_pool_release(pool, out);
+    *out = bigger;
+    *cap = want;
+    return 0;
+}
+
+int osv_inflate_body(osv_pool_t *pool, const void *src, uint64_t len, int enc, uint64_t max, osv_slot_t *out,
+                     uint64_t *out_len, uint64_t *moved, osv_err_t *err)
+{
+    uint64_t cap = first_size(src, len, enc, max, osv_pool_max_slot(pool)), used = 0;
     z_stream z;
-    int zr, rc;
+    int zr = Z_OK, rc;
+    *moved = 0;
     if (len > UINT32_MAX)
         return osv_err_set(err, OSV_ETOOBIG, "compressed body over 4 GiB");
-    if (enc == OSV_ENC_GZIP && (size = gzip_isize(src, len)) > 0 && size <= max) {
-        /* trust but verify: inflating more than ISIZE fails below */
-    } else if ((rc = measure(src, len, enc, max, &size, err)) != 0) {
-        return rc;
-    }
-    if (size > max)
-        return osv_err_set(err, OSV_ETOOBIG,
-                           "decompressed body of %" PRIu64 " bytes exceeds the limit of %" PRIu64, size, max);
-    if ((rc = osv_pool_acquire(pool, size ? size : 1, out)) != 0)
-        return osv_err_set(err, rc, "no memory for a %" PRIu64 "-byte decompressed body, retry later", size);
+    if ((rc = osv_pool_acquire(pool, cap ? cap : 1, out)) != 0)
+        return osv_err_set(err, rc, "no memory for a %" PRIu64 "-byte decompressed body, retry later", cap);
     if (open_stream(&z, enc) != 0) {
         osv_pool_release(pool, out);
         return osv_err_set(err, OSV_ENOMEM, "cannot start the decompressor");
     }
     z.next_in = (Bytef *)src;
     z.avail_in = (uInt)len;
-    z.next_out = out->base;
-    z.avail_out = (uInt)size;
-    zr = inflate(&z, Z_FINISH);
-    *out_len = size - z.avail_out;
-    inflateEnd(&z);
-    if (zr != Z_STREAM_END || *out_len != size) {
-        osv_pool_release(pool, out);
-        return osv_err_set(err, OSV_EPARSE, "the %s body is corrupt, truncated, or larger than it says",
-                           enc == OSV_ENC_GZIP ? "gzip" : "deflate");
+    while (zr == Z_OK) {
+        if (used == cap && (rc = grow(pool, out, used, max, &cap, moved, err)) != 0)
+            break;
+        uint64_t room = cap - used;
+        z.next_out = out->base + used;
+        z.avail_out = room > UINT32_MAX ? UINT32_MAX : (uInt)room;
+        uInt before = z.avail_out;
+        zr = inflate(&z, Z_NO_FLUSH);
+        used += before - z.avail_out;
+        if (zr == Z_BUF_ERROR && z.avail_out == 0)
+            zr = Z_OK; /* the output is full: grow and go on */
+        /* else Z_BUF_ERROR: no progress with room left — the input ended before the stream did */
     }
+    inflateEnd(&z);
+    if (rc == 0 && (zr != Z_STREAM_END || (enc == OSV_ENC_GZIP && (used & 0xffffffffu) != gzip_isize(src, len))))
+        rc = osv_err_set(err, OSV_EPARSE, "the %s body is corrupt or truncated",
+                         enc == OSV_ENC_GZIP ? "gzip" : "deflate");
+    if (rc) {
+        osv_pool_release(pool, out);
+        return rc;
+    }
+    *out_len = used;
     return 0;
 }

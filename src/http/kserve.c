@@ -325,32 +325,52 @@ int osv_h_deadline(osv_conn_t *c, const osv_model_sched_t *ms)
 
 /* ---- receiving and parsing JSON bodies ------------------------------------------------------------- */
 
+/* A compressed body is inflated on a worker (milliseconds for large bodies: never on a loop), then
+ * the handler continues on the loop (c->req.resume). */
+static void inflated(osv_conn_t *c)
+{
+    c->req.on_body_next(c);
+}
+
+static void inflate_task(osv_conn_t *c)
+{
+    osv_server_t *s = c->loop->srv;
+    osv_err_t err;
+    uint64_t out_len, moved;
+    int enc = osv_content_encoding(osv_req_header(c, "Content-Encoding"));
+    int rc = osv_inflate_body(s->pool, c->req.body_ptr, c->req.body_len, enc, s->o.max_body_bytes,
+                              &c->req.inflated, &out_len, &moved, &err);
+    if (rc) {
+        osv_res_error(c, rc == OSV_EPARSE ? 400 : osv_http_status(rc), "%s", err.msg);
+        return;
+    }
+    c->req.copied += out_len + moved; /* inflating is a copy by nature */
+    c->req.body_ptr = (const char *)c->req.inflated.base;
+    c->req.body_len = out_len;
+    c->req.resume = inflated;
+}
+
 /* The body is in memory: decompress it when it is encoded (and the endpoint accepts that), then
  * hand it to the handler. */
 static void body_ready(osv_conn_t *c, const char *p, uint64_t len)
 {
     osv_server_t *s = c->loop->srv;
-    int enc = osv_content_encoding(osv_req_header(c, "Content-Encoding"));
     c->req.body_ptr = p;
     c->req.body_len = len;
-    if (enc != OSV_ENC_IDENTITY) {
-        osv_err_t err;
-        uint64_t out_len;
-        int rc =
-            osv_inflate_body(s->pool, p, len, enc, s->o.max_body_bytes, &c->req.inflated, &out_len, &err);
-        if (rc) {
-            osv_res_error(c,
-                          rc == OSV_ETOOBIG  ? 413
-                          : rc == OSV_EPARSE ? 400
-                                             : osv_http_status(rc),
-                          "%s", err.msg);
-            return;
-        }
-        c->req.copied += out_len; /* inflating is a copy by nature */
-        c->req.body_ptr = (const char *)c->req.inflated.base;
-        c->req.body_len = out_len;
+    if (osv_content_encoding(osv_req_header(c, "Content-Encoding")) == OSV_ENC_IDENTITY) {
+        c->req.on_body_next(c);
+        return;
     }
-    c->req.on_body_next(c);
+    if (!s->sched || !c->req.model) { /* no worker to give it to (embedded use): inflate here */
+        inflate_task(c);
+        if (c->req.resume) {
+            c->req.resume = NULL;
+            inflated(c);
+        }
+        return;
+    }
+    osv_http_refuse_queued(c, osv_sched_submit(s->sched, c, inflate_task, osv_model_sched(c->req.model)),
+                           osv_model_name(c->req.model));
 }
 
 static void body_in_slot_done(osv_conn_t *c)

@@ -953,6 +953,10 @@ static void run_completions(osv_loop_t *l)
             if (fifo->res.ready) {
                 fifo->res.ready = false;
                 fifo->state = CONN_WRITE;
+            } else if (fifo->req.resume) {
+                void (*fn)(osv_conn_t *) = fifo->req.resume;
+                fifo->req.resume = NULL;
+                fn(fifo);
             } else {
                 osv_res_error(fifo, 500, "request finished without a response");
             }
