@@ -311,9 +311,11 @@ static int decode_output(dec_t *d, int32_t t, out_desc_t *o)
         return bad(d, "output '%s': 'binary_data' must be a boolean", nm);
     if ((tc = member(d, params, "classification")) >= 0) {
         int64_t k;
-        if (get_i64(d, tc, &k) != 0 || k < 1 || k > 1000000)
+        if (get_i64(d, tc, &k) != 0 || k < 1)
             return bad(d, "output '%s': 'classification' must be a positive integer", nm);
-        o->classification = (uint32_t)k;
+        if (osv_model_output(x->m, o->idx)->dtype == OSV_DTYPE_BYTES)
+            return bad(d, "output '%s' is BYTES: classification ranks numeric scores", nm);
+        o->classification = k > UINT32_MAX ? UINT32_MAX : (uint32_t)k; /* clamped to the classes later */
     }
     if ((rc = shm_params(d, params, nm, &o->shm, &o->shm_offset, &o->shm_size)) < 0)
         return rc;
@@ -1436,8 +1438,11 @@ static void encode_response(osv_conn_t *c)
             return;
         }
         if (o->classification) {
+            uint64_t rows = p->v.rank >= 2 ? (uint64_t)p->v.dims[0] : 1, classes = rows ? p->v.count / rows : 0;
+            if (o->classification > classes) /* top-1000000 of 10 classes is the 10 (an empty output: 0) */
+                x->outs[k].classification = classes ? (uint32_t)classes : 1;
             p->bytes_len = classify_max(osv_model_output(x->m, o->idx), &p->v, o->classification);
-            p->class_count = (p->v.rank >= 2 ? (uint64_t)p->v.dims[0] : 1) * o->classification;
+            p->class_count = rows * o->classification;
         } else if (p->v.dtype == OSV_DTYPE_BYTES) {
             p->bytes_len = p->v.bytes;
         }

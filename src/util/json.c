@@ -1488,13 +1488,30 @@ static int leaf_err(osv_json_err_t *err, int code, const span_t *s, size_t i, os
                    n > 40 ? "..." : "", why, kind_names[kind]);
 }
 
+/* A float element: a number, or one of the strings "NaN", "Infinity", "-Infinity" (what the writer
+ * produces for them). NULL when it is neither. */
+static const char *float_parse(const char *p, const char *end, dec_t *n)
+{
+    static const char *const names[] = {"\"NaN\"", "\"Infinity\"", "\"-Infinity\""};
+    if (is_num_start(*p))
+        return dec_parse(p, end, n);
+    for (int k = 0; *p == '"' && k < 3; k++) {
+        size_t len = strlen(names[k]);
+        if ((size_t)(end - p) >= len && memcmp(p, names[k], len) == 0) {
+            *n = (dec_t){.neg = k == 2, .nonint = true, .special = (uint8_t)(k == 0 ? 1 : 2)};
+            return p + len;
+        }
+    }
+    return NULL;
+}
+
 static int decode_f32(span_t *s, float *dst, size_t count, osv_json_err_t *err)
 {
     dec_t n;
     for (size_t i = 0; i < count && span_next(s); i++) {
-        if (!is_num_start(*s->p))
+        const char *q = float_parse(s->p, s->end, &n);
+        if (!q)
             return leaf_err(err, OSV_JSON_ETYPE, s, i, OSV_JSON_KIND_F32);
-        const char *q = dec_parse(s->p, s->end, &n);
         if (dec_to_f32(&n, s->p, (size_t)(q - s->p), &dst[i]) < 0)
             return leaf_err(err, OSV_JSON_ERANGE, s, i, OSV_JSON_KIND_F32);
         s->p = q;
@@ -1506,9 +1523,9 @@ static int decode_f64(span_t *s, double *dst, size_t count, osv_json_err_t *err)
 {
     dec_t n;
     for (size_t i = 0; i < count && span_next(s); i++) {
-        if (!is_num_start(*s->p))
+        const char *q = float_parse(s->p, s->end, &n);
+        if (!q)
             return leaf_err(err, OSV_JSON_ETYPE, s, i, OSV_JSON_KIND_F64);
-        const char *q = dec_parse(s->p, s->end, &n);
         if (dec_to_f64(&n, s->p, (size_t)(q - s->p), &dst[i]) < 0)
             return leaf_err(err, OSV_JSON_ERANGE, s, i, OSV_JSON_KIND_F64);
         s->p = q;
@@ -1522,9 +1539,9 @@ static int decode_half(span_t *s, uint16_t *dst, size_t count, osv_json_kind_t k
     dec_t n;
     uint32_t bits;
     for (size_t i = 0; i < count && span_next(s); i++) {
-        if (!is_num_start(*s->p))
+        const char *q = float_parse(s->p, s->end, &n);
+        if (!q)
             return leaf_err(err, OSV_JSON_ETYPE, s, i, kind);
-        const char *q = dec_parse(s->p, s->end, &n);
         if (dec_to_narrow(&n, s->p, (size_t)(q - s->p), f, &bits) < 0)
             return leaf_err(err, OSV_JSON_ERANGE, s, i, kind);
         dst[i] = (uint16_t)bits;
@@ -1902,9 +1919,12 @@ static size_t layout(char *out, bool neg, const char *dg, int nd, int k)
     return (size_t)(o + nd + 1 - out);
 }
 
+/* Zeros, and NaN and the infinities as the strings "NaN", "Infinity", "-Infinity" (JSON has no such
+ * numbers: strings keep a response readable by every strict parser; protobuf's JSON mapping does the
+ * same, and the reader takes them back). */
 static size_t special_chars(bool nan, bool inf, bool neg, char *dst)
 {
-    const char *s = nan ? "NaN" : inf ? (neg ? "-Infinity" : "Infinity") : (neg ? "-0.0" : "0.0");
+    const char *s = nan ? "\"NaN\"" : inf ? (neg ? "\"-Infinity\"" : "\"Infinity\"") : (neg ? "-0.0" : "0.0");
     size_t n = strlen(s);
     memcpy(dst, s, n);
     return n;

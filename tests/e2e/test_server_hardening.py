@@ -96,6 +96,59 @@ class SlotBounds(unittest.TestCase):
             self.assertEqual(np.float32(out["x_out"][0]), np.float32(0.1), "n=%d" % n)
 
 
+def strict_json(data):
+    """json.loads that refuses what RFC 8259 does not allow (bare NaN, Infinity)."""
+    def bad(name):
+        raise ValueError("not JSON: %s" % name)
+    return json.loads(data, parse_constant=bad)
+
+
+class OutputEdges(unittest.TestCase):
+    """Classification bounds and non-finite numbers in JSON responses."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="osv-hard-")
+        cls.srv = Server(make_repo(cls.tmp, {"mlp": "mlp.onnx", "bytes_fp32": "bytes_fp32.onnx"}))
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.srv.finish() == 0
+
+    def test_classification_beyond_the_classes_is_clamped(self):
+        for k in (10, 11, 1000000, 2 ** 40):
+            req = mlp_request(np.ones((2, 64), np.float32), outputs=[{"name": "probs",
+                                                                      "parameters": {"classification": k}}])
+            st, body = self.srv.json("POST", "/v2/models/mlp/infer", req)
+            self.assertEqual(st, 200, (k, body))
+            out = body["outputs"][0]
+            self.assertEqual((out["datatype"], out["shape"]), ("BYTES", [2, 10]))
+            self.assertEqual(len(out["data"]), 20)
+            self.assertEqual(sorted(int(e.split(":")[1]) for e in out["data"][:10]), list(range(10)))
+
+    def test_classification_of_a_bytes_output_is_refused(self):
+        req = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]},
+                          {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
+               "outputs": [{"name": "text_out", "parameters": {"classification": 1}}]}
+        st, body = self.srv.json("POST", "/v2/models/bytes_fp32/infer", req)
+        self.assertEqual(st, 400, body)
+        self.assertIn("output 'text_out' is BYTES", body["error"])
+
+    def test_nan_and_infinity_are_strict_json(self):
+        req = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]},
+                          {"name": "x", "shape": [4], "datatype": "FP32", "data": [1.5, "NaN", "Infinity", "-Infinity"]}]}
+        st, _, data = self.srv.request("POST", "/v2/models/bytes_fp32/infer", json.dumps(req))
+        self.assertEqual(st, 200, data)
+        out = {o["name"]: o["data"] for o in strict_json(data)["outputs"]}
+        self.assertEqual(out["x_out"], [1.5, "NaN", "Infinity", "-Infinity"])
+        # bare NaN (Python's json.dumps writes it) is still accepted on input
+        body = json.dumps({"inputs": [req["inputs"][0], {"name": "x", "shape": [2], "datatype": "FP32",
+                                                         "data": [float("nan"), float("-inf")]}]})
+        st, _, data = self.srv.request("POST", "/v2/models/bytes_fp32/infer", body)
+        self.assertEqual(st, 200, data)
+        self.assertEqual({o["name"]: o["data"] for o in strict_json(data)["outputs"]}["x_out"], ["NaN", "-Infinity"])
+
+
 SMUGGLED = request_bytes("POST", "/v2/models/scale2x/unload", b"")
 
 

@@ -1350,7 +1350,9 @@ static const char *f32_check(uint32_t u, char *buf, size_t *lenp)
         return "too long";
     buf[n] = 0;
     if (isnan(f))
-        return strcmp(buf, "NaN") == 0 ? NULL : "NaN text";
+        return strcmp(buf, "\"NaN\"") == 0 ? NULL : "NaN text";
+    if (isinf(f))
+        return strcmp(buf, f > 0 ? "\"Infinity\"" : "\"-Infinity\"") == 0 ? NULL : "infinity text";
     float g = strtof(buf, NULL);
     if (f2u(g) != u)
         return "round trip";
@@ -1388,9 +1390,9 @@ static void test_writer_f32(void **state)
         {1.4e-45f, "1e-45"},
         {16777216.0f, "16777216.0"},
         {1.17549435e-38f, "1.1754944e-38"},
-        {(float)INFINITY, "Infinity"},
-        {-(float)INFINITY, "-Infinity"},
-        {(float)NAN, "NaN"},
+        {(float)INFINITY, "\"Infinity\""}, /* strings: JSON has no such numbers */
+        {-(float)INFINITY, "\"-Infinity\""},
+        {(float)NAN, "\"NaN\""},
     };
     char buf[64];
     size_t n;
@@ -1443,7 +1445,7 @@ static void test_writer_f64(void **state)
         {100.0, "100.0"},
         {1e16, "1e+16"},
         {-1.5e-300, "-1.5e-300"},
-        {1e300 * 1e300, "Infinity"},
+        {1e300 * 1e300, "\"Infinity\""},
         {0.0, "0.0"},
         {123456789.125, "123456789.125"},
         {1.7976931348623157e308, "1.7976931348623157e+308"},
@@ -1463,7 +1465,11 @@ static void test_writer_f64(void **state)
         assert_true(n <= OSV_JW_MAX_F64_CHARS);
         buf[n] = 0;
         if (isnan(d)) {
-            assert_string_equal(buf, "NaN");
+            assert_string_equal(buf, "\"NaN\"");
+            continue;
+        }
+        if (isinf(d)) {
+            assert_string_equal(buf, d > 0 ? "\"Infinity\"" : "\"-Infinity\"");
             continue;
         }
         double e;
@@ -1475,6 +1481,49 @@ static void test_writer_f64(void **state)
 }
 
 /* Writer output read back by the reader: F32 arrays survive exactly. */
+/* NaN and the infinities travel as the strings the writer produces; the reader takes them back for
+ * every float kind (and nothing else as a string). */
+static void test_quoted_specials(void **state)
+{
+    (void)state;
+    float f[4];
+    double d[3];
+    uint16_t h[3];
+    osv_json_err_t err;
+    pdoc_t *p = parse("[\"NaN\", \"Infinity\", \"-Infinity\", 1.5]");
+    assert_int_equal(p->rc, 0);
+    assert_int_equal(osv_json_leaves_decode(&p->doc, 0, OSV_JSON_KIND_F32, f, 4, &err), 0);
+    assert_true(isnan(f[0]));
+    assert_true(isinf(f[1]) && f[1] > 0);
+    assert_true(isinf(f[2]) && f[2] < 0);
+    assert_true(f[3] == 1.5f);
+    assert_int_equal(osv_json_leaves_decode(&p->doc, 0, OSV_JSON_KIND_F64, d, 3, &err), OSV_JSON_ECOUNT);
+    p = parse("[\"NaN\", \"-Infinity\", 2]");
+    assert_int_equal(osv_json_leaves_decode(&p->doc, 0, OSV_JSON_KIND_F64, d, 3, &err), 0);
+    assert_true(isnan(d[0]) && isinf(d[1]) && d[1] < 0 && d[2] == 2.0);
+    assert_int_equal(osv_json_leaves_decode(&p->doc, 0, OSV_JSON_KIND_F16, h, 3, &err), 0);
+    assert_int_equal(h[1], 0xfc00);
+    static const char *bad[] = {"[\"nan\"]", "[\"Inf\"]", "[\"1.5\"]", "[\"NaN \"]", "[\"+Infinity\"]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        p = parse(bad[i]);
+        assert_int_equal(p->rc, 0);
+        assert_int_equal(osv_json_leaves_decode(&p->doc, 0, OSV_JSON_KIND_F32, f, 1, &err), OSV_JSON_ETYPE);
+    }
+    p = parse("[\"NaN\"]");
+    assert_int_equal(osv_json_leaves_decode(&p->doc, 0, OSV_JSON_KIND_I32, f, 1, &err), OSV_JSON_ETYPE);
+    /* writer -> reader */
+    char buf[128];
+    osv_jw_t w;
+    float in[3] = {NAN, INFINITY, -INFINITY};
+    osv_jw_init(&w, buf, sizeof buf);
+    osv_jw_f32_array(&w, in, 3);
+    buf[osv_jw_len(&w)] = 0;
+    assert_string_equal(buf, "[\"NaN\",\"Infinity\",\"-Infinity\"]");
+    p = parse(buf);
+    assert_int_equal(osv_json_leaves_decode(&p->doc, 0, OSV_JSON_KIND_F32, f, 3, &err), 0);
+    assert_true(isnan(f[0]) && f[1] == INFINITY && f[2] == -INFINITY);
+}
+
 static void test_writer_reader_roundtrip(void **state)
 {
     (void)state;
@@ -1573,6 +1622,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_writer_f32),
         cmocka_unit_test(test_writer_f64),
         cmocka_unit_test(test_writer_reader_roundtrip),
+        cmocka_unit_test(test_quoted_specials),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
