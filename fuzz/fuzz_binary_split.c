@@ -19,10 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "support/fuzz.h"
 #include "support/server.h"
+#include "support/wire.h"
 
 #define F_CHUNKED   0x01
 #define F_ENC_SHIFT 1
@@ -33,65 +33,6 @@
 
 static const char *const models[] = {"mlp", "identity", "dynamic", "scale2x"};
 static const char health[] = "GET /v2/health/ready HTTP/1.1\r\nHost: fuzz\r\n\r\n";
-
-/* A growable output buffer; aborts when out of memory. */
-typedef struct buf {
-    uint8_t *p;
-    size_t len, cap;
-} buf_t;
-
-static void put(buf_t *b, const void *p, size_t n)
-{
-    if (b->len + n > b->cap) {
-        b->cap = (b->len + n) * 2 + 256;
-        b->p = realloc(b->p, b->cap);
-        FZ_CHECK(b->p, "out of memory");
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-}
-
-static void puts_(buf_t *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
-/* deflate (zlib wrapper, window bits 15) or gzip (31) of src. */
-static void compress_into(buf_t *out, const uint8_t *src, size_t len, int gzip)
-{
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    FZ_CHECK(deflateInit2(&z, 1, Z_DEFLATED, gzip ? 31 : 15, 8, Z_DEFAULT_STRATEGY) == Z_OK, "deflateInit2");
-    uLong bound = deflateBound(&z, (uLong)len);
-    out->len = 0;
-    if (out->cap < bound) {
-        free(out->p);
-        out->cap = bound;
-        out->p = malloc(bound);
-        FZ_CHECK(out->p, "out of memory");
-    }
-    z.next_in = (Bytef *)src;
-    z.avail_in = (uInt)len;
-    z.next_out = out->p;
-    z.avail_out = (uInt)bound;
-    FZ_CHECK(deflate(&z, Z_FINISH) == Z_STREAM_END, "deflate");
-    out->len = bound - z.avail_out;
-    deflateEnd(&z);
-}
-
-static void put_chunked(buf_t *b, const uint8_t *p, size_t len, size_t chunk)
-{
-    char line[32];
-    for (size_t off = 0; off < len;) {
-        size_t n = chunk && chunk < len - off ? chunk : len - off;
-        snprintf(line, sizeof line, "%zx\r\n", n);
-        puts_(b, line);
-        put(b, p + off, n);
-        puts_(b, "\r\n");
-        off += n;
-    }
-    puts_(b, "0\r\n\r\n");
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -104,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const uint8_t *body;
     size_t body_len, ihcl_len;
-    buf_t req = {0}, packed = {0};
+    fz_buf_t req = {0}, packed = {0};
     char line[128];
     fz_result_t res;
     if (size < 2)
@@ -115,33 +56,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ihcl_len > 64 || memchr(data + 2, '\r', ihcl_len))
         return 0;
     if (enc == 1 || enc == 2) {
-        compress_into(&packed, body, body_len, enc == 2);
+        fz_compress(&packed, body, body_len, enc == 2);
         body = packed.p;
         body_len = packed.len;
     }
     snprintf(line, sizeof line, "POST /v2/models/%s/infer HTTP/1.1\r\nHost: fuzz\r\n",
              models[(flags >> F_MODEL) & 3]);
-    puts_(&req, line);
-    puts_(&req, "Content-Type: application/octet-stream\r\n");
+    fz_puts(&req, line);
+    fz_puts(&req, "Content-Type: application/octet-stream\r\n");
     if (!(flags & F_NO_IHCL)) {
-        puts_(&req, "Inference-Header-Content-Length: ");
-        put(&req, data + 2, ihcl_len);
-        puts_(&req, "\r\n");
+        fz_puts(&req, "Inference-Header-Content-Length: ");
+        fz_put(&req, data + 2, ihcl_len);
+        fz_puts(&req, "\r\n");
     }
     if (enc == 1 || enc == 2)
-        puts_(&req, enc == 1 ? "Content-Encoding: deflate\r\n" : "Content-Encoding: gzip\r\n");
+        fz_puts(&req, enc == 1 ? "Content-Encoding: deflate\r\n" : "Content-Encoding: gzip\r\n");
     if (flags & F_EXPECT)
-        puts_(&req, "Expect: 100-continue\r\n");
+        fz_puts(&req, "Expect: 100-continue\r\n");
     if (flags & F_CHUNKED) {
-        puts_(&req, "Transfer-Encoding: chunked\r\n\r\n");
-        put_chunked(&req, body, body_len, chunk);
+        fz_puts(&req, "Transfer-Encoding: chunked\r\n\r\n");
+        fz_put_chunked(&req, body, body_len, chunk);
     } else {
         snprintf(line, sizeof line, "Content-Length: %zu\r\n\r\n", body_len);
-        puts_(&req, line);
-        put(&req, body, body_len);
+        fz_puts(&req, line);
+        fz_put(&req, body, body_len);
     }
     if (flags & F_PIPELINE)
-        puts_(&req, health);
+        fz_puts(&req, health);
     fz_conn_run(req.p, req.len, &res);
     FZ_CHECK(res.n >= 1, "an inference request got no response");
     if ((flags & F_PIPELINE) && !res.closes[0])

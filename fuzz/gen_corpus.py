@@ -297,6 +297,31 @@ def image_seeds():
     return s
 
 
+# pipeline: count byte, then per request framing, route + 6 * flags (1 valid inference, 2 smuggled request),
+# chunk size, filler length, filler. Framings: 0 length, 1 chunked, 2 length+gzip, 3 chunked+deflate,
+# 4 TE gzip, 5 TE "chunked, identity", 6 TE "gzip, chunked", 7 Expect 100-continue, 8 no body.
+# Routes: 0 scale2x infer, 1 unknown model, 2 unknown route, 3 refused load, 4 GET model, 5 mlp infer.
+def pipe_req(framing, route, flags, chunk=0, filler=b""):
+    return bytes([framing, route + 6 * flags, chunk, len(filler)]) + filler
+
+
+def pipeline_seeds():
+    s = {}
+    s["all-valid"] = bytes([3]) + pipe_req(0, 0, 1) + pipe_req(1, 0, 1, 7) + pipe_req(8, 4, 0)
+    s["smuggle-length"] = bytes([2]) + pipe_req(0, 1, 2) + pipe_req(0, 0, 1)
+    s["smuggle-chunked-404"] = bytes([2]) + pipe_req(1, 1, 2, 5) + pipe_req(0, 0, 1)
+    s["smuggle-chunked-route"] = bytes([2]) + pipe_req(1, 2, 2, 0) + pipe_req(8, 4, 0)
+    s["smuggle-get-body"] = bytes([2]) + pipe_req(0, 4, 2) + pipe_req(8, 4, 0)
+    s["te-gzip"] = bytes([2]) + pipe_req(4, 0, 3) + pipe_req(0, 0, 1)
+    s["te-chunked-identity"] = bytes([2]) + pipe_req(5, 0, 3, 3) + pipe_req(0, 0, 1)
+    s["te-gzip-chunked"] = bytes([2]) + pipe_req(6, 0, 2, 9) + pipe_req(0, 0, 1)
+    s["gzip-deflate"] = bytes([3]) + pipe_req(2, 0, 1) + pipe_req(3, 0, 1, 11) + pipe_req(2, 1, 2)
+    s["expect"] = bytes([2]) + pipe_req(7, 0, 1) + pipe_req(7, 1, 2)
+    s["filler"] = bytes([4]) + pipe_req(1, 0, 0, 2, b"GET / HTTP/1.1\r\n\r\n") + pipe_req(0, 3, 3, 0, b"\r\n\r\n") + \
+        pipe_req(8, 5, 0) + pipe_req(0, 5, 1)
+    return s
+
+
 def write(out, target, seeds):
     d = os.path.join(out, target)
     os.makedirs(d, exist_ok=True)
@@ -318,6 +343,7 @@ def main():
     write(a.out, "shm_register", shm_seeds())
     write(a.out, "model_config", config_seeds())
     write(a.out, "image_decode", image_seeds())
+    write(a.out, "pipeline", pipeline_seeds())
     return 0
 
 

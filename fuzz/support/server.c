@@ -249,6 +249,8 @@ void fz_on_response(osv_conn_t *c)
     if (res && res->n < FZ_MAX_RESPONSES) {
         res->status[res->n] = c->res.status;
         res->closes[res->n] = c->res.close_after || !c->req.head.keep_alive;
+        snprintf(res->ids[res->n], sizeof res->ids[res->n], "%.*s", (int)c->req.request_id_len,
+                 c->req.request_id);
         res->n++;
     }
     osv_obs_request_done(c);

@@ -32,6 +32,7 @@ typedef struct fz_result {
     int n;                         /* responses completed */
     int status[FZ_MAX_RESPONSES];  /* their HTTP statuses */
     bool closes[FZ_MAX_RESPONSES]; /* the connection was closed (or lingered) after it */
+    char ids[FZ_MAX_RESPONSES][24]; /* their X-Request-ID (the request's own, else a generated one) */
 } fz_result_t;
 
 /* Builds the server once; aborts with a message when it cannot (models missing, ...). */
