@@ -674,6 +674,9 @@ class ConnectionFlood(unittest.TestCase):
     def test_128_mb(self):
         self.flood(128 * MiB - 27 * MiB)
 
+    def test_256_mb(self):
+        self.flood(256 * MiB - 27 * MiB)
+
 
 if __name__ == "__main__":
     unittest.main()
