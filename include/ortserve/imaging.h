@@ -23,6 +23,7 @@
  *   OSV_EPARSE        corrupt or truncated image data                         — 400
  *   OSV_ETOOBIG       encoded bytes, pixel count or image count over a limit  — 413
  *   OSV_ENOMEM        no scratch memory                                       — 503
+ *   OSV_EBUSY         the image decode budget is spent for now                — 503
  * plus the core's codes from osv_img_classify (OSV_EBUSY, OSV_ECANCELED, OSV_EORT, ...).
  *
  * Threads: specs, limits and attached osv_img_model_t are immutable and may be shared by any
@@ -167,12 +168,76 @@ OSV_API const osv_img_model_t *osv_img_model(const osv_model_t *m);
 
 typedef struct osv_img_ctx osv_img_ctx_t;
 
-/* Creates a context: a TurboJPEG handle and scratch buffers that grow to the largest image seen (a
- * buffer above 64 MiB is released after each use), so steady-state calls allocate nothing of
- * ortserve's own (the codecs allocate their internal state per image). On success *out is owned by
- * the caller: free with osv_img_ctx_destroy. Use from one thread at a time. */
+/* Creates a context: scratch buffers that grow to the largest image seen and are kept between images
+ * while they total at most OSV_IMG_KEEP_BYTES (larger ones are released after each image), so
+ * steady-state calls allocate nothing of ortserve's own (the codecs allocate their internal state per
+ * image). On success *out is owned by the caller: free with osv_img_ctx_destroy (which also returns
+ * what it holds to its budget). Use from one thread at a time. */
 OSV_API int osv_img_ctx_create(osv_img_ctx_t **out, osv_err_t *err);
 OSV_API void osv_img_ctx_destroy(osv_img_ctx_t *ctx);
+
+#define OSV_IMG_KEEP_BYTES (4u << 20) /* scratch a context keeps between images (reserved while kept) */
+
+/* ---- decode memory budget ------------------------------------------------------------------------ */
+
+/* A budget of the bytes image decoding may hold at once across every context attached to it (the
+ * server has one). Before decoding, a context computes from the header an upper bound of what the
+ * image needs (osv_img_decode_cost) and reserves it; decoding releases it when done. Scratch a
+ * context keeps between images stays reserved while kept. Lock-free (one atomic counter). */
+typedef struct osv_img_budget osv_img_budget_t;
+
+typedef struct osv_img_budget_stats {
+    uint64_t limit;           /* bytes; 0 = unlimited (counted, never refused) */
+    uint64_t in_use;          /* reserved now (gauge) */
+    uint64_t high_water;      /* most reserved at once (gauge) */
+    uint64_t refused_busy;    /* reservations refused because the budget was spent (503) */
+    uint64_t refused_too_big; /* reservations larger than the whole budget (413) */
+} osv_img_budget_stats_t;
+
+/* Defaults of osv_img_budget_default without a cgroup limit: an eighth of memory, clamped. */
+#define OSV_IMG_BUDGET_MIN_DEFAULT (64ull << 20)
+#define OSV_IMG_BUDGET_MAX_DEFAULT (1ull << 30)
+
+/* Creates a budget of `limit` bytes (0 = unlimited). On success *out is owned by the caller: destroy
+ * it after every context attached to it was destroyed or detached. */
+OSV_API int osv_img_budget_create(uint64_t limit, osv_img_budget_t **out, osv_err_t *err);
+OSV_API void osv_img_budget_destroy(osv_img_budget_t *b);
+
+/* Reserves `bytes`: 0, OSV_EBUSY when they do not fit in what is left now (retry later), OSV_ETOOBIG
+ * when they exceed the whole budget. A NULL budget accepts everything. Thread-safe, lock-free. */
+OSV_API int osv_img_budget_reserve(osv_img_budget_t *b, uint64_t bytes);
+/* Returns bytes reserved earlier. Thread-safe. */
+OSV_API void osv_img_budget_release(osv_img_budget_t *b, uint64_t bytes);
+/* The limit (0 for NULL or unlimited). */
+OSV_API uint64_t osv_img_budget_limit(const osv_img_budget_t *b);
+/* Snapshot of the counters (relaxed reads). Thread-safe. */
+OSV_API void osv_img_budget_get_stats(const osv_img_budget_t *b, osv_img_budget_stats_t *out);
+
+/* The default budget: an eighth of the memory this process may use (the smaller of the cgroup limit
+ * and physical memory), clamped to [OSV_IMG_BUDGET_MIN_DEFAULT, OSV_IMG_BUDGET_MAX_DEFAULT]; under a
+ * cgroup limit at most half of what the group has left (limit − working set − `committed`, the
+ * memory already promised elsewhere, e.g. the tensor pool and ONNX Runtime's runs in flight), at
+ * least 1 MiB. Call it after loading models. Thread-safe. */
+OSV_API uint64_t osv_img_budget_default(uint64_t committed);
+
+/* Attaches ctx to budget b (NULL: no budget, nothing is counted). What the context kept under its
+ * previous budget is freed first. The budget must outlive the attachment. */
+OSV_API void osv_img_ctx_set_budget(osv_img_ctx_t *ctx, osv_img_budget_t *b);
+
+/* Upper bound of the memory one image needs to be decoded and resampled under spec, from its header:
+ *   codec:    the decoder's own allocations — JPEG: libjpeg's row buffers at the chosen DCT scale, its
+ *             tables and, for a progressive or multi-scan file, the whole-image coefficient buffer
+ *             (every component's blocks at full resolution, 128 bytes a block); PNG: libspng's two
+ *             scanlines, its deinterlacing row, zlib's state and window (ancillary chunks are counted
+ *             as libspng allocates them);
+ *   pixels:   the decoded image (at the DCT scale for JPEG);
+ *   resample: the resampler's scratch (source row, coefficient tables, ring of float rows).
+ * total = codec + pixels + resample. Checks the limits of spec like osv_img_preprocess. */
+typedef struct osv_img_cost {
+    uint64_t codec, pixels, resample, total;
+} osv_img_cost_t;
+OSV_API int osv_img_decode_cost(osv_img_ctx_t *ctx, const osv_img_spec_t *spec, const void *data, size_t len,
+                                osv_img_cost_t *cost, osv_err_t *err);
 
 /* The calling thread's own context, created on first use and destroyed when the thread exits
  * (pthread key destructor). NULL (with *err set) when it cannot be created. The pointer is valid
@@ -197,7 +262,10 @@ OSV_API int osv_img_probe(osv_img_ctx_t *ctx, const void *data, size_t len, cons
 
 /* Decodes the encoded image data[0..len) and writes exactly osv_img_tensor_bytes(spec) bytes of
  * tensor at dst (caller memory of dst_len bytes, aligned for spec->dtype — e.g. one image's part of
- * an input's pool slot). `info` may be NULL. On error dst may be partly written. */
+ * an input's pool slot). `info` may be NULL. On error dst may be partly written. With a budget
+ * attached, the image's osv_img_decode_cost is reserved before a pixel is decoded and released
+ * after: OSV_EBUSY when the budget is spent for now, OSV_ETOOBIG when the image needs more than the
+ * whole budget (both messages name the budget). */
 OSV_API int osv_img_preprocess(osv_img_ctx_t *ctx, const osv_img_spec_t *spec, const void *data, size_t len,
                                void *dst, uint64_t dst_len, osv_img_info_t *info, osv_err_t *err);
 

@@ -25,6 +25,7 @@ typedef struct cls_args {
     uint32_t top_k;
     bool json;
     osv_img_limits_t limits;
+    uint64_t decode_budget; /* 0: unlimited (one image at a time, bounded by max_pixels) */
     char **images;
     int n_images;
 } cls_args_t;
@@ -34,13 +35,16 @@ static void classify_usage(FILE *f)
     fprintf(f,
             "usage: ortserve classify --model-repository DIR -m MODEL IMAGE... [--version V] [--top-k K]\n"
             "                         [--json] [--max-pixels N] [--max-bytes SIZE] [--max-images N]\n"
-            "                         [--ort-library PATH]\n"
+            "                         [--decode-budget SIZE] [--ort-library PATH]\n"
             "Classifies JPEG/PNG files with MODEL of the repository DIR, which needs an \"image\" section\n"
             "in its config.json (and optionally \"postprocess\"): the same decoding, resizing and\n"
             "normalization as POST /v2/models/MODEL/classify. Prints a top-k table per image, or with\n"
             "--json a JSON array of {\"image\": FILE, \"classes\": [{\"label\", \"index\", \"score\"}...]}.\n"
             "--top-k defaults to the model's postprocess.top_k (5). The limits (defaults 40000000 pixels,\n"
-            "20M bytes, 64 images per batch) apply unless the model's config.json sets its own.\n");
+            "20M bytes, 64 images per batch) apply unless the model's config.json sets its own.\n"
+            "--decode-budget caps the memory decoding one image may take (as the server's\n"
+            "--image-decode-budget); an image that needs more is reported and skipped. Default: no cap\n"
+            "(images are decoded one at a time, each bounded by the pixel limit).\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out, bool size)
@@ -76,6 +80,7 @@ static int parse_args(int argc, char **argv, cls_args_t *a)
                                          {"max-pixels", required_argument, NULL, 'P'},
                                          {"max-bytes", required_argument, NULL, 'B'},
                                          {"max-images", required_argument, NULL, 'I'},
+                                         {"decode-budget", required_argument, NULL, 'D'},
                                          {"ort-library", required_argument, NULL, 'L'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
@@ -118,6 +123,13 @@ static int parse_args(int argc, char **argv, cls_args_t *a)
                 return 2;
             }
             *(c == 'P' ? &a->limits.max_pixels : &a->limits.max_bytes) = v;
+            break;
+        case 'D':
+            if (parse_u64(optarg, &v, true) != 0 || v == 0) {
+                fprintf(stderr, "ortserve classify: --decode-budget wants a positive size (K, M, G suffixes)\n");
+                return 2;
+            }
+            a->decode_budget = v;
             break;
         case 'I':
             if (parse_u64(optarg, &v, false) != 0 || v == 0 || v > (1u << 20)) {
@@ -287,6 +299,7 @@ static int classify_all(const cls_args_t *a, osv_model_t *m)
     const osv_img_model_t *im = osv_img_model(m);
     osv_pool_opts_t po = {0};
     osv_pool_t *pool = NULL;
+    osv_img_budget_t *budget = NULL;
     osv_err_t err;
     run_t r = {.m = m};
     int rc = 1;
@@ -309,11 +322,13 @@ static int classify_all(const cls_args_t *a, osv_model_t *m)
     res = calloc((size_t)n * r.k, sizeof *res);
     out = calloc((size_t)group * r.k, sizeof *out);
     if (!files || !idx || !blobs || !res || !out || osv_pool_create(&po, &pool, &err) != 0 ||
-        osv_img_ctx_create(&r.ctx, &err) != 0) {
+        osv_img_ctx_create(&r.ctx, &err) != 0 ||
+        (a->decode_budget && osv_img_budget_create(a->decode_budget, &budget, &err) != 0)) {
         fprintf(stderr, "ortserve classify: %s\n",
                 files && idx && blobs && res && out ? err.msg : "out of memory");
         goto done2;
     }
+    osv_img_ctx_set_budget(r.ctx, budget);
     r.o = (osv_img_classify_opts_t){.pool = pool, .top_k = r.k};
     for (uint32_t i = 0; i < n; i++) {
         files[i].res = res + (size_t)i * r.k;
@@ -337,6 +352,7 @@ done2:
         if (files[i].map)
             munmap(files[i].map, files[i].len);
     osv_img_ctx_destroy(r.ctx);
+    osv_img_budget_destroy(budget);
     osv_pool_destroy(pool);
     free(res);
     free(out);

@@ -78,6 +78,10 @@ static const opt_def_t opts[] = {
      "classify: largest image (width x height in its header) a model accepts (40000000)"},
     {"image-max-bytes", T_SIZE, O(srv.image_max_bytes), "SIZE", "classify: largest encoded image (20M)"},
     {"image-max-images", T_U32, O(srv.image_max_images), "N", "classify: images per request (64)"},
+    {"image-decode-budget", T_SIZE, O(srv.image_decode_budget), "SIZE",
+     "memory image decoding may hold at once, all requests together; an image that does not fit gets "
+     "503, one larger than SIZE 413 (default: half of what the cgroup leaves after the pool, else 1/8 "
+     "of memory within [64M, 1G])"},
     {"pool-bytes", T_SIZE, O(pool_bytes), "SIZE", "tensor memory pool (default: 1/4 of the memory limit)"},
     {"pool-max-slot-bytes", T_SIZE, O(pool_max_slot), "SIZE", "largest pool slot (64M)"},
     {"pool-mlock", T_BOOL, O(pool_mlock), "0|1", "lock the pool in RAM (default 0)"},
@@ -399,13 +403,15 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, d
             "\"host\":\"%s\",\"port\":%u,\"repository\":\"%s\",\"models\":%zu,\"ready\":%s,\"ort\":\"%s\","
             "\"loops\":%d,"
             "\"intra_op_threads\":%d,\"pool_bytes\":%" PRIu64 ",\"pool_max_slot\":%" PRIu64
-            ",\"max_body_bytes\":%" PRIu64 ",\"max_connections\":%u,\"deadline_ms\":%" PRId64
+            ",\"image_decode_budget\":%" PRIu64 ",\"max_body_bytes\":%" PRIu64 ",\"max_connections\":%u"
+            ",\"deadline_ms\":%" PRId64
             ",\"model_control\":\"%s\",\"startup_ms\":%.1f",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
             osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(s->repo),
             osv_repo_ready(s->repo) ? "true" : "false", osv_env_ort_version(env), s->n_loops,
-            cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool), cfg->srv.max_body_bytes,
-            s->o.max_connections, cfg->srv.deadline_ms, cfg->srv.model_control ? "explicit" : "none", ms);
+            cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool),
+            osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->o.max_connections,
+            cfg->srv.deadline_ms, cfg->srv.model_control ? "explicit" : "none", ms);
 }
 
 /* The next name of a comma-separated list: its length (0 at the end); *p moves past it. */

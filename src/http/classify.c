@@ -13,8 +13,9 @@
  *      every image straight into the input's pool slot, runs once per batch under the deadline
  *      watchdog, and ranks the scores where ORT wrote them;
  *   3. the JSON answer is built into a pool slot and written by the loop.
- * Statuses: 400 corrupt/truncated/empty, 413 too large (bytes, pixels, image count), 415 not an
- * image or not JPEG/PNG, 503 no memory/queue full, 504 deadline. */
+ * Statuses: 400 corrupt/truncated/empty, 413 too large (bytes, pixels, image count, or more decode
+ * memory than the whole image decode budget), 415 not an image or not JPEG/PNG, 503 no memory, queue
+ * full or the decode budget spent for now, 504 deadline. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -428,6 +429,7 @@ static void classify_task(osv_conn_t *c)
         osv_res_error(c, 503, "%s", x->err.msg);
         return;
     }
+    osv_img_ctx_set_budget(ictx, s->img_budget);
     if (osv_pool_acquire(s->pool, (uint64_t)x->n * k * sizeof(osv_img_class_t), &x->results) != 0) {
         osv_res_error(c, 503, "no memory for %u x %u results, retry later", x->n, k);
         return;

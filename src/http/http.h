@@ -18,6 +18,7 @@
 #include "http/parser.h"
 #include "obs/trace.h"
 #include "ortserve.h"
+#include "ortserve/imaging.h"
 #include "util/arena.h"
 #include "util/json.h"
 
@@ -57,6 +58,9 @@ typedef struct osv_server_opts {
     /* Image limits for models whose config.json does not set them (see ortserve/imaging.h). */
     uint64_t image_max_pixels, image_max_bytes;
     uint32_t image_max_images;
+    /* Bytes image decoding may hold at once, server-wide (0 = osv_img_budget_default of what the pool
+     * and ONNX Runtime's runs leave; when set, the pool's default budget keeps out of it). */
+    uint64_t image_decode_budget;
 } osv_server_opts_t;
 
 void osv_server_opts_default(osv_server_opts_t *o);
@@ -202,6 +206,7 @@ struct osv_server {
     osv_env_t *env;
     osv_repo_t *repo;
     osv_pool_t *pool;
+    osv_img_budget_t *img_budget; /* image decode memory (every worker's imaging context) */
     osv_sched_t *sched;
     osv_shm_t *shm;
     osv_auth_t *auth;        /* NULL: no authentication */

@@ -709,6 +709,7 @@ static int preprocess_images(osv_conn_t *c, infer_ctx_t *x)
         osv_res_error(c, 503, "%s", x->err.msg);
         return -1;
     }
+    osv_img_ctx_set_budget(ictx, c->loop->srv->img_budget); /* decode memory: 503/413 when it does not fit */
     for (uint32_t i = 0; i < x->n_in; i++) {
         const in_desc_t *in = &x->ins[i];
         uint32_t failed = UINT32_MAX;

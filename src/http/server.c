@@ -185,6 +185,25 @@ static uint32_t plan_connections(const osv_server_opts_t *o)
     return n < CONN_MIN ? CONN_MIN : n > CONN_MAX ? CONN_MAX : (uint32_t)n;
 }
 
+/* The memory plan under a cgroup limit (docs/DESIGN.md, "Memory"): what the models hold, then ONNX
+ * Runtime's runs in flight (po->reserve_bytes), the slot pool and the image decode budget are each
+ * kept out of what the next one may take. An explicit decode budget is kept out of the pool's default
+ * budget; the default decode budget is half of what the pool and the runs leave. */
+static int plan_memory(osv_server_t *s, osv_pool_opts_t *po, osv_err_t *err)
+{
+    uint64_t decode = s->o.image_decode_budget, runs = po->reserve_bytes;
+    osv_pool_stats_t ps;
+    int rc;
+    if (decode)
+        po->reserve_bytes = runs + decode >= runs ? runs + decode : UINT64_MAX;
+    if ((rc = osv_pool_create(po, &s->pool, err)) != 0)
+        return rc;
+    osv_pool_get_stats(s->pool, &ps);
+    if (!decode)
+        decode = osv_img_budget_default(ps.total_bytes + runs >= runs ? ps.total_bytes + runs : UINT64_MAX);
+    return osv_img_budget_create(decode, &s->img_budget, err);
+}
+
 static int ncores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -235,7 +254,7 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
     }
     if (!po.reserve_bytes && hints.run_bytes <= UINT64_MAX / 4096) /* a run per worker at once */
         po.reserve_bytes = hints.run_bytes * (uint64_t)(workers < 4096 ? workers : 4096);
-    if ((rc = osv_pool_create(&po, &s->pool, err)) != 0 || (rc = osv_shm_create(&s->shm)) != 0)
+    if ((rc = plan_memory(s, &po, err)) != 0 || (rc = osv_shm_create(&s->shm)) != 0)
         goto fail;
     if (!(s->loops = osv_calloc((size_t)s->n_loops, sizeof *s->loops))) {
         rc = osv_err_set(err, OSV_ENOMEM, "out of memory");
@@ -387,6 +406,7 @@ void osv_server_destroy(osv_server_t *s)
     osv_shm_destroy(s->shm);
     osv_auth_destroy(s->auth);
     osv_pool_destroy(s->pool);
+    osv_img_budget_destroy(s->img_budget); /* after the workers: their contexts were detached */
     sem_destroy(&s->wake);
     pthread_mutex_destroy(&s->mem_gate);
     osv_free(s);

@@ -15,26 +15,46 @@ typedef struct img_buf {
     size_t cap;
 } img_buf_t;
 
-/* Buffers larger than this are released after each image instead of kept (a rare huge image must
- * not pin its memory in every thread). */
-#define IMG_KEEP_MAX (64u << 20)
+/* Scratch a context keeps between images, in all (a rare huge image must not pin its memory in
+ * every thread; what is kept stays reserved in the context's budget). */
+#define IMG_KEEP_MAX OSV_IMG_KEEP_BYTES
+
+/* The scratch buffers of a context that hold image data (the budget counts them). */
+#define IMG_N_SCRATCH 6
 
 struct osv_img_ctx {
-    void *tj;         /* tjhandle (decompressor) of the current image: recreated per image */
-    img_buf_t pixels; /* decoded image */
-    img_buf_t line;   /* one oriented source row converted to the tensor's colour (u8) */
-    img_buf_t ring;   /* horizontally resampled rows (float), a ring over source rows */
-    img_buf_t acc;    /* one vertically resampled row (float) */
-    img_buf_t coeffs; /* resampling weights and bounds of both axes */
-    img_buf_t infer;  /* osv_infer storage (osv_img_classify) */
-    img_buf_t exif;   /* "Exif\0\0" + a PNG eXIf chunk for libexif */
-    int dct_ok;       /* TurboJPEG offers the 1/2, 1/4, 1/8 scaling factors */
+    void *tj; /* tjhandle (decompressor) of the current image: created per image, freed after it */
+    union {
+        struct {
+            img_buf_t pixels; /* decoded image */
+            img_buf_t line;   /* one oriented source row converted to the tensor's colour (u8) */
+            img_buf_t ring;   /* horizontally resampled rows (float), a ring over source rows */
+            img_buf_t acc;    /* one vertically resampled row (float) */
+            img_buf_t coeffs; /* resampling weights and bounds of both axes */
+            img_buf_t exif;   /* "Exif\0\0" + a PNG eXIf chunk for libexif */
+        };
+        img_buf_t scratch[IMG_N_SCRATCH];
+    };
+    img_buf_t infer; /* osv_infer storage (osv_img_classify): model-sized, not image-sized */
+    int dct_ok;      /* TurboJPEG offers the 1/2, 1/4, 1/8 scaling factors */
+    /* Decode budget (budget.c): bytes this context has reserved = its kept scratch between images;
+     * during an image also the image's codec and scratch growth. codec_live/codec_reserved: libspng's
+     * allocations of the current image, counted by decode_png.c's allocator. */
+    osv_img_budget_t *budget;
+    uint64_t reserved;
+    uint64_t codec_live, codec_reserved, codec_peak;
 };
 
 /* Returns b->p grown to at least n bytes (contents not kept), or NULL. */
 void *osv_img_buf(img_buf_t *b, size_t n);
 /* Releases b when it grew beyond IMG_KEEP_MAX. */
 void osv_img_buf_trim(img_buf_t *b);
+
+/* osv_img_budget_reserve without counting a refusal (a first attempt that has a way out). */
+int osv_img_budget_try(osv_img_budget_t *b, uint64_t bytes);
+/* Adds bytes to the budget's use even beyond its limit (an allocation the plan did not foresee,
+ * counted rather than hidden). */
+void osv_img_budget_force(osv_img_budget_t *b, uint64_t bytes);
 
 /* Pixel layout of a decoded buffer. */
 typedef enum img_pix {
@@ -81,6 +101,13 @@ typedef struct img_header {
     int subsamp, colorspace;
     const uint8_t *exif;
     size_t exif_len;
+    /* JPEG frame (SOFn) as our marker scan read it: sampling factors per component, and whether
+     * libjpeg will buffer the whole image's coefficients (progressive, or a first scan that holds
+     * fewer components than the frame). frame_ok = 0: not read, the cost assumes the worst. */
+    int frame_ok, multiscan;
+    uint32_t nf, hs[4], vs[4];
+    /* PNG */
+    uint32_t bit_depth, interlaced;
 } img_header_t;
 
 /* JPEG: header (dims, colour space, EXIF orientation) without decoding pixels. */
@@ -89,17 +116,33 @@ int osv_img_jpeg_header(osv_img_ctx_t *ctx, const uint8_t *data, size_t len, img
 int osv_img_jpeg_decode(osv_img_ctx_t *ctx, const uint8_t *data, size_t len, const img_header_t *h, int denom,
                         img_decoded_t *out, osv_err_t *err);
 
-/* PNG: header only (probe), or header + decode in one go (libspng contexts are single-use). The
- * decode checks limits between reading the header and decoding pixels. */
+/* PNG: header only (probe, orientation included); or a decoder opened on the header (*png, libspng's
+ * single-use context, allocating through the counting allocator of decode_png.c), then either decoded
+ * (the orientation is known after it) or closed. Both free *png. */
 int osv_img_png_header(osv_img_ctx_t *ctx, const uint8_t *data, size_t len, img_header_t *h, osv_err_t *err);
-int osv_img_png_decode(osv_img_ctx_t *ctx, const uint8_t *data, size_t len, const osv_img_limits_t *lim,
-                       img_header_t *h, img_decoded_t *out, osv_err_t *err);
+int osv_img_png_open(osv_img_ctx_t *ctx, const uint8_t *data, size_t len, img_header_t *h, void **png,
+                     osv_err_t *err);
+int osv_img_png_decode(osv_img_ctx_t *ctx, void *png, img_header_t *h, img_decoded_t *out, osv_err_t *err);
+void osv_img_png_close(osv_img_ctx_t *ctx, void *png);
+
+/* Decoder memory (bytes, upper bound) of an image whose header is h: JPEG decoded at 1/denom, PNG
+ * given `len` encoded bytes. Excludes the decoded pixels (our buffer). */
+uint64_t osv_img_jpeg_codec_cost(const img_header_t *h, int denom);
+uint64_t osv_img_png_codec_cost(const img_header_t *h, size_t len);
+/* Bytes of the pixel buffer the decoders ask osv_img_buf for. */
+uint64_t osv_img_jpeg_pixels_cost(const img_header_t *h, int denom);
+uint64_t osv_img_png_pixels_cost(const img_header_t *h);
 
 /* EXIF orientation (1..8; 1 when absent or invalid) of an APP1 payload starting with "Exif\0\0". */
 uint32_t osv_img_exif_orientation(const uint8_t *data, size_t len);
 
 /* Oriented view of a decoded image. */
 void osv_img_view(const img_decoded_t *d, uint32_t orientation, img_view_t *v);
+
+/* Sizes the fused pass asks for (line, acc, coeffs, ring: upper bounds) for an oriented image of
+ * w × h pixels (after DCT scaling) under spec and geometry g. */
+void osv_img_resample_sizes(const osv_img_spec_t *spec, uint32_t w, uint32_t h, const img_geom_t *g,
+                            size_t sizes[4]);
 
 /* The fused pass: resamples view v (oriented) to geometry g and writes one image of tensor (spec's
  * layout and dtype, padding included) at dst. */

@@ -421,6 +421,24 @@ static void store_row(const store_t *s, const float *acc, uint32_t lanes, uint32
 
 /* ---- the fused pass ----------------------------------------------------------------------------------- */
 
+/* Floats in one resampled row: nu pixels of `lanes` floats, padded to a multiple of 4. */
+static size_t row_floats(const osv_img_spec_t *spec, const img_geom_t *g)
+{
+    return ((size_t)g->nu * (spec->channels == 3 ? 4 : 1) + 3) & ~(size_t)3;
+}
+
+void osv_img_resample_sizes(const osv_img_spec_t *spec, uint32_t w, uint32_t h, const img_geom_t *g,
+                            size_t sizes[4])
+{
+    bool box;
+    uint32_t ksx = axis_ksize(w, g->rw, spec->filter, &box), ksy = axis_ksize(h, g->rh, spec->filter, &box);
+    size_t rowf = row_floats(spec, g);
+    sizes[0] = (size_t)w * 4 + 16;                                /* line */
+    sizes[1] = rowf * sizeof(float) + 16;                         /* acc */
+    sizes[2] = axis_bytes(g->nu, ksx) + axis_bytes(g->nv, ksy);   /* coeffs */
+    sizes[3] = (size_t)ksy * rowf * sizeof(float) + 16;           /* ring: a kernel's rows at most */
+}
+
 int osv_img_resample(osv_img_ctx_t *ctx, const osv_img_spec_t *spec, const img_view_t *v, const img_geom_t *g,
                      void *dst, osv_err_t *err)
 {
@@ -429,14 +447,13 @@ int osv_img_resample(osv_img_ctx_t *ctx, const osv_img_spec_t *spec, const img_v
         .dst = dst, .dt = spec->dtype, .nhwc = spec->layout == OSV_IMG_NHWC, .C = C, .W = W, .H = H};
     axis_t ax, ay;
     bool box;
-    uint32_t ksx = axis_ksize(v->w, g->rw, spec->filter, &box),
-             ksy = axis_ksize(v->h, g->rh, spec->filter, &box);
+    uint32_t ksx = axis_ksize(v->w, g->rw, spec->filter, &box);
     const uint32_t lanes = C == 3 ? 4 : 1;
-    size_t bx = axis_bytes(g->nu, ksx), by = axis_bytes(g->nv, ksy),
-           rowf = ((size_t)g->nu * lanes + 3) & ~(size_t)3;
-    uint8_t *coef = osv_img_buf(&ctx->coeffs, bx + by);
-    uint8_t *line = osv_img_buf(&ctx->line, (size_t)v->w * 4 + 16);
-    float *acc = osv_img_buf(&ctx->acc, rowf * sizeof(float) + 16), *ring;
+    size_t sizes[4], bx = axis_bytes(g->nu, ksx), rowf = row_floats(spec, g);
+    osv_img_resample_sizes(spec, v->w, v->h, g, sizes);
+    uint8_t *line = osv_img_buf(&ctx->line, sizes[0]);
+    float *acc = osv_img_buf(&ctx->acc, sizes[1]), *ring;
+    uint8_t *coef = osv_img_buf(&ctx->coeffs, sizes[2]);
     if (!coef || !line || !acc)
         return osv_err_set(err, OSV_ENOMEM, "no memory for resampling rows");
     axis_init(&ax, coef, v->w, g->rw, g->u0, g->nu, spec->filter);

@@ -237,6 +237,29 @@ static void model_families(scrape_t *x)
             x->rows[i].version, (double)x->rows[i].s.last_inference_ms / 1e3);
 }
 
+/* The image decode budget (--image-decode-budget): its limit, what decoding holds, and refusals. */
+static void image_budget_families(scrape_t *x, osv_server_t *s)
+{
+    osv_img_budget_stats_t b;
+    osv_img_budget_get_stats(s->img_budget, &b);
+    family(x, "ortserve_image_decode_budget_bytes", "gauge",
+           "Image decode memory budget by state (limit: --image-decode-budget; in_use: reserved now).");
+    put(&x->b,
+        "ortserve_image_decode_budget_bytes{state=\"limit\"} %" PRIu64
+        "\nortserve_image_decode_budget_bytes{state=\"in_use\"} %" PRIu64 "\n",
+        b.limit, b.in_use);
+    family(x, "ortserve_image_decode_budget_high_water_bytes", "gauge",
+           "Most image decode memory reserved at once.");
+    put(&x->b, "ortserve_image_decode_budget_high_water_bytes %" PRIu64 "\n", b.high_water);
+    family(x, "ortserve_image_decode_refusals_total", "counter",
+           "Images refused for decode memory: busy (budget spent for now, 503) or too_large (over the whole "
+           "budget, 413).");
+    put(&x->b,
+        "ortserve_image_decode_refusals_total{reason=\"busy\"} %" PRIu64
+        "\nortserve_image_decode_refusals_total{reason=\"too_large\"} %" PRIu64 "\n",
+        b.refused_busy, b.refused_too_big);
+}
+
 static void pool_families(scrape_t *x, osv_server_t *s)
 {
     osv_pool_stats_t ps;
@@ -328,6 +351,7 @@ static void server_families(scrape_t *x, osv_server_t *s)
     put(&x->b, "ortserve_deadline_refusals_total %" PRIu64 "\n", atomic_load(&s->deadline_refusals));
     family(x, "ortserve_memory_shed_total", "counter", "Inferences refused with 503 by the memory guard.");
     put(&x->b, "ortserve_memory_shed_total %" PRIu64 "\n", atomic_load(&s->mem_shed));
+    image_budget_families(x, s);
     uint64_t exported, dropped, failed;
     osv_trace_counters(&exported, &dropped, &failed);
     family(x, "ortserve_trace_spans_exported_total", "counter", "Spans delivered to the OTLP endpoint.");

@@ -3,6 +3,9 @@
  *
  *   img_tool SPEC_JSON IMAGE OUT    writes the tensor (raw, native byte order) to OUT
  *   img_tool --probe IMAGE          header only
+ *   img_tool --cost SPEC_JSON IMAGE the decode memory bound (osv_img_decode_cost) and, measured, the
+ *                                   growth of peak RSS while the image is preprocessed (VmHWM after
+ *                                   /proc/self/clear_refs reset it, minus VmRSS before)
  *
  * Prints one JSON object: the osv_img_info_t fields, or {"error": ..., "code": ...} (exit 1). */
 #include <stdio.h>
@@ -48,6 +51,58 @@ static void print_info(const osv_img_info_t *i, uint64_t bytes)
            (unsigned long long)bytes);
 }
 
+/* A field of /proc/self/status in bytes (kB there), 0 when unreadable. */
+static unsigned long long status_bytes(const char *key)
+{
+    char line[256];
+    unsigned long long v = 0;
+    size_t kl = strlen(key);
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':')
+            v = strtoull(line + kl + 1, NULL, 10) * 1024;
+    if (f)
+        fclose(f);
+    return v;
+}
+
+static int cost(const char *spec_json, const char *path)
+{
+    osv_img_ctx_t *ctx = NULL;
+    osv_img_spec_t spec;
+    osv_img_cost_t c;
+    osv_err_t err;
+    size_t len = 0;
+    char *img;
+    int rc;
+    if ((rc = osv_img_spec_parse(spec_json, strlen(spec_json), NULL, &spec, &err)) != 0)
+        return fail(rc, &err);
+    if (!(img = slurp(path, &len)))
+        return 2;
+    uint64_t bytes = osv_img_tensor_bytes(&spec);
+    void *dst = malloc(bytes);
+    if (!dst || osv_img_ctx_create(&ctx, &err) != 0 || (rc = osv_img_decode_cost(ctx, &spec, img, len, &c, &err)))
+        return rc ? fail(rc, &err) : 2;
+    memset(dst, 0, bytes); /* the tensor is the caller's memory (a pool slot): resident before */
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) {
+        fputs("5", f); /* resets VmHWM to VmRSS */
+        fclose(f);
+    }
+    unsigned long long before = status_bytes("VmRSS");
+    rc = osv_img_preprocess(ctx, &spec, img, len, dst, bytes, NULL, &err);
+    unsigned long long peak = status_bytes("VmHWM");
+    osv_img_ctx_destroy(ctx);
+    free(dst);
+    free(img);
+    if (rc)
+        return fail(rc, &err);
+    printf("{\"codec\": %llu, \"pixels\": %llu, \"resample\": %llu, \"total\": %llu, \"peak_rss_growth\": %llu}\n",
+           (unsigned long long)c.codec, (unsigned long long)c.pixels, (unsigned long long)c.resample,
+           (unsigned long long)c.total, peak > before ? peak - before : 0);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     osv_img_ctx_t *ctx;
@@ -67,8 +122,11 @@ int main(int argc, char **argv)
         free(img);
         return rc ? fail(rc, &err) : 0;
     }
+    if (argc == 4 && strcmp(argv[1], "--cost") == 0)
+        return cost(argv[2], argv[3]);
     if (argc != 4) {
-        fprintf(stderr, "usage: img_tool SPEC_JSON IMAGE OUT | img_tool --probe IMAGE\n");
+        fprintf(stderr, "usage: img_tool SPEC_JSON IMAGE OUT | img_tool --probe IMAGE | img_tool --cost SPEC_JSON "
+                        "IMAGE\n");
         return 2;
     }
     if ((rc = osv_img_spec_parse(argv[1], strlen(argv[1]), NULL, &spec, &err)) != 0)

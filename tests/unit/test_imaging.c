@@ -2,14 +2,18 @@
  * validation against models), top-k and softmax, preprocessing properties on images encoded in the
  * test (every resize mode, layout, colour order and element type on constant images, where the exact
  * answer is known), limits and error codes, the BYTES entry point, contexts (per thread, allocation-
- * free steady state), and osv_img_classify's batching. Pixel-exact comparisons against PIL live in
+ * free steady state), osv_img_classify's batching, and the decode memory budget (the bound computed
+ * from headers, checked against the peak RSS of real decodes; reservation and refusal). Pixel-exact comparisons against PIL live in
  * tests/e2e/test_imaging_preprocess.py. */
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <spng.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <turbojpeg.h>
+#include <unistd.h>
 
 #include "ortserve/imaging.h"
 #include "testutil.h"
@@ -584,6 +588,388 @@ static void test_mutations(void **state)
     free(src[1].p);
 }
 
+/* ---- decode memory budget ---------------------------------------------------------------------------- */
+
+static uint32_t crc32_of(const uint8_t *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    }
+    return ~c;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+
+/* A small real PNG whose IHDR (CRC fixed) declares w x h, depth and colour type: the attack's shape,
+ * for computing a cost from the header. */
+static blob_t png_declaring(uint32_t w, uint32_t h, uint8_t depth, uint8_t ct, uint8_t interlace)
+{
+    blob_t b = png_const(8, 8, 1, 2, 3);
+    put_be32(b.p + 16, w);
+    put_be32(b.p + 20, h);
+    b.p[24] = depth, b.p[25] = ct, b.p[28] = interlace;
+    put_be32(b.p + 29, crc32_of(b.p + 12, 17));
+    return b;
+}
+
+/* A JPEG of a smooth gradient, w x h, with TurboJPEG's subsampling and flags. */
+static blob_t jpeg_gradient(int w, int h, int samp, int flags)
+{
+    uint8_t *px = malloc((size_t)w * h * 3);
+    unsigned char *out = NULL;
+    unsigned long len = 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *q = px + 3 * ((size_t)y * w + x);
+            q[0] = (uint8_t)(x * 255 / w), q[1] = (uint8_t)(y * 255 / h), q[2] = (uint8_t)((x + y) & 255);
+        }
+    tjhandle t = tjInitCompress();
+    assert_int_equal(tjCompress2(t, px, w, 0, h, TJPF_RGB, &out, &len, samp, 85, flags), 0);
+    tjDestroy(t);
+    free(px);
+    blob_t bl = {malloc(len), len};
+    memcpy(bl.p, out, len);
+    tjFree(out);
+    return bl;
+}
+
+static osv_img_cost_t cost_of(const osv_img_spec_t *s, const blob_t *b)
+{
+    osv_img_cost_t c;
+    osv_err_t err;
+    OSV_ASSERT_OK(osv_img_decode_cost(ctx, s, b->p, b->n, &c, &err), &err);
+    assert_int_equal(c.total, c.codec + c.pixels + c.resample);
+    return c;
+}
+
+static void test_budget_reserve(void **state)
+{
+    (void)state;
+    osv_img_budget_t *b;
+    osv_img_budget_stats_t st;
+    osv_err_t err;
+    OSV_ASSERT_OK(osv_img_budget_create(1000, &b, &err), &err);
+    assert_int_equal(osv_img_budget_reserve(b, 600), 0);
+    assert_int_equal(osv_img_budget_reserve(b, 401), OSV_EBUSY); /* does not fit now */
+    assert_int_equal(osv_img_budget_reserve(b, 1001), OSV_ETOOBIG); /* never fits */
+    assert_int_equal(osv_img_budget_reserve(b, 400), 0);
+    assert_int_equal(osv_img_budget_reserve(b, 1), OSV_EBUSY);
+    osv_img_budget_release(b, 1000);
+    assert_int_equal(osv_img_budget_reserve(b, 1000), 0);
+    osv_img_budget_release(b, 1000);
+    osv_img_budget_get_stats(b, &st);
+    assert_true(st.limit == 1000 && st.in_use == 0 && st.high_water == 1000);
+    assert_true(st.refused_busy == 2 && st.refused_too_big == 1);
+    osv_img_budget_destroy(b);
+    /* unlimited: counted, never refused; no budget: everything accepted */
+    OSV_ASSERT_OK(osv_img_budget_create(0, &b, &err), &err);
+    assert_int_equal(osv_img_budget_reserve(b, UINT64_MAX / 2), 0);
+    osv_img_budget_get_stats(b, &st);
+    assert_true(st.in_use == UINT64_MAX / 2 && osv_img_budget_limit(b) == 0);
+    osv_img_budget_destroy(b);
+    assert_int_equal(osv_img_budget_reserve(NULL, 1ull << 40), 0);
+}
+
+typedef struct hammer {
+    osv_img_budget_t *b;
+    int over; /* a reservation succeeded while the counter said more than the limit was in use */
+} hammer_t;
+
+static void *hammer_main(void *arg)
+{
+    hammer_t *h = arg;
+    osv_img_budget_stats_t st;
+    for (int i = 0; i < 20000; i++) {
+        if (osv_img_budget_reserve(h->b, 100) != 0)
+            continue;
+        osv_img_budget_get_stats(h->b, &st);
+        h->over |= st.in_use > st.limit;
+        osv_img_budget_release(h->b, 100);
+    }
+    return NULL;
+}
+
+/* Four threads reserving 100 of 250 bytes at once: never more than two hold it, nothing leaks. */
+static void test_budget_concurrent(void **state)
+{
+    (void)state;
+    osv_img_budget_t *b;
+    osv_img_budget_stats_t st;
+    osv_err_t err;
+    pthread_t t[4];
+    hammer_t h[4];
+    OSV_ASSERT_OK(osv_img_budget_create(250, &b, &err), &err);
+    for (int i = 0; i < 4; i++) {
+        h[i] = (hammer_t){b, 0};
+        pthread_create(&t[i], NULL, hammer_main, &h[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_false(h[i].over);
+    }
+    osv_img_budget_get_stats(b, &st);
+    assert_true(st.in_use == 0 && st.high_water <= 200);
+    osv_img_budget_destroy(b);
+}
+
+/* PNG: the decoded image (RGB8, or G8 for ≤ 8-bit gray), libspng's two scanlines of the stored format
+ * and, interlaced, a row of the output: from the header alone (the attack file declares 6300 x 6300 in
+ * 116 KB; here the IHDR of a tiny file is rewritten). */
+static void test_decode_cost_png(void **state)
+{
+    (void)state;
+    osv_img_spec_t s = spec_of("{\"height\":224,\"width\":224}");
+    blob_t rgb = png_declaring(6300, 6300, 8, 2, 0), gray = png_declaring(6300, 6300, 8, 0, 0),
+           rgba16 = png_declaring(6300, 6300, 16, 6, 1);
+    osv_img_cost_t c = cost_of(&s, &rgb), g = cost_of(&s, &gray), a = cost_of(&s, &rgba16);
+    assert_int_equal(c.pixels, 6300ull * 6300 * 3 + 16);
+    assert_int_equal(g.pixels, 6300ull * 6300 + 16);
+    assert_int_equal(a.pixels, 6300ull * 6300 * 3 + 16); /* 16-bit RGBA decodes to RGB8 */
+    assert_true(c.codec >= 2 * (6300ull * 3 + 1) && c.codec < (1u << 20));
+    assert_true(a.codec >= 2 * (6300ull * 8 + 1) + 6300ull * 3); /* 8-byte pixels, deinterlacing row */
+    /* resampling 6300 rows to 224: a ring as tall as the vertical kernel (2·⌈6300/224⌉ + 1 rows) */
+    assert_true(c.resample >= 57ull * 224 * 4 * sizeof(float) && c.resample < (1u << 20));
+    /* the limits still come first */
+    s.limits.max_pixels = 6300ull * 6300 - 1;
+    osv_err_t err;
+    osv_img_cost_t x;
+    assert_int_equal(osv_img_decode_cost(ctx, &s, rgb.p, rgb.n, &x, &err), OSV_ETOOBIG);
+    free(rgb.p);
+    free(gray.p);
+    free(rgba16.p);
+}
+
+/* JPEG: libjpeg buffers every coefficient of the image (64 two-byte coefficients per 8 x 8 block, each
+ * component at its own sampling, at full resolution whatever the DCT scale) only for progressive and
+ * multi-scan files; baseline files decode through row buffers. */
+static void test_decode_cost_jpeg(void **state)
+{
+    (void)state;
+    osv_img_spec_t s = spec_of("{\"height\":224,\"width\":224}");
+    osv_img_spec_t full = spec_of("{\"height\":224,\"width\":224,\"jpeg_dct_scaling\":false}");
+    blob_t p444 = jpeg_gradient(1024, 768, TJSAMP_444, TJFLAG_PROGRESSIVE),
+           p420 = jpeg_gradient(1024, 768, TJSAMP_420, TJFLAG_PROGRESSIVE),
+           b444 = jpeg_gradient(1024, 768, TJSAMP_444, 0);
+    const uint64_t blocks = 128ull * 96, coef444 = 3 * blocks * 128, coef420 = (blocks + 2 * blocks / 4) * 128;
+    osv_img_cost_t cp = cost_of(&s, &p444), cq = cost_of(&s, &p420), cb = cost_of(&s, &b444),
+                   cf = cost_of(&full, &p444);
+    assert_true(cb.codec < (1u << 20));                                /* no coefficient buffer */
+    assert_true(cp.codec >= coef444 && cp.codec - coef444 < (1u << 20)); /* 4:4:4: w·h·6 bytes */
+    assert_true(cq.codec >= coef420 && cq.codec - coef420 < (1u << 20)); /* 4:2:0: w·h·3 bytes */
+    /* DCT scaling: 1024 x 768 for 224 x 224 decodes at 1/2 (512 x 384); the coefficients stay whole */
+    assert_int_equal(cp.pixels, 512ull * 384 * 3 + 16);
+    assert_int_equal(cf.pixels, 1024ull * 768 * 3 + 16);
+    assert_true(cf.codec >= coef444);
+    free(p444.p);
+    free(p420.p);
+    free(b444.p);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define OSV_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define OSV_ASAN 1
+#endif
+#endif
+
+#ifndef OSV_ASAN
+static unsigned long long status_kb(const char *key)
+{
+    char line[256];
+    unsigned long long v = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, key, strlen(key)) == 0)
+            v = strtoull(line + strlen(key) + 1, NULL, 10);
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* Decodes b in a child process and compares the growth of its peak RSS (VmHWM reset through
+ * /proc/self/clear_refs) with the bound: the bound must hold for what the libraries really touch.
+ * The child's exit status says whether it held. */
+static void expect_bound_holds(const osv_img_spec_t *s, const blob_t *b, const char *what)
+{
+    osv_img_cost_t c = cost_of(s, b);
+    uint64_t n = osv_img_tensor_bytes(s);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* Large blocks from fresh mappings, and the heap's free memory (resident since the parent used
+         * it) given back: what the decode touches shows up in RSS. */
+        mallopt(M_MMAP_THRESHOLD, 64 << 10);
+        malloc_trim(0);
+        osv_img_ctx_t *cx;
+        osv_err_t err;
+        void *dst = malloc(n);
+        memset(dst, 0, n); /* the tensor is the caller's memory, resident before */
+        /* A first decode faults the libraries' code in (file pages a fork does not carry over). */
+        if (osv_img_ctx_create(&cx, &err) != 0 || osv_img_preprocess(cx, s, b->p, b->n, dst, n, NULL, &err) != 0)
+            _exit(3);
+        osv_img_ctx_destroy(cx);
+        malloc_trim(0);
+        if (osv_img_ctx_create(&cx, &err) != 0)
+            _exit(3);
+        FILE *f = fopen("/proc/self/clear_refs", "w");
+        if (!f || fputs("5", f) < 0 || fclose(f) != 0)
+            _exit(4); /* cannot measure */
+        unsigned long long before = status_kb("VmRSS:");
+        int rc = osv_img_preprocess(cx, s, b->p, b->n, dst, n, NULL, &err);
+        unsigned long long peak = status_kb("VmHWM:");
+        fprintf(stderr, "%s: bound %llu bytes, peak RSS growth %llu bytes\n", what, (unsigned long long)c.total,
+                (peak - before) * 1024);
+        _exit(rc != 0 ? 2 : (peak - before) * 1024 > c.total ? 1 : 0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 4)
+        return;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("%s: the decode's peak RSS growth exceeds the bound (child status %d)", what, st);
+}
+#endif
+
+static void test_decode_cost_measured(void **state)
+{
+    (void)state;
+#ifdef OSV_ASAN
+    skip(); /* ASan's redzones and quarantine are not the libraries' memory */
+#else
+    osv_img_spec_t s = spec_of("{\"height\":48,\"width\":192,\"resize\":\"paddle_ocr\"}");
+    osv_img_spec_t full = spec_of("{\"height\":224,\"width\":224,\"jpeg_dct_scaling\":false}");
+    blob_t jp = jpeg_gradient(2000, 1500, TJSAMP_444, TJFLAG_PROGRESSIVE),
+           jq = jpeg_gradient(2000, 1500, TJSAMP_420, TJFLAG_PROGRESSIVE),
+           jg = jpeg_gradient(2000, 1500, TJSAMP_GRAY, TJFLAG_PROGRESSIVE), jb = jpeg_gradient(2000, 1500, TJSAMP_420, 0),
+           pc = png_const(1500, 1000, 40, 80, 120);
+    expect_bound_holds(&s, &jp, "progressive 4:4:4 JPEG");
+    expect_bound_holds(&full, &jp, "progressive 4:4:4 JPEG, no DCT scaling");
+    expect_bound_holds(&s, &jq, "progressive 4:2:0 JPEG");
+    expect_bound_holds(&s, &jg, "progressive gray JPEG");
+    expect_bound_holds(&full, &jb, "baseline 4:2:0 JPEG, no DCT scaling");
+    expect_bound_holds(&s, &pc, "RGB PNG");
+    free(jp.p);
+    free(jq.p);
+    free(jg.p);
+    free(jb.p);
+    free(pc.p);
+#endif
+}
+
+/* With a budget attached: an image larger than the whole budget is refused before decoding (413's
+ * OSV_ETOOBIG), one that does not fit in what is left now gets OSV_EBUSY (503), both naming the budget;
+ * everything reserved for an image is released after it but what the context keeps. */
+static void test_budget_preprocess(void **state)
+{
+    (void)state;
+    osv_img_spec_t s = spec_of("{\"height\":48,\"width\":192,\"resize\":\"paddle_ocr\"}");
+    blob_t big = png_const(1600, 1200, 40, 80, 120), small = png_const(64, 32, 1, 2, 3);
+    osv_img_cost_t c = cost_of(&s, &big);
+    osv_img_budget_t *b;
+    osv_img_budget_stats_t st;
+    osv_img_ctx_t *cx;
+    osv_err_t err;
+    uint64_t n = osv_img_tensor_bytes(&s);
+    float *t = malloc(n);
+    OSV_ASSERT_OK(osv_img_ctx_create(&cx, &err), &err);
+    OSV_ASSERT_OK(osv_img_budget_create(c.total - 1, &b, &err), &err);
+    osv_img_ctx_set_budget(cx, b);
+    assert_int_equal(osv_img_preprocess(cx, &s, big.p, big.n, t, n, NULL, &err), OSV_ETOOBIG);
+    assert_non_null(strstr(err.msg, "more than the whole image decode budget"));
+    osv_img_budget_get_stats(b, &st);
+    assert_true(st.refused_too_big == 1 && st.in_use == 0);
+    osv_img_ctx_set_budget(cx, NULL);
+    osv_img_budget_destroy(b);
+
+    OSV_ASSERT_OK(osv_img_budget_create(c.total + (8u << 20), &b, &err), &err);
+    osv_img_ctx_set_budget(cx, b);
+    assert_int_equal(osv_img_budget_reserve(b, 9u << 20), 0); /* another request's image */
+    assert_int_equal(osv_img_preprocess(cx, &s, big.p, big.n, t, n, NULL, &err), OSV_EBUSY);
+    assert_non_null(strstr(err.msg, "of the image decode budget"));
+    assert_non_null(strstr(err.msg, "retry later"));
+    osv_img_budget_release(b, 9u << 20);
+    osv_img_ctx_set_budget(cx, NULL);
+    osv_img_budget_destroy(b);
+    /* the reservation is the cost, and what is kept afterwards stays reserved */
+    OSV_ASSERT_OK(osv_img_budget_create(c.total + (8u << 20), &b, &err), &err);
+    osv_img_ctx_set_budget(cx, b);
+    OSV_ASSERT_OK(osv_img_preprocess(cx, &s, big.p, big.n, t, n, NULL, &err), &err);
+    osv_img_budget_get_stats(b, &st);
+    assert_true(st.high_water >= c.total && st.high_water <= c.total + (64u << 10));
+    assert_true(st.in_use <= OSV_IMG_KEEP_BYTES && st.in_use < c.pixels); /* 5.5 MiB of pixels are not kept */
+    /* a small image's scratch is kept and stays reserved while kept */
+    OSV_ASSERT_OK(osv_img_preprocess(cx, &s, small.p, small.n, t, n, NULL, &err), &err);
+    osv_img_budget_get_stats(b, &st);
+    uint64_t kept = st.in_use;
+    assert_true(kept > 0 && kept <= OSV_IMG_KEEP_BYTES);
+    /* ...but never blocks its own context: with only the big image's cost left free, the context
+     * gives back what it keeps and decodes */
+    uint64_t others = st.limit - kept - c.total;
+    assert_int_equal(osv_img_budget_reserve(b, others), 0);
+    OSV_ASSERT_OK(osv_img_preprocess(cx, &s, big.p, big.n, t, n, NULL, &err), &err);
+    osv_img_budget_release(b, others);
+    osv_img_ctx_set_budget(cx, NULL); /* detaching returns everything */
+    osv_img_budget_get_stats(b, &st);
+    assert_int_equal(st.in_use, 0);
+    osv_img_ctx_destroy(cx);
+    osv_img_budget_destroy(b);
+    free(t);
+    free(big.p);
+    free(small.p);
+}
+
+/* Ancillary PNG chunks are not in the header's bound: libspng's allocations for them are reserved as
+ * they happen, and refused (503) when the budget is spent. */
+static void test_budget_png_chunks(void **state)
+{
+    (void)state;
+    osv_img_spec_t s = spec_of("{\"height\":48,\"width\":192,\"resize\":\"paddle_ocr\"}");
+    blob_t p = png_const(64, 32, 1, 2, 3);
+    /* a tEXt chunk of 3 MiB after IHDR */
+    size_t tl = 3u << 20, n = p.n + 12 + tl;
+    uint8_t *q = malloc(n);
+    memcpy(q, p.p, 33);
+    put_be32(q + 33, (uint32_t)tl);
+    memcpy(q + 37, "tEXtComment", 11);
+    memset(q + 48, 'a', tl - 7);
+    put_be32(q + 41 + tl, crc32_of(q + 37, 4 + tl));
+    memcpy(q + 45 + tl, p.p + 33, p.n - 33);
+    blob_t text = {q, n};
+    osv_img_cost_t c = cost_of(&s, &text);
+    osv_img_budget_t *b;
+    osv_img_budget_stats_t st;
+    osv_img_ctx_t *cx;
+    osv_err_t err;
+    uint64_t tb = osv_img_tensor_bytes(&s);
+    float *t = malloc(tb);
+    OSV_ASSERT_OK(osv_img_ctx_create(&cx, &err), &err);
+    OSV_ASSERT_OK(osv_img_budget_create(c.total + (1u << 20), &b, &err), &err);
+    osv_img_ctx_set_budget(cx, b);
+    assert_int_equal(osv_img_preprocess(cx, &s, text.p, text.n, t, tb, NULL, &err), OSV_EBUSY);
+    assert_non_null(strstr(err.msg, "image decode budget"));
+    osv_img_ctx_set_budget(cx, NULL);
+    osv_img_budget_destroy(b);
+    OSV_ASSERT_OK(osv_img_budget_create(64u << 20, &b, &err), &err);
+    osv_img_ctx_set_budget(cx, b);
+    OSV_ASSERT_OK(osv_img_preprocess(cx, &s, text.p, text.n, t, tb, NULL, &err), &err);
+    osv_img_budget_get_stats(b, &st);
+    assert_true(st.high_water >= tl); /* the chunk was counted */
+    osv_img_ctx_destroy(cx);                         /* destroying detaches */
+    osv_img_budget_get_stats(b, &st);
+    assert_int_equal(st.in_use, 0);
+    osv_img_budget_destroy(b);
+    free(t);
+    free(q);
+    free(p.p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -592,6 +978,10 @@ int main(void)
         cmocka_unit_test(test_constant_images), cmocka_unit_test(test_errors_and_limits),
         cmocka_unit_test(test_mutations),       cmocka_unit_test(test_bytes_and_batch),
         cmocka_unit_test(test_thread_ctx),      cmocka_unit_test(test_classify_batch_equals_single),
+        cmocka_unit_test(test_budget_reserve),  cmocka_unit_test(test_budget_concurrent),
+        cmocka_unit_test(test_decode_cost_png), cmocka_unit_test(test_decode_cost_jpeg),
+        cmocka_unit_test(test_decode_cost_measured), cmocka_unit_test(test_budget_preprocess),
+        cmocka_unit_test(test_budget_png_chunks),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
