@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "http/http.h"
+#include "http/shm.h"
 #include "obs/log.h"
 #include "obs/obs.h"
 
@@ -357,10 +358,11 @@ static void log_unavailable(osv_repo_t *repo)
 /* Each connection is a descriptor: raise the soft RLIMIT_NOFILE (often 1024) towards the hard limit
  * so that --max-connections, not EMFILE, is what bounds connections; warn when the hard limit is
  * too low. (Out of descriptors the server still answers 503 and never spins: src/http/loop.c.) */
-static void fit_nofile(uint32_t max_connections)
+static void fit_nofile(uint32_t max_connections, uint32_t regions)
 {
     struct rlimit rl;
-    rlim_t want = (rlim_t)max_connections + 256; /* listeners, models, logs, ORT, shared memory */
+    /* listeners, models, logs, ORT; with --allow-shm a descriptor per shared-memory region */
+    rlim_t want = (rlim_t)max_connections + 256 + regions;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
         return;
     rlim_t old = rl.rlim_cur;
@@ -369,8 +371,8 @@ static void fit_nofile(uint32_t max_connections)
         return;
     osv_log(OSV_LOG_WARN, "nofile_limit",
             "\"open_files\":%llu,\"max_connections\":%u,\"message\":\"the descriptor limit is below "
-            "--max-connections + 256: connections beyond it get 503 (raise LimitNOFILE / ulimit -n)\"",
-            (unsigned long long)(rl.rlim_cur > old ? rl.rlim_cur : old), max_connections);
+            "--max-connections + %d: connections beyond it get 503 (raise LimitNOFILE / ulimit -n)\"",
+            (unsigned long long)(rl.rlim_cur > old ? rl.rlim_cur : old), max_connections, 256 + regions);
 }
 
 static void write_port_file(const char *path, uint16_t port)
@@ -488,7 +490,7 @@ static int serve(serve_cfg_t *cfg)
                          .trace_ratio = cfg->trace_ratio,
                          .loops = cfg->srv.loops > 0 ? cfg->srv.loops : (int)sysconf(_SC_NPROCESSORS_ONLN)};
     cfg->srv.loops = oo.loops;
-    fit_nofile(cfg->srv.max_connections);
+    fit_nofile(cfg->srv.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
     if (osv_obs_init(&oo, &err) != 0) {
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
         return 1;

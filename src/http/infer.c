@@ -523,6 +523,19 @@ static int declare_image(dec_t *d, in_desc_t *in, uint64_t *bin_off)
     return 0;
 }
 
+/* A region whose object was truncated while this request used it (shm.h): 400, prepared. */
+static bool shm_broken(osv_conn_t *c, infer_ctx_t *x)
+{
+    for (uint32_t i = 0; i < x->n_in + x->n_out; i++) {
+        osv_shm_region_t *r = i < x->n_in ? x->ins[i].shm : x->outs[i - x->n_in].shm;
+        if (r && osv_shm_check(r, &x->err) != 0) {
+            osv_res_error(c, 400, "%s", x->err.msg);
+            return true;
+        }
+    }
+    return false;
+}
+
 static int declare(dec_t *d)
 {
     infer_ctx_t *x = d->x;
@@ -753,6 +766,8 @@ static void run_task(osv_conn_t *c)
     c->req.ns[OSV_PHASE_COMPUTE_INPUT] += osv_infer_ns(x->inf, OSV_PHASE_COMPUTE_INPUT);
     c->req.batch = osv_infer_batch(x->inf);
     osv_model_sched_note_run(x->ms, c->req.ns[OSV_PHASE_COMPUTE_INFER]);
+    if (shm_broken(c, x))
+        return;
     if (x->rc == OSV_ECANCELED) {
         osv_res_error(c, 504, "deadline exceeded: the run was canceled");
         return;
@@ -1476,6 +1491,8 @@ static void encode_response(osv_conn_t *c)
         osv_res_error_code(c, x->err.code ? x->err.code : OSV_ENOMEM, x->err.msg);
         return;
     }
+    if (shm_broken(c, x)) /* BYTES outputs were written into regions just now */
+        return;
     char *json = (char *)base + strings;
     osv_jw_init(&w, json, cap);
     osv_jw_obj_begin(&w);

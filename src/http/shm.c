@@ -1,8 +1,11 @@
-/* shm.c — the registry of system shared-memory regions and its HTTP endpoints. */
+/* shm.c — the registry of system shared-memory regions, the SIGBUS handler that keeps a client's
+ * truncation from killing the server, and the extension's HTTP endpoints. See shm.h for the threats
+ * and what each part does against them. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,13 +15,142 @@
 
 #include "http/handlers.h"
 #include "http/shm.h"
+#include "obs/log.h"
 
-#define MAX_REGIONS 1024
+/* ---- the mappings the SIGBUS handler knows ------------------------------------------------------- */
+
+/* Every region's mapping has an entry here from its mmap to its munmap: a fixed array that the signal
+ * handler reads without locks. Writers (under map_lock) follow a sequence lock: `seq` is odd while an
+ * entry changes, so the handler skips an entry that changed under it; len == 0 marks a free entry.
+ * Lock-free atomics are async-signal-safe. Entries outlive registries (a process may have several). */
+#define MAX_MAPPINGS (2 * OSV_SHM_MAX_REGIONS)
+
+typedef struct mapping {
+    _Atomic uint64_t seq;
+    _Atomic uintptr_t start;
+    _Atomic size_t len;
+    _Atomic int broken; /* set by the handler: zero pages replaced the object's */
+} mapping_t;
+
+static mapping_t mappings[MAX_MAPPINGS];
+static _Atomic uint32_t mappings_used; /* entries [0, used) may be live: the handler's scan bound */
+static pthread_mutex_t map_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sigaction prev_sigbus; /* the handler before ours; written once, before ours runs */
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+
+static void mapping_write(mapping_t *m, uintptr_t start, size_t len)
+{
+    atomic_fetch_add_explicit(&m->seq, 1, memory_order_relaxed); /* odd: changing */
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&m->start, start, memory_order_relaxed);
+    atomic_store_explicit(&m->len, len, memory_order_relaxed);
+    atomic_store_explicit(&m->broken, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->seq, 1, memory_order_release); /* even: stable */
+}
+
+/* Enters [start, start + len) in the table; returns its index, or -1 when the table is full. */
+static int mapping_add(void *start, size_t len)
+{
+    int found = -1;
+    pthread_mutex_lock(&map_lock);
+    for (uint32_t i = 0; i < MAX_MAPPINGS && found < 0; i++)
+        if (atomic_load_explicit(&mappings[i].len, memory_order_relaxed) == 0)
+            found = (int)i;
+    if (found >= 0) {
+        mapping_write(&mappings[found], (uintptr_t)start, len);
+        if ((uint32_t)found >= atomic_load(&mappings_used))
+            atomic_store(&mappings_used, (uint32_t)found + 1);
+    }
+    pthread_mutex_unlock(&map_lock);
+    return found;
+}
+
+/* Before the munmap: an address reused by a later mapping must not look like a region's. */
+static void mapping_remove(int i)
+{
+    pthread_mutex_lock(&map_lock);
+    mapping_write(&mappings[i], 0, 0);
+    pthread_mutex_unlock(&map_lock);
+}
+
+/* The live entry holding addr, or NULL. Async-signal-safe. */
+static mapping_t *mapping_find(uintptr_t addr, uintptr_t *start, size_t *len)
+{
+    uint32_t n = atomic_load_explicit(&mappings_used, memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++) {
+        mapping_t *m = &mappings[i];
+        uint64_t s1 = atomic_load_explicit(&m->seq, memory_order_acquire);
+        uintptr_t st = atomic_load_explicit(&m->start, memory_order_relaxed);
+        size_t ln = atomic_load_explicit(&m->len, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if ((s1 & 1) || s1 != atomic_load_explicit(&m->seq, memory_order_relaxed) || ln == 0)
+            continue;
+        if (addr >= st && addr - st < ln) {
+            *start = st;
+            *len = ln;
+            return m;
+        }
+    }
+    return NULL;
+}
+
+/* A SIGBUS in a region's mapping means its object shrank under it: anonymous zero pages take the
+ * whole mapping's place (mmap is async-signal-safe; the faulting access then completes on them) and
+ * the region is broken. Anything else goes where it went before we were installed. */
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+    int saved = errno;
+    uintptr_t start;
+    size_t len;
+    mapping_t *m =
+        si && si->si_code == BUS_ADRERR ? mapping_find((uintptr_t)si->si_addr, &start, &len) : NULL;
+    if (m && mmap((void *)start, len, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                  0) != MAP_FAILED) {
+        atomic_store(&m->broken, 1);
+        errno = saved;
+        return;
+    }
+    errno = saved;
+    if ((prev_sigbus.sa_flags & SA_SIGINFO) && prev_sigbus.sa_sigaction) {
+        prev_sigbus.sa_sigaction(sig, si, uc);
+        return;
+    }
+    if (!(prev_sigbus.sa_flags & SA_SIGINFO) && prev_sigbus.sa_handler != SIG_DFL &&
+        prev_sigbus.sa_handler != SIG_IGN) {
+        prev_sigbus.sa_handler(sig);
+        return;
+    }
+    /* The default action: a fault repeats when the access is retried on return; a signal that was
+     * sent (kill, raise) does not, so it is raised again (blocked until we return). */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGBUS, &dfl, NULL);
+    if (!si || si->si_code <= 0)
+        raise(SIGBUS);
+}
+
+/* Installed once, at the first registration: by then sanitizers have installed theirs, which
+ * becomes prev_sigbus. (ASan ignores the call under ASAN_OPTIONS=allow_user_segv_handler=0: said.) */
+static void install_sigbus(void)
+{
+    struct sigaction sa = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO | SA_ONSTACK}, now;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, NULL, &prev_sigbus);
+    sigaction(SIGBUS, &sa, NULL);
+    if (sigaction(SIGBUS, NULL, &now) != 0 || !(now.sa_flags & SA_SIGINFO) || now.sa_sigaction != on_sigbus)
+        osv_log(OSV_LOG_WARN, "shm_sigbus_handler",
+                "\"message\":\"the SIGBUS handler could not be installed: a client that truncates a "
+                "registered object while a request uses it will crash the server\"");
+}
+
+/* ---- the registry ---------------------------------------------------------------------------------- */
 
 struct osv_shm_region {
     _Atomic int refs;
     char name[128], key[256];
     uint64_t offset, size;
+    int fd;    /* the object, kept open: its size is checked before every use */
+    int slot;  /* entry in mappings[] while mapped, -1 before */
     void *map; /* mapping of [offset rounded down to a page, offset + size) */
     size_t map_len;
     uint8_t *base; /* = byte `offset` of the object */
@@ -26,7 +158,7 @@ struct osv_shm_region {
 
 struct osv_shm {
     pthread_mutex_t lock;
-    osv_shm_region_t *regions[MAX_REGIONS];
+    osv_shm_region_t *regions[OSV_SHM_MAX_REGIONS];
     uint32_t n;
 };
 
@@ -40,12 +172,21 @@ int osv_shm_create(osv_shm_t **out)
     return 0;
 }
 
+static void free_region(osv_shm_region_t *r)
+{
+    if (r->slot >= 0)
+        mapping_remove(r->slot);
+    if (r->map_len && r->map && r->map != MAP_FAILED)
+        munmap(r->map, r->map_len);
+    if (r->fd >= 0)
+        close(r->fd);
+    osv_free(r);
+}
+
 void osv_shm_put(osv_shm_region_t *r)
 {
-    if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
-        munmap(r->map, r->map_len);
-        osv_free(r);
-    }
+    if (r && atomic_fetch_sub(&r->refs, 1) == 1)
+        free_region(r);
 }
 
 void osv_shm_destroy(osv_shm_t *s)
@@ -73,39 +214,73 @@ static bool key_valid(const char *k, size_t n)
     return true;
 }
 
+static bool is_region(const osv_shm_region_t *r, const char *name, size_t len)
+{
+    return strlen(r->name) == len && memcmp(r->name, name, len) == 0;
+}
+
 static int find(osv_shm_t *s, const char *name, size_t len)
 {
     for (uint32_t i = 0; i < s->n; i++)
-        if (strlen(s->regions[i]->name) == len && memcmp(s->regions[i]->name, name, len) == 0)
+        if (is_region(s->regions[i], name, len))
             return (int)i;
     return -1;
 }
 
-static int map_region(osv_shm_region_t *r, osv_err_t *err)
+static int open_object(osv_shm_region_t *r, osv_err_t *err)
 {
     char path[260];
+    snprintf(path, sizeof path, "%s%s", r->key[0] == '/' ? "" : "/", r->key);
+    if ((r->fd = shm_open(path, O_RDWR | O_CLOEXEC, 0)) >= 0)
+        return 0;
+    int e = errno;
+    return osv_err_set(err,
+                       e == ENOENT                  ? OSV_ENOTFOUND
+                       : e == EMFILE || e == ENFILE ? OSV_EBUSY
+                                                    : OSV_EPERM,
+                       "cannot open shared memory '%s': %s", r->key, strerror(e));
+}
+
+static int map_region(osv_shm_region_t *r, osv_err_t *err)
+{
     struct stat st;
     long page = sysconf(_SC_PAGESIZE);
     uint64_t start = r->offset / (uint64_t)page * (uint64_t)page, end;
-    int fd;
-    snprintf(path, sizeof path, "%s%s", r->key[0] == '/' ? "" : "/", r->key);
-    if ((fd = shm_open(path, O_RDWR | O_CLOEXEC, 0)) < 0)
-        return osv_err_set(err, errno == ENOENT ? OSV_ENOTFOUND : OSV_EPERM,
-                           "cannot open shared memory '%s': %s", r->key, strerror(errno));
-    if (fstat(fd, &st) != 0 || !osv_add_u64(r->offset, r->size, &end) || end > (uint64_t)st.st_size) {
-        close(fd);
+    int rc;
+    if ((rc = open_object(r, err)) != 0)
+        return rc;
+    if (fstat(r->fd, &st) != 0)
+        return osv_err_set(err, OSV_EIO, "shared memory '%s': fstat: %s", r->key, strerror(errno));
+    if (!osv_add_u64(r->offset, r->size, &end) || end > (uint64_t)st.st_size)
         return osv_err_set(err, OSV_EINVAL,
                            "shared memory '%s' is %lld bytes: offset %" PRIu64 " + byte_size %" PRIu64
                            " is outside it",
                            r->key, (long long)st.st_size, r->offset, r->size);
-    }
     r->map_len = (size_t)(end - start);
-    r->map = r->map_len ? mmap(NULL, r->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)start) : NULL;
-    close(fd);
-    if (r->map_len && r->map == MAP_FAILED)
+    r->map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, (off_t)start);
+    if (r->map == MAP_FAILED)
         return osv_err_set(err, OSV_EIO, "cannot map shared memory '%s': %s", r->key, strerror(errno));
+    if ((r->slot = mapping_add(r->map, r->map_len)) < 0)
+        return osv_err_set(err, OSV_ELIMIT, "more than %d shared memory mappings in this process",
+                           MAX_MAPPINGS);
     r->base = (uint8_t *)r->map + (r->offset - start);
     return 0;
+}
+
+/* A region filled in from the request, before any mapping. */
+static osv_shm_region_t *new_region(const char *name, size_t name_len, const char *key, size_t key_len,
+                                    uint64_t offset, uint64_t size)
+{
+    osv_shm_region_t *r = osv_calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    memcpy(r->name, name, name_len);
+    memcpy(r->key, key, key_len);
+    r->offset = offset;
+    r->size = size;
+    r->fd = r->slot = -1;
+    atomic_init(&r->refs, 1);
+    return r;
 }
 
 int osv_shm_register(osv_shm_t *s, const char *name, size_t name_len, const char *key, size_t key_len,
@@ -121,22 +296,18 @@ int osv_shm_register(osv_shm_t *s, const char *name, size_t name_len, const char
                            "digits, '_', '-' or '.'");
     if (size == 0)
         return osv_err_set(err, OSV_EINVAL, "byte_size must be positive");
-    if (!(r = osv_calloc(1, sizeof *r)))
+    if (!(r = new_region(name, name_len, key, key_len, offset, size)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
-    memcpy(r->name, name, name_len);
-    memcpy(r->key, key, key_len);
-    r->offset = offset;
-    r->size = size;
-    atomic_init(&r->refs, 1);
+    pthread_once(&sigbus_once, install_sigbus);
     if ((rc = map_region(r, err)) != 0) {
-        osv_free(r);
+        free_region(r);
         return rc;
     }
     pthread_mutex_lock(&s->lock);
     if (find(s, name, name_len) >= 0)
         rc = osv_err_set(err, OSV_EEXIST, "shared memory region '%s' is already registered", r->name);
-    else if (s->n == MAX_REGIONS)
-        rc = osv_err_set(err, OSV_ELIMIT, "more than %d shared memory regions", MAX_REGIONS);
+    else if (s->n == OSV_SHM_MAX_REGIONS)
+        rc = osv_err_set(err, OSV_ELIMIT, "more than %d shared memory regions", OSV_SHM_MAX_REGIONS);
     else
         s->regions[s->n++] = r;
     pthread_mutex_unlock(&s->lock);
@@ -145,26 +316,48 @@ int osv_shm_register(osv_shm_t *s, const char *name, size_t name_len, const char
     return rc;
 }
 
-int osv_shm_unregister(osv_shm_t *s, const char *name, size_t name_len, osv_err_t *err)
+/* Moves the regions `match` selects out of the registry into gone[]; returns how many. */
+static uint32_t take_out(osv_shm_t *s, bool (*match)(const osv_shm_region_t *r, void *ud), void *ud,
+                         osv_shm_region_t **gone)
 {
-    osv_shm_region_t *gone[MAX_REGIONS];
     uint32_t n = 0;
     pthread_mutex_lock(&s->lock);
-    if (name_len == 0) {
-        memcpy(gone, s->regions, s->n * sizeof *gone);
-        n = s->n;
-        s->n = 0;
-    } else {
-        int i = find(s, name, name_len);
-        if (i >= 0) {
+    for (uint32_t i = 0; i < s->n;) {
+        if (match(s->regions[i], ud)) {
             gone[n++] = s->regions[i];
             s->regions[i] = s->regions[--s->n];
+        } else {
+            i++;
         }
     }
     pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+typedef struct selector {
+    const char *name; /* NULL: every region */
+    size_t len;
+} selector_t;
+
+static bool match_name(const osv_shm_region_t *r, void *ud)
+{
+    const selector_t *q = ud;
+    return !q->name || is_region(r, q->name, q->len);
+}
+
+static uint32_t unregister_where(osv_shm_t *s, bool (*match)(const osv_shm_region_t *r, void *ud), void *ud)
+{
+    osv_shm_region_t *gone[OSV_SHM_MAX_REGIONS];
+    uint32_t n = take_out(s, match, ud, gone);
     for (uint32_t i = 0; i < n; i++)
         osv_shm_put(gone[i]);
-    if (name_len && n == 0)
+    return n;
+}
+
+int osv_shm_unregister(osv_shm_t *s, const char *name, size_t name_len, osv_err_t *err)
+{
+    selector_t q = {.name = name_len ? name : NULL, .len = name_len};
+    if (unregister_where(s, match_name, &q) == 0 && name_len)
         return osv_err_set(err, OSV_ENOTFOUND, "shared memory region '%.*s' is not registered",
                            (int)(name_len > 128 ? 128 : name_len), name);
     return 0;
@@ -183,9 +376,35 @@ osv_shm_region_t *osv_shm_get(osv_shm_t *s, const char *name, size_t len)
     return r;
 }
 
+int osv_shm_check(const osv_shm_region_t *r, osv_err_t *err)
+{
+    if (!atomic_load(&mappings[r->slot].broken))
+        return 0;
+    return osv_err_set(err, OSV_EINVAL,
+                       "shared memory region '%s' was truncated while in use; register it again", r->name);
+}
+
+/* The object must still reach the end of the region: touching a page past its end raises SIGBUS. */
+static int check_size(const osv_shm_region_t *r, osv_err_t *err)
+{
+    struct stat st;
+    if (fstat(r->fd, &st) != 0)
+        return osv_err_set(err, OSV_EIO, "shared memory region '%s': fstat: %s", r->name, strerror(errno));
+    if ((uint64_t)st.st_size >= r->offset + r->size)
+        return 0;
+    return osv_err_set(err, OSV_EINVAL,
+                       "shared memory region '%s' ends at byte %" PRIu64
+                       " of '%s', which was truncated to %lld bytes; restore its size or register the region "
+                       "again",
+                       r->name, r->offset + r->size, r->key, (long long)st.st_size);
+}
+
 int osv_shm_range(const osv_shm_region_t *r, uint64_t offset, uint64_t size, void **ptr, osv_err_t *err)
 {
     uint64_t end;
+    int rc;
+    if ((rc = osv_shm_check(r, err)) != 0 || (rc = check_size(r, err)) != 0)
+        return rc;
     if (!osv_add_u64(offset, size, &end) || end > r->size)
         return osv_err_set(err, OSV_EINVAL,
                            "shared memory region '%s' holds %" PRIu64 " bytes: offset %" PRIu64
@@ -201,7 +420,7 @@ int osv_shm_list(osv_shm_t *s, const char *name, size_t name_len, osv_shm_info_t
     pthread_mutex_lock(&s->lock);
     for (uint32_t i = 0; i < s->n; i++) {
         const osv_shm_region_t *r = s->regions[i];
-        if (name_len && (strlen(r->name) != name_len || memcmp(r->name, name, name_len) != 0))
+        if (name_len && !is_region(r, name, name_len))
             continue;
         if (k < cap) {
             snprintf(out[k].name, sizeof out[k].name, "%s", r->name);

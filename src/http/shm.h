@@ -2,7 +2,16 @@
  *
  * A region is a POSIX shared-memory object (shm_open: always under /dev/shm) mapped once at
  * registration. Requests take a reference for as long as they read or write it, so unregistering a
- * region that a request is using only unmaps it when that request finishes. Thread-safe. */
+ * region that a request is using only unmaps it when that request finishes. Thread-safe.
+ *
+ * The objects belong to clients, which can act against the server:
+ * - Truncation. Touching a page of a mapping beyond the end of its object raises SIGBUS. The object's
+ *   size is checked before every use (the descriptor stays open), and a process-wide SIGBUS handler,
+ *   installed at the first registration, recovers from a truncation that races a use: it maps
+ *   anonymous zero pages over the region's mapping and marks the region broken, so the request's
+ *   later checks fail with 400 and the region refuses every use until it is registered again. A
+ *   SIGBUS outside every region goes to the handler installed before ours (ASan's), else to the
+ *   default action. */
 #ifndef OSV_HTTP_SHM_H
 #define OSV_HTTP_SHM_H
 
@@ -10,23 +19,33 @@
 
 #include "ortserve/error.h"
 
+/* Regions at once (each holds a mapping and an open descriptor). */
+#define OSV_SHM_MAX_REGIONS 1024
+
 typedef struct osv_shm osv_shm_t;
 typedef struct osv_shm_region osv_shm_region_t;
 
+/* Destroy after every reference taken with osv_shm_get has been put. */
 int osv_shm_create(osv_shm_t **out);
 void osv_shm_destroy(osv_shm_t *s);
 
 /* Maps `key` ("/name" or "name") bytes [offset, offset + size) as region `name`. */
 int osv_shm_register(osv_shm_t *s, const char *name, size_t name_len, const char *key, size_t key_len,
                      uint64_t offset, uint64_t size, osv_err_t *err);
-/* Removes one region (name_len > 0) or all; a region in use is unmapped when its last user ends. */
+/* Removes one region (name_len > 0) or all; a region in use is unmapped when its last user ends.
+ * OSV_ENOTFOUND when the name is not registered. */
 int osv_shm_unregister(osv_shm_t *s, const char *name, size_t name_len, osv_err_t *err);
 
-/* Takes a reference to region `name`; NULL when not registered. Release with osv_shm_put. */
+/* Takes a reference to region `name`; NULL when not registered. Release with osv_shm_put. A broken
+ * region is still returned (its uses fail with a message that says why). */
 osv_shm_region_t *osv_shm_get(osv_shm_t *s, const char *name, size_t len);
 void osv_shm_put(osv_shm_region_t *r);
-/* Bounds-checked pointer to [offset, offset + size) of the registered range. */
+/* Bounds-checked pointer to [offset, offset + size) of the registered range, after checking that the
+ * region is not broken and that its object still covers it (fstat). OSV_EINVAL otherwise. */
 int osv_shm_range(const osv_shm_region_t *r, uint64_t offset, uint64_t size, void **ptr, osv_err_t *err);
+/* OSV_EINVAL (with the region's name) when a truncation broke the region since it was mapped; call
+ * after the last access of a request, which may have hit the truncation. Async-signal-safe read. */
+int osv_shm_check(const osv_shm_region_t *r, osv_err_t *err);
 
 typedef struct osv_shm_info {
     char name[128], key[256];

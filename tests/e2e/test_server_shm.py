@@ -4,7 +4,11 @@ object made by the test (os.open under /dev/shm + mmap) is registered as input a
 inference reads its inputs from and writes its outputs into the regions (checked in the test's own
 mapping), and /metrics shows that no tensor byte was copied (a misaligned input, which must be
 copied, shows that the counter does count). Also: every datatype through shared memory, validation
-of register/infer parameters, status/unregister, and 403 without --allow-shm."""
+of register/infer parameters, status/unregister, and 403 without --allow-shm.
+
+Hostile clients (docs/RELIABILITY.md, "Shared memory from hostile clients"): an object truncated under
+its region gives 400 naming the region and the server stays up (a truncation racing a run is tested in
+C, tests/unit/test_shm.c)."""
 import json
 import mmap
 import os
@@ -291,6 +295,141 @@ class SharedMemoryNotAllowed(unittest.TestCase):
                 self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/unregister"), (200, None))
             finally:
                 self.assertEqual(srv.finish(), 0)
+
+
+# ---- hostile clients ------------------------------------------------------------------------------
+
+_objects = [0]
+
+
+class ShmObject:
+    """A POSIX shared-memory object of `size` bytes made by the test (ftruncate: sparse until written),
+    unlinked on exit. .mm maps it (map=True) — never touch it after truncating the object."""
+
+    def __init__(self, size, map=True):
+        _objects[0] += 1
+        self.key = "osv-e2e-%d-h%d" % (os.getpid(), _objects[0])
+        self.path = "/dev/shm/" + self.key
+        self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.ftruncate(self.fd, size)
+        self.mm = mmap.mmap(self.fd, size) if map else None
+
+    def truncate(self, size):
+        os.ftruncate(self.fd, size)
+
+    def close(self):
+        if self.mm is not None:
+            self.mm.close()
+            self.mm = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            os.unlink(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def register(srv, name, key, offset, size, headers=None):
+    return srv.json("POST", "/v2/systemsharedmemory/region/%s/register" % name,
+                    {"key": key, "offset": offset, "byte_size": size}, headers=headers)
+
+
+def mlp_via_shm(region, out_region=None, n=1, in_off=0, out_off=4096):
+    return {"inputs": [{"name": "x", "shape": [n, 64], "datatype": "FP32", "parameters": {
+        "shared_memory_region": region, "shared_memory_offset": in_off, "shared_memory_byte_size": n * 256}}],
+            "outputs": [{"name": "probs", "parameters": {
+                "shared_memory_region": out_region or region, "shared_memory_offset": out_off,
+                "shared_memory_byte_size": n * 40}}]}
+
+
+class Truncation(unittest.TestCase):
+    """A client shrinks its object under a registered region: touching the lost pages would raise
+    SIGBUS in the server. The size is checked before every use: 400 naming the region, and the
+    server stays up. (A truncation racing a run: tests/unit/test_shm.c.)"""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.srv = Server(make_repo(cls.tmp.name, {"mlp": "mlp.onnx", "identity": "identity.onnx"}), "--allow-shm")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.finish()
+        cls.tmp.cleanup()
+        assert rc == 0, "ortserve exited with %d" % rc
+
+    def tearDown(self):
+        self.assertEqual(self.srv.json("POST", "/v2/systemsharedmemory/unregister")[0], 200)
+
+    def alive(self):
+        self.assertIsNone(self.srv.proc.poll(), "ortserve died: exit %s" % self.srv.proc.returncode)
+        self.assertEqual(self.srv.request("GET", "/v2/health/live")[0], 200)
+
+    def test_truncated_object_is_a_400_naming_the_region(self):
+        with ShmObject(SIZE) as obj:
+            x = np.full((1, 64), 0.5, np.float32)
+            obj.mm[0:256] = x.tobytes()
+            self.assertEqual(register(self.srv, "tr", obj.key, 0, SIZE), (200, None))
+            obj.mm.close()
+            obj.mm = None
+            obj.truncate(0)
+            st, r = self.srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("tr"))
+            self.alive()
+            self.assertEqual(st, 400, r)
+            self.assertIn("'tr'", r["error"])
+            self.assertIn("truncated", r["error"])
+            # Shrunk to less than the region (the input's page is still there, the output's is not).
+            obj.truncate(4096)
+            st, r = self.srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("tr"))
+            self.alive()
+            self.assertEqual((st, "'tr'" in r["error"]), (400, True), r)
+            # An output-only region truncated: the input comes as JSON.
+            req = mlp_via_shm("tr")
+            req["inputs"][0] = {"name": "x", "shape": [1, 64], "datatype": "FP32", "data": x.ravel().tolist()}
+            obj.truncate(0)
+            st, r = self.srv.json("POST", "/v2/models/mlp/infer", req)
+            self.alive()
+            self.assertEqual((st, "'tr'" in r["error"]), (400, True), r)
+            # Grown back, the object is usable again through the same registration (zeros now).
+            obj.truncate(SIZE)
+            st, r = self.srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("tr"))
+            self.assertEqual(st, 200, r)
+            obj.mm = mmap.mmap(obj.fd, SIZE)
+            np.testing.assert_allclose(np.frombuffer(obj.mm[4096:4136], np.float32),
+                                       mlp_reference(np.zeros((1, 64), np.float32))[0], rtol=1e-5, atol=1e-6)
+
+    def test_truncated_bytes_input_and_output(self):
+        """BYTES inputs are read and BYTES outputs written by the server itself, not by ORT."""
+        with ShmObject(SIZE) as obj:
+            blob = bytes_serialize([b"one", b"two"])
+            obj.mm[0:len(blob)] = blob
+            self.assertEqual(register(self.srv, "bi", obj.key, 0, 4096), (200, None))
+            self.assertEqual(register(self.srv, "bo", obj.key, 8192, 4096), (200, None))
+            inputs = [{"name": "in_BYTES", "shape": [2], "datatype": "BYTES", "parameters": {
+                "shared_memory_region": "bi", "shared_memory_byte_size": len(blob)}}]
+            for t in TYPES:
+                inputs.append({"name": "in_" + t, "shape": [0], "datatype": t, "data": []})
+            req = {"inputs": inputs, "outputs": [{"name": "out_BYTES", "parameters": {
+                "shared_memory_region": "bo", "shared_memory_byte_size": 4096}}]}
+            st, r = self.srv.json("POST", "/v2/models/identity/infer", req)
+            self.assertEqual(st, 200, r)
+            self.assertEqual(obj.mm[8192:8192 + len(blob)], blob)
+            obj.mm.close()
+            obj.mm = None
+            obj.truncate(8192)  # "bi" is whole, "bo" is gone
+            st, r = self.srv.json("POST", "/v2/models/identity/infer", req)
+            self.alive()
+            self.assertEqual((st, "'bo'" in r["error"]), (400, True), r)
+            obj.truncate(0)
+            st, r = self.srv.json("POST", "/v2/models/identity/infer", req)
+            self.alive()
+            self.assertEqual((st, "'bi'" in r["error"]), (400, True), r)
+
+
 
 
 if __name__ == "__main__":
