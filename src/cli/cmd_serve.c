@@ -97,6 +97,8 @@ static const opt_def_t opts[] = {
     {"load-model", T_LIST, O(load_models), "NAME",
      "explicit mode: load NAME at start-up (repeatable, or NAME,NAME; default *: every model)"},
     {"allow-shm", T_BOOL, O(srv.allow_shm), "0|1", "allow system shared-memory registration (default 0)"},
+    {"shm-max-bytes", T_SIZE, O(srv.shm_max_bytes), "SIZE",
+     "bytes all registered shared-memory regions may span together, 400 beyond (default: the pool's)"},
     {"force-copy", T_BOOL, O(srv.force_copy), "0|1",
      "copy every tensor instead of binding in place (benchmarks)"},
     {"ort-library", T_STR, O(ort_library), "PATH", "libonnxruntime.so.1 to load"},
@@ -396,13 +398,14 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, d
             "\"host\":\"%s\",\"port\":%u,\"repository\":\"%s\",\"models\":%zu,\"ready\":%s,\"ort\":\"%s\","
             "\"loops\":%d,"
             "\"intra_op_threads\":%d,\"pool_bytes\":%" PRIu64 ",\"pool_max_slot\":%" PRIu64
-            ",\"max_body_bytes\":%" PRIu64 ",\"deadline_ms\":%" PRId64
+            ",\"max_body_bytes\":%" PRIu64 ",\"deadline_ms\":%" PRId64 ",\"shm_max_bytes\":%" PRIu64
             ",\"model_control\":\"%s\",\"startup_ms\":%.1f",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
             osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(s->repo),
             osv_repo_ready(s->repo) ? "true" : "false", osv_env_ort_version(env), s->n_loops,
             cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool), cfg->srv.max_body_bytes,
-            cfg->srv.deadline_ms, cfg->srv.model_control ? "explicit" : "none", ms);
+            cfg->srv.deadline_ms, cfg->srv.allow_shm ? s->o.shm_max_bytes : 0,
+            cfg->srv.model_control ? "explicit" : "none", ms);
 }
 
 /* The next name of a comma-separated list: its length (0 at the end); *p moves past it. */

@@ -83,6 +83,7 @@ typedef struct infer_ctx {
     bool in_memory;            /* the whole body is in memory (chunked or compressed requests) */
     const uint8_t *mem;        /* that body */
     uint64_t mem_len;
+    uint64_t shm_reserved; /* untouched shared-memory bytes reserved with the memory guard */
     int rc;
     osv_err_t err;
 } infer_ctx_t;
@@ -100,6 +101,7 @@ static void infer_cleanup(osv_conn_t *c)
         }
         for (uint32_t k = 0; k < x->n_out; k++)
             osv_shm_put(x->outs[k].shm);
+        osv_server_memory_unreserve(c->loop->srv, x->shm_reserved);
     }
     if (c->req.model)
         osv_model_release(c->req.model);
@@ -523,6 +525,24 @@ static int declare_image(dec_t *d, in_desc_t *in, uint64_t *bin_off)
     return 0;
 }
 
+/* Shared-memory pages nobody has touched yet are charged to this server when it touches them: the
+ * memory guard reserves them before anything does (shm.h). */
+static int shm_reserve(infer_ctx_t *x, osv_server_t *s)
+{
+    uint64_t absent = 0;
+    if (!s->mem_limit) /* no memory guard */
+        return 0;
+    for (uint32_t i = 0; i < x->n_in; i++)
+        if (x->ins[i].shm)
+            absent += osv_shm_absent(x->ins[i].shm, x->ins[i].shm_offset, x->ins[i].shm_size);
+    for (uint32_t k = 0; k < x->n_out; k++)
+        if (x->outs[k].shm)
+            absent += osv_shm_absent(x->outs[k].shm, x->outs[k].shm_offset, x->outs[k].shm_size);
+    int rc = osv_server_memory_reserve(s, absent, &x->err);
+    x->shm_reserved = rc ? 0 : absent;
+    return rc;
+}
+
 /* A region whose object was truncated while this request used it (shm.h): 400, prepared. */
 static bool shm_broken(osv_conn_t *c, infer_ctx_t *x)
 {
@@ -601,7 +621,7 @@ static int declare(dec_t *d)
         else if ((rc = osv_infer_output_external(x->inf, o->idx, p, o->shm_size, err)) != 0)
             return rc;
     }
-    return 0;
+    return shm_reserve(x, d->c->loop->srv);
 }
 
 static osv_json_kind_t kind_of(osv_dtype_t dt)

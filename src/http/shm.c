@@ -160,14 +160,18 @@ struct osv_shm {
     pthread_mutex_t lock;
     osv_shm_region_t *regions[OSV_SHM_MAX_REGIONS];
     uint32_t n;
+    uint64_t max_bytes;
+    _Atomic uint64_t bytes; /* byte_size of the regions registered or being registered */
 };
 
-int osv_shm_create(osv_shm_t **out)
+int osv_shm_create(uint64_t max_bytes, osv_shm_t **out)
 {
     osv_shm_t *s = osv_calloc(1, sizeof *s);
     if (!s)
         return OSV_ENOMEM;
     pthread_mutex_init(&s->lock, NULL);
+    s->max_bytes = max_bytes;
+    atomic_init(&s->bytes, 0);
     *out = s;
     return 0;
 }
@@ -227,6 +231,29 @@ static int find(osv_shm_t *s, const char *name, size_t len)
     return -1;
 }
 
+/* Takes `size` bytes of the budget, or explains why not. */
+static int budget_take(osv_shm_t *s, const char *name, uint64_t size, osv_err_t *err)
+{
+    uint64_t cur = atomic_load(&s->bytes);
+    do {
+        if (size > s->max_bytes || cur > s->max_bytes - size)
+            return osv_err_set(err, OSV_ELIMIT,
+                               "shared memory region '%s' (%" PRIu64 " bytes) would bring the registered "
+                               "total to %" PRIu64 " bytes, over this server's limit of %" PRIu64
+                               " (--shm-max-bytes); unregister regions or raise the limit",
+                               name, size, cur + size < cur ? UINT64_MAX : cur + size, s->max_bytes);
+    } while (!atomic_compare_exchange_weak(&s->bytes, &cur, cur + size));
+    return 0;
+}
+
+/* Gives a region's bytes back when it leaves the registry, not when its last user ends (a request
+ * still using an unregistered region is bounded by the memory guard's reservation, and a client
+ * that registers right after an unregister must not race the server's clean-up). */
+static void budget_give(osv_shm_t *s, uint64_t size)
+{
+    atomic_fetch_sub(&s->bytes, size);
+}
+
 static int open_object(osv_shm_region_t *r, osv_err_t *err)
 {
     char path[260];
@@ -267,7 +294,7 @@ static int map_region(osv_shm_region_t *r, osv_err_t *err)
     return 0;
 }
 
-/* A region filled in from the request, before any mapping. */
+/* A region filled in from the request, before any budget or mapping. */
 static osv_shm_region_t *new_region(const char *name, size_t name_len, const char *key, size_t key_len,
                                     uint64_t offset, uint64_t size)
 {
@@ -298,8 +325,13 @@ int osv_shm_register(osv_shm_t *s, const char *name, size_t name_len, const char
         return osv_err_set(err, OSV_EINVAL, "byte_size must be positive");
     if (!(r = new_region(name, name_len, key, key_len, offset, size)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    if ((rc = budget_take(s, r->name, size, err)) != 0) {
+        osv_free(r);
+        return rc;
+    }
     pthread_once(&sigbus_once, install_sigbus);
     if ((rc = map_region(r, err)) != 0) {
+        budget_give(s, size);
         free_region(r);
         return rc;
     }
@@ -311,8 +343,10 @@ int osv_shm_register(osv_shm_t *s, const char *name, size_t name_len, const char
     else
         s->regions[s->n++] = r;
     pthread_mutex_unlock(&s->lock);
-    if (rc)
+    if (rc) {
+        budget_give(s, size);
         osv_shm_put(r);
+    }
     return rc;
 }
 
@@ -349,8 +383,10 @@ static uint32_t unregister_where(osv_shm_t *s, bool (*match)(const osv_shm_regio
 {
     osv_shm_region_t *gone[OSV_SHM_MAX_REGIONS];
     uint32_t n = take_out(s, match, ud, gone);
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < n; i++) {
+        budget_give(s, gone[i]->size);
         osv_shm_put(gone[i]);
+    }
     return n;
 }
 
@@ -412,6 +448,37 @@ int osv_shm_range(const osv_shm_region_t *r, uint64_t offset, uint64_t size, voi
                            r->name, r->size, offset, size);
     *ptr = r->base + offset;
     return 0;
+}
+
+/* Without mincore (a seccomp filter such as systemd's @system-service refuses it): at most the
+ * object's pages that hold no data yet, st_blocks being what tmpfs has allocated. */
+static uint64_t unallocated(const osv_shm_region_t *r, uint64_t size)
+{
+    struct stat st;
+    if (fstat(r->fd, &st) != 0)
+        return size;
+    uint64_t have = (uint64_t)st.st_blocks * 512, total = (uint64_t)st.st_size;
+    return have >= total ? 0 : total - have < size ? total - have : size;
+}
+
+uint64_t osv_shm_absent(const osv_shm_region_t *r, uint64_t offset, uint64_t size)
+{
+    unsigned char vec[4096]; /* 16 MiB of 4 KiB pages a call */
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), absent = 0;
+    if (size == 0 || offset > r->size || size > r->size - offset)
+        return 0;
+    uintptr_t a = (uintptr_t)(r->base + offset) / page * page, end = (uintptr_t)(r->base + offset + size);
+    while (a < end) {
+        uint64_t pages = (end - a + page - 1) / page;
+        if (pages > sizeof vec)
+            pages = sizeof vec;
+        if (mincore((void *)a, pages * page, vec) != 0)
+            return unallocated(r, size);
+        for (uint64_t i = 0; i < pages; i++)
+            absent += (vec[i] & 1) ? 0 : page;
+        a += pages * page;
+    }
+    return absent;
 }
 
 int osv_shm_list(osv_shm_t *s, const char *name, size_t name_len, osv_shm_info_t *out, size_t cap, size_t *n)

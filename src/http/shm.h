@@ -5,6 +5,10 @@
  * region that a request is using only unmaps it when that request finishes. Thread-safe.
  *
  * The objects belong to clients, which can act against the server:
+ * - Memory. tmpfs charges a page to the memory cgroup of the process that touches it first, so the
+ *   pages of a sparse object that the server reads or writes are charged to the server. The bytes of
+ *   all regions together are bounded (the registry's budget, checked before an object is opened),
+ *   and osv_shm_absent tells the memory guard how much a request would add.
  * - Truncation. Touching a page of a mapping beyond the end of its object raises SIGBUS. The object's
  *   size is checked before every use (the descriptor stays open), and a process-wide SIGBUS handler,
  *   installed at the first registration, recovers from a truncation that races a use: it maps
@@ -25,11 +29,13 @@
 typedef struct osv_shm osv_shm_t;
 typedef struct osv_shm_region osv_shm_region_t;
 
-/* Destroy after every reference taken with osv_shm_get has been put. */
-int osv_shm_create(osv_shm_t **out);
+/* A registry whose regions may span `max_bytes` bytes together (byte_size summed over the regions
+ * registered). Destroy after every reference taken with osv_shm_get has been put. */
+int osv_shm_create(uint64_t max_bytes, osv_shm_t **out);
 void osv_shm_destroy(osv_shm_t *s);
 
-/* Maps `key` ("/name" or "name") bytes [offset, offset + size) as region `name`. */
+/* Maps `key` ("/name" or "name") bytes [offset, offset + size) as region `name`. Fails with
+ * OSV_ELIMIT, before opening the object, when the budget has no room for `size` bytes. */
 int osv_shm_register(osv_shm_t *s, const char *name, size_t name_len, const char *key, size_t key_len,
                      uint64_t offset, uint64_t size, osv_err_t *err);
 /* Removes one region (name_len > 0) or all; a region in use is unmapped when its last user ends.
@@ -46,6 +52,9 @@ int osv_shm_range(const osv_shm_region_t *r, uint64_t offset, uint64_t size, voi
 /* OSV_EINVAL (with the region's name) when a truncation broke the region since it was mapped; call
  * after the last access of a request, which may have hit the truncation. Async-signal-safe read. */
 int osv_shm_check(const osv_shm_region_t *r, osv_err_t *err);
+/* Bytes of the pages of [offset, offset + size) that no process has touched yet (mincore): what
+ * touching the range would charge to this process's memory cgroup at most. */
+uint64_t osv_shm_absent(const osv_shm_region_t *r, uint64_t offset, uint64_t size);
 
 typedef struct osv_shm_info {
     char name[128], key[256];

@@ -6,9 +6,14 @@ mapping), and /metrics shows that no tensor byte was copied (a misaligned input,
 copied, shows that the counter does count). Also: every datatype through shared memory, validation
 of register/infer parameters, status/unregister, and 403 without --allow-shm.
 
-Hostile clients (docs/RELIABILITY.md, "Shared memory from hostile clients"): an object truncated under
-its region gives 400 naming the region and the server stays up (a truncation racing a run is tested in
-C, tests/unit/test_shm.c)."""
+Hostile clients (docs/RELIABILITY.md, "Shared memory from hostile clients"): the budget of registered bytes
+(--shm-max-bytes / ORTSERVE_SHM_MAX_BYTES) refuses a registration beyond it before opening the object;
+an object truncated under its region gives 400 naming the region and the server stays up (a truncation
+racing a run is tested in C, tests/unit/test_shm.c); in a 128 MB memory cgroup (root and a memory
+controller needed, else skipped) sparse objects registered and used for inputs and outputs cause no
+OOM kill: the budget refuses one larger than the plan, and pages the server would be first to touch
+count against the memory guard."""
+import http.client
 import json
 import mmap
 import os
@@ -20,7 +25,8 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server import Server, bytes_serialize, make_repo, mlp_reference  # noqa: E402
+from obs_support import log_records  # noqa: E402
+from server import Server, bytes_serialize, make_repo, mlp_reference, wait_until  # noqa: E402
 
 SIZE = 1 << 16
 TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32",
@@ -299,6 +305,7 @@ class SharedMemoryNotAllowed(unittest.TestCase):
 
 # ---- hostile clients ------------------------------------------------------------------------------
 
+MiB = 1 << 20
 _objects = [0]
 
 
@@ -344,6 +351,80 @@ def mlp_via_shm(region, out_region=None, n=1, in_off=0, out_off=4096):
             "outputs": [{"name": "probs", "parameters": {
                 "shared_memory_region": out_region or region, "shared_memory_offset": out_off,
                 "shared_memory_byte_size": n * 40}}]}
+
+
+def scale2x_via_shm(region, count, in_off, out_off):
+    """scale2x (y = 2x, FP32 [N]) reading x from and writing y into `region`."""
+    return {"inputs": [{"name": "x", "shape": [count], "datatype": "FP32", "parameters": {
+        "shared_memory_region": region, "shared_memory_offset": in_off, "shared_memory_byte_size": count * 4}}],
+            "outputs": [{"name": "y", "parameters": {
+                "shared_memory_region": region, "shared_memory_offset": out_off,
+                "shared_memory_byte_size": count * 4}}]}
+
+
+def listening_record(srv):
+    return next(r for r in log_records(srv) if r.get("event") == "listening")
+
+
+class Budget(unittest.TestCase):
+    """--shm-max-bytes: the bytes of all registered regions together. Checked before the object is
+    opened or mapped; beyond it a registration is a 400 that names the limit and the flag."""
+
+    def test_registrations_beyond_the_budget_are_refused(self):
+        with tempfile.TemporaryDirectory() as tmp, ShmObject(SIZE) as obj:
+            srv = Server(make_repo(tmp, {"mlp": "mlp.onnx"}), "--allow-shm", "--shm-max-bytes", "48K")
+            try:
+                self.assertEqual(listening_record(srv)["shm_max_bytes"], 48 << 10)
+                self.assertEqual(register(srv, "a", obj.key, 0, 32768), (200, None))
+                st, r = register(srv, "b", obj.key, 32768, 16385)  # one byte over
+                self.assertEqual(st, 400, r)
+                for part in ("'b'", "16385", "49153", "49152", "--shm-max-bytes"):
+                    self.assertIn(part, r["error"])
+                # Checked before the object is opened: a missing key gets the limit, not "cannot open".
+                st, r = register(srv, "c", obj.key + "-missing", 0, 1 << 30)
+                self.assertEqual(st, 400, r)
+                self.assertIn("--shm-max-bytes", r["error"])
+                self.assertEqual(register(srv, "b", obj.key, 32768, 16384), (200, None))  # exactly the limit
+                st, rows = srv.json("GET", "/v2/systemsharedmemory/status")
+                self.assertEqual(sorted(x["name"] for x in rows), ["a", "b"])
+                # The bytes come back with the region: unregistering makes room again.
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/region/a/unregister"), (200, None))
+                self.assertEqual(register(srv, "c", obj.key, 0, 32768), (200, None))
+                # A failed registration (here: outside the object) leaves no bytes taken.
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/unregister"), (200, None))
+                st, r = register(srv, "d", obj.key, SIZE - 8, 64)
+                self.assertEqual(st, 400)
+                self.assertIn("outside it", r["error"])
+                self.assertEqual(register(srv, "e", obj.key, 0, 48 << 10), (200, None))
+                # The regions still work.
+                x = np.full((1, 64), 0.25, np.float32)
+                obj.mm[0:256] = x.tobytes()
+                st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("e"))
+                self.assertEqual(st, 200, r)
+                np.testing.assert_allclose(np.frombuffer(obj.mm[4096:4136], np.float32), mlp_reference(x)[0],
+                                           rtol=1e-5, atol=1e-6)
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+    def test_variable_and_default(self):
+        """ORTSERVE_SHM_MAX_BYTES works like the flag; by default the budget is the slot pool's."""
+        with tempfile.TemporaryDirectory() as tmp, ShmObject(SIZE) as obj:
+            repo = make_repo(tmp, {"mlp": "mlp.onnx"})
+            srv = Server(repo, "--allow-shm", env={"ORTSERVE_SHM_MAX_BYTES": "16K"})
+            try:
+                st, r = register(srv, "a", obj.key, 0, 16385)
+                self.assertEqual(st, 400, r)
+                self.assertIn("16384", r["error"])
+                self.assertEqual(register(srv, "a", obj.key, 0, 16384), (200, None))
+            finally:
+                self.assertEqual(srv.finish(), 0)
+            srv = Server(repo, "--allow-shm", "--pool-bytes", "24M")
+            try:
+                rec = listening_record(srv)
+                self.assertEqual(rec["shm_max_bytes"], rec["pool_bytes"])
+                self.assertGreater(rec["shm_max_bytes"], 16 << 20)
+            finally:
+                self.assertEqual(srv.finish(), 0)
 
 
 class Truncation(unittest.TestCase):
@@ -430,6 +511,156 @@ class Truncation(unittest.TestCase):
             self.assertEqual((st, "'bi'" in r["error"]), (400, True), r)
 
 
+# ---- a memory cgroup ------------------------------------------------------------------------------
+
+class MemoryCgroup:
+    """A fresh memory cgroup (v2 memory.max, else v1 memory.limit_in_bytes, swap off in both) for one
+    server; None from make() with the reason when this machine cannot give one."""
+
+    def __init__(self, kind, path, limit):
+        self.kind, self.path, self.limit = kind, path, limit
+
+    @staticmethod
+    def make(limit, tag):
+        if os.geteuid() != 0:
+            return None, "needs root to make a memory cgroup"
+        name = "ortserve-test-%d-%s" % (os.getpid(), tag)
+        root = "/sys/fs/cgroup"
+        try:
+            with open(os.path.join(root, "cgroup.controllers")) as f:
+                v2 = "memory" in f.read().split()
+        except OSError:
+            v2 = False
+        if v2:
+            cg = MemoryCgroup("v2", os.path.join(root, name), limit)
+            os.mkdir(cg.path)
+            cg.write("memory.max", limit)
+            if os.path.exists(os.path.join(cg.path, "memory.swap.max")):
+                cg.write("memory.swap.max", 0)
+            return cg, None
+        if os.path.isdir(os.path.join(root, "memory")):
+            cg = MemoryCgroup("v1", os.path.join(root, "memory", name), limit)
+            os.mkdir(cg.path)
+            cg.write("memory.limit_in_bytes", limit)
+            if os.path.exists(os.path.join(cg.path, "memory.memsw.limit_in_bytes")):
+                cg.write("memory.memsw.limit_in_bytes", limit)
+            return cg, None
+        return None, "no memory controller (cgroup v2 memory or v1 /sys/fs/cgroup/memory)"
+
+    def write(self, f, v):
+        with open(os.path.join(self.path, f), "w") as fh:
+            fh.write(str(v))
+
+    def read(self, f):
+        with open(os.path.join(self.path, f)) as fh:
+            return fh.read()
+
+    def join(self):
+        """preexec_fn for the server: moves the child into the group before it runs."""
+        path = os.path.join(self.path, "cgroup.procs")
+        return lambda: open(path, "w").write(str(os.getpid()))
+
+    def oom_kills(self):
+        text = self.read("memory.oom_control" if self.kind == "v1" else "memory.events")
+        return sum(int(line.split()[1]) for line in text.splitlines() if line.startswith("oom_kill "))
+
+    def peak(self):
+        try:
+            return int(self.read("memory.max_usage_in_bytes" if self.kind == "v1" else "memory.peak"))
+        except (OSError, ValueError):
+            return None
+
+    def remove(self):
+        wait_until(lambda: not self.read("cgroup.procs").strip(), 10, "the cgroup to empty")
+        os.rmdir(self.path)
+
+
+class SparseObjects(unittest.TestCase):
+    """Sparse /dev/shm objects (ftruncate'd, never written) used for inputs and outputs: tmpfs charges a
+    page to whoever touches it first, so every page the server reads or writes is charged to the
+    server's group. In 128 MB: a 200 MB object is refused at registration (before: OOM kill), and
+    objects that fit the budget, used one after another and kept alive after unregistering (their
+    pages stay charged to the server), end in 503s from the memory guard, not an OOM kill."""
+
+    LIMIT = 128 * MiB
+
+    def setUp(self):
+        self.cg, why = MemoryCgroup.make(self.LIMIT, "shm")
+        if self.cg is None:
+            self.skipTest(why)
+        self.tmp = tempfile.TemporaryDirectory()
+        self.objs = []
+        try:
+            self.srv = Server(make_repo(self.tmp.name, {"scale2x": "scale2x.onnx"}), "--allow-shm", "--workers",
+                              "1", preexec_fn=self.cg.join())
+        except Exception:
+            self.tmp.cleanup()
+            self.cg.remove()
+            raise
+
+    def tearDown(self):
+        rc = self.srv.finish() if self.srv.proc.poll() is None else self.srv.proc.returncode
+        for o in self.objs:
+            o.close()
+        self.tmp.cleanup()
+        self.cg.remove()
+        self.assertEqual(rc, 0, "ortserve exited with %s" % rc)
+
+    def infer(self, req):
+        """(status, body) of a scale2x request; (None, why) when the server went away under it."""
+        try:
+            return self.srv.json("POST", "/v2/models/scale2x/infer", req)
+        except (ConnectionError, http.client.HTTPException) as e:
+            return None, repr(e)
+
+    def survived(self):
+        self.assertIsNone(self.srv.proc.poll(), "ortserve died (exit %s): OOM kills in its group: %d" % (
+            self.srv.proc.returncode, self.cg.oom_kills()))
+        self.assertEqual(self.cg.oom_kills(), 0)
+
+    def test_a_sparse_object_larger_than_the_plan(self):
+        obj = ShmObject(200 * MiB, map=False)
+        self.objs.append(obj)
+        st_reg, r_reg = register(self.srv, "big", obj.key, 0, 200 * MiB)
+        # The attack itself: 100 MB read from the sparse object, 100 MB written into it.
+        st, r = self.infer(scale2x_via_shm("big", 25 * MiB, 0, 100 * MiB))
+        self.survived()
+        self.assertEqual(st_reg, 400, r_reg)
+        self.assertIn("--shm-max-bytes", r_reg["error"])
+        self.assertEqual(st, 404, r)
+
+    def test_sparse_objects_within_the_budget_one_after_another(self):
+        budget = listening_record(self.srv)["shm_max_bytes"]
+        self.assertGreater(budget, 4 * MiB)
+        half = budget // 2 // 4096 * 4096
+        count = half // 4
+        statuses = []
+        for i in range(10):
+            obj = ShmObject(2 * half)
+            self.objs.append(obj)
+            # Two written pages, the rest sparse: the output's first and last values show the run wrote it.
+            obj.mm[0:4] = np.float32(1.5).tobytes()
+            obj.mm[half - 4:half] = np.float32(-3.0).tobytes()
+            self.assertEqual(register(self.srv, "s", obj.key, 0, 2 * half), (200, None))
+            st, r = self.infer(scale2x_via_shm("s", count, 0, half))
+            self.survived()
+            statuses.append(st)
+            if st == 200:
+                self.assertEqual(np.frombuffer(obj.mm[half:half + 4], np.float32)[0], 3.0)
+                self.assertEqual(np.frombuffer(obj.mm[2 * half - 4:2 * half], np.float32)[0], -6.0)
+            else:
+                self.assertEqual(st, 503, r)
+                self.assertIn("memory", r["error"])
+            self.assertEqual(srv_unregister(self.srv, "s"), (200, None))
+            obj.mm.close()
+            obj.mm = None  # the object lives on (its pages stay charged to the server's group)
+        self.survived()
+        self.assertIn(200, statuses)
+        self.assertIn(503, statuses)
+
+
+def srv_unregister(srv, name):
+    return srv.json("POST", "/v2/systemsharedmemory/region/%s/unregister" % name)
 
 
 if __name__ == "__main__":

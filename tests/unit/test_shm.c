@@ -122,7 +122,7 @@ static void child_truncated_while_in_use(void)
     osv_err_t err;
     void *q;
     int fd = make_object();
-    CHECK(osv_shm_create(&s) == 0);
+    CHECK(osv_shm_create(1u << 30, &s) == 0);
     reg(s, "r", 4096, 32768);
     reg(s, "other", 0, 4096);
     osv_shm_region_t *r = osv_shm_get(s, "r", 1);
@@ -173,7 +173,7 @@ static void child_unregistered_but_held(void)
     osv_shm_t *s = NULL;
     osv_err_t err;
     int fd = make_object();
-    CHECK(osv_shm_create(&s) == 0);
+    CHECK(osv_shm_create(1u << 30, &s) == 0);
     reg(s, "held", 0, OBJ_BYTES);
     osv_shm_region_t *r = osv_shm_get(s, "held", 4);
     volatile uint8_t *p = range(r, 0, OBJ_BYTES);
@@ -199,7 +199,7 @@ static void child_table_entries_are_reused(void)
     osv_err_t err;
     void *q;
     int fd = make_object();
-    CHECK(osv_shm_create(&s) == 0);
+    CHECK(osv_shm_create(1u << 30, &s) == 0);
     for (int i = 0; i < 3000; i++) {
         reg(s, "x", 0, 4096);
         CHECK(osv_shm_unregister(s, "x", 1, &err) == 0);
@@ -239,7 +239,7 @@ static volatile uint8_t *foreign_truncated_mapping(void)
 static osv_shm_t *registry_with_a_region(void)
 {
     osv_shm_t *s = NULL;
-    CHECK(osv_shm_create(&s) == 0);
+    CHECK(osv_shm_create(1u << 30, &s) == 0);
     reg(s, "r", 0, 4096);
     return s;
 }
