@@ -125,6 +125,7 @@ typedef struct osv_request {
     void (*cleanup)(osv_conn_t *c); /* releases handler state after the response is written */
     char request_id[64];
     uint8_t request_id_len;
+    uint64_t auth_id; /* the bearer token that authorized the request (osv_auth_check), 0 without tokens */
     int retries;
     /* What the access log and metrics record about the request. */
     osv_model_t *model; /* the model it ran on (a reference, dropped in cleanup) */

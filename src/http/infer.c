@@ -186,7 +186,7 @@ static int shm_params(dec_t *d, int32_t params, const char *what, osv_shm_region
     if (to >= 0 && (get_i64(d, to, &v) != 0 || v < 0))
         return bad(d, "%s: 'shared_memory_offset' must be a non-negative integer", what);
     *off = to >= 0 ? (uint64_t)v : 0;
-    if (!(*shm = osv_shm_get(d->c->loop->srv->shm, name, n))) {
+    if (!(*shm = osv_shm_get(d->c->loop->srv->shm, d->c->req.auth_id, name, n))) {
         d->x->err.code = OSV_ENOTFOUND;
         snprintf(d->x->err.msg, sizeof d->x->err.msg, "%s: shared memory region '%.*s' is not registered",
                  what, (int)(n > 128 ? 128 : n), name);

@@ -321,7 +321,13 @@ static void *loop_thread(void *arg)
     return osv_loop_main(l);
 }
 
-/* SIGHUP: new tokens take effect for the next request; a bad file keeps the tokens in use. */
+static bool token_still_there(void *ud, uint64_t owner)
+{
+    return osv_auth_has(ud, owner);
+}
+
+/* SIGHUP: new tokens take effect for the next request; a bad file keeps the tokens in use. Regions of
+ * a token that is gone go with it: nobody can reach them any more. */
 static void reload_auth(osv_server_t *s)
 {
     char warn[512], esc[1200];
@@ -336,7 +342,8 @@ static void reload_auth(osv_server_t *s)
     }
     if (warn[0])
         osv_log(OSV_LOG_WARN, "auth_token_file", "\"warning\":\"%s\"", osv_log_escape(warn, esc, sizeof esc));
-    osv_log(OSV_LOG_INFO, "auth_reloaded", "\"tokens\":%d", n);
+    osv_log(OSV_LOG_INFO, "auth_reloaded", "\"tokens\":%d,\"shm_regions_dropped\":%u", n,
+            osv_shm_unregister_unless(s->shm, token_still_there, s->auth));
 }
 
 static bool all_loops_idle(osv_server_t *s)

@@ -147,6 +147,7 @@ static void install_sigbus(void)
 
 struct osv_shm_region {
     _Atomic int refs;
+    uint64_t owner;
     char name[128], key[256];
     uint64_t offset, size;
     int fd;    /* the object, kept open: its size is checked before every use */
@@ -218,15 +219,15 @@ static bool key_valid(const char *k, size_t n)
     return true;
 }
 
-static bool is_region(const osv_shm_region_t *r, const char *name, size_t len)
+static bool is_region(const osv_shm_region_t *r, uint64_t owner, const char *name, size_t len)
 {
-    return strlen(r->name) == len && memcmp(r->name, name, len) == 0;
+    return r->owner == owner && strlen(r->name) == len && memcmp(r->name, name, len) == 0;
 }
 
-static int find(osv_shm_t *s, const char *name, size_t len)
+static int find(osv_shm_t *s, uint64_t owner, const char *name, size_t len)
 {
     for (uint32_t i = 0; i < s->n; i++)
-        if (is_region(s->regions[i], name, len))
+        if (is_region(s->regions[i], owner, name, len))
             return (int)i;
     return -1;
 }
@@ -294,13 +295,14 @@ static int map_region(osv_shm_region_t *r, osv_err_t *err)
     return 0;
 }
 
-/* A region filled in from the request, before any budget or mapping. */
-static osv_shm_region_t *new_region(const char *name, size_t name_len, const char *key, size_t key_len,
-                                    uint64_t offset, uint64_t size)
+/* A region of `owner` filled in from the request, before any budget or mapping. */
+static osv_shm_region_t *new_region(uint64_t owner, const char *name, size_t name_len, const char *key,
+                                    size_t key_len, uint64_t offset, uint64_t size)
 {
     osv_shm_region_t *r = osv_calloc(1, sizeof *r);
     if (!r)
         return NULL;
+    r->owner = owner;
     memcpy(r->name, name, name_len);
     memcpy(r->key, key, key_len);
     r->offset = offset;
@@ -310,8 +312,8 @@ static osv_shm_region_t *new_region(const char *name, size_t name_len, const cha
     return r;
 }
 
-int osv_shm_register(osv_shm_t *s, const char *name, size_t name_len, const char *key, size_t key_len,
-                     uint64_t offset, uint64_t size, osv_err_t *err)
+int osv_shm_register(osv_shm_t *s, uint64_t owner, const char *name, size_t name_len, const char *key,
+                     size_t key_len, uint64_t offset, uint64_t size, osv_err_t *err)
 {
     osv_shm_region_t *r;
     int rc;
@@ -323,7 +325,7 @@ int osv_shm_register(osv_shm_t *s, const char *name, size_t name_len, const char
                            "digits, '_', '-' or '.'");
     if (size == 0)
         return osv_err_set(err, OSV_EINVAL, "byte_size must be positive");
-    if (!(r = new_region(name, name_len, key, key_len, offset, size)))
+    if (!(r = new_region(owner, name, name_len, key, key_len, offset, size)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     if ((rc = budget_take(s, r->name, size, err)) != 0) {
         osv_free(r);
@@ -336,7 +338,7 @@ int osv_shm_register(osv_shm_t *s, const char *name, size_t name_len, const char
         return rc;
     }
     pthread_mutex_lock(&s->lock);
-    if (find(s, name, name_len) >= 0)
+    if (find(s, owner, name, name_len) >= 0)
         rc = osv_err_set(err, OSV_EEXIST, "shared memory region '%s' is already registered", r->name);
     else if (s->n == OSV_SHM_MAX_REGIONS)
         rc = osv_err_set(err, OSV_ELIMIT, "more than %d shared memory regions", OSV_SHM_MAX_REGIONS);
@@ -369,14 +371,23 @@ static uint32_t take_out(osv_shm_t *s, bool (*match)(const osv_shm_region_t *r, 
 }
 
 typedef struct selector {
-    const char *name; /* NULL: every region */
+    uint64_t owner;
+    const char *name; /* NULL: every region of owner */
     size_t len;
+    bool (*keep)(void *ud, uint64_t owner);
+    void *keep_ud;
 } selector_t;
 
 static bool match_name(const osv_shm_region_t *r, void *ud)
 {
     const selector_t *q = ud;
-    return !q->name || is_region(r, q->name, q->len);
+    return q->name ? is_region(r, q->owner, q->name, q->len) : r->owner == q->owner;
+}
+
+static bool match_unkept(const osv_shm_region_t *r, void *ud)
+{
+    const selector_t *q = ud;
+    return !q->keep(q->keep_ud, r->owner);
 }
 
 static uint32_t unregister_where(osv_shm_t *s, bool (*match)(const osv_shm_region_t *r, void *ud), void *ud)
@@ -390,20 +401,26 @@ static uint32_t unregister_where(osv_shm_t *s, bool (*match)(const osv_shm_regio
     return n;
 }
 
-int osv_shm_unregister(osv_shm_t *s, const char *name, size_t name_len, osv_err_t *err)
+int osv_shm_unregister(osv_shm_t *s, uint64_t owner, const char *name, size_t name_len, osv_err_t *err)
 {
-    selector_t q = {.name = name_len ? name : NULL, .len = name_len};
+    selector_t q = {.owner = owner, .name = name_len ? name : NULL, .len = name_len};
     if (unregister_where(s, match_name, &q) == 0 && name_len)
         return osv_err_set(err, OSV_ENOTFOUND, "shared memory region '%.*s' is not registered",
                            (int)(name_len > 128 ? 128 : name_len), name);
     return 0;
 }
 
-osv_shm_region_t *osv_shm_get(osv_shm_t *s, const char *name, size_t len)
+uint32_t osv_shm_unregister_unless(osv_shm_t *s, bool (*keep)(void *ud, uint64_t owner), void *ud)
+{
+    selector_t q = {.keep = keep, .keep_ud = ud};
+    return unregister_where(s, match_unkept, &q);
+}
+
+osv_shm_region_t *osv_shm_get(osv_shm_t *s, uint64_t owner, const char *name, size_t len)
 {
     osv_shm_region_t *r = NULL;
     pthread_mutex_lock(&s->lock);
-    int i = find(s, name, len);
+    int i = find(s, owner, name, len);
     if (i >= 0) {
         r = s->regions[i];
         atomic_fetch_add(&r->refs, 1);
@@ -481,13 +498,14 @@ uint64_t osv_shm_absent(const osv_shm_region_t *r, uint64_t offset, uint64_t siz
     return absent;
 }
 
-int osv_shm_list(osv_shm_t *s, const char *name, size_t name_len, osv_shm_info_t *out, size_t cap, size_t *n)
+int osv_shm_list(osv_shm_t *s, uint64_t owner, const char *name, size_t name_len, osv_shm_info_t *out,
+                 size_t cap, size_t *n)
 {
     size_t k = 0;
     pthread_mutex_lock(&s->lock);
     for (uint32_t i = 0; i < s->n; i++) {
         const osv_shm_region_t *r = s->regions[i];
-        if (name_len && !is_region(r, name, name_len))
+        if (r->owner != owner || (name_len && !is_region(r, owner, name, name_len)))
             continue;
         if (k < cap) {
             snprintf(out[k].name, sizeof out[k].name, "%s", r->name);
@@ -508,7 +526,7 @@ void osv_h_shm_status(osv_conn_t *c, const osv_route_t *r)
 {
     osv_shm_t *s = c->loop->srv->shm;
     size_t n = 0;
-    if (osv_shm_list(s, r->region, r->region_len, NULL, 0, &n) != 0) {
+    if (osv_shm_list(s, c->req.auth_id, r->region, r->region_len, NULL, 0, &n) != 0) {
         osv_res_error(c, 404, "shared memory region '%.*s' is not registered",
                       (int)(r->region_len > 128 ? 128 : r->region_len), r->region);
         return;
@@ -521,7 +539,7 @@ void osv_h_shm_status(osv_conn_t *c, const osv_route_t *r)
         osv_res_error(c, 503, "no memory for the response, retry later");
         return;
     }
-    osv_shm_list(s, r->region, r->region_len, rows, n, &n);
+    osv_shm_list(s, c->req.auth_id, r->region, r->region_len, rows, n, &n);
     osv_jw_init(&w, buf, cap);
     osv_jw_arr_begin(&w);
     for (size_t i = 0; i < n; i++) {
@@ -568,7 +586,8 @@ static void register_done(osv_conn_t *c)
         osv_res_error(c, 400, "register needs a non-negative integer 'byte_size' and an optional 'offset'");
         return;
     }
-    int rc = osv_shm_register(c->loop->srv->shm, r->region, r->region_len, key, key_len, off, size, &err);
+    int rc = osv_shm_register(c->loop->srv->shm, c->req.auth_id, r->region, r->region_len, key, key_len, off,
+                              size, &err);
     if (rc)
         osv_res_error(c,
                       rc == OSV_EPERM       ? 403
@@ -601,7 +620,7 @@ static void unregister_done(osv_conn_t *c)
     const osv_route_t *r = c->req.ctx;
     /* Unregistering a region that is not registered succeeds, as in Triton: the caller's goal (it is
      * not registered) holds. */
-    osv_shm_unregister(c->loop->srv->shm, r->region, r->region ? r->region_len : 0, NULL);
+    osv_shm_unregister(c->loop->srv->shm, c->req.auth_id, r->region, r->region ? r->region_len : 0, NULL);
     osv_res_empty(c, 200);
 }
 

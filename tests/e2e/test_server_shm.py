@@ -9,7 +9,9 @@ of register/infer parameters, status/unregister, and 403 without --allow-shm.
 Hostile clients (docs/RELIABILITY.md, "Shared memory from hostile clients"): the budget of registered bytes
 (--shm-max-bytes / ORTSERVE_SHM_MAX_BYTES) refuses a registration beyond it before opening the object;
 an object truncated under its region gives 400 naming the region and the server stays up (a truncation
-racing a run is tested in C, tests/unit/test_shm.c); in a 128 MB memory cgroup (root and a memory
+racing a run is tested in C, tests/unit/test_shm.c); with --auth-token-file a region belongs to the
+token that registered it (other tokens are told it is not registered, have names of their own, and a
+token dropped by SIGHUP takes its regions with it); in a 128 MB memory cgroup (root and a memory
 controller needed, else skipped) sparse objects registered and used for inputs and outputs cause no
 OOM kill: the budget refuses one larger than the plan, and pages the server would be first to touch
 count against the memory guard."""
@@ -18,6 +20,7 @@ import json
 import mmap
 import os
 import re
+import signal
 import sys
 import tempfile
 import unittest
@@ -509,6 +512,88 @@ class Truncation(unittest.TestCase):
             st, r = self.srv.json("POST", "/v2/models/identity/infer", req)
             self.alive()
             self.assertEqual((st, "'bi'" in r["error"]), (400, True), r)
+
+
+TOKEN_A, TOKEN_B = "shm-token-a", "shm-token-b"
+
+
+def bearer(tok):
+    return {"Authorization": "Bearer " + tok}
+
+
+def write_tokens(path, tokens):
+    with open(path, "w") as f:
+        f.write("\n".join(tokens) + "\n")
+    os.chmod(path, 0o600)
+
+
+class Ownership(unittest.TestCase):
+    """With --auth-token-file a region belongs to the token that registered it: to every other token
+    it does not exist (404 "not registered" for status and infer, unregister is a no-op, the name is
+    free), and a token removed from the file (SIGHUP) takes its regions with it. Without tokens
+    every client shares one namespace, as in Triton (the classes above)."""
+
+    def test_regions_belong_to_their_token(self):
+        with tempfile.TemporaryDirectory() as tmp, ShmObject(SIZE) as obj:
+            tokens = os.path.join(tmp, "tokens")
+            write_tokens(tokens, [TOKEN_A, TOKEN_B])
+            srv = Server(make_repo(os.path.join(tmp, "repo"), {"mlp": "mlp.onnx"}), "--allow-shm",
+                         "--auth-token-file", tokens)
+            a, b = bearer(TOKEN_A), bearer(TOKEN_B)
+            try:
+                x = np.full((1, 64), 0.125, np.float32)
+                obj.mm[0:256] = x.tobytes()
+                self.assertEqual(register(srv, "r", obj.key, 0, 8192, headers=a), (200, None))
+                self.assertEqual(srv.json("GET", "/v2/systemsharedmemory/region/r/status", headers=a)[0], 200)
+                # Token B cannot see, use or unregister A's region, and learns nothing of it.
+                st, r = srv.json("GET", "/v2/systemsharedmemory/region/r/status", headers=b)
+                self.assertEqual(st, 404, r)
+                self.assertIn("'r' is not registered", r["error"])
+                self.assertEqual(srv.json("GET", "/v2/systemsharedmemory/status", headers=b), (200, []))
+                st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("r"), headers=b)
+                self.assertEqual(st, 404, r)
+                self.assertIn("'r' is not registered", r["error"])
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/region/r/unregister", headers=b),
+                                 (200, None))
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/unregister", headers=b), (200, None))
+                st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("r"), headers=a)
+                self.assertEqual(st, 200, r)  # still A's, still working
+                np.testing.assert_allclose(np.frombuffer(obj.mm[4096:4136], np.float32), mlp_reference(x)[0],
+                                           rtol=1e-5, atol=1e-6)
+                # Names are per token: B's own "r" (no 409 that would tell B that A has one).
+                self.assertEqual(register(srv, "r", obj.key, 16384, 8192, headers=b), (200, None))
+                st, rows = srv.json("GET", "/v2/systemsharedmemory/status", headers=b)
+                self.assertEqual(rows, [{"name": "r", "key": obj.key, "offset": 16384, "byte_size": 8192}])
+                st, rows = srv.json("GET", "/v2/systemsharedmemory/status", headers=a)
+                self.assertEqual(rows, [{"name": "r", "key": obj.key, "offset": 0, "byte_size": 8192}])
+                x2 = np.full((1, 64), -0.5, np.float32)
+                obj.mm[16384:16384 + 256] = x2.tobytes()
+                st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("r"), headers=b)
+                self.assertEqual(st, 200, r)
+                np.testing.assert_allclose(np.frombuffer(obj.mm[16384 + 4096:16384 + 4136], np.float32),
+                                           mlp_reference(x2)[0], rtol=1e-5, atol=1e-6)
+                # A's unregister-all removes A's regions only.
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/unregister", headers=a), (200, None))
+                self.assertEqual(srv.json("GET", "/v2/systemsharedmemory/status", headers=a), (200, []))
+                self.assertEqual(len(srv.json("GET", "/v2/systemsharedmemory/status", headers=b)[1]), 1)
+
+                # SIGHUP with B removed: B's regions go with the token (nobody could reach them).
+                self.assertEqual(register(srv, "keep", obj.key, 0, 4096, headers=a), (200, None))
+                write_tokens(tokens, [TOKEN_A])
+                srv.proc.send_signal(signal.SIGHUP)
+                reloads = wait_until(lambda: [r for r in log_records(srv) if r.get("event") == "auth_reloaded"], 10,
+                                     "the reload")
+                self.assertEqual((reloads[0]["tokens"], reloads[0]["shm_regions_dropped"]), (1, 1))
+                self.assertEqual(srv.request("GET", "/v2/systemsharedmemory/status", headers=b)[0], 401)
+                write_tokens(tokens, [TOKEN_A, TOKEN_B])
+                srv.proc.send_signal(signal.SIGHUP)
+                wait_until(lambda: srv.request("GET", "/v2/systemsharedmemory/status", headers=b)[0] == 200, 10,
+                           "token B to be back")
+                self.assertEqual(srv.json("GET", "/v2/systemsharedmemory/status", headers=b), (200, []))
+                self.assertEqual([x["name"] for x in srv.json("GET", "/v2/systemsharedmemory/status",
+                                                               headers=a)[1]], ["keep"])
+            finally:
+                self.assertEqual(srv.finish(), 0)
 
 
 # ---- a memory cgroup ------------------------------------------------------------------------------

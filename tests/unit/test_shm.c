@@ -73,7 +73,7 @@ static void drop_object(int fd)
 static void reg(osv_shm_t *s, const char *name, uint64_t offset, uint64_t size)
 {
     osv_err_t err;
-    int rc = osv_shm_register(s, name, strlen(name), key, strlen(key), offset, size, &err);
+    int rc = osv_shm_register(s, 0, name, strlen(name), key, strlen(key), offset, size, &err);
     if (rc)
         fprintf(stderr, "register %s: %s\n", name, err.msg);
     CHECK(rc == 0);
@@ -125,7 +125,7 @@ static void child_truncated_while_in_use(void)
     CHECK(osv_shm_create(1u << 30, &s) == 0);
     reg(s, "r", 4096, 32768);
     reg(s, "other", 0, 4096);
-    osv_shm_region_t *r = osv_shm_get(s, "r", 1);
+    osv_shm_region_t *r = osv_shm_get(s, 0, "r", 1);
     CHECK(r != NULL);
     volatile uint8_t *p = range(r, 0, 32768);
     CHECK(p[0] == 0x5a);
@@ -139,20 +139,20 @@ static void child_truncated_while_in_use(void)
     CHECK(strstr(err.msg, "'r'") && strstr(err.msg, "truncated while in use") &&
           strstr(err.msg, "register it again"));
     osv_shm_put(r);
-    r = osv_shm_get(s, "r", 1);
+    r = osv_shm_get(s, 0, "r", 1);
     CHECK(r != NULL && osv_shm_range(r, 0, 16, &q, &err) == OSV_EINVAL);
     osv_shm_put(r);
     /* The other region of the same object was not touched: not broken (while the object is too
      * small the size check before use refuses it; grown again, it works). */
-    osv_shm_region_t *o = osv_shm_get(s, "other", 5);
+    osv_shm_region_t *o = osv_shm_get(s, 0, "other", 5);
     CHECK(osv_shm_range(o, 0, 4096, &q, &err) == OSV_EINVAL && strstr(err.msg, "'other'"));
     CHECK(ftruncate(fd, OBJ_BYTES) == 0);
     CHECK(range(o, 0, 4096)[10] == 0);
     osv_shm_put(o);
     /* Registered again, the name works again. */
-    CHECK(osv_shm_unregister(s, "r", 1, &err) == 0);
+    CHECK(osv_shm_unregister(s, 0, "r", 1, &err) == 0);
     reg(s, "r", 4096, 32768);
-    r = osv_shm_get(s, "r", 1);
+    r = osv_shm_get(s, 0, "r", 1);
     p = range(r, 0, 32768);
     p[5] = 9;
     CHECK(p[5] == 9);
@@ -175,9 +175,9 @@ static void child_unregistered_but_held(void)
     int fd = make_object();
     CHECK(osv_shm_create(1u << 30, &s) == 0);
     reg(s, "held", 0, OBJ_BYTES);
-    osv_shm_region_t *r = osv_shm_get(s, "held", 4);
+    osv_shm_region_t *r = osv_shm_get(s, 0, "held", 4);
     volatile uint8_t *p = range(r, 0, OBJ_BYTES);
-    CHECK(osv_shm_unregister(s, "held", 4, &err) == 0);
+    CHECK(osv_shm_unregister(s, 0, "held", 4, &err) == 0);
     CHECK(ftruncate(fd, 4096) == 0);
     CHECK(p[4095] == 0x5a); /* the first page is still the object's */
     CHECK(p[OBJ_BYTES - 1] == 0);
@@ -202,10 +202,10 @@ static void child_table_entries_are_reused(void)
     CHECK(osv_shm_create(1u << 30, &s) == 0);
     for (int i = 0; i < 3000; i++) {
         reg(s, "x", 0, 4096);
-        CHECK(osv_shm_unregister(s, "x", 1, &err) == 0);
+        CHECK(osv_shm_unregister(s, 0, "x", 1, &err) == 0);
     }
     reg(s, "x", 0, 8192);
-    osv_shm_region_t *r = osv_shm_get(s, "x", 1);
+    osv_shm_region_t *r = osv_shm_get(s, 0, "x", 1);
     volatile uint8_t *p = range(r, 0, 8192);
     CHECK(ftruncate(fd, 0) == 0);
     CHECK(p[8000] == 0);
@@ -289,7 +289,7 @@ static void child_chains_to_earlier_handler(void)
         (void)p[10];
     CHECK(earlier_handler_ran == 1);
     /* ... and our regions are still ours. */
-    osv_shm_region_t *r = osv_shm_get(s, "r", 1);
+    osv_shm_region_t *r = osv_shm_get(s, 0, "r", 1);
     CHECK(r != NULL);
     volatile uint8_t *q = range(r, 0, 4096);
     CHECK(ftruncate(fd, 0) == 0);
