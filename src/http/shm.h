@@ -55,8 +55,8 @@ void osv_shm_put(osv_shm_region_t *r);
 /* Bounds-checked pointer to [offset, offset + size) of the registered range, after checking that the
  * region is not broken and that its object still covers it (fstat). OSV_EINVAL otherwise. */
 int osv_shm_range(const osv_shm_region_t *r, uint64_t offset, uint64_t size, void **ptr, osv_err_t *err);
-/* OSV_EINVAL (with the region's name) when a truncation broke the region since it was mapped; call
- * after the last access of a request, which may have hit the truncation. Async-signal-safe read. */
+/* OSV_EINVAL (with the region's name) when a truncation broke the region since it was mapped (the
+ * SIGBUS handler's mark); call after a request's last access, which may have hit the truncation. */
 int osv_shm_check(const osv_shm_region_t *r, osv_err_t *err);
 /* Bytes of the pages of [offset, offset + size) that no process has touched yet (mincore): what
  * touching the range would charge to this process's memory cgroup at most. */
