@@ -48,13 +48,11 @@ static bool unknowable(int framing)
     return framing == F_TE_GZIP || framing == F_TE_CHUNKED_IDENTITY || framing == F_TE_GZIP_CHUNKED;
 }
 
-/* One request's bytes; returns the input consumed. */
+/* One request's bytes (n >= 4); returns the input consumed. */
 static size_t build_one(fz_buf_t *req, int i, const uint8_t *d, size_t n, int *framing_out)
 {
     fz_buf_t body = {0}, packed = {0};
     char line[160];
-    if (n < 4)
-        return n;
     int framing = d[0] % F_COUNT, route = d[1] % N_ROUTES, flags = d[1] / N_ROUTES;
     size_t chunk = d[2], filler = d[3] < n - 4 ? d[3] : n - 4;
     *framing_out = framing;
@@ -111,7 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     int want = 1 + data[0] % MAX_REQUESTS;
-    for (size_t off = 1; n < want && off < size; n++) {
+    for (size_t off = 1; n < want && size - off >= 4; n++) {
         off += build_one(&req, n, data + off, size - off, &framing[n]);
         if (unknowable(framing[n]) && poison == MAX_REQUESTS)
             poison = n;

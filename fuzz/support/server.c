@@ -116,11 +116,11 @@ static void create_shm_object(void)
 void fz_shm_reset(void)
 {
     osv_err_t err;
-    osv_shm_unregister(S.srv->shm, NULL, 0, NULL);
-    FZ_CHECK(osv_shm_register(S.srv->shm, "r0", 2, FZ_SHM_KEY, strlen(FZ_SHM_KEY), 0, FZ_SHM_BYTES, &err) ==
-                 0,
-             "register r0: %s", err.msg);
-    FZ_CHECK(osv_shm_register(S.srv->shm, "r1", 2, FZ_SHM_KEY, strlen(FZ_SHM_KEY), 4096, 4096, &err) == 0,
+    osv_shm_unregister(S.srv->shm, 0, NULL, 0, NULL);
+    FZ_CHECK(
+        osv_shm_register(S.srv->shm, 0, "r0", 2, FZ_SHM_KEY, strlen(FZ_SHM_KEY), 0, FZ_SHM_BYTES, &err) == 0,
+        "register r0: %s", err.msg);
+    FZ_CHECK(osv_shm_register(S.srv->shm, 0, "r1", 2, FZ_SHM_KEY, strlen(FZ_SHM_KEY), 4096, 4096, &err) == 0,
              "register r1: %s", err.msg);
 }
 

@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "http/http.h"
+#include "http/shm.h"
 #include "obs/log.h"
 #include "obs/obs.h"
 
@@ -105,6 +106,8 @@ static const opt_def_t opts[] = {
     {"load-model", T_LIST, O(load_models), "NAME",
      "explicit mode: load NAME at start-up (repeatable, or NAME,NAME; default *: every model)"},
     {"allow-shm", T_BOOL, O(srv.allow_shm), "0|1", "allow system shared-memory registration (default 0)"},
+    {"shm-max-bytes", T_SIZE, O(srv.shm_max_bytes), "SIZE",
+     "bytes all registered shared-memory regions may span together, 400 beyond (default: the pool's)"},
     {"force-copy", T_BOOL, O(srv.force_copy), "0|1",
      "copy every tensor instead of binding in place (benchmarks)"},
     {"ort-library", T_STR, O(ort_library), "PATH", "libonnxruntime.so.1 to load"},
@@ -366,10 +369,11 @@ static void log_unavailable(osv_repo_t *repo)
 /* Each connection is a descriptor: raise the soft RLIMIT_NOFILE (often 1024) towards the hard limit
  * so that --max-connections, not EMFILE, is what bounds connections; warn when the hard limit is
  * too low. (Out of descriptors the server still answers 503 and never spins: src/http/loop.c.) */
-static void fit_nofile(uint32_t max_connections)
+static void fit_nofile(uint32_t max_connections, uint32_t regions)
 {
     struct rlimit rl;
-    rlim_t want = (rlim_t)max_connections + 256; /* listeners, models, logs, ORT, shared memory */
+    /* listeners, models, logs, ORT; with --allow-shm a descriptor per shared-memory region */
+    rlim_t want = (rlim_t)max_connections + 256 + regions;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
         return;
     rlim_t old = rl.rlim_cur;
@@ -378,8 +382,8 @@ static void fit_nofile(uint32_t max_connections)
         return;
     osv_log(OSV_LOG_WARN, "nofile_limit",
             "\"open_files\":%llu,\"max_connections\":%u,\"message\":\"the descriptor limit is below "
-            "--max-connections + 256: connections beyond it get 503 (raise LimitNOFILE / ulimit -n)\"",
-            (unsigned long long)(rl.rlim_cur > old ? rl.rlim_cur : old), max_connections);
+            "--max-connections + %d: connections beyond it get 503 (raise LimitNOFILE / ulimit -n)\"",
+            (unsigned long long)(rl.rlim_cur > old ? rl.rlim_cur : old), max_connections, 256 + regions);
 }
 
 static void write_port_file(const char *path, uint16_t port)
@@ -404,14 +408,15 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, d
             "\"loops\":%d,"
             "\"intra_op_threads\":%d,\"pool_bytes\":%" PRIu64 ",\"pool_max_slot\":%" PRIu64
             ",\"image_decode_budget\":%" PRIu64 ",\"max_body_bytes\":%" PRIu64 ",\"max_connections\":%u"
-            ",\"deadline_ms\":%" PRId64
+            ",\"deadline_ms\":%" PRId64 ",\"shm_max_bytes\":%" PRIu64
             ",\"model_control\":\"%s\",\"startup_ms\":%.1f",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
             osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(s->repo),
             osv_repo_ready(s->repo) ? "true" : "false", osv_env_ort_version(env), s->n_loops,
             cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool),
             osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->o.max_connections,
-            cfg->srv.deadline_ms, cfg->srv.model_control ? "explicit" : "none", ms);
+            cfg->srv.deadline_ms, cfg->srv.allow_shm ? s->o.shm_max_bytes : 0,
+            cfg->srv.model_control ? "explicit" : "none", ms);
 }
 
 /* The next name of a comma-separated list: its length (0 at the end); *p moves past it. */
@@ -524,7 +529,7 @@ static int serve(serve_cfg_t *cfg)
         osv_env_destroy(env);
         return 1;
     }
-    fit_nofile(s->o.max_connections);
+    fit_nofile(s->o.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
     osv_repo_foreach(repo, log_model, NULL);
     log_unavailable(repo);
     the_server = s;

@@ -18,6 +18,7 @@
 typedef struct token_set {
     uint32_t n;
     uint32_t len[OSV_AUTH_MAX_TOKENS];
+    uint64_t id[OSV_AUTH_MAX_TOKENS]; /* identities; a token written twice has one */
     char tok[OSV_AUTH_MAX_TOKENS][OSV_AUTH_MAX_TOKEN];
 } token_set_t;
 
@@ -25,6 +26,7 @@ struct osv_auth {
     pthread_rwlock_t lock;
     token_set_t *set; /* under lock */
     char *path;
+    uint64_t last_id; /* the main thread's (create, reload) */
 };
 
 bool osv_auth_equal(const char *a, size_t an, const char *b, size_t bn)
@@ -158,6 +160,25 @@ static void free_set(token_set_t *set)
     }
 }
 
+/* The identity of token i of `set`: an earlier equal token's (in `set`, or in `old`, the set in use
+ * before a reload), else a new one. */
+static uint64_t identify(osv_auth_t *a, const token_set_t *old, const token_set_t *set, uint32_t i)
+{
+    for (uint32_t j = 0; j < i; j++)
+        if (osv_auth_equal(set->tok[i], set->len[i], set->tok[j], set->len[j]))
+            return set->id[j];
+    for (uint32_t j = 0; old && j < old->n; j++)
+        if (osv_auth_equal(set->tok[i], set->len[i], old->tok[j], old->len[j]))
+            return old->id[j];
+    return ++a->last_id;
+}
+
+static void identify_all(osv_auth_t *a, const token_set_t *old, token_set_t *set)
+{
+    for (uint32_t i = 0; i < set->n; i++)
+        set->id[i] = identify(a, old, set, i);
+}
+
 int osv_auth_create(const char *path, osv_auth_t **out, char *warn, size_t warn_cap, osv_err_t *err)
 {
     osv_auth_t *a = osv_calloc(1, sizeof *a);
@@ -171,6 +192,7 @@ int osv_auth_create(const char *path, osv_auth_t **out, char *warn, size_t warn_
         osv_free(a);
         return rc;
     }
+    identify_all(a, NULL, a->set);
     pthread_rwlock_init(&a->lock, NULL);
     *out = a;
     return 0;
@@ -182,6 +204,7 @@ int osv_auth_reload(osv_auth_t *a, char *warn, size_t warn_cap, osv_err_t *err)
     int rc = read_set(a->path, &set, warn, warn_cap, err);
     if (rc)
         return rc;
+    identify_all(a, a->set, set); /* reads a->set: only this thread ever replaces it */
     pthread_rwlock_wrlock(&a->lock);
     old = a->set;
     a->set = set;
@@ -190,10 +213,11 @@ int osv_auth_reload(osv_auth_t *a, char *warn, size_t warn_cap, osv_err_t *err)
     return (int)set->n;
 }
 
-bool osv_auth_check(osv_auth_t *a, const char *value, size_t len)
+bool osv_auth_check(osv_auth_t *a, const char *value, size_t len, uint64_t *id)
 {
     static const char scheme[] = "bearer";
     bool ok = false;
+    uint64_t who = 0;
     if (!value || len <= sizeof scheme - 1 || value[sizeof scheme - 1] != ' ')
         return false;
     for (size_t i = 0; i < sizeof scheme - 1; i++) /* the scheme is case-insensitive (RFC 9110) */
@@ -208,10 +232,26 @@ bool osv_auth_check(osv_auth_t *a, const char *value, size_t len)
     if (len == 0)
         return false;
     pthread_rwlock_rdlock(&a->lock);
-    for (uint32_t i = 0; i < a->set->n; i++) /* no early exit: which token matched does not show */
-        ok |= osv_auth_equal(value, len, a->set->tok[i], a->set->len[i]);
+    /* No early exit or branch: which token matched does not show. */
+    for (uint32_t i = 0; i < a->set->n; i++) {
+        bool eq = osv_auth_equal(value, len, a->set->tok[i], a->set->len[i]);
+        ok |= eq;
+        who |= a->set->id[i] & (0 - (uint64_t)eq); /* equal tokens share one identity */
+    }
     pthread_rwlock_unlock(&a->lock);
+    if (ok && id)
+        *id = who;
     return ok;
+}
+
+bool osv_auth_has(osv_auth_t *a, uint64_t id)
+{
+    bool found = false;
+    pthread_rwlock_rdlock(&a->lock);
+    for (uint32_t i = 0; i < a->set->n; i++)
+        found |= a->set->id[i] == id;
+    pthread_rwlock_unlock(&a->lock);
+    return found;
 }
 
 void osv_auth_destroy(osv_auth_t *a)

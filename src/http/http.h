@@ -52,6 +52,8 @@ typedef struct osv_server_opts {
     uint32_t memory_high_pct;    /* memory guard: % of the cgroup limit (0 = off), server.c */
     const char *auth_token_file; /* bearer tokens required on all but health endpoints (auth.h) */
     bool allow_shm;
+    /* Registered shared memory, all regions together (0 = the pool's budget). */
+    uint64_t shm_max_bytes;
     bool model_control; /* the repository API may load/unload models (--model-control-mode explicit) */
     bool force_copy;    /* benchmarks: copy every tensor (honest comparison) */
     osv_pool_opts_t pool;
@@ -134,6 +136,7 @@ typedef struct osv_request {
     void (*cleanup)(osv_conn_t *c); /* releases handler state after the response is written */
     char request_id[64];
     uint8_t request_id_len;
+    uint64_t auth_id; /* the bearer token that authorized the request (osv_auth_check), 0 without tokens */
     int retries;
     /* What the access log and metrics record about the request. */
     osv_model_t *model; /* the model it ran on (a reference, dropped in cleanup) */
@@ -231,6 +234,7 @@ struct osv_server {
     uint64_t mem_next_check; /* watchdog thread only */
     _Atomic int mem_pressure;
     _Atomic uint64_t mem_working_set, mem_shed;
+    _Atomic uint64_t mem_reserved;      /* shared-memory bytes admitted requests may fault in (reserve) */
     _Atomic uint64_t deadline_refusals; /* refused at admission: the queue ahead outlasts the deadline */
     pthread_mutex_t mem_gate;
 };
@@ -245,6 +249,13 @@ void osv_server_watch_memory(osv_server_t *s, uint64_t now);
  * body_unread, the connection closes after the answer (the rest of the body is never read). Loop
  * thread. */
 bool osv_server_memory_refuse(osv_conn_t *c, bool body_unread);
+/* Admission for memory a request will add to the group without the pool: shared-memory pages that no
+ * process has touched yet, charged to the first to touch them (shm.h). Under a cgroup limit with the
+ * guard on, takes `bytes` when the working set (read now), what other requests hold and `bytes` stay
+ * under the mark; else OSV_EBUSY with the reason in err. Give back with osv_server_memory_unreserve
+ * once the request is over (its pages are then in the working set). Any thread. */
+int osv_server_memory_reserve(osv_server_t *s, uint64_t bytes, osv_err_t *err);
+void osv_server_memory_unreserve(osv_server_t *s, uint64_t bytes);
 /* Answers a request osv_sched_submit refused (rc != 0; nothing when rc is 0): 503 + Retry-After for
  * a full queue, or for a deadline the queued work ahead would make it miss (counted). Loop thread. */
 void osv_http_refuse_queued(osv_conn_t *c, int rc, const char *model);

@@ -83,6 +83,7 @@ typedef struct infer_ctx {
     bool in_memory;            /* the whole body is in memory (chunked or compressed requests) */
     const uint8_t *mem;        /* that body */
     uint64_t mem_len;
+    uint64_t shm_reserved; /* untouched shared-memory bytes reserved with the memory guard */
     int rc;
     osv_err_t err;
 } infer_ctx_t;
@@ -100,6 +101,7 @@ static void infer_cleanup(osv_conn_t *c)
         }
         for (uint32_t k = 0; k < x->n_out; k++)
             osv_shm_put(x->outs[k].shm);
+        osv_server_memory_unreserve(c->loop->srv, x->shm_reserved);
     }
     if (c->req.model)
         osv_model_release(c->req.model);
@@ -184,7 +186,7 @@ static int shm_params(dec_t *d, int32_t params, const char *what, osv_shm_region
     if (to >= 0 && (get_i64(d, to, &v) != 0 || v < 0))
         return bad(d, "%s: 'shared_memory_offset' must be a non-negative integer", what);
     *off = to >= 0 ? (uint64_t)v : 0;
-    if (!(*shm = osv_shm_get(d->c->loop->srv->shm, name, n))) {
+    if (!(*shm = osv_shm_get(d->c->loop->srv->shm, d->c->req.auth_id, name, n))) {
         d->x->err.code = OSV_ENOTFOUND;
         snprintf(d->x->err.msg, sizeof d->x->err.msg, "%s: shared memory region '%.*s' is not registered",
                  what, (int)(n > 128 ? 128 : n), name);
@@ -528,6 +530,37 @@ static int declare_image(dec_t *d, in_desc_t *in, uint64_t *bin_off)
     return 0;
 }
 
+/* Shared-memory pages nobody has touched yet are charged to this server when it touches them: the
+ * memory guard reserves them before anything does (shm.h). */
+static int shm_reserve(infer_ctx_t *x, osv_server_t *s)
+{
+    uint64_t absent = 0;
+    if (!s->mem_limit) /* no memory guard */
+        return 0;
+    for (uint32_t i = 0; i < x->n_in; i++)
+        if (x->ins[i].shm)
+            absent += osv_shm_absent(x->ins[i].shm, x->ins[i].shm_offset, x->ins[i].shm_size);
+    for (uint32_t k = 0; k < x->n_out; k++)
+        if (x->outs[k].shm)
+            absent += osv_shm_absent(x->outs[k].shm, x->outs[k].shm_offset, x->outs[k].shm_size);
+    int rc = osv_server_memory_reserve(s, absent, &x->err);
+    x->shm_reserved = rc ? 0 : absent;
+    return rc;
+}
+
+/* A region whose object was truncated while this request used it (shm.h): 400, prepared. */
+static bool shm_broken(osv_conn_t *c, infer_ctx_t *x)
+{
+    for (uint32_t i = 0; i < x->n_in + x->n_out; i++) {
+        osv_shm_region_t *r = i < x->n_in ? x->ins[i].shm : x->outs[i - x->n_in].shm;
+        if (r && osv_shm_check(r, &x->err) != 0) {
+            osv_res_error(c, 400, "%s", x->err.msg);
+            return true;
+        }
+    }
+    return false;
+}
+
 static int declare(dec_t *d)
 {
     infer_ctx_t *x = d->x;
@@ -593,7 +626,7 @@ static int declare(dec_t *d)
         else if ((rc = osv_infer_output_external(x->inf, o->idx, p, o->shm_size, err)) != 0)
             return rc;
     }
-    return 0;
+    return shm_reserve(x, d->c->loop->srv);
 }
 
 static osv_json_kind_t kind_of(osv_dtype_t dt)
@@ -763,6 +796,8 @@ static void run_task(osv_conn_t *c)
     c->req.ns[OSV_PHASE_COMPUTE_INPUT] += osv_infer_ns(x->inf, OSV_PHASE_COMPUTE_INPUT);
     c->req.batch = osv_infer_batch(x->inf);
     osv_model_sched_note_run(x->ms, c->req.ns[OSV_PHASE_COMPUTE_INFER]);
+    if (shm_broken(c, x))
+        return;
     if (x->rc == OSV_ECANCELED) {
         osv_res_error(c, 504, "deadline exceeded: the run was canceled");
         return;
@@ -1463,6 +1498,8 @@ static void encode_response(osv_conn_t *c)
         osv_res_error_code(c, x->err.code ? x->err.code : OSV_ENOMEM, x->err.msg);
         return;
     }
+    if (shm_broken(c, x)) /* BYTES outputs were written into regions just now */
+        return;
     char *json = (char *)base + strings;
     osv_jw_init(&w, json, cap);
     osv_jw_obj_begin(&w);

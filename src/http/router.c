@@ -235,7 +235,7 @@ static bool authorized(osv_conn_t *c, const seg_t *s, int n)
     if (!a || (n >= 0 && auth_exempt(s, n)))
         return true;
     const osv_http_header_t *h = osv_req_header(c, "Authorization");
-    if (osv_auth_check(a, h ? h->value : NULL, h ? h->value_len : 0))
+    if (osv_auth_check(a, h ? h->value : NULL, h ? h->value_len : 0, &c->req.auth_id))
         return true;
     osv_res_begin(c, 401);
     osv_res_header(c, "WWW-Authenticate", "%s",

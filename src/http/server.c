@@ -254,7 +254,14 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
     }
     if (!po.reserve_bytes && hints.run_bytes <= UINT64_MAX / 4096) /* a run per worker at once */
         po.reserve_bytes = hints.run_bytes * (uint64_t)(workers < 4096 ? workers : 4096);
-    if ((rc = plan_memory(s, &po, err)) != 0 || (rc = osv_shm_create(&s->shm)) != 0)
+    if ((rc = plan_memory(s, &po, err)) != 0)
+        goto fail;
+    if (!s->o.shm_max_bytes) { /* shared memory gets as much of the memory plan as the pool */
+        osv_pool_stats_t ps;
+        osv_pool_get_stats(s->pool, &ps);
+        s->o.shm_max_bytes = ps.total_bytes;
+    }
+    if ((rc = osv_shm_create(s->o.shm_max_bytes, &s->shm)) != 0)
         goto fail;
     if (!(s->loops = osv_calloc((size_t)s->n_loops, sizeof *s->loops))) {
         rc = osv_err_set(err, OSV_ENOMEM, "out of memory");
@@ -304,6 +311,35 @@ bool osv_server_memory_refuse(osv_conn_t *c, bool body_unread)
     return true;
 }
 
+int osv_server_memory_reserve(osv_server_t *s, uint64_t bytes, osv_err_t *err)
+{
+    osv_sysmem_t mem;
+    if (!s->mem_limit || bytes == 0)
+        return 0;
+    osv_sysmem_read(&mem); /* now: pages faulted in since the guard's last look count */
+    uint64_t ws = mem.cgroup_working_set ? mem.cgroup_working_set : mem.cgroup_usage,
+             mark = s->mem_limit / 100 * s->o.memory_high_pct, held = atomic_load(&s->mem_reserved);
+    do {
+        if (ws > mark || held > mark - ws || bytes > mark - ws - held) {
+            atomic_fetch_add_explicit(&s->mem_shed, 1, memory_order_relaxed);
+            return osv_err_set(err, OSV_EBUSY,
+                               "shared memory that no process has touched yet (%" PRIu64
+                               " MiB) would be charged to this server: with %" PRIu64
+                               " MiB in use and %" PRIu64
+                               " MiB held by other requests that passes %u%% of its memory limit (%" PRIu64
+                               " MiB), retry later",
+                               bytes >> 20, ws >> 20, held >> 20, s->o.memory_high_pct, s->mem_limit >> 20);
+        }
+    } while (!atomic_compare_exchange_weak(&s->mem_reserved, &held, held + bytes));
+    return 0;
+}
+
+void osv_server_memory_unreserve(osv_server_t *s, uint64_t bytes)
+{
+    if (bytes)
+        atomic_fetch_sub(&s->mem_reserved, bytes);
+}
+
 void osv_http_refuse_queued(osv_conn_t *c, int rc, const char *model)
 {
     if (rc == 0)
@@ -326,7 +362,13 @@ static void *loop_thread(void *arg)
     return osv_loop_main(l);
 }
 
-/* SIGHUP: new tokens take effect for the next request; a bad file keeps the tokens in use. */
+static bool token_still_there(void *ud, uint64_t owner)
+{
+    return osv_auth_has(ud, owner);
+}
+
+/* SIGHUP: new tokens take effect for the next request; a bad file keeps the tokens in use. Regions of
+ * a token that is gone go with it: nobody can reach them any more. */
 static void reload_auth(osv_server_t *s)
 {
     char warn[512], esc[1200];
@@ -341,7 +383,8 @@ static void reload_auth(osv_server_t *s)
     }
     if (warn[0])
         osv_log(OSV_LOG_WARN, "auth_token_file", "\"warning\":\"%s\"", osv_log_escape(warn, esc, sizeof esc));
-    osv_log(OSV_LOG_INFO, "auth_reloaded", "\"tokens\":%d", n);
+    osv_log(OSV_LOG_INFO, "auth_reloaded", "\"tokens\":%d,\"shm_regions_dropped\":%u", n,
+            osv_shm_unregister_unless(s->shm, token_still_there, s->auth));
 }
 
 static bool all_loops_idle(osv_server_t *s)

@@ -7,11 +7,19 @@ import time
 
 def available():
     """None when a memory cgroup can be made here, else the reason (for a test's skip message)."""
+    if os.geteuid() != 0:
+        return "needs root to make a memory cgroup"
     try:
         Cgroup(16 << 20, "probe").remove()
         return None
     except (PermissionError, OSError) as e:
         return str(e)
+
+
+def make(limit, tag):
+    """(a new Cgroup, None), or (None, why not) on a machine that cannot give one."""
+    why = available()
+    return (None, why) if why else (Cgroup(limit, tag), None)
 
 
 class Cgroup:
@@ -72,6 +80,19 @@ class Cgroup:
     def wrapper(self):
         return ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', self.path]
 
+    def read(self, f):
+        return self._r(f)
+
+    def usage(self):
+        """Bytes charged to the group now."""
+        return int(self._r("memory.usage_in_bytes" if self.kind == "v1" else "memory.current") or 0)
+
+    def oom_kills(self):
+        return self.stats()["oom_kills"]
+
+    def peak(self):
+        return self.stats()["peak_bytes"]
+
     def stats(self):
         if self.kind == "v1":
             oom = self._r("memory.oom_control")
@@ -88,8 +109,9 @@ class Cgroup:
         return {"oom_kills": kills, "peak_bytes": peak, "failcnt": fail}
 
     def remove(self):
+        """Removes the group once its processes have left it (a killed one leaves asynchronously)."""
         if self.path:
-            for _ in range(50):
+            for _ in range(100):
                 try:
                     os.rmdir(self.path)
                     return

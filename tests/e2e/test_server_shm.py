@@ -4,11 +4,23 @@ object made by the test (os.open under /dev/shm + mmap) is registered as input a
 inference reads its inputs from and writes its outputs into the regions (checked in the test's own
 mapping), and /metrics shows that no tensor byte was copied (a misaligned input, which must be
 copied, shows that the counter does count). Also: every datatype through shared memory, validation
-of register/infer parameters, status/unregister, and 403 without --allow-shm."""
+of register/infer parameters, status/unregister, and 403 without --allow-shm.
+
+Hostile clients (docs/RELIABILITY.md, "Shared memory from hostile clients"): the budget of registered bytes
+(--shm-max-bytes / ORTSERVE_SHM_MAX_BYTES) refuses a registration beyond it before opening the object;
+an object truncated under its region gives 400 naming the region and the server stays up (a truncation
+racing a run is tested in C, tests/unit/test_shm.c); with --auth-token-file a region belongs to the
+token that registered it (other tokens are told it is not registered, have names of their own, and a
+token dropped by SIGHUP takes its regions with it); in a 128 MB memory cgroup (root and a memory
+controller needed, else skipped) sparse objects registered and used for inputs and outputs cause no
+OOM kill: the budget refuses one larger than the plan, and pages the server would be first to touch
+count against the memory guard."""
+import http.client
 import json
 import mmap
 import os
 import re
+import signal
 import sys
 import tempfile
 import unittest
@@ -16,7 +28,9 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server import Server, bytes_serialize, make_repo, mlp_reference  # noqa: E402
+import cgroup_support  # noqa: E402
+from obs_support import log_records  # noqa: E402
+from server import Server, bytes_serialize, make_repo, mlp_reference, wait_until  # noqa: E402
 
 SIZE = 1 << 16
 TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32",
@@ -291,6 +305,384 @@ class SharedMemoryNotAllowed(unittest.TestCase):
                 self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/unregister"), (200, None))
             finally:
                 self.assertEqual(srv.finish(), 0)
+
+
+# ---- hostile clients ------------------------------------------------------------------------------
+
+MiB = 1 << 20
+_objects = [0]
+
+
+class ShmObject:
+    """A POSIX shared-memory object of `size` bytes made by the test (ftruncate: sparse until written),
+    unlinked on exit. .mm maps it (map=True) — never touch it after truncating the object."""
+
+    def __init__(self, size, map=True):
+        _objects[0] += 1
+        self.key = "osv-e2e-%d-h%d" % (os.getpid(), _objects[0])
+        self.path = "/dev/shm/" + self.key
+        self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.ftruncate(self.fd, size)
+        self.mm = mmap.mmap(self.fd, size) if map else None
+
+    def truncate(self, size):
+        os.ftruncate(self.fd, size)
+
+    def close(self):
+        if self.mm is not None:
+            self.mm.close()
+            self.mm = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            os.unlink(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def register(srv, name, key, offset, size, headers=None):
+    return srv.json("POST", "/v2/systemsharedmemory/region/%s/register" % name,
+                    {"key": key, "offset": offset, "byte_size": size}, headers=headers)
+
+
+def mlp_via_shm(region, out_region=None, n=1, in_off=0, out_off=4096):
+    return {"inputs": [{"name": "x", "shape": [n, 64], "datatype": "FP32", "parameters": {
+        "shared_memory_region": region, "shared_memory_offset": in_off, "shared_memory_byte_size": n * 256}}],
+            "outputs": [{"name": "probs", "parameters": {
+                "shared_memory_region": out_region or region, "shared_memory_offset": out_off,
+                "shared_memory_byte_size": n * 40}}]}
+
+
+def scale2x_via_shm(region, count, in_off, out_off):
+    """scale2x (y = 2x, FP32 [N]) reading x from and writing y into `region`."""
+    return {"inputs": [{"name": "x", "shape": [count], "datatype": "FP32", "parameters": {
+        "shared_memory_region": region, "shared_memory_offset": in_off, "shared_memory_byte_size": count * 4}}],
+            "outputs": [{"name": "y", "parameters": {
+                "shared_memory_region": region, "shared_memory_offset": out_off,
+                "shared_memory_byte_size": count * 4}}]}
+
+
+def listening_record(srv):
+    return next(r for r in log_records(srv) if r.get("event") == "listening")
+
+
+class Budget(unittest.TestCase):
+    """--shm-max-bytes: the bytes of all registered regions together. Checked before the object is
+    opened or mapped; beyond it a registration is a 400 that names the limit and the flag."""
+
+    def test_registrations_beyond_the_budget_are_refused(self):
+        with tempfile.TemporaryDirectory() as tmp, ShmObject(SIZE) as obj:
+            srv = Server(make_repo(tmp, {"mlp": "mlp.onnx"}), "--allow-shm", "--shm-max-bytes", "48K")
+            try:
+                self.assertEqual(listening_record(srv)["shm_max_bytes"], 48 << 10)
+                self.assertEqual(register(srv, "a", obj.key, 0, 32768), (200, None))
+                st, r = register(srv, "b", obj.key, 32768, 16385)  # one byte over
+                self.assertEqual(st, 400, r)
+                for part in ("'b'", "16385", "49153", "49152", "--shm-max-bytes"):
+                    self.assertIn(part, r["error"])
+                # Checked before the object is opened: a missing key gets the limit, not "cannot open".
+                st, r = register(srv, "c", obj.key + "-missing", 0, 1 << 30)
+                self.assertEqual(st, 400, r)
+                self.assertIn("--shm-max-bytes", r["error"])
+                self.assertEqual(register(srv, "b", obj.key, 32768, 16384), (200, None))  # exactly the limit
+                st, rows = srv.json("GET", "/v2/systemsharedmemory/status")
+                self.assertEqual(sorted(x["name"] for x in rows), ["a", "b"])
+                # The bytes come back with the region: unregistering makes room again.
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/region/a/unregister"), (200, None))
+                self.assertEqual(register(srv, "c", obj.key, 0, 32768), (200, None))
+                # A failed registration (here: outside the object) leaves no bytes taken.
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/unregister"), (200, None))
+                st, r = register(srv, "d", obj.key, SIZE - 8, 64)
+                self.assertEqual(st, 400)
+                self.assertIn("outside it", r["error"])
+                self.assertEqual(register(srv, "e", obj.key, 0, 48 << 10), (200, None))
+                # The regions still work.
+                x = np.full((1, 64), 0.25, np.float32)
+                obj.mm[0:256] = x.tobytes()
+                st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("e"))
+                self.assertEqual(st, 200, r)
+                np.testing.assert_allclose(np.frombuffer(obj.mm[4096:4136], np.float32), mlp_reference(x)[0],
+                                           rtol=1e-5, atol=1e-6)
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+    def test_variable_and_default(self):
+        """ORTSERVE_SHM_MAX_BYTES works like the flag; by default the budget is the slot pool's."""
+        with tempfile.TemporaryDirectory() as tmp, ShmObject(SIZE) as obj:
+            repo = make_repo(tmp, {"mlp": "mlp.onnx"})
+            srv = Server(repo, "--allow-shm", env={"ORTSERVE_SHM_MAX_BYTES": "16K"})
+            try:
+                st, r = register(srv, "a", obj.key, 0, 16385)
+                self.assertEqual(st, 400, r)
+                self.assertIn("16384", r["error"])
+                self.assertEqual(register(srv, "a", obj.key, 0, 16384), (200, None))
+            finally:
+                self.assertEqual(srv.finish(), 0)
+            srv = Server(repo, "--allow-shm", "--pool-bytes", "24M")
+            try:
+                rec = listening_record(srv)
+                self.assertEqual(rec["shm_max_bytes"], rec["pool_bytes"])
+                self.assertGreater(rec["shm_max_bytes"], 16 << 20)
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+
+class Truncation(unittest.TestCase):
+    """A client shrinks its object under a registered region: touching the lost pages would raise
+    SIGBUS in the server. The size is checked before every use: 400 naming the region, and the
+    server stays up. (A truncation racing a run: tests/unit/test_shm.c.)"""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.srv = Server(make_repo(cls.tmp.name, {"mlp": "mlp.onnx", "identity": "identity.onnx"}), "--allow-shm")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.finish()
+        cls.tmp.cleanup()
+        assert rc == 0, "ortserve exited with %d" % rc
+
+    def tearDown(self):
+        self.assertEqual(self.srv.json("POST", "/v2/systemsharedmemory/unregister")[0], 200)
+
+    def alive(self):
+        self.assertIsNone(self.srv.proc.poll(), "ortserve died: exit %s" % self.srv.proc.returncode)
+        self.assertEqual(self.srv.request("GET", "/v2/health/live")[0], 200)
+
+    def test_truncated_object_is_a_400_naming_the_region(self):
+        with ShmObject(SIZE) as obj:
+            x = np.full((1, 64), 0.5, np.float32)
+            obj.mm[0:256] = x.tobytes()
+            self.assertEqual(register(self.srv, "tr", obj.key, 0, SIZE), (200, None))
+            obj.mm.close()
+            obj.mm = None
+            obj.truncate(0)
+            st, r = self.srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("tr"))
+            self.alive()
+            self.assertEqual(st, 400, r)
+            self.assertIn("'tr'", r["error"])
+            self.assertIn("truncated", r["error"])
+            # Shrunk to less than the region (the input's page is still there, the output's is not).
+            obj.truncate(4096)
+            st, r = self.srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("tr"))
+            self.alive()
+            self.assertEqual((st, "'tr'" in r["error"]), (400, True), r)
+            # An output-only region truncated: the input comes as JSON.
+            req = mlp_via_shm("tr")
+            req["inputs"][0] = {"name": "x", "shape": [1, 64], "datatype": "FP32", "data": x.ravel().tolist()}
+            obj.truncate(0)
+            st, r = self.srv.json("POST", "/v2/models/mlp/infer", req)
+            self.alive()
+            self.assertEqual((st, "'tr'" in r["error"]), (400, True), r)
+            # Grown back, the object is usable again through the same registration (zeros now).
+            obj.truncate(SIZE)
+            st, r = self.srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("tr"))
+            self.assertEqual(st, 200, r)
+            obj.mm = mmap.mmap(obj.fd, SIZE)
+            np.testing.assert_allclose(np.frombuffer(obj.mm[4096:4136], np.float32),
+                                       mlp_reference(np.zeros((1, 64), np.float32))[0], rtol=1e-5, atol=1e-6)
+
+    def test_truncated_bytes_input_and_output(self):
+        """BYTES inputs are read and BYTES outputs written by the server itself, not by ORT."""
+        with ShmObject(SIZE) as obj:
+            blob = bytes_serialize([b"one", b"two"])
+            obj.mm[0:len(blob)] = blob
+            self.assertEqual(register(self.srv, "bi", obj.key, 0, 4096), (200, None))
+            self.assertEqual(register(self.srv, "bo", obj.key, 8192, 4096), (200, None))
+            inputs = [{"name": "in_BYTES", "shape": [2], "datatype": "BYTES", "parameters": {
+                "shared_memory_region": "bi", "shared_memory_byte_size": len(blob)}}]
+            for t in TYPES:
+                inputs.append({"name": "in_" + t, "shape": [0], "datatype": t, "data": []})
+            req = {"inputs": inputs, "outputs": [{"name": "out_BYTES", "parameters": {
+                "shared_memory_region": "bo", "shared_memory_byte_size": 4096}}]}
+            st, r = self.srv.json("POST", "/v2/models/identity/infer", req)
+            self.assertEqual(st, 200, r)
+            self.assertEqual(obj.mm[8192:8192 + len(blob)], blob)
+            obj.mm.close()
+            obj.mm = None
+            obj.truncate(8192)  # "bi" is whole, "bo" is gone
+            st, r = self.srv.json("POST", "/v2/models/identity/infer", req)
+            self.alive()
+            self.assertEqual((st, "'bo'" in r["error"]), (400, True), r)
+            obj.truncate(0)
+            st, r = self.srv.json("POST", "/v2/models/identity/infer", req)
+            self.alive()
+            self.assertEqual((st, "'bi'" in r["error"]), (400, True), r)
+
+
+TOKEN_A, TOKEN_B = "shm-token-a", "shm-token-b"
+
+
+def bearer(tok):
+    return {"Authorization": "Bearer " + tok}
+
+
+def write_tokens(path, tokens):
+    with open(path, "w") as f:
+        f.write("\n".join(tokens) + "\n")
+    os.chmod(path, 0o600)
+
+
+class Ownership(unittest.TestCase):
+    """With --auth-token-file a region belongs to the token that registered it: to every other token
+    it does not exist (404 "not registered" for status and infer, unregister is a no-op, the name is
+    free), and a token removed from the file (SIGHUP) takes its regions with it. Without tokens
+    every client shares one namespace, as in Triton (the classes above)."""
+
+    def test_regions_belong_to_their_token(self):
+        with tempfile.TemporaryDirectory() as tmp, ShmObject(SIZE) as obj:
+            tokens = os.path.join(tmp, "tokens")
+            write_tokens(tokens, [TOKEN_A, TOKEN_B])
+            srv = Server(make_repo(os.path.join(tmp, "repo"), {"mlp": "mlp.onnx"}), "--allow-shm",
+                         "--auth-token-file", tokens)
+            a, b = bearer(TOKEN_A), bearer(TOKEN_B)
+            try:
+                x = np.full((1, 64), 0.125, np.float32)
+                obj.mm[0:256] = x.tobytes()
+                self.assertEqual(register(srv, "r", obj.key, 0, 8192, headers=a), (200, None))
+                self.assertEqual(srv.json("GET", "/v2/systemsharedmemory/region/r/status", headers=a)[0], 200)
+                # Token B cannot see, use or unregister A's region, and learns nothing of it.
+                st, r = srv.json("GET", "/v2/systemsharedmemory/region/r/status", headers=b)
+                self.assertEqual(st, 404, r)
+                self.assertIn("'r' is not registered", r["error"])
+                self.assertEqual(srv.json("GET", "/v2/systemsharedmemory/status", headers=b), (200, []))
+                st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("r"), headers=b)
+                self.assertEqual(st, 404, r)
+                self.assertIn("'r' is not registered", r["error"])
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/region/r/unregister", headers=b),
+                                 (200, None))
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/unregister", headers=b), (200, None))
+                st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("r"), headers=a)
+                self.assertEqual(st, 200, r)  # still A's, still working
+                np.testing.assert_allclose(np.frombuffer(obj.mm[4096:4136], np.float32), mlp_reference(x)[0],
+                                           rtol=1e-5, atol=1e-6)
+                # Names are per token: B's own "r" (no 409 that would tell B that A has one).
+                self.assertEqual(register(srv, "r", obj.key, 16384, 8192, headers=b), (200, None))
+                st, rows = srv.json("GET", "/v2/systemsharedmemory/status", headers=b)
+                self.assertEqual(rows, [{"name": "r", "key": obj.key, "offset": 16384, "byte_size": 8192}])
+                st, rows = srv.json("GET", "/v2/systemsharedmemory/status", headers=a)
+                self.assertEqual(rows, [{"name": "r", "key": obj.key, "offset": 0, "byte_size": 8192}])
+                x2 = np.full((1, 64), -0.5, np.float32)
+                obj.mm[16384:16384 + 256] = x2.tobytes()
+                st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_via_shm("r"), headers=b)
+                self.assertEqual(st, 200, r)
+                np.testing.assert_allclose(np.frombuffer(obj.mm[16384 + 4096:16384 + 4136], np.float32),
+                                           mlp_reference(x2)[0], rtol=1e-5, atol=1e-6)
+                # A's unregister-all removes A's regions only.
+                self.assertEqual(srv.json("POST", "/v2/systemsharedmemory/unregister", headers=a), (200, None))
+                self.assertEqual(srv.json("GET", "/v2/systemsharedmemory/status", headers=a), (200, []))
+                self.assertEqual(len(srv.json("GET", "/v2/systemsharedmemory/status", headers=b)[1]), 1)
+
+                # SIGHUP with B removed: B's regions go with the token (nobody could reach them).
+                self.assertEqual(register(srv, "keep", obj.key, 0, 4096, headers=a), (200, None))
+                write_tokens(tokens, [TOKEN_A])
+                srv.proc.send_signal(signal.SIGHUP)
+                reloads = wait_until(lambda: [r for r in log_records(srv) if r.get("event") == "auth_reloaded"], 10,
+                                     "the reload")
+                self.assertEqual((reloads[0]["tokens"], reloads[0]["shm_regions_dropped"]), (1, 1))
+                self.assertEqual(srv.request("GET", "/v2/systemsharedmemory/status", headers=b)[0], 401)
+                write_tokens(tokens, [TOKEN_A, TOKEN_B])
+                srv.proc.send_signal(signal.SIGHUP)
+                wait_until(lambda: srv.request("GET", "/v2/systemsharedmemory/status", headers=b)[0] == 200, 10,
+                           "token B to be back")
+                self.assertEqual(srv.json("GET", "/v2/systemsharedmemory/status", headers=b), (200, []))
+                self.assertEqual([x["name"] for x in srv.json("GET", "/v2/systemsharedmemory/status",
+                                                               headers=a)[1]], ["keep"])
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+
+class SparseObjects(unittest.TestCase):
+    """Sparse /dev/shm objects (ftruncate'd, never written) used for inputs and outputs: tmpfs charges a
+    page to whoever touches it first, so every page the server reads or writes is charged to the
+    server's group. In 128 MB: a 200 MB object is refused at registration (before: OOM kill), and
+    objects that fit the budget, used one after another and kept alive after unregistering (their
+    pages stay charged to the server), end in 503s from the memory guard, not an OOM kill."""
+
+    LIMIT = 128 * MiB
+
+    def setUp(self):
+        self.cg, why = cgroup_support.make(self.LIMIT, "shm")
+        if self.cg is None:
+            self.skipTest(why)
+        self.tmp = tempfile.TemporaryDirectory()
+        self.objs = []
+        try:
+            self.srv = Server(make_repo(self.tmp.name, {"scale2x": "scale2x.onnx"}), "--allow-shm", "--workers",
+                              "1", preexec_fn=self.cg.enter)
+        except Exception:
+            self.tmp.cleanup()
+            self.cg.remove()
+            raise
+
+    def tearDown(self):
+        rc = self.srv.finish() if self.srv.proc.poll() is None else self.srv.proc.returncode
+        for o in self.objs:
+            o.close()
+        self.tmp.cleanup()
+        self.cg.remove()
+        self.assertEqual(rc, 0, "ortserve exited with %s" % rc)
+
+    def infer(self, req):
+        """(status, body) of a scale2x request; (None, why) when the server went away under it."""
+        try:
+            return self.srv.json("POST", "/v2/models/scale2x/infer", req)
+        except (ConnectionError, http.client.HTTPException) as e:
+            return None, repr(e)
+
+    def survived(self):
+        self.assertIsNone(self.srv.proc.poll(), "ortserve died (exit %s): OOM kills in its group: %d" % (
+            self.srv.proc.returncode, self.cg.oom_kills()))
+        self.assertEqual(self.cg.oom_kills(), 0)
+
+    def test_a_sparse_object_larger_than_the_plan(self):
+        obj = ShmObject(200 * MiB, map=False)
+        self.objs.append(obj)
+        st_reg, r_reg = register(self.srv, "big", obj.key, 0, 200 * MiB)
+        # The attack itself: 100 MB read from the sparse object, 100 MB written into it.
+        st, r = self.infer(scale2x_via_shm("big", 25 * MiB, 0, 100 * MiB))
+        self.survived()
+        self.assertEqual(st_reg, 400, r_reg)
+        self.assertIn("--shm-max-bytes", r_reg["error"])
+        self.assertEqual(st, 404, r)
+
+    def test_sparse_objects_within_the_budget_one_after_another(self):
+        budget = listening_record(self.srv)["shm_max_bytes"]
+        self.assertGreater(budget, 4 * MiB)
+        half = budget // 2 // 4096 * 4096
+        count = half // 4
+        statuses = []
+        for i in range(10):
+            obj = ShmObject(2 * half)
+            self.objs.append(obj)
+            # Two written pages, the rest sparse: the output's first and last values show the run wrote it.
+            obj.mm[0:4] = np.float32(1.5).tobytes()
+            obj.mm[half - 4:half] = np.float32(-3.0).tobytes()
+            self.assertEqual(register(self.srv, "s", obj.key, 0, 2 * half), (200, None))
+            st, r = self.infer(scale2x_via_shm("s", count, 0, half))
+            self.survived()
+            statuses.append(st)
+            if st == 200:
+                self.assertEqual(np.frombuffer(obj.mm[half:half + 4], np.float32)[0], 3.0)
+                self.assertEqual(np.frombuffer(obj.mm[2 * half - 4:2 * half], np.float32)[0], -6.0)
+            else:
+                self.assertEqual(st, 503, r)
+                self.assertIn("memory", r["error"])
+            self.assertEqual(srv_unregister(self.srv, "s"), (200, None))
+            obj.mm.close()
+            obj.mm = None  # the object lives on (its pages stay charged to the server's group)
+        self.survived()
+        self.assertIn(200, statuses)
+        self.assertIn(503, statuses)
+
+
+def srv_unregister(srv, name):
+    return srv.json("POST", "/v2/systemsharedmemory/region/%s/unregister" % name)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 /* test_auth.c — bearer tokens (src/http/auth.c): the constant-time comparison, the Authorization
  * header's parsing, the token file's rules (format, limits, permissions) and reloading, which keeps
- * the tokens in use when the new file is bad. (The HTTP behaviour — which endpoints, 401s, SIGHUP —
- * is tested end to end in tests/e2e/test_server_access.py.) */
+ * the tokens in use when the new file is bad; the tokens' identities across reloads. (The HTTP
+ * behaviour — which endpoints, 401s, SIGHUP — is tested end to end in
+ * tests/e2e/test_server_access.py.) */
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,7 +24,7 @@ static void write_file(const char *text, mode_t mode)
 
 static bool check(osv_auth_t *a, const char *header)
 {
-    return osv_auth_check(a, header, header ? strlen(header) : 0);
+    return osv_auth_check(a, header, header ? strlen(header) : 0, NULL);
 }
 
 static void equal(void **state)
@@ -132,6 +133,42 @@ static void reload(void **state)
     osv_auth_destroy(a);
 }
 
+/* The identity of the token in `header`, 0 when refused. */
+static uint64_t id_of(osv_auth_t *a, const char *header)
+{
+    uint64_t id = 0;
+    return osv_auth_check(a, header, strlen(header), &id) ? id : 0;
+}
+
+/* Identities (what shared-memory regions belong to): one per token, never 0, the same for a token
+ * written twice, kept by reloads while the token stays, never given to another token. */
+static void identities_follow_tokens_across_reloads(void **state)
+{
+    osv_auth_t *a = NULL;
+    osv_err_t err;
+    char warn[256];
+    (void)state;
+    write_file("alpha\nbeta\nalpha\n", 0600);
+    OSV_ASSERT_OK(osv_auth_create(path, &a, warn, sizeof warn, &err), &err);
+    uint64_t alpha = id_of(a, "Bearer alpha"), beta = id_of(a, "Bearer beta");
+    assert_true(alpha != 0 && beta != 0 && alpha != beta);
+    assert_int_equal(id_of(a, "Bearer gamma"), 0);
+    assert_true(osv_auth_has(a, alpha) && osv_auth_has(a, beta));
+    assert_false(osv_auth_has(a, 0));
+    write_file("gamma\nbeta\n", 0600); /* alpha goes, beta stays (elsewhere in the file), gamma comes */
+    assert_int_equal(osv_auth_reload(a, warn, sizeof warn, &err), 2);
+    uint64_t gamma = id_of(a, "Bearer gamma");
+    assert_int_equal(id_of(a, "Bearer beta"), beta);
+    assert_true(gamma != 0 && gamma != alpha && gamma != beta);
+    assert_false(osv_auth_has(a, alpha));
+    write_file("alpha\n", 0600); /* back again: a new identity, not the old one's */
+    assert_int_equal(osv_auth_reload(a, warn, sizeof warn, &err), 1);
+    uint64_t alpha2 = id_of(a, "Bearer alpha");
+    assert_true(alpha2 != 0 && alpha2 != alpha && alpha2 != beta && alpha2 != gamma);
+    assert_false(osv_auth_has(a, beta));
+    osv_auth_destroy(a);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -154,6 +191,7 @@ int main(void)
         cmocka_unit_test(header_parsing),
         cmocka_unit_test(bad_files),
         cmocka_unit_test(reload),
+        cmocka_unit_test(identities_follow_tokens_across_reloads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
