@@ -27,9 +27,10 @@ def main():
     os.environ["OSV_BINARY_DIR"] = os.path.abspath(a.build)
     os.environ.setdefault("OSV_REAL_MODELS", os.path.join(HERE, "..", "third_party", "models"))
     import test_imaging_budget as T  # noqa: E402 (reads OSV_BINARY_DIR at import)
+    import cgroup_support  # noqa: E402
     from server import Server  # noqa: E402
 
-    png, jpg, small = T.attack_png(), T.attack_jpeg(), T.small_jpeg()
+    png, jpg = T.attack_png(), T.attack_jpeg()
     print("attack files: PNG %d bytes, JPEG %d bytes (%d x %d)" % (len(png), len(jpg), T.SIDE, T.SIDE))
     with tempfile.TemporaryDirectory() as tmp:
         root = T.make_repo(os.path.join(tmp, "repo"))
@@ -43,21 +44,21 @@ def main():
                 print("budget %s, %-15s statuses %s: RSS %d kB before, peak +%d kB, %d kB after" % (
                     a.budget, name, sorted(r[0] for r in res), before, T.status_kb(pid, "VmHWM") - before,
                     T.status_kb(pid, "VmRSS")))
-        why = T.Cgroup.unavailable()
+        why = cgroup_support.available()
         if why:
             print("cgroup runs skipped: " + why)
             return
         for mb, rounds in ((128, [[png], [jpg]]), (256, [[png] * 3, [jpg, png, jpg]])):
-            cg = T.Cgroup(mb * T.MiB, "bench%d" % mb)
+            cg = cgroup_support.Cgroup(mb * T.MiB, "bench%d" % mb)
             try:
-                with Server(root, "--workers", "2", "--deadline-ms", "0", preexec_fn=cg.join) as srv:
+                with Server(root, "--workers", "2", "--deadline-ms", "0", preexec_fn=cg.enter) as srv:
                     budget = [ln for ln in srv.logs().splitlines() if '"event":"listening"' in ln]
                     statuses = [sorted(r[0] for r in T.post_all(srv, b)) for b in rounds]
                     alive = srv.proc.poll() is None
-                    peak = int(cg._r("memory.peak" if cg.v2 else "memory.max_usage_in_bytes") or 0)
+                    peak = cg.peak()
                     print("%d MB group: %s, statuses %s, alive %s, group peak %.1f MiB, failcnt %s, OOM kills %d"
                           % (mb, budget[0].split('"image_decode_budget":')[1].split(",")[0] + " bytes of decode budget"
-                             if budget else "?", statuses, alive, peak / T.MiB, cg.failcnt(), cg.oom_kills()))
+                             if budget else "?", statuses, alive, peak / T.MiB, cg.stats()["failcnt"], cg.oom_kills()))
             finally:
                 cg.remove()
 
