@@ -28,6 +28,13 @@ typedef struct osv_sysmem {
  * move the files it reads. getenv: do not call while another thread changes the environment. */
 OSV_API void osv_sysmem_read(osv_sysmem_t *out);
 
+/* A budget of `want` bytes under the memory plan: when the cgroup has a limit, at most half of what
+ * it has left (limit minus working set) once `committed` bytes promised elsewhere are kept out — the
+ * other half stays for what no budget covers — but at least 1 MiB, so that a process in a group too
+ * small for its load still starts (and answers 503 for what does not fit). Without a limit: want.
+ * Pure function of *mem. */
+OSV_API uint64_t osv_sysmem_share(const osv_sysmem_t *mem, uint64_t want, uint64_t committed);
+
 /* Resident memory of this process in bytes (/proc/self/statm), 0 when unknown. Thread-safe. */
 OSV_API uint64_t osv_sysmem_rss(void);
 

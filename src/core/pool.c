@@ -57,17 +57,8 @@ uint64_t osv_pool_default_budget_reserving(uint64_t reserve)
     if (b > (4ull << 30))
         b = 4ull << 30;
     /* Under a cgroup limit the models are loaded by now: what they hold is not free for tensors,
-     * nor is `reserve` (ONNX Runtime's buffers for the runs to come). Take at most half of what is
-     * left, so other growth has the rest; but at least 1 MiB, so that a server in a group too small
-     * for its load still answers (503 for what does not fit) rather than refusing to start. */
-    if (mem.cgroup_limit && mem.cgroup_working_set) {
-        uint64_t left =
-            mem.cgroup_working_set < mem.cgroup_limit ? mem.cgroup_limit - mem.cgroup_working_set : 0;
-        left = left > reserve ? left - reserve : 0;
-        if (b > left / 2)
-            b = left / 2 > (1ull << 20) ? left / 2 : 1ull << 20;
-    }
-    return b;
+     * nor is `reserve` (ONNX Runtime's buffers for the runs to come). */
+    return osv_sysmem_share(&mem, b, reserve);
 }
 
 static int class_push(pool_class_t *c, uint32_t idx)

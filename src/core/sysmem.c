@@ -169,3 +169,15 @@ uint64_t osv_sysmem_rss(void)
     fclose(f);
     return n == 2 && page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
 }
+
+uint64_t osv_sysmem_share(const osv_sysmem_t *mem, uint64_t want, uint64_t committed)
+{
+    uint64_t left;
+    if (!mem->cgroup_limit || !mem->cgroup_working_set)
+        return want;
+    left = mem->cgroup_working_set < mem->cgroup_limit ? mem->cgroup_limit - mem->cgroup_working_set : 0;
+    left = left > committed ? left - committed : 0;
+    if (want <= left / 2)
+        return want;
+    return left / 2 > (1ull << 20) ? left / 2 : 1ull << 20;
+}

@@ -116,16 +116,7 @@ uint64_t osv_img_budget_default(uint64_t committed)
     b = mem.effective / 8;
     b = b < OSV_IMG_BUDGET_MIN_DEFAULT ? OSV_IMG_BUDGET_MIN_DEFAULT : b;
     b = b > OSV_IMG_BUDGET_MAX_DEFAULT ? OSV_IMG_BUDGET_MAX_DEFAULT : b;
-    /* Under a cgroup limit: half of what the group has left once the models are loaded and what is
-     * already promised (the tensor pool, ONNX Runtime's runs in flight) is kept out; the other half
-     * stays free for everything no budget covers (connections, arenas, ORT's growth beyond its
-     * warm-up). At least 1 MiB, so a server in a tight group still starts and decodes small images. */
-    if (mem.cgroup_limit && mem.cgroup_working_set) {
-        uint64_t left =
-            mem.cgroup_working_set < mem.cgroup_limit ? mem.cgroup_limit - mem.cgroup_working_set : 0;
-        left = left > committed ? left - committed : 0;
-        if (b > left / 2)
-            b = left / 2 > (1ull << 20) ? left / 2 : 1ull << 20;
-    }
-    return b;
+    /* Under a cgroup limit: what is already promised (the tensor pool, ONNX Runtime's runs in flight)
+     * is kept out of what the group has left, and the budget takes at most half of the rest. */
+    return osv_sysmem_share(&mem, b, committed);
 }

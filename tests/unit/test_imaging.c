@@ -17,6 +17,7 @@
 
 #include "ortserve/imaging.h"
 #include "testutil.h"
+#include "util/sanitize.h"
 
 /* ---- encoders for test images ------------------------------------------------------------------------ */
 
@@ -771,13 +772,6 @@ static void test_decode_cost_jpeg(void **state)
     free(b444.p);
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define OSV_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define OSV_ASAN 1
-#endif
-#endif
 
 #ifndef OSV_ASAN
 static unsigned long long status_kb(const char *key)
