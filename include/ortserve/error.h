@@ -41,7 +41,8 @@ extern "C" {
     XX(VERSION, -16, "incompatible version")                                                                 \
     XX(PERM, -17, "not permitted")                                                                           \
     XX(PARSE, -18, "malformed input")                                                                        \
-    XX(TOOBIG, -19, "too large")
+    XX(TOOBIG, -19, "too large")                                                                             \
+    XX(MEDIA, -20, "unsupported media type")
 
 enum {
 #define OSV__ERR_ENUM(name, value, desc) OSV_E##name = (value),
@@ -55,6 +56,7 @@ enum {
 /* Error detail. Plain data: callers own it (usually on the stack); no cleanup needed. */
 typedef struct osv_err {
     int code;                  /* 0 or an OSV_E* code */
+    int index;                 /* the input, output or image the error is about; -1 when none */
     char msg[OSV_ERR_MSG_MAX]; /* NUL-terminated; "" when code is 0 */
 } osv_err_t;
 
@@ -63,9 +65,12 @@ OSV_API const char *osv_strerror(int code);
 /* Static symbolic name of a code ("OSV_ESHAPE"); never NULL. Thread-safe. */
 OSV_API const char *osv_err_name(int code);
 
-/* Fills *err (when not NULL) with `code` and a printf-formatted message; returns `code` so callers
- * can write `return osv_err_set(err, OSV_EINVAL, "...")`. Thread-safe for distinct err objects. */
+/* Fills *err (when not NULL) with `code` and a printf-formatted message, index -1; returns `code` so
+ * callers can write `return osv_err_set(err, OSV_EINVAL, "...")`. Thread-safe for distinct err
+ * objects. */
 OSV_API int osv_err_set(osv_err_t *err, int code, const char *fmt, ...) OSV_PRINTF(3, 4);
+/* Records which input, output or image (index) an error is about; returns err's code. */
+OSV_API int osv_err_at(osv_err_t *err, int index);
 
 /* Prepends "prefix: " to an existing message (for adding context on the way up). */
 OSV_API void osv_err_prefix(osv_err_t *err, const char *fmt, ...) OSV_PRINTF(2, 3);

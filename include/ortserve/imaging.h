@@ -277,7 +277,8 @@ typedef struct osv_img_blob {
 
 /* n images into consecutive image slots of dst: image i at dst + i · osv_img_tensor_bytes(spec)
  * (the layout of an [n,C,H,W] or [n,H,W,C] tensor). dst_len must hold all n. On failure *failed
- * (may be NULL) is the index of the image that failed and err's message starts with "image <i>: ". */
+ * (may be NULL) and err->index are the index of the image that failed (the message does not name
+ * it: the caller knows what the images are called). */
 OSV_API int osv_img_preprocess_batch(osv_img_ctx_t *ctx, const osv_img_spec_t *spec,
                                      const osv_img_blob_t *imgs, uint32_t n, void *dst, uint64_t dst_len,
                                      uint32_t *failed, osv_err_t *err);

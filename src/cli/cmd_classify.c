@@ -220,10 +220,7 @@ static void classify_group(run_t *r, img_file_t *files, uint32_t *idx, uint32_t 
                 snprintf(files[idx[i]].error, sizeof files[idx[i]].error, "%s", err.msg);
             return;
         }
-        char pre[32];
-        int pl = snprintf(pre, sizeof pre, "image %u: ", failed);
-        snprintf(files[idx[failed]].error, sizeof files[idx[failed]].error, "%s",
-                 strncmp(err.msg, pre, (size_t)pl) == 0 ? err.msg + pl : err.msg);
+        snprintf(files[idx[failed]].error, sizeof files[idx[failed]].error, "%s", err.msg);
         memmove(idx + failed, idx + failed + 1, (n - failed - 1) * sizeof *idx);
         n--;
     }

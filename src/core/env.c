@@ -59,6 +59,11 @@ void osv_env_opts_default(osv_env_opts_t *o)
     o->log_severity = ORT_LOGGING_LEVEL_WARNING;
 }
 
+static bool is_allocation_failure(const char *msg)
+{
+    return msg && (strstr(msg, "Failed to allocate") || strstr(msg, "bad_alloc") || strstr(msg, "out of memory"));
+}
+
 int osv_ort_status(OrtStatus *st, osv_err_t *err, const char *what)
 {
     int code;
@@ -81,6 +86,11 @@ int osv_ort_status(OrtStatus *st, osv_err_t *err, const char *what)
     default:
         code = OSV_EORT;
     }
+    /* ONNX Runtime has no code for "out of memory" (a failed allocation surfaces as ORT_FAIL or
+     * ORT_RUNTIME_EXCEPTION): this is the one place that reads its message, so that everything above
+     * decides by OSV_ENOMEM (a transient failure, retried, then 503), never by text. */
+    if (code == OSV_EORT && is_allocation_failure(osv_ort->GetErrorMessage(st)))
+        code = OSV_ENOMEM;
     osv_err_set(err, code, "%s: %s", what, osv_ort->GetErrorMessage(st));
     osv_ort->ReleaseStatus(st);
     return code;

@@ -38,11 +38,20 @@ int osv_err_set(osv_err_t *err, int code, const char *fmt, ...)
     if (err) {
         va_list ap;
         err->code = code;
+        err->index = -1;
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
     }
     return code;
+}
+
+int osv_err_at(osv_err_t *err, int index)
+{
+    if (!err)
+        return 0;
+    err->index = index;
+    return err->code;
 }
 
 void osv_err_prefix(osv_err_t *err, const char *fmt, ...)

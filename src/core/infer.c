@@ -360,8 +360,8 @@ static int plan_outputs(osv_infer_t *inf, uint64_t *total, osv_err_t *err)
     for (uint32_t k = 0; k < inf->n_out; k++) {
         infer_out_t *o = &inf->out[k];
         derive_output(inf, &syms, o);
-        if (o->computable && o->ext && o->bytes > o->ext_cap)
-            return osv_err_set(err, OSV_ETOOBIG,
+        if (o->computable && o->ext && o->bytes > o->ext_cap) /* the caller's range: a bad parameter */
+            return osv_err_set(err, OSV_EINVAL,
                                "output '%s' needs %" PRIu64 " bytes, the region has %" PRIu64,
                                m->out[o->idx].name, o->bytes, o->ext_cap);
         o->prebound = o->computable && !inf->opts.force_copy;
@@ -799,7 +799,7 @@ static int read_output(osv_infer_t *inf, infer_out_t *o, osv_err_t *err)
         void *dst = o->ext ? o->ext : o->data;
         uint64_t cap = o->ext ? o->ext_cap : o->bytes;
         if (o->bytes > cap)
-            return osv_err_set(err, OSV_ETOOBIG,
+            return osv_err_set(err, OSV_EINVAL,
                                "output '%s' is %" PRIu64 " bytes, the destination holds %" PRIu64, ti->name,
                                o->bytes, cap);
         if (o->bytes)

@@ -23,6 +23,7 @@
 
 #include "http/handlers.h"
 #include "http/sched.h"
+#include "serve/errmap.h"
 #include "ortserve/imaging.h"
 
 #define MAX_TOP_K 1000
@@ -329,38 +330,16 @@ static void watch(void *ud, osv_infer_t *inf, bool begin)
         osv_watch_end(q, osv_watch_slot());
 }
 
-static int status_of(int rc)
-{
-    switch (rc) {
-    case OSV_EUNSUPPORTED:
-        return 415;
-    case OSV_EPARSE:
-    case OSV_EINVAL:
-        return 400;
-    case OSV_ETOOBIG:
-        return 413;
-    default:
-        return osv_http_status(rc);
-    }
-}
-
-/* The core names the image as "image <i>: ..."; say which part it was, or drop it for one image. */
+/* An image's error names the multipart part it came from; a request-wide one stands alone. */
 static void answer_error(osv_conn_t *c, cls_ctx_t *x, int rc, uint32_t failed)
 {
-    const char *msg = x->err.msg;
-    char pre[32];
-    int n = snprintf(pre, sizeof pre, "image %u: ", failed);
-    if (failed < x->n && n > 0 && strncmp(msg, pre, (size_t)n) == 0)
-        msg += n;
-    else
-        failed = UINT32_MAX;
     if (rc == OSV_ECANCELED)
         osv_res_error(c, 504, "deadline exceeded: the run was canceled");
-    else if (x->multi && failed != UINT32_MAX)
-        osv_res_error(c, status_of(rc), "part %u ('%.*s'): %s", failed, (int)x->names[failed].n,
-                      x->names[failed].p ? x->names[failed].p : "", msg);
+    else if (x->multi && failed < x->n)
+        osv_res_error(c, osv_status_http(rc), "part %u ('%.*s'): %s", failed, (int)x->names[failed].n,
+                      x->names[failed].p ? x->names[failed].p : "", x->err.msg);
     else
-        osv_res_error(c, status_of(rc), "%s", msg);
+        osv_res_error(c, osv_status_http(rc), "%s", x->err.msg);
 }
 
 static void write_row(osv_jw_t *w, const osv_img_class_t *r, uint32_t k)

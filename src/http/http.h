@@ -321,8 +321,6 @@ void osv_res_empty(osv_conn_t *c, int status);
  * pool is exhausted (an error response has then been prepared). */
 char *osv_res_body_buf(osv_conn_t *c, uint64_t cap);
 const char *osv_status_text(int status);
-/* One table: ortserve error code -> HTTP status. */
-int osv_http_status(int code);
 
 /* router.c */
 void osv_route(osv_conn_t *c);

@@ -30,6 +30,7 @@
 #include "http/inflate.h"
 #include "http/sched.h"
 #include "http/shm.h"
+#include "serve/errmap.h"
 
 #define MAX_ID_LEN   1024
 #define BUSY_RETRIES 3
@@ -712,25 +713,10 @@ static int fill_json_inputs(dec_t *d)
 
 static void encode_response(osv_conn_t *c);
 
-static bool transient(const infer_ctx_t *x, int rc)
+/* ONNX Runtime could not allocate (osv_ort_status says so by its code): worth a short retry. */
+static bool transient(int rc)
 {
-    return rc == OSV_EORT && (strstr(x->err.msg, "Failed to allocate") || strstr(x->err.msg, "bad_alloc") ||
-                              strstr(x->err.msg, "out of memory"));
-}
-
-static int image_status(int rc)
-{
-    switch (rc) {
-    case OSV_EUNSUPPORTED:
-        return 415;
-    case OSV_EPARSE:
-    case OSV_EINVAL:
-        return 400;
-    case OSV_ETOOBIG:
-        return 413;
-    default:
-        return osv_http_status(rc);
-    }
+    return rc == OSV_ENOMEM;
 }
 
 /* Decodes every image input's encoded bytes straight into its tensor range (worker thread). */
@@ -754,8 +740,12 @@ static int preprocess_images(osv_conn_t *c, infer_ctx_t *x)
         int rc = osv_img_preprocess_bytes(ictx, &x->im->spec, in->enc_ptr, in->enc_len, in->n_img, dst, len,
                                           &failed, &x->err);
         if (rc) {
-            osv_res_error(c, image_status(rc), "input '%s': %s", osv_model_input(x->m, in->idx)->name,
-                          x->err.msg);
+            if (failed < in->n_img)
+                osv_res_error(c, osv_status_http(rc), "input '%s': image %u: %s",
+                              osv_model_input(x->m, in->idx)->name, failed, x->err.msg);
+            else
+                osv_res_error(c, osv_status_http(rc), "input '%s': %s", osv_model_input(x->m, in->idx)->name,
+                              x->err.msg);
             return -1;
         }
     }
@@ -785,7 +775,7 @@ static void run_task(osv_conn_t *c)
         osv_watch_begin(q, slot, x->inf, c->req.deadline);
         x->rc = osv_infer_run(x->inf, &x->err);
         osv_watch_end(q, slot);
-        if (!transient(x, x->rc) || attempt == 2 || osv_infer_rearm(x->inf) != 0)
+        if (!transient(x->rc) || attempt == 2 || osv_infer_rearm(x->inf) != 0)
             break;
         osv_stats_add_recovery(osv_model_stats(x->m));
         struct timespec ts = {0, 1000000L << attempt}; /* 1, 2 ms: a transient ORT allocation failure */
@@ -894,10 +884,6 @@ static void prepare_and_continue(osv_conn_t *c)
         return;
     }
     if (rc) {
-        /* A shared-memory output range too small for the output is a bad request parameter (400,
-         * as Triton), not a body too large (the core's OSV_ETOOBIG -> 413). */
-        if (rc == OSV_ETOOBIG && strncmp(x->err.msg, "output '", 8) == 0)
-            rc = OSV_EINVAL;
         osv_res_error_code(c, rc, x->err.msg);
         return;
     }

@@ -341,7 +341,7 @@ static void inflate_task(osv_conn_t *c)
     int rc = osv_inflate_body(s->pool, c->req.body_ptr, c->req.body_len, enc, s->o.max_body_bytes,
                               &c->req.inflated, &out_len, &moved, &err);
     if (rc) {
-        osv_res_error(c, rc == OSV_EPARSE ? 400 : osv_http_status(rc), "%s", err.msg);
+        osv_res_error_code(c, rc, err.msg);
         return;
     }
     c->req.copied += out_len + moved; /* inflating is a copy by nature */

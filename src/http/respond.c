@@ -1,12 +1,13 @@
 /* respond.c — building responses: status line and headers into the connection's header buffer,
- * bodies as iovecs (static text, a pool slot holding JSON, or tensor memory written by ORT), and the
- * one table mapping ortserve error codes to HTTP statuses. */
+ * bodies as iovecs (static text, a pool slot holding JSON, or tensor memory written by ORT). Error
+ * codes become statuses through serve/errmap.h, the table every front shares. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "http/http.h"
 #include "obs/obs.h"
+#include "serve/errmap.h"
 
 const char *osv_status_text(int status)
 {
@@ -53,40 +54,6 @@ const char *osv_status_text(int status)
         return "HTTP Version Not Supported";
     default:
         return "Unknown";
-    }
-}
-
-int osv_http_status(int code)
-{
-    switch (code) {
-    case 0:
-        return 200;
-    case OSV_EINVAL:
-    case OSV_EDTYPE:
-    case OSV_ESHAPE:
-    case OSV_ELIMIT:
-    case OSV_EOVERFLOW:
-    case OSV_EPARSE:
-        return 400;
-    case OSV_EPERM:
-        return 403;
-    case OSV_ENOTFOUND:
-        return 404;
-    case OSV_EEXIST:
-        return 409;
-    case OSV_ETOOBIG:
-        return 413;
-    case OSV_EUNSUPPORTED:
-        return 400;
-    case OSV_EBUSY:
-    case OSV_ENOMEM:
-    case OSV_EUNAVAIL:
-        return 503;
-    case OSV_ECANCELED:
-    case OSV_ETIMEDOUT:
-        return 504;
-    default:
-        return 500; /* OSV_EORT, OSV_EIO, OSV_EVERSION */
     }
 }
 
@@ -272,7 +239,7 @@ void osv_res_error(osv_conn_t *c, int status, const char *fmt, ...)
 
 void osv_res_error_code(osv_conn_t *c, int code, const char *msg)
 {
-    res_error_text(c, osv_http_status(code), msg && *msg ? msg : osv_strerror(code));
+    res_error_text(c, osv_status_http(code), msg && *msg ? msg : osv_strerror(code));
 }
 
 char *osv_res_body_buf(osv_conn_t *c, uint64_t cap)

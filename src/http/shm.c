@@ -262,8 +262,9 @@ static int open_object(osv_shm_region_t *r, osv_err_t *err)
     if ((r->fd = shm_open(path, O_RDWR | O_CLOEXEC, 0)) >= 0)
         return 0;
     int e = errno;
+    /* A key that names no object is a bad registration (400, as Triton), not an unknown endpoint. */
     return osv_err_set(err,
-                       e == ENOENT                  ? OSV_ENOTFOUND
+                       e == ENOENT                  ? OSV_EINVAL
                        : e == EMFILE || e == ENFILE ? OSV_EBUSY
                                                     : OSV_EPERM,
                        "cannot open shared memory '%s': %s", r->key, strerror(e));
@@ -589,11 +590,7 @@ static void register_done(osv_conn_t *c)
     int rc = osv_shm_register(c->loop->srv->shm, c->req.auth_id, r->region, r->region_len, key, key_len, off,
                               size, &err);
     if (rc)
-        osv_res_error(c,
-                      rc == OSV_EPERM       ? 403
-                      : rc == OSV_ENOTFOUND ? 400
-                                            : osv_http_status(rc),
-                      "%s", err.msg);
+        osv_res_error_code(c, rc, err.msg);
     else
         osv_res_empty(c, 200);
 }

@@ -315,13 +315,13 @@ osv_img_ctx_t *osv_img_thread_ctx(osv_err_t *err)
 static int unsupported(const uint8_t *p, size_t len, osv_img_format_t f, osv_err_t *err)
 {
     if (f != OSV_IMG_UNKNOWN)
-        return osv_err_set(err, OSV_EUNSUPPORTED, "%s images are not supported: send JPEG or PNG",
+        return osv_err_set(err, OSV_EMEDIA, "%s images are not supported: send JPEG or PNG",
                            osv_img_format_name(f));
     char hex[3 * 8 + 1] = "";
     size_t n = 0;
     for (size_t i = 0; i < len && i < 8; i++)
         n += (size_t)snprintf(hex + n, sizeof hex - n, "%s%02x", i ? " " : "", p[i]);
-    return osv_err_set(err, OSV_EUNSUPPORTED,
+    return osv_err_set(err, OSV_EMEDIA,
                        "unrecognised image data (starts with %s): not a JPEG or PNG image", hex);
 }
 
@@ -552,8 +552,7 @@ int osv_img_preprocess_batch(osv_img_ctx_t *ctx, const osv_img_spec_t *spec, con
         if (rc) {
             if (failed)
                 *failed = i;
-            osv_err_prefix(err, "image %u", i);
-            return rc;
+            return osv_err_at(err, (int)i);
         }
     }
     return 0;
@@ -576,15 +575,14 @@ int osv_img_preprocess_bytes(osv_img_ctx_t *ctx, const osv_img_spec_t *spec, con
         if (end - p < 4 || (uint64_t)(end - p - 4) < l) {
             if (failed)
                 *failed = i;
-            return osv_err_set(err, OSV_EPARSE,
-                               "image %u: the BYTES element's length runs past the tensor data", i);
+            osv_err_set(err, OSV_EPARSE, "the BYTES element's length runs past the tensor data");
+            return osv_err_at(err, (int)i);
         }
         int rc = osv_img_preprocess(ctx, spec, p + 4, l, (uint8_t *)dst + i * one, one, NULL, err);
         if (rc) {
             if (failed)
                 *failed = i;
-            osv_err_prefix(err, "image %u", i);
-            return rc;
+            return osv_err_at(err, (int)i);
         }
         p += 4 + (size_t)l;
     }

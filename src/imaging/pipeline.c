@@ -42,7 +42,7 @@ static int classify_run(osv_img_ctx_t *ctx, osv_model_t *m, const osv_img_model_
                                      (uint8_t *)dst + i * one, one, NULL, err)) != 0) {
             if (failed)
                 *failed = start + i;
-            osv_err_prefix(err, "image %u", start + i);
+            osv_err_at(err, (int)(start + i));
             goto done;
         }
     }
