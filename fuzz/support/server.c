@@ -3,11 +3,11 @@
  * loop.c is compiled into this file (#include, the way a unit test reaches static functions) so the
  * harness can open a connection (conn_new), drive it (conn_drive), fire its timers (run_timers) and
  * take worker completions (run_completions) with the loop's own code; the static library's copy of
- * loop.c is then not linked. Its one call into the observability layer when a response has been
- * written, osv_obs_request_done, is renamed to a hook here that checks the response first. */
-#define osv_obs_request_done fz_on_response
+ * loop.c is then not linked. Its one call when a response has been written, osv_http_record, is
+ * renamed to a hook here that checks the response first. */
+#define osv_http_record fz_on_response
 #include "http/loop.c"
-#undef osv_obs_request_done
+#undef osv_http_record
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -23,8 +23,8 @@
 #include "http/shm.h"
 #include "server.h"
 
-/* The real recorder (declared in obs/obs.h under the name above). */
-void osv_obs_request_done(osv_conn_t *c);
+/* The real recorder (declared in http/http.h under the name above). */
+void osv_http_record(osv_conn_t *c);
 
 static const char *const model_names[] = {"mlp", "identity", "dynamic", "scale2x"};
 #define N_MODELS (sizeof model_names / sizeof *model_names)
@@ -249,11 +249,11 @@ void fz_on_response(osv_conn_t *c)
     if (res && res->n < FZ_MAX_RESPONSES) {
         res->status[res->n] = c->res.status;
         res->closes[res->n] = c->res.close_after || !c->req.head.keep_alive;
-        snprintf(res->ids[res->n], sizeof res->ids[res->n], "%.*s", (int)c->req.request_id_len,
-                 c->req.request_id);
+        snprintf(res->ids[res->n], sizeof res->ids[res->n], "%.*s", (int)c->req.ids.request_id_len,
+                 c->req.ids.request_id);
         res->n++;
     }
-    osv_obs_request_done(c);
+    osv_http_record(c);
 }
 
 /* After a connection: nothing held. Models a request unloaded are loaded again (inputs must not

@@ -26,6 +26,7 @@ extern "C" {
     XX(ORT_ALLOCATED, "ort_allocated") /* output shape unknown before Run: ORT allocates, read in place */   \
     XX(READAHEAD, "readahead")         /* body bytes that arrived in the same read as the headers */         \
     XX(CHUNKED, "chunked")             /* chunked transfer encoding had to be reassembled */                 \
+    XX(DECOMPRESS, "decompress")       /* a gzip/deflate body was inflated */                                \
     XX(SERIALIZE, "serialize")         /* output written as JSON text or length-prefixed BYTES */
 
 typedef enum osv_copy_reason {

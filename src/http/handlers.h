@@ -23,8 +23,9 @@ void osv_h_model_meta(osv_conn_t *c, const osv_route_t *r);
 void osv_h_model_ready(osv_conn_t *c, const osv_route_t *r);
 void osv_h_model_config(osv_conn_t *c, const osv_route_t *r);
 
-/* stats.c: statistics extension. */
+/* stats.c: statistics extension, and GET /metrics. */
 void osv_h_stats(osv_conn_t *c, const osv_route_t *r);
+void osv_h_metrics(osv_conn_t *c);
 
 /* repository.c: model repository extension. */
 void osv_h_repo_index(osv_conn_t *c);

@@ -16,7 +16,7 @@
 #include <sys/uio.h>
 
 #include "http/parser.h"
-#include "obs/trace.h"
+#include "obs/obs.h"
 #include "ortserve.h"
 #include "ortserve/imaging.h"
 #include "util/arena.h"
@@ -79,7 +79,6 @@ typedef enum conn_state {
 } conn_state_t;
 
 #define OSV_MAX_IOV      64
-#define OSV_STATUS_SLOTS 20
 #define OSV_HDR_BUF      1536
 
 /* Where a request body is received. */
@@ -116,7 +115,8 @@ typedef struct osv_request {
     uint64_t expected_wait_ns; /* set when admission refused the request for its deadline (sched.c) */
     uint64_t bytes_in;
     uint64_t bytes_in_buffer; /* bytes of this request consumed from the connection buffer */
-    uint64_t copied;          /* body bytes the HTTP layer copied (readahead, chunked) */
+    uint64_t copied[OSV_COPY_REASON_COUNT]; /* bytes the HTTP layer copied, by reason (readahead,
+                                               chunked, decompress) */
     body_plan_t body;
     body_done_fn on_body;
     body_done_fn on_body_next;       /* osv_h_receive_body's caller */
@@ -134,8 +134,7 @@ typedef struct osv_request {
     uint64_t body_len;
     void *ctx;                      /* handler state, in the arena */
     void (*cleanup)(osv_conn_t *c); /* releases handler state after the response is written */
-    char request_id[64];
-    uint8_t request_id_len;
+    osv_obs_ids_t ids; /* request id and trace context (obs.h) */
     uint64_t auth_id; /* the bearer token that authorized the request (osv_auth_check), 0 without tokens */
     int retries;
     /* What the access log and metrics record about the request. */
@@ -146,10 +145,7 @@ typedef struct osv_request {
     uint64_t batch;
     osv_copy_reason_t fallback;
     uint64_t core_copied; /* bytes the core copied (binding fallbacks) */
-    const char *route;    /* route template for spans ("/v2/models/{model}/infer"), NULL = derived */
-    osv_trace_ctx_t trace;
-    const char *tracestate; /* the caller's tracestate (points into the buffer) */
-    uint32_t tracestate_len;
+    const char *route; /* route template for spans ("/v2/models/{model}/infer"), NULL = derived */
     uint64_t phase_t0[4], phase_t1[4]; /* monotonic start/end of queue, input, infer, output */
 } osv_request_t;
 
@@ -201,7 +197,6 @@ struct osv_loop {
     uint64_t abandon_at;          /* drain timed out: when to give up on the last connections */
     int watch_slot;               /* this thread's deadline watchdog slot */
     uint64_t now;                 /* monotonic ns, read once per loop iteration (timers are coarse) */
-    _Atomic uint64_t status[OSV_STATUS_SLOTS]; /* responses by status (obs.c's slot table) */
 };
 
 struct osv_server {
@@ -224,9 +219,6 @@ struct osv_server {
     _Atomic int64_t inflight;
     uint64_t start_ns;
     _Atomic uint64_t next_conn_id;
-    /* Server-wide counters (exported by the metrics layer). */
-    _Atomic uint64_t timeouts[4]; /* header, body, write, idle */
-    _Atomic uint64_t accept_errors, rejected_connections;
     /* Memory guard (osv_server_watch_memory): while the cgroup's working set is above
      * o.memory_high_pct of its limit, new inferences get 503 and worker runs take mem_gate one at a
      * time, so ONNX Runtime's arena does not grow by a concurrent run's worth. */
@@ -321,6 +313,10 @@ void osv_res_empty(osv_conn_t *c, int status);
  * pool is exhausted (an error response has then been prepared). */
 char *osv_res_body_buf(osv_conn_t *c, uint64_t cap);
 const char *osv_status_text(int status);
+
+/* The response was written: the request's record for observability (statistics, access log,
+ * spans). Loop thread. */
+void osv_http_record(osv_conn_t *c);
 
 /* router.c */
 void osv_route(osv_conn_t *c);

@@ -344,7 +344,7 @@ static void inflate_task(osv_conn_t *c)
         osv_res_error_code(c, rc, err.msg);
         return;
     }
-    c->req.copied += out_len + moved; /* inflating is a copy by nature */
+    c->req.copied[OSV_COPY_DECOMPRESS] += out_len + moved; /* inflating is a copy by nature */
     c->req.body_ptr = (const char *)c->req.inflated.base;
     c->req.body_len = out_len;
     c->req.resume = inflated;

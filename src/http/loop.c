@@ -344,7 +344,7 @@ static bool step_linger(osv_conn_t *c)
 static void conn_next(osv_conn_t *c)
 {
     osv_server_t *s = c->loop->srv;
-    osv_obs_request_done(c);
+    osv_http_record(c);
     request_cleanup(c);
     atomic_fetch_sub(&s->inflight, 1);
     c->state = CONN_HEAD; /* the request is over: closing below must not count it again */
@@ -543,7 +543,7 @@ static bool chunked_room(osv_conn_t *c, uint64_t need)
     }
     if (b->dst_len) {
         memcpy(bigger.base, b->dst, b->dst_len);
-        c->req.copied += b->dst_len;
+        c->req.copied[OSV_COPY_CHUNKED] += b->dst_len;
     }
     osv_pool_release(pool, &c->req.body_slot);
     c->req.body_slot = bigger;
@@ -571,7 +571,7 @@ static bool dechunk_buffered(osv_conn_t *c)
         osv_res_error(c, e.status, "%s", e.msg);
         return false;
     }
-    c->req.copied += b->dst_len - before;
+    c->req.copied[OSV_COPY_CHUNKED] += b->dst_len - before;
     if (done) {
         c->req.chunked_done = true;
         c->req.bytes_in_buffer += (uint64_t)n; /* the rest is the next request */
@@ -620,7 +620,7 @@ static void take_buffered(osv_conn_t *c)
     while (avail > 0 && plan_cur(b)) {
         uint64_t k = avail < b->iov[b->cur].iov_len ? avail : b->iov[b->cur].iov_len;
         memcpy(b->iov[b->cur].iov_base, src, k);
-        c->req.copied += k;
+        c->req.copied[OSV_COPY_READAHEAD] += k;
         src += k;
         avail -= k;
         c->req.bytes_in_buffer += k;
@@ -873,7 +873,7 @@ static void on_timeout(osv_conn_t *c)
     if (c->state == CONN_HEAD && c->len > c->pos) {
         osv_http_error_t e = {408, "timed out waiting for the request head"};
         head_error(c, &e);
-        osv_obs_note_timeout(c->loop->srv, "header");
+        osv_obs_note(OSV_OBS_TIMEOUT_HEADER);
         conn_drive(c);
         return;
     }
@@ -885,7 +885,7 @@ static void on_timeout(osv_conn_t *c)
         /* The client stopped sending its body, or sends it too slowly: tell it (408) and close. */
         const osv_server_opts_t *o = &c->loop->srv->o;
         uint64_t rd = rate_deadline(c);
-        osv_obs_note_timeout(c->loop->srv, "body");
+        osv_obs_note(OSV_OBS_TIMEOUT_BODY);
         if (rd && c->loop->now >= rd)
             osv_res_error(c, 408,
                           "the request body arrives slower than %u bytes/s (--min-body-rate; %" PRIu64
@@ -898,9 +898,9 @@ static void on_timeout(osv_conn_t *c)
         return;
     }
     if (c->state == CONN_WRITE)
-        osv_obs_note_timeout(c->loop->srv, "write");
+        osv_obs_note(OSV_OBS_TIMEOUT_WRITE);
     else
-        osv_obs_note_timeout(c->loop->srv, "idle");
+        osv_obs_note(OSV_OBS_TIMEOUT_IDLE);
     conn_close(c); /* idle keep-alive, slow body or a reader that stopped reading */
 }
 
@@ -1017,7 +1017,7 @@ static void shed_connections(osv_loop_t *l)
             int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd < 0)
                 break;
-            osv_obs_note_rejected_connection(s);
+            osv_obs_note(OSV_OBS_REJECTED_CONNECTION);
             reject_connection(fd, s->o.retry_after_s, "out of file descriptors, retry");
         }
         l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -1032,16 +1032,16 @@ static void on_accept(osv_loop_t *l)
         int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
-                osv_obs_note_accept_error(s, errno);
+                osv_obs_note(OSV_OBS_ACCEPT_ERROR);
                 shed_connections(l); /* out of descriptors: answer the waiting ones, never spin */
             } else if (errno == ENOBUFS || errno == ENOMEM) {
-                osv_obs_note_accept_error(s, errno);
+                osv_obs_note(OSV_OBS_ACCEPT_ERROR);
                 pause_accept(l, 100000000ull); /* out of kernel memory: back off instead of spinning */
             }
             return;
         }
         if (atomic_load(&s->conns) >= s->o.max_connections) {
-            osv_obs_note_rejected_connection(s);
+            osv_obs_note(OSV_OBS_REJECTED_CONNECTION);
             reject_connection(fd, s->o.retry_after_s, "too many connections, retry");
             continue;
         }
@@ -1049,7 +1049,7 @@ static void on_accept(osv_loop_t *l)
         osv_conn_t *c = conn_new(l, fd);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
         if (!c) {
-            osv_obs_note_rejected_connection(s);
+            osv_obs_note(OSV_OBS_REJECTED_CONNECTION);
             reject_connection(fd, s->o.retry_after_s, "out of memory, retry");
             continue;
         }

@@ -115,12 +115,14 @@ void osv_res_begin(osv_conn_t *c, int status)
     HDR_LIT(c, " ");
     hdr_put(c, text, strlen(text));
     HDR_LIT(c, "\r\n");
-    if (c->req.request_id_len) {
-        HDR_LIT(c, "X-Request-ID: ");
-        hdr_put(c, c->req.request_id, c->req.request_id_len);
-        HDR_LIT(c, "\r\n");
-    }
-    osv_obs_response_headers(c);
+    char tp[56];
+    osv_obs_ids_ensure(&c->req.ids); /* a malformed head is answered before its ids were read */
+    HDR_LIT(c, "X-Request-ID: ");
+    hdr_put(c, c->req.ids.request_id, c->req.ids.request_id_len);
+    HDR_LIT(c, "\r\ntraceparent: ");
+    osv_obs_traceparent(&c->req.ids, tp);
+    hdr_put(c, tp, 55);
+    HDR_LIT(c, "\r\n");
     if (status == 503) {
         HDR_LIT(c, "Retry-After: ");
         hdr_u64(c, c->loop->srv->o.retry_after_s);
@@ -250,4 +252,40 @@ char *osv_res_body_buf(osv_conn_t *c, uint64_t cap)
     if (osv_pool_acquire(c->loop->srv->pool, cap ? cap : 1, &r->body_slot) != 0)
         return NULL;
     return (char *)r->body_slot.base;
+}
+
+static const char *method_name(int m)
+{
+    static const char *const names[] = {"?", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "OTHER"};
+    return m >= 0 && m <= OSV_HTTP_OTHER ? names[m] : "?";
+}
+
+void osv_http_record(osv_conn_t *c)
+{
+    osv_request_t *q = &c->req;
+    osv_obs_record_t r = {.shard = c->loop->id,
+                          .proto = OSV_OBS_HTTP,
+                          .method = method_name(q->head.method),
+                          .path = q->head.path,
+                          .path_len = q->head.path_len,
+                          .route = q->route,
+                          .status = c->res.status,
+                          .outcome = osv_obs_http_outcome(c->res.status),
+                          .model = q->model,
+                          .counted = q->counted,
+                          .ids = &q->ids,
+                          .t_start = q->t_start,
+                          .bytes_in = q->bytes_in,
+                          .bytes_out = c->res.sent,
+                          .batch = q->batch,
+                          .core_copied = q->core_copied,
+                          .fallback = q->fallback};
+    memcpy(r.ns, q->ns, sizeof r.ns);
+    memcpy(r.phase_t0, q->phase_t0, sizeof r.phase_t0);
+    memcpy(r.phase_t1, q->phase_t1, sizeof r.phase_t1);
+    memcpy(r.front_copied, q->copied, sizeof r.front_copied);
+    osv_obs_record(&r);
+    q->ns[OSV_PHASE_REQUEST] = r.ns[OSV_PHASE_REQUEST];
+    q->outcome = r.outcome;
+    q->counted = r.counted;
 }

@@ -248,11 +248,20 @@ static bool authorized(osv_conn_t *c, const seg_t *s, int n)
     return false;
 }
 
+/* The request's id and trace context from its X-Request-ID, traceparent and tracestate. */
+static void begin_ids(osv_conn_t *c)
+{
+    const osv_http_header_t *h = osv_req_header(c, "X-Request-ID"), *tp = osv_req_header(c, "traceparent"),
+                            *ts = osv_req_header(c, "tracestate");
+    osv_obs_ids_begin(&c->req.ids, h ? h->value : NULL, h ? h->value_len : 0, tp ? tp->value : NULL,
+                      tp ? tp->value_len : 0, ts ? ts->value : NULL, ts ? ts->value_len : 0);
+}
+
 void osv_route(osv_conn_t *c)
 {
     seg_t s[MAX_SEGS];
     int n = split(c->req.head.path, c->req.head.path_len, s);
-    osv_obs_request_begin(c);
+    begin_ids(c);
     if (!authorized(c, s, n) || encoded_body(c))
         return;
     /* Methods other than GET, HEAD and POST reach allow(), whose 405 carries the Allow header. */
@@ -263,7 +272,7 @@ void osv_route(osv_conn_t *c)
     } else if (n == 1 && is(&s[0], "metrics")) {
         c->req.route = "/metrics";
         if (allow(c, true, false))
-            osv_obs_metrics(c);
+            osv_h_metrics(c);
     } else if (n == 1 && is(&s[0], "infer")) {
         if (allow(c, false, true))
             osv_h_infer_alias(c);

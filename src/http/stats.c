@@ -1,10 +1,15 @@
 /* stats.c — the statistics extension: GET /v2/models[/{m}[/versions/{v}]]/stats in Triton's format,
- * summed from each model version's lock-free shards. */
+ * summed from each model version's lock-free shards; and GET /metrics, whose page obs renders from
+ * the gauges gathered here. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http/handlers.h"
+#include "http/sched.h"
+#include "ortserve/imaging.h"
 
 typedef struct stats_ctx {
     const osv_route_t *r;
@@ -105,4 +110,96 @@ void osv_h_stats(osv_conn_t *c, const osv_route_t *r)
         osv_res_error(c, 500, "statistics did not fit the response buffer");
     else
         osv_res_json(c, 200, buf, osv_jw_len(&w));
+}
+
+/* ---- GET /metrics -------------------------------------------------------------------------------------- */
+
+/* The q value of one media range ("type/sub;version=1.0.0;q=0.5"): 1 when absent. */
+static double media_q(const char *p, const char *end)
+{
+    while ((p = memchr(p, ';', (size_t)(end - p))) != NULL) {
+        char tmp[16];
+        size_t n;
+        for (p++; p < end && (*p == ' ' || *p == '\t'); p++)
+            ;
+        if (end - p < 2 || (*p != 'q' && *p != 'Q') || p[1] != '=')
+            continue;
+        n = (size_t)(end - p - 2) < sizeof tmp - 1 ? (size_t)(end - p - 2) : sizeof tmp - 1;
+        memcpy(tmp, p + 2, n);
+        tmp[n] = '\0';
+        return strtod(tmp, NULL);
+    }
+    return 1.0;
+}
+
+/* OpenMetrics when the Accept header lists application/openmetrics-text without q=0 (Prometheus
+ * sends "application/openmetrics-text;version=1.0.0,...,text/plain;version=0.0.4;q=0.5,..."). */
+static bool wants_openmetrics(const osv_conn_t *c)
+{
+    static const char om[] = "application/openmetrics-text";
+    const osv_http_header_t *h = osv_req_header(c, "Accept");
+    const char *p = h ? h->value : NULL, *end = h ? h->value + h->value_len : NULL;
+    while (p && p < end) {
+        const char *range_end = memchr(p, ',', (size_t)(end - p));
+        if (!range_end)
+            range_end = end;
+        while (p < range_end && (*p == ' ' || *p == '\t'))
+            p++;
+        if ((size_t)(range_end - p) >= sizeof om - 1 && strncasecmp(p, om, sizeof om - 1) == 0 &&
+            media_q(p, range_end) > 0)
+            return true;
+        p = range_end + 1;
+    }
+    return false;
+}
+
+static uint32_t model_queued(const osv_model_t *m)
+{
+    osv_model_sched_t *ms = osv_model_sched(m);
+    return ms ? atomic_load_explicit(&ms->queued, memory_order_relaxed) : 0;
+}
+
+static void free_page(osv_conn_t *c)
+{
+    osv_free(c->req.ctx);
+    c->req.ctx = NULL;
+}
+
+void osv_h_metrics(osv_conn_t *c)
+{
+    osv_server_t *s = c->loop->srv;
+    osv_obs_gauges_t g = {.ort_version = osv_env_ort_version(s->env),
+                          .ort_api = osv_env_api_version(),
+                          .ready = !atomic_load(&s->stopping) && osv_repo_ready(s->repo),
+                          .queue_depth = osv_sched_depth(s->sched),
+                          .inflight = atomic_load(&s->inflight),
+                          .open_connections = atomic_load(&s->conns),
+                          .memory_pressure = atomic_load(&s->mem_pressure),
+                          .deadline_refusals = atomic_load(&s->deadline_refusals),
+                          .memory_shed = atomic_load(&s->mem_shed),
+                          .pool = s->pool,
+                          .repo = s->repo,
+                          .model_queued = model_queued};
+    bool om = wants_openmetrics(c);
+    char *page;
+    size_t len;
+    for (int i = 0; i < s->n_loops; i++) {
+        uint64_t bufs = atomic_load_explicit(&s->loops[i].n_bufs, memory_order_relaxed),
+                 free_bufs = atomic_load_explicit(&s->loops[i].n_free_bufs_seen, memory_order_relaxed);
+        g.conn_buffers_in_use += bufs - free_bufs;
+        g.conn_buffers_free += free_bufs;
+    }
+    osv_img_budget_get_stats(s->img_budget, &g.image_budget);
+    if (osv_obs_render_metrics(&g, om, &page, &len) != 0) {
+        osv_res_error(c, 503, "no memory for the metrics, retry later");
+        return;
+    }
+    c->req.ctx = page; /* freed once the response is written */
+    c->req.cleanup = free_page;
+    osv_res_begin(c, 200);
+    osv_res_header(c, "Content-Type", "%s", osv_obs_metrics_content_type(om));
+    osv_res_end_head(c, len);
+    if (c->req.head.method != OSV_HTTP_HEAD)
+        osv_res_add_iov(c, page, len);
+    osv_conn_send(c);
 }

@@ -7,8 +7,9 @@
  * the SLO objectives themselves.
  * Server-wide: pool slots and bytes, queue depth, in-flight requests, connections, responses by
  * status, cgroup memory, build info and the standard process_* metrics. Everything is read from
- * lock-free per-thread shards and atomics; a scrape takes no lock a request could wait on (except
- * the repository's read lock for a moment per model). */
+ * lock-free per-thread shards and atomics, or from the plain gauges the caller gathered
+ * (osv_obs_gauges_t); a scrape takes no lock a request could wait on (except the repository's read
+ * lock for a moment per model). */
 #include <dirent.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -19,8 +20,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "http/handlers.h"
-#include "http/sched.h"
 #include "obs/obs.h"
 #include "obs/trace.h"
 
@@ -87,6 +86,7 @@ typedef struct model_row {
 typedef struct scrape {
     buf_t b;
     bool om; /* OpenMetrics */
+    const osv_obs_gauges_t *g;
     model_row_t *rows;
     size_t n_rows, cap_rows;
 } scrape_t;
@@ -104,13 +104,12 @@ static int collect(void *ud, osv_model_t *m)
 {
     scrape_t *x = ud;
     model_row_t *r;
-    osv_model_sched_t *ms = osv_model_sched(m);
     if (x->n_rows == x->cap_rows)
         return 1;
     r = &x->rows[x->n_rows++];
     snprintf(r->name, sizeof r->name, "%s", osv_model_name(m));
     r->version = osv_model_version(m);
-    r->queued = ms ? atomic_load_explicit(&ms->queued, memory_order_relaxed) : 0;
+    r->queued = x->g->model_queued ? x->g->model_queued(m) : 0;
     osv_stats_snapshot(osv_model_stats(m), &r->s);
     r->has_slo = osv_obs_model_slo(m, &r->slo_latency_s, &r->slo_target, &r->slo_error_budget);
     return 0;
@@ -238,10 +237,9 @@ static void model_families(scrape_t *x)
 }
 
 /* The image decode budget (--image-decode-budget): its limit, what decoding holds, and refusals. */
-static void image_budget_families(scrape_t *x, osv_server_t *s)
+static void image_budget_families(scrape_t *x)
 {
-    osv_img_budget_stats_t b;
-    osv_img_budget_get_stats(s->img_budget, &b);
+    const osv_img_budget_stats_t b = x->g->image_budget;
     family(x, "ortserve_image_decode_budget_bytes", "gauge",
            "Image decode memory budget by state (limit: --image-decode-budget; in_use: reserved now).");
     put(&x->b,
@@ -260,10 +258,11 @@ static void image_budget_families(scrape_t *x, osv_server_t *s)
         b.refused_busy, b.refused_too_big);
 }
 
-static void pool_families(scrape_t *x, osv_server_t *s)
+static void pool_families(scrape_t *x)
 {
-    osv_pool_stats_t ps;
-    osv_pool_get_stats(s->pool, &ps);
+    osv_pool_stats_t ps = {0};
+    if (x->g->pool)
+        osv_pool_get_stats(x->g->pool, &ps);
     family(x, "ortserve_pool_slots", "gauge", "Tensor memory pool slots by slot size and state.");
     for (uint32_t i = 0; i < ps.n_classes; i++) {
         put(&x->b, "ortserve_pool_slots{slot_bytes=\"%" PRIu64 "\",state=\"in_use\"} %u\n",
@@ -287,52 +286,53 @@ static void pool_families(scrape_t *x, osv_server_t *s)
             ps.cls[i].slot_size, ps.cls[i].failed);
 }
 
-static void server_families(scrape_t *x, osv_server_t *s)
+static void responses_family(scrape_t *x)
+{
+    int codes[32];
+    uint64_t counts[32];
+    int n = osv_obs_status_counts(OSV_OBS_HTTP, codes, counts, 32);
+    family(x, "ortserve_http_responses_total", "counter", "HTTP responses by status code.");
+    for (int i = 0; i < n; i++)
+        put(&x->b, "ortserve_http_responses_total{code=\"%d\"} %" PRIu64 "\n", codes[i], counts[i]);
+}
+
+static void server_families(scrape_t *x)
 {
     static const char *const tkinds[] = {"header", "body", "write", "idle"};
+    const osv_obs_gauges_t *g = x->g;
     osv_sysmem_t mem;
-    uint64_t by_status[OSV_OBS_STATUS_SLOTS] = {0};
-    osv_obs_status_totals(s, by_status);
     family(x, "ortserve_build_info", "gauge", "ortserve and ONNX Runtime versions.");
     put(&x->b, "ortserve_build_info{version=\"%s\",onnxruntime=\"%s\",ort_api=\"%d\"} 1\n", osv_version(),
-        osv_env_ort_version(s->env), osv_env_api_version());
+        g->ort_version ? g->ort_version : "", g->ort_api);
     family(x, "ortserve_ready", "gauge",
            "1 when every model that should be loaded is ready and the server is not draining.");
-    put(&x->b, "ortserve_ready %d\n", !atomic_load(&s->stopping) && osv_repo_ready(s->repo));
-    pool_families(x, s);
+    put(&x->b, "ortserve_ready %d\n", g->ready);
+    pool_families(x);
     family(x, "ortserve_queue_depth", "gauge", "Requests waiting for an inference worker.");
-    put(&x->b, "ortserve_queue_depth %u\n", osv_sched_depth(s->sched));
+    put(&x->b, "ortserve_queue_depth %u\n", g->queue_depth);
     family(x, "ortserve_inflight_requests", "gauge", "Requests being received, run or answered.");
-    put(&x->b, "ortserve_inflight_requests %" PRId64 "\n", atomic_load(&s->inflight));
+    put(&x->b, "ortserve_inflight_requests %" PRId64 "\n", g->inflight);
     family(x, "ortserve_open_connections", "gauge", "Open client connections.");
-    put(&x->b, "ortserve_open_connections %u\n", atomic_load(&s->conns));
-    family(x, "ortserve_http_responses_total", "counter", "HTTP responses by status code.");
-    for (int i = 0; i < OSV_OBS_STATUS_SLOTS; i++)
-        if (by_status[i])
-            put(&x->b, "ortserve_http_responses_total{code=\"%d\"} %" PRIu64 "\n", osv_obs_status_code(i),
-                by_status[i]);
+    put(&x->b, "ortserve_open_connections %u\n", g->open_connections);
+    responses_family(x);
     family(x, "ortserve_connection_timeouts_total", "counter", "Connections closed by a timeout, by kind.");
     for (int i = 0; i < 4; i++)
         put(&x->b, "ortserve_connection_timeouts_total{kind=\"%s\"} %" PRIu64 "\n", tkinds[i],
-            atomic_load(&s->timeouts[i]));
-    uint64_t bufs = 0, free_bufs = 0;
-    for (int i = 0; i < s->n_loops; i++) {
-        bufs += atomic_load_explicit(&s->loops[i].n_bufs, memory_order_relaxed);
-        free_bufs += atomic_load_explicit(&s->loops[i].n_free_bufs_seen, memory_order_relaxed);
-    }
+            osv_obs_event_count((osv_obs_event_t)(OSV_OBS_TIMEOUT_HEADER + i)));
     family(x, "ortserve_connection_buffers", "gauge",
            "Connection read buffers mapped, by state (free ones beyond a floor are unmapped within seconds).");
-    put(&x->b, "ortserve_connection_buffers{state=\"in_use\"} %" PRIu64 "\n", bufs - free_bufs);
-    put(&x->b, "ortserve_connection_buffers{state=\"free\"} %" PRIu64 "\n", free_bufs);
+    put(&x->b, "ortserve_connection_buffers{state=\"in_use\"} %" PRIu64 "\n", g->conn_buffers_in_use);
+    put(&x->b, "ortserve_connection_buffers{state=\"free\"} %" PRIu64 "\n", g->conn_buffers_free);
     family(x, "ortserve_heap_bytes", "gauge",
            "Heap memory ortserve's own code holds (connections, arenas, models' metadata; not ONNX Runtime's, "
            "not the tensor pool).");
     put(&x->b, "ortserve_heap_bytes %" PRIu64 "\n", osv_alloc_live_bytes());
     family(x, "ortserve_accept_errors_total", "counter", "accept() failures (e.g. out of file descriptors).");
-    put(&x->b, "ortserve_accept_errors_total %" PRIu64 "\n", atomic_load(&s->accept_errors));
+    put(&x->b, "ortserve_accept_errors_total %" PRIu64 "\n", osv_obs_event_count(OSV_OBS_ACCEPT_ERROR));
     family(x, "ortserve_rejected_connections_total", "counter",
            "Connections refused over --max-connections.");
-    put(&x->b, "ortserve_rejected_connections_total %" PRIu64 "\n", atomic_load(&s->rejected_connections));
+    put(&x->b, "ortserve_rejected_connections_total %" PRIu64 "\n",
+        osv_obs_event_count(OSV_OBS_REJECTED_CONNECTION));
     osv_sysmem_read(&mem);
     family(x, "ortserve_memory_limit_bytes", "gauge",
            "Memory limit of the process's cgroup (physical memory when none).");
@@ -345,13 +345,13 @@ static void server_families(scrape_t *x, osv_server_t *s)
     put(&x->b, "ortserve_memory_working_set_bytes %" PRIu64 "\n", mem.cgroup_working_set);
     family(x, "ortserve_memory_pressure", "gauge",
            "1 while the memory guard refuses inferences (working set above --memory-high-pct of the limit).");
-    put(&x->b, "ortserve_memory_pressure %d\n", atomic_load(&s->mem_pressure));
+    put(&x->b, "ortserve_memory_pressure %d\n", g->memory_pressure);
     family(x, "ortserve_deadline_refusals_total", "counter",
            "Inferences refused with 503 at admission: the queued work ahead would outlast their deadline.");
-    put(&x->b, "ortserve_deadline_refusals_total %" PRIu64 "\n", atomic_load(&s->deadline_refusals));
+    put(&x->b, "ortserve_deadline_refusals_total %" PRIu64 "\n", g->deadline_refusals);
     family(x, "ortserve_memory_shed_total", "counter", "Inferences refused with 503 by the memory guard.");
-    put(&x->b, "ortserve_memory_shed_total %" PRIu64 "\n", atomic_load(&s->mem_shed));
-    image_budget_families(x, s);
+    put(&x->b, "ortserve_memory_shed_total %" PRIu64 "\n", g->memory_shed);
+    image_budget_families(x);
     uint64_t exported, dropped, failed;
     osv_trace_counters(&exported, &dropped, &failed);
     family(x, "ortserve_trace_spans_exported_total", "counter", "Spans delivered to the OTLP endpoint.");
@@ -403,85 +403,38 @@ static void process_families(scrape_t *x, uint64_t start_wall_s)
     put(&x->b, "process_start_time_seconds %" PRIu64 "\n", start_wall_s);
 }
 
-/* The q value of one media range ("type/sub;version=1.0.0;q=0.5"): 1 when absent. */
-static double media_q(const char *p, const char *end)
+int osv_obs_render_metrics(const osv_obs_gauges_t *g, bool openmetrics, char **page, size_t *len)
 {
-    while ((p = memchr(p, ';', (size_t)(end - p))) != NULL) {
-        char tmp[16];
-        size_t n;
-        for (p++; p < end && (*p == ' ' || *p == '\t'); p++)
-            ;
-        if (end - p < 2 || (*p != 'q' && *p != 'Q') || p[1] != '=')
-            continue;
-        n = (size_t)(end - p - 2) < sizeof tmp - 1 ? (size_t)(end - p - 2) : sizeof tmp - 1;
-        memcpy(tmp, p + 2, n);
-        tmp[n] = '\0';
-        return strtod(tmp, NULL);
-    }
-    return 1.0;
-}
-
-/* OpenMetrics when the Accept header lists application/openmetrics-text without q=0 (Prometheus
- * sends "application/openmetrics-text;version=1.0.0,...,text/plain;version=0.0.4;q=0.5,..."). */
-static bool wants_openmetrics(const osv_conn_t *c)
-{
-    static const char om[] = "application/openmetrics-text";
-    const osv_http_header_t *h = osv_req_header(c, "Accept");
-    const char *p = h ? h->value : NULL, *end = h ? h->value + h->value_len : NULL;
-    while (p && p < end) {
-        const char *range_end = memchr(p, ',', (size_t)(end - p));
-        if (!range_end)
-            range_end = end;
-        while (p < range_end && (*p == ' ' || *p == '\t'))
-            p++;
-        if ((size_t)(range_end - p) >= sizeof om - 1 && strncasecmp(p, om, sizeof om - 1) == 0 &&
-            media_q(p, range_end) > 0)
-            return true;
-        p = range_end + 1;
-    }
-    return false;
-}
-
-static void free_page(osv_conn_t *c)
-{
-    osv_free(c->req.ctx);
-    c->req.ctx = NULL;
-}
-
-void osv_obs_metrics(osv_conn_t *c)
-{
-    osv_server_t *s = c->loop->srv;
-    scrape_t x = {.om = wants_openmetrics(c)};
+    scrape_t x = {.om = openmetrics, .g = g};
     size_t n_models = 0;
-    osv_repo_index(s->repo, true, NULL, 0, &n_models);
+    if (g->repo)
+        osv_repo_index(g->repo, true, NULL, 0, &n_models);
     x.cap_rows = n_models + 8; /* models loaded between the count and the walk are picked up next time */
     x.rows = osv_malloc(x.cap_rows * sizeof *x.rows);
     if (!x.rows || !grow(&x.b, 32768 + x.cap_rows * 16384)) {
         osv_free(x.rows);
         osv_free(x.b.p);
-        osv_res_error(c, 503, "no memory for the metrics, retry later");
-        return;
+        return OSV_ENOMEM;
     }
-    osv_repo_foreach(s->repo, collect, &x);
+    if (g->repo)
+        osv_repo_foreach(g->repo, collect, &x);
     model_families(&x);
-    server_families(&x, s);
+    server_families(&x);
     process_families(&x, osv_obs_start_time());
     if (x.om)
         put(&x.b, "# EOF\n");
     osv_free(x.rows);
     if (x.b.full) {
         osv_free(x.b.p);
-        osv_res_error(c, 503, "no memory for the metrics, retry later");
-        return;
+        return OSV_ENOMEM;
     }
-    c->req.ctx = x.b.p; /* freed once the response is written */
-    c->req.cleanup = free_page;
-    osv_res_begin(c, 200);
-    osv_res_header(c, "Content-Type", "%s",
-                   x.om ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
-                        : "text/plain; version=0.0.4; charset=utf-8");
-    osv_res_end_head(c, x.b.len);
-    if (c->req.head.method != OSV_HTTP_HEAD)
-        osv_res_add_iov(c, x.b.p, x.b.len);
-    osv_conn_send(c);
+    *page = x.b.p;
+    *len = x.b.len;
+    return 0;
+}
+
+const char *osv_obs_metrics_content_type(bool openmetrics)
+{
+    return openmetrics ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                       : "text/plain; version=0.0.4; charset=utf-8";
 }

@@ -6,6 +6,7 @@
  * holds whole lines; when the destination is a pipe or socket, writes stay within PIPE_BUF so lines
  * from different loops never interleave. */
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -35,6 +36,19 @@ static _Thread_local struct {
     time_t sec;        /* cached timestamp prefix for this second */
     char prefix[24];
 } lb;
+
+#define STATUS_SLOTS 20
+
+/* Per recording thread: written by that thread only (relaxed increments), read by scrapes. */
+typedef struct shard {
+    _Alignas(64) _Atomic uint64_t status[OSV_OBS_PROTO_COUNT][STATUS_SLOTS];
+} shard_t;
+
+static struct {
+    shard_t *shards; /* opts.loops of them, from osv_obs_init to osv_obs_shutdown */
+    int n;
+    _Atomic uint64_t events[OSV_OBS_EVENT_COUNT];
+} C;
 
 static _Thread_local uint64_t rng_state;
 
@@ -136,6 +150,11 @@ int osv_obs_init(const osv_obs_opts_t *o, osv_err_t *err)
                            .loops = o->loops};
     O.access_log = o->access_log;
     O.start_wall_s = (uint64_t)time(NULL);
+    C.n = o->loops > 0 ? o->loops : 1;
+    if (!(C.shards = osv_calloc((size_t)C.n, sizeof *C.shards))) {
+        C.n = 0;
+        return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    }
     O.chunk = fstat(O.fd, &st) == 0 && S_ISREG(st.st_mode) ? LOG_BUF : PIPE_BUF;
     if (osv_trace_init(&to, msg, sizeof msg) != 0)
         return osv_err_set(err, OSV_EINVAL, "%s", msg);
@@ -146,6 +165,9 @@ void osv_obs_shutdown(void)
 {
     osv_obs_flush();
     osv_trace_shutdown();
+    osv_free(C.shards);
+    C.shards = NULL;
+    C.n = 0;
 }
 
 uint64_t osv_obs_start_time(void)
@@ -178,58 +200,45 @@ static bool printable_id(const char *s, uint32_t n)
     return true;
 }
 
-void osv_obs_request_begin(osv_conn_t *c)
+void osv_obs_ids_begin(osv_obs_ids_t *ids, const char *request_id, uint32_t request_id_len,
+                       const char *traceparent, uint32_t traceparent_len, const char *tracestate,
+                       uint32_t tracestate_len)
 {
-    const osv_http_header_t *h = osv_req_header(c, "X-Request-ID"), *tp = osv_req_header(c, "traceparent"),
-                            *ts = osv_req_header(c, "tracestate");
-    if (h && printable_id(h->value, h->value_len)) {
-        memcpy(c->req.request_id, h->value, h->value_len);
-        c->req.request_id_len = (uint8_t)h->value_len;
+    if (request_id && printable_id(request_id, request_id_len)) {
+        memcpy(ids->request_id, request_id, request_id_len);
+        ids->request_id_len = (uint8_t)request_id_len;
     } else {
         uint64_t a = next_random(), b = next_random();
         uint8_t id[16];
         memcpy(id, &a, 8);
         memcpy(id + 8, &b, 8);
-        osv_trace_hex(id, 16, c->req.request_id);
-        c->req.request_id_len = 32;
+        osv_trace_hex(id, 16, ids->request_id);
+        ids->request_id_len = 32;
     }
-    osv_trace_begin(&c->req.trace, tp ? tp->value : NULL, tp ? tp->value_len : 0);
+    osv_trace_begin(&ids->trace, traceparent, traceparent ? traceparent_len : 0);
     /* W3C: tracestate is only meaningful with a valid traceparent. */
-    if (ts && ts->value_len <= 512 && c->req.trace.has_parent) {
-        c->req.tracestate = ts->value;
-        c->req.tracestate_len = ts->value_len;
+    ids->tracestate = NULL;
+    ids->tracestate_len = 0;
+    if (tracestate && tracestate_len <= 512 && ids->trace.has_parent) {
+        ids->tracestate = tracestate;
+        ids->tracestate_len = tracestate_len;
     }
 }
 
-/* A request answered before its head was routed (a malformed head: 400, 431, ...) never went
- * through osv_obs_request_begin; give it an identity so its response and log line carry real ids
- * instead of zeros. Its headers are not looked at (they may not have been parsed). Returns true
- * when it had to. */
-static bool ensure_begun(osv_conn_t *c)
+bool osv_obs_ids_ensure(osv_obs_ids_t *ids)
 {
-    static const uint8_t zero[8];
-    if (memcmp(c->req.trace.span_id, zero, 8) != 0)
-        return false; /* a begun trace always has a non-zero span id (xorshift never yields 0) */
-    uint64_t a = next_random(), b = next_random();
-    uint8_t id[16];
-    memcpy(id, &a, 8);
-    memcpy(id + 8, &b, 8);
-    osv_trace_hex(id, 16, c->req.request_id);
-    c->req.request_id_len = 32;
-    osv_trace_begin(&c->req.trace, NULL, 0);
+    if (ids->request_id_len)
+        return false;
+    osv_obs_ids_begin(ids, NULL, 0, NULL, 0, NULL, 0);
     return true;
 }
 
-void osv_obs_response_headers(osv_conn_t *c)
+void osv_obs_traceparent(const osv_obs_ids_t *ids, char out[56])
 {
-    char tp[56];
-    if (ensure_begun(c)) /* osv_res_begin wrote X-Request-ID only when the request had one */
-        osv_res_header_raw(c, "X-Request-ID", 12, c->req.request_id, c->req.request_id_len);
-    osv_trace_format(&c->req.trace, tp);
-    osv_res_header_raw(c, "traceparent", 11, tp, 55);
+    osv_trace_format(&ids->trace, out);
 }
 
-osv_outcome_t osv_obs_outcome(int status)
+osv_outcome_t osv_obs_http_outcome(int status)
 {
     if (status < 400)
         return OSV_OUTCOME_SUCCESS;
@@ -240,29 +249,46 @@ osv_outcome_t osv_obs_outcome(int status)
     return status < 500 ? OSV_OUTCOME_INVALID : OSV_OUTCOME_ERROR;
 }
 
-/* ---- responses by status ------------------------------------------------------------------------------ */
+/* ---- counters obs owns: responses by status (per shard), server-wide events ------------------- */
 
-static const int status_codes[OSV_OBS_STATUS_SLOTS] = {200, 400, 403, 404, 405, 408, 409, 411, 413, 415,
-                                                       422, 431, 500, 501, 503, 504, 505, 204, 401, 0};
+static const int http_codes[STATUS_SLOTS] = {200, 400, 403, 404, 405, 408, 409, 411, 413, 415,
+                                             422, 431, 500, 501, 503, 504, 505, 204, 401, 0};
 
-int osv_obs_status_slot(int status)
+/* HTTP: the code's slot (the last one is "other"); gRPC: the code itself (0..16). */
+static int status_slot(osv_obs_proto_t proto, int status)
 {
-    for (int i = 0; i < OSV_OBS_STATUS_SLOTS - 1; i++)
-        if (status_codes[i] == status)
+    if (proto == OSV_OBS_GRPC)
+        return status >= 0 && status < STATUS_SLOTS - 1 ? status : STATUS_SLOTS - 1;
+    for (int i = 0; i < STATUS_SLOTS - 1; i++)
+        if (http_codes[i] == status)
             return i;
-    return OSV_OBS_STATUS_SLOTS - 1; /* other */
+    return STATUS_SLOTS - 1;
 }
 
-int osv_obs_status_code(int slot)
+void osv_obs_note(osv_obs_event_t e)
 {
-    return slot >= 0 && slot < OSV_OBS_STATUS_SLOTS - 1 ? status_codes[slot] : 0;
+    if ((unsigned)e < OSV_OBS_EVENT_COUNT)
+        atomic_fetch_add_explicit(&C.events[e], 1, memory_order_relaxed);
 }
 
-void osv_obs_status_totals(osv_server_t *s, uint64_t out[OSV_OBS_STATUS_SLOTS])
+uint64_t osv_obs_event_count(osv_obs_event_t e)
 {
-    for (int l = 0; l < s->n_loops; l++)
-        for (int i = 0; i < OSV_OBS_STATUS_SLOTS; i++)
-            out[i] += atomic_load_explicit(&s->loops[l].status[i], memory_order_relaxed);
+    return (unsigned)e < OSV_OBS_EVENT_COUNT ? atomic_load_explicit(&C.events[e], memory_order_relaxed) : 0;
+}
+
+int osv_obs_status_counts(osv_obs_proto_t proto, int codes[], uint64_t counts[], int cap)
+{
+    int n = 0;
+    for (int i = 0; i < STATUS_SLOTS && n < cap; i++) {
+        uint64_t total = 0;
+        for (int k = 0; k < C.n; k++)
+            total += atomic_load_explicit(&C.shards[k].status[proto][i], memory_order_relaxed);
+        if (!total)
+            continue;
+        codes[n] = proto == OSV_OBS_GRPC ? (i < STATUS_SLOTS - 1 ? i : -1) : (i < STATUS_SLOTS - 1 ? http_codes[i] : 0);
+        counts[n++] = total;
+    }
+    return n;
 }
 
 /* ---- access log -----------------------------------------------------------------------------------------
@@ -374,12 +400,6 @@ int osv_obs_tick(void)
     return (int)((FLUSH_NS - (now - lb.first_at)) / 1000000) + 1;
 }
 
-static const char *method_name(int m)
-{
-    static const char *const names[] = {"?", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "OTHER"};
-    return m >= 0 && m <= OSV_HTTP_OTHER ? names[m] : "?";
-}
-
 /* Most bytes an escaped path, model name or request id takes in a line; the fixed fields take
  * under 700 bytes, so a line always fits ACCESS_LINE. */
 #define PATH_OUT    512
@@ -387,16 +407,25 @@ static const char *method_name(int m)
 #define RID_OUT     128
 #define ACCESS_LINE 2048
 
-static void access_line(osv_conn_t *c)
+static uint64_t front_copied(const osv_obs_record_t *r)
 {
-    const osv_request_t *q = &c->req;
+    uint64_t n = 0;
+    for (int i = 0; i < OSV_COPY_REASON_COUNT; i++)
+        n += r->front_copied[i];
+    return n;
+}
+
+static void access_line(const osv_obs_record_t *r)
+{
+    const osv_obs_ids_t *q = r->ids;
     char line[ACCESS_LINE], *p = line, hex[40];
+    bool error = r->proto == OSV_OBS_GRPC ? r->outcome == OSV_OUTCOME_ERROR : r->status >= 500;
     if (lb.len + sizeof line > LOG_BUF)
         osv_obs_flush();
     if (osv_log_json()) {
         p = put_str(p, "{\"ts\":\"");
         p = put_time(p);
-        p = put_str(p, c->res.status >= 500 ? "\",\"level\":\"error\"" : "\",\"level\":\"info\"");
+        p = put_str(p, error ? "\",\"level\":\"error\"" : "\",\"level\":\"info\"");
         p = put_str(p, ",\"event\":\"access\",\"request_id\":\"");
         p = put_esc(p, q->request_id, q->request_id_len, RID_OUT);
         osv_trace_hex(q->trace.trace_id, 16, hex);
@@ -405,56 +434,58 @@ static void access_line(osv_conn_t *c)
         osv_trace_hex(q->trace.span_id, 8, hex);
         p = put_str(p, "\",\"span_id\":\"");
         p = put_str(p, hex);
+        if (r->proto == OSV_OBS_GRPC)
+            p = put_str(p, "\",\"protocol\":\"grpc");
         p = put_str(p, "\",\"method\":\"");
-        p = put_str(p, method_name(q->head.method));
+        p = put_esc(p, r->method, strlen(r->method), PATH_OUT);
         p = put_str(p, "\",\"path\":\"");
-        p = put_esc(p, q->head.path, q->head.path_len, PATH_OUT);
+        p = put_esc(p, r->path, r->path_len, PATH_OUT);
         p = put_str(p, "\",\"status\":");
-        p = put_u64(p, (uint64_t)c->res.status);
-        if (q->model) {
+        p = put_u64(p, (uint64_t)r->status);
+        if (r->model) {
             p = put_str(p, ",\"model\":\"");
-            p = put_esc(p, osv_model_name(q->model), strlen(osv_model_name(q->model)), MODEL_OUT);
+            p = put_esc(p, osv_model_name(r->model), strlen(osv_model_name(r->model)), MODEL_OUT);
             p = put_str(p, "\",\"version\":");
-            p = put_u64(p, (uint64_t)osv_model_version(q->model));
+            p = put_u64(p, (uint64_t)osv_model_version(r->model));
         }
         p = put_str(p, ",\"bytes_in\":");
-        p = put_u64(p, q->bytes_in);
+        p = put_u64(p, r->bytes_in);
         p = put_str(p, ",\"bytes_out\":");
-        p = put_u64(p, c->res.sent);
+        p = put_u64(p, r->bytes_out);
         p = put_str(p, ",\"queue_us\":");
-        p = put_u64(p, q->ns[OSV_PHASE_QUEUE] / 1000);
+        p = put_u64(p, r->ns[OSV_PHASE_QUEUE] / 1000);
         p = put_str(p, ",\"infer_us\":");
-        p = put_u64(p, q->ns[OSV_PHASE_COMPUTE_INFER] / 1000);
+        p = put_u64(p, r->ns[OSV_PHASE_COMPUTE_INFER] / 1000);
         p = put_str(p, ",\"total_us\":");
-        p = put_u64(p, q->ns[OSV_PHASE_REQUEST] / 1000);
-        if (q->model) {
+        p = put_u64(p, r->ns[OSV_PHASE_REQUEST] / 1000);
+        if (r->model) {
             p = put_str(p, ",\"binding\":\"");
-            p = put_str(p, osv_copy_reason_name(q->fallback));
+            p = put_str(p, osv_copy_reason_name(r->fallback));
             p = put_str(p, "\",\"copied_bytes\":");
-            p = put_u64(p, q->core_copied + q->copied);
+            p = put_u64(p, r->core_copied + front_copied(r));
         }
         p = put_str(p, "}\n");
     } else {
         p = put_time(p);
-        p = put_str(p, c->res.status >= 500 ? " error access " : " info  access ");
-        p = put_u64(p, (uint64_t)c->res.status);
+        p = put_str(p, error ? " error access " : " info  access ");
+        p = put_u64(p, (uint64_t)r->status);
         *p++ = ' ';
-        p = put_str(p, method_name(q->head.method));
+        p = put_esc(p, r->method, strlen(r->method), PATH_OUT);
         *p++ = ' ';
-        p = put_esc(p, q->head.path, q->head.path_len, PATH_OUT);
+        p = put_esc(p, r->path, r->path_len, PATH_OUT);
         p = put_str(p, " total_us=");
-        p = put_u64(p, q->ns[OSV_PHASE_REQUEST] / 1000);
+        p = put_u64(p, r->ns[OSV_PHASE_REQUEST] / 1000);
         p = put_str(p, " in=");
-        p = put_u64(p, q->bytes_in);
+        p = put_u64(p, r->bytes_in);
         p = put_str(p, " out=");
-        p = put_u64(p, c->res.sent);
-        if (q->model) {
+        p = put_u64(p, r->bytes_out);
+        if (r->model) {
             p = put_str(p, " infer_us=");
-            p = put_u64(p, q->ns[OSV_PHASE_COMPUTE_INFER] / 1000);
+            p = put_u64(p, r->ns[OSV_PHASE_COMPUTE_INFER] / 1000);
             p = put_str(p, " queue_us=");
-            p = put_u64(p, q->ns[OSV_PHASE_QUEUE] / 1000);
+            p = put_u64(p, r->ns[OSV_PHASE_QUEUE] / 1000);
             p = put_str(p, " binding=");
-            p = put_str(p, osv_copy_reason_name(q->fallback));
+            p = put_str(p, osv_copy_reason_name(r->fallback));
         }
         p = put_str(p, " rid=");
         p = put_esc(p, q->request_id, q->request_id_len, RID_OUT);
@@ -468,85 +499,63 @@ static void access_line(osv_conn_t *c)
 
 /* ---- request done -------------------------------------------------------------------------------------- */
 
-static const char *route_of(const osv_request_t *q)
+static void record_spans(const osv_obs_record_t *r)
 {
-    if (q->model)
-        return q->route ? q->route : "/v2/models/{model}/infer";
-    return q->route ? q->route : "other";
-}
-
-static void record_spans(osv_conn_t *c)
-{
-    const osv_request_t *q = &c->req;
-    osv_span_req_t r = {.ctx = &q->trace,
-                        .tracestate = q->tracestate,
-                        .tracestate_len = q->tracestate_len,
-                        .method = method_name(q->head.method),
-                        .route = route_of(q),
-                        .status = c->res.status,
-                        .request_id = q->request_id,
-                        .batch = q->batch,
-                        .copied = q->core_copied + q->copied,
-                        .bytes_in = q->bytes_in,
-                        .bytes_out = c->res.sent,
-                        .start_mono = q->t_start,
-                        .end_mono = q->t_start + q->ns[OSV_PHASE_REQUEST]};
-    if (q->model) {
-        r.model = osv_model_name(q->model);
-        r.version = osv_model_version(q->model);
-        r.binding = osv_copy_reason_name(q->fallback);
+    const osv_obs_ids_t *q = r->ids;
+    osv_span_req_t sp = {.ctx = &q->trace,
+                         .tracestate = q->tracestate,
+                         .tracestate_len = q->tracestate_len,
+                         .method = r->method,
+                         .route = r->route ? r->route : r->model ? "/v2/models/{model}/infer" : "other",
+                         .status = r->status,
+                         .request_id = q->request_id,
+                         .batch = r->batch,
+                         .copied = r->core_copied + front_copied(r),
+                         .bytes_in = r->bytes_in,
+                         .bytes_out = r->bytes_out,
+                         .start_mono = r->t_start,
+                         .end_mono = r->t_start + r->ns[OSV_PHASE_REQUEST]};
+    if (r->model) {
+        sp.model = osv_model_name(r->model);
+        sp.version = osv_model_version(r->model);
+        sp.binding = osv_copy_reason_name(r->fallback);
     }
     for (int p = 0; p < 4; p++) {
-        r.phase_start[p] = q->phase_t0[p];
-        r.phase_end[p] = q->phase_t1[p];
+        sp.phase_start[p] = r->phase_t0[p];
+        sp.phase_end[p] = r->phase_t1[p];
     }
-    osv_trace_record(c->loop->id, &r);
+    osv_trace_record(r->shard, &sp);
 }
 
-void osv_obs_request_done(osv_conn_t *c)
+static void record_stats(osv_obs_record_t *r, uint64_t total)
 {
-    osv_request_t *q = &c->req;
-    uint64_t total = osv_now_ns() - q->t_start;
-    ensure_begun(c); /* normally done by the response head already (osv_obs_response_headers) */
-    q->ns[OSV_PHASE_REQUEST] = total;
-    q->outcome = osv_obs_outcome(c->res.status);
-    atomic_fetch_add_explicit(&c->loop->status[osv_obs_status_slot(c->res.status)], 1, memory_order_relaxed);
-    if (q->model && !q->counted) {
-        osv_stats_t *st = osv_model_stats(q->model);
-        q->counted = true;
-        osv_stats_record_outcome(st, q->outcome, total);
-        osv_stats_record_phase(st, OSV_PHASE_REQUEST, total);
-        /* Queue and compute phases describe successful inferences only, as Triton's statistics do:
-         * a request rejected half-way would otherwise lower the averages it never completed. */
-        for (int p = OSV_PHASE_QUEUE; q->outcome == OSV_OUTCOME_SUCCESS && p < OSV_PHASE_COUNT; p++)
-            if (q->ns[p])
-                osv_stats_record_phase(st, (osv_phase_t)p, q->ns[p]);
-        if (q->copied)
-            osv_stats_record_copy(st, OSV_COPY_READAHEAD, q->copied);
-        record_slo(q->model, q->outcome, total);
-    }
+    osv_stats_t *st = osv_model_stats(r->model);
+    r->counted = true;
+    osv_stats_record_outcome(st, r->outcome, total);
+    osv_stats_record_phase(st, OSV_PHASE_REQUEST, total);
+    /* Queue and compute phases describe successful inferences only, as Triton's statistics do: a
+     * request rejected half-way would otherwise lower the averages it never completed. */
+    for (int p = OSV_PHASE_QUEUE; r->outcome == OSV_OUTCOME_SUCCESS && p < OSV_PHASE_COUNT; p++)
+        if (r->ns[p])
+            osv_stats_record_phase(st, (osv_phase_t)p, r->ns[p]);
+    for (int i = 0; i < OSV_COPY_REASON_COUNT; i++)
+        if (r->front_copied[i])
+            osv_stats_record_copy(st, (osv_copy_reason_t)i, r->front_copied[i]);
+    record_slo(r->model, r->outcome, total);
+}
+
+void osv_obs_record(osv_obs_record_t *r)
+{
+    uint64_t total = osv_now_ns() - r->t_start;
+    osv_obs_ids_ensure(r->ids); /* normally begun with the request, or by the response head */
+    r->ns[OSV_PHASE_REQUEST] = total;
+    if (r->shard >= 0 && r->shard < C.n)
+        atomic_fetch_add_explicit(&C.shards[r->shard].status[r->proto][status_slot(r->proto, r->status)], 1,
+                                  memory_order_relaxed);
+    if (r->model && !r->counted)
+        record_stats(r, total);
     if (O.access_log)
-        access_line(c);
-    if (q->trace.sampled && osv_trace_exporting())
-        record_spans(c);
-}
-
-void osv_obs_note_timeout(osv_server_t *s, const char *kind)
-{
-    int i = strcmp(kind, "header") == 0  ? 0
-            : strcmp(kind, "body") == 0  ? 1
-            : strcmp(kind, "write") == 0 ? 2
-                                         : 3;
-    atomic_fetch_add_explicit(&s->timeouts[i], 1, memory_order_relaxed);
-}
-
-void osv_obs_note_accept_error(osv_server_t *s, int err)
-{
-    (void)err;
-    atomic_fetch_add_explicit(&s->accept_errors, 1, memory_order_relaxed);
-}
-
-void osv_obs_note_rejected_connection(osv_server_t *s)
-{
-    atomic_fetch_add_explicit(&s->rejected_connections, 1, memory_order_relaxed);
+        access_line(r);
+    if (r->ids->trace.sampled && osv_trace_exporting())
+        record_spans(r);
 }
