@@ -20,7 +20,7 @@
 
 #include "core/model_internal.h"
 #include "fuzz.h"
-#include "http/shm.h"
+#include "serve/shm.h"
 #include "server.h"
 
 /* The real recorder (declared in http/http.h under the name above). */
@@ -187,7 +187,7 @@ osv_server_t *fz_server(void)
     FZ_CHECK(osv_server_create(&S.opts, env, repo, &S.srv, &err) == 0, "server: %s", err.msg);
     /* This thread is the loop thread: responses are written here, runs use the loop's watch slot. */
     S.srv->loops[0].thread = pthread_self();
-    osv_watch_set_slot(S.srv->loops[0].watch_slot);
+    osv_serve_thread_init(S.srv->serve, S.srv->loops[0].watch_slot);
     fz_shm_reset();
     return S.srv;
 }

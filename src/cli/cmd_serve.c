@@ -13,7 +13,7 @@
 
 #include "cli.h"
 #include "http/http.h"
-#include "http/shm.h"
+#include "serve/shm.h"
 #include "obs/log.h"
 #include "obs/obs.h"
 

@@ -92,8 +92,10 @@ static int class_pop(pool_class_t *c, uint32_t *idx)
 
 static void class_free(pool_class_t *c)
 {
-    if (c->base)
+    if (c->base) {
+        osv_unpoison(c->base, c->map_len); /* the next mapping at this address starts clean */
         munmap(c->base, c->map_len);
+    }
     osv_free((void *)c->next);
     osv_free((void *)c->in_use_flag);
     c->base = NULL;

@@ -22,7 +22,6 @@
 #include <strings.h>
 
 #include "http/handlers.h"
-#include "http/sched.h"
 #include "serve/errmap.h"
 #include "ortserve/imaging.h"
 
@@ -36,7 +35,10 @@ typedef struct part_name {
 typedef struct cls_ctx {
     osv_model_t *m;
     const osv_img_model_t *im;
-    osv_model_sched_t *ms;
+    osv_sreq_t sreq; /* the request as the request layer runs it */
+    uint32_t failed; /* the image an error is about, or UINT32_MAX */
+    uint32_t k, k_out;
+    osv_img_times_t times;
     bool multi;
     const char *boundary;
     uint32_t boundary_len;
@@ -316,30 +318,27 @@ static int mp_split(osv_conn_t *c, cls_ctx_t *x, const char *delim, size_t dlen,
     return 0;
 }
 
-/* ---- running (worker thread) ------------------------------------------------------------------------ */
+/* ---- running (a worker of the request layer) ---------------------------------------------------- */
 
 static void watch(void *ud, osv_infer_t *inf, bool begin)
 {
     osv_conn_t *c = ud;
-    osv_sched_t *q = c->loop->srv->sched;
-    if (!q)
-        return;
+    cls_ctx_t *x = c->req.ctx;
     if (begin)
-        osv_watch_begin(q, osv_watch_slot(), inf, c->req.deadline);
+        osv_serve_watch_begin(c->loop->srv->serve, &x->sreq, inf);
     else
-        osv_watch_end(q, osv_watch_slot());
+        osv_serve_watch_end(c->loop->srv->serve);
 }
 
 /* An image's error names the multipart part it came from; a request-wide one stands alone. */
 static void answer_error(osv_conn_t *c, cls_ctx_t *x, int rc, uint32_t failed)
 {
-    if (rc == OSV_ECANCELED)
-        osv_res_error(c, 504, "deadline exceeded: the run was canceled");
-    else if (x->multi && failed < x->n)
+    const char *msg = x->sreq.err.msg;
+    if (x->multi && failed < x->n)
         osv_res_error(c, osv_status_http(rc), "part %u ('%.*s'): %s", failed, (int)x->names[failed].n,
-                      x->names[failed].p ? x->names[failed].p : "", x->err.msg);
+                      x->names[failed].p ? x->names[failed].p : "", msg);
     else
-        osv_res_error(c, osv_status_http(rc), "%s", x->err.msg);
+        osv_res_error(c, osv_status_http(rc), "%s", msg);
 }
 
 static void write_row(osv_jw_t *w, const osv_img_class_t *r, uint32_t k)
@@ -389,44 +388,52 @@ static void answer(osv_conn_t *c, cls_ctx_t *x, const osv_img_class_t *res, uint
     osv_res_json(c, 200, buf, osv_jw_len(&w));
 }
 
-static void classify_task(osv_conn_t *c)
+/* The request layer's execute step: decodes every image straight into the input and runs the model
+ * in batches, under the watchdog. */
+static int classify(osv_sreq_t *r)
 {
+    osv_conn_t *c = r->ud;
     cls_ctx_t *x = c->req.ctx;
     osv_server_t *s = c->loop->srv;
-    osv_img_times_t t = {0};
-    uint32_t k = x->top_k ? x->top_k : x->im->post.top_k, k_out = 0, failed = UINT32_MAX;
     osv_img_ctx_t *ictx;
-    int rc;
-    if (c->req.deadline && osv_now_ns() >= c->req.deadline) {
-        osv_stats_add_canceled(osv_model_stats(x->m));
-        osv_res_error(c, 504, "deadline exceeded before the images could be classified (queued too long)");
-        return;
-    }
-    if (x->im->classes && k > x->im->classes)
-        k = x->im->classes; /* no room for results that cannot exist */
-    if (!(ictx = osv_img_thread_ctx(&x->err))) {
-        osv_res_error(c, 503, "%s", x->err.msg);
-        return;
-    }
+    x->failed = UINT32_MAX;
+    if (!(ictx = osv_img_thread_ctx(&r->err)))
+        return r->err.code ? r->err.code : OSV_ENOMEM;
     osv_img_ctx_set_budget(ictx, s->img_budget);
-    if (osv_pool_acquire(s->pool, (uint64_t)x->n * k * sizeof(osv_img_class_t), &x->results) != 0) {
-        osv_res_error(c, 503, "no memory for %u x %u results, retry later", x->n, k);
-        return;
-    }
-    osv_img_class_t *res = (osv_img_class_t *)x->results.base;
-    osv_img_classify_opts_t o = {.pool = s->pool, .top_k = k, .on_run = watch, .ud = c, .times = &t};
-    rc = osv_img_classify(ictx, x->m, x->blobs, x->n, &o, res, &k_out, &failed, &x->err);
-    c->req.ns[OSV_PHASE_COMPUTE_INPUT] = t.preprocess_ns;
-    c->req.ns[OSV_PHASE_COMPUTE_INFER] = t.run_ns;
-    c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = t.post_ns;
+    if (osv_pool_acquire(s->pool, (uint64_t)x->n * x->k * sizeof(osv_img_class_t), &x->results) != 0)
+        return osv_err_set(&r->err, OSV_EBUSY, "no memory for %u x %u results, retry later", x->n, x->k);
+    osv_img_classify_opts_t o = {.pool = s->pool, .top_k = x->k, .on_run = watch, .ud = c, .times = &x->times};
+    int rc = osv_img_classify(ictx, x->m, x->blobs, x->n, &o, (osv_img_class_t *)x->results.base, &x->k_out,
+                              &x->failed, &r->err);
+    r->ns[OSV_PHASE_COMPUTE_INPUT] = x->times.preprocess_ns;
+    r->ns[OSV_PHASE_COMPUTE_INFER] = x->times.runs ? x->times.run_ns / x->times.runs : 0; /* per run */
+    r->batch = x->n;
+    return rc;
+}
+
+static void finish(osv_conn_t *c)
+{
+    cls_ctx_t *x = c->req.ctx;
+    osv_sreq_t *r = &x->sreq;
+    c->req.ns[OSV_PHASE_QUEUE] = r->ns[OSV_PHASE_QUEUE];
+    c->req.ns[OSV_PHASE_COMPUTE_INPUT] = x->times.preprocess_ns;
+    c->req.ns[OSV_PHASE_COMPUTE_INFER] = x->times.run_ns;
+    c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = x->times.post_ns;
+    c->req.phase_t0[0] = r->phase_t0[0];
+    c->req.phase_t1[0] = r->phase_t1[0];
     c->req.batch = x->n;
-    if (t.runs)
-        osv_model_sched_note_run(x->ms, t.run_ns / t.runs);
-    if (rc) {
-        answer_error(c, x, rc, failed);
+    if (r->rc) {
+        answer_error(c, x, r->rc, x->failed);
         return;
     }
-    answer(c, x, res, k, k_out);
+    answer(c, x, (osv_img_class_t *)x->results.base, x->k, x->k_out);
+}
+
+/* A worker finished the request: the response is encoded here, written by the connection's loop. */
+static void completed(osv_sreq_t *r)
+{
+    finish(r->ud);
+    osv_loop_complete(r->ud);
 }
 
 /* ---- entry (loop thread) ------------------------------------------------------------------------------ */
@@ -462,13 +469,19 @@ static void body_received(osv_conn_t *c)
         x->blobs[0] = (osv_img_blob_t){c->req.body_ptr, c->req.body_len};
         x->n = 1;
     }
-    if (osv_server_memory_refuse(c, false))
+    if (osv_server_memory_refuse(c))
         return;
-    if (!s->sched) {
-        classify_task(c);
-        return;
-    }
-    osv_http_refuse_queued(c, osv_sched_submit(s->sched, c, classify_task, x->ms), osv_model_name(x->m));
+    x->k = x->top_k ? x->top_k : x->im->post.top_k;
+    if (x->im->classes && x->k > x->im->classes)
+        x->k = x->im->classes; /* no room for results that cannot exist */
+    /* decoding takes milliseconds: always on a worker, never inline on the loop */
+    x->sreq = (osv_sreq_t){.model = x->m, .deadline = c->req.deadline, .execute = classify, .complete = completed,
+                           .ud = c};
+    int rc = osv_serve_submit(s->serve, &x->sreq);
+    if (rc == 1)
+        finish(c);
+    else
+        osv_http_refuse_queued(c, rc, &x->sreq.err);
 }
 
 void osv_h_classify(osv_conn_t *c, const osv_route_t *r)
@@ -487,7 +500,6 @@ void osv_h_classify(osv_conn_t *c, const osv_route_t *r)
     }
     memset(x, 0, sizeof *x);
     x->m = m;
-    x->ms = osv_model_sched(m);
     c->req.ctx = x;
     if (!(x->im = osv_img_model(m))) {
         osv_res_error(c, 400,
@@ -498,7 +510,7 @@ void osv_h_classify(osv_conn_t *c, const osv_route_t *r)
     }
     if (parse_query(c, x) != 0 || content_type(c, x) != 0)
         return;
-    if (osv_h_deadline(c, x->ms) != 0)
+    if (osv_h_deadline(c, m) != 0)
         return;
     if (!c->req.head.chunked && cl == 0) {
         osv_res_error(c, 400, "empty body: POST the encoded image (JPEG or PNG), or multipart/form-data");

@@ -45,11 +45,10 @@ void osv_h_shm_register(osv_conn_t *c, const osv_route_t *r);
 void osv_h_shm_unregister(osv_conn_t *c, const osv_route_t *r);
 
 /* Helpers shared by handlers (kserve.c). */
-struct osv_model_sched;
 /* Sets c->req.deadline from the model's deadline_ms (else --deadline-ms) and the Ortserve-Timeout-Ms
  * header, which may shorten it but not lift it (0 = not set); answers 400 and returns -1 for a
  * malformed header. Saturating: no timeout wraps into an immediate 504. */
-int osv_h_deadline(osv_conn_t *c, const struct osv_model_sched *ms);
+int osv_h_deadline(osv_conn_t *c, const osv_model_t *m);
 /* Shortens the deadline to n units (unit_ns each) after the request's start; 0 leaves it as is. */
 void osv_h_deadline_shorten(osv_conn_t *c, uint64_t n, uint64_t unit_ns);
 /* Looks up the route's model (taking a reference) or answers 404/503 and returns NULL. */

@@ -17,6 +17,7 @@
 
 #include "http/parser.h"
 #include "obs/obs.h"
+#include "serve/serve.h"
 #include "ortserve.h"
 #include "ortserve/imaging.h"
 #include "util/arena.h"
@@ -25,9 +26,6 @@
 typedef struct osv_server osv_server_t;
 typedef struct osv_loop osv_loop_t;
 typedef struct osv_conn osv_conn_t;
-typedef struct osv_sched osv_sched_t;
-typedef struct osv_shm osv_shm_t;
-typedef struct osv_auth osv_auth_t;
 
 /* Every option of `ortserve serve` (flags and ORTSERVE_* variables map 1:1 onto these). */
 typedef struct osv_server_opts {
@@ -124,6 +122,7 @@ typedef struct osv_request {
     /* Set by a worker task that prepared no response: the loop calls it when the task completes
      * (work moved off the loop, e.g. inflating a body, then the handler goes on). */
     void (*resume)(osv_conn_t *c);
+    osv_stask_t offload; /* work moved to a worker (inflating the body) */
     bool continue_sent;
     bool chunked_done;    /* the final chunk (and trailers) of a chunked body was read */
     osv_slot_t body_slot; /* body held in a slot (large JSON, large JSON headers) */
@@ -195,62 +194,43 @@ struct osv_loop {
     bool accepting;
     uint64_t accept_paused_until; /* after EMFILE: monotonic ns */
     uint64_t abandon_at;          /* drain timed out: when to give up on the last connections */
-    int watch_slot;               /* this thread's deadline watchdog slot */
+    int watch_slot;               /* this thread's index for the request layer (its watchdog slot) */
     uint64_t now;                 /* monotonic ns, read once per loop iteration (timers are coarse) */
 };
 
 struct osv_server {
+    /* read-only after osv_server_create */
     osv_server_opts_t o;
+    osv_serve_t *serve; /* the request layer (serve/serve.h) */
+    /* the request layer's objects, cached (they live as long as serve) */
     osv_env_t *env;
     osv_repo_t *repo;
     osv_pool_t *pool;
-    osv_img_budget_t *img_budget; /* image decode memory (every worker's imaging context) */
-    osv_sched_t *sched;
+    osv_img_budget_t *img_budget;
     osv_shm_t *shm;
-    osv_auth_t *auth;        /* NULL: no authentication */
-    _Atomic int reload_auth; /* SIGHUP: re-read the token file (osv_server_run does) */
-    sem_t wake;              /* posted by osv_server_stop/reload (sem_post is async-signal-safe) */
-    void *control_sched;     /* admission state for control-plane tasks (model loads) */
+    osv_auth_t *auth; /* NULL: no authentication */
     osv_loop_t *loops;
     int n_loops;
     uint16_t port;
-    _Atomic int stopping; /* 1: stop accepting and drain; 2: drain timed out, close everything */
+    uint64_t start_ns;
+    /* written by signal handlers (async-signal-safe) and the main thread */
+    _Atomic int reload_auth; /* SIGHUP: re-read the token file (osv_server_run does) */
+    sem_t wake;              /* posted by osv_server_stop/reload (sem_post is async-signal-safe) */
+    _Atomic int stopping;    /* 1: stop accepting and drain; 2: drain timed out, close everything */
+    /* written by loop threads, read by anyone */
     _Atomic uint32_t conns;
     _Atomic int64_t inflight;
-    uint64_t start_ns;
     _Atomic uint64_t next_conn_id;
-    /* Memory guard (osv_server_watch_memory): while the cgroup's working set is above
-     * o.memory_high_pct of its limit, new inferences get 503 and worker runs take mem_gate one at a
-     * time, so ONNX Runtime's arena does not grow by a concurrent run's worth. */
-    uint64_t mem_limit;      /* the cgroup limit at start; 0 = no limit, no guard */
-    uint64_t mem_next_check; /* watchdog thread only */
-    _Atomic int mem_pressure;
-    _Atomic uint64_t mem_working_set, mem_shed;
-    _Atomic uint64_t mem_reserved;      /* shared-memory bytes admitted requests may fault in (reserve) */
-    _Atomic uint64_t deadline_refusals; /* refused at admission: the queue ahead outlasts the deadline */
-    pthread_mutex_t mem_gate;
 };
 
 /* ---- functions the files provide to each other ------------------------------------------------ */
 
 /* server.c */
-/* Re-reads the cgroup's memory use at most every 10 ms and sets or clears mem_pressure (hysteresis:
- * clears 5 points below the mark). Called by the deadline watchdog thread only. */
-void osv_server_watch_memory(osv_server_t *s, uint64_t now);
-/* Admission: when the memory guard is on, answers 503 (Retry-After) and returns true; with
- * body_unread, the connection closes after the answer (the rest of the body is never read). Loop
- * thread. */
-bool osv_server_memory_refuse(osv_conn_t *c, bool body_unread);
-/* Admission for memory a request will add to the group without the pool: shared-memory pages that no
- * process has touched yet, charged to the first to touch them (shm.h). Under a cgroup limit with the
- * guard on, takes `bytes` when the working set (read now), what other requests hold and `bytes` stay
- * under the mark; else OSV_EBUSY with the reason in err. Give back with osv_server_memory_unreserve
- * once the request is over (its pages are then in the working set). Any thread. */
-int osv_server_memory_reserve(osv_server_t *s, uint64_t bytes, osv_err_t *err);
-void osv_server_memory_unreserve(osv_server_t *s, uint64_t bytes);
-/* Answers a request osv_sched_submit refused (rc != 0; nothing when rc is 0): 503 + Retry-After for
- * a full queue, or for a deadline the queued work ahead would make it miss (counted). Loop thread. */
-void osv_http_refuse_queued(osv_conn_t *c, int rc, const char *model);
+/* Admission: when the memory guard is on, answers 503 (Retry-After) and returns true. Loop thread. */
+bool osv_server_memory_refuse(osv_conn_t *c);
+/* Answers a request osv_serve_submit refused (rc < 0; nothing otherwise): its status from the table
+ * (503 + Retry-After for a full queue or a deadline the queued work ahead would make it miss). */
+void osv_http_refuse_queued(osv_conn_t *c, int rc, const osv_err_t *err);
 int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *repo, osv_server_t **out,
                       osv_err_t *err);
 int osv_server_run(osv_server_t *s);     /* blocks until stopped and drained */

@@ -28,8 +28,7 @@
 #include "ortserve/imaging.h"
 #include "util/base64.h"
 #include "http/inflate.h"
-#include "http/sched.h"
-#include "http/shm.h"
+#include "serve/shm.h"
 #include "serve/errmap.h"
 
 #define MAX_ID_LEN   1024
@@ -66,7 +65,7 @@ typedef struct out_desc {
 
 typedef struct infer_ctx {
     osv_model_t *m;
-    osv_model_sched_t *ms;
+    osv_sreq_t sreq; /* the request as the request layer runs it */
     osv_infer_t *inf;
     in_desc_t *ins;
     uint32_t n_in;
@@ -102,7 +101,7 @@ static void infer_cleanup(osv_conn_t *c)
         }
         for (uint32_t k = 0; k < x->n_out; k++)
             osv_shm_put(x->outs[k].shm);
-        osv_server_memory_unreserve(c->loop->srv, x->shm_reserved);
+        osv_serve_memory_unreserve(c->loop->srv->serve, x->shm_reserved);
     }
     if (c->req.model)
         osv_model_release(c->req.model);
@@ -536,7 +535,7 @@ static int declare_image(dec_t *d, in_desc_t *in, uint64_t *bin_off)
 static int shm_reserve(infer_ctx_t *x, osv_server_t *s)
 {
     uint64_t absent = 0;
-    if (!s->mem_limit) /* no memory guard */
+    if (!osv_serve_guarding_memory(s->serve)) /* no memory guard */
         return 0;
     for (uint32_t i = 0; i < x->n_in; i++)
         if (x->ins[i].shm)
@@ -544,7 +543,7 @@ static int shm_reserve(infer_ctx_t *x, osv_server_t *s)
     for (uint32_t k = 0; k < x->n_out; k++)
         if (x->outs[k].shm)
             absent += osv_shm_absent(x->outs[k].shm, x->outs[k].shm_offset, x->outs[k].shm_size);
-    int rc = osv_server_memory_reserve(s, absent, &x->err);
+    int rc = osv_serve_memory_reserve(s->serve, absent, &x->err);
     x->shm_reserved = rc ? 0 : absent;
     return rc;
 }
@@ -713,24 +712,20 @@ static int fill_json_inputs(dec_t *d)
 
 static void encode_response(osv_conn_t *c);
 
-/* ONNX Runtime could not allocate (osv_ort_status says so by its code): worth a short retry. */
-static bool transient(int rc)
+/* Decodes every image input's encoded bytes straight into its tensor range: the request layer's
+ * prepare step, on the worker that runs the request. */
+static int preprocess_images(osv_sreq_t *r)
 {
-    return rc == OSV_ENOMEM;
-}
-
-/* Decodes every image input's encoded bytes straight into its tensor range (worker thread). */
-static int preprocess_images(osv_conn_t *c, infer_ctx_t *x)
-{
+    osv_conn_t *c = r->ud;
+    infer_ctx_t *x = c->req.ctx;
     uint64_t t0 = osv_now_ns();
-    osv_img_ctx_t *ictx = osv_img_thread_ctx(&x->err);
-    if (!ictx) {
-        osv_res_error(c, 503, "%s", x->err.msg);
-        return -1;
-    }
+    osv_img_ctx_t *ictx = osv_img_thread_ctx(&r->err);
+    if (!ictx)
+        return r->err.code ? r->err.code : OSV_ENOMEM;
     osv_img_ctx_set_budget(ictx, c->loop->srv->img_budget); /* decode memory: 503/413 when it does not fit */
     for (uint32_t i = 0; i < x->n_in; i++) {
         const in_desc_t *in = &x->ins[i];
+        const char *name = osv_model_input(x->m, in->idx)->name;
         uint32_t failed = UINT32_MAX;
         void *dst;
         uint64_t len;
@@ -738,90 +733,75 @@ static int preprocess_images(osv_conn_t *c, infer_ctx_t *x)
             continue;
         osv_infer_input_buffer(x->inf, in->idx, &dst, &len);
         int rc = osv_img_preprocess_bytes(ictx, &x->im->spec, in->enc_ptr, in->enc_len, in->n_img, dst, len,
-                                          &failed, &x->err);
+                                          &failed, &r->err);
         if (rc) {
             if (failed < in->n_img)
-                osv_res_error(c, osv_status_http(rc), "input '%s': image %u: %s",
-                              osv_model_input(x->m, in->idx)->name, failed, x->err.msg);
+                osv_err_prefix(&r->err, "input '%s': image %u", name, failed);
             else
-                osv_res_error(c, osv_status_http(rc), "input '%s': %s", osv_model_input(x->m, in->idx)->name,
-                              x->err.msg);
-            return -1;
+                osv_err_prefix(&r->err, "input '%s'", name);
+            return osv_err_at(&r->err, (int)i);
         }
     }
-    c->req.ns[OSV_PHASE_COMPUTE_INPUT] += osv_now_ns() - t0;
+    r->ns[OSV_PHASE_COMPUTE_INPUT] += osv_now_ns() - t0;
     return 0;
 }
 
-/* Runs the model (any thread) and prepares the response. */
-static void run_task(osv_conn_t *c)
+/* The request is finished (any thread that ran it): its times into the connection's request, then
+ * the response — encoded here, on the worker when it ran on one. */
+static void finish(osv_conn_t *c)
 {
     infer_ctx_t *x = c->req.ctx;
-    osv_sched_t *q = c->loop->srv->sched;
-    int slot = osv_watch_slot();
-    if (atomic_load(&c->loop->srv->stopping) == 2) { /* the drain timed out: do not start new runs */
-        osv_res_error(c, 503, "the server is shutting down");
-        return;
+    osv_sreq_t *r = &x->sreq;
+    c->req.ns[OSV_PHASE_QUEUE] = r->ns[OSV_PHASE_QUEUE];
+    c->req.ns[OSV_PHASE_COMPUTE_INPUT] += r->ns[OSV_PHASE_COMPUTE_INPUT];
+    c->req.ns[OSV_PHASE_COMPUTE_INFER] = r->ns[OSV_PHASE_COMPUTE_INFER];
+    for (int p = 0; p < 3; p += 2) {
+        c->req.phase_t0[p] = r->phase_t0[p];
+        c->req.phase_t1[p] = r->phase_t1[p];
     }
-    if (c->req.deadline && osv_now_ns() >= c->req.deadline) {
-        osv_stats_add_canceled(osv_model_stats(x->m));
-        osv_res_error(c, 504, "deadline exceeded before the model could run (queued too long)");
-        return;
-    }
-    if (x->has_image && preprocess_images(c, x) != 0)
-        return;
-    c->req.phase_t0[2] = osv_now_ns();
-    for (int attempt = 0;; attempt++) {
-        osv_watch_begin(q, slot, x->inf, c->req.deadline);
-        x->rc = osv_infer_run(x->inf, &x->err);
-        osv_watch_end(q, slot);
-        if (!transient(x->rc) || attempt == 2 || osv_infer_rearm(x->inf) != 0)
-            break;
-        osv_stats_add_recovery(osv_model_stats(x->m));
-        struct timespec ts = {0, 1000000L << attempt}; /* 1, 2 ms: a transient ORT allocation failure */
-        nanosleep(&ts, NULL);
-    }
-    c->req.phase_t1[2] = osv_now_ns();
-    c->req.ns[OSV_PHASE_COMPUTE_INFER] = osv_infer_ns(x->inf, OSV_PHASE_COMPUTE_INFER);
-    c->req.ns[OSV_PHASE_COMPUTE_INPUT] += osv_infer_ns(x->inf, OSV_PHASE_COMPUTE_INPUT);
-    c->req.batch = osv_infer_batch(x->inf);
-    osv_model_sched_note_run(x->ms, c->req.ns[OSV_PHASE_COMPUTE_INFER]);
+    c->req.batch = r->batch;
     if (shm_broken(c, x))
         return;
-    if (x->rc == OSV_ECANCELED) {
-        osv_res_error(c, 504, "deadline exceeded: the run was canceled");
-        return;
-    }
-    if (x->rc) {
-        osv_res_error_code(c, x->rc, x->err.msg);
+    if (r->rc) {
+        osv_res_error_code(c, r->rc, r->err.msg);
         return;
     }
     encode_response(c);
 }
 
+/* A worker finished the request: the response is encoded here, written by the connection's loop. */
+static void completed(osv_sreq_t *r)
+{
+    finish(r->ud);
+    osv_loop_complete(r->ud);
+}
+
 static void dispatch(osv_conn_t *c)
 {
     infer_ctx_t *x = c->req.ctx;
-    osv_server_t *s = c->loop->srv;
+    osv_sreq_t *r = &x->sreq;
     c->req.phase_t0[1] = x->t_decode;
     c->req.phase_t1[1] = osv_now_ns();
     c->req.ns[OSV_PHASE_COMPUTE_INPUT] = c->req.phase_t1[1] - x->t_decode;
-    bool inline_ok = !x->has_image && /* decoding takes milliseconds: never on the loop */
-                     atomic_load_explicit(&x->ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
-                     atomic_load_explicit(&x->ms->queued, memory_order_relaxed) == 0;
-    if (inline_ok || !s->sched) {
-        run_task(c);
-        return;
-    }
-    osv_http_refuse_queued(c, osv_sched_submit(s->sched, c, run_task, x->ms), osv_model_name(x->m));
-    /* else: state stays RUN until the worker completes */
+    *r = (osv_sreq_t){.model = x->m,
+                      .inf = x->inf,
+                      .deadline = c->req.deadline,
+                      .may_inline = !x->has_image, /* decoding takes milliseconds: never on the loop */
+                      .prepare = x->has_image ? preprocess_images : NULL,
+                      .complete = completed,
+                      .ud = c};
+    int rc = osv_serve_submit(c->loop->srv->serve, r);
+    if (rc == 1)
+        finish(c);
+    else
+        osv_http_refuse_queued(c, rc, &r->err); /* 0: the state stays RUN until the worker completes */
 }
 
 /* The guard is asked again: pressure may have come while the tensors arrived, and a refused run
  * still saves ONNX Runtime's growth for it. */
 static void tensors_received(osv_conn_t *c)
 {
-    if (!osv_server_memory_refuse(c, false))
+    if (!osv_server_memory_refuse(c))
         dispatch(c);
 }
 
@@ -873,7 +853,7 @@ static void prepare_and_continue(osv_conn_t *c)
     infer_ctx_t *x = c->req.ctx;
     dec_t d = {.c = c, .x = x};
     /* Memory guard before the slot is touched: a refused request costs the group no memory. */
-    if (osv_server_memory_refuse(c, x->binary_len > 0 && !x->in_memory))
+    if (osv_server_memory_refuse(c))
         return;
     int rc = osv_infer_prepare(x->inf, &x->err);
     if (rc == OSV_EBUSY && c->req.retries < BUSY_RETRIES) {
@@ -1053,9 +1033,8 @@ static void start_infer(osv_conn_t *c, osv_model_t *m)
     }
     memset(x, 0, sizeof *x);
     x->m = m;
-    x->ms = osv_model_sched(m);
     c->req.ctx = x;
-    if (osv_h_deadline(c, x->ms) != 0)
+    if (osv_h_deadline(c, m) != 0)
         return;
     hdr = header_u64(c, "Inference-Header-Content-Length", &has_hdr);
     if (has_hdr && hdr < 0) {

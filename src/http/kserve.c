@@ -6,7 +6,6 @@
 
 #include "http/handlers.h"
 #include "http/inflate.h"
-#include "http/sched.h"
 
 #define CONTROL_BODY_LIMIT (1u << 20) /* bodies of control-plane requests (repository, shm) */
 
@@ -310,9 +309,9 @@ static int timeout_header(const osv_conn_t *c, uint64_t *ms)
     return 0;
 }
 
-int osv_h_deadline(osv_conn_t *c, const osv_model_sched_t *ms)
+int osv_h_deadline(osv_conn_t *c, const osv_model_t *m)
 {
-    int64_t def = ms && ms->deadline_ms >= 0 ? ms->deadline_ms : c->loop->srv->o.deadline_ms;
+    int64_t def = osv_serve_deadline_ms(c->loop->srv->serve, m);
     uint64_t asked = 0;
     if (timeout_header(c, &asked) < 0) {
         osv_res_error(c, 400, "Ortserve-Timeout-Ms must be a non-negative integer (milliseconds)");
@@ -350,6 +349,16 @@ static void inflate_task(osv_conn_t *c)
     c->req.resume = inflated;
 }
 
+static void inflate_run(osv_stask_t *t)
+{
+    inflate_task(t->ud);
+}
+
+static void inflate_done(osv_stask_t *t)
+{
+    osv_loop_complete(t->ud); /* the loop writes the error, or resumes the handler */
+}
+
 /* The body is in memory: decompress it when it is encoded (and the endpoint accepts that), then
  * hand it to the handler. */
 static void body_ready(osv_conn_t *c, const char *p, uint64_t len)
@@ -361,16 +370,9 @@ static void body_ready(osv_conn_t *c, const char *p, uint64_t len)
         c->req.on_body_next(c);
         return;
     }
-    if (!s->sched || !c->req.model) { /* no worker to give it to (embedded use): inflate here */
-        inflate_task(c);
-        if (c->req.resume) {
-            c->req.resume = NULL;
-            inflated(c);
-        }
-        return;
-    }
-    osv_http_refuse_queued(c, osv_sched_submit(s->sched, c, inflate_task, osv_model_sched(c->req.model)),
-                           osv_model_name(c->req.model));
+    c->req.offload = (osv_stask_t){.run = inflate_run, .complete = inflate_done, .ud = c};
+    if (osv_serve_offload(s->serve, &c->req.offload) != 0)
+        osv_res_error(c, 503, "too many bodies waiting to be decompressed, retry later");
 }
 
 static void body_in_slot_done(osv_conn_t *c)

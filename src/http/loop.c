@@ -27,7 +27,6 @@
 #include <unistd.h>
 
 #include "http/http.h"
-#include "http/sched.h"
 #include "obs/obs.h"
 #include "util/sanitize.h"
 
@@ -1161,7 +1160,7 @@ void osv_loop_free(osv_loop_t *l)
     if (!l->srv)
         return; /* never initialised */
     /* Connections a drain that timed out left behind (their requests were on a worker): the workers
-     * have stopped (osv_sched_destroy runs first), so nothing else can touch them now. */
+     * have stopped (osv_serve_stop runs first), so nothing else can touch them now. */
     for (osv_conn_t *a = l->all, *n; a; a = n) {
         n = a->next_all;
         request_cleanup(a);

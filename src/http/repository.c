@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "http/handlers.h"
-#include "http/sched.h"
 
 #define INDEX_MAX_ROWS 4096
 
@@ -68,18 +67,34 @@ void osv_h_repo_index(osv_conn_t *c)
 typedef struct load_ctx {
     char name[128];
     bool load;
+    osv_stask_t task; /* on the request layer's control thread */
+    osv_conn_t *c;
+    int rc;
+    osv_err_t err;
 } load_ctx_t;
 
-static void load_task(osv_conn_t *c)
+/* Control thread: loads (or unloads) the model; never an inference worker. */
+static void load_run(osv_stask_t *t)
 {
-    load_ctx_t *x = c->req.ctx;
-    osv_err_t err;
-    int rc = x->load ? osv_repo_load(c->loop->srv->repo, x->name, &err)
-                     : osv_repo_unload(c->loop->srv->repo, x->name, &err);
-    if (rc)
-        osv_res_error_code(c, rc, err.msg);
+    load_ctx_t *x = t->ud;
+    osv_repo_t *repo = x->c->loop->srv->repo;
+    x->rc = x->load ? osv_repo_load(repo, x->name, &x->err) : osv_repo_unload(repo, x->name, &x->err);
+}
+
+static void load_answer(load_ctx_t *x)
+{
+    if (x->rc)
+        osv_res_error_code(x->c, x->rc, x->err.msg);
     else
-        osv_res_empty(c, 200);
+        osv_res_empty(x->c, 200);
+}
+
+/* Still the control thread: the answer is written by the connection's loop. */
+static void load_complete(osv_stask_t *t)
+{
+    load_ctx_t *x = t->ud;
+    load_answer(x);
+    osv_loop_complete(x->c);
 }
 
 /* Load/unload bodies may carry {"parameters": {...}}. Triton's "config" and "file:<path>" overrides
@@ -121,14 +136,16 @@ static int check_parameters(osv_conn_t *c)
 static void load_body_done(osv_conn_t *c)
 {
     load_ctx_t *x = c->req.ctx;
-    osv_server_t *s = c->loop->srv;
     if (check_parameters(c) != 0)
         return;
-    if (!x->load) {
-        load_task(c); /* unloading only drops references: quick enough for the loop */
+    x->c = c;
+    x->task = (osv_stask_t){.run = load_run, .complete = load_complete, .ud = x};
+    if (!x->load) { /* unloading only drops references: quick enough for the loop */
+        load_run(&x->task);
+        load_answer(x);
         return;
     }
-    if (osv_sched_submit(s->sched, c, load_task, s->control_sched) != 0)
+    if (osv_serve_control(c->loop->srv->serve, &x->task) != 0)
         osv_res_error(c, 503, "too many model loads in progress, retry later");
 }
 

@@ -3,7 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "http/auth.h"
+#include "serve/auth.h"
 #include "http/handlers.h"
 #include "http/inflate.h"
 #include "obs/obs.h"

@@ -14,16 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "http/auth.h"
 #include "http/http.h"
-#include "http/sched.h"
-#include "http/shm.h"
 #include "obs/log.h"
 #include "obs/obs.h"
-#include "ortserve/imaging.h"
+#include "serve/errmap.h"
 #include "ortserve/sysmem.h"
-
-static osv_model_sched_t control_sched = {.max_queue = 8, .deadline_ms = -1};
 
 void osv_server_opts_default(osv_server_opts_t *o)
 {
@@ -54,31 +49,32 @@ void osv_server_opts_default(osv_server_opts_t *o)
     o->image_max_images = OSV_IMG_DEFAULT_MAX_IMAGES;
 }
 
+/* The request layer's options out of the server's (the CLI fills one flat set). */
+static void serve_opts(const osv_server_opts_t *o, int loops, osv_serve_opts_t *so)
+{
+    osv_serve_opts_default(so);
+    so->workers = o->workers;
+    so->loop_threads = loops;
+    so->max_queue = o->max_queue;
+    so->deadline_ms = o->deadline_ms;
+    so->inline_threshold_ns = o->inline_threshold_ns;
+    so->memory_high_pct = o->memory_high_pct;
+    so->offload_capacity = o->max_connections ? o->max_connections : 4096;
+    so->force_copy = o->force_copy;
+    so->pool = o->pool;
+    so->image_decode_budget = o->image_decode_budget;
+    so->image_max_pixels = o->image_max_pixels;
+    so->image_max_bytes = o->image_max_bytes;
+    so->image_max_images = o->image_max_images;
+    so->shm_max_bytes = o->shm_max_bytes;
+    so->auth_token_file = o->auth_token_file;
+}
+
 int osv_server_model_hook(void *ud, osv_model_t *m, osv_err_t *err)
 {
-    const osv_server_opts_t *o = ud;
-    const osv_model_config_t *cfg = osv_model_config(m);
-    const char *why = NULL;
-    osv_model_sched_t *ms;
-    if (!osv_model_servable(m, &why))
-        return osv_err_set(
-            err, OSV_EUNSUPPORTED,
-            "'%s' is not a tensor of a KServe datatype: only tensor inputs and outputs can be served", why);
-    int rc = osv_obs_model_hook(m, err);
-    if (rc)
-        return rc;
-    osv_img_limits_t il = {o->image_max_pixels, o->image_max_bytes, o->image_max_images};
-    if ((rc = osv_img_model_attach(m, &il, err)) != 0) /* "image"/"postprocess" sections */
-        return rc;
-    if (!(ms = osv_calloc(1, sizeof *ms)))
-        return osv_err_set(err, OSV_ENOMEM, "out of memory");
-    ms->max_queue = cfg->max_queue >= 0 ? (uint32_t)cfg->max_queue : o->max_queue;
-    /* Start the run-time estimate at the warm-up's (cold: an over-estimate), so a slow model's first
-     * request goes to a worker instead of blocking an event loop. */
-    atomic_init(&ms->ewma_ns, osv_model_warmup_ns(m));
-    ms->deadline_ms = cfg->deadline_ms;
-    osv_model_set_attachment(m, OSV_ATTACH_SCHED, ms, osv_free);
-    return 0;
+    osv_serve_opts_t so;
+    serve_opts(ud, 0, &so); /* read during the call only */
+    return osv_serve_model_hook(&so, m, err);
 }
 
 /* A listening socket on host:port with SO_REUSEPORT so every loop has its own accept queue. */
@@ -137,35 +133,6 @@ static int loop_init(osv_server_t *s, osv_loop_t *l, int id, osv_err_t *err)
     return 0;
 }
 
-/* Pool hints (ortserve/pool.h) from the models loaded at start-up, three per model whose request
- * size is fixed at batch 1: a binary request body (inputs + room for the JSON header), the infer
- * slot when inputs are bound from that body (outputs), and the infer slot when inputs are in it
- * (JSON requests, images: inputs + outputs). */
-#define HINTS_MAX        96
-#define HINT_JSON_HEADER 1024
-
-typedef struct hints {
-    uint64_t v[HINTS_MAX];
-    uint32_t n;
-    uint64_t run_bytes; /* the largest warm-up growth: what one run in flight may add */
-} hints_t;
-
-static int add_model_hints(void *ud, osv_model_t *m)
-{
-    hints_t *h = ud;
-    uint64_t in, out;
-    if (osv_model_warmup_bytes(m) > h->run_bytes)
-        h->run_bytes = osv_model_warmup_bytes(m);
-    if (h->n + 3 > HINTS_MAX)
-        return 0; /* full: later models still count for run_bytes */
-    if (osv_model_request_bytes(m, &in, &out) != 0 || in > UINT64_MAX / 4 || out > UINT64_MAX / 4)
-        return 0;
-    h->v[h->n++] = in + HINT_JSON_HEADER;
-    h->v[h->n++] = out ? out : 1;
-    h->v[h->n++] = in + out ? in + out : 1;
-    return 0;
-}
-
 /* Connections: each one with a request in progress holds a read buffer, its object and its arena
  * (osv_loop_conn_bytes). By default they may take a sixteenth of the memory this process may use —
  * what a flood of unfinished request heads can pin — between 64 and 4096 connections: a 64 MB cgroup
@@ -185,25 +152,6 @@ static uint32_t plan_connections(const osv_server_opts_t *o)
     return n < CONN_MIN ? CONN_MIN : n > CONN_MAX ? CONN_MAX : (uint32_t)n;
 }
 
-/* The memory plan under a cgroup limit (docs/DESIGN.md, "Memory"): what the models hold, then ONNX
- * Runtime's runs in flight (po->reserve_bytes), the slot pool and the image decode budget are each
- * kept out of what the next one may take. An explicit decode budget is kept out of the pool's default
- * budget; the default decode budget is half of what the pool and the runs leave. */
-static int plan_memory(osv_server_t *s, osv_pool_opts_t *po, osv_err_t *err)
-{
-    uint64_t decode = s->o.image_decode_budget, runs = po->reserve_bytes;
-    osv_pool_stats_t ps;
-    int rc;
-    if (decode)
-        po->reserve_bytes = runs + decode >= runs ? runs + decode : UINT64_MAX;
-    if ((rc = osv_pool_create(po, &s->pool, err)) != 0)
-        return rc;
-    osv_pool_get_stats(s->pool, &ps);
-    if (!decode)
-        decode = osv_img_budget_default(ps.total_bytes + runs >= runs ? ps.total_bytes + runs : UINT64_MAX);
-    return osv_img_budget_create(decode, &s->img_budget, err);
-}
-
 static int ncores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -214,55 +162,30 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
                       osv_err_t *err)
 {
     osv_server_t *s = osv_calloc(1, sizeof *s);
-    int rc, workers;
+    osv_serve_opts_t so;
+    int rc;
     if (!s)
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     s->o = *o;
     if (s->o.conn_buffer < s->o.max_header_bytes + 1024)
         s->o.conn_buffer = s->o.max_header_bytes + 1024;
     s->o.max_connections = plan_connections(&s->o);
-    s->env = env;
-    s->repo = repo;
     s->port = (uint16_t)o->port;
     s->start_ns = osv_now_ns();
-    s->control_sched = &control_sched;
     sem_init(&s->wake, 0, 0);
-    pthread_mutex_init(&s->mem_gate, NULL);
-    if (o->memory_high_pct > 0 && o->memory_high_pct < 100) {
-        osv_sysmem_t mem;
-        osv_sysmem_read(&mem);
-        s->mem_limit = mem.cgroup_limit;
-    }
     s->n_loops = o->loops > 0 ? o->loops : ncores();
-    workers = o->workers > 0 ? o->workers : ncores();
-    if (o->auth_token_file && *o->auth_token_file) {
-        char warn[512], esc[1200];
-        if ((rc = osv_auth_create(o->auth_token_file, &s->auth, warn, sizeof warn, err)) != 0)
-            goto fail;
-        if (warn[0])
-            osv_log(OSV_LOG_WARN, "auth_token_file", "\"warning\":\"%s\"",
-                    osv_log_escape(warn, esc, sizeof esc));
-    }
-    hints_t hints = {.n = 0};
-    osv_pool_opts_t po = o->pool;
-    osv_repo_foreach(repo, add_model_hints, &hints);
-    if (!po.hints) { /* each model can hold max_queue requests waiting plus one per worker */
-        uint64_t want = (uint64_t)(hints.n / 3) * o->max_queue + (uint64_t)workers;
-        po.hints = hints.v;
-        po.n_hints = hints.n;
-        po.hint_slots = (uint32_t)(want < 4096 ? want : 4096);
-    }
-    if (!po.reserve_bytes && hints.run_bytes <= UINT64_MAX / 4096) /* a run per worker at once */
-        po.reserve_bytes = hints.run_bytes * (uint64_t)(workers < 4096 ? workers : 4096);
-    if ((rc = plan_memory(s, &po, err)) != 0)
+    serve_opts(&s->o, s->n_loops, &so);
+    if ((rc = osv_serve_create(&so, env, repo, &s->serve, err)) != 0)
         goto fail;
-    if (!s->o.shm_max_bytes) { /* shared memory gets as much of the memory plan as the pool */
-        osv_pool_stats_t ps;
-        osv_pool_get_stats(s->pool, &ps);
-        s->o.shm_max_bytes = ps.total_bytes;
-    }
-    if ((rc = osv_shm_create(s->o.shm_max_bytes, &s->shm)) != 0)
-        goto fail;
+    osv_serve_set_busy_hint(s->serve, &s->inflight);
+    s->env = env;
+    s->repo = repo;
+    s->pool = osv_serve_pool(s->serve);
+    s->img_budget = osv_serve_img_budget(s->serve);
+    s->shm = osv_serve_shm(s->serve);
+    s->auth = osv_serve_auth(s->serve);
+    s->o.shm_max_bytes = osv_serve_opts(s->serve)->shm_max_bytes;
+    s->o.image_decode_budget = osv_serve_opts(s->serve)->image_decode_budget;
     if (!(s->loops = osv_calloc((size_t)s->n_loops, sizeof *s->loops))) {
         rc = osv_err_set(err, OSV_ENOMEM, "out of memory");
         goto fail;
@@ -270,8 +193,6 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
     for (int i = 0; i < s->n_loops; i++)
         if ((rc = loop_init(s, &s->loops[i], i, err)) != 0)
             goto fail;
-    if ((rc = osv_sched_create(s, workers, s->o.max_connections, s->n_loops + workers, &s->sched, err)) != 0)
-        goto fail;
     *out = s;
     return 0;
 fail:
@@ -279,112 +200,26 @@ fail:
     return rc;
 }
 
-void osv_server_watch_memory(osv_server_t *s, uint64_t now)
+bool osv_server_memory_refuse(osv_conn_t *c)
 {
-    osv_sysmem_t mem;
-    if (!s->mem_limit || now < s->mem_next_check)
-        return;
-    s->mem_next_check = now + 10000000ull;
-    osv_sysmem_read(&mem);
-    uint64_t ws = mem.cgroup_working_set ? mem.cgroup_working_set : mem.cgroup_usage;
-    uint64_t pct = mem.cgroup_limit ? ws * 100 / mem.cgroup_limit : 0;
-    int was = atomic_load(&s->mem_pressure),
-        now_on = was ? pct + 5 >= s->o.memory_high_pct : pct >= s->o.memory_high_pct;
-    atomic_store(&s->mem_working_set, ws);
-    if (now_on != was) {
-        atomic_store(&s->mem_pressure, now_on);
-        osv_log(now_on ? OSV_LOG_WARN : OSV_LOG_INFO, now_on ? "memory_high" : "memory_ok",
-                "\"working_set_bytes\":%" PRIu64 ",\"limit_bytes\":%" PRIu64 ",\"high_pct\":%u", ws,
-                mem.cgroup_limit, s->o.memory_high_pct);
-    }
+    osv_err_t err;
+    int rc = osv_serve_admit_memory(c->loop->srv->serve, &err);
+    if (rc)
+        osv_res_error_code(c, rc, err.msg);
+    return rc != 0;
 }
 
-bool osv_server_memory_refuse(osv_conn_t *c, bool body_unread)
+void osv_http_refuse_queued(osv_conn_t *c, int rc, const osv_err_t *err)
 {
-    osv_server_t *s = c->loop->srv;
-    if (!atomic_load_explicit(&s->mem_pressure, memory_order_relaxed))
-        return false;
-    c->res.close_after |= body_unread;
-    atomic_fetch_add_explicit(&s->mem_shed, 1, memory_order_relaxed);
-    osv_res_error(c, 503, "memory in use (%" PRIu64 " MiB) is near the limit (%" PRIu64 " MiB), retry later",
-                  atomic_load(&s->mem_working_set) >> 20, s->mem_limit >> 20);
-    return true;
-}
-
-int osv_server_memory_reserve(osv_server_t *s, uint64_t bytes, osv_err_t *err)
-{
-    osv_sysmem_t mem;
-    if (!s->mem_limit || bytes == 0)
-        return 0;
-    osv_sysmem_read(&mem); /* now: pages faulted in since the guard's last look count */
-    uint64_t ws = mem.cgroup_working_set ? mem.cgroup_working_set : mem.cgroup_usage,
-             mark = s->mem_limit / 100 * s->o.memory_high_pct, held = atomic_load(&s->mem_reserved);
-    do {
-        if (ws > mark || held > mark - ws || bytes > mark - ws - held) {
-            atomic_fetch_add_explicit(&s->mem_shed, 1, memory_order_relaxed);
-            return osv_err_set(err, OSV_EBUSY,
-                               "shared memory that no process has touched yet (%" PRIu64
-                               " MiB) would be charged to this server: with %" PRIu64
-                               " MiB in use and %" PRIu64
-                               " MiB held by other requests that passes %u%% of its memory limit (%" PRIu64
-                               " MiB), retry later",
-                               bytes >> 20, ws >> 20, held >> 20, s->o.memory_high_pct, s->mem_limit >> 20);
-        }
-    } while (!atomic_compare_exchange_weak(&s->mem_reserved, &held, held + bytes));
-    return 0;
-}
-
-void osv_server_memory_unreserve(osv_server_t *s, uint64_t bytes)
-{
-    if (bytes)
-        atomic_fetch_sub(&s->mem_reserved, bytes);
-}
-
-void osv_http_refuse_queued(osv_conn_t *c, int rc, const char *model)
-{
-    if (rc == 0)
-        return;
-    if (rc != OSV_ETIMEDOUT) {
-        osv_res_error(c, 503, "model '%s' has too many queued requests, retry later", model);
-        return;
-    }
-    atomic_fetch_add_explicit(&c->loop->srv->deadline_refusals, 1, memory_order_relaxed);
-    osv_res_error(c, 503,
-                  "model '%s' would not finish before the request's deadline (about %" PRIu64
-                  " ms of queued work ahead), retry later",
-                  model, c->req.expected_wait_ns / 1000000);
+    if (rc < 0)
+        osv_res_error_code(c, rc, err->msg);
 }
 
 static void *loop_thread(void *arg)
 {
     osv_loop_t *l = arg;
-    osv_watch_set_slot(l->watch_slot);
+    osv_serve_thread_init(l->srv->serve, l->watch_slot);
     return osv_loop_main(l);
-}
-
-static bool token_still_there(void *ud, uint64_t owner)
-{
-    return osv_auth_has(ud, owner);
-}
-
-/* SIGHUP: new tokens take effect for the next request; a bad file keeps the tokens in use. Regions of
- * a token that is gone go with it: nobody can reach them any more. */
-static void reload_auth(osv_server_t *s)
-{
-    char warn[512], esc[1200];
-    osv_err_t err;
-    int n;
-    if (!s->auth)
-        return;
-    if ((n = osv_auth_reload(s->auth, warn, sizeof warn, &err)) < 0) {
-        osv_log(OSV_LOG_ERROR, "auth_reload_failed", "\"error\":\"%s\",\"kept\":\"the tokens in use\"",
-                osv_log_escape(err.msg, esc, sizeof esc));
-        return;
-    }
-    if (warn[0])
-        osv_log(OSV_LOG_WARN, "auth_token_file", "\"warning\":\"%s\"", osv_log_escape(warn, esc, sizeof esc));
-    osv_log(OSV_LOG_INFO, "auth_reloaded", "\"tokens\":%d,\"shm_regions_dropped\":%u", n,
-            osv_shm_unregister_unless(s->shm, token_still_there, s->auth));
 }
 
 static bool all_loops_idle(osv_server_t *s)
@@ -404,7 +239,7 @@ int osv_server_run(osv_server_t *s)
         ts.tv_sec += 1;
         sem_timedwait(&s->wake, &ts); /* posted by a stop or reload request (or a signal interrupts) */
         if (atomic_exchange(&s->reload_auth, 0))
-            reload_auth(s);
+            osv_serve_reload_auth(s->serve);
     }
     uint64_t deadline = osv_now_ns() + (uint64_t)s->o.drain_timeout_ms * 1000000ull;
     while (!all_loops_idle(s) && osv_now_ns() < deadline) {
@@ -413,7 +248,7 @@ int osv_server_run(osv_server_t *s)
     }
     if (!all_loops_idle(s)) {
         atomic_store(&s->stopping, 2);
-        osv_sched_cancel_all(s->sched); /* runs still going get 504; their workers come free */
+        osv_serve_cancel_all(s->serve); /* runs still going get 504; their workers come free */
         for (int i = 0; i < s->n_loops; i++)
             osv_loop_wake(&s->loops[i]);
     }
@@ -442,15 +277,14 @@ void osv_server_destroy(osv_server_t *s)
 {
     if (!s)
         return;
-    osv_sched_destroy(s->sched);
+    /* Workers first: a drain that timed out can leave connections whose request a worker holds;
+     * then the connections (their slots go back to the pool), then the request layer. */
+    if (s->serve)
+        osv_serve_stop(s->serve);
     for (int i = 0; s->loops && i < s->n_loops; i++)
         osv_loop_free(&s->loops[i]);
     osv_free(s->loops);
-    osv_shm_destroy(s->shm);
-    osv_auth_destroy(s->auth);
-    osv_pool_destroy(s->pool);
-    osv_img_budget_destroy(s->img_budget); /* after the workers: their contexts were detached */
+    osv_serve_destroy(s->serve);
     sem_destroy(&s->wake);
-    pthread_mutex_destroy(&s->mem_gate);
     osv_free(s);
 }

@@ -8,7 +8,6 @@
 #include <strings.h>
 
 #include "http/handlers.h"
-#include "http/sched.h"
 #include "ortserve/imaging.h"
 
 typedef struct stats_ctx {
@@ -153,12 +152,6 @@ static bool wants_openmetrics(const osv_conn_t *c)
     return false;
 }
 
-static uint32_t model_queued(const osv_model_t *m)
-{
-    osv_model_sched_t *ms = osv_model_sched(m);
-    return ms ? atomic_load_explicit(&ms->queued, memory_order_relaxed) : 0;
-}
-
 static void free_page(osv_conn_t *c)
 {
     osv_free(c->req.ctx);
@@ -168,18 +161,20 @@ static void free_page(osv_conn_t *c)
 void osv_h_metrics(osv_conn_t *c)
 {
     osv_server_t *s = c->loop->srv;
+    osv_serve_counters_t sc;
+    osv_serve_get_counters(s->serve, &sc);
     osv_obs_gauges_t g = {.ort_version = osv_env_ort_version(s->env),
                           .ort_api = osv_env_api_version(),
                           .ready = !atomic_load(&s->stopping) && osv_repo_ready(s->repo),
-                          .queue_depth = osv_sched_depth(s->sched),
+                          .queue_depth = sc.queued,
                           .inflight = atomic_load(&s->inflight),
                           .open_connections = atomic_load(&s->conns),
-                          .memory_pressure = atomic_load(&s->mem_pressure),
-                          .deadline_refusals = atomic_load(&s->deadline_refusals),
-                          .memory_shed = atomic_load(&s->mem_shed),
+                          .memory_pressure = sc.memory_pressure,
+                          .deadline_refusals = sc.deadline_refusals,
+                          .memory_shed = sc.memory_shed,
                           .pool = s->pool,
                           .repo = s->repo,
-                          .model_queued = model_queued};
+                          .model_queued = osv_serve_model_queued};
     bool om = wants_openmetrics(c);
     char *page;
     size_t len;

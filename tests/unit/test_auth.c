@@ -9,7 +9,7 @@
 
 #include "testutil.h"
 
-#include "http/auth.h"
+#include "serve/auth.h"
 
 static char dir[256], path[300];
 

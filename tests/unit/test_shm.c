@@ -16,7 +16,7 @@
 
 #include "testutil.h"
 
-#include "http/shm.h"
+#include "serve/shm.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define ASAN 1

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "http/auth.h"
+#include "serve/auth.h"
 #include "ortserve/alloc.h"
 
 #define MAX_FILE (64u << 10)

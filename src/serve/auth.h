@@ -9,8 +9,8 @@
  * Each token has an identity: a number given when the token first appears, kept by reloads for as
  * long as the token stays in the file, never given to another token. What a client creates (shared-
  * memory regions) belongs to that identity. */
-#ifndef OSV_HTTP_AUTH_H
-#define OSV_HTTP_AUTH_H
+#ifndef OSV_SERVE_AUTH_H
+#define OSV_SERVE_AUTH_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -19,8 +19,8 @@
  * - Ownership. Each region records who registered it (`owner`: the identity of the bearer token,
  *   osv_auth_check; 0 without authentication). Every lookup is by (owner, name): another owner sees
  *   no such region, and names are per owner. */
-#ifndef OSV_HTTP_SHM_H
-#define OSV_HTTP_SHM_H
+#ifndef OSV_SERVE_SHM_H
+#define OSV_SERVE_SHM_H
 
 #include <stdbool.h>
 #include <stdint.h>
