@@ -187,6 +187,61 @@ class DeadlineAdmission(unittest.TestCase):
                 self.assertEqual(srv.finish(), 0)
 
 
+    def test_the_requests_own_run_counts_against_its_deadline(self):
+        """Admission adds the request's own run to the wait ahead: with the only worker busy and nothing
+        queued, the wait is half a run; a deadline of 3/4 of a run covers that wait but not the wait
+        plus its own run, so the request is refused at once; a deadline of three runs covers both and
+        the request is queued (and then, the holder outlasting its estimate, expires in the queue)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = Server(make_repo(tmp, {"slow": "slow.onnx"}), "--workers", "1", "--loops", "1", "--max-queue", "16",
+                         "--deadline-ms", "0", "--inline-threshold-us", "0")
+            conns = []
+            try:
+                iters = calibrate(srv, 0.1)  # ~100 ms a run
+                body = slow_body(iters).encode()
+                took = []
+                for _ in range(16):  # the run-time estimates (EWMAs with weight 1/8) settle on these runs
+                    t0 = time.monotonic()
+                    self.assertEqual(srv.request("POST", "/v2/models/slow/infer", body)[0], 200)
+                    took.append(time.monotonic() - t0)
+                run_ms = sorted(took)[len(took) // 2] * 1000
+                # The holder keeps the worker until the watchdog cancels it 2 s after it arrived; one loop
+                # queued it before answering /metrics, so an empty queue means the worker is running it.
+                holder = RawConn(srv.port, timeout=60 * TIME_SCALE)
+                conns.append(holder)
+                holder.send(request_bytes("POST", "/v2/models/slow/infer", slow_body(10 ** 12).encode(),
+                                          [("Ortserve-Timeout-Ms", "2000")]))
+                wait_until(lambda: server_consumed(srv.port, holder.sock), 20, "the server to read the holder")
+                wait_until(lambda: metrics(srv).value("ortserve_queue_depth") == 0, 20, "the holder to run")
+                refusals = metrics(srv).value("ortserve_deadline_refusals_total")
+                # 3/4 of a run: the wait ahead (half a run) fits, the wait and its own run do not.
+                st, h, data = srv.request("POST", "/v2/models/slow/infer", body,
+                                          {"Ortserve-Timeout-Ms": str(int(run_ms * 3 / 4))})
+                self.assertEqual(st, 503, data)
+                self.assertEqual(h.get("retry-after"), "1")
+                self.assertIn("would not finish before the request's deadline", json.loads(data)["error"])
+                self.assertEqual(metrics(srv).value("ortserve_deadline_refusals_total"), refusals + 1)
+                # Three runs: the wait and its own run fit (with room for estimates above the median), so it
+                # is queued behind the holder.
+                fits = RawConn(srv.port, timeout=60 * TIME_SCALE)
+                conns.append(fits)
+                fits.send(request_bytes("POST", "/v2/models/slow/infer", body,
+                                        [("Ortserve-Timeout-Ms", str(int(run_ms * 3)))]))
+                r = fits.read_response()
+                self.assertEqual(r.status, 504, r)
+                self.assertIn("queued too long", r.json()["error"])  # it was queued, not refused
+                self.assertEqual(metrics(srv).value("ortserve_deadline_refusals_total"), refusals + 1)
+                r = holder.read_response()
+                self.assertEqual(r.status, 504, r)
+                self.assertIn("canceled", r.json()["error"])
+                print("deadline admission: a run takes %.0f ms; %d ms refused, %d ms queued" %
+                      (run_ms, int(run_ms * 3 / 4), int(run_ms * 3)))
+            finally:
+                for c in conns:
+                    c.close()
+                self.assertEqual(srv.finish(), 0)
+
+
 class Failures(unittest.TestCase):
     def test_model_error_is_500_and_only_a_full_pool_is_retried(self):
         # One 4 MiB slot (see test_server_lifecycle.py's full-pool test): a partial upload holds it.
