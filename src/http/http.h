@@ -219,7 +219,8 @@ struct osv_server {
     uint64_t mem_limit;      /* the cgroup limit at start; 0 = no limit, no guard */
     uint64_t mem_next_check; /* watchdog thread only */
     _Atomic int mem_pressure;
-    _Atomic uint64_t mem_working_set, mem_shed;
+    _Atomic uint64_t mem_working_set; /* what the guard last read; stored after mem_pressure */
+    _Atomic uint64_t mem_shed;
     _Atomic uint64_t deadline_refusals; /* refused at admission: the queue ahead outlasts the deadline */
     pthread_mutex_t mem_gate;
 };

@@ -320,9 +320,17 @@ static void server_families(scrape_t *x, osv_server_t *s)
     family(x, "ortserve_memory_working_set_bytes", "gauge",
            "Cgroup memory usage minus inactive file cache (0 when unknown).");
     put(&x->b, "ortserve_memory_working_set_bytes %" PRIu64 "\n", mem.cgroup_working_set);
+    /* The guard's own reading, then its decision: the guard stores them in the other order, so the
+     * decision shown is the one made on this reading (or a later one). */
+    uint64_t guard_ws = atomic_load(&s->mem_working_set);
+    int pressure = atomic_load(&s->mem_pressure);
+    family(x, "ortserve_memory_guard_working_set_bytes", "gauge",
+           "The cgroup working set the memory guard last read (at most every 10 ms), which "
+           "ortserve_memory_pressure was decided on (0 without a limit).");
+    put(&x->b, "ortserve_memory_guard_working_set_bytes %" PRIu64 "\n", guard_ws);
     family(x, "ortserve_memory_pressure", "gauge",
            "1 while the memory guard refuses inferences (working set above --memory-high-pct of the limit).");
-    put(&x->b, "ortserve_memory_pressure %d\n", atomic_load(&s->mem_pressure));
+    put(&x->b, "ortserve_memory_pressure %d\n", pressure);
     family(x, "ortserve_deadline_refusals_total", "counter",
            "Inferences refused with 503 at admission: the queued work ahead would outlast their deadline.");
     put(&x->b, "ortserve_deadline_refusals_total %" PRIu64 "\n", atomic_load(&s->deadline_refusals));
