@@ -86,7 +86,8 @@ typedef struct model_row {
 
 typedef struct scrape {
     buf_t b;
-    bool om; /* OpenMetrics */
+    bool om;         /* OpenMetrics */
+    uint64_t allocs; /* osv_alloc_count() before the scrape allocated anything */
     model_row_t *rows;
     size_t n_rows, cap_rows;
 } scrape_t;
@@ -305,6 +306,10 @@ static void server_families(scrape_t *x, osv_server_t *s)
            "Heap memory ortserve's own code holds (connections, arenas, models' metadata; not ONNX Runtime's, "
            "not the tensor pool).");
     put(&x->b, "ortserve_heap_bytes %" PRIu64 "\n", osv_alloc_live_bytes());
+    family(x, "ortserve_heap_allocations_total", "counter",
+           "Heap allocations ortserve's own code has made (not ONNX Runtime's), counted as the scrape began "
+           "(the scrape's own come after).");
+    put(&x->b, "ortserve_heap_allocations_total %" PRIu64 "\n", x->allocs);
     family(x, "ortserve_accept_errors_total", "counter", "accept() failures (e.g. out of file descriptors).");
     put(&x->b, "ortserve_accept_errors_total %" PRIu64 "\n", atomic_load(&s->accept_errors));
     family(x, "ortserve_rejected_connections_total", "counter",
@@ -435,7 +440,7 @@ static void free_page(osv_conn_t *c)
 void osv_obs_metrics(osv_conn_t *c)
 {
     osv_server_t *s = c->loop->srv;
-    scrape_t x = {.om = wants_openmetrics(c)};
+    scrape_t x = {.om = wants_openmetrics(c), .allocs = osv_alloc_count()};
     size_t n_models = 0;
     osv_repo_index(s->repo, true, NULL, 0, &n_models);
     x.cap_rows = n_models + 8; /* models loaded between the count and the walk are picked up next time */
