@@ -50,7 +50,8 @@ class Metrics(unittest.TestCase):
              "scale2x": "scale2x.onnx", LONG: "mlp.onnx"},
             configs={"mlp": {"slo": {"latency_ms": 0.001}},
                      "busy": {"max_queue": 0, "slo": {"latency_ms": 1000}},
-                     "slow": {"slo": {"latency_ms": 10000}}})
+                     # a request may shorten the deadline, not lift it: slow's own allows the queue phase
+                     "slow": {"slo": {"latency_ms": 10000}, "deadline_ms": 30000}})
         cls.srv = Server(repo, "--inline-threshold-us", "0", "--workers", "1", "--pool-bytes", "1M",
                          "--pool-max-slot-bytes", "64K")
         srv = cls.srv

@@ -173,7 +173,7 @@ class Lifecycle(unittest.TestCase):
             self.assertEqual(c.read_response().status, 200)
 
     def test_full_queue_is_503_with_retry_after(self):
-        srv = self.start("--workers", "1", "--max-queue", "1", "--retry-after-s", "3")
+        srv = self.start("--workers", "1", "--max-queue", "1", "--retry-after-s", "3", "--deadline-ms", "0")
         self.conns.append(send_in_flight(srv, slow_request(10 ** 12, timeout_ms=1500, rid="holder")))
         # The worker holds "holder" until its deadline; of two more requests at least one finds the
         # queue full (one waits at most), and a waiting one runs after the holder.
