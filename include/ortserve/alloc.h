@@ -1,7 +1,8 @@
 /* ortserve/alloc.h — the one allocator every ortserve module uses for its own heap memory.
  *
  * Long-lived objects (models, regions, configuration) are allocated through these functions, so the
- * allocations ortserve makes are counted (the benchmark asserts none happen per steady-state call)
+ * allocations ortserve makes are counted (none happen per steady-state call: the benchmark measures
+ * it in process, an end-to-end test over HTTP with /metrics' ortserve_heap_allocations_total)
  * and can be failed on purpose (fault injection, SQLite-style). Request tensor memory never comes
  * from here: it comes from the slot pool. */
 #ifndef ORTSERVE_ALLOC_H

@@ -170,6 +170,7 @@ void osv_h_metrics(osv_conn_t *c)
                           .inflight = atomic_load(&s->inflight),
                           .open_connections = atomic_load(&s->conns),
                           .memory_pressure = sc.memory_pressure,
+                          .guard_working_set = sc.working_set,
                           .deadline_refusals = sc.deadline_refusals,
                           .memory_shed = sc.memory_shed,
                           .pool = s->pool,

@@ -85,7 +85,8 @@ typedef struct model_row {
 
 typedef struct scrape {
     buf_t b;
-    bool om; /* OpenMetrics */
+    bool om;         /* OpenMetrics */
+    uint64_t allocs; /* osv_alloc_count() before the scrape allocated anything */
     const osv_obs_gauges_t *g;
     model_row_t *rows;
     size_t n_rows, cap_rows;
@@ -327,6 +328,10 @@ static void server_families(scrape_t *x)
            "Heap memory ortserve's own code holds (connections, arenas, models' metadata; not ONNX Runtime's, "
            "not the tensor pool).");
     put(&x->b, "ortserve_heap_bytes %" PRIu64 "\n", osv_alloc_live_bytes());
+    family(x, "ortserve_heap_allocations_total", "counter",
+           "Heap allocations ortserve's own code has made (not ONNX Runtime's), counted as the scrape began "
+           "(the scrape's own come after).");
+    put(&x->b, "ortserve_heap_allocations_total %" PRIu64 "\n", x->allocs);
     family(x, "ortserve_accept_errors_total", "counter", "accept() failures (e.g. out of file descriptors).");
     put(&x->b, "ortserve_accept_errors_total %" PRIu64 "\n", osv_obs_event_count(OSV_OBS_ACCEPT_ERROR));
     family(x, "ortserve_rejected_connections_total", "counter",
@@ -343,6 +348,10 @@ static void server_families(scrape_t *x)
     family(x, "ortserve_memory_working_set_bytes", "gauge",
            "Cgroup memory usage minus inactive file cache (0 when unknown).");
     put(&x->b, "ortserve_memory_working_set_bytes %" PRIu64 "\n", mem.cgroup_working_set);
+    family(x, "ortserve_memory_guard_working_set_bytes", "gauge",
+           "The cgroup working set the memory guard last read (at most every 10 ms), which "
+           "ortserve_memory_pressure was decided on (0 without a limit).");
+    put(&x->b, "ortserve_memory_guard_working_set_bytes %" PRIu64 "\n", g->guard_working_set);
     family(x, "ortserve_memory_pressure", "gauge",
            "1 while the memory guard refuses inferences (working set above --memory-high-pct of the limit).");
     put(&x->b, "ortserve_memory_pressure %d\n", g->memory_pressure);
@@ -405,7 +414,7 @@ static void process_families(scrape_t *x, uint64_t start_wall_s)
 
 int osv_obs_render_metrics(const osv_obs_gauges_t *g, bool openmetrics, char **page, size_t *len)
 {
-    scrape_t x = {.om = openmetrics, .g = g};
+    scrape_t x = {.om = openmetrics, .g = g, .allocs = osv_alloc_count()};
     size_t n_models = 0;
     if (g->repo)
         osv_repo_index(g->repo, true, NULL, 0, &n_models);

@@ -124,7 +124,10 @@ typedef struct osv_obs_gauges {
     int64_t inflight;
     uint32_t open_connections;
     uint64_t conn_buffers_in_use, conn_buffers_free;
-    int memory_pressure;
+    int memory_pressure;        /* the guard's decision ... */
+    uint64_t guard_working_set; /* ... and the working set it last read: read before the decision, which
+                                   the guard stores first, so the decision shown is the one made on this
+                                   reading or a later one */
     uint64_t deadline_refusals, memory_shed;
     const osv_pool_t *pool;
     osv_img_budget_stats_t image_budget;

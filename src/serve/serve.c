@@ -145,9 +145,12 @@ void osv_serve_watch_memory(osv_serve_t *s, uint64_t now)
     uint64_t pct = mem.cgroup_limit ? ws * 100 / mem.cgroup_limit : 0;
     int was = atomic_load(&s->mem_pressure),
         now_on = was ? pct + 5 >= s->o.memory_high_pct : pct >= s->o.memory_high_pct;
+    /* The decision first, then the reading it came from: whoever sees this working set (a /metrics
+     * scrape reads it before mem_pressure) sees the decision made on it, or a later one. */
+    if (now_on != was)
+        atomic_store(&s->mem_pressure, now_on);
     atomic_store(&s->mem_working_set, ws);
     if (now_on != was) {
-        atomic_store(&s->mem_pressure, now_on);
         osv_log(now_on ? OSV_LOG_WARN : OSV_LOG_INFO, now_on ? "memory_high" : "memory_ok",
                 "\"working_set_bytes\":%" PRIu64 ",\"limit_bytes\":%" PRIu64 ",\"high_pct\":%u", ws,
                 mem.cgroup_limit, s->o.memory_high_pct);
@@ -435,8 +438,8 @@ void osv_serve_get_counters(osv_serve_t *s, osv_serve_counters_t *out)
     pthread_mutex_lock(&s->lock);
     out->queued = s->queued;
     pthread_mutex_unlock(&s->lock);
+    out->working_set = atomic_load(&s->mem_working_set); /* before the decision (see watch_memory) */
     out->memory_pressure = atomic_load(&s->mem_pressure);
-    out->working_set = atomic_load(&s->mem_working_set);
     out->memory_shed = atomic_load(&s->mem_shed);
     out->deadline_refusals = atomic_load(&s->deadline_refusals);
 }

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cgroup_support import Cgroup, available as cgroup_unavailable  # noqa: E402
-from server import (RawConn, Server, make_repo, mlp_request, request_bytes, server_consumed,  # noqa: E402
+from server import (RawConn, Server, binary_body, make_repo, mlp_request, request_bytes, server_consumed,  # noqa: E402
                     wait_until)
 
 MiB = 1 << 20
@@ -567,6 +567,67 @@ class UnboundedCounts(unittest.TestCase):
         body = json.dumps({"inputs": [{"name": "\u00e9" * 500000, "shape": [1], "datatype": "FP32",
                                        "data": [1]}]}).encode()
         self.flood(body, 400, "unknown input")
+
+
+class WarmConnectionAllocatesNothing(unittest.TestCase):
+    """Steady state on one keep-alive connection makes no heap allocation in ortserve's own code
+    (ortserve_heap_allocations_total, the osv_malloc family's count): 200 JSON and 200 binary mlp
+    requests, run inline on the loop and handed to a worker. The counter is read as a scrape begins, so
+    the difference between two scrapes includes the first one's own allocations (its page, its model
+    rows): measured as the difference between back-to-back scrapes, it must be the same constant every
+    time, and N requests must add nothing to it."""
+
+    N = 200
+
+    def allocations(self, srv, conn):
+        st, _, body = srv.request("GET", "/metrics", conn=conn)
+        self.assertEqual(st, 200)
+        m = re.search(rb"^ortserve_heap_allocations_total (\d+)$", body, re.M)
+        self.assertIsNotNone(m, "no ortserve_heap_allocations_total on /metrics")
+        return int(m.group(1))
+
+    def steady_state(self, *args):
+        x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
+        json_body = json.dumps(mlp_request(x)).encode()
+        hdr = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "parameters": {"binary_data_size": 256}}],
+               "outputs": [{"name": "probs", "parameters": {"binary_data": True}}]}
+        bin_body, bin_headers = binary_body(hdr, [x.tobytes()])
+        kinds = (("JSON", json_body, {}), ("binary", bin_body, bin_headers))
+        tmp = tempfile.TemporaryDirectory()
+        srv = Server(make_repo(tmp.name, {"mlp": "mlp.onnx"}), "--loops", "1", *args)
+        conn = srv.conn()
+        try:
+            first = {}
+            for _ in range(5):  # warm: the connection's buffer, arena chunks, response slots, timers
+                for name, body, headers in kinds:
+                    st, _, data = srv.request("POST", "/v2/models/mlp/infer", body, headers, conn=conn)
+                    self.assertEqual(st, 200, data)
+                    first[name] = data
+            sock = conn.sock
+            a = [self.allocations(srv, conn) for _ in range(4)]
+            per_scrape = a[1] - a[0]
+            self.assertEqual([a[2] - a[1], a[3] - a[2]], [per_scrape] * 2, "a scrape's own allocations vary: %s" % a)
+            added = {}
+            for name, body, headers in kinds:
+                before = self.allocations(srv, conn)
+                for _ in range(self.N):
+                    st, _, data = srv.request("POST", "/v2/models/mlp/infer", body, headers, conn=conn)
+                    self.assertEqual((st, data), (200, first[name]))
+                added[name] = self.allocations(srv, conn) - before - per_scrape
+            self.assertIs(conn.sock, sock, "the connection was not kept alive")
+            print("%s: a scrape allocates %d times; %d JSON requests add %d allocations, %d binary ones %d" %
+                  (" ".join(args) or "inline", per_scrape, self.N, added["JSON"], self.N, added["binary"]))
+            self.assertEqual(added, {"JSON": 0, "binary": 0})
+        finally:
+            conn.close()
+            self.assertEqual(srv.finish(), 0)
+            tmp.cleanup()
+
+    def test_inline_runs(self):
+        self.steady_state()
+
+    def test_runs_on_a_worker(self):
+        self.steady_state("--workers", "1", "--inline-threshold-us", "0")
 
 
 class BuffersAfterAFlood(unittest.TestCase):

@@ -2,10 +2,11 @@
 """test_server_lifecycle.py — time and capacity on the real server, with slow.onnx (a Loop whose run
 time is set by its input `iters`): SIGTERM while requests are provably in flight (all complete with
 200, new connections are refused, exit 0 within the drain timeout); a deadline that cancels a slow
-run (504 within a bounded time, the only worker free again at once); a deadline that expires in the
-queue (504 without running); a full queue (503 + Retry-After); a full tensor pool (503 +
-Retry-After). "In flight" is observed, never slept on: a request is in flight once the server has
-read all of its bytes (its socket's receive queue is empty) and has not answered."""
+run (504 no later than DEADLINE_SLACK after the deadline, the only worker free again at once); a
+deadline that expires in the queue (504 without running, as soon as the worker comes free); a full
+queue (503 + Retry-After); a full tensor pool (503 + Retry-After). "In flight" is observed, never
+slept on: a request is in flight once the server has read all of its bytes (its socket's receive
+queue is empty) and has not answered."""
 import json
 import os
 import signal
@@ -18,10 +19,18 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server import (RawConn, Server, binary_body, make_repo, request_bytes, server_consumed, split_binary,  # noqa: E402
-                    wait_stats, wait_until)
+from server import (TIME_SCALE, RawConn, Server, binary_body, make_repo, request_bytes, server_consumed,  # noqa: E402
+                    split_binary, wait_stats, wait_until)
 
 X = np.linspace(-1, 1, 256, dtype=np.float32).reshape(1, 256)
+
+# How late a 504 may reach the client after the request's deadline, measured from before its first
+# byte was sent. The watchdog ticks every 2 ms while requests are in flight and ONNX Runtime stops a
+# canceled run within a loop iteration; the rest is scheduling on a busy machine. Measured with
+# bench/deadline_overshoot.py on the shared 2-core machine (docs/RELIABILITY.md, "Deadlines"): p50
+# 1.4-4 ms in both builds; of 4 000 cancellations and 250 queued requests, at load averages up to 8,
+# none later than 515 ms (254 ms without extra busy processes). A watchdog 2 s late (or 1 s) fails.
+DEADLINE_SLACK = 0.75 * TIME_SCALE
 
 
 def slow_request(iters, timeout_ms=None, rid=None):
@@ -115,37 +124,50 @@ class Lifecycle(unittest.TestCase):
                                          {"name": "iters", "shape": [], "datatype": "INT64", "data": [10 ** 12]}]}
                           ).encode()))):
             with RawConn(srv.port) as c:
-                t0 = time.monotonic()
+                t0 = time.monotonic()  # before the first byte: the server's deadline starts later
                 c.send(data)
                 r = c.read_response()
                 took = time.monotonic() - t0
                 self.assertEqual(r.status, 504, (how, r))
                 self.assertIn("deadline exceeded", r.json()["error"])
-                self.assertGreaterEqual(took, 0.09, how)
-                self.assertLess(took, 10, how)
+                self.assertGreaterEqual(took, 0.1, how)
+                self.assertLessEqual(took, 0.1 + DEADLINE_SLACK, how)
                 c.send(slow_request(10, timeout_ms=0))  # the same connection, the same (only) worker
                 t0 = time.monotonic()
                 r = c.read_response()
                 self.assertEqual(r.status, 200, r)
-                self.assertLess(time.monotonic() - t0, 5)
+                self.assertLessEqual(time.monotonic() - t0, DEADLINE_SLACK, "the worker was not free at once")
+                print("deadline (%s): 504 %.1f ms after the deadline" % (how, (took - 0.1) * 1000))
         s = wait_stats(srv, "slow", lambda s: s["inference_stats"]["success"]["count"] == 2 and
                        s["inference_stats"]["fail"]["count"] == 2, "2 successes and 2 failures")
         self.assertEqual((s["execution_count"], s["inference_count"]), (2, 2))  # canceled runs excluded
 
     def test_deadline_expires_in_the_queue(self):
-        # No server deadline: each request brings its own (a request can shorten a deadline, not lift it).
-        srv = self.start("--workers", "1", "--deadline-ms", "0")
+        """The queued request's deadline passes while the only worker runs the holder; it is answered
+        504 (without running) as soon as the watchdog cancels the holder at the holder's deadline (no
+        server default: a request's own timeout may only shorten it). One loop: it queues the holder
+        before it reads the next request, so the holder is ahead of it."""
+        srv = self.start("--workers", "1", "--deadline-ms", "0", "--loops", "1")
+        t_holder = time.monotonic()
         self.conns.append(send_in_flight(srv, slow_request(10 ** 12, timeout_ms=1500, rid="holder")))
-        t0 = time.monotonic()
+        holder_due = t_holder + 1.5
         with RawConn(srv.port) as c:
+            t0 = time.monotonic()
             c.send(slow_request(10, timeout_ms=100, rid="queued"))
             r = c.read_response()
+            queued_at = time.monotonic()
             self.assertEqual(r.status, 504, r)
             self.assertIn("queued too long", r.json()["error"])
-            self.assertLess(time.monotonic() - t0, 15)
+            self.assertGreaterEqual(queued_at - t0, 0.1)
+            self.assertLessEqual(queued_at, holder_due + DEADLINE_SLACK, "the worker came free late")
         r = self.conns[0].read_response()
+        holder_at = time.monotonic()
         self.assertEqual(r.status, 504, r)
         self.assertIn("canceled", r.json()["error"])
+        self.assertGreaterEqual(holder_at, holder_due)
+        self.assertLessEqual(holder_at, holder_due + DEADLINE_SLACK, "the holder was canceled late")
+        print("deadline in the queue: holder's 504 %.1f ms after its deadline, the queued one's %.1f ms" %
+              ((holder_at - holder_due) * 1000, (queued_at - holder_due) * 1000))
         with RawConn(srv.port) as c:
             c.send(slow_request(10, timeout_ms=0))
             self.assertEqual(c.read_response().status, 200)

@@ -37,6 +37,7 @@ from server import (TIME_SCALE, WRAPPER, RawConn, Server, binary_body, make_repo
                     request_bytes, server_consumed, wait_until)
 
 X = np.linspace(-1, 1, 256, dtype=np.float32).reshape(1, 256)
+MiB = 1 << 20
 
 
 def slow_body(iters):
@@ -187,6 +188,61 @@ class DeadlineAdmission(unittest.TestCase):
                 self.assertEqual(srv.finish(), 0)
 
 
+    def test_the_requests_own_run_counts_against_its_deadline(self):
+        """Admission adds the request's own run to the wait ahead: with the only worker busy and nothing
+        queued, the wait is half a run; a deadline of 3/4 of a run covers that wait but not the wait
+        plus its own run, so the request is refused at once; a deadline of three runs covers both and
+        the request is queued (and then, the holder outlasting its estimate, expires in the queue)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = Server(make_repo(tmp, {"slow": "slow.onnx"}), "--workers", "1", "--loops", "1", "--max-queue", "16",
+                         "--deadline-ms", "0", "--inline-threshold-us", "0")
+            conns = []
+            try:
+                iters = calibrate(srv, 0.1)  # ~100 ms a run
+                body = slow_body(iters).encode()
+                took = []
+                for _ in range(16):  # the run-time estimates (EWMAs with weight 1/8) settle on these runs
+                    t0 = time.monotonic()
+                    self.assertEqual(srv.request("POST", "/v2/models/slow/infer", body)[0], 200)
+                    took.append(time.monotonic() - t0)
+                run_ms = sorted(took)[len(took) // 2] * 1000
+                # The holder keeps the worker until the watchdog cancels it 2 s after it arrived; one loop
+                # queued it before answering /metrics, so an empty queue means the worker is running it.
+                holder = RawConn(srv.port, timeout=60 * TIME_SCALE)
+                conns.append(holder)
+                holder.send(request_bytes("POST", "/v2/models/slow/infer", slow_body(10 ** 12).encode(),
+                                          [("Ortserve-Timeout-Ms", "2000")]))
+                wait_until(lambda: server_consumed(srv.port, holder.sock), 20, "the server to read the holder")
+                wait_until(lambda: metrics(srv).value("ortserve_queue_depth") == 0, 20, "the holder to run")
+                refusals = metrics(srv).value("ortserve_deadline_refusals_total")
+                # 3/4 of a run: the wait ahead (half a run) fits, the wait and its own run do not.
+                st, h, data = srv.request("POST", "/v2/models/slow/infer", body,
+                                          {"Ortserve-Timeout-Ms": str(int(run_ms * 3 / 4))})
+                self.assertEqual(st, 503, data)
+                self.assertEqual(h.get("retry-after"), "1")
+                self.assertIn("would not finish before the request's deadline", json.loads(data)["error"])
+                self.assertEqual(metrics(srv).value("ortserve_deadline_refusals_total"), refusals + 1)
+                # Three runs: the wait and its own run fit (with room for estimates above the median), so it
+                # is queued behind the holder.
+                fits = RawConn(srv.port, timeout=60 * TIME_SCALE)
+                conns.append(fits)
+                fits.send(request_bytes("POST", "/v2/models/slow/infer", body,
+                                        [("Ortserve-Timeout-Ms", str(int(run_ms * 3)))]))
+                r = fits.read_response()
+                self.assertEqual(r.status, 504, r)
+                self.assertIn("queued too long", r.json()["error"])  # it was queued, not refused
+                self.assertEqual(metrics(srv).value("ortserve_deadline_refusals_total"), refusals + 1)
+                r = holder.read_response()
+                self.assertEqual(r.status, 504, r)
+                self.assertIn("canceled", r.json()["error"])
+                print("deadline admission: a run takes %.0f ms; %d ms refused, %d ms queued" %
+                      (run_ms, int(run_ms * 3 / 4), int(run_ms * 3)))
+            finally:
+                for c in conns:
+                    c.close()
+                self.assertEqual(srv.finish(), 0)
+
+
 class Failures(unittest.TestCase):
     def test_model_error_is_500_and_only_a_full_pool_is_retried(self):
         # One 4 MiB slot (see test_server_lifecycle.py's full-pool test): a partial upload holds it.
@@ -238,64 +294,121 @@ class Failures(unittest.TestCase):
 
 class MemoryGuard(unittest.TestCase):
     """Near the cgroup limit, inferences get 503 + Retry-After instead of growing towards an OOM kill.
-    The cgroup is a fake tree (ORTSERVE_CGROUP_ROOT / ORTSERVE_PROC_CGROUP) whose usage the test moves."""
+    The cgroup is a fake tree (ORTSERVE_CGROUP_ROOT / ORTSERVE_PROC_CGROUP) whose usage the test moves.
+    The guard reads it on the watchdog thread (at most every 10 ms; every 50 ms when idle): after each
+    move the test waits until the guard's own reading (ortserve_memory_guard_working_set_bytes) is the
+    new working set — always a value other than its previous reading — then checks the decision the
+    guard made on it (ortserve_memory_pressure, which a scrape shows from that reading or a later one)
+    and what an inference gets. The limit is 1000 MiB, so 10 MiB is one percentage point."""
+
+    LIMIT_MIB = 1000
+    MARK = 80
+
+    def start(self, tmp, v1):
+        """A server in a fake v2 group (memory.max, memory.current, inactive_file in memory.stat) or v1
+        group (memory.limit_in_bytes, memory.usage_in_bytes, total_inactive_file); returns the server and
+        set_usage(usage MiB, inactive file MiB). memory.stat is written before the usage; each move
+        below changes one of the two, except the first, whose intermediate reading is far below the mark."""
+        root = os.path.join(tmp, "cg")
+        grp = os.path.join(root, "memory", "ortserve") if v1 else os.path.join(root, "ortserve")
+        os.makedirs(grp)
+        self_cg = os.path.join(tmp, "self_cgroup")
+
+        def put(name, value):
+            with open(os.path.join(grp, name) + ".tmp", "w") as f:
+                f.write(value)
+            os.replace(os.path.join(grp, name) + ".tmp", os.path.join(grp, name))
+
+        def set_usage(usage_mib, inactive_mib):
+            # v1's memory.stat also has the group's own inactive_file, which is not what counts there
+            # (the hierarchical total_inactive_file is): a large one here would hide the mark.
+            put("memory.stat", "inactive_file %d\ntotal_inactive_file %d\n" % (500 * MiB, inactive_mib * MiB) if v1
+                else "anon 1\ninactive_file %d\n" % (inactive_mib * MiB))
+            put("memory.usage_in_bytes" if v1 else "memory.current", "%d\n" % (usage_mib * MiB))
+
+        with open(self_cg, "w") as f:
+            f.write("5:memory:/ortserve\n" if v1 else "0::/ortserve\n")
+        put("memory.limit_in_bytes" if v1 else "memory.max", "%d\n" % (self.LIMIT_MIB * MiB))
+        set_usage(250, 0)
+        srv = Server(make_repo(os.path.join(tmp, "repo"), {"mlp": "mlp.onnx"}), "--memory-high-pct", str(self.MARK),
+                     env={"ORTSERVE_CGROUP_ROOT": root, "ORTSERVE_PROC_CGROUP": self_cg})
+        return srv, set_usage
+
+    def guard_reads(self, srv, ws_mib):
+        """Waits until the guard has read a working set of ws_mib; returns its decision (1 = on)."""
+        def reading():
+            m = metrics(srv)
+            if m.value("ortserve_memory_guard_working_set_bytes") == ws_mib * MiB:
+                return [m.value("ortserve_memory_pressure")]
+            return None
+        return wait_until(reading, 10 * TIME_SCALE, "the memory guard to read a working set of %d MiB" % ws_mib)[0]
+
+    def infer(self, srv):
+        return srv.request("POST", "/v2/models/mlp/infer", json.dumps(mlp_request(X[:, :64])).encode())
+
+    def assert_serves(self, srv):
+        st, _, data = self.infer(srv)
+        self.assertEqual(st, 200, data)
+
+    def assert_sheds(self, srv):
+        st, h, data = self.infer(srv)
+        self.assertEqual(st, 503, data)
+        self.assertEqual(h.get("retry-after"), "1")
+        self.assertIn("near the limit", json.loads(data)["error"])
 
     def test_working_set_above_the_mark_sheds_inferences_and_recovers(self):
+        """v2: inactive file cache does not count; the guard turns on at the mark (80 %), stays on down to
+        5 points below it (75 %), turns off below that (74.9 %), and once off stays off up to 79 %."""
         with tempfile.TemporaryDirectory() as tmp:
-            grp = os.path.join(tmp, "cg", "ortserve")
-            os.makedirs(grp)
-            self_cg = os.path.join(tmp, "self_cgroup")
-
-            def put(name, text):
-                with open(os.path.join(grp, name) + ".tmp", "w") as f:
-                    f.write(text)
-                os.replace(os.path.join(grp, name) + ".tmp", os.path.join(grp, name))
-
-            with open(self_cg, "w") as f:
-                f.write("0::/ortserve\n")
-            limit = 1 << 30
-            put("memory.max", "%d\n" % limit)
-            put("memory.current", "%d\n" % (limit // 4))
-            put("memory.stat", "anon 1\ninactive_file 0\n")
-            srv = Server(make_repo(os.path.join(tmp, "repo"), {"mlp": "mlp.onnx"}), "--memory-high-pct", "80",
-                         env={"ORTSERVE_CGROUP_ROOT": os.path.join(tmp, "cg"), "ORTSERVE_PROC_CGROUP": self_cg})
-            body = json.dumps(mlp_request(X[:, :64])).encode()
+            srv, set_usage = self.start(tmp, v1=False)
             try:
-                st, _, data = srv.request("POST", "/v2/models/mlp/infer", body)
-                self.assertEqual(st, 200, data)
-                m = metrics(srv)
-                self.assertEqual(m.value("ortserve_memory_limit_bytes"), limit)
-                self.assertEqual(m.value("ortserve_memory_pressure"), 0)
-                # Usage at 85 % of the limit, but 10 % of it inactive file cache: the working set (75 %)
-                # is below the mark, so nothing is shed.
-                put("memory.current", "%d\n" % (limit * 85 // 100))
-                put("memory.stat", "anon 1\ninactive_file %d\n" % (limit // 10))
-                wait_until(lambda: metrics(srv).value("ortserve_memory_working_set_bytes") == limit * 85 // 100 - limit // 10,
-                           10 * TIME_SCALE, "the new usage to show in /metrics")
-                st, _, data = srv.request("POST", "/v2/models/mlp/infer", body)
-                self.assertEqual(st, 200, data)
-                # Working set at 90 %: inferences are refused with 503, Retry-After and a message.
-                put("memory.stat", "anon 1\ninactive_file 0\n")
-                put("memory.current", "%d\n" % (limit * 90 // 100))
-                wait_until(lambda: metrics(srv).value("ortserve_memory_pressure") == 1, 10 * TIME_SCALE,
-                           "the guard to turn on")
-                st, h, data = srv.request("POST", "/v2/models/mlp/infer", body)
-                self.assertEqual(st, 503, data)
-                self.assertEqual(h.get("retry-after"), "1")
-                self.assertIn("near the limit", json.loads(data)["error"])
-                self.assertEqual(srv.request("GET", "/v2/health/ready")[0], 200)  # health is not shed
-                self.assertGreaterEqual(metrics(srv).value("ortserve_memory_shed_total"), 1)
-                # Hysteresis: 77 % is within 5 points of the mark, still on; 70 % turns it off.
-                put("memory.current", "%d\n" % (limit * 77 // 100))
-                wait_until(lambda: metrics(srv).value("ortserve_memory_working_set_bytes") == limit * 77 // 100,
-                           10 * TIME_SCALE, "the new usage to show in /metrics")
-                self.assertEqual(srv.request("POST", "/v2/models/mlp/infer", body)[0], 503)
-                put("memory.current", "%d\n" % (limit * 70 // 100))
-                wait_until(lambda: metrics(srv).value("ortserve_memory_pressure") == 0, 10 * TIME_SCALE,
-                           "the guard to turn off")
-                st, _, data = srv.request("POST", "/v2/models/mlp/infer", body)
-                self.assertEqual(st, 200, data)
-                self.assertIn('"memory_high"', srv.logs())
+                self.assertEqual(self.guard_reads(srv, 250), 0)
+                self.assertEqual(metrics(srv).value("ortserve_memory_limit_bytes"), self.LIMIT_MIB * MiB)
+                self.assert_serves(srv)
+                # Usage 85 %, 10 % of it inactive file cache: the working set (75 %) is below the mark.
+                set_usage(850, 100)
+                self.assertEqual(self.guard_reads(srv, 750), 0)
+                self.assert_serves(srv)
+                # Exactly at the mark: on. Inferences get 503 (health does not), counted.
+                shed = metrics(srv).value("ortserve_memory_shed_total")
+                set_usage(900, 100)
+                self.assertEqual(self.guard_reads(srv, 800), 1)
+                self.assert_sheds(srv)
+                self.assertEqual(srv.request("GET", "/v2/health/ready")[0], 200)
+                self.assertEqual(metrics(srv).value("ortserve_memory_shed_total"), shed + 1)
+                # Hysteresis: down to 5 points below the mark it stays on ...
+                set_usage(860, 100)
+                self.assertEqual(self.guard_reads(srv, 760), 1)
+                self.assert_sheds(srv)
+                set_usage(850, 100)
+                self.assertEqual(self.guard_reads(srv, 750), 1)
+                self.assert_sheds(srv)
+                # ... below that it turns off,
+                set_usage(849, 100)
+                self.assertEqual(self.guard_reads(srv, 749), 0)
+                self.assert_serves(srv)
+                # and once off it turns on only at the mark.
+                set_usage(890, 100)
+                self.assertEqual(self.guard_reads(srv, 790), 0)
+                self.assert_serves(srv)
+                logs = srv.logs()
+                self.assertEqual((logs.count('"event":"memory_high"'), logs.count('"event":"memory_ok"')), (1, 1),
+                                 logs[-3000:])
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+    def test_cgroup_v1_total_inactive_file_does_not_count(self):
+        """v1: usage minus the hierarchical total_inactive_file (not the group's own inactive_file)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            srv, set_usage = self.start(tmp, v1=True)
+            try:
+                self.assertEqual(self.guard_reads(srv, 250), 0)
+                set_usage(950, 200)
+                self.assertEqual(self.guard_reads(srv, 750), 0)
+                self.assert_serves(srv)
+                set_usage(950, 150)
+                self.assertEqual(self.guard_reads(srv, 800), 1)
+                self.assert_sheds(srv)
             finally:
                 self.assertEqual(srv.finish(), 0)
 

@@ -245,6 +245,72 @@ class SharedMemory(unittest.TestCase):
         self.assertEqual(st, 400)
         self.assertEqual(self.srv.json("GET", "/v2/systemsharedmemory/status"), (200, []))  # nothing registered
 
+    def test_ranges_ending_exactly_at_the_end_and_one_byte_past(self):
+        """Every bound is checked at the last byte: a range that ends exactly at the end of its region
+        (offset + size == region size) works, one byte further is a 400, for an input and an output,
+        by offset and by size; the same at registration against the object's size."""
+        x = np.random.default_rng(5).standard_normal((1, 64)).astype(np.float32)
+        R = 1024  # regions inside the object, so a byte past a region is still mapped memory
+        self.assertEqual(self.register("in", 4096, R), (200, None))
+        self.assertEqual(self.register("out", 8192, R), (200, None))
+        self.assertEqual(self.register("in256", 16384, 256), (200, None))  # exactly one input tensor
+        self.assertEqual(self.register("in255", 20480, 255), (200, None))  # one byte short of it
+
+        def infer(in_region, in_off, out_off, out_size=40):
+            self.mm[8192:8192 + R + 64] = b"\xee" * (R + 64)  # the output region and what follows it
+            req = self.mlp_shm_request(in_region, in_off, "out", out_off, 1)
+            req["outputs"][0]["parameters"]["shared_memory_byte_size"] = out_size
+            return self.srv.json("POST", "/v2/models/mlp/infer", req)
+
+        def ok(out_obj_off, st_r):
+            st, r = st_r
+            self.assertEqual(st, 200, r)
+            self.assertEqual(r["outputs"][0]["parameters"], {"shared_memory_byte_size": 40})
+            np.testing.assert_allclose(self.get(out_obj_off, np.float32, 10), mlp_reference(x)[0], rtol=1e-5,
+                                       atol=1e-6)
+            self.assertEqual(self.mm[8192 + R:8192 + R + 64], b"\xee" * 64)  # nothing written past the region
+
+        def outside(region, off, size, st_r):
+            st, r = st_r
+            self.assertEqual(st, 400, r)
+            self.assertIn("shared memory region '%s' holds %d bytes: offset %d + size %d is outside it" %
+                          (region, {"in": R, "out": R, "in255": 255}[region], off, size), r["error"])
+
+        # Input by offset: [768, 1024) ends at the region's end; [769, 1025) is one byte past it.
+        self.put(4096 + 768, x)
+        ok(8192, infer("in", 768, 0))
+        self.put(4096 + 769, x)
+        outside("in", 769, 256, infer("in", 769, 0))
+        # Input by size: 256 bytes in a 256-byte region, and in a 255-byte one.
+        self.put(16384, x)
+        ok(8192, infer("in256", 0, 0))
+        outside("in255", 0, 256, infer("in255", 0, 0))
+        # Output by offset: [984, 1024) is the region's last 40 bytes; [985, 1025) one byte past.
+        self.put(4096, x)
+        ok(8192 + R - 40, infer("in", 0, R - 40))
+        self.assertEqual(self.mm[8192:8192 + R - 40], b"\xee" * (R - 40))
+        outside("out", R - 39, 40, infer("in", 0, R - 39))
+        # Output by size: the whole region as its range, then one byte more.
+        ok(8192, infer("in", 0, 0, R))
+        outside("out", 0, R + 1, infer("in", 0, 0, R + 1))
+
+        # Registration against the object (SIZE bytes): ending at its last byte, and one byte past it.
+        self.assertEqual(self.register("tail", SIZE - 64, 64), (200, None))
+        self.assertEqual(self.register("whole", 0, SIZE), (200, None))
+        for name, off, size in (("past_by_offset", SIZE - 63, 64), ("past_by_size", 0, SIZE + 1)):
+            st, r = self.register(name, off, size)
+            self.assertEqual(st, 400, (name, r))
+            self.assertIn("is %d bytes: offset %d + byte_size %d is outside it" % (SIZE, off, size), r["error"])
+        self.mm[SIZE - 40:SIZE] = b"\xee" * 40
+        self.put(4096, x)
+        st, r = self.srv.json("POST", "/v2/models/mlp/infer", {
+            "inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "parameters": {
+                "shared_memory_region": "whole", "shared_memory_offset": 4096, "shared_memory_byte_size": 256}}],
+            "outputs": [{"name": "probs", "parameters": {
+                "shared_memory_region": "tail", "shared_memory_offset": 24, "shared_memory_byte_size": 40}}]})
+        self.assertEqual(st, 200, r)
+        np.testing.assert_allclose(self.get(SIZE - 40, np.float32, 10), mlp_reference(x)[0], rtol=1e-5, atol=1e-6)
+
     def test_infer_parameter_validation(self):
         self.assertEqual(self.register("in", 0, 1024), (200, None))
         self.assertEqual(self.register("small", 4096, 40), (200, None))
