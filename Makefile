@@ -7,6 +7,9 @@
 #                 benchmarks until `make build` or `make test`), generates the demo models and
 #                 serves them on 127.0.0.1:$(PORT); `make run PORT=8080` for another port
 #   make test     build and run the whole suite, then again under ASan+UBSan (build/asan)
+#   make container-test  build the Dockerfile with podman and check the running container from
+#                 outside (tools/container_check.sh: ~3 minutes when nothing is cached; not part
+#                 of `make test`, whose e2e_container then also checks the image; docs/DEPLOY.md)
 #   make bench    build, run every benchmark (bench/run_all.py, ~15 minutes on 2 cores), then write
 #                 docs/BENCHMARKS.md and docs/img/*.png; BENCH_ARGS="--only load --quick" runs a part
 #   make memcheck the end-to-end server suite with every server under valgrind memcheck
@@ -40,7 +43,7 @@ FUZZ_TARGETS ?= http_parse infer_json binary_split shm_register model_config ima
 FUZZ_ARGS    ?=
 
 .PHONY: all deps deps-run build build-server models run test test-release test-asan bench format clean \
-        install deps-arm64 test-arm64 memcheck deps-fuzz fuzz
+        install deps-arm64 test-arm64 memcheck deps-fuzz fuzz deps-container container-test
 
 all: build
 
@@ -107,6 +110,19 @@ format:
 
 clean:
 	rm -rf build var
+
+# --- the container image, built and run for real (tools/container_check.sh, docs/DEPLOY.md): podman
+# (or ENGINE=docker), base images made with debootstrap when no registry is reachable. Minutes, and
+# a network for the image's own apt and npm steps: not part of `make test`.
+deps-container:
+	@tools/deps.sh container
+
+# The image is built here; tests/e2e/test_container.py runs it (tools/container_check.sh check and
+# size), which it does in `make test` too whenever podman and the image are present.
+container-test: deps-container build models
+	tools/container_check.sh base
+	tools/container_check.sh build
+	OSV_CONTAINER_CHECK=1 ctest --test-dir $(BUILD) --output-on-failure -R '^e2e_container$$'
 
 # --- arm64: cross-built with Debian's aarch64 toolchain against the official arm64 ORT 1.30, tested
 # under qemu-user (tools/arm64/qemu_env.sh explains what ORT needs there). Not part of `make test`.
