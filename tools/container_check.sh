@@ -152,9 +152,11 @@ build() { # IMAGE
     say "building $image (log: $WORK/build.log)"
     if ! engine build "${fmt[@]}" --network host "${ca[@]}" --label "org.opencontainers.image.revision=$(revision)" \
         -t "$image" "$src" >"$WORK/build.log" 2>&1; then
+        rm -f "$WORK/extra-ca.pem"
         tail -30 "$WORK/build.log" >&2
         die "the build failed: $WORK/build.log"
     fi
+    rm -f "$WORK/extra-ca.pem"
     figure build_seconds $((($(now_ms) - t0) / 1000))
 }
 
