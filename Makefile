@@ -1,9 +1,15 @@
 # ortserve — the two commands a newcomer needs are `make run` and `make test`; both install what
 # they need first (tools/deps.sh: Debian packages, ONNX Runtime from npm, test models), idempotently.
 #
-#   make build    release build in build/release
-#   make run      build, generate the demo models, serve them on 127.0.0.1:$(PORT)
+#   make build    release build in build/release: the server, libraries, tests, benchmarks
+#   make run      the fast path: installs only what serving needs (tools/deps.sh run), builds only
+#                 build/release/ortserve (a build directory it configures is without tests and
+#                 benchmarks until `make build` or `make test`), generates the demo models and
+#                 serves them on 127.0.0.1:$(PORT); `make run PORT=8080` for another port
 #   make test     build and run the whole suite, then again under ASan+UBSan (build/asan)
+#   make container-test  build the Dockerfile with podman and check the running container from
+#                 outside (tools/container_check.sh: ~3 minutes when nothing is cached; not part
+#                 of `make test`, whose e2e_container then also checks the image; docs/DEPLOY.md)
 #   make bench    build, run every benchmark (bench/run_all.py, ~15 minutes on 2 cores), then write
 #                 docs/BENCHMARKS.md and docs/img/*.png; BENCH_ARGS="--only load --quick" runs a part
 #   make memcheck the end-to-end server suite with every server under valgrind memcheck
@@ -36,21 +42,35 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= http_parse infer_json binary_split shm_register model_config image_decode pipeline
 FUZZ_ARGS    ?=
 
-.PHONY: all deps build models run test test-release test-asan bench format clean install \
-        deps-arm64 test-arm64 memcheck deps-fuzz fuzz
+.PHONY: all deps deps-run build build-server models run test test-release test-asan bench format clean \
+        install deps-arm64 test-arm64 memcheck deps-fuzz fuzz deps-container container-test
 
 all: build
 
 deps:
 	@tools/deps.sh test
 
+deps-run:
+	@tools/deps.sh run
+
 $(BUILD)/build.ninja: CMakeLists.txt
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
 
+# A build directory that `make run` configured (marked by its file server-only) gets its tests and
+# benchmarks back here.
 build: deps $(BUILD)/build.ninja
+	@if [ -e $(BUILD)/server-only ]; then \
+	    cmake -S . -B $(BUILD) -DOSV_BUILD_TESTS=ON -DOSV_BUILD_BENCH=ON >/dev/null && rm $(BUILD)/server-only; fi
 	cmake --build $(BUILD) -j $(JOBS)
 
-models: deps
+# The server alone, for `make run`: the build profile's packages suffice (no cmocka: no tests).
+build-server: deps-run
+	@if [ ! -e $(BUILD)/build.ninja ]; then \
+	    cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOSV_BUILD_TESTS=OFF \
+	          -DOSV_BUILD_BENCH=OFF $(CMAKE_ARGS) && touch $(BUILD)/server-only; fi
+	cmake --build $(BUILD) -j $(JOBS) --target ortserve
+
+models: deps-run
 	@$(PY) tools/gen_models.py --out $(MODELS)
 
 test-release: build models
@@ -66,8 +86,8 @@ test-asan: deps models $(ASAN_BUILD)/build.ninja
 
 test: test-release test-asan
 
-run: build models
-	@tools/demo_repo.sh var/demo-repo $(MODELS)
+run: build-server models
+	@tools/demo_repo.sh var/demo-repo $(MODELS) third_party/models $(PORT)
 	$(BUILD)/ortserve serve --model-repository var/demo-repo --host 127.0.0.1 --port $(PORT)
 
 BENCH_ARGS ?=
@@ -90,6 +110,19 @@ format:
 
 clean:
 	rm -rf build var
+
+# --- the container image, built and run for real (tools/container_check.sh, docs/DEPLOY.md): podman
+# (or ENGINE=docker), base images made with debootstrap when no registry is reachable. Minutes, and
+# a network for the image's own apt and npm steps: not part of `make test`.
+deps-container:
+	@tools/deps.sh container
+
+# The image is built here; tests/e2e/test_container.py runs it (tools/container_check.sh check and
+# size), which it does in `make test` too whenever podman and the image are present.
+container-test: deps-container build models
+	tools/container_check.sh base
+	tools/container_check.sh build
+	OSV_CONTAINER_CHECK=1 ctest --test-dir $(BUILD) --output-on-failure -R '^e2e_container$$'
 
 # --- arm64: cross-built with Debian's aarch64 toolchain against the official arm64 ORT 1.30, tested
 # under qemu-user (tools/arm64/qemu_env.sh explains what ORT needs there). Not part of `make test`.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# demo_repo.sh DEST MODELS — lays out the demo model repository `make run` serves (Triton layout):
+# demo_repo.sh DEST MODELS [REAL_MODELS] [PORT] — lays out the demo model repository `make run` serves (Triton layout):
 #   mlp/1/model.onnx                 synthetic MLP, x FP32[N,64] -> probs FP32[N,10]
 #   mobilenetv2/1/model.onnx         MobileNetV2-shaped network, RANDOM weights, 1000 synthetic labels
 #   text_orientation/1/model.onnx    the real PaddleOCR text-orientation classifier (labels "0", "180")
@@ -8,6 +8,7 @@ set -euo pipefail
 dest=$1
 models=$2
 real=${3:-third_party/models}
+port=${4:-8000} # for the hints printed at the end
 
 put() { # src dest-relative
     mkdir -p "$(dirname "$dest/$2")"
@@ -80,7 +81,7 @@ line.rotate(180).save(out + "/text_upside_down.jpg", quality=90)
 PY
 fi
 if [ -e "$images/cat.jpg" ]; then
-    echo "demo: try  curl --data-binary @$images/cat.jpg 'localhost:8000/v2/models/mobilenetv2/classify?top_k=5'"
+    echo "demo: try  curl --data-binary @$images/cat.jpg 'localhost:$port/v2/models/mobilenetv2/classify?top_k=5'"
     echo "      and  curl -F a=@$images/text_upright.png -F b=@$images/text_upside_down.jpg" \
-         "localhost:8000/v2/models/text_orientation/classify"
+         "localhost:$port/v2/models/text_orientation/classify"
 fi

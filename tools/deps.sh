@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # deps.sh — installs what building, running and testing ortserve need, idempotently.
 #
-#   tools/deps.sh [build|test|bench|memcheck|image|arm64|fuzz|all]   (default: test)
+#   tools/deps.sh [build|run|test|bench|memcheck|image|container|arm64|fuzz|all]   (default: test)
 #
+# build: what compiling needs (and ONNX Runtime).
+# run: build, plus what `make run` needs to make and serve the demo repository: Python with ONNX and
+#      NumPy (tools/gen_models.py), PIL and a font (the demo images), the real demo model.
+# test: run, plus the test toolchain (cmocka, clang, Prometheus, nginx, systemd, strace, ONNX's
+#       test data...).
 # fuzz: the test profile (models) plus what libFuzzer needs with Debian's clang 14: the compiler, its
 #       runtime libraries (libclang-rt-14-dev: libclang_rt.fuzzer, asan, ubsan) and llvm-symbolizer
 #       (llvm-14) for readable crash stacks (`make fuzz`, fuzz/README.md).
 # memcheck: the test profile plus valgrind (`make memcheck`, tools/valgrind_e2e.sh).
-# image: what tools/image_build.sh needs to build the container image (build + demo models).
+# image: what tools/image_build.sh needs to build the container image: the run profile.
+# container: what `make container-test` needs on the host (tools/container_check.sh): podman, runc,
+#       debootstrap (base images), curl. Only Debian packages: the image's build fetches the rest.
 # arm64: the test profile plus the aarch64 cross toolchain, qemu-user and the arm64 (multiarch) -dev
 #        packages, and the official arm64 ONNX Runtime 1.30 (npm onnxruntime-node) with the 1.29 C
 #        headers in third_party/onnxruntime-arm64 (`make test-arm64`, docs/PORTABILITY.md).
@@ -32,13 +39,18 @@ pkgs_test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-onnx python3-n
            libonnx-testdata fonts-dejavu-core prometheus python3-yaml man-db groff-base systemd strace
            nginx-light openssl)
 pkgs_bench=(wrk nginx-light gnuplot-nox python3-matplotlib libjansson-dev libcjson-dev)
+# tools/gen_models.py; tools/demo_repo.sh draws the demo images with PIL and DejaVu Sans (all of them
+# in pkgs_test too).
+pkgs_demo=(python3 python3-onnx python3-numpy python3-pil fonts-dejavu-core)
+pkgs_container=(podman runc debootstrap curl)
 
 want=("${pkgs_build[@]}")
 case "$profile" in
 build) ;;
+run | image) want+=("${pkgs_demo[@]}") ;;
 test) want+=("${pkgs_test[@]}") ;;
 memcheck) want+=("${pkgs_test[@]}" valgrind) ;;
-image) want+=(python3 python3-onnx python3-numpy python3-pil) ;; # PIL: demo images
+container) want=("${pkgs_container[@]}") ;;
 bench | all) want+=("${pkgs_test[@]}" "${pkgs_bench[@]}") ;;
 fuzz) want+=("${pkgs_test[@]}" clang-14 libclang-rt-14-dev llvm-14) ;;
 arm64)
@@ -54,12 +66,14 @@ arm64)
         esac
     done
     want+=("${pkgs_test[@]}" "${pkgs_arm64[@]}") ;;
-*) echo "deps.sh: unknown profile '$profile' (build|test|bench|memcheck|image|arm64|fuzz|all)" >&2; exit 2 ;;
+*) echo "deps.sh: unknown profile '$profile' (build|run|test|bench|memcheck|image|container|arm64|fuzz|all)" >&2
+   exit 2 ;;
 esac
 
 missing=()
 # Node.js and npm fetch ORT and models; a machine may already have them outside dpkg.
-command -v npm >/dev/null || want+=(nodejs npm ca-certificates) # nodejs only Recommends the CAs
+[ "$profile" = container ] || command -v npm >/dev/null ||
+    want+=(nodejs npm ca-certificates) # nodejs only Recommends the CAs
 # With a foreign architecture enabled (arm64 profile) a name can match two packages (libfoo:amd64 and
 # libfoo:arm64): a name without ":arch" wants the native (or arch-all) one.
 native=$(dpkg --print-architecture)
@@ -84,6 +98,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     "${sudo[@]}" apt-get update -q >/dev/null
     "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+[ "$profile" != container ] || exit 0
 
 # --- npm helper: fetch a package tarball once, keep it in third_party/npm ----------------------
 npm_fetch() { # $1 = package@version; prints the tarball path

@@ -4,7 +4,9 @@
 # container engine (docs/DEPLOY.md, "Container image").
 #
 #   tools/image_build.sh build-deps                    build stage: Debian packages, ONNX Runtime and
-#                                                      the real demo model (tools/deps.sh image)
+#                                                      the real demo model (tools/deps.sh image); the
+#                                                      CA certificates of the build secret `extra-ca`,
+#                                                      if mounted, are trusted for the npm downloads
 #   tools/image_build.sh build [BUILD_DIR]             build stage: release build (no tests, no
 #                                                      benchmarks) and the synthetic demo models
 #   tools/image_build.sh install ROOTFS [BUILD_DIR] [MODELS_DIR] [REAL_MODELS_DIR]
@@ -36,7 +38,15 @@ usage() {
     exit 2
 }
 
+# A TLS-inspecting proxy re-signs the npm registry's certificate: its CA, handed to the build as the
+# secret `extra-ca` (tools/container_check.sh build), is trusted by npm for this step only.
+EXTRA_CA=/run/secrets/extra-ca
+
 build_deps() {
+    if [ -s "$EXTRA_CA" ]; then
+        export NODE_EXTRA_CA_CERTS=$EXTRA_CA
+        echo "image_build: trusting the extra CA certificates of the build secret extra-ca"
+    fi
     "$src/tools/deps.sh" image
 }
 

@@ -1,4 +1,5 @@
-/* cmd_run.c — `ortserve run`: one inference on .npy inputs, outputs printed and written as .npy.
+/* cmd_run.c — `ortserve run`: one inference on .npy inputs, outputs summarised (and written as .npy
+ * with --output-dir; without it nothing is written, and stderr says how to).
  *
  * The .npy files are memory-mapped and their data bound to ORT in place (zero-copy), exactly as the
  * server binds a request body; the report says how each tensor was bound. */
@@ -125,6 +126,8 @@ static int write_output(osv_infer_t *inf, uint32_t k, const osv_tensor_view_t *v
         osv_free(data);
     if (rc)
         fprintf(stderr, "ortserve run: %s\n", err.msg);
+    else
+        printf("wrote %s\n", path);
     return rc ? 1 : 0;
 }
 
@@ -148,6 +151,8 @@ static int report(osv_infer_t *inf, const run_args_t *a)
         if (a->out_dir && write_output(inf, k, &v, a->out_dir) != 0)
             return 1;
     }
+    if (!a->out_dir)
+        fprintf(stderr, "ortserve run: outputs not written (--output-dir DIR writes each as DIR/<output>.npy)\n");
     return 0;
 }
 

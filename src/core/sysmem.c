@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ortserve/sysmem.h"
@@ -112,6 +113,32 @@ static uint64_t working_set(const char *gdir, uint64_t usage, int v1)
     return inactive < usage ? usage - inactive : 0;
 }
 
+/* Our group as a path under the mount `dir`. /proc/self/cgroup names it from the hierarchy's root,
+ * but a container's cgroup file system is mounted at its own group (cgroup v1, or v2 without a cgroup
+ * namespace: /sys/fs/cgroup/memory is /libpod_parent/libpod-<id>), where that path does not exist:
+ * the longest suffix of `group` under which `dir` holds `file` is ours ("" for the mount's root). When
+ * the group's directory exists as named, or no suffix fits, `group` is left as it was. */
+static void mounted_group(const char *dir, char *group, const char *file)
+{
+    char path[1200];
+    struct stat st;
+    snprintf(path, sizeof path, "%s%s", dir, strcmp(group, "/") ? group : "");
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return;
+    for (const char *g = group;; g = strchr(g + 1, '/')) {
+        const char *rel = g && strcmp(g, "/") ? g : "";
+        snprintf(path, sizeof path, "%s%s/%s", dir, rel, file);
+        if (access(path, R_OK) == 0) {
+            memmove(group, rel, strlen(rel) + 1);
+            if (!*group)
+                strcpy(group, "/");
+            return;
+        }
+        if (!g)
+            return;
+    }
+}
+
 void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t *out)
 {
     char group[512], dir[600], path[1200];
@@ -121,6 +148,7 @@ void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t 
     out->physical = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
 
     if (find_group(self_cgroup, 1, group, sizeof group)) {
+        mounted_group(root, group, "memory.max");
         uint64_t lim = hierarchical_limit(root, group, "memory.max", &found);
         if (found) {
             out->cgroup_version = 2;
@@ -133,6 +161,7 @@ void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t 
     }
     if (out->cgroup_version == 0 && find_group(self_cgroup, 0, group, sizeof group)) {
         snprintf(dir, sizeof dir, "%s/memory", root);
+        mounted_group(dir, group, "memory.limit_in_bytes");
         uint64_t lim = hierarchical_limit(dir, group, "memory.limit_in_bytes", &found);
         if (found) {
             out->cgroup_version = 1;

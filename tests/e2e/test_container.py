@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""test_container.py — the container image, as far as it can be checked without a container engine:
+"""test_container.py — the container image: checked without a container engine, and, when podman and
+the image are present, for real:
 
 - the Dockerfile, parsed: a Debian bookworm build stage and a debian:bookworm-slim runtime stage,
   every RUN line a single call into tools/image_build.sh, a numeric non-root USER that the script
@@ -12,7 +13,15 @@
   the list of runtime packages land where the Dockerfile expects them — and nothing for developers;
 - the staged binary, run from the staged root with the image's environment, serves the staged demo
   repository (it finds the staged ONNX Runtime by itself), and the staged health check answers 0
-  while it is ready and 1 once it is gone.
+  while it is ready and 1 once it is gone;
+- the image itself (RealContainer), built from the Dockerfile by `make container-test`
+  (tools/container_check.sh build, a few minutes: not part of `make test`): tools/container_check.sh
+  check runs it under a 512 MiB memory limit and checks from outside that it serves the demo models,
+  passes its HEALTHCHECK, runs as uid 10001, stays under the limit (which ortserve must see), and exits
+  0 on SIGTERM well within the drain timeout; its figures (time to ready, memory, stop time) and the
+  image's size (under 80 MB compressed) are asserted. Skipped, with the reason, when podman or the
+  image is missing (OSV_CONTAINER_CHECK=1, as `make container-test` sets, makes that a failure), and
+  in sanitizer builds (the image holds the release build).
 """
 import json
 import os
@@ -24,8 +33,8 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from deploy_support import (BIN_DIR, MODELS, REAL, SRC, LiveServer, default_of, run,  # noqa: E402
-                            serve_options)
+from deploy_support import (BIN_DIR, MODELS, REAL, SRC, LiveServer, cmake_cache, default_of,  # noqa: E402
+                            project_version, run, serve_options)
 
 DOCKERFILE = os.path.join(SRC, "Dockerfile")
 SCRIPT = "tools/image_build.sh"
@@ -243,6 +252,80 @@ class ImageSteps(unittest.TestCase):
             self.assertEqual(srv.get("/v2/health/ready")[0], 503)
             r = subprocess.run([hc], env=dict(os.environ, ORTSERVE_PORT=str(srv.port)), timeout=10)
             self.assertEqual(r.returncode, 1)
+
+
+ENGINE = os.environ.get("ENGINE", "podman")
+CHECK = os.path.join(SRC, "tools", "container_check.sh")
+
+
+def real_container_skip_reason(image):
+    if cmake_cache("OSV_SANITIZE"):
+        return "a sanitizer build: the image holds the release build, checked in the release run"
+    if not shutil.which(ENGINE):
+        return "%s is not installed (tools/deps.sh container; `make container-test` builds and runs the image)" % ENGINE
+    if os.geteuid() != 0:
+        return "needs root (rootful %s; the container's cgroup is read on the host)" % ENGINE
+    if subprocess.run([ENGINE, "image", "inspect", image], capture_output=True, timeout=60).returncode != 0:
+        return "no image %s: `make container-test` builds it (a few minutes)" % image
+    return None
+
+
+class RealContainer(unittest.TestCase):
+    """The image, run by tools/container_check.sh check; its figures asserted here."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.image = os.environ.get("OSV_CONTAINER_IMAGE") or "localhost/ortserve:%s" % project_version()
+        reason = real_container_skip_reason(cls.image)
+        if reason:
+            if os.environ.get("OSV_CONTAINER_CHECK"):
+                raise AssertionError(reason)
+            raise unittest.SkipTest(reason)
+        env = dict(os.environ, ENGINE=ENGINE, MEMORY="512m")
+        cls.check = subprocess.run([CHECK, "check", cls.image], capture_output=True, text=True, env=env, timeout=300)
+        cls.size = subprocess.run([CHECK, "size", cls.image], capture_output=True, text=True, env=env, timeout=300)
+        cls.figures = {}
+        for line in (cls.check.stdout + cls.size.stdout).splitlines():
+            m = re.fullmatch(r"figure (\w+) ([0-9.]+)", line)
+            if m:
+                cls.figures[m.group(1)] = float(m.group(2))
+        sys.stderr.write("container %s: %s\n" % (cls.image, cls.figures))
+
+    def fig(self, name):
+        self.assertIn(name, self.figures, self.check.stdout + self.check.stderr)
+        return self.figures[name]
+
+    def test_check_passes(self):
+        # Serves mlp, mobilenetv2 and text_orientation (metadata, infer, classify on the image's demo
+        # images), HEALTHCHECK passes, SIGTERM: exit 0 and no OOM kill.
+        self.assertEqual(self.check.returncode, 0, self.check.stdout + self.check.stderr)
+        self.assertIn("ok: " + self.image, self.check.stderr)
+
+    def test_image_config(self):
+        cfg = json.loads(run([ENGINE, "image", "inspect", self.image]).stdout)[0]
+        conf = cfg.get("Config") or {}
+        self.assertEqual(conf.get("User"), "10001:10001")
+        self.assertEqual(conf.get("Entrypoint"), ["/usr/local/bin/ortserve", "serve"])
+        hc = cfg.get("Healthcheck") or cfg.get("HealthCheck") or {}  # kept by the docker format only
+        self.assertEqual(hc.get("Test"), ["CMD", "/usr/local/libexec/ortserve/healthcheck"], cfg.keys())
+
+    def test_runs_as_the_image_user(self):
+        self.assertEqual(self.fig("uid"), 10001)
+
+    def test_ready_quickly(self):
+        self.assertLess(self.fig("startup_ms"), 5000)  # ortserve's own start, models loaded
+        self.assertLess(self.fig("ready_ms_from_run"), 30000)  # from `podman run` to 200 on /v2/health/ready
+
+    def test_memory_limit_seen_and_kept(self):
+        self.assertEqual(self.fig("memory_limit_bytes"), 512 << 20)
+        self.assertLess(self.fig("memory_peak_bytes"), self.fig("memory_limit_bytes"))
+
+    def test_stops_on_sigterm(self):
+        self.assertLess(self.fig("stop_ms"), 10000)
+
+    def test_image_size(self):
+        self.assertEqual(self.size.returncode, 0, self.size.stderr)
+        self.assertLess(self.fig("image_gzip_bytes"), 80e6, "the image's goal: under 80 MB compressed")
 
 
 if __name__ == "__main__":

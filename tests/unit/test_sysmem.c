@@ -69,6 +69,53 @@ static void v1_fallback(void **state)
     osv_test_rmtree(root);
 }
 
+/* In a container on cgroup v1 (or v2 without a cgroup namespace) the file system is mounted at the
+ * container's own group, while /proc/self/cgroup names it from the hierarchy's root. */
+static void container_mount_is_the_group(void **state)
+{
+    char root[256], self[300], cg[300];
+    osv_sysmem_t m;
+    (void)state;
+    osv_test_tmpdir(root, sizeof root);
+    snprintf(self, sizeof self, "%s/self_cgroup", root);
+    snprintf(cg, sizeof cg, "%s/cg", root);
+    osv_test_write_file(root, "self_cgroup", "4:memory:/libpod_parent/libpod-0123abcd\n0::/libpod_parent/libpod-0123abcd\n");
+    osv_test_write_file(root, "cg/memory/memory.limit_in_bytes", "536870912\n");
+    osv_test_write_file(root, "cg/memory/memory.usage_in_bytes", "40000000\n");
+    osv_test_write_file(root, "cg/memory/memory.stat", "total_inactive_file 1000000\n");
+    osv_sysmem_read_at(cg, self, &m);
+    assert_int_equal(m.cgroup_version, 1);
+    assert_int_equal(m.cgroup_limit, 536870912);
+    assert_int_equal(m.cgroup_usage, 40000000);
+    assert_int_equal(m.cgroup_working_set, 39000000);
+    osv_test_rmtree(root);
+
+    /* A sub-group of the container's (its part of the path below the mount is kept), on v2. */
+    osv_test_tmpdir(root, sizeof root);
+    snprintf(self, sizeof self, "%s/self_cgroup", root);
+    snprintf(cg, sizeof cg, "%s/cg", root);
+    osv_test_write_file(root, "self_cgroup", "0::/system.slice/docker-99.scope/app\n");
+    osv_test_write_file(root, "cg/memory.max", "1073741824\n");
+    osv_test_write_file(root, "cg/app/memory.max", "268435456\n");
+    osv_test_write_file(root, "cg/app/memory.current", "1000\n");
+    osv_sysmem_read_at(cg, self, &m);
+    assert_int_equal(m.cgroup_version, 2);
+    assert_int_equal(m.cgroup_limit, 268435456);
+    assert_int_equal(m.cgroup_usage, 1000);
+    osv_test_rmtree(root);
+
+    /* On a host the group's directory exists: a suffix that names another group is never taken. */
+    osv_test_tmpdir(root, sizeof root);
+    snprintf(self, sizeof self, "%s/self_cgroup", root);
+    snprintf(cg, sizeof cg, "%s/cg", root);
+    osv_test_write_file(root, "self_cgroup", "0::/user.slice/b\n");
+    osv_test_write_file(root, "cg/user.slice/b/cgroup.procs", "1\n");
+    osv_test_write_file(root, "cg/b/memory.max", "1048576\n");
+    osv_sysmem_read_at(cg, self, &m);
+    assert_int_equal(m.cgroup_limit, 0);
+    osv_test_rmtree(root);
+}
+
 static void no_cgroup_means_physical(void **state)
 {
     osv_sysmem_t m;
@@ -87,6 +134,7 @@ int main(void)
         cmocka_unit_test(v2_limit_and_usage),
         cmocka_unit_test(v2_parent_limit_applies),
         cmocka_unit_test(v1_fallback),
+        cmocka_unit_test(container_mount_is_the_group),
         cmocka_unit_test(no_cgroup_means_physical),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
