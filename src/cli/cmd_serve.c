@@ -140,11 +140,32 @@ static const osv_opt_t opts[] = {
 };
 #undef OSV_OPT_STRUCT
 
+/* Flags of Triton's tritonserver that users try first. An unknown flag found here is answered with
+ * ortserve's own. Entries go when ortserve gets the flag itself (the gRPC front adds --grpc-port). */
+static const osv_opt_hint_t triton_flags[] = {
+    {"http-port", "port", NULL},
+    {"grpc-port", "port", "gRPC is not available yet: --port is the HTTP port"},
+    {"metrics-port", "port", "/metrics is served on the HTTP port"},
+    {"http-address", "host", NULL},
+    {"model-store", "model-repository", NULL},
+    {"log-verbose", "log-level", "--log-level debug"},
+    {"log-info", "log-level", NULL},
+    {"log-warning", "log-level", NULL},
+    {"log-error", "log-level", NULL},
+    {"exit-timeout-secs", "drain-timeout-ms", "in milliseconds"},
+    {"http-thread-count", "loops", NULL},
+};
+
 static const osv_opt_cmd_t serve_cmd = {.name = "serve",
                                         .opts = opts,
                                         .n_opts = sizeof opts / sizeof *opts,
+                                        .hints = triton_flags,
+                                        .n_hints = sizeof triton_flags / sizeof *triton_flags,
                                         .env_prefix = "ORTSERVE_",
                                         .max_args = 0};
+
+/* ORTSERVE_* variables read outside the options table (test hooks of src/core/sysmem.c): not typos. */
+static const char *const other_vars[] = {"ORTSERVE_CGROUP_ROOT", "ORTSERVE_PROC_CGROUP", NULL};
 
 static void serve_usage(FILE *f)
 {
@@ -188,6 +209,18 @@ static int parse(serve_cfg_t *cfg, int argc, char **argv)
         return 2;
     }
     return 0;
+}
+
+static void warn_unknown_var(void *ud, const char *var, size_t len, const char *suggestion)
+{
+    char name[256], hint[300] = "";
+    (void)ud;
+    snprintf(name, sizeof name, "%.*s", (int)(len < 200 ? len : 200), var);
+    if (suggestion)
+        snprintf(hint, sizeof hint, ",\"did_you_mean\":\"%s\"", suggestion);
+    osv_log(OSV_LOG_WARN, "unknown_variable",
+            "\"variable\":\"%s\"%s,\"message\":\"no option reads it: ignored\"",
+            osv_log_escape(name, (char[512]){0}, 512), hint);
 }
 
 static osv_server_t *the_server;
@@ -447,5 +480,8 @@ int osv_cli_serve(int argc, char **argv)
     if ((rc = check_model_control(&cfg)) != 0)
         return rc;
     osv_log_init(level, strcmp(cfg.log_format, "json") == 0, 2);
+    /* A variable no option reads is reported, not refused: the environment is shared (a container's,
+     * a unit's) and may be written for another version of ortserve. */
+    osv_opt_unknown_vars(&serve_cmd, other_vars, warn_unknown_var, NULL);
     return serve(&cfg);
 }

@@ -1,5 +1,5 @@
 /* opts.c — the options of the `ortserve` commands (opts.h): the command line and ORTSERVE_*
- * variables read against a command's table, and the value parsers.
+ * variables read against a command's table, the value parsers, and suggestions for unknown names.
  *
  * Every error is one line on stderr that names the option or variable and what it accepts, followed,
  * for an unknown or misplaced argument, by where the help is: never the whole help, which would
@@ -13,7 +13,9 @@
 
 #include "opts.h"
 
-#define MAX_LISTED 6 /* options an ambiguity message lists */
+#define MAX_NAMES  160 /* options in one command's table */
+#define MAX_NAME   64  /* characters of a name osv_opt_distance compares */
+#define MAX_LISTED 6   /* options an ambiguity message lists */
 
 /* ---- values ---------------------------------------------------------------------------------------- */
 
@@ -230,6 +232,81 @@ int osv_opt_set(const osv_opt_cmd_t *cmd, const osv_opt_t *o, void *cfg, const c
 
 /* ---- names ------------------------------------------------------------------------------------------ */
 
+static char fold(char c)
+{
+    return c == '_' ? '-' : (char)tolower((unsigned char)c);
+}
+
+size_t osv_opt_distance(const char *a, size_t na, const char *b, size_t nb)
+{
+    uint8_t d[MAX_NAME][MAX_NAME];
+    na = na < MAX_NAME - 1 ? na : MAX_NAME - 1;
+    nb = nb < MAX_NAME - 1 ? nb : MAX_NAME - 1;
+    for (size_t i = 0; i <= na; i++)
+        d[i][0] = (uint8_t)i;
+    for (size_t j = 0; j <= nb; j++)
+        d[0][j] = (uint8_t)j;
+    for (size_t i = 1; i <= na; i++) {
+        for (size_t j = 1; j <= nb; j++) {
+            unsigned cost = fold(a[i - 1]) != fold(b[j - 1]), v = d[i - 1][j - 1] + cost;
+            if (d[i - 1][j] + 1u < v)
+                v = d[i - 1][j] + 1u;
+            if (d[i][j - 1] + 1u < v)
+                v = d[i][j - 1] + 1u;
+            if (i > 1 && j > 1 && fold(a[i - 1]) == fold(b[j - 2]) && fold(a[i - 2]) == fold(b[j - 1]) &&
+                d[i - 2][j - 2] + 1u < v)
+                v = d[i - 2][j - 2] + 1u; /* two neighbours swapped */
+            d[i][j] = (uint8_t)v;
+        }
+    }
+    return d[na][nb];
+}
+
+/* Whether hay[0..nh) contains needle[0..nn), folded as fold() does. */
+static bool contains(const char *hay, size_t nh, const char *needle, size_t nn)
+{
+    for (size_t i = 0; nn && i + nn <= nh; i++) {
+        size_t k = 0;
+        while (k < nn && fold(hay[i + k]) == fold(needle[k]))
+            k++;
+        if (k == nn)
+            return true;
+    }
+    return false;
+}
+
+int osv_opt_suggest(const char *typed, size_t len, const char *const *names, size_t n)
+{
+    size_t limit = len <= 4 ? 1 : len <= 8 ? 2 : 3, best = SIZE_MAX;
+    int at = -1;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = osv_opt_distance(typed, len, names[i], strlen(names[i]));
+        if (d <= limit && d < best) {
+            best = d;
+            at = (int)i;
+        }
+    }
+    if (at >= 0 || len < 4)
+        return at;
+    for (size_t i = 0; i < n; i++) {
+        size_t nl = strlen(names[i]);
+        if (contains(names[i], nl, typed, len) || (nl >= 4 && contains(typed, len, names[i], nl))) {
+            if (at >= 0)
+                return -1; /* several: none is the one meant */
+            at = (int)i;
+        }
+    }
+    return at;
+}
+
+static size_t option_names(const osv_opt_cmd_t *cmd, const char **names)
+{
+    size_t n = cmd->n_opts < MAX_NAMES ? cmd->n_opts : MAX_NAMES;
+    for (size_t i = 0; i < n; i++)
+        names[i] = cmd->opts[i].name;
+    return n;
+}
+
 void osv_opt_var_name(const char *prefix, const char *name, char *out, size_t cap)
 {
     size_t skip = strlen(prefix);
@@ -266,8 +343,24 @@ static void see_help(const osv_opt_cmd_t *cmd)
 /* An unknown option `shown` (as typed, without its value); name[0..len) is it without dashes. */
 static int unknown_option(const osv_opt_cmd_t *cmd, const char *shown, const char *name, size_t len)
 {
-    fprintf(stderr, "ortserve %s: unknown option '%.*s'\n", cmd->name, (int)(len + (size_t)(name - shown)),
+    const char *names[MAX_NAMES];
+    const char *use = NULL, *note = NULL;
+    for (size_t i = 0; i < cmd->n_hints && !use; i++) {
+        if (osv_opt_distance(name, len, cmd->hints[i].flag, strlen(cmd->hints[i].flag)) == 0) {
+            use = cmd->hints[i].use;
+            note = cmd->hints[i].note;
+        }
+    }
+    if (!use) {
+        int at = osv_opt_suggest(name, len, names, option_names(cmd, names));
+        use = at >= 0 ? names[at] : NULL;
+    }
+    fprintf(stderr, "ortserve %s: unknown option '%.*s'", cmd->name, (int)(len + (size_t)(name - shown)),
             shown);
+    if (use)
+        fprintf(stderr, "; did you mean --%s?%s%s%s", use, note ? " (" : "", note ? note : "",
+                note ? ")" : "");
+    fputc('\n', stderr);
     see_help(cmd);
     return 2;
 }
@@ -404,4 +497,38 @@ void osv_opt_print_help(FILE *f, const osv_opt_cmd_t *cmd)
             fprintf(f, "  %-34s   env %s\n", "", var);
         }
     }
+}
+
+size_t osv_opt_unknown_vars(const osv_opt_cmd_t *cmd, const char *const *known,
+                            void (*fn)(void *ud, const char *var, size_t len, const char *suggestion),
+                            void *ud)
+{
+    const char *names[MAX_NAMES];
+    size_t plen, count = 0, n_names;
+    if (!cmd->env_prefix)
+        return 0;
+    plen = strlen(cmd->env_prefix);
+    n_names = option_names(cmd, names);
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t len = eq ? (size_t)(eq - *e) : strlen(*e);
+        char var[128], suggestion[128];
+        bool known_var = false;
+        if (len <= plen || strncmp(*e, cmd->env_prefix, plen) != 0)
+            continue;
+        for (size_t i = 0; i < cmd->n_opts && !known_var; i++) {
+            osv_opt_var_name(cmd->env_prefix, cmd->opts[i].name, var, sizeof var);
+            known_var = strlen(var) == len && strncmp(var, *e, len) == 0;
+        }
+        for (size_t i = 0; known && known[i] && !known_var; i++)
+            known_var = strlen(known[i]) == len && strncmp(known[i], *e, len) == 0;
+        if (known_var)
+            continue;
+        int at = osv_opt_suggest(*e + plen, len - plen, names, n_names);
+        if (at >= 0)
+            osv_opt_var_name(cmd->env_prefix, names[at], suggestion, sizeof suggestion);
+        fn(ud, *e, len, at >= 0 ? suggestion : NULL);
+        count++;
+    }
+    return count;
 }

@@ -7,7 +7,8 @@
  * truncate a value it accepted. Define OSV_OPT_STRUCT as the settings struct before a table.
  *
  * Values are read from text by one set of parsers, range-checked, and refused with a message that
- * names the option (or its environment variable) and what it accepts. */
+ * names the option (or its environment variable) and what it accepts. Unknown options, commands and
+ * variables get the closest known name (osv_opt_suggest). */
 #ifndef OSV_CLI_OPTS_H
 #define OSV_CLI_OPTS_H
 
@@ -175,12 +176,20 @@ typedef struct osv_opt_short {
     const char *name;
 } osv_opt_short_t;
 
+/* An option users bring from another server (Triton's --http-port): an unknown option named `flag`
+ * is answered with `use` (one of ours) and an optional note. */
+typedef struct osv_opt_hint {
+    const char *flag, *use, *note;
+} osv_opt_hint_t;
+
 typedef struct osv_opt_cmd {
     const char *name; /* "serve": messages begin "ortserve serve: " */
     const osv_opt_t *opts;
     size_t n_opts;
     const osv_opt_short_t *shorts;
     size_t n_shorts;
+    const osv_opt_hint_t *hints;
+    size_t n_hints;
     const char *env_prefix; /* "ORTSERVE_": every option is also a variable; NULL: none */
     int max_args;           /* arguments that are not options the command takes (-1: any number) */
 } osv_opt_cmd_t;
@@ -216,5 +225,22 @@ int osv_opt_parse_size(const char *s, uint64_t *out);
 
 /* The variable of an option: prefix + name in upper case with '-' as '_' (truncated to fit). */
 void osv_opt_var_name(const char *prefix, const char *name, char *out, size_t cap);
+
+/* Optimal string alignment (restricted Damerau–Levenshtein) distance between a[0..na) and b[0..nb),
+ * case-insensitive, with '_' equal to '-'; names longer than 63 characters are compared on their first
+ * 63. */
+size_t osv_opt_distance(const char *a, size_t na, const char *b, size_t nb);
+
+/* The candidate closest to typed[0..len): the nearest by osv_opt_distance when it is at most 1 for a
+ * name of up to 4 characters, 2 up to 8 and 3 beyond (ties: the first); else the only candidate that
+ * contains it or that it contains (4 characters or more). Returns its index, or -1. */
+int osv_opt_suggest(const char *typed, size_t len, const char *const *names, size_t n);
+
+/* Calls fn for every variable of the environment that starts with the command's prefix and is neither
+ * an option's nor in `known` (NULL-terminated), with the closest option's variable or NULL. Returns
+ * how many there were. */
+size_t osv_opt_unknown_vars(const osv_opt_cmd_t *cmd, const char *const *known,
+                            void (*fn)(void *ud, const char *var, size_t len, const char *suggestion),
+                            void *ud);
 
 #endif

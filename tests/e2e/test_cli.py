@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """test_cli.py — the real `ortserve` binary's CLI on real models: --version, info, run; the options of
-every command (typed values with ranges, one size syntax, usage errors that name the option).
+every command (typed values with ranges, one size syntax, usage errors that name the option and
+suggest the closest one, unknown ORTSERVE_* variables).
 
 Results of `ortserve run` are checked against an independent numpy forward pass of the MLP computed
 from the model file's own initializers, and against known properties of the real PaddleOCR model.
@@ -223,8 +224,8 @@ def png(width, height, seed=1):
 
 class ServeOptions(unittest.TestCase):
     """`ortserve serve` options as users get them wrong: every value is typed and range-checked at parse
-    time (exit 2 with one message naming the flag or variable and what it accepts), and sizes have one
-    syntax in every command."""
+    time (exit 2 with one message naming the flag or variable and what it accepts), sizes have one
+    syntax in every command, and an unknown flag gets a suggestion instead of the whole help."""
 
     @classmethod
     def setUpClass(cls):
@@ -322,6 +323,48 @@ class ServeOptions(unittest.TestCase):
         self.assertIn("--max-bytes", p.stderr)
         self.assertIn("'1.5M'", p.stderr)
         self.assertIn("64M = 64Mi = 64MB = 64MiB", ortserve("classify", "--help").stdout)
+
+    def test_unknown_flag_suggests_the_closest(self):
+        cases = [(["--prot", "8000"], "--port"), (["--model-repo=x", "--workrs", "2"], "--workers"),
+                 (["--http-port", "8000"], "--port"), (["--model-store", "/m"], "--model-repository"),
+                 (["--log-verbose", "1"], "--log-level"), (["-port", "8000"], "--port"),
+                 (["--Port", "8000"], "--port"), (["--max_body_bytes", "1M"], "--max-body-bytes")]
+        for args, want in cases:
+            out = self.usage_error(args, names=["did you mean %s?" % want, "ortserve serve --help"])
+            self.assertNotIn("usage:", out)
+        out = self.usage_error(["--grpc-port", "8001"], names=["--grpc-port", "gRPC", "--port"])
+        self.assertNotIn("usage:", out)
+        out = self.usage_error(["--zzzzzz"], names=["'--zzzzzz'", "ortserve serve --help"])
+        self.assertNotIn("did you mean", out)
+        self.usage_error(["--mod", "x"], names=["'--mod'", "ambiguous", "--model-name", "--model-repository"])
+        self.usage_error(["--port"], names=["--port", "needs a value"])
+        self.usage_error(["stray"], names=["'stray'"])
+
+    def test_unknown_command_and_other_commands_flags(self):
+        for args, want in ((["srve"], "did you mean 'serve'?"), (["clasify"], "did you mean 'classify'?"),
+                           (["info", "--jsn", "m.onnx"], "did you mean --json?"),
+                           (["run", "m.onnx", "--inputs", "x=x.npy"], "did you mean --input?"),
+                           (["classify", "--top_k", "3"], "did you mean --top-k?")):
+            p = ortserve(*args, check=False)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(want, p.stderr)
+            self.assertIn("ortserve %s--help" % ("" if len(args) == 1 else args[0] + " "), p.stderr)
+            self.assertLessEqual(len(p.stderr.strip().splitlines()), 3, p.stderr)
+
+    def test_unknown_variable_is_a_warning(self):
+        # An ORTSERVE_* variable no option reads is a typo or meant for another version: the server
+        # starts (a shared environment must not stop it) and says which variable it ignores.
+        rc, port, out = serve(self.repo, env={"ORTSERVE_PROT": "9000", "ORTSERVE_SOMETHING_ELSE": "1"})
+        self.assertIsNone(rc, out)
+        warned = {r["variable"]: r for r in log_events(out, "unknown_variable")}
+        self.assertEqual(set(warned), {"ORTSERVE_PROT", "ORTSERVE_SOMETHING_ELSE"})
+        self.assertEqual(warned["ORTSERVE_PROT"]["level"], "warn")
+        self.assertEqual(warned["ORTSERVE_PROT"]["did_you_mean"], "ORTSERVE_PORT")
+        self.assertNotIn("did_you_mean", warned["ORTSERVE_SOMETHING_ELSE"])
+        # Options' variables, and those ortserve reads outside the options table, are not reported.
+        rc, port, out = serve(self.repo, env={"ORTSERVE_LOG_LEVEL": "info", "ORTSERVE_CGROUP_ROOT": "/sys/fs/cgroup"})
+        self.assertIsNone(rc, out)
+        self.assertEqual(log_events(out, "unknown_variable"), [])
 
 
 class socket_on_free_port:

@@ -1,6 +1,6 @@
 /* test_opts.c — the CLI's option tables (src/cli/opts.c): one size syntax, typed fields written
  * whole and no wider, ranges, durations scaled to the field's unit, lists and repeated options, the
- * environment under the command line, usage errors. */
+ * environment under the command line, usage errors with suggestions, unknown variables. */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -47,12 +47,15 @@ static const osv_opt_t table[] = {
 #undef OSV_OPT_STRUCT
 
 static const osv_opt_short_t shorts[] = {{'n', "name"}, {'m', "multi"}, {'s', "switch"}};
+static const osv_opt_hint_t hints[] = {{"http-port", "port", "Triton's"}};
 
 static const osv_opt_cmd_t cmd = {.name = "test",
                                   .opts = table,
                                   .n_opts = sizeof table / sizeof *table,
                                   .shorts = shorts,
                                   .n_shorts = sizeof shorts / sizeof *shorts,
+                                  .hints = hints,
+                                  .n_hints = 1,
                                   .env_prefix = "OSVTEST_",
                                   .max_args = 2};
 
@@ -257,6 +260,92 @@ static void environment_then_command_line(void **state)
     unsetenv("OSVTEST_WAIT_US");
 }
 
+static void distance_and_suggestions(void **state)
+{
+    static const char *const names[] = {"port",
+                                        "port-file",
+                                        "host",
+                                        "workers",
+                                        "model-repository",
+                                        "intra-op-threads",
+                                        "inter-op-threads",
+                                        "max-body-bytes"};
+    const size_t n = sizeof names / sizeof *names;
+    (void)state;
+    assert_int_equal(osv_opt_distance("prot", 4, "port", 4), 1); /* a swap is one edit */
+    assert_int_equal(osv_opt_distance("kitten", 6, "sitting", 7), 3);
+    assert_int_equal(osv_opt_distance("MAX_BODY_BYTES", 14, "max-body-bytes", 14), 0);
+    assert_int_equal(osv_opt_distance("", 0, "abc", 3), 3);
+    assert_int_equal(osv_opt_suggest("prot", 4, names, n), 0);
+    assert_int_equal(osv_opt_suggest("workrs", 6, names, n), 3);
+    assert_int_equal(osv_opt_suggest("Max_Body_Bytes", 14, names, n), 7);
+    assert_int_equal(osv_opt_suggest("repository", 10, names, n), 4);           /* contained in one name */
+    assert_int_equal(osv_opt_suggest("model-repository-dir", 20, names, n), 4); /* contains one */
+    assert_int_equal(osv_opt_suggest("op-threads", 10, names, n), -1); /* contained in two: neither */
+    assert_int_equal(osv_opt_suggest("zzzz", 4, names, n), -1);
+    assert_int_equal(osv_opt_suggest("pt", 2, names, n), -1); /* two edits is too far for a short name */
+    char long_name[200];
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    assert_int_equal(osv_opt_suggest(long_name, strlen(long_name), names, n), -1);
+}
+
+static void unknown_options_are_named_with_a_suggestion(void **state)
+{
+    cfg_t c;
+    int n;
+    (void)state;
+    assert_int_equal(PARSE(&c, &n, "--prot", "1"), 2);
+    assert_string_equal(err_text, "ortserve test: unknown option '--prot'; did you mean --port?\n"
+                                  "Run 'ortserve test --help' for every option.\n");
+    assert_int_equal(PARSE(&c, &n, "--http-port=8000"), 2);
+    assert_string_equal(err_text,
+                        "ortserve test: unknown option '--http-port'; did you mean --port? (Triton's)\n"
+                        "Run 'ortserve test --help' for every option.\n");
+    assert_int_equal(PARSE(&c, &n, "-port", "1"), 2);
+    assert_non_null(strstr(err_text, "unknown option '-port'; did you mean --port?\n"));
+    assert_int_equal(PARSE(&c, &n, "-switchy"), 2); /* -s takes no value */
+    assert_non_null(strstr(err_text, "unknown option '-switchy'; did you mean --switch?\n"));
+    assert_int_equal(PARSE(&c, &n, "-x"), 2);
+    assert_string_equal(err_text,
+                        "ortserve test: unknown option '-x'\nRun 'ortserve test --help' for every option.\n");
+}
+
+static int n_unknown;
+static char unknown_seen[4][64], suggested[4][64];
+
+static void note_unknown(void *ud, const char *var, size_t len, const char *suggestion)
+{
+    (void)ud;
+    if (n_unknown < 4) {
+        snprintf(unknown_seen[n_unknown], 64, "%.*s", (int)len, var);
+        snprintf(suggested[n_unknown], 64, "%s", suggestion ? suggestion : "-");
+    }
+    n_unknown++;
+}
+
+static void unknown_variables_are_reported(void **state)
+{
+    static const char *const known[] = {"OSVTEST_HOOK", NULL};
+    (void)state;
+    setenv("OSVTEST_PORT", "1", 1);     /* an option's */
+    setenv("OSVTEST_HOOK", "1", 1);     /* known */
+    setenv("OSVTEST_WAIT_MS_", "1", 1); /* a typo */
+    setenv("OSVTEST_QQQQQQ", "1", 1);   /* nothing like an option */
+    assert_int_equal(osv_opt_unknown_vars(&cmd, known, note_unknown, NULL), 2);
+    assert_int_equal(n_unknown, 2);
+    for (int i = 0; i < 2; i++) {
+        if (strcmp(unknown_seen[i], "OSVTEST_WAIT_MS_") == 0)
+            assert_string_equal(suggested[i], "OSVTEST_WAIT_MS");
+        else
+            assert_true(strcmp(unknown_seen[i], "OSVTEST_QQQQQQ") == 0 && strcmp(suggested[i], "-") == 0);
+    }
+    unsetenv("OSVTEST_PORT");
+    unsetenv("OSVTEST_HOOK");
+    unsetenv("OSVTEST_WAIT_MS_");
+    unsetenv("OSVTEST_QQQQQQ");
+}
+
 static void help_lists_every_option_and_variable(void **state)
 {
     char buf[8192] = "", want[256];
@@ -280,6 +369,9 @@ int main(void)
         cmocka_unit_test(values_are_typed_and_ranged),
         cmocka_unit_test(lists_multi_shorts_and_arguments),
         cmocka_unit_test(environment_then_command_line),
+        cmocka_unit_test(distance_and_suggestions),
+        cmocka_unit_test(unknown_options_are_named_with_a_suggestion),
+        cmocka_unit_test(unknown_variables_are_reported),
         cmocka_unit_test(help_lists_every_option_and_variable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
