@@ -331,6 +331,23 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, d
             cfg->srv.model_control ? "explicit" : "none", ms);
 }
 
+/* The pool's plan: the budget (--pool-bytes, or the default computed from the memory limit), each
+ * class as SLOT_BYTESxSLOTS, and what they reserve together (the budget, to within the smallest slot
+ * of a class not yet full: osv_pool_create). */
+static void log_pool_plan(const serve_cfg_t *cfg, osv_server_t *s)
+{
+    char classes[OSV_POOL_MAX_CLASSES * 32] = "";
+    size_t n = 0;
+    osv_pool_stats_t ps;
+    osv_pool_get_stats(s->pool, &ps);
+    for (uint32_t i = 0; i < ps.n_classes && n < sizeof classes; i++)
+        n += (size_t)snprintf(classes + n, sizeof classes - n, "%s%" PRIu64 "x%u", i ? "," : "",
+                              ps.cls[i].slot_size, ps.cls[i].slots);
+    osv_log(OSV_LOG_INFO, "pool_plan",
+            "\"budget\":\"%s\",\"budget_bytes\":%" PRIu64 ",\"planned_bytes\":%" PRIu64 ",\"classes\":\"%s\"",
+            cfg->pool_bytes ? "--pool-bytes" : "default", osv_pool_budget(s->pool), ps.total_bytes, classes);
+}
+
 /* The next name of a comma-separated list: its length (0 at the end); *p moves past it. */
 static size_t next_name(const char **p, const char **name)
 {
@@ -453,6 +470,7 @@ static int serve(serve_cfg_t *cfg)
     signal(SIGPIPE, SIG_IGN);
     if (cfg->port_file)
         write_port_file(cfg->port_file, s->port);
+    log_pool_plan(cfg, s);
     log_start(cfg, s, env, (double)(osv_now_ns() - t0) / 1e6);
     rc = osv_server_run(s);
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """test_cli.py — the real `ortserve` binary's CLI on real models: --version, info, run; the options of
 every command (typed values with ranges, one size syntax, usage errors that name the option and
-suggest the closest one, unknown ORTSERVE_* variables).
+suggest the closest one, unknown ORTSERVE_* variables) and the pool plan --pool-bytes gives.
 
 Results of `ortserve run` are checked against an independent numpy forward pass of the MLP computed
 from the model file's own initializers, and against known properties of the real PaddleOCR model.
@@ -365,6 +365,27 @@ class ServeOptions(unittest.TestCase):
         rc, port, out = serve(self.repo, env={"ORTSERVE_LOG_LEVEL": "info", "ORTSERVE_CGROUP_ROOT": "/sys/fs/cgroup"})
         self.assertIsNone(rc, out)
         self.assertEqual(log_events(out, "unknown_variable"), [])
+
+    def test_pool_bytes_is_what_the_pool_reserves(self):
+        # --pool-bytes 512M used to reserve 464 MiB: the 4 KiB and 16 KiB classes stop at 4096 slots and
+        # their unused share was lost. Now the budget is planned whole, and the plan is logged.
+        for flag, want in (("512M", 512 << 20), ("24M", 24 << 20), ("1G", 1 << 30)):
+            rc, _, out = serve(self.repo, "--pool-bytes", flag)
+            self.assertIsNone(rc, out)
+            (listening,) = log_events(out, "listening")
+            (plan,) = log_events(out, "pool_plan")
+            self.assertEqual(plan["budget_bytes"], want, flag)
+            self.assertEqual(plan["budget"], "--pool-bytes")
+            classes = [tuple(int(x) for x in c.split("x")) for c in plan["classes"].split(",")]
+            planned = sum(size * n for size, n in classes)
+            self.assertEqual(plan["planned_bytes"], planned)
+            self.assertEqual(listening["pool_bytes"], planned)
+            self.assertLessEqual(planned, want)
+            self.assertGreater(planned, want - 4096, "%s: %d of %d bytes planned" % (flag, planned, want))
+            self.assertTrue(all(n <= 4096 for _, n in classes), classes)
+        rc, _, out = serve(self.repo)
+        (plan,) = log_events(out, "pool_plan")
+        self.assertEqual(plan["budget"], "default")
 
 
 class socket_on_free_port:
