@@ -80,14 +80,17 @@ OSV_API uint64_t osv_pool_default_budget(void);
 OSV_API uint64_t osv_pool_default_budget_reserving(uint64_t reserve);
 
 /* Creates a pool. Classes are min_slot·growth^i up to max_slot. The plain plan shares the budget
- * equally between classes, each getting floor(share / size) slots, then gives every class that
- * still has none one slot while the budget allows (smallest first). When hints fall in classes
+ * equally between classes, each getting floor(share / size) slots (a class that cannot hold its
+ * share in its 4096 slots leaves the rest of it to the others), then gives every class that still
+ * has none one slot while the budget allows (smallest first). When hints fall in classes
  * (the smallest class that holds each) that the plain plan leaves with fewer than hint_slots
  * slots, half the budget is shared equally instead, every class up to the plain plan's largest
  * gets a slot, those hinted classes get the same number of extra slots each (up to hint_slots)
  * from the rest, and what remains is shared equally: a request that needs one slot of each hinted
- * class finds them together. Explicit `counts` override all of this. On success *out owns the
- * mappings; free with osv_pool_destroy(). */
+ * class finds them together. What whole slots leave of the budget goes to the largest classes it
+ * holds a slot of, largest first, so the pool reserves its budget to within the smallest slot of a
+ * class that does not have its 4096 slots yet. Explicit `counts` override all of this. On success *out
+ * owns the mappings; free with osv_pool_destroy(). */
 OSV_API int osv_pool_create(const osv_pool_opts_t *opts, osv_pool_t **out, osv_err_t *err);
 
 /* Unmaps everything. Every slot must have been released. Not thread-safe against acquire/release. */
@@ -104,6 +107,10 @@ OSV_API void osv_pool_release(osv_pool_t *pool, osv_slot_t *slot);
 
 /* Bounds-checked view: *ptr = base + off when off + len ≤ cap (overflow-checked); else OSV_ELIMIT. */
 OSV_API int osv_slot_range(const osv_slot_t *slot, uint64_t off, uint64_t len, void **ptr);
+
+/* The budget the pool was planned from: opts->total_bytes, or the default budget it computed. The
+ * stats' total_bytes is what the plan reserves of it. */
+OSV_API uint64_t osv_pool_budget(const osv_pool_t *pool);
 
 /* Largest slot size the pool can hand out. */
 OSV_API uint64_t osv_pool_max_slot(const osv_pool_t *pool);

@@ -7,7 +7,6 @@
  * when any failed. */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "ortserve/imaging.h"
 #include "util/json.h"
 
@@ -29,6 +29,30 @@ typedef struct cls_args {
     char **images;
     int n_images;
 } cls_args_t;
+
+#define OSV_OPT_STRUCT cls_args_t
+static const osv_opt_t cls_opts[] = {
+    OSV_OPT_STRING("model-repository", repo, "DIR", "the model repository"),
+    OSV_OPT_STRING("model", model, "MODEL", "the model to classify with"),
+    OSV_OPT_COUNT("version", version, 0, INT64_MAX, NULL, "V", "model version (default: the highest)"),
+    OSV_OPT_COUNT("top-k", top_k, 1, 100000, NULL, "K", "classes per image"),
+    OSV_OPT_SWITCH("json", json, "print JSON"),
+    OSV_OPT_COUNT("max-pixels", limits.max_pixels, 1, 1ull << 40, NULL, "N", "largest image"),
+    OSV_OPT_BYTES("max-bytes", limits.max_bytes, 1, OSV_OPT_TiB, NULL, "largest encoded image"),
+    OSV_OPT_COUNT("max-images", limits.max_images, 1, 1u << 20, NULL, "N", "images per batch"),
+    OSV_OPT_BYTES("decode-budget", decode_budget, 1, OSV_OPT_TiB, NULL, "memory decoding one image may take"),
+    OSV_OPT_STRING("ort-library", ort, "PATH", "libonnxruntime.so.1 to load"),
+};
+#undef OSV_OPT_STRUCT
+
+static const osv_opt_short_t cls_shorts[] = {{'r', "model-repository"}, {'m', "model"}, {'k', "top-k"}};
+
+static const osv_opt_cmd_t cls_cmd = {.name = "classify",
+                                      .opts = cls_opts,
+                                      .n_opts = sizeof cls_opts / sizeof *cls_opts,
+                                      .shorts = cls_shorts,
+                                      .n_shorts = sizeof cls_shorts / sizeof *cls_shorts,
+                                      .max_args = -1};
 
 static void classify_usage(FILE *f)
 {
@@ -45,118 +69,29 @@ static void classify_usage(FILE *f)
             "--decode-budget caps the memory decoding one image may take (as the server's\n"
             "--image-decode-budget); an image that needs more is reported and skipped. Default: no cap\n"
             "(images are decoded one at a time, each bounded by the pixel limit).\n");
-}
-
-static int parse_u64(const char *s, uint64_t *out, bool size)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    uint64_t mul = 1;
-    if (end == s || errno || *s == '-')
-        return -1;
-    if (size && *end) {
-        mul = (*end == 'K' || *end == 'k')   ? 1ull << 10
-              : (*end == 'M' || *end == 'm') ? 1ull << 20
-              : (*end == 'G' || *end == 'g') ? 1ull << 30
-                                             : 0;
-        if (!mul || end[1])
-            return -1;
-    } else if (*end) {
-        return -1;
-    }
-    if (!osv_mul_u64(v, mul, out))
-        return -1;
-    return 0;
+    fprintf(f, "%s\n", OSV_OPT_NUMBER_HELP);
 }
 
 static int parse_args(int argc, char **argv, cls_args_t *a)
 {
-    static const struct option opts[] = {{"model-repository", required_argument, NULL, 'r'},
-                                         {"model", required_argument, NULL, 'm'},
-                                         {"version", required_argument, NULL, 'V'},
-                                         {"top-k", required_argument, NULL, 'k'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"max-pixels", required_argument, NULL, 'P'},
-                                         {"max-bytes", required_argument, NULL, 'B'},
-                                         {"max-images", required_argument, NULL, 'I'},
-                                         {"decode-budget", required_argument, NULL, 'D'},
-                                         {"ort-library", required_argument, NULL, 'L'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
-    uint64_t v;
+    int n_args, rc;
     memset(a, 0, sizeof *a);
     a->version = -1;
     osv_img_limits_default(&a->limits);
-    while ((c = getopt_long(argc, argv, "r:m:k:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'r':
-            a->repo = optarg;
-            break;
-        case 'm':
-            a->model = optarg;
-            break;
-        case 'V':
-            if (parse_u64(optarg, &v, false) != 0 || v > INT64_MAX) {
-                fprintf(stderr, "ortserve classify: --version wants a non-negative integer\n");
-                return 2;
-            }
-            a->version = (int64_t)v;
-            break;
-        case 'k':
-            if (parse_u64(optarg, &v, false) != 0 || v < 1 || v > 100000) {
-                fprintf(stderr, "ortserve classify: --top-k wants an integer from 1 to 100000\n");
-                return 2;
-            }
-            a->top_k = (uint32_t)v;
-            break;
-        case 'j':
-            a->json = true;
-            break;
-        case 'P':
-        case 'B':
-            if (parse_u64(optarg, &v, c == 'B') != 0 || v == 0) {
-                fprintf(stderr, "ortserve classify: --%s wants a positive %s\n",
-                        c == 'P' ? "max-pixels" : "max-bytes",
-                        c == 'P' ? "integer" : "size (K, M, G suffixes)");
-                return 2;
-            }
-            *(c == 'P' ? &a->limits.max_pixels : &a->limits.max_bytes) = v;
-            break;
-        case 'D':
-            if (parse_u64(optarg, &v, true) != 0 || v == 0) {
-                fprintf(stderr, "ortserve classify: --decode-budget wants a positive size (K, M, G suffixes)\n");
-                return 2;
-            }
-            a->decode_budget = v;
-            break;
-        case 'I':
-            if (parse_u64(optarg, &v, false) != 0 || v == 0 || v > (1u << 20)) {
-                fprintf(stderr, "ortserve classify: --max-images wants an integer from 1 to 1048576\n");
-                return 2;
-            }
-            a->limits.max_images = (uint32_t)v;
-            break;
-        case 'L':
-            a->ort = optarg;
-            break;
-        case 'h':
-            classify_usage(stdout);
-            return 1;
-        default:
-            classify_usage(stderr);
-            return 2;
-        }
+    if ((rc = osv_opt_parse(&cls_cmd, a, argc, argv, &n_args)) == OSV_OPT_HELP) {
+        classify_usage(stdout);
+        return 1;
     }
-    if (!a->repo || !a->model || optind == argc) {
+    if (rc)
+        return rc;
+    if (!a->repo || !a->model || n_args == 0) {
         fprintf(stderr,
-                "ortserve classify: --model-repository, -m MODEL and at least one IMAGE are required\n\n");
-        classify_usage(stderr);
+                "ortserve classify: --model-repository, -m MODEL and at least one IMAGE are required\n"
+                "Run 'ortserve classify --help' for every option.\n");
         return 2;
     }
-    a->images = argv + optind;
-    a->n_images = argc - optind;
+    a->images = argv + 1;
+    a->n_images = n_args;
     return 0;
 }
 

@@ -1,7 +1,6 @@
 /* cmd_info.c — `ortserve info`: a model's inputs, outputs and metadata, as a table or JSON; plus the
  * environment/model loading helpers every subcommand shares. */
 #include <dirent.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
@@ -10,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "util/json.h"
 
 int osv_cli_env(const char *ort_library, osv_env_t **env)
@@ -214,41 +214,49 @@ static void info_usage(FILE *f)
                "symbolic name for dynamic dims) and the model's metadata.\n");
 }
 
+typedef struct info_args {
+    const char *ort;
+    bool json;
+} info_args_t;
+
+#define OSV_OPT_STRUCT info_args_t
+static const osv_opt_t info_opts[] = {
+    OSV_OPT_SWITCH("json", json, "print one JSON object"),
+    OSV_OPT_STRING("ort-library", ort, "PATH", "libonnxruntime.so.1 to load"),
+};
+#undef OSV_OPT_STRUCT
+
+static const osv_opt_short_t info_shorts[] = {{'j', "json"}};
+
+static const osv_opt_cmd_t info_cmd = {.name = "info",
+                                       .opts = info_opts,
+                                       .n_opts = sizeof info_opts / sizeof *info_opts,
+                                       .shorts = info_shorts,
+                                       .n_shorts = sizeof info_shorts / sizeof *info_shorts,
+                                       .max_args = 1};
+
 int osv_cli_info(int argc, char **argv)
 {
-    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
-                                         {"ort-library", required_argument, NULL, 'L'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    const char *ort = NULL;
-    int json = 0, c, rc;
+    info_args_t a = {0};
+    int n_args, rc;
     osv_env_t *env;
     osv_model_t *m;
 
-    while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'j':
-            json = 1;
-            break;
-        case 'L':
-            ort = optarg;
-            break;
-        case 'h':
-            info_usage(stdout);
-            return 0;
-        default:
-            info_usage(stderr);
-            return 2;
-        }
+    if ((rc = osv_opt_parse(&info_cmd, &a, argc, argv, &n_args)) == OSV_OPT_HELP) {
+        info_usage(stdout);
+        return 0;
     }
-    if (optind != argc - 1) {
-        info_usage(stderr);
+    if (rc)
+        return rc;
+    if (n_args != 1) {
+        fprintf(stderr, "ortserve info: a model (a .onnx file or a model directory) is required\n"
+                        "Run 'ortserve info --help' for every option.\n");
         return 2;
     }
-    if (osv_cli_env(ort, &env) != 0)
+    if (osv_cli_env(a.ort, &env) != 0)
         return 1;
-    if ((rc = osv_cli_load(env, argv[optind], &m)) == 0) {
-        if (json)
+    if ((rc = osv_cli_load(env, argv[1], &m)) == 0) {
+        if (a.json)
             rc = print_json(m);
         else
             print_table(m);

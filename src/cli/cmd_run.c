@@ -4,23 +4,44 @@
  * The .npy files are memory-mapped and their data bound to ORT in place (zero-copy), exactly as the
  * server binds a request body; the report says how each tensor was bound. */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "npy.h"
 
 #define MAX_INPUTS 64
 
 typedef struct run_args {
     const char *model, *out_dir, *ort;
+    osv_opt_multi_t inputs; /* NAME=FILE.npy, split into names and files */
     const char *names[MAX_INPUTS], *files[MAX_INPUTS];
     int n_inputs;
-    int force_copy;
+    bool force_copy;
 } run_args_t;
+
+#define OSV_OPT_STRUCT run_args_t
+static const osv_opt_t run_opts[] = {
+    OSV_OPT_MULTI("input", inputs, "NAME=FILE.npy", "an input's value (one per model input)"),
+    OSV_OPT_STRING("output-dir", out_dir, "DIR", "write every output as DIR/<name>.npy"),
+    OSV_OPT_SWITCH("force-copy", force_copy, "copy inputs and outputs instead of binding them in place"),
+    OSV_OPT_STRING("ort-library", ort, "PATH", "libonnxruntime.so.1 to load"),
+};
+#undef OSV_OPT_STRUCT
+
+static const osv_opt_short_t run_shorts[] = {{'i', "input"}, {'o', "output-dir"}};
+
+static const osv_opt_cmd_t run_cmd = {.name = "run",
+                                      .opts = run_opts,
+                                      .n_opts = sizeof run_opts / sizeof *run_opts,
+                                      .shorts = run_shorts,
+                                      .n_shorts = sizeof run_shorts / sizeof *run_shorts,
+                                      .max_args = 1};
+
+_Static_assert(MAX_INPUTS == OSV_OPT_MULTI_MAX, "one name and file per --input");
 
 static void run_usage(FILE *f)
 {
@@ -33,46 +54,31 @@ static void run_usage(FILE *f)
 
 static int parse_args(int argc, char **argv, run_args_t *a)
 {
-    static const struct option opts[] = {
-        {"input", required_argument, NULL, 'i'}, {"output-dir", required_argument, NULL, 'o'},
-        {"force-copy", no_argument, NULL, 'f'},  {"ort-library", required_argument, NULL, 'L'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
-    int c;
+    int n_args, rc;
     memset(a, 0, sizeof *a);
-    while ((c = getopt_long(argc, argv, "i:o:h", opts, NULL)) != -1) {
-        char *eq;
-        switch (c) {
-        case 'i':
-            if (!(eq = strchr(optarg, '=')) || a->n_inputs == MAX_INPUTS) {
-                fprintf(stderr, "ortserve run: --input wants NAME=FILE.npy\n");
-                return 2;
-            }
-            *eq = '\0';
-            a->names[a->n_inputs] = optarg;
-            a->files[a->n_inputs++] = eq + 1;
-            break;
-        case 'o':
-            a->out_dir = optarg;
-            break;
-        case 'f':
-            a->force_copy = 1;
-            break;
-        case 'L':
-            a->ort = optarg;
-            break;
-        case 'h':
-            run_usage(stdout);
-            return 1;
-        default:
-            run_usage(stderr);
+    if ((rc = osv_opt_parse(&run_cmd, a, argc, argv, &n_args)) == OSV_OPT_HELP) {
+        run_usage(stdout);
+        return 1;
+    }
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < a->inputs.n; i++) {
+        char *eq = strchr(a->inputs.v[i], '=');
+        if (!eq) {
+            fprintf(stderr, "ortserve run: invalid value '%.200s' for --input: want NAME=FILE.npy\n",
+                    a->inputs.v[i]);
             return 2;
         }
+        *eq = '\0'; /* the value points into argv */
+        a->names[a->n_inputs] = a->inputs.v[i];
+        a->files[a->n_inputs++] = eq + 1;
     }
-    if (optind != argc - 1) {
-        run_usage(stderr);
+    if (n_args != 1) {
+        fprintf(stderr, "ortserve run: a model (a .onnx file or a model directory) is required\n"
+                        "Run 'ortserve run --help' for every option.\n");
         return 2;
     }
-    a->model = argv[optind];
+    a->model = argv[1];
     return 0;
 }
 
@@ -177,7 +183,7 @@ static int run_model(osv_model_t *m, const run_args_t *a)
     osv_npy_t npy[MAX_INPUTS] = {0};
     osv_pool_opts_t po = {0};
     osv_pool_t *pool = NULL;
-    osv_infer_opts_t io = {.force_copy = a->force_copy != 0};
+    osv_infer_opts_t io = {.force_copy = a->force_copy};
     osv_infer_t *inf = NULL;
     osv_err_t err;
     size_t size = osv_infer_size(m);

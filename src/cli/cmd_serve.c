@@ -1,7 +1,5 @@
 /* cmd_serve.c — `ortserve serve`: options (every flag also an ORTSERVE_* environment variable),
  * start-up (ORT environment, repository, server), signal handling and the graceful drain. */
-#include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stddef.h>
@@ -12,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "http/http.h"
 #include "serve/shm.h"
 #include "obs/log.h"
@@ -24,223 +23,158 @@ typedef struct serve_cfg {
     const char *repo, *model_name, *port_file, *ort_library, *log_level, *log_format, *otlp_endpoint,
         *service_name;
     double trace_ratio;
-    int access_log, ort_telemetry;
-    int intra_op, inter_op, spinning, global_pools;
+    bool access_log, ort_telemetry;
+    int intra_op, inter_op;
+    bool spinning, global_pools;
     uint64_t pool_bytes, pool_max_slot;
     bool pool_mlock;
     const char *model_control;
-    char load_models[4096];   /* --load-model NAME..., comma-separated; "" = "*", every model */
-    bool load_models_flagged; /* a flag replaces the environment's list instead of adding to it */
+    osv_opt_list_t load_models; /* --load-model NAME..., comma-separated; "" = "*", every model */
 } serve_cfg_t;
 
-enum { T_STR, T_INT, T_U32, T_SIZE, T_I64, T_BOOL, T_RATIO, T_LIST };
+#define DAY_MS      86400000u     /* the longest time option accepted */
+#define HOUR_US     3600000000ull /* the longest --inline-threshold-us */
+#define MAX_THREADS 1024          /* loops, workers and ORT threads */
 
-typedef struct opt_def {
-    const char *flag; /* long option; the variable is ORTSERVE_<FLAG with '-' as '_'> */
-    int type;
-    size_t off; /* offset in serve_cfg_t */
-    const char *arg, *help;
-} opt_def_t;
-
-#define O(f) offsetof(serve_cfg_t, f)
-static const opt_def_t opts[] = {
-    {"model-repository", T_STR, O(repo), "DIR", "model repository (Triton layout) to serve [required]"},
-    {"model-name", T_STR, O(model_name), "NAME",
-     "DIR is one model's directory, served as NAME (KServe: /mnt/models)"},
-    {"host", T_STR, O(srv.host), "ADDR", "address to listen on (default 127.0.0.1)"},
-    {"port", T_INT, O(srv.port), "N", "TCP port (default 8000; 0 picks a free one)"},
-    {"port-file", T_STR, O(port_file), "PATH", "write the port actually bound to PATH once listening"},
-    {"loops", T_INT, O(srv.loops), "N", "event-loop threads (default: one per core)"},
-    {"workers", T_INT, O(srv.workers), "N", "inference worker threads (default: one per core)"},
-    {"intra-op-threads", T_INT, O(intra_op), "N", "ORT threads per Run (default 1; 0 = one per core)"},
-    {"inter-op-threads", T_INT, O(inter_op), "N", "ORT threads across graph nodes (default 1)"},
-    {"spinning", T_BOOL, O(spinning), "0|1", "let ORT pool threads spin-wait for work (default 0)"},
-    {"global-thread-pools", T_BOOL, O(global_pools), "0|1",
-     "one ORT thread pool shared by all models (default 0)"},
-    {"max-connections", T_U32, O(srv.max_connections), "N",
-     "open connections before new ones get 503 (default 4096, or 1/16 of a smaller memory limit over "
-     "what one connection can hold, at least 64)"},
-    {"max-body-bytes", T_SIZE, O(srv.max_body_bytes), "SIZE", "request body limit, 413 beyond (64M)"},
-    {"max-header-bytes", T_U32, O(srv.max_header_bytes), "N",
-     "request line + headers limit, 431 beyond (16384)"},
-    {"max-headers", T_U32, O(srv.max_headers), "N", "request header count limit, 431 beyond (100)"},
-    {"max-json-depth", T_U32, O(srv.max_json_depth), "N", "JSON nesting limit (64)"},
-    {"max-json-tokens", T_U32, O(srv.max_json_tokens), "N", "JSON values per request header (65536)"},
-    {"max-tensor-elements", T_SIZE, O(limits.max_tensor_elements), "N", "elements per tensor (64Mi)"},
-    {"max-tensor-bytes", T_SIZE, O(limits.max_tensor_bytes), "SIZE", "bytes per tensor (256M)"},
-    {"max-dims", T_U32, O(limits.max_dims), "N", "tensor rank limit (8, at most 16)"},
-    {"deadline-ms", T_I64, O(srv.deadline_ms), "MS", "default request deadline; 0 disables (500)"},
-    {"max-queue", T_U32, O(srv.max_queue), "N", "queued requests per model before 503 (64)"},
-    {"memory-high-pct", T_U32, O(srv.memory_high_pct), "PCT",
-     "under a cgroup memory limit: refuse inferences with 503 above PCT % of it; 0 disables (90)"},
-    {"inline-threshold-us", T_I64, O(srv.inline_threshold_ns), "US",
-     "models faster than this run on the loop (200)"},
-    {"image-max-pixels", T_SIZE, O(srv.image_max_pixels), "N",
-     "classify: largest image (width x height in its header) a model accepts (40000000)"},
-    {"image-max-bytes", T_SIZE, O(srv.image_max_bytes), "SIZE", "classify: largest encoded image (20M)"},
-    {"image-max-images", T_U32, O(srv.image_max_images), "N", "classify: images per request (64)"},
-    {"image-decode-budget", T_SIZE, O(srv.image_decode_budget), "SIZE",
-     "memory image decoding may hold at once, all requests together; an image that does not fit gets "
-     "503, one larger than SIZE 413 (default: half of what the cgroup leaves after the pool, else 1/8 "
-     "of memory within [64M, 1G])"},
-    {"pool-bytes", T_SIZE, O(pool_bytes), "SIZE", "tensor memory pool (default: 1/4 of the memory limit)"},
-    {"pool-max-slot-bytes", T_SIZE, O(pool_max_slot), "SIZE", "largest pool slot (64M)"},
-    {"pool-mlock", T_BOOL, O(pool_mlock), "0|1", "lock the pool in RAM (default 0)"},
-    {"header-timeout-ms", T_INT, O(srv.header_timeout_ms), "MS", "time to send a request head (10000)"},
-    {"body-timeout-ms", T_INT, O(srv.body_timeout_ms), "MS",
-     "time between body bytes / response progress (30000)"},
-    {"min-body-rate", T_U32, O(srv.min_body_rate), "BYTES/S",
-     "after the grace, a request body must average this rate or get 408; 0 disables (240)"},
-    {"body-rate-grace-ms", T_INT, O(srv.body_rate_grace_ms), "MS",
-     "time a request body is given before --min-body-rate applies (5000)"},
-    {"idle-timeout-ms", T_INT, O(srv.idle_timeout_ms), "MS",
-     "idle keep-alive connections are closed after (60000)"},
-    {"drain-timeout-ms", T_INT, O(srv.drain_timeout_ms), "MS",
-     "on SIGTERM, time given to requests in flight (10000)"},
-    {"retry-after-s", T_U32, O(srv.retry_after_s), "S", "Retry-After on 503 responses (1)"},
-    {"auth-token-file", T_STR, O(srv.auth_token_file), "FILE",
-     "require 'Authorization: Bearer <token>' except on health endpoints (one token a line; SIGHUP "
-     "re-reads)"},
-    {"model-control-mode", T_STR, O(model_control), "MODE",
-     "explicit: the repository API may load and unload models; none: it may not (explicit)"},
-    {"load-model", T_LIST, O(load_models), "NAME",
-     "explicit mode: load NAME at start-up (repeatable, or NAME,NAME; default *: every model)"},
-    {"allow-shm", T_BOOL, O(srv.allow_shm), "0|1", "allow system shared-memory registration (default 0)"},
-    {"shm-max-bytes", T_SIZE, O(srv.shm_max_bytes), "SIZE",
-     "bytes all registered shared-memory regions may span together, 400 beyond (default: the pool's)"},
-    {"force-copy", T_BOOL, O(srv.force_copy), "0|1",
-     "copy every tensor instead of binding in place (benchmarks)"},
-    {"ort-library", T_STR, O(ort_library), "PATH", "libonnxruntime.so.1 to load"},
-    {"ort-telemetry", T_BOOL, O(ort_telemetry), "0|1",
-     "let ONNX Runtime's own telemetry run (default 0: off)"},
-    {"log-level", T_STR, O(log_level), "LEVEL", "debug|info|warn|error|off (info)"},
-    {"log-format", T_STR, O(log_format), "FMT", "json|text (json)"},
-    {"access-log", T_BOOL, O(access_log), "0|1", "one log line per request (default 1)"},
-    {"otlp-endpoint", T_STR, O(otlp_endpoint), "URL",
-     "export trace spans over OTLP/HTTP, e.g. http://127.0.0.1:4318"},
-    {"trace-sample-ratio", T_RATIO, O(trace_ratio), "R",
-     "share of requests without a sampled parent to trace (0.01)"},
-    {"service-name", T_STR, O(service_name), "NAME", "service.name of exported spans (ortserve)"},
+/* Every option, with the range it accepts (opts.h checks at compile time that each field holds it). */
+#define OSV_OPT_STRUCT serve_cfg_t
+static const osv_opt_t opts[] = {
+    OSV_OPT_STRING("model-repository", repo, "DIR", "model repository (Triton layout) to serve [required]"),
+    OSV_OPT_STRING("model-name", model_name, "NAME",
+                   "DIR is one model's directory, served as NAME (KServe: /mnt/models)"),
+    OSV_OPT_STRING("host", srv.host, "ADDR", "address to listen on (default 127.0.0.1)"),
+    OSV_OPT_COUNT("port", srv.port, 0, 65535, "0 = any free port", "N",
+                  "TCP port (default 8000; 0 picks a free one)"),
+    OSV_OPT_STRING("port-file", port_file, "PATH", "write the port actually bound to PATH once listening"),
+    OSV_OPT_COUNT("loops", srv.loops, 0, MAX_THREADS, "0 = one per core", "N",
+                  "event-loop threads (default: one per core)"),
+    OSV_OPT_COUNT("workers", srv.workers, 0, MAX_THREADS, "0 = one per core", "N",
+                  "inference worker threads (default: one per core)"),
+    OSV_OPT_COUNT("intra-op-threads", intra_op, 0, MAX_THREADS, "0 = one per core", "N",
+                  "ORT threads per Run (default 1; 0 = one per core)"),
+    OSV_OPT_COUNT("inter-op-threads", inter_op, 0, MAX_THREADS, NULL, "N",
+                  "ORT threads across graph nodes (default 1)"),
+    OSV_OPT_FLAG("spinning", spinning, "let ORT pool threads spin-wait for work (default 0)"),
+    OSV_OPT_FLAG("global-thread-pools", global_pools, "one ORT thread pool shared by all models (default 0)"),
+    OSV_OPT_COUNT(
+        "max-connections", srv.max_connections, 0, 1u << 20, "0 = from the memory limit", "N",
+        "open connections before new ones get 503 (default 4096, or 1/16 of a smaller memory limit over "
+        "what one connection can hold, at least 64)"),
+    OSV_OPT_BYTES("max-body-bytes", srv.max_body_bytes, 1, OSV_OPT_TiB, NULL,
+                  "request body limit, 413 beyond (64M)"),
+    OSV_OPT_BYTES("max-header-bytes", srv.max_header_bytes, 1u << 10, 1u << 20, NULL,
+                  "request line + headers limit, 431 beyond (16384)"),
+    OSV_OPT_COUNT("max-headers", srv.max_headers, 1, 10000, NULL, "N",
+                  "request header count limit, 431 beyond (100)"),
+    OSV_OPT_COUNT("max-json-depth", srv.max_json_depth, 1, 1024, NULL, "N", "JSON nesting limit (64)"),
+    OSV_OPT_COUNT("max-json-tokens", srv.max_json_tokens, 64, 1u << 24, NULL, "N",
+                  "JSON values per request header (65536)"),
+    OSV_OPT_COUNT("max-tensor-elements", limits.max_tensor_elements, 1, 1ull << 40, NULL, "N",
+                  "elements per tensor (64Mi)"),
+    OSV_OPT_BYTES("max-tensor-bytes", limits.max_tensor_bytes, 1, OSV_OPT_TiB, NULL,
+                  "bytes per tensor (256M)"),
+    OSV_OPT_COUNT("max-dims", limits.max_dims, 1, OSV_MAX_DIMS, NULL, "N",
+                  "tensor rank limit (8, at most 16)"),
+    OSV_OPT_DURATION("deadline-ms", srv.deadline_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS, "0 disables", "MS",
+                     "default request deadline; 0 disables (500)"),
+    OSV_OPT_COUNT("max-queue", srv.max_queue, 0, 1u << 16, NULL, "N",
+                  "queued requests per model before 503 (64)"),
+    OSV_OPT_COUNT(
+        "memory-high-pct", srv.memory_high_pct, 0, 100, "0 disables", "PCT",
+        "under a cgroup memory limit: refuse inferences with 503 above PCT % of it; 0 disables (90)"),
+    OSV_OPT_DURATION("inline-threshold-us", srv.inline_threshold_ns, OSV_OPT_US, OSV_OPT_NS, 0, HOUR_US, NULL,
+                     "US", "models faster than this run on the loop (200)"),
+    OSV_OPT_COUNT("image-max-pixels", srv.image_max_pixels, 1, 1ull << 40, NULL, "N",
+                  "classify: largest image (width x height in its header) a model accepts (40000000)"),
+    OSV_OPT_BYTES("image-max-bytes", srv.image_max_bytes, 1, OSV_OPT_TiB, NULL,
+                  "classify: largest encoded image (20M)"),
+    OSV_OPT_COUNT("image-max-images", srv.image_max_images, 1, 1u << 20, NULL, "N",
+                  "classify: images per request (64)"),
+    OSV_OPT_BYTES(
+        "image-decode-budget", srv.image_decode_budget, 0, OSV_OPT_TiB, "0 = the default",
+        "memory image decoding may hold at once, all requests together; an image that does not fit gets "
+        "503, one larger than SIZE 413 (default: half of what the cgroup leaves after the pool, else 1/8 "
+        "of memory within [64M, 1G])"),
+    OSV_OPT_BYTES("pool-bytes", pool_bytes, 0, OSV_OPT_TiB, "0 = the default",
+                  "tensor memory pool (default: 1/4 of the memory limit)"),
+    OSV_OPT_BYTES("pool-max-slot-bytes", pool_max_slot, 0, OSV_OPT_TiB, "0 = the default",
+                  "largest pool slot (64M)"),
+    OSV_OPT_FLAG("pool-mlock", pool_mlock, "lock the pool in RAM (default 0)"),
+    OSV_OPT_DURATION("header-timeout-ms", srv.header_timeout_ms, OSV_OPT_MS, OSV_OPT_MS, 1, DAY_MS, NULL,
+                     "MS", "time to send a request head (10000)"),
+    OSV_OPT_DURATION("body-timeout-ms", srv.body_timeout_ms, OSV_OPT_MS, OSV_OPT_MS, 1, DAY_MS, NULL, "MS",
+                     "time between body bytes / response progress (30000)"),
+    OSV_OPT_COUNT("min-body-rate", srv.min_body_rate, 0, 1u << 30, "0 disables", "BYTES/S",
+                  "after the grace, a request body must average this rate or get 408; 0 disables (240)"),
+    OSV_OPT_DURATION("body-rate-grace-ms", srv.body_rate_grace_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS, NULL,
+                     "MS", "time a request body is given before --min-body-rate applies (5000)"),
+    OSV_OPT_DURATION("idle-timeout-ms", srv.idle_timeout_ms, OSV_OPT_MS, OSV_OPT_MS, 1, DAY_MS, NULL, "MS",
+                     "idle keep-alive connections are closed after (60000)"),
+    OSV_OPT_DURATION("drain-timeout-ms", srv.drain_timeout_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS, NULL, "MS",
+                     "on SIGTERM, time given to requests in flight (10000)"),
+    OSV_OPT_DURATION("retry-after-s", srv.retry_after_s, OSV_OPT_S, OSV_OPT_S, 0, 86400, NULL, "S",
+                     "Retry-After on 503 responses (1)"),
+    OSV_OPT_STRING(
+        "auth-token-file", srv.auth_token_file, "FILE",
+        "require 'Authorization: Bearer <token>' except on health endpoints (one token a line; SIGHUP "
+        "re-reads)"),
+    OSV_OPT_STRING("model-control-mode", model_control, "MODE",
+                   "explicit: the repository API may load and unload models; none: it may not (explicit)"),
+    OSV_OPT_LIST("load-model", load_models, "NAME",
+                 "explicit mode: load NAME at start-up (repeatable, or NAME,NAME; default *: every model)"),
+    OSV_OPT_FLAG("allow-shm", srv.allow_shm, "allow system shared-memory registration (default 0)"),
+    OSV_OPT_BYTES(
+        "shm-max-bytes", srv.shm_max_bytes, 0, OSV_OPT_TiB, "0 = the pool's budget",
+        "bytes all registered shared-memory regions may span together, 400 beyond (default: the pool's)"),
+    OSV_OPT_FLAG("force-copy", srv.force_copy, "copy every tensor instead of binding in place (benchmarks)"),
+    OSV_OPT_STRING("ort-library", ort_library, "PATH", "libonnxruntime.so.1 to load"),
+    OSV_OPT_FLAG("ort-telemetry", ort_telemetry, "let ONNX Runtime's own telemetry run (default 0: off)"),
+    OSV_OPT_STRING("log-level", log_level, "LEVEL", "debug|info|warn|error|off (info)"),
+    OSV_OPT_STRING("log-format", log_format, "FMT", "json|text (json)"),
+    OSV_OPT_FLAG("access-log", access_log, "one log line per request (default 1)"),
+    OSV_OPT_STRING("otlp-endpoint", otlp_endpoint, "URL",
+                   "export trace spans over OTLP/HTTP, e.g. http://127.0.0.1:4318"),
+    OSV_OPT_RATIO("trace-sample-ratio", trace_ratio, "R",
+                  "share of requests without a sampled parent to trace (0.01)"),
+    OSV_OPT_STRING("service-name", service_name, "NAME", "service.name of exported spans (ortserve)"),
 };
-#undef O
-#define N_OPTS (sizeof opts / sizeof *opts)
+#undef OSV_OPT_STRUCT
+
+/* Flags of Triton's tritonserver that users try first. An unknown flag found here is answered with
+ * ortserve's own. Entries go when ortserve gets the flag itself (the gRPC front adds --grpc-port). */
+static const osv_opt_hint_t triton_flags[] = {
+    {"http-port", "port", NULL},
+    {"grpc-port", "port", "gRPC is not available yet: --port is the HTTP port"},
+    {"metrics-port", "port", "/metrics is served on the HTTP port"},
+    {"http-address", "host", NULL},
+    {"model-store", "model-repository", NULL},
+    {"log-verbose", "log-level", "--log-level debug"},
+    {"log-info", "log-level", NULL},
+    {"log-warning", "log-level", NULL},
+    {"log-error", "log-level", NULL},
+    {"exit-timeout-secs", "drain-timeout-ms", "in milliseconds"},
+    {"http-thread-count", "loops", NULL},
+};
+
+static const osv_opt_cmd_t serve_cmd = {.name = "serve",
+                                        .opts = opts,
+                                        .n_opts = sizeof opts / sizeof *opts,
+                                        .hints = triton_flags,
+                                        .n_hints = sizeof triton_flags / sizeof *triton_flags,
+                                        .env_prefix = "ORTSERVE_",
+                                        .max_args = 0};
+
+/* ORTSERVE_* variables read outside the options table (test hooks of src/core/sysmem.c): not typos. */
+static const char *const other_vars[] = {"ORTSERVE_CGROUP_ROOT", "ORTSERVE_PROC_CGROUP", NULL};
 
 static void serve_usage(FILE *f)
 {
     fprintf(f, "usage: ortserve serve --model-repository DIR [options]\n"
                "Serves every model in DIR over KServe v2 HTTP/1.1 (with Triton's binary, shared-memory,\n"
                "statistics, repository and classification extensions). SIGTERM/SIGINT drain and exit 0.\n\n");
-    for (size_t i = 0; i < N_OPTS; i++) {
-        char var[64], flag[64];
-        snprintf(var, sizeof var, "ORTSERVE_%s", opts[i].flag);
-        for (char *p = var; *p; p++)
-            *p = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-        snprintf(flag, sizeof flag, "--%s %s", opts[i].flag, opts[i].arg);
-        fprintf(f, "  %-34s %s\n  %-34s   env %s\n", flag, opts[i].help, "", var);
-    }
-    fprintf(f, "\nSIZE accepts K, M, G (powers of 1024), e.g. 64M.\n");
-}
-
-/* "64M" -> 67108864. */
-static int parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    uint64_t mul = 1;
-    if (end == s || errno || *s == '-')
-        return -1;
-    if (*end) {
-        switch (*end == 'k' ? 'K' : *end == 'm' ? 'M' : *end == 'g' ? 'G' : *end) {
-        case 'K':
-            mul = 1ull << 10;
-            break;
-        case 'M':
-            mul = 1ull << 20;
-            break;
-        case 'G':
-            mul = 1ull << 30;
-            break;
-        default:
-            return -1;
-        }
-        if (end[1] && !(end[1] == 'i' && !end[2]) && !((end[1] == 'B' || end[1] == 'b') && !end[2]))
-            return -1;
-    }
-    if (!osv_mul_u64(v, mul, out))
-        return -1;
-    return 0;
-}
-
-static int set_opt(serve_cfg_t *cfg, const opt_def_t *o, const char *v)
-{
-    void *p = (char *)cfg + o->off;
-    char *end;
-    long long n;
-    uint64_t u;
-    switch (o->type) {
-    case T_STR:
-        *(const char **)p = v;
-        return 0;
-    case T_LIST: {
-        char *list = p;
-        size_t have = strlen(list), add = strlen(v);
-        if (!add || have + 1 + add >= sizeof cfg->load_models)
-            return -1;
-        if (have)
-            list[have++] = ',';
-        memcpy(list + have, v, add + 1);
-        return 0;
-    }
-    case T_BOOL:
-        if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes"))
-            n = 1;
-        else if (!strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no"))
-            n = 0;
-        else
-            return -1;
-        if (o->off == offsetof(serve_cfg_t, srv.allow_shm) ||
-            o->off == offsetof(serve_cfg_t, srv.force_copy) || o->off == offsetof(serve_cfg_t, pool_mlock))
-            *(bool *)p = n != 0;
-        else
-            *(int *)p = (int)n;
-        return 0;
-    case T_RATIO: {
-        double d = strtod(v, &end);
-        if (end == v || *end || !(d >= 0 && d <= 1))
-            return -1;
-        *(double *)p = d;
-        return 0;
-    }
-    case T_SIZE:
-        if (parse_size(v, &u) != 0)
-            return -1;
-        *(uint64_t *)p = u;
-        return 0;
-    default:
-        errno = 0;
-        n = strtoll(v, &end, 10);
-        if (end == v || *end || errno || n < 0)
-            return -1;
-        if (o->type == T_INT && n <= INT32_MAX)
-            *(int *)p = (int)n;
-        else if (o->type == T_U32 && n <= UINT32_MAX)
-            *(uint32_t *)p = (uint32_t)n;
-        else if (o->type == T_I64)
-            *(int64_t *)p = o->off == offsetof(serve_cfg_t, srv.inline_threshold_ns) ? n * 1000 : n;
-        else
-            return -1;
-        return 0;
-    }
-}
-
-static bool is_bool_word(const char *v)
-{
-    static const char *const words[] = {"0", "1", "true", "false", "yes", "no"};
-    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
-        if (strcasecmp(v, words[i]) == 0)
-            return true;
-    return false;
+    osv_opt_print_help(f, &serve_cmd);
+    fprintf(f, "\n" OSV_OPT_NUMBER_HELP "\nMS, US and S are whole milliseconds, microseconds and seconds.\n"
+               "A value out of its option's range is a usage error (exit 2).\n");
 }
 
 static void defaults(serve_cfg_t *c)
@@ -251,64 +185,42 @@ static void defaults(serve_cfg_t *c)
     osv_limits_default(&c->limits);
     c->intra_op = c->env.threads.intra_op;
     c->inter_op = c->env.threads.inter_op;
-    c->spinning = c->env.threads.spinning;
+    c->spinning = c->env.threads.spinning != 0;
     c->log_level = "info";
     c->log_format = "json";
-    c->access_log = 1;
+    c->access_log = true;
     c->trace_ratio = 0.01;
     c->model_control = "explicit";
 }
 
-/* Environment first, flags override. */
+/* Environment first, flags override. Returns 0, 1 after --help, or 2 after a usage error. */
 static int parse(serve_cfg_t *cfg, int argc, char **argv)
 {
-    struct option lo[N_OPTS + 2];
-    for (size_t i = 0; i < N_OPTS; i++) {
-        char var[64];
-        const char *v;
-        snprintf(var, sizeof var, "ORTSERVE_%s", opts[i].flag);
-        for (char *p = var; *p; p++)
-            *p = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-        if ((v = getenv(var)) && *v && set_opt(cfg, &opts[i], v) != 0) {
-            fprintf(stderr, "ortserve serve: invalid value '%s' for %s\n", v, var);
-            return 2;
-        }
-        lo[i] = (struct option){opts[i].flag, opts[i].type == T_BOOL ? optional_argument : required_argument,
-                                NULL, (int)(256 + i)};
+    int n_args, rc = osv_opt_parse(&serve_cmd, cfg, argc, argv, &n_args);
+    if (rc == OSV_OPT_HELP) {
+        serve_usage(stdout);
+        return 1;
     }
-    lo[N_OPTS] = (struct option){"help", no_argument, NULL, 'h'};
-    lo[N_OPTS + 1] = (struct option){NULL, 0, NULL, 0};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        if (c == 'h') {
-            serve_usage(stdout);
-            return 1;
-        }
-        if (c < 256 || c >= 256 + (int)N_OPTS) {
-            serve_usage(stderr);
-            return 2;
-        }
-        const opt_def_t *o = &opts[c - 256];
-        const char *v = optarg;
-        if (o->type == T_LIST && !cfg->load_models_flagged) {
-            cfg->load_models[0] = '\0'; /* flags replace ORTSERVE_LOAD_MODEL */
-            cfg->load_models_flagged = true;
-        }
-        if (!v && o->type == T_BOOL && optind < argc && is_bool_word(argv[optind]))
-            v = argv[optind++]; /* "--allow-shm 0" as well as "--allow-shm" and "--allow-shm=0" */
-        if (set_opt(cfg, o, v ? v : "1") != 0) {
-            fprintf(stderr, "ortserve serve: invalid value '%s' for --%s (%s)\n", optarg ? optarg : "",
-                    o->flag, o->arg);
-            return 2;
-        }
-    }
-    if (optind != argc || !cfg->repo) {
-        fprintf(stderr,
-                "ortserve serve: --model-repository DIR is required (or ORTSERVE_MODEL_REPOSITORY)\n\n");
-        serve_usage(stderr);
+    if (rc)
+        return rc;
+    if (!cfg->repo) {
+        fprintf(stderr, "ortserve serve: --model-repository DIR is required (or ORTSERVE_MODEL_REPOSITORY)\n"
+                        "Run 'ortserve serve --help' for every option.\n");
         return 2;
     }
     return 0;
+}
+
+static void warn_unknown_var(void *ud, const char *var, size_t len, const char *suggestion)
+{
+    char name[256], hint[300] = "";
+    (void)ud;
+    snprintf(name, sizeof name, "%.*s", (int)(len < 200 ? len : 200), var);
+    if (suggestion)
+        snprintf(hint, sizeof hint, ",\"did_you_mean\":\"%s\"", suggestion);
+    osv_log(OSV_LOG_WARN, "unknown_variable",
+            "\"variable\":\"%s\"%s,\"message\":\"no option reads it: ignored\"",
+            osv_log_escape(name, (char[512]){0}, 512), hint);
 }
 
 static osv_server_t *the_server;
@@ -419,6 +331,23 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, d
             cfg->srv.model_control ? "explicit" : "none", ms);
 }
 
+/* The pool's plan: the budget (--pool-bytes, or the default computed from the memory limit), each
+ * class as SLOT_BYTESxSLOTS, and what they reserve together (the budget, to within the smallest slot
+ * of a class not yet full: osv_pool_create). */
+static void log_pool_plan(const serve_cfg_t *cfg, osv_server_t *s)
+{
+    char classes[OSV_POOL_MAX_CLASSES * 32] = "";
+    size_t n = 0;
+    osv_pool_stats_t ps;
+    osv_pool_get_stats(s->pool, &ps);
+    for (uint32_t i = 0; i < ps.n_classes && n < sizeof classes; i++)
+        n += (size_t)snprintf(classes + n, sizeof classes - n, "%s%" PRIu64 "x%u", i ? "," : "",
+                              ps.cls[i].slot_size, ps.cls[i].slots);
+    osv_log(OSV_LOG_INFO, "pool_plan",
+            "\"budget\":\"%s\",\"budget_bytes\":%" PRIu64 ",\"planned_bytes\":%" PRIu64 ",\"classes\":\"%s\"",
+            cfg->pool_bytes ? "--pool-bytes" : "default", osv_pool_budget(s->pool), ps.total_bytes, classes);
+}
+
 /* The next name of a comma-separated list: its length (0 at the end); *p moves past it. */
 static size_t next_name(const char **p, const char **name)
 {
@@ -434,7 +363,7 @@ static size_t next_name(const char **p, const char **name)
  * "". Returns 0 or prints why. */
 static int check_model_control(serve_cfg_t *cfg)
 {
-    const char *mode = cfg->model_control, *p = cfg->load_models, *name;
+    const char *mode = cfg->model_control, *p = cfg->load_models.v, *name;
     if (strcasecmp(mode, "none") != 0 && strcasecmp(mode, "explicit") != 0) {
         fprintf(stderr, "ortserve serve: --model-control-mode must be none or explicit, not '%s'%s\n", mode,
                 strcasecmp(mode, "poll") == 0 ? " (polling the repository is not supported: use the "
@@ -443,9 +372,9 @@ static int check_model_control(serve_cfg_t *cfg)
         return 2;
     }
     cfg->srv.model_control = strcasecmp(mode, "explicit") == 0;
-    if (strcmp(cfg->load_models, "*") == 0)
-        cfg->load_models[0] = '\0';
-    if (cfg->load_models[0] && !cfg->srv.model_control) {
+    if (strcmp(cfg->load_models.v, "*") == 0)
+        cfg->load_models.v[0] = '\0';
+    if (cfg->load_models.v[0] && !cfg->srv.model_control) {
         fprintf(stderr, "ortserve serve: --load-model needs --model-control-mode explicit (none loads every "
                         "model)\n");
         return 2;
@@ -488,17 +417,17 @@ static int serve(serve_cfg_t *cfg)
     int rc;
 
     cfg->env.ort_library = cfg->ort_library;
-    cfg->env.threads = (osv_threads_t){cfg->intra_op, cfg->inter_op, cfg->spinning};
-    cfg->env.global_thread_pools = cfg->global_pools != 0;
+    cfg->env.threads = (osv_threads_t){cfg->intra_op, cfg->inter_op, cfg->spinning ? 1 : 0};
+    cfg->env.global_thread_pools = cfg->global_pools;
     cfg->env.log_fn = ort_log;
-    cfg->env.telemetry = cfg->ort_telemetry != 0;
+    cfg->env.telemetry = cfg->ort_telemetry;
     cfg->srv.pool.total_bytes = cfg->pool_bytes;
     cfg->srv.pool.max_slot = cfg->pool_max_slot;
     cfg->srv.pool.mlock = cfg->pool_mlock;
     if (cfg->srv.pool.max_slot == 0)
         cfg->srv.pool.max_slot =
             cfg->srv.max_body_bytes > (64ull << 20) ? cfg->srv.max_body_bytes : 64ull << 20;
-    osv_obs_opts_t oo = {.access_log = cfg->access_log != 0,
+    osv_obs_opts_t oo = {.access_log = cfg->access_log,
                          .otlp_endpoint = cfg->otlp_endpoint,
                          .service_name = cfg->service_name,
                          .trace_ratio = cfg->trace_ratio,
@@ -512,7 +441,7 @@ static int serve(serve_cfg_t *cfg)
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
         return 1;
     }
-    bool all = !cfg->load_models[0]; /* check_model_control turned "*" into "" */
+    bool all = !cfg->load_models.v[0]; /* check_model_control turned "*" into "" */
     osv_repo_opts_t ro = {.env = env,
                           .path = cfg->repo,
                           .limits = cfg->limits,
@@ -521,7 +450,7 @@ static int serve(serve_cfg_t *cfg)
                           .hook_ud = &cfg->srv,
                           .model_name = cfg->model_name && *cfg->model_name ? cfg->model_name : NULL};
     if ((rc = osv_repo_open(&ro, &repo, &err)) != 0 ||
-        (!all && (rc = load_listed(repo, cfg->load_models, &err)) != 0) ||
+        (!all && (rc = load_listed(repo, cfg->load_models.v, &err)) != 0) ||
         (rc = osv_server_create(&cfg->srv, env, repo, &s, &err)) != 0) {
         char e[2048];
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
@@ -541,6 +470,7 @@ static int serve(serve_cfg_t *cfg)
     signal(SIGPIPE, SIG_IGN);
     if (cfg->port_file)
         write_port_file(cfg->port_file, s->port);
+    log_pool_plan(cfg, s);
     log_start(cfg, s, env, (double)(osv_now_ns() - t0) / 1e6);
     rc = osv_server_run(s);
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");
@@ -568,5 +498,8 @@ int osv_cli_serve(int argc, char **argv)
     if ((rc = check_model_control(&cfg)) != 0)
         return rc;
     osv_log_init(level, strcmp(cfg.log_format, "json") == 0, 2);
+    /* A variable no option reads is reported, not refused: the environment is shared (a container's,
+     * a unit's) and may be written for another version of ortserve. */
+    osv_opt_unknown_vars(&serve_cmd, other_vars, warn_unknown_var, NULL);
     return serve(&cfg);
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "opts.h"
 
 static void usage(FILE *f)
 {
@@ -37,6 +38,19 @@ static int version(void)
     return 0;
 }
 
+/* One line naming the closest command (or option, for "--verison"), then where the help is. */
+static int unknown_command(const char *cmd)
+{
+    static const char *const names[] = {"serve", "info", "run", "classify", "help", "version"};
+    const char *name = cmd + (cmd[0] == '-') + (cmd[0] == '-' && cmd[1] == '-');
+    int at = osv_opt_suggest(name, strlen(name), names, sizeof names / sizeof *names);
+    fprintf(stderr, "ortserve: unknown %s '%.200s'", cmd[0] == '-' ? "option" : "command", cmd);
+    if (at >= 0)
+        fprintf(stderr, "; did you mean '%s%s'?", cmd[0] == '-' && at >= 4 ? "--" : "", names[at]);
+    fprintf(stderr, "\nRun 'ortserve --help' for the commands.\n");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -57,7 +71,5 @@ int main(int argc, char **argv)
         return osv_cli_run(argc - 1, argv + 1);
     if (strcmp(argv[1], "classify") == 0)
         return osv_cli_classify(argc - 1, argv + 1);
-    fprintf(stderr, "ortserve: unknown command '%s'\n\n", argv[1]);
-    usage(stderr);
-    return 2;
+    return unknown_command(argv[1]);
 }

@@ -37,6 +37,7 @@ typedef struct pool_class {
 struct osv_pool {
     uint32_t n_classes;
     uint64_t total;
+    uint64_t budget; /* what the plan was made from: opts.total_bytes or the default budget */
     _Atomic uint64_t bad_releases;
     pool_class_t cls[OSV_POOL_MAX_CLASSES];
 };
@@ -149,18 +150,51 @@ static bool hinted_classes(const osv_pool_opts_t *o, const uint64_t *sizes, uint
     return any;
 }
 
-/* Adds floor(part / k / size) slots to every class (capped). Returns the bytes added. */
+/* Shares `part` equally between the classes in whole slots. A class whose share is more than its
+ * slot cap (MAX_SLOTS_PER_CLASS) can hold is filled to the cap and the rest of its share goes to the
+ * others (water-filling): with 512 MiB over 8 classes, the 4 KiB class holds 16 MiB of its 64, and
+ * the 48 MiB it cannot hold were once lost. Returns the bytes added. */
 static uint64_t equal_shares(uint64_t part, const uint64_t *sizes, uint32_t k, uint32_t *counts)
 {
-    uint64_t added = 0;
+    bool full[OSV_POOL_MAX_CLASSES] = {false};
+    uint64_t added = 0, share = 0;
+    uint32_t open = k;
+    for (bool filled = true; filled && open > 0;) { /* each round fills a class or is the last */
+        filled = false;
+        share = (part - added) / open;
+        for (uint32_t i = 0; i < k; i++) {
+            uint64_t room = (uint64_t)(MAX_SLOTS_PER_CLASS - counts[i]) * sizes[i];
+            if (!full[i] && room <= share) {
+                counts[i] = MAX_SLOTS_PER_CLASS;
+                added += room;
+                full[i] = filled = true;
+                open--;
+            }
+        }
+    }
     for (uint32_t i = 0; i < k; i++) {
-        uint64_t n = part / k / sizes[i];
-        if (n > MAX_SLOTS_PER_CLASS - counts[i])
-            n = MAX_SLOTS_PER_CLASS - counts[i];
+        if (full[i])
+            continue;
+        uint64_t n = share / sizes[i]; /* below the cap: the class was not filled */
         counts[i] += (uint32_t)n;
         added += n * sizes[i];
     }
     return added;
+}
+
+/* What whole slots of equal shares leave of the budget goes to the largest classes it holds slots
+ * of, largest first: a larger slot serves any smaller request too. Returns the bytes used. */
+static uint64_t spend_rest(uint64_t used, uint64_t budget, const uint64_t *sizes, uint32_t k,
+                           uint32_t *counts)
+{
+    for (uint32_t i = k; i-- > 0 && used < budget;) {
+        uint64_t n = (budget - used) / sizes[i];
+        if (n > MAX_SLOTS_PER_CLASS - counts[i])
+            n = MAX_SLOTS_PER_CLASS - counts[i];
+        counts[i] += (uint32_t)n;
+        used += n * sizes[i];
+    }
+    return used;
 }
 
 /* One slot for each still-empty class among the first `upto` that fits in the budget, smallest
@@ -202,7 +236,9 @@ static uint64_t fill_hinted(uint64_t used, uint64_t budget, const uint64_t *size
  * each class that still fits. With hints whose classes the plain plan leaves short of hint_slots:
  * equal shares of half the budget, one slot of each class up to the largest of the plain plan
  * (hints never shrink the largest request the pool holds), extra slots for the short hinted
- * classes, and what is still left as equal shares. */
+ * classes, and what is still left as equal shares. Either way, what whole slots leave goes to the
+ * largest classes it fits (spend_rest): the plan reserves the budget to within the smallest slot of
+ * a class not yet at MAX_SLOTS_PER_CLASS. */
 static void plan_counts(const osv_pool_opts_t *o, uint64_t budget, const uint64_t *sizes, uint32_t k,
                         uint32_t *counts)
 {
@@ -217,19 +253,20 @@ static void plan_counts(const osv_pool_opts_t *o, uint64_t budget, const uint64_
         return;
     }
     used = one_each(equal_shares(budget, sizes, k, counts), budget, sizes, k, counts);
-    if (!hinted_classes(o, sizes, k, hinted))
-        return;
-    for (uint32_t i = 0; i < k; i++) {
-        top = counts[i] ? i + 1 : top;
-        short_of |= hinted[i] && counts[i] < want;
+    if (hinted_classes(o, sizes, k, hinted)) {
+        for (uint32_t i = 0; i < k; i++) {
+            top = counts[i] ? i + 1 : top;
+            short_of |= hinted[i] && counts[i] < want;
+        }
     }
-    if (!short_of)
-        return;
-    memset(counts, 0, k * sizeof *counts);
-    used = one_each(equal_shares(budget / 2, sizes, k, counts), budget, sizes, top, counts);
-    used = fill_hinted(used, budget, sizes, k, hinted, want, counts);
-    used += equal_shares(budget - used, sizes, k, counts);
-    one_each(used, budget, sizes, k, counts);
+    if (short_of) {
+        memset(counts, 0, k * sizeof *counts);
+        used = one_each(equal_shares(budget / 2, sizes, k, counts), budget, sizes, top, counts);
+        used = fill_hinted(used, budget, sizes, k, hinted, want, counts);
+        used += equal_shares(budget - used, sizes, k, counts);
+        used = one_each(used, budget, sizes, k, counts);
+    }
+    spend_rest(used, budget, sizes, k, counts);
 }
 
 int osv_pool_create(const osv_pool_opts_t *opts, osv_pool_t **out, osv_err_t *err)
@@ -267,6 +304,7 @@ int osv_pool_create(const osv_pool_opts_t *opts, osv_pool_t **out, osv_err_t *er
     if (!(p = osv_calloc(1, sizeof *p)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     p->n_classes = k;
+    p->budget = o.total_bytes;
     for (uint32_t i = 0; i < k; i++) {
         if ((rc = class_init(&p->cls[i], sizes[i], counts[i], &o, err)) != 0) {
             p->n_classes = i + 1;
@@ -373,6 +411,11 @@ int osv_slot_range(const osv_slot_t *slot, uint64_t off, uint64_t len, void **pt
         return OSV_ELIMIT;
     *ptr = slot->base + off;
     return 0;
+}
+
+uint64_t osv_pool_budget(const osv_pool_t *pool)
+{
+    return pool->budget;
 }
 
 uint64_t osv_pool_max_slot(const osv_pool_t *pool)

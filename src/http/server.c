@@ -161,10 +161,12 @@ static int ncores(void)
 int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *repo, osv_server_t **out,
                       osv_err_t *err)
 {
-    osv_server_t *s = osv_calloc(1, sizeof *s);
+    osv_server_t *s;
     osv_serve_opts_t so;
     int rc;
-    if (!s)
+    if (o->port < 0 || o->port > 65535) /* `ortserve serve` refuses these already; s->port is 16 bits */
+        return osv_err_set(err, OSV_EINVAL, "port %d is not in 0..65535", o->port);
+    if (!(s = osv_calloc(1, sizeof *s)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     s->o = *o;
     if (s->o.conn_buffer < s->o.max_header_bytes + 1024)

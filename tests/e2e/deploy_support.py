@@ -127,8 +127,9 @@ def parse_args(args):
 
 
 def parse_size(s):
-    """ortserve's SIZE: digits with an optional K, M or G (powers of 1024), optionally followed by i or B."""
-    m = re.fullmatch(r"(\d+)(?:([KkMmGg])(?:i|B|b)?)?", str(s))
+    """ortserve's SIZE: digits with an optional K, M or G (powers of 1024), optionally followed by i, B or iB
+    (osv_opt_parse_size in src/cli/opts.c)."""
+    m = re.fullmatch(r"(\d+)(?:([KkMmGg])i?[Bb]?)?", str(s))
     if not m:
         raise ValueError("not an ortserve size: %r" % s)
     return int(m.group(1)) * {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2) and m.group(2).lower()]

@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""test_cli.py — the real `ortserve` binary's CLI on real models: --version, info, run.
+"""test_cli.py — the real `ortserve` binary's CLI on real models: --version, info, run; the options of
+every command (typed values with ranges, one size syntax, usage errors that name the option and
+suggest the closest one, unknown ORTSERVE_* variables) and the pool plan --pool-bytes gives.
 
 Results of `ortserve run` are checked against an independent numpy forward pass of the MLP computed
 from the model file's own initializers, and against known properties of the real PaddleOCR model.
@@ -7,10 +9,15 @@ Run with /usr/bin/python3 (Debian's numpy and onnx); ctest passes OSV_BINARY_DIR
 """
 import json
 import os
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
+import zlib
 
 import numpy as np
 import onnx
@@ -157,6 +164,242 @@ class Cli(unittest.TestCase):
         p = ortserve("run", os.path.join(MODELS, "identity.onnx"), *args, check=False)
         self.assertEqual(p.returncode, 1)
         self.assertIn("missing input 'in_BF16'", p.stderr)
+
+
+def serve(repo, *args, env=None, timeout=30):
+    """`ortserve serve --model-repository repo ARGS...` (on port 0 unless ARGS or env choose one). Returns
+    (exit status, or None when it listened, the port it bound or None, its output). A server that
+    listened is stopped with SIGTERM before this returns."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pf = os.path.join(tmp, "port")
+        full = dict(os.environ)
+        full.update(env or {})
+        port_given = any(a == "--port" or a.startswith("--port=") for a in args) or "ORTSERVE_PORT" in (env or {})
+        cmd = [BIN, "serve", "--model-repository", repo, "--port-file", pf, "--log-level", "info",
+               *([] if port_given else ["--port", "0"]), *args]
+        with open(os.path.join(tmp, "out"), "w+") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full, text=True)
+            deadline, port = time.monotonic() + timeout, None
+            while time.monotonic() < deadline and proc.poll() is None and port is None:
+                try:
+                    with open(pf) as f:
+                        port = int(f.read())
+                except (OSError, ValueError):
+                    time.sleep(0.02)  # bounded poll of the port file; the wait has a deadline
+            rc = proc.poll()
+            if rc is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                if port is None:
+                    raise AssertionError("ortserve neither listened nor exited within %ds" % timeout)
+            out.seek(0)
+            return rc, port, out.read()
+
+
+def log_events(text, event):
+    """The JSON log records of one event."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            rec = json.loads(line)
+            if rec.get("event") == event:
+                out.append(rec)
+    return out
+
+
+def png(width, height, seed=1):
+    """A valid RGB PNG of noise (incompressible: about width x height x 3 bytes), from the stdlib only."""
+    raw = np.random.default_rng(seed).integers(0, 256, (height, width * 3 + 1), dtype=np.uint8)
+    raw[:, 0] = 0  # filter type None on every row
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw.tobytes())) + chunk(b"IEND", b""))
+
+
+class ServeOptions(unittest.TestCase):
+    """`ortserve serve` options as users get them wrong: every value is typed and range-checked at parse
+    time (exit 2 with one message naming the flag or variable and what it accepts), sizes have one
+    syntax in every command, and an unknown flag gets a suggestion instead of the whole help."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.repo = os.path.join(cls.tmp.name, "repo")
+        os.makedirs(os.path.join(cls.repo, "mlp", "1"))
+        os.link(os.path.join(MODELS, "mlp.onnx"), os.path.join(cls.repo, "mlp", "1", "model.onnx"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def usage_error(self, args=(), env=None, names=(), wants=()):
+        """Asserts that serve refuses ARGS/env at parse time: exit 2 without listening, and a short message
+        naming each of `names` and saying each of `wants`."""
+        rc, port, out = serve(self.repo, *args, env=env)
+        self.assertEqual(rc, 2, "%s %s: listened on port %s:\n%s" % (args, env or "", port, out))
+        self.assertLessEqual(len(out.strip().splitlines()), 3, out)  # the error stays on screen
+        for text in (*names, *wants):
+            self.assertIn(text, out)
+        return out
+
+    def test_port_out_of_range_is_a_usage_error(self):
+        # 70000 used to listen on 4464 (70000 mod 65536), 65536 on a random port, 73537 on 8001.
+        want = "from 0 to 65535"
+        for value in ("70000", "65536", "-1", "abc", "8000x", "", "99999999999999999999"):
+            self.usage_error(["--port", value], names=["--port", "'%s'" % value], wants=[want])
+        self.usage_error(["--port=70000"], names=["--port"], wants=[want])
+        self.usage_error(env={"ORTSERVE_PORT": "73537"}, names=["ORTSERVE_PORT", "'73537'"], wants=[want])
+        # In range, the port asked for is the port bound: 0 any free one.
+        rc, port, out = serve(self.repo, "--port", "0")
+        self.assertIsNone(rc, out)
+        self.assertTrue(1 <= port <= 65535, port)
+        with socket_on_free_port() as free:
+            rc, port, out = serve(self.repo, env={"ORTSERVE_PORT": str(free)})
+        self.assertIsNone(rc, out)
+        self.assertEqual(port, free)
+
+    def test_values_are_range_checked(self):
+        cases = [("--memory-high-pct", "101", "from 0 to 100"), ("--max-dims", "17", "from 1 to 16"),
+                 ("--max-dims", "0", "from 1 to 16"), ("--workers", "100000", "from 0 to 1024"),
+                 ("--loops", "-1", "from 0 to 1024"), ("--max-json-depth", "0", "from 1 to 1024"),
+                 ("--inline-threshold-us", "99999999999999999", "microseconds"),
+                 ("--deadline-ms", "9223372036854775807", "milliseconds"),
+                 ("--trace-sample-ratio", "1.5", "from 0 to 1"), ("--allow-shm", "maybe", "0|1"),
+                 ("--max-body-bytes", "0", "size"), ("--max-header-bytes", "2G", "size")]
+        for flag, value, want in cases:
+            self.usage_error([flag, value], names=[flag, "'%s'" % value], wants=[want])
+        self.usage_error(env={"ORTSERVE_MEMORY_HIGH_PCT": "150"}, names=["ORTSERVE_MEMORY_HIGH_PCT"],
+                         wants=["from 0 to 100"])
+        # The bounds themselves are accepted, and typed values arrive whole.
+        rc, _, out = serve(self.repo, "--memory-high-pct", "100", "--max-dims", "16", "--deadline-ms", "86400000",
+                           "--max-header-bytes", "64K", "--allow-shm", "yes", "--access-log=0")
+        self.assertIsNone(rc, out)
+        (rec,) = log_events(out, "listening")
+        self.assertEqual(rec["deadline_ms"], 86400000)
+        self.assertGreater(rec["shm_max_bytes"], 0)  # --allow-shm yes
+        self.assertEqual(log_events(out, "access"), [])
+
+    def test_one_size_syntax(self):
+        for form in ("1M", "1m", "1Mi", "1MB", "1MiB", "1024K", "1048576"):
+            rc, _, out = serve(self.repo, "--max-body-bytes", form)
+            self.assertIsNone(rc, out)
+            (rec,) = log_events(out, "listening")
+            self.assertEqual(rec["max_body_bytes"], 1 << 20, form)
+        for bad in ("1X", "M", "-1M", "1.5M", "1 M", "1MiBs", "99999999999G", "0x10"):
+            self.usage_error(["--max-body-bytes", bad], names=["--max-body-bytes", "'%s'" % bad])
+        out = ortserve("serve", "--help").stdout
+        self.assertEqual(out.count("64M = 64Mi = 64MB = 64MiB"), 1, out)
+
+    def test_classify_takes_the_same_sizes(self):
+        repo = os.path.join(self.tmp.name, "img-repo")
+        d = os.path.join(repo, "text_orientation")
+        os.makedirs(os.path.join(d, "1"), exist_ok=True)
+        if not os.path.exists(os.path.join(d, "1", "model.onnx")):
+            os.link(os.path.join(REAL, "ch_ppocr_mobile_v2.0_cls_infer.onnx"), os.path.join(d, "1", "model.onnx"))
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump({"image": {"height": 48, "width": 192, "resize": "paddle_ocr", "color": "BGR",
+                                 "scale": 1 / 255.0, "mean": 0.5, "std": 0.5, "pad_value": 0}}, f)
+        img = os.path.join(self.tmp.name, "noise.png")
+        with open(img, "wb") as f:
+            f.write(png(64, 32))  # about 6 KiB
+        base = ["classify", "--model-repository", repo, "-m", "text_orientation", "--json", img]
+        for form in ("1Ki", "1KiB", "1K", "1024"):  # serve's --image-max-bytes 1Ki was accepted, this was not
+            p = ortserve(*base, "--max-bytes", form, check=False)
+            self.assertEqual(p.returncode, 1, "--max-bytes %s: %s" % (form, p.stderr))
+            (res,) = json.loads(p.stdout)
+            self.assertIn("1024", res["error"])  # the image is over the 1 KiB limit
+        for form in ("1Mi", "1MiB", "64K"):
+            p = ortserve(*base, "--max-bytes", form, "--decode-budget", "64MiB", check=False)
+            self.assertEqual(p.returncode, 0, "--max-bytes %s: %s" % (form, p.stderr))
+            self.assertEqual(len(json.loads(p.stdout)[0]["classes"]), 2)
+        p = ortserve(*base, "--max-bytes", "1.5M", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--max-bytes", p.stderr)
+        self.assertIn("'1.5M'", p.stderr)
+        self.assertIn("64M = 64Mi = 64MB = 64MiB", ortserve("classify", "--help").stdout)
+
+    def test_unknown_flag_suggests_the_closest(self):
+        cases = [(["--prot", "8000"], "--port"), (["--model-repo=x", "--workrs", "2"], "--workers"),
+                 (["--http-port", "8000"], "--port"), (["--model-store", "/m"], "--model-repository"),
+                 (["--log-verbose", "1"], "--log-level"), (["-port", "8000"], "--port"),
+                 (["--Port", "8000"], "--port"), (["--max_body_bytes", "1M"], "--max-body-bytes")]
+        for args, want in cases:
+            out = self.usage_error(args, names=["did you mean %s?" % want, "ortserve serve --help"])
+            self.assertNotIn("usage:", out)
+        out = self.usage_error(["--grpc-port", "8001"], names=["--grpc-port", "gRPC", "--port"])
+        self.assertNotIn("usage:", out)
+        out = self.usage_error(["--zzzzzz"], names=["'--zzzzzz'", "ortserve serve --help"])
+        self.assertNotIn("did you mean", out)
+        self.usage_error(["--mod", "x"], names=["'--mod'", "ambiguous", "--model-name", "--model-repository"])
+        self.usage_error(["--port"], names=["--port", "needs a value"])
+        self.usage_error(["stray"], names=["'stray'"])
+
+    def test_unknown_command_and_other_commands_flags(self):
+        for args, want in ((["srve"], "did you mean 'serve'?"), (["clasify"], "did you mean 'classify'?"),
+                           (["info", "--jsn", "m.onnx"], "did you mean --json?"),
+                           (["run", "m.onnx", "--inputs", "x=x.npy"], "did you mean --input?"),
+                           (["classify", "--top_k", "3"], "did you mean --top-k?")):
+            p = ortserve(*args, check=False)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(want, p.stderr)
+            self.assertIn("ortserve %s--help" % ("" if len(args) == 1 else args[0] + " "), p.stderr)
+            self.assertLessEqual(len(p.stderr.strip().splitlines()), 3, p.stderr)
+
+    def test_unknown_variable_is_a_warning(self):
+        # An ORTSERVE_* variable no option reads is a typo or meant for another version: the server
+        # starts (a shared environment must not stop it) and says which variable it ignores.
+        rc, port, out = serve(self.repo, env={"ORTSERVE_PROT": "9000", "ORTSERVE_SOMETHING_ELSE": "1"})
+        self.assertIsNone(rc, out)
+        warned = {r["variable"]: r for r in log_events(out, "unknown_variable")}
+        self.assertEqual(set(warned), {"ORTSERVE_PROT", "ORTSERVE_SOMETHING_ELSE"})
+        self.assertEqual(warned["ORTSERVE_PROT"]["level"], "warn")
+        self.assertEqual(warned["ORTSERVE_PROT"]["did_you_mean"], "ORTSERVE_PORT")
+        self.assertNotIn("did_you_mean", warned["ORTSERVE_SOMETHING_ELSE"])
+        # Options' variables, and those ortserve reads outside the options table, are not reported.
+        rc, port, out = serve(self.repo, env={"ORTSERVE_LOG_LEVEL": "info", "ORTSERVE_CGROUP_ROOT": "/sys/fs/cgroup"})
+        self.assertIsNone(rc, out)
+        self.assertEqual(log_events(out, "unknown_variable"), [])
+
+    def test_pool_bytes_is_what_the_pool_reserves(self):
+        # --pool-bytes 512M used to reserve 464 MiB: the 4 KiB and 16 KiB classes stop at 4096 slots and
+        # their unused share was lost. Now the budget is planned whole, and the plan is logged.
+        for flag, want in (("512M", 512 << 20), ("24M", 24 << 20), ("1G", 1 << 30)):
+            rc, _, out = serve(self.repo, "--pool-bytes", flag)
+            self.assertIsNone(rc, out)
+            (listening,) = log_events(out, "listening")
+            (plan,) = log_events(out, "pool_plan")
+            self.assertEqual(plan["budget_bytes"], want, flag)
+            self.assertEqual(plan["budget"], "--pool-bytes")
+            classes = [tuple(int(x) for x in c.split("x")) for c in plan["classes"].split(",")]
+            planned = sum(size * n for size, n in classes)
+            self.assertEqual(plan["planned_bytes"], planned)
+            self.assertEqual(listening["pool_bytes"], planned)
+            self.assertLessEqual(planned, want)
+            self.assertGreater(planned, want - 4096, "%s: %d of %d bytes planned" % (flag, planned, want))
+            self.assertTrue(all(n <= 4096 for _, n in classes), classes)
+        rc, _, out = serve(self.repo)
+        (plan,) = log_events(out, "pool_plan")
+        self.assertEqual(plan["budget"], "default")
+
+
+class socket_on_free_port:
+    """A port that was free a moment ago (bound and released): for a test that must name a port."""
+
+    def __enter__(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        return self.port
+
+    def __exit__(self, *exc):
+        return False
 
 
 if __name__ == "__main__":

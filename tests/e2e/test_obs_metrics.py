@@ -128,7 +128,8 @@ class Metrics(unittest.TestCase):
         # From an idle server: a slot or a socket of the phase before, released a moment after its
         # response was read, would otherwise count in "before" and not in "during".
         m = wait_until(lambda: (lambda x: x if x.one("ortserve_pool_bytes", state="in_use") == 0 and
-                                x.one("ortserve_open_connections") <= 1 else None)(metrics(srv)), 20,
+                                x.one("ortserve_open_connections") <= 1 and
+                                x.one("ortserve_inflight_requests") <= 1 else None)(metrics(srv)), 20,
                        "an idle server before the pool is exhausted")
         free = int(m.one("ortserve_pool_slots", slot_bytes="65536", state="free"))
         seen = {"free": free, "before": m}

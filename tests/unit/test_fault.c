@@ -483,6 +483,11 @@ static int setup(void **state)
                           .hook_ud = &sopts};
     osv_limits_default(&ro.limits);
     OSV_ASSERT_OK(osv_repo_open(&ro, &repo, &err), &err);
+    osv_server_opts_t wide = sopts; /* a port beyond 16 bits is refused, not truncated (70000 -> 4464) */
+    osv_server_t *none = NULL;
+    wide.port = 70000;
+    if (osv_server_create(&wide, osv_test_env(), repo, &none, &err) != OSV_EINVAL || none)
+        return -1;
 
     /* Inputs, and the baseline answer of the JSON infer (nothing injected). */
     size_t pos = (size_t)snprintf(

@@ -151,6 +151,42 @@ static void budget_layout_without_counts(void **state)
     assert_true(osv_pool_default_budget() <= 4ull << 30);
 }
 
+/* The plan reserves the budget asked for, to within the smallest slot of a class that is not full (at
+ * 4096 slots), at most 4 KiB at the usual budgets: the 4 KiB and 16 KiB classes
+ * stop at 4096 slots (16 and 64 MiB) and leave the rest of their share to the others, and what whole
+ * slots leave goes to the largest classes it holds (--pool-bytes 512M once reserved 464 MiB, the
+ * default 4 GiB budget 2.83 GiB). */
+static void budget_is_planned_whole(void **state)
+{
+    static const uint64_t budgets[] = {1ull << 20, 24ull << 20,          100ull << 20, 512ull << 20,
+                                       1ull << 30, (3ull << 30) + 12345, 4ull << 30};
+    const uint64_t hints[] = {602112 + 1024, 4000, 606112};
+    (void)state;
+    for (size_t i = 0; i < sizeof budgets / sizeof *budgets; i++) {
+        for (int hinted = 0; hinted < 2; hinted++) {
+            osv_pool_opts_t o = {
+                .total_bytes = budgets[i], .hints = hinted ? hints : NULL, .n_hints = hinted ? 3 : 0};
+            osv_pool_t *p = NULL;
+            osv_pool_stats_t st;
+            osv_err_t err;
+            uint64_t sum = 0, room = UINT64_MAX; /* the smallest slot of a class not yet full */
+            OSV_ASSERT_OK(osv_pool_create(&o, &p, &err), &err);
+            osv_pool_get_stats(p, &st);
+            for (uint32_t c = st.n_classes; c-- > 0;) {
+                assert_true(st.cls[c].slots >= 1 && st.cls[c].slots <= 4096);
+                sum += st.cls[c].slot_size * st.cls[c].slots;
+                room = st.cls[c].slots < 4096 ? st.cls[c].slot_size : room;
+            }
+            assert_int_equal(sum, st.total_bytes);
+            assert_int_equal(osv_pool_budget(p), budgets[i]);
+            if (st.total_bytes > budgets[i] || budgets[i] - st.total_bytes >= room)
+                fail_msg("budget %llu%s: %llu planned", (unsigned long long)budgets[i],
+                         hinted ? " (hinted)" : "", (unsigned long long)st.total_bytes);
+            osv_pool_destroy(p);
+        }
+    }
+}
+
 /* Slots of a size class (0 when the pool has no such class). */
 static uint32_t slots_of(const osv_pool_stats_t *st, uint64_t size)
 {
@@ -180,8 +216,9 @@ static void hints_favour_the_classes_requests_need(void **state)
     osv_pool_get_stats(hinted, &b);
     assert_true(b.total_bytes <= o.total_bytes);
     assert_int_equal(osv_pool_max_slot(hinted), osv_pool_max_slot(plain));
-    /* 24 MiB: equal shares give the 1 MiB class 3 slots; the hints give it at least 12. */
-    assert_true(slots_of(&a, 1u << 20) <= 3);
+    /* 24 MiB: equal shares give the 1 MiB class 3 slots (and the 5 MiB whole slots leave a 4 MiB and a
+     * 1 MiB slot); the hints give it at least 12. */
+    assert_true(slots_of(&a, 1u << 20) <= 4);
     assert_true(slots_of(&b, 1u << 20) >= 12);
     /* The 1 MiB slots are really there: 12 bodies at once. */
     for (int i = 0; i < 12; i++)
@@ -358,6 +395,7 @@ int main(void)
         cmocka_unit_test(bounds_are_checked),
         cmocka_unit_test(double_release_is_detected),
         cmocka_unit_test(budget_layout_without_counts),
+        cmocka_unit_test(budget_is_planned_whole),
         cmocka_unit_test(hints_favour_the_classes_requests_need),
         cmocka_unit_test(default_budget_keeps_the_reserve_out),
         cmocka_unit_test(many_threads_storm),
