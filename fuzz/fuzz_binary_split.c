@@ -1,7 +1,7 @@
 /* fuzz_binary_split.c — Triton's binary tensor extension: splitting a body into its JSON header
  * (Inference-Header-Content-Length bytes) and the binary section, binary_data_size bookkeeping
  * (src/http/infer.c: start_infer, header_received, declare, receive_binary, raw_request), and the
- * body reception underneath (src/http/loop.c: buffer vs. pool slot, readahead, readv into the slots).
+ * body reception underneath (src/http/conn.c: buffer vs. pool slot, readahead, readv into the slots).
  *
  * Input layout:
  *   byte 0   flags: bit 0 chunked transfer coding; bits 1-2 Content-Encoding (1 deflate, 2 gzip, the

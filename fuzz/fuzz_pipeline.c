@@ -8,7 +8,7 @@
  * Input layout: byte 0 = number of requests (1..6); then per request 3 bytes — framing, route and
  * body flags, chunk size — and a length byte followed by that many filler bytes.
  *
- * Invariants beyond "no crash" (src/http/loop.c osv_conn_body_unread, src/http/parser.c): every
+ * Invariants beyond "no crash" (src/http/conn.c osv_conn_body_unread, src/http/parser.c): every
  * request carries X-Request-ID legit-<i>, every smuggled one smuggled-<i>; the responses must be
  * exactly legit-0, legit-1, ... in order (no request runs from bytes of another request's body, none
  * is answered twice or skipped), the connection must have been closed after the last one when not

@@ -1,12 +1,14 @@
 /* server.c — fuzz support: see server.h.
  *
- * loop.c is compiled into this file (#include, the way a unit test reaches static functions) so the
- * harness can open a connection (conn_new), drive it (conn_drive), fire its timers (run_timers) and
- * take worker completions (run_completions) with the loop's own code; the static library's copy of
- * loop.c is then not linked. Its one call when a response has been written, osv_http_record, is
- * renamed to a hook here that checks the response first. */
+ * The transport (net/loop.c) and the HTTP front's connection code (http/conn.c) are compiled into
+ * this file (#include, the way a unit test reaches static functions) so the harness can open a
+ * connection (conn_new, then the front's open), deliver what epoll would report (on_conn_event), fire
+ * timers (run_timers) and take worker hand-backs (run_posts) with the server's own code; the static
+ * libraries' copies are then not linked. The front's one call when a response has been written,
+ * osv_http_record, is renamed to a hook here that checks the response first. */
+#include "net/loop.c"
 #define osv_http_record fz_on_response
-#include "http/loop.c"
+#include "http/conn.c"
 #undef osv_http_record
 
 #include <fcntl.h>
@@ -186,8 +188,8 @@ osv_server_t *fz_server(void)
     osv_repo_t *repo = open_repo(env);
     FZ_CHECK(osv_server_create(&S.opts, env, repo, &S.srv, &err) == 0, "server: %s", err.msg);
     /* This thread is the loop thread: responses are written here, runs use the loop's watch slot. */
-    S.srv->loops[0].thread = pthread_self();
-    osv_serve_thread_init(S.srv->serve, S.srv->loops[0].watch_slot);
+    S.srv->net->loops[0].thread = pthread_self();
+    osv_serve_thread_init(S.srv->serve, 0);
     fz_shm_reset();
     return S.srv;
 }
@@ -268,7 +270,7 @@ static void check_at_rest(void)
     FZ_CHECK(osv_pool_bad_releases(s->pool) == 0, "a pool slot was released twice");
     FZ_CHECK(atomic_load(&s->inflight) == 0, "%" PRId64 " requests still counted in flight",
              (int64_t)atomic_load(&s->inflight));
-    FZ_CHECK(atomic_load(&s->conns) == 0, "%u connections still counted open", atomic_load(&s->conns));
+    FZ_CHECK(osv_net_connections(s->net) == 0, "%u connections still counted open", osv_net_connections(s->net));
     for (size_t i = 0; i < N_MODELS; i++) {
         osv_model_t *m;
         osv_err_t err;
@@ -312,15 +314,16 @@ static bool drain(int fd)
 /* Everything that changes when the connection makes progress. */
 static uint64_t progress(const osv_conn_t *c, size_t off)
 {
+    const osv_nconn_t *n = &c->nc;
     return (uint64_t)c->state +
-           7 * (c->len + 7 * (c->pos + 7 * (c->req.bytes_in + 7 * (c->res.sent + 7 * off)))) +
+           7 * (n->len + 7 * (n->pos + 7 * (c->req.bytes_in + 7 * (c->res.sent + 7 * (n->lingered + 7 * off))))) +
            ((uint64_t)S.responses << 48);
 }
 
 void fz_conn_run(const void *data, size_t len, fz_result_t *res)
 {
     osv_server_t *s = fz_server();
-    osv_loop_t *l = &s->loops[0];
+    osv_loop_t *l = &s->net->loops[0];
     const uint8_t *p = data;
     size_t off = 0;
     bool shut = false;
@@ -331,9 +334,11 @@ void fz_conn_run(const void *data, size_t len, fz_result_t *res)
     FZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0, "socketpair: %s",
              strerror(errno));
     l->now = osv_now_ns();
-    osv_conn_t *c = conn_new(l, sv[0]);
-    FZ_CHECK(c, "conn_new failed");
-    for (int idle = 0; c->state != CONN_CLOSED;) {
+    osv_nconn_t *nc = conn_new(l, &s->front, sv[0]);
+    FZ_CHECK(nc, "conn_new failed");
+    s->front.open(nc);
+    osv_conn_t *c = (osv_conn_t *)nc;
+    for (int idle = 0; !nc->closed;) {
         uint64_t before = progress(c, off);
         bool got = false;
         off += push(sv[1], p + off, len - off);
@@ -343,12 +348,10 @@ void fz_conn_run(const void *data, size_t len, fz_result_t *res)
         }
         got |= drain(sv[1]);
         if (atomic_load(&l->done)) /* a worker finished (a model load) */
-            run_completions(l);
-        if (c->state != CONN_CLOSED) {
-            c->readable = true; /* what epoll would say: EPOLLIN | EPOLLOUT */
-            conn_drive(c);
-        }
-        if (got || progress(c, off) != before || c->state == CONN_CLOSED) {
+            run_posts(l);
+        if (!nc->closed)
+            on_conn_event(nc, EPOLLIN | EPOLLOUT); /* what epoll would say */
+        if (got || progress(c, off) != before || nc->closed) {
             idle = 0;
             continue;
         }

@@ -1,6 +1,7 @@
 /* server.h — fuzz support: a real ortserve server (repository of synthetic models, slot pool, shared
  * memory registry, scheduler — built by osv_server_create) whose event loop is driven on the calling
- * thread, one connection at a time, by loop.c's own state machine over a socketpair.
+ * thread, one connection at a time, by the transport's and the HTTP front's own code (net/loop.c,
+ * http/conn.c) over a socketpair.
  *
  * A harness hands fz_conn_run() the bytes a client sends; they are written to the peer end of the
  * socketpair (then shut down for writing, so the server sees EOF), and the loop code reads, parses,

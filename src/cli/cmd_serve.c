@@ -280,7 +280,7 @@ static void log_unavailable(osv_repo_t *repo)
 
 /* Each connection is a descriptor: raise the soft RLIMIT_NOFILE (often 1024) towards the hard limit
  * so that --max-connections, not EMFILE, is what bounds connections; warn when the hard limit is
- * too low. (Out of descriptors the server still answers 503 and never spins: src/http/loop.c.) */
+ * too low. (Out of descriptors the server still answers 503 and never spins: src/net/loop.c.) */
 static void fit_nofile(uint32_t max_connections, uint32_t regions)
 {
     struct rlimit rl;
@@ -437,8 +437,11 @@ static int serve(serve_cfg_t *cfg)
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
         return 1;
     }
-    if ((rc = osv_env_create(&cfg->env, &env, &err)) != 0) {
-        osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
+    /* A port in use fails now, not after the models have loaded. */
+    if ((rc = osv_net_probe(cfg->srv.host, cfg->srv.port, &err)) != 0 ||
+        (rc = osv_env_create(&cfg->env, &env, &err)) != 0) {
+        char e[1024];
+        osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
         return 1;
     }
     bool all = !cfg->load_models.v[0]; /* check_model_control turned "*" into "" */

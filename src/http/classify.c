@@ -54,7 +54,7 @@ static void cls_cleanup(osv_conn_t *c)
 {
     cls_ctx_t *x = c->req.ctx;
     if (x && x->results.base)
-        osv_pool_release(c->loop->srv->pool, &x->results);
+        osv_pool_release(c->srv->pool, &x->results);
     if (c->req.model)
         osv_model_release(c->req.model);
     c->req.model = NULL;
@@ -325,9 +325,9 @@ static void watch(void *ud, osv_infer_t *inf, bool begin)
     osv_conn_t *c = ud;
     cls_ctx_t *x = c->req.ctx;
     if (begin)
-        osv_serve_watch_begin(c->loop->srv->serve, &x->sreq, inf);
+        osv_serve_watch_begin(c->srv->serve, &x->sreq, inf);
     else
-        osv_serve_watch_end(c->loop->srv->serve);
+        osv_serve_watch_end(c->srv->serve);
 }
 
 /* An image's error names the multipart part it came from; a request-wide one stands alone. */
@@ -394,7 +394,7 @@ static int classify(osv_sreq_t *r)
 {
     osv_conn_t *c = r->ud;
     cls_ctx_t *x = c->req.ctx;
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     osv_img_ctx_t *ictx;
     x->failed = UINT32_MAX;
     if (!(ictx = osv_img_thread_ctx(&r->err)))
@@ -433,7 +433,7 @@ static void finish(osv_conn_t *c)
 static void completed(osv_sreq_t *r)
 {
     finish(r->ud);
-    osv_loop_complete(r->ud);
+    osv_conn_complete(r->ud);
 }
 
 /* ---- entry (loop thread) ------------------------------------------------------------------------------ */
@@ -441,10 +441,10 @@ static void completed(osv_sreq_t *r)
 static void body_received(osv_conn_t *c)
 {
     cls_ctx_t *x = c->req.ctx;
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     if (x->multi) {
         size_t dlen = 2 + (size_t)x->boundary_len;
-        char *delim = osv_arena_alloc(&c->arena, dlen + 3, 1); /* "\r\n--" + boundary */
+        char *delim = osv_arena_alloc(&c->nc.arena, dlen + 3, 1); /* "\r\n--" + boundary */
         uint32_t n = 0;
         if (!delim) {
             osv_res_error(c, 503, "out of request memory");
@@ -454,15 +454,15 @@ static void body_received(osv_conn_t *c)
         memcpy(delim + 4, x->boundary, x->boundary_len);
         if (mp_split(c, x, delim + 2, dlen, &n) != 0)
             return;
-        x->blobs = osv_arena_alloc(&c->arena, n * sizeof *x->blobs, 8);
-        x->names = osv_arena_alloc(&c->arena, n * sizeof *x->names, 8);
+        x->blobs = osv_arena_alloc(&c->nc.arena, n * sizeof *x->blobs, 8);
+        x->names = osv_arena_alloc(&c->nc.arena, n * sizeof *x->names, 8);
         if (!x->blobs || !x->names) {
             osv_res_error(c, 503, "out of request memory");
             return;
         }
         mp_split(c, x, delim + 2, dlen, &x->n);
     } else {
-        if (!(x->blobs = osv_arena_alloc(&c->arena, sizeof *x->blobs, 8))) {
+        if (!(x->blobs = osv_arena_alloc(&c->nc.arena, sizeof *x->blobs, 8))) {
             osv_res_error(c, 503, "out of request memory");
             return;
         }
@@ -486,7 +486,7 @@ static void body_received(osv_conn_t *c)
 
 void osv_h_classify(osv_conn_t *c, const osv_route_t *r)
 {
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     osv_model_t *m = osv_h_model(c, r);
     cls_ctx_t *x;
     uint64_t cl = c->req.head.content_length, limit;
@@ -494,7 +494,7 @@ void osv_h_classify(osv_conn_t *c, const osv_route_t *r)
         return;
     c->req.model = m;
     c->req.cleanup = cls_cleanup;
-    if (!(x = osv_arena_alloc(&c->arena, sizeof *x, 8))) {
+    if (!(x = osv_arena_alloc(&c->nc.arena, sizeof *x, 8))) {
         osv_res_error(c, 503, "out of request memory");
         return;
     }

@@ -1,10 +1,9 @@
-/* http.h — internal: the HTTP front's types shared by its files (server, loop, connection,
- * request, response) and the functions they call on each other.
+/* http.h — internal: the HTTP/1.1 front's types shared by its files (server, connection, request,
+ * response, handlers) and the functions they call on each other.
  *
- * Threads. Each loop thread owns an epoll instance, a SO_REUSEPORT listener and the connections it
- * accepted; nothing else touches a connection except the one worker running its request (while the
- * connection is in state CONN_RUN, the loop leaves it alone). Workers hand finished requests back
- * through the loop's lock-free completion stack and an eventfd. */
+ * Threads. The transport (net/net.h) gives each connection to one loop thread; nothing else touches
+ * it except the one worker running its request — while the connection is in state CONN_RUN the
+ * loop leaves it alone, and the worker hands it back with osv_conn_complete (a post to the loop). */
 #ifndef OSV_HTTP_H
 #define OSV_HTTP_H
 
@@ -16,6 +15,7 @@
 #include <sys/uio.h>
 
 #include "http/parser.h"
+#include "net/net.h"
 #include "obs/obs.h"
 #include "serve/serve.h"
 #include "ortserve.h"
@@ -24,7 +24,6 @@
 #include "util/json.h"
 
 typedef struct osv_server osv_server_t;
-typedef struct osv_loop osv_loop_t;
 typedef struct osv_conn osv_conn_t;
 
 /* Every option of `ortserve serve` (flags and ORTSERVE_* variables map 1:1 onto these). */
@@ -72,8 +71,8 @@ typedef enum conn_state {
     CONN_BODY,   /* receiving a request body */
     CONN_RUN,    /* handed to a worker (or waiting for a retry) */
     CONN_WRITE,  /* writing the response */
-    CONN_LINGER, /* response sent, write side shut: discarding what the client still sends */
-    CONN_CLOSED
+    CONN_LINGER, /* response sent, write side shut: net discards what the client still sends */
+    CONN_CLOSED  /* released (net recycles the object) */
 } conn_state_t;
 
 #define OSV_MAX_IOV      64
@@ -148,55 +147,19 @@ typedef struct osv_request {
     uint64_t phase_t0[4], phase_t1[4]; /* monotonic start/end of queue, input, infer, output */
 } osv_request_t;
 
+/* One HTTP connection: net's part first (net/net.h), then the front's. Owned by its loop thread;
+ * while state is CONN_RUN the worker running its request may write req and res, and nothing else
+ * touches it until that worker posts `done` (osv_conn_complete). */
 struct osv_conn {
-    int fd;
-    osv_loop_t *loop;
+    osv_nconn_t nc;
+    osv_server_t *srv; /* read-only */
     conn_state_t state;
-    uint64_t id;
-    char *buf;              /* read buffer (from the loop's buffer list) */
-    uint32_t cap, len, pos; /* bytes buffered, start of the current request */
-    uint64_t timer_at;      /* monotonic ns, 0 = no timer */
-    int timer_idx;          /* position in the loop's heap, -1 = none */
-    bool readable;          /* socket may hold unread bytes (edge-triggered epoll) */
-    bool peer_shut;         /* EPOLLRDHUP seen: the peer's FIN is queued, read until EOF */
-    bool peer_closed;       /* read returned EOF */
-    uint64_t lingered; /* bytes discarded in CONN_LINGER */
     osv_request_t req;
     osv_response_t res;
-    osv_arena_t arena;
-    osv_conn_t *next_done; /* completion stack link */
-    osv_conn_t *next_free;
-    osv_conn_t *prev_all, *next_all;
+    osv_post_t done; /* posted by the worker that finished the request */
 };
 
-/* ---- loops ------------------------------------------------------------------------------------ */
-
-struct osv_loop {
-    int id;
-    int epfd, listen_fd, wake_fd;
-    int reserve_fd; /* a spare descriptor, given back to accept-and-refuse when out of them */
-    pthread_t thread;
-    osv_server_t *srv;
-    osv_conn_t *free_conns;
-    osv_conn_t *all; /* doubly linked list of open connections */
-    uint32_t n_conns;
-    uint32_t n_free_conns, free_conns_low; /* free list length and its low-water mark (loop.c) */
-    char **free_bufs;
-    uint32_t n_free_bufs, cap_free_bufs, free_bufs_low;
-    /* Read buffers mapped (in use + free) and the free count, published for /metrics: written by
-     * this loop's thread only, read by any. */
-    _Atomic uint32_t n_bufs, n_free_bufs_seen;
-    uint64_t next_sweep; /* when the free lists are trimmed next (monotonic ns) */
-    osv_conn_t **heap; /* timer min-heap */
-    uint32_t n_heap, cap_heap;
-    _Atomic(osv_conn_t *) done; /* requests finished on workers, waiting to be written */
-    osv_json_tok_t *toks;       /* parse scratch for the request being decoded on this thread */
-    bool accepting;
-    uint64_t accept_paused_until; /* after EMFILE: monotonic ns */
-    uint64_t abandon_at;          /* drain timed out: when to give up on the last connections */
-    int watch_slot;               /* this thread's index for the request layer (its watchdog slot) */
-    uint64_t now;                 /* monotonic ns, read once per loop iteration (timers are coarse) */
-};
+/* ---- the server --------------------------------------------------------------------------------- */
 
 struct osv_server {
     /* read-only after osv_server_create */
@@ -209,18 +172,19 @@ struct osv_server {
     osv_img_budget_t *img_budget;
     osv_shm_t *shm;
     osv_auth_t *auth; /* NULL: no authentication */
-    osv_loop_t *loops;
+    osv_net_t *net;   /* the transport: loops, listeners, connections */
+    osv_front_t front;
     int n_loops;
     uint16_t port;
     uint64_t start_ns;
+    /* JSON parse scratch, one array per loop thread (index osv_loop_index): written by that thread */
+    osv_json_tok_t **toks;
     /* written by signal handlers (async-signal-safe) and the main thread */
     _Atomic int reload_auth; /* SIGHUP: re-read the token file (osv_server_run does) */
     sem_t wake;              /* posted by osv_server_stop/reload (sem_post is async-signal-safe) */
     _Atomic int stopping;    /* 1: stop accepting and drain; 2: drain timed out, close everything */
     /* written by loop threads, read by anyone */
-    _Atomic uint32_t conns;
     _Atomic int64_t inflight;
-    _Atomic uint64_t next_conn_id;
 };
 
 /* ---- functions the files provide to each other ------------------------------------------------ */
@@ -241,14 +205,17 @@ void osv_server_destroy(osv_server_t *s);
  * the server options (for defaults). */
 int osv_server_model_hook(void *ud, osv_model_t *m, osv_err_t *err);
 
-/* loop.c */
-void *osv_loop_main(void *arg);
-/* Memory one open connection with a request in progress holds: its read buffer, its object and the
- * arena it keeps (the default --max-connections divides the connection budget by this). */
-uint64_t osv_loop_conn_bytes(const osv_server_opts_t *o);
-void osv_loop_wake(osv_loop_t *l);
-/* A worker finished conn c's request: queue it for writing on its loop (thread-safe). */
-void osv_loop_complete(osv_conn_t *c);
+/* conn.c: the HTTP/1.1 front over net (osv_front_t callbacks in osv_http_front_init). */
+void osv_http_front_init(osv_server_t *s, osv_front_t *f);
+/* Memory one open connection with a request in progress holds (net's osv_net_conn_bytes). */
+uint64_t osv_conn_bytes(const osv_server_opts_t *o);
+/* A worker finished conn c's request: hand it back to its loop (thread-safe). */
+void osv_conn_complete(osv_conn_t *c);
+/* The JSON token scratch of the calling loop thread. */
+static inline osv_json_tok_t *osv_conn_toks(const osv_conn_t *c)
+{
+    return c->srv->toks[osv_loop_index(c->nc.loop)];
+}
 /* Body destinations: the next n body bytes into the connection buffer (fails when they do not
  * fit), or into caller memory (iovecs, in wire order). Then osv_conn_receive_body receives them and
  * calls done on the loop thread. Bytes that already arrived are taken first (copied, counted). */
@@ -262,18 +229,20 @@ void osv_conn_plan_chunked(osv_conn_t *c, uint64_t limit);
 void osv_conn_receive_body(osv_conn_t *c, body_done_fn done);
 /* True while bytes of the current request's body have not been read from the connection: an answer
  * given now must close the connection (they would be taken for the next request). The one place
- * that decides whether a connection is reused after a response (respond.c, loop.c). */
+ * that decides whether a connection is reused after a response (respond.c, conn.c). */
 bool osv_conn_body_unread(const osv_conn_t *c);
 /* Where osv_conn_plan_buffer put the bytes (valid after they were received). */
 static inline const char *osv_conn_buffer_at(const osv_conn_t *c, uint64_t n)
 {
-    return c->buf + c->pos + c->req.bytes_in_buffer - n;
+    return c->nc.buf + c->nc.pos + c->req.bytes_in_buffer - n;
 }
-/* Arms the connection's timer `ms` from now (0 disarms). */
-void osv_conn_set_timer(osv_conn_t *c, uint64_t ns);
+/* Arms the connection's timer `ns` from now (0 disarms). */
+static inline void osv_conn_set_timer(osv_conn_t *c, uint64_t ns)
+{
+    osv_nconn_set_timer(&c->nc, ns);
+}
 /* Sends the response prepared in c->res (on the loop thread); continues with the next request. */
 void osv_conn_send(osv_conn_t *c);
-void osv_loop_free(osv_loop_t *l);
 
 /* respond.c: building responses into c->res. */
 void osv_res_begin(osv_conn_t *c, int status);

@@ -97,11 +97,11 @@ static void infer_cleanup(osv_conn_t *c)
         for (uint32_t i = 0; i < x->n_in; i++) {
             osv_shm_put(x->ins[i].shm);
             if (x->ins[i].enc.base)
-                osv_pool_release(c->loop->srv->pool, &x->ins[i].enc);
+                osv_pool_release(c->srv->pool, &x->ins[i].enc);
         }
         for (uint32_t k = 0; k < x->n_out; k++)
             osv_shm_put(x->outs[k].shm);
-        osv_serve_memory_unreserve(c->loop->srv->serve, x->shm_reserved);
+        osv_serve_memory_unreserve(c->srv->serve, x->shm_reserved);
     }
     if (c->req.model)
         osv_model_release(c->req.model);
@@ -153,7 +153,7 @@ static int get_str(dec_t *d, int32_t t, const char **s, uint32_t *n)
         *n = k->len;
         return 0;
     }
-    if (!(buf = osv_arena_alloc(&d->c->arena, k->len + 1, 1)) ||
+    if (!(buf = osv_arena_alloc(&d->c->nc.arena, k->len + 1, 1)) ||
         osv_json_str_unescape(&d->doc, (uint32_t)t, buf, k->len + 1, &len) != 0)
         return -1;
     *s = buf;
@@ -186,7 +186,7 @@ static int shm_params(dec_t *d, int32_t params, const char *what, osv_shm_region
     if (to >= 0 && (get_i64(d, to, &v) != 0 || v < 0))
         return bad(d, "%s: 'shared_memory_offset' must be a non-negative integer", what);
     *off = to >= 0 ? (uint64_t)v : 0;
-    if (!(*shm = osv_shm_get(d->c->loop->srv->shm, d->c->req.auth_id, name, n))) {
+    if (!(*shm = osv_shm_get(d->c->srv->shm, d->c->req.auth_id, name, n))) {
         d->x->err.code = OSV_ENOTFOUND;
         snprintf(d->x->err.msg, sizeof d->x->err.msg, "%s: shared memory region '%.*s' is not registered",
                  what, (int)(n > 128 ? 128 : n), name);
@@ -197,7 +197,7 @@ static int shm_params(dec_t *d, int32_t params, const char *what, osv_shm_region
 
 static int decode_shape(dec_t *d, int32_t t, in_desc_t *in, const char *name)
 {
-    osv_server_t *s = d->c->loop->srv;
+    osv_server_t *s = d->c->srv;
     const osv_json_tok_t *k = t >= 0 ? tok(d, t) : NULL;
     uint64_t count = k ? k->count : 0;
     if (!k || k->type != OSV_JSON_LEAF_ARRAY || (k->count && !(k->flags & OSV_JSON_F_HAS_NUM)) ||
@@ -360,7 +360,7 @@ static int decode_id(dec_t *d, int32_t t)
     k = tok(d, t);
     if (k->type != OSV_JSON_STRING || k->len > MAX_ID_LEN)
         return bad(d, "'id' must be a string of at most %d bytes", MAX_ID_LEN);
-    if (!(x->id = osv_arena_alloc(&d->c->arena, k->len + 1, 1)) ||
+    if (!(x->id = osv_arena_alloc(&d->c->nc.arena, k->len + 1, 1)) ||
         osv_json_str_unescape(&d->doc, (uint32_t)t, x->id, k->len + 1, &n) != 0)
         return bad(d, "'id' is not a valid string");
     x->id_len = (uint32_t)n;
@@ -370,7 +370,7 @@ static int decode_id(dec_t *d, int32_t t)
 static int decode_request(dec_t *d)
 {
     infer_ctx_t *x = d->x;
-    osv_arena_t *a = &d->c->arena;
+    osv_arena_t *a = &d->c->nc.arena;
     int32_t ti, to;
     uint32_t n;
     int rc;
@@ -446,7 +446,7 @@ static int json_bytes_size(dec_t *d, const in_desc_t *in, uint64_t *out)
  * "data:<type>;base64," prefix (a data URL) is skipped. */
 static int decode_b64_images(dec_t *d, in_desc_t *in, const char *nm)
 {
-    osv_server_t *s = d->c->loop->srv;
+    osv_server_t *s = d->c->srv;
     osv_json_leaf_iter_t it;
     osv_json_leaf_t leaf;
     uint64_t bound = 0, used = 0;
@@ -491,7 +491,7 @@ static int decode_b64_images(dec_t *d, in_desc_t *in, const char *nm)
 static int declare_image(dec_t *d, in_desc_t *in, uint64_t *bin_off)
 {
     infer_ctx_t *x = d->x;
-    osv_server_t *s = d->c->loop->srv;
+    osv_server_t *s = d->c->srv;
     const char *nm = osv_model_input(x->m, in->idx)->name;
     int64_t dims[4];
     void *p;
@@ -626,7 +626,7 @@ static int declare(dec_t *d)
         else if ((rc = osv_infer_output_external(x->inf, o->idx, p, o->shm_size, err)) != 0)
             return rc;
     }
-    return shm_reserve(x, d->c->loop->srv);
+    return shm_reserve(x, d->c->srv);
 }
 
 static osv_json_kind_t kind_of(osv_dtype_t dt)
@@ -722,7 +722,7 @@ static int preprocess_images(osv_sreq_t *r)
     osv_img_ctx_t *ictx = osv_img_thread_ctx(&r->err);
     if (!ictx)
         return r->err.code ? r->err.code : OSV_ENOMEM;
-    osv_img_ctx_set_budget(ictx, c->loop->srv->img_budget); /* decode memory: 503/413 when it does not fit */
+    osv_img_ctx_set_budget(ictx, c->srv->img_budget); /* decode memory: 503/413 when it does not fit */
     for (uint32_t i = 0; i < x->n_in; i++) {
         const in_desc_t *in = &x->ins[i];
         const char *name = osv_model_input(x->m, in->idx)->name;
@@ -773,7 +773,7 @@ static void finish(osv_conn_t *c)
 static void completed(osv_sreq_t *r)
 {
     finish(r->ud);
-    osv_loop_complete(r->ud);
+    osv_conn_complete(r->ud);
 }
 
 static void dispatch(osv_conn_t *c)
@@ -790,7 +790,7 @@ static void dispatch(osv_conn_t *c)
                       .prepare = x->has_image ? preprocess_images : NULL,
                       .complete = completed,
                       .ud = c};
-    int rc = osv_serve_submit(c->loop->srv->serve, r);
+    int rc = osv_serve_submit(c->srv->serve, r);
     if (rc == 1)
         finish(c);
     else
@@ -884,10 +884,10 @@ static void prepare_and_continue(osv_conn_t *c)
 
 static int init_infer(osv_conn_t *c, infer_ctx_t *x)
 {
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     osv_infer_opts_t io = {.pool = s->pool, .force_copy = s->o.force_copy};
     size_t size = osv_infer_size(x->m);
-    void *mem = osv_arena_alloc(&c->arena, size, 16);
+    void *mem = osv_arena_alloc(&c->nc.arena, size, 16);
     if (!mem)
         return osv_err_set(&x->err, OSV_ENOMEM, "out of request memory");
     return osv_infer_init(mem, size, x->m, &io, &x->inf, &x->err);
@@ -897,7 +897,7 @@ static int init_infer(osv_conn_t *c, infer_ctx_t *x)
 static void header_received(osv_conn_t *c)
 {
     infer_ctx_t *x = c->req.ctx;
-    osv_json_doc_t *doc = osv_arena_alloc(&c->arena, sizeof *doc, 8);
+    osv_json_doc_t *doc = osv_arena_alloc(&c->nc.arena, sizeof *doc, 8);
     dec_t d = {.c = c, .x = x};
     int rc;
     x->t_decode = osv_now_ns();
@@ -930,8 +930,8 @@ static void raw_request(osv_conn_t *c, infer_ctx_t *x)
                       "fixed-size input");
         return;
     }
-    x->ins = osv_arena_alloc(&c->arena, sizeof *x->ins, 8);
-    x->outs = osv_arena_alloc(&c->arena, (osv_model_output_count(x->m) + 1) * sizeof *x->outs, 8);
+    x->ins = osv_arena_alloc(&c->nc.arena, sizeof *x->ins, 8);
+    x->outs = osv_arena_alloc(&c->nc.arena, (osv_model_output_count(x->m) + 1) * sizeof *x->outs, 8);
     if (!x->ins || !x->outs) {
         osv_res_error(c, 503, "out of request memory");
         return;
@@ -1018,8 +1018,8 @@ static int64_t header_u64(osv_conn_t *c, const char *name, bool *present)
 
 static void start_infer(osv_conn_t *c, osv_model_t *m)
 {
-    osv_server_t *s = c->loop->srv;
-    infer_ctx_t *x = osv_arena_alloc(&c->arena, sizeof *x, 8);
+    osv_server_t *s = c->srv;
+    infer_ctx_t *x = osv_arena_alloc(&c->nc.arena, sizeof *x, 8);
     bool has_hdr;
     int64_t hdr;
     uint64_t cl = c->req.head.content_length;
@@ -1089,7 +1089,7 @@ void osv_h_infer_alias(osv_conn_t *c)
 {
     osv_repo_entry_t e[2];
     size_t n = 0;
-    osv_repo_index(c->loop->srv->repo, true, e, 2, &n);
+    osv_repo_index(c->srv->repo, true, e, 2, &n);
     if (n != 1) {
         osv_res_error(
             c, 400,
@@ -1231,7 +1231,7 @@ static uint64_t classify_into(osv_conn_t *c, const osv_tensor_info_t *ti, const 
     uint64_t *top = NULL;
     if (k > classes)
         k = (uint32_t)classes;
-    if (k && !(top = osv_arena_alloc(&c->arena, k * sizeof *top, 8)))
+    if (k && !(top = osv_arena_alloc(&c->nc.arena, k * sizeof *top, 8)))
         return UINT64_MAX;
     for (uint64_t r = 0; r < rows; r++) {
         const uint64_t base = r * classes;
@@ -1419,7 +1419,7 @@ static void encode_response(osv_conn_t *c)
 {
     infer_ctx_t *x = c->req.ctx;
     uint64_t t0 = osv_now_ns(), cap, strings = 0, used = 0;
-    out_plan_t *plans = osv_arena_alloc(&c->arena, (x->n_out ? x->n_out : 1) * sizeof *plans, 8);
+    out_plan_t *plans = osv_arena_alloc(&c->nc.arena, (x->n_out ? x->n_out : 1) * sizeof *plans, 8);
     bool any_binary = false;
     osv_jw_t w;
     char v[24];

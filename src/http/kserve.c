@@ -61,7 +61,7 @@ void osv_h_live(osv_conn_t *c)
 void osv_h_ready(osv_conn_t *c)
 {
     static const char yes[] = "{\"ready\":true}", no[] = "{\"ready\":false}";
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     bool ready = !atomic_load(&s->stopping) && osv_repo_ready(s->repo);
     if (ready)
         osv_res_json(c, 200, yes, sizeof yes - 1);
@@ -100,7 +100,7 @@ osv_model_t *osv_h_model(osv_conn_t *c, const osv_route_t *r)
                       r->model);
         return NULL;
     }
-    rc = osv_repo_acquire(c->loop->srv->repo, r->model, r->model_len, r->version, &m, &err);
+    rc = osv_repo_acquire(c->srv->repo, r->model, r->model_len, r->version, &m, &err);
     if (rc) {
         osv_res_error_code(c, rc, err.msg);
         return NULL;
@@ -174,7 +174,7 @@ void osv_h_model_meta(osv_conn_t *c, const osv_route_t *r)
     meta_ctx_t x = {.m = osv_h_model(c, r)};
     if (!x.m)
         return;
-    osv_repo_versions(c->loop->srv->repo, r->model, r->model_len, x.versions, 64, &x.n_versions);
+    osv_repo_versions(c->srv->repo, r->model, r->model_len, x.versions, 64, &x.n_versions);
     send_built(c, 200, model_json_max(x.m), fill_model_meta, &x);
     osv_model_release(x.m);
 }
@@ -311,7 +311,7 @@ static int timeout_header(const osv_conn_t *c, uint64_t *ms)
 
 int osv_h_deadline(osv_conn_t *c, const osv_model_t *m)
 {
-    int64_t def = osv_serve_deadline_ms(c->loop->srv->serve, m);
+    int64_t def = osv_serve_deadline_ms(c->srv->serve, m);
     uint64_t asked = 0;
     if (timeout_header(c, &asked) < 0) {
         osv_res_error(c, 400, "Ortserve-Timeout-Ms must be a non-negative integer (milliseconds)");
@@ -333,7 +333,7 @@ static void inflated(osv_conn_t *c)
 
 static void inflate_task(osv_conn_t *c)
 {
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     osv_err_t err;
     uint64_t out_len, moved;
     int enc = osv_content_encoding(osv_req_header(c, "Content-Encoding"));
@@ -356,14 +356,14 @@ static void inflate_run(osv_stask_t *t)
 
 static void inflate_done(osv_stask_t *t)
 {
-    osv_loop_complete(t->ud); /* the loop writes the error, or resumes the handler */
+    osv_conn_complete(t->ud); /* the loop writes the error, or resumes the handler */
 }
 
 /* The body is in memory: decompress it when it is encoded (and the endpoint accepts that), then
  * hand it to the handler. */
 static void body_ready(osv_conn_t *c, const char *p, uint64_t len)
 {
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     c->req.body_ptr = p;
     c->req.body_len = len;
     if (osv_content_encoding(osv_req_header(c, "Content-Encoding")) == OSV_ENC_IDENTITY) {
@@ -393,7 +393,7 @@ static void body_chunked_done(osv_conn_t *c)
 void osv_h_receive_body_prefix(osv_conn_t *c, uint64_t n, uint64_t limit, body_done_fn done)
 {
     const osv_http_head_t *h = &c->req.head;
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     int enc = osv_content_encoding(osv_req_header(c, "Content-Encoding"));
     if (enc == OSV_ENC_UNSUPPORTED || (enc != OSV_ENC_IDENTITY && !c->req.accept_encoded)) {
         const osv_http_header_t *e = osv_req_header(c, "Content-Encoding");
@@ -438,10 +438,10 @@ void osv_h_receive_json(osv_conn_t *c, body_done_fn done)
 
 int osv_h_parse_json(osv_conn_t *c, osv_json_doc_t *doc)
 {
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     osv_json_limits_t lim = {.max_depth = s->o.max_json_depth, .max_tokens = s->o.max_json_tokens};
     osv_json_err_t jerr;
-    if (osv_json_parse(c->req.body_ptr, c->req.body_len, c->loop->toks, s->o.max_json_tokens, &lim, doc,
+    if (osv_json_parse(c->req.body_ptr, c->req.body_len, osv_conn_toks(c), s->o.max_json_tokens, &lim, doc,
                        &jerr) != 0) {
         osv_res_error(c, 400, "invalid JSON body: %s", jerr.msg);
         return -1;

@@ -11,7 +11,7 @@
 
 static void index_done(osv_conn_t *c)
 {
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     osv_json_doc_t doc;
     bool ready_only = false;
     size_t n = 0;
@@ -27,7 +27,7 @@ static void index_done(osv_conn_t *c)
     osv_repo_index(s->repo, ready_only, NULL, 0, &n);
     if (n > INDEX_MAX_ROWS)
         n = INDEX_MAX_ROWS;
-    osv_repo_entry_t *rows = osv_arena_alloc(&c->arena, (n ? n : 1) * sizeof *rows, 8);
+    osv_repo_entry_t *rows = osv_arena_alloc(&c->nc.arena, (n ? n : 1) * sizeof *rows, 8);
     uint64_t cap = 64 + (uint64_t)n * (sizeof rows->name * 6 + sizeof rows->reason * 6 + 96);
     char *buf = rows ? osv_res_body_buf(c, cap) : NULL;
     osv_jw_t w;
@@ -77,7 +77,7 @@ typedef struct load_ctx {
 static void load_run(osv_stask_t *t)
 {
     load_ctx_t *x = t->ud;
-    osv_repo_t *repo = x->c->loop->srv->repo;
+    osv_repo_t *repo = x->c->srv->repo;
     x->rc = x->load ? osv_repo_load(repo, x->name, &x->err) : osv_repo_unload(repo, x->name, &x->err);
 }
 
@@ -94,7 +94,7 @@ static void load_complete(osv_stask_t *t)
 {
     load_ctx_t *x = t->ud;
     load_answer(x);
-    osv_loop_complete(x->c);
+    osv_conn_complete(x->c);
 }
 
 /* Load/unload bodies may carry {"parameters": {...}}. Triton's "config" and "file:<path>" overrides
@@ -145,14 +145,14 @@ static void load_body_done(osv_conn_t *c)
         load_answer(x);
         return;
     }
-    if (osv_serve_control(c->loop->srv->serve, &x->task) != 0)
+    if (osv_serve_control(c->srv->serve, &x->task) != 0)
         osv_res_error(c, 503, "too many model loads in progress, retry later");
 }
 
 void osv_h_repo_load(osv_conn_t *c, const osv_route_t *r, bool load)
 {
     load_ctx_t *x;
-    if (!c->loop->srv->o.model_control) {
+    if (!c->srv->o.model_control) {
         osv_res_error(c, 403,
                       "explicit model load / unload is not allowed: the server runs with "
                       "--model-control-mode none");
@@ -163,7 +163,7 @@ void osv_h_repo_load(osv_conn_t *c, const osv_route_t *r, bool load)
                       (int)(r->model_len > 128 ? 128 : r->model_len), r->model);
         return;
     }
-    if (!(x = osv_arena_alloc(&c->arena, sizeof *x, 8))) {
+    if (!(x = osv_arena_alloc(&c->nc.arena, sizeof *x, 8))) {
         osv_res_error(c, 503, "out of memory");
         return;
     }

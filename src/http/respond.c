@@ -125,7 +125,7 @@ void osv_res_begin(osv_conn_t *c, int status)
     HDR_LIT(c, "\r\n");
     if (status == 503) {
         HDR_LIT(c, "Retry-After: ");
-        hdr_u64(c, c->loop->srv->o.retry_after_s);
+        hdr_u64(c, c->srv->o.retry_after_s);
         HDR_LIT(c, "\r\n");
     }
 }
@@ -156,7 +156,7 @@ void osv_res_end_head(osv_conn_t *c, uint64_t body_len)
      * say so. */
     if (osv_conn_body_unread(c))
         r->close_after = true;
-    bool close = r->close_after || !c->req.head.keep_alive || atomic_load(&c->loop->srv->stopping);
+    bool close = r->close_after || !c->req.head.keep_alive || atomic_load(&c->srv->stopping);
     if (close)
         HDR_LIT(c, "Connection: close\r\n");
     else if (c->req.head.minor == 0)
@@ -248,8 +248,8 @@ char *osv_res_body_buf(osv_conn_t *c, uint64_t cap)
 {
     osv_response_t *r = &c->res;
     if (r->body_slot.base)
-        osv_pool_release(c->loop->srv->pool, &r->body_slot);
-    if (osv_pool_acquire(c->loop->srv->pool, cap ? cap : 1, &r->body_slot) != 0)
+        osv_pool_release(c->srv->pool, &r->body_slot);
+    if (osv_pool_acquire(c->srv->pool, cap ? cap : 1, &r->body_slot) != 0)
         return NULL;
     return (char *)r->body_slot.base;
 }
@@ -263,7 +263,7 @@ static const char *method_name(int m)
 void osv_http_record(osv_conn_t *c)
 {
     osv_request_t *q = &c->req;
-    osv_obs_record_t r = {.shard = c->loop->id,
+    osv_obs_record_t r = {.shard = osv_loop_index(c->nc.loop),
                           .proto = OSV_OBS_HTTP,
                           .method = method_name(q->head.method),
                           .path = q->head.path,

@@ -231,7 +231,7 @@ static bool authorized(osv_conn_t *c, const seg_t *s, int n)
     static const char missing[] =
         "{\"error\":\"authentication required: send 'Authorization: Bearer <token>'\"}";
     static const char invalid[] = "{\"error\":\"invalid bearer token\"}";
-    osv_auth_t *a = c->loop->srv->auth;
+    osv_auth_t *a = c->srv->auth;
     if (!a || (n >= 0 && auth_exempt(s, n)))
         return true;
     const osv_http_header_t *h = osv_req_header(c, "Authorization");

@@ -1,16 +1,9 @@
-/* server.c — the server's lifecycle: listeners (one SO_REUSEPORT socket per loop), loop and worker
- * threads, the per-model scheduling state attached at load, and the graceful drain. */
-#include <arpa/inet.h>
+/* server.c — the HTTP server's lifecycle: the request layer (serve/), the transport (net/) with the
+ * HTTP front listening, the per-model scheduling state attached at load, and the graceful drain. */
 #include <errno.h>
 #include <inttypes.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -77,64 +70,8 @@ int osv_server_model_hook(void *ud, osv_model_t *m, osv_err_t *err)
     return osv_serve_model_hook(&so, m, err);
 }
 
-/* A listening socket on host:port with SO_REUSEPORT so every loop has its own accept queue. */
-static int listen_on(const char *host, uint16_t port, uint16_t *bound, osv_err_t *err)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICSERV | AI_PASSIVE},
-                    *ai = NULL;
-    char ps[8];
-    int fd = -1, one = 1, rc;
-    snprintf(ps, sizeof ps, "%u", port);
-    if ((rc = getaddrinfo(host, ps, &hints, &ai)) != 0)
-        return osv_err_set(err, OSV_EINVAL, "cannot resolve host '%s': %s", host, gai_strerror(rc));
-    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-        rc = errno;
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(ai);
-        return osv_err_set(err, OSV_EIO, "cannot listen on %s:%u: %s", host, port, strerror(rc));
-    }
-    freeaddrinfo(ai);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &len);
-    *bound = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-                                           : ((struct sockaddr_in6 *)&ss)->sin6_port);
-    return fd;
-}
-
-static int loop_init(osv_server_t *s, osv_loop_t *l, int id, osv_err_t *err)
-{
-    struct epoll_event ev = {.events = EPOLLIN};
-    uint16_t port = s->port;
-    memset(l, 0, sizeof *l);
-    l->id = id;
-    l->srv = s;
-    l->watch_slot = id;
-    l->listen_fd = l->wake_fd = l->reserve_fd = -1;
-    l->accepting = true;
-    if ((l->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
-        (l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 ||
-        (l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
-        return osv_err_set(err, OSV_EIO, "epoll/eventfd/spare descriptor: %s", strerror(errno));
-    if ((l->listen_fd = listen_on(s->o.host, port, &s->port, err)) < 0)
-        return err->code;
-    if (!(l->toks = osv_malloc(s->o.max_json_tokens * sizeof *l->toks)))
-        return osv_err_set(err, OSV_ENOMEM, "out of memory");
-    ev.data.ptr = &l->listen_fd;
-    epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->listen_fd, &ev);
-    ev.data.ptr = &l->wake_fd;
-    epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wake_fd, &ev);
-    return 0;
-}
-
 /* Connections: each one with a request in progress holds a read buffer, its object and its arena
- * (osv_loop_conn_bytes). By default they may take a sixteenth of the memory this process may use —
+ * (osv_conn_bytes). By default they may take a sixteenth of the memory this process may use —
  * what a flood of unfinished request heads can pin — between 64 and 4096 connections: a 64 MB cgroup
  * gets 64, 256 MB 300, 1 GiB 1200, 4 GiB or more 4096. */
 #define CONN_SHARE 16
@@ -148,7 +85,7 @@ static uint32_t plan_connections(const osv_server_opts_t *o)
     if (o->max_connections)
         return o->max_connections;
     osv_sysmem_read(&mem);
-    n = mem.effective / CONN_SHARE / osv_loop_conn_bytes(o);
+    n = mem.effective / CONN_SHARE / osv_conn_bytes(o);
     return n < CONN_MIN ? CONN_MIN : n > CONN_MAX ? CONN_MAX : (uint32_t)n;
 }
 
@@ -156,6 +93,25 @@ static int ncores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+/* The transport with the HTTP front listening on host:port, and each loop's JSON scratch. */
+static int server_net(osv_server_t *s, osv_err_t *err)
+{
+    osv_net_opts_t no = {.loops = s->n_loops, .max_connections = s->o.max_connections,
+                         .conn_buffer = s->o.conn_buffer};
+    int rc;
+    if ((rc = osv_net_create(&no, &s->net, err)) != 0)
+        return rc;
+    osv_http_front_init(s, &s->front);
+    if ((rc = osv_net_listen(s->net, &s->front, s->o.host, s->o.port, &s->port, err)) != 0)
+        return rc;
+    if (!(s->toks = osv_calloc((size_t)s->n_loops, sizeof *s->toks)))
+        return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    for (int i = 0; i < s->n_loops; i++)
+        if (!(s->toks[i] = osv_malloc(s->o.max_json_tokens * sizeof **s->toks)))
+            return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    return 0;
 }
 
 int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *repo, osv_server_t **out,
@@ -172,7 +128,6 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
     if (s->o.conn_buffer < s->o.max_header_bytes + 1024)
         s->o.conn_buffer = s->o.max_header_bytes + 1024;
     s->o.max_connections = plan_connections(&s->o);
-    s->port = (uint16_t)o->port;
     s->start_ns = osv_now_ns();
     sem_init(&s->wake, 0, 0);
     s->n_loops = o->loops > 0 ? o->loops : ncores();
@@ -188,13 +143,8 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
     s->auth = osv_serve_auth(s->serve);
     s->o.shm_max_bytes = osv_serve_opts(s->serve)->shm_max_bytes;
     s->o.image_decode_budget = osv_serve_opts(s->serve)->image_decode_budget;
-    if (!(s->loops = osv_calloc((size_t)s->n_loops, sizeof *s->loops))) {
-        rc = osv_err_set(err, OSV_ENOMEM, "out of memory");
+    if ((rc = server_net(s, err)) != 0)
         goto fail;
-    }
-    for (int i = 0; i < s->n_loops; i++)
-        if ((rc = loop_init(s, &s->loops[i], i, err)) != 0)
-            goto fail;
     *out = s;
     return 0;
 fail:
@@ -205,7 +155,7 @@ fail:
 bool osv_server_memory_refuse(osv_conn_t *c)
 {
     osv_err_t err;
-    int rc = osv_serve_admit_memory(c->loop->srv->serve, &err);
+    int rc = osv_serve_admit_memory(c->srv->serve, &err);
     if (rc)
         osv_res_error_code(c, rc, err.msg);
     return rc != 0;
@@ -217,23 +167,18 @@ void osv_http_refuse_queued(osv_conn_t *c, int rc, const osv_err_t *err)
         osv_res_error_code(c, rc, err->msg);
 }
 
-static void *loop_thread(void *arg)
+/* Each loop thread registers with the request layer (its watchdog slot is its index). */
+static void loop_thread_init(int index, void *ud)
 {
-    osv_loop_t *l = arg;
-    osv_serve_thread_init(l->srv->serve, l->watch_slot);
-    return osv_loop_main(l);
-}
-
-static bool all_loops_idle(osv_server_t *s)
-{
-    return atomic_load(&s->conns) == 0;
+    osv_server_t *s = ud;
+    osv_serve_thread_init(s->serve, index);
 }
 
 int osv_server_run(osv_server_t *s)
 {
-    for (int i = 0; i < s->n_loops; i++)
-        if (pthread_create(&s->loops[i].thread, NULL, loop_thread, &s->loops[i]) != 0)
-            return OSV_ENOMEM;
+    int rc = osv_net_start(s->net, loop_thread_init, s);
+    if (rc != 0)
+        return rc;
     /* Wait for a stop request (osv_server_stop), then give requests in flight drain_timeout. */
     while (!atomic_load(&s->stopping)) {
         struct timespec ts;
@@ -243,19 +188,18 @@ int osv_server_run(osv_server_t *s)
         if (atomic_exchange(&s->reload_auth, 0))
             osv_serve_reload_auth(s->serve);
     }
+    osv_net_drain(s->net);
     uint64_t deadline = osv_now_ns() + (uint64_t)s->o.drain_timeout_ms * 1000000ull;
-    while (!all_loops_idle(s) && osv_now_ns() < deadline) {
+    while (osv_net_connections(s->net) > 0 && osv_now_ns() < deadline) {
         struct timespec ts = {0, 5000000L};
         nanosleep(&ts, NULL);
     }
-    if (!all_loops_idle(s)) {
+    if (osv_net_connections(s->net) > 0) {
         atomic_store(&s->stopping, 2);
         osv_serve_cancel_all(s->serve); /* runs still going get 504; their workers come free */
-        for (int i = 0; i < s->n_loops; i++)
-            osv_loop_wake(&s->loops[i]);
+        osv_net_abandon(s->net);
     }
-    for (int i = 0; i < s->n_loops; i++)
-        pthread_join(s->loops[i].thread, NULL);
+    osv_net_join(s->net);
     return atomic_load(&s->stopping) == 2 ? OSV_ETIMEDOUT : 0;
 }
 
@@ -268,11 +212,8 @@ void osv_server_reload(osv_server_t *s)
 void osv_server_stop(osv_server_t *s)
 {
     int zero = 0;
-    if (atomic_compare_exchange_strong(&s->stopping, &zero, 1)) {
-        for (int i = 0; i < s->n_loops; i++)
-            osv_loop_wake(&s->loops[i]);
-        sem_post(&s->wake);
-    }
+    if (atomic_compare_exchange_strong(&s->stopping, &zero, 1))
+        sem_post(&s->wake); /* osv_server_run starts the drain */
 }
 
 void osv_server_destroy(osv_server_t *s)
@@ -283,9 +224,10 @@ void osv_server_destroy(osv_server_t *s)
      * then the connections (their slots go back to the pool), then the request layer. */
     if (s->serve)
         osv_serve_stop(s->serve);
-    for (int i = 0; s->loops && i < s->n_loops; i++)
-        osv_loop_free(&s->loops[i]);
-    osv_free(s->loops);
+    osv_net_destroy(s->net);
+    for (int i = 0; s->toks && i < s->n_loops; i++)
+        osv_free(s->toks[i]);
+    osv_free(s->toks);
     osv_serve_destroy(s->serve);
     sem_destroy(&s->wake);
     osv_free(s);

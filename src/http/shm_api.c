@@ -11,14 +11,14 @@
 
 void osv_h_shm_status(osv_conn_t *c, const osv_route_t *r)
 {
-    osv_shm_t *s = c->loop->srv->shm;
+    osv_shm_t *s = c->srv->shm;
     size_t n = 0;
     if (osv_shm_list(s, c->req.auth_id, r->region, r->region_len, NULL, 0, &n) != 0) {
         osv_res_error(c, 404, "shared memory region '%.*s' is not registered",
                       (int)(r->region_len > 128 ? 128 : r->region_len), r->region);
         return;
     }
-    osv_shm_info_t *rows = osv_arena_alloc(&c->arena, (n ? n : 1) * sizeof *rows, 8);
+    osv_shm_info_t *rows = osv_arena_alloc(&c->nc.arena, (n ? n : 1) * sizeof *rows, 8);
     uint64_t cap = 16 + (uint64_t)n * (6 * (sizeof rows->name + sizeof rows->key) + 128);
     char *buf = rows ? osv_res_body_buf(c, cap) : NULL;
     osv_jw_t w;
@@ -73,7 +73,7 @@ static void register_done(osv_conn_t *c)
         osv_res_error(c, 400, "register needs a non-negative integer 'byte_size' and an optional 'offset'");
         return;
     }
-    int rc = osv_shm_register(c->loop->srv->shm, c->req.auth_id, r->region, r->region_len, key, key_len, off,
+    int rc = osv_shm_register(c->srv->shm, c->req.auth_id, r->region, r->region_len, key, key_len, off,
                               size, &err);
     if (rc)
         osv_res_error_code(c, rc, err.msg);
@@ -84,11 +84,11 @@ static void register_done(osv_conn_t *c)
 void osv_h_shm_register(osv_conn_t *c, const osv_route_t *r)
 {
     osv_route_t *copy;
-    if (!c->loop->srv->o.allow_shm) {
+    if (!c->srv->o.allow_shm) {
         osv_res_error(c, 403, "shared memory registration is disabled: start the server with --allow-shm");
         return;
     }
-    if (!(copy = osv_arena_alloc(&c->arena, sizeof *copy, 8))) {
+    if (!(copy = osv_arena_alloc(&c->nc.arena, sizeof *copy, 8))) {
         osv_res_error(c, 503, "out of memory");
         return;
     }
@@ -102,13 +102,13 @@ static void unregister_done(osv_conn_t *c)
     const osv_route_t *r = c->req.ctx;
     /* Unregistering a region that is not registered succeeds, as in Triton: the caller's goal (it is
      * not registered) holds. */
-    osv_shm_unregister(c->loop->srv->shm, c->req.auth_id, r->region, r->region ? r->region_len : 0, NULL);
+    osv_shm_unregister(c->srv->shm, c->req.auth_id, r->region, r->region ? r->region_len : 0, NULL);
     osv_res_empty(c, 200);
 }
 
 void osv_h_shm_unregister(osv_conn_t *c, const osv_route_t *r)
 {
-    osv_route_t *copy = osv_arena_alloc(&c->arena, sizeof *copy, 8);
+    osv_route_t *copy = osv_arena_alloc(&c->nc.arena, sizeof *copy, 8);
     if (!copy) {
         osv_res_error(c, 503, "out of memory");
         return;

@@ -79,7 +79,7 @@ static int one_model(void *ud, osv_model_t *m)
 
 void osv_h_stats(osv_conn_t *c, const osv_route_t *r)
 {
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     size_t n_rows = 0;
     osv_jw_t w;
     stats_ctx_t x = {.r = r, .w = &w};
@@ -160,7 +160,7 @@ static void free_page(osv_conn_t *c)
 
 void osv_h_metrics(osv_conn_t *c)
 {
-    osv_server_t *s = c->loop->srv;
+    osv_server_t *s = c->srv;
     osv_serve_counters_t sc;
     osv_serve_get_counters(s->serve, &sc);
     osv_obs_gauges_t g = {.ort_version = osv_env_ort_version(s->env),
@@ -168,7 +168,7 @@ void osv_h_metrics(osv_conn_t *c)
                           .ready = !atomic_load(&s->stopping) && osv_repo_ready(s->repo),
                           .queue_depth = sc.queued,
                           .inflight = atomic_load(&s->inflight),
-                          .open_connections = atomic_load(&s->conns),
+                          .open_connections = osv_net_connections(s->net),
                           .memory_pressure = sc.memory_pressure,
                           .guard_working_set = sc.working_set,
                           .deadline_refusals = sc.deadline_refusals,
@@ -179,12 +179,7 @@ void osv_h_metrics(osv_conn_t *c)
     bool om = wants_openmetrics(c);
     char *page;
     size_t len;
-    for (int i = 0; i < s->n_loops; i++) {
-        uint64_t bufs = atomic_load_explicit(&s->loops[i].n_bufs, memory_order_relaxed),
-                 free_bufs = atomic_load_explicit(&s->loops[i].n_free_bufs_seen, memory_order_relaxed);
-        g.conn_buffers_in_use += bufs - free_bufs;
-        g.conn_buffers_free += free_bufs;
-    }
+    osv_net_buffers(s->net, &g.conn_buffers_in_use, &g.conn_buffers_free);
     osv_img_budget_get_stats(s->img_budget, &g.image_budget);
     if (osv_obs_render_metrics(&g, om, &page, &len) != 0) {
         osv_res_error(c, 503, "no memory for the metrics, retry later");

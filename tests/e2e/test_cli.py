@@ -264,6 +264,30 @@ class ServeOptions(unittest.TestCase):
         self.assertIsNone(rc, out)
         self.assertEqual(port, free)
 
+    def test_port_in_use_fails_at_start(self):
+        # SO_REUSEPORT used to let a second server bind a port another one holds; the kernel then spread
+        # connections over both (20 requests: 12 x 404, 8 x 200).
+        from server import Server
+        other = make_repo_with(self.tmp.name, "other", "identity")
+        with Server(self.repo) as first:
+            rc, port, out = serve(other, "--port", str(first.port))
+            self.assertEqual(rc, 1, "a second server started on port %d:\n%s" % (first.port, out))
+            self.assertIsNone(port, out)
+            self.assertIn("address already in use", out)
+            statuses = [first.request("GET", "/v2/models/mlp/ready")[0] for _ in range(20)]
+            self.assertEqual(statuses, [200] * 20)
+        # A socket of another program that also set SO_REUSEPORT does not let us in either.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        try:
+            rc, port, out = serve(self.repo, "--port", str(s.getsockname()[1]))
+            self.assertEqual(rc, 1, out)
+            self.assertIn("address already in use", out)
+        finally:
+            s.close()
+
     def test_values_are_range_checked(self):
         cases = [("--memory-high-pct", "101", "from 0 to 100"), ("--max-dims", "17", "from 1 to 16"),
                  ("--max-dims", "0", "from 1 to 16"), ("--workers", "100000", "from 0 to 1024"),
@@ -386,6 +410,16 @@ class ServeOptions(unittest.TestCase):
         rc, _, out = serve(self.repo)
         (plan,) = log_events(out, "pool_plan")
         self.assertEqual(plan["budget"], "default")
+
+
+def make_repo_with(root, name, model):
+    """root/NAME/1/model.onnx from MODELS/MODEL.onnx; returns the repository root/name-repo."""
+    repo = os.path.join(root, name + "-repo")
+    os.makedirs(os.path.join(repo, name, "1"), exist_ok=True)
+    dst = os.path.join(repo, name, "1", "model.onnx")
+    if not os.path.exists(dst):
+        os.link(os.path.join(MODELS, model + ".onnx"), dst)
+    return repo
 
 
 class socket_on_free_port:
