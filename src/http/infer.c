@@ -755,9 +755,11 @@ static void finish(osv_conn_t *c)
     c->req.ns[OSV_PHASE_QUEUE] = r->ns[OSV_PHASE_QUEUE];
     c->req.ns[OSV_PHASE_COMPUTE_INPUT] += r->ns[OSV_PHASE_COMPUTE_INPUT];
     c->req.ns[OSV_PHASE_COMPUTE_INFER] = r->ns[OSV_PHASE_COMPUTE_INFER];
-    for (int p = 0; p < 3; p += 2) {
-        c->req.phase_t0[p] = r->phase_t0[p];
-        c->req.phase_t1[p] = r->phase_t1[p];
+    for (int p = OSV_PHASE_QUEUE; p < OSV_PHASE_COUNT; p++) { /* the phases the request layer timed */
+        if (r->phase_t1[p]) {
+            c->req.phase_t0[p] = r->phase_t0[p];
+            c->req.phase_t1[p] = r->phase_t1[p];
+        }
     }
     c->req.batch = r->batch;
     if (shm_broken(c, x))
@@ -780,9 +782,9 @@ static void dispatch(osv_conn_t *c)
 {
     infer_ctx_t *x = c->req.ctx;
     osv_sreq_t *r = &x->sreq;
-    c->req.phase_t0[1] = x->t_decode;
-    c->req.phase_t1[1] = osv_now_ns();
-    c->req.ns[OSV_PHASE_COMPUTE_INPUT] = c->req.phase_t1[1] - x->t_decode;
+    c->req.phase_t0[OSV_PHASE_COMPUTE_INPUT] = x->t_decode;
+    c->req.phase_t1[OSV_PHASE_COMPUTE_INPUT] = osv_now_ns();
+    c->req.ns[OSV_PHASE_COMPUTE_INPUT] = c->req.phase_t1[OSV_PHASE_COMPUTE_INPUT] - x->t_decode;
     *r = (osv_sreq_t){.model = x->m,
                       .inf = x->inf,
                       .deadline = c->req.deadline,
@@ -1440,8 +1442,8 @@ static void encode_response(osv_conn_t *c)
     }
     c->req.fallback = osv_infer_fallback(x->inf);
     c->req.core_copied = osv_infer_copied(x->inf);
-    c->req.phase_t0[3] = t0;
-    c->req.phase_t1[3] = osv_now_ns();
-    c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = c->req.phase_t1[3] - t0;
+    c->req.phase_t0[OSV_PHASE_COMPUTE_OUTPUT] = t0;
+    c->req.phase_t1[OSV_PHASE_COMPUTE_OUTPUT] = osv_now_ns();
+    c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = c->req.phase_t1[OSV_PHASE_COMPUTE_OUTPUT] - t0;
     send_response(c, json, osv_jw_len(&w), plans, any_binary);
 }
