@@ -28,7 +28,8 @@ typedef struct serve_cfg {
     bool spinning, global_pools;
     uint64_t pool_bytes, pool_max_slot;
     bool pool_mlock;
-    const char *model_control;
+    const char *model_control;       /* NULL: not given (check_model_control's default) */
+    bool model_control_defaulted_off; /* none by default: listening beyond loopback without tokens */
     osv_opt_list_t load_models; /* --load-model NAME..., comma-separated; "" = "*", every model */
 } serve_cfg_t;
 
@@ -76,7 +77,7 @@ static const osv_opt_t opts[] = {
     OSV_OPT_COUNT("max-dims", limits.max_dims, 1, OSV_MAX_DIMS, NULL, "N",
                   "tensor rank limit (8, at most 16)"),
     OSV_OPT_DURATION("deadline-ms", srv.deadline_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS, "0 disables", "MS",
-                     "default request deadline; 0 disables (500)"),
+                     "default request deadline; 0 disables (500, or 10 x a slower model's warm-up run)"),
     OSV_OPT_COUNT("max-queue", srv.max_queue, 0, 1u << 16, NULL, "N",
                   "queued requests per model before 503 (64)"),
     OSV_OPT_COUNT(
@@ -119,7 +120,8 @@ static const osv_opt_t opts[] = {
         "require 'Authorization: Bearer <token>' except on health endpoints (one token a line; SIGHUP "
         "re-reads)"),
     OSV_OPT_STRING("model-control-mode", model_control, "MODE",
-                   "explicit: the repository API may load and unload models; none: it may not (explicit)"),
+                   "explicit: the repository API may load and unload models; none: it may not (default: "
+                   "explicit on loopback or with --auth-token-file, none otherwise)"),
     OSV_OPT_LIST("load-model", load_models, "NAME",
                  "explicit mode: load NAME at start-up (repeatable, or NAME,NAME; default *: every model)"),
     OSV_OPT_FLAG("allow-shm", srv.allow_shm, "allow system shared-memory registration (default 0)"),
@@ -190,7 +192,7 @@ static void defaults(serve_cfg_t *c)
     c->log_format = "json";
     c->access_log = true;
     c->trace_ratio = 0.01;
-    c->model_control = "explicit";
+    c->model_control = NULL; /* check_model_control picks the default from --host and the tokens */
 }
 
 /* Environment first, flags override. Returns 0, 1 after --help, or 2 after a usage error. */
@@ -247,13 +249,15 @@ static void ort_log(void *ud, int severity, const char *category, const char *ms
 static int log_model(void *ud, osv_model_t *m)
 {
     char name[300];
-    (void)ud;
+    const char *source;
+    int64_t deadline = osv_server_model_deadline(ud, m, &source);
     osv_log(OSV_LOG_INFO, "model_ready",
             "\"model\":\"%s\",\"version\":%" PRId64 ",\"inputs\":%u,\"outputs\":%u,\"load_ms\":%.1f,"
-            "\"warmup_run_bytes\":%" PRIu64,
+            "\"warmup_ms\":%.1f,\"warmup_run_bytes\":%" PRIu64 ",\"deadline_ms\":%" PRId64
+            ",\"deadline_source\":\"%s\"",
             osv_log_escape(osv_model_name(m), name, sizeof name), osv_model_version(m),
             osv_model_input_count(m), osv_model_output_count(m), osv_model_load_ms(m),
-            osv_model_warmup_bytes(m));
+            (double)osv_model_warmup_ns(m) / 1e6, osv_model_warmup_bytes(m), deadline, source);
     if (osv_model_warmup_error(m)) {
         char e[1200];
         osv_log(OSV_LOG_WARN, "warmup_failed", "\"model\":\"%s\",\"error\":\"%s\"", name,
@@ -326,14 +330,15 @@ static void log_start(const serve_cfg_t *cfg, const osv_server_plan_t *s, osv_re
             "\"loops\":%d,"
             "\"intra_op_threads\":%d,\"pool_bytes\":%" PRIu64 ",\"pool_max_slot\":%" PRIu64
             ",\"image_decode_budget\":%" PRIu64 ",\"max_body_bytes\":%" PRIu64 ",\"max_connections\":%u"
-            ",\"deadline_ms\":%" PRId64 ",\"shm_max_bytes\":%" PRIu64
+            ",\"deadline_ms\":%" PRId64 ",\"deadline_follows_model\":%s,\"shm_max_bytes\":%" PRIu64
             ",\"model_control\":\"%s\",\"startup_ms\":%.1f",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
             osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(r),
             osv_repo_ready(r) ? "true" : "false", osv_env_ort_version(env), s->loops,
             cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool),
             osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->max_connections,
-            cfg->srv.deadline_ms, cfg->srv.allow_shm ? s->shm_max_bytes : 0,
+            cfg->srv.deadline_ms < 0 ? (int64_t)500 : cfg->srv.deadline_ms, cfg->srv.deadline_ms < 0 ? "true" : "false",
+            cfg->srv.allow_shm ? s->shm_max_bytes : 0,
             cfg->srv.model_control ? "explicit" : "none", ms);
 }
 
@@ -370,6 +375,13 @@ static size_t next_name(const char **p, const char **name)
 static int check_model_control(serve_cfg_t *cfg)
 {
     const char *mode = cfg->model_control, *p = cfg->load_models.v, *name;
+    if (!mode) {
+        /* Not asked for: any client that reaches the server could unload every model, so that is
+         * allowed only where clients are local or must present a token. */
+        bool tokens = cfg->srv.auth_token_file && *cfg->srv.auth_token_file;
+        mode = osv_opt_host_is_loopback(cfg->srv.host) || tokens ? "explicit" : "none";
+        cfg->model_control_defaulted_off = strcmp(mode, "none") == 0;
+    }
     if (strcasecmp(mode, "none") != 0 && strcasecmp(mode, "explicit") != 0) {
         fprintf(stderr, "ortserve serve: --model-control-mode must be none or explicit, not '%s'%s\n", mode,
                 strcasecmp(mode, "poll") == 0 ? " (polling the repository is not supported: use the "
@@ -382,7 +394,10 @@ static int check_model_control(serve_cfg_t *cfg)
         cfg->load_models.v[0] = '\0';
     if (cfg->load_models.v[0] && !cfg->srv.model_control) {
         fprintf(stderr, "ortserve serve: --load-model needs --model-control-mode explicit (none loads every "
-                        "model)\n");
+                        "model)%s\n",
+                cfg->model_control_defaulted_off ? "; none is the default when listening beyond loopback "
+                                                   "without --auth-token-file"
+                                                 : "");
         return 2;
     }
     for (size_t n; (n = next_name(&p, &name)) > 0 || *p;) {
@@ -471,7 +486,7 @@ static int serve(serve_cfg_t *cfg)
     osv_server_plan_t plan;
     osv_server_get_plan(s, &plan);
     fit_nofile(plan.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
-    osv_repo_foreach(repo, log_model, NULL);
+    osv_repo_foreach(repo, log_model, s);
     log_unavailable(repo);
     the_server = s;
     struct sigaction sa = {.sa_handler = on_signal};
@@ -483,6 +498,13 @@ static int serve(serve_cfg_t *cfg)
     if (cfg->port_file)
         write_port_file(cfg->port_file, plan.port);
     log_pool_plan(cfg, &plan);
+    if (cfg->model_control_defaulted_off) {
+        char host[300];
+        osv_log(OSV_LOG_WARN, "model_control_off",
+                "\"host\":\"%s\",\"message\":\"listening beyond loopback without --auth-token-file: the "
+                "repository API may not load or unload models (--model-control-mode explicit allows it)\"",
+                osv_log_escape(cfg->srv.host, host, sizeof host));
+    }
     log_start(cfg, &plan, repo, env, (double)(osv_now_ns() - t0) / 1e6);
     rc = osv_server_run(s);
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");
