@@ -51,6 +51,7 @@ typedef struct osv_server_opts {
     bool allow_shm;
     /* Registered shared memory, all regions together (0 = the pool's budget). */
     uint64_t shm_max_bytes;
+    uint64_t cache_bytes; /* the response cache's budget (--cache-size); 0 = no cache */
     bool model_control; /* the repository API may load/unload models (--model-control-mode explicit) */
     bool force_copy;    /* benchmarks: copy every tensor (honest comparison) */
     osv_pool_opts_t pool;
@@ -141,6 +142,9 @@ typedef struct osv_request {
     bool counted; /* recorded in a model's statistics */
     uint64_t ns[OSV_PHASE_COUNT];
     uint64_t batch;
+    uint64_t batch_id;        /* the batch it ran in (0 = alone), as the request layer numbered it */
+    uint32_t batch_requests;  /* requests in that batch */
+    bool cache_hit;           /* answered from the response cache */
     osv_copy_reason_t fallback;
     uint64_t core_copied; /* bytes the core copied (binding fallbacks) */
     const char *route; /* route template for spans ("/v2/models/{model}/infer"), NULL = derived */

@@ -84,6 +84,8 @@ typedef struct infer_ctx {
     const uint8_t *mem;        /* that body */
     uint64_t mem_len;
     uint64_t shm_reserved; /* untouched shared-memory bytes reserved with the memory guard */
+    uint64_t timeout_at;   /* parameters.timeout as an absolute monotonic time (0 = none) */
+    uint64_t priority;     /* parameters.priority (0 = the model's default level) */
     int rc;
     osv_err_t err;
 } infer_ctx_t;
@@ -339,12 +341,15 @@ static int decode_parameters(dec_t *d, int32_t p)
     if ((t = member(d, p, "binary_data_output")) >= 0 &&
         osv_json_tok_bool(&d->doc, (uint32_t)t, &x->binary_default, NULL))
         return bad(d, "'binary_data_output' must be a boolean");
-    if ((t = member(d, p, "timeout")) >= 0) { /* Triton: microseconds; it may shorten the deadline */
+    if ((t = member(d, p, "timeout")) >= 0) { /* Triton: microseconds; the request layer applies it */
         uint64_t us;
         if (osv_json_tok_u64(&d->doc, (uint32_t)t, &us, NULL) != 0)
             return bad(d, "'timeout' must be a non-negative integer (microseconds)");
-        osv_h_deadline_shorten(d->c, us, 1000ull);
+        if (us)
+            x->timeout_at = us > (UINT64_MAX - d->c->req.t_start) / 1000 ? UINT64_MAX : d->c->req.t_start + us * 1000;
     }
+    if ((t = member(d, p, "priority")) >= 0 && osv_json_tok_u64(&d->doc, (uint32_t)t, &x->priority, NULL) != 0)
+        return bad(d, "'priority' must be a non-negative integer (1 is the highest level, 0 the model's default)");
     if ((t = member(d, p, "sequence_id")) >= 0 && !(get_i64(d, t, &v) == 0 && v == 0))
         return bad(d, "sequence batching ('sequence_id') is not supported");
     return 0;
@@ -760,6 +765,9 @@ static void finish(osv_conn_t *c)
         c->req.phase_t1[p] = r->phase_t1[p];
     }
     c->req.batch = r->batch;
+    c->req.batch_id = r->batch_id;
+    c->req.batch_requests = r->batch_requests;
+    c->req.cache_hit = r->cache_hit;
     if (shm_broken(c, x))
         return;
     if (r->rc) {
@@ -786,6 +794,8 @@ static void dispatch(osv_conn_t *c)
     *r = (osv_sreq_t){.model = x->m,
                       .inf = x->inf,
                       .deadline = c->req.deadline,
+                      .timeout_at = x->timeout_at,
+                      .priority = x->priority,
                       .may_inline = !x->has_image, /* decoding takes milliseconds: never on the loop */
                       .prepare = x->has_image ? preprocess_images : NULL,
                       .complete = completed,
