@@ -53,10 +53,13 @@ struct osv_batcher {
     /* batch objects for reuse (a warm model allocates none), under free_lock */
     pthread_mutex_t free_lock;
     batch_t *free;
-    /* the cost curve: rows[i] = 2^i (the last one max_batch_size), ns per row (0 = not measured) */
+    /* the cost curve: rows[i] = 2^i (the last one max_batch_size), ns per row (0 = not measured): as
+     * measured at load, and from live runs (EWMA). Two points are compared live only when both have live
+     * runs — a lone size measured under load is not compared with one measured on an idle machine. */
     uint32_t n_points;
     uint32_t rows[CURVE_MAX + 1];
     _Atomic uint64_t row_ns[CURVE_MAX + 1];
+    _Atomic uint64_t live_ns[CURVE_MAX + 1];
     _Atomic uint32_t cap;
     bool adaptive;
     /* arrivals, under osv_serve_t.lock */
@@ -292,8 +295,12 @@ static void recompute_cap(osv_batcher_t *b)
 {
     uint32_t cap = 1;
     for (uint32_t i = 1; i < b->n_points; i++) {
-        uint64_t prev = atomic_load_explicit(&b->row_ns[i - 1], memory_order_relaxed),
-                 cur = atomic_load_explicit(&b->row_ns[i], memory_order_relaxed);
+        uint64_t prev = atomic_load_explicit(&b->live_ns[i - 1], memory_order_relaxed),
+                 cur = atomic_load_explicit(&b->live_ns[i], memory_order_relaxed);
+        if (!prev || !cur) {
+            prev = atomic_load_explicit(&b->row_ns[i - 1], memory_order_relaxed);
+            cur = atomic_load_explicit(&b->row_ns[i], memory_order_relaxed);
+        }
         if (!prev || !cur || cur * 100 > prev * CURVE_GAIN_PCT)
             break;
         cap = b->rows[i];
@@ -315,8 +322,8 @@ void osv_batcher_note(osv_batcher_t *b, uint64_t rows, uint64_t ns)
     if (!b || !b->adaptive || !rows || !ns)
         return;
     uint32_t i = point_of(b, rows);
-    uint64_t per = ns / rows, old = atomic_load_explicit(&b->row_ns[i], memory_order_relaxed);
-    atomic_store_explicit(&b->row_ns[i], old ? old - old / 8 + per / 8 : per, memory_order_relaxed);
+    uint64_t per = ns / rows, old = atomic_load_explicit(&b->live_ns[i], memory_order_relaxed);
+    atomic_store_explicit(&b->live_ns[i], old ? old - old / 8 + per / 8 : per, memory_order_relaxed);
     recompute_cap(b);
 }
 
@@ -335,10 +342,12 @@ void osv_batcher_arrival(osv_batcher_t *b, uint64_t now)
         b->gap_ns = b->gap_ns ? b->gap_ns - b->gap_ns / 8 + gap / 8 : gap;
 }
 
-/* Estimated run time of a batch of `rows` rows, from the curve (ns; 0 when unknown). */
+/* Estimated run time of a batch of `rows` rows, from the curve (ns; 0 when unknown): live when known. */
 static uint64_t cost(const osv_batcher_t *b, uint64_t rows)
 {
-    return rows * atomic_load_explicit(&b->row_ns[point_of(b, rows)], memory_order_relaxed);
+    uint32_t i = point_of(b, rows);
+    uint64_t live = atomic_load_explicit(&b->live_ns[i], memory_order_relaxed);
+    return rows * (live ? live : atomic_load_explicit(&b->row_ns[i], memory_order_relaxed));
 }
 
 uint64_t osv_batcher_adaptive_wait(const osv_batcher_t *b, uint64_t rows, uint64_t oldest, uint64_t deadline,
@@ -368,7 +377,8 @@ uint64_t osv_batcher_adaptive_wait(const osv_batcher_t *b, uint64_t rows, uint64
             best_w = w;
         }
     }
-    return best_w;
+    /* Counted from the oldest request, so a batch re-examined at every arrival is not put off forever. */
+    return oldest + best_w > now ? oldest + best_w - now : 0;
 }
 
 uint32_t osv_batcher_curve(const osv_batcher_t *b, uint32_t cap, uint32_t *rows, uint64_t *row_ns)
