@@ -169,6 +169,9 @@ class DynamicBatching(unittest.TestCase):
             self.assertIn("max_batch_size", body["error"])
             st, body = s.json("POST", "/v2/models/mlp/infer", mlp_request(np.zeros((4, 64), np.float32)))
             self.assertEqual(st, 200, body)
+            st, cfg = s.json("GET", "/v2/models/mlp/config")  # Triton's form: dims without the batch dim
+            self.assertEqual((cfg["max_batch_size"], cfg["input"][0]["dims"]), (4, [64]))
+            self.assertIn("dynamic_batching", cfg)
 
     def test_preferred_size_is_sent_at_once(self):
         """preferred [4], delay 2 s: four queued rows go at once; three wait for the delay."""
