@@ -334,7 +334,11 @@ int osv_serve_create(const osv_serve_opts_t *o, osv_env_t *env, osv_repo_t *repo
     s->offload.cap = o->offload_capacity ? o->offload_capacity : 1;
     s->control.cap = CONTROL_CAPACITY;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->cond, NULL);
+    pthread_condattr_t ca; /* workers wait for a forming batch's due time on the monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cond, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&s->control_lock, NULL);
     pthread_cond_init(&s->control_cond, NULL);
     pthread_mutex_init(&s->mem_gate, NULL);
