@@ -23,7 +23,7 @@ Models (inputs -> outputs; N, B, T, K symbolic):
   fail.onnx         x f32[N], shape i64[1] -> y f32[?]         Reshape (bad shape = run error)
   mislead.onnx      x f32[N] -> y f32[N] (really [2N])         Concat; a wrong symbolic output shape
   compress.onnx     x f32[4], cond bool[4] -> y f32[2] (really data-dependent)   Compress
-  linear.onnx       x f32[N,16384] -> y f32[N,16384]            64 x Tanh: run time grows linearly with N
+  linear.onnx       x f32[N,65536] -> y f32[N,65536]            64 x Tanh: run time grows linearly with N
                     (batching never makes a row cheaper: the adaptive batcher's "does not pay" model)
   tanh.onnx         x f32[N,T] -> y f32[N,T]                   the same 64 x Tanh over any width: a long run
                     on demand (a wide row), and rows of other widths never share its batch
@@ -44,7 +44,7 @@ try:
 except ImportError as e:  # e.g. the pyenv python3 on PATH
     sys.exit("gen_models: %s; run with /usr/bin/python3 (Debian python3-onnx, python3-numpy)" % e)
 
-GEN_VERSION = "ortserve-gen_models 6"
+GEN_VERSION = "ortserve-gen_models 7"
 IR_VERSION = 8
 OPSET = 17
 PRODUCER = "ortserve/tools/gen_models.py"
@@ -405,7 +405,7 @@ def build_compress():
 
 
 # --- 11. linear / rows / gather: batching tests ---------------------------------------------------
-LINEAR_WIDTH = 16384
+LINEAR_WIDTH = 65536
 LINEAR_DEPTH = 64
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server import (RawConn, Server, _tcp_queues, binary_body, make_repo, mlp_reference, mlp_request,  # noqa: E402
                     request_bytes, server_consumed, split_binary, stats_of, wait_stats, wait_until)
 
-LINEAR_W = 16384
+LINEAR_W = 65536
 
 
 def repo(models, configs):
@@ -43,7 +43,7 @@ def metric(srv, name, labels=None):
 
 
 def linear_body(rows, value=0.0, params=None):
-    """Binary request for linear.onnx: x f32[rows,16384], the output binary too."""
+    """Binary request for linear.onnx: x f32[rows,65536], the output binary too."""
     x = np.full((rows, LINEAR_W), value, np.float32)
     hdr = {"inputs": [{"name": "x", "shape": [rows, LINEAR_W], "datatype": "FP32",
                        "parameters": {"binary_data_size": x.nbytes}}],
