@@ -540,7 +540,9 @@ static void form(osv_serve_t *s, mstate_t *ms, uint64_t now, formed_t *f, osv_sr
         return;
     uint64_t delay = bc->max_queue_delay_us * 1000;
     bool delay_exceeded = now - oldest >= delay || s->stop;
-    if (adaptive && !send_now && !s->stop && !(best && best == rows)) {
+    /* The adaptive mode waits only while a run of the model is in progress: an idle model's next
+     * request would find a free instance anyway (and a lone client waits for this very answer). */
+    if (adaptive && !send_now && !s->stop && !(best && best == rows) && ms->running > 0) {
         uint64_t wait = osv_batcher_adaptive_wait(ms->bat, rows, oldest, deadline, now);
         if (bc->max_queue_delay_set && now + wait > oldest + delay) /* an explicit delay bounds the wait */
             wait = oldest + delay > now ? oldest + delay - now : 0;
@@ -628,12 +630,13 @@ static bool would_miss_deadline(osv_serve_t *s, const osv_sreq_t *r, const mstat
     return *wait_ns + own > UINT64_MAX / 2 || now + *wait_ns + own > r->deadline;
 }
 
-/* A fast model with nothing queued runs on the submitting (loop) thread. A batching model does only
- * when its batcher would take one row anyway (the adaptive mode found batching does not pay). */
+/* A fast model with nothing queued runs on the submitting (loop) thread. A batching model does only in
+ * the adaptive mode, which adds no delay to a request that finds nothing to join: a hand-off costs a
+ * fast model more than its run, and batches still form from what queues while runs are in progress. */
 static bool can_inline(osv_serve_t *s, const osv_sreq_t *r, const mstate_t *ms)
 {
     return r->may_inline && my_slot >= 0 && my_slot < s->o.loop_threads && !ms->instances && !ms->preserve &&
-           (!ms->batching || osv_batcher_cap(ms->bat) <= 1) &&
+           (!ms->batching || osv_batching_effective_mode(ms->bc) == OSV_BATCHING_ADAPTIVE) &&
            atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
            atomic_load_explicit(&ms->queued, memory_order_relaxed) == 0;
 }
