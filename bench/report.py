@@ -869,6 +869,19 @@ class Report:
         else:
             self.w("(no results: bench/compare/RESULTS.md is missing)")
         self.w()
+        self.w("## 9. Dynamic batching")
+        self.w()
+        self.w("Not re-run by `make bench` (about 10 minutes): `bench/batching.py` prints the table, kept with its "
+               "reading in `bench/batching/RESULTS.md`; "
+               "the last run:")
+        self.w()
+        bat_path = os.path.join(ROOT, "bench", "batching", "RESULTS.md")
+        if os.path.exists(bat_path):
+            with open(bat_path) as f:
+                self.w(f.read().strip())
+        else:
+            self.w("(no results: bench/batching/RESULTS.md is missing)")
+        self.w()
 
     # ---- targets summary ---------------------------------------------------------------------------------------
 

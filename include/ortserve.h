@@ -3,6 +3,7 @@
  * Modules (one header each, under ortserve/):
  *   error   error codes and the osv_err_t detail object
  *   alloc   the counted, replaceable allocator for ortserve's own objects
+ *   batching  a model's scheduling settings (max_batch_size, dynamic batching, instances, cache)
  *   dtype   KServe datatype <-> ONNX Runtime element type table
  *   shape   shapes, limits, overflow-checked sizes
  *   sysmem  cgroup v2/v1 and physical memory limits
@@ -16,6 +17,7 @@
 #define ORTSERVE_H
 
 #include "ortserve/alloc.h"
+#include "ortserve/batching.h"
 #include "ortserve/dtype.h"
 #include "ortserve/env.h"
 #include "ortserve/error.h"

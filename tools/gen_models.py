@@ -25,6 +25,13 @@ Models (inputs -> outputs; N, B, T, K symbolic):
   compress.onnx     x f32[4], cond bool[4] -> y f32[2] (really data-dependent)   Compress
   heavy.onnx        x f32[256,1024] -> y f32[256,1024]         64 x Tanh(x @ W): ~34 GFLOP, every run
                     (also the warm-up, which runs zeros: a model whose default deadline follows it)
+  linear.onnx       x f32[N,65536] -> y f32[N,65536]            64 x Tanh: run time grows linearly with N
+                    (batching never makes a row cheaper: the adaptive batcher's "does not pay" model)
+  tanh.onnx         x f32[N,T] -> y f32[N,T]                   the same 64 x Tanh over any width: a long run
+                    on demand (a wide row), and rows of other widths never share its batch
+  rows.onnx         x f32[N,T] -> y f32[N,T]                   y = 2x + 1 (batches of other T never mix)
+  gather.onnx       idx i64[N,1] -> y f32[N,1,4]               Gather from a [10,4] table: an index
+                    outside 0..9 fails the run (a failed batch)
 """
 
 import argparse
@@ -39,7 +46,7 @@ try:
 except ImportError as e:  # e.g. the pyenv python3 on PATH
     sys.exit("gen_models: %s; run with /usr/bin/python3 (Debian python3-onnx, python3-numpy)" % e)
 
-GEN_VERSION = "ortserve-gen_models 3"
+GEN_VERSION = "ortserve-gen_models 8"
 IR_VERSION = 8
 OPSET = 17
 PRODUCER = "ortserve/tools/gen_models.py"
@@ -420,6 +427,43 @@ def build_heavy():
     return make_model(graph, "y = 64 x (x -> tanh(x @ W)): a fixed cost of about a second per run")
 
 
+# --- 12. linear / rows / gather: batching tests ---------------------------------------------------
+LINEAR_WIDTH = 65536
+LINEAR_DEPTH = 64
+
+
+def build_linear(width=LINEAR_WIDTH):
+    nodes, prev = [], "x"
+    for i in range(LINEAR_DEPTH):
+        out = "y" if i == LINEAR_DEPTH - 1 else "t%d" % i
+        nodes.append(helper.make_node("Tanh", [prev], [out], name="tanh%d" % i))
+        prev = out
+    graph = helper.make_graph(nodes, "linear", [vi("x", F32, ["N", width])], [vi("y", F32, ["N", width])])
+    return make_model(graph, "y = tanh^64(x) row by row: run time linear in N, no gain from batching")
+
+
+def build_tanh():
+    return build_linear("T")
+
+
+def build_rows():
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["x2"], name="mul"),
+         helper.make_node("Add", ["x2", "one"], ["y"], name="add")],
+        "rows", [vi("x", F32, ["N", "T"])], [vi("y", F32, ["N", "T"])],
+        initializer=[const("two", np.array(2, np.float32)), const("one", np.array(1, np.float32))])
+    return make_model(graph, "y = 2x + 1 over [N,T]")
+
+
+def build_gather():
+    table = np.arange(40, dtype=np.float32).reshape(10, 4)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["y"], name="gather", axis=0)],
+        "gather", [vi("idx", I64, ["N", 1])], [vi("y", F32, ["N", 1, 4])],
+        initializer=[const("table", table)])
+    return make_model(graph, "y = table[idx]; an index outside 0..9 fails the run")
+
+
 MODELS = [
     ("mlp.onnx", build_mlp),
     ("identity.onnx", build_identity),
@@ -433,6 +477,10 @@ MODELS = [
     ("compress.onnx", build_compress),
     ("bytes_fp32.onnx", build_bytes_fp32),
     ("heavy.onnx", build_heavy),
+    ("linear.onnx", build_linear),
+    ("tanh.onnx", build_tanh),
+    ("rows.onnx", build_rows),
+    ("gather.onnx", build_gather),
 ]
 TEXT_FILES = [("mobilenetv2.labels.txt", mobilenetv2_labels)]
 

@@ -127,6 +127,40 @@ OSV_API uint64_t osv_infer_batch(const osv_infer_t *inf);
 /* Nanoseconds spent in compute_input (prepare + binding) and compute_infer (Run). */
 OSV_API uint64_t osv_infer_ns(const osv_infer_t *inf, osv_phase_t p);
 
+/* ---- batching (the server's batcher joins requests of one model into one run) ------------------------- */
+
+/* A declared, prepared input as the request sent it: datatype, shape, byte size, and where its bytes
+ * are (the slot or caller memory). Valid until osv_infer_fini. */
+typedef struct osv_infer_input_info {
+    osv_dtype_t dtype;
+    uint32_t rank;
+    const int64_t *dims;
+    uint64_t bytes;
+    const void *data;
+} osv_infer_input_info_t;
+
+/* 0, or OSV_EINVAL when idx is not a declared input of a prepared infer. */
+OSV_API int osv_infer_input_info(const osv_infer_t *inf, uint32_t idx, osv_infer_input_info_t *info);
+/* Model output index of the k-th requested output (UINT32_MAX when none). After prepare. */
+OSV_API uint32_t osv_infer_output_index(const osv_infer_t *inf, uint32_t k);
+
+/* A prepared request that was run as rows [row0, row0 + rows) of `batch` (an infer of the same model
+ * that has run): each of its requested outputs becomes a view of those rows of the batch's output —
+ * no copy, except into an output the caller bound to its own memory (shared memory: copied, counted
+ * as reason "batch"). The request is then finished as if it had run; its views stay valid while the
+ * batch's outputs are. release(ud) is called once, by osv_infer_fini of the request, so the batch's
+ * owner knows when the last view is gone. On error (an output without a row per batch row) the
+ * request must be answered with it; release is still called by osv_infer_fini. */
+OSV_API int osv_infer_adopt_rows(osv_infer_t *inf, const osv_infer_t *batch, uint64_t row0, uint64_t rows,
+                                 void (*release)(void *ud), void *ud, osv_err_t *err);
+
+/* A prepared request answered without a run (a response cache hit): its k-th requested output becomes
+ * views[k] (n = its output count; a BYTES output's view holds Triton's serialized form) — no copy,
+ * except into caller memory it bound an output to (counted, reason "cache"). release(ud) is called
+ * once by osv_infer_fini. */
+OSV_API int osv_infer_adopt_views(osv_infer_t *inf, const osv_tensor_view_t *views, uint32_t n,
+                                  void (*release)(void *ud), void *ud, osv_err_t *err);
+
 /* For tests: the data pointer ORT's input OrtValue holds for input idx after Run (NULL if none). */
 OSV_API const void *osv_infer_bound_input_ptr(const osv_infer_t *inf, uint32_t idx);
 

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "batching.h"
 #include "dtype.h"
 #include "env.h"
 #include "error.h"
@@ -69,6 +70,8 @@ typedef struct osv_model_config {
     int64_t deadline_ms;         /* per-request deadline; -1 = server default, 0 = none */
     int64_t max_queue;           /* queued requests before 503; -1 = server default */
     int batch_dim;               /* 1: first dim is the batch (for inference_count); 0: no; -1 auto */
+    osv_batching_config_t batching; /* max_batch_size, dynamic_batching, instance_group (batching.h) */
+    osv_cache_config_t cache;       /* response_cache */
 } osv_model_config_t;
 
 /* Fills *cfg with the defaults above. */
@@ -111,6 +114,9 @@ OSV_API uint64_t osv_model_warmup_ns(const osv_model_t *m);
 /* Resident memory the warm-up Run added to the process (ONNX Runtime's buffers for one run; 0 when
  * it did not run): an estimate of what each further run in flight at once may take. */
 OSV_API uint64_t osv_model_warmup_bytes(const osv_model_t *m);
+/* Runs the model `reps` times on zeros with `rows` along the first dimension (other dynamic dims 1)
+ * and gives the fastest run's nanoseconds: a point of its batch cost curve. Load time (it allocates). */
+OSV_API int osv_model_time_batch(osv_model_t *m, uint64_t rows, int reps, uint64_t *best_ns, osv_err_t *err);
 /* Why the warm-up run failed (the model still serves), or NULL. */
 OSV_API const char *osv_model_warmup_error(const osv_model_t *m);
 /* True when every input and output is a tensor of a KServe datatype (else it cannot be served). */

@@ -27,7 +27,9 @@ extern "C" {
     XX(READAHEAD, "readahead")         /* body bytes that arrived in the same read as the headers */         \
     XX(CHUNKED, "chunked")             /* chunked transfer encoding had to be reassembled */                 \
     XX(DECOMPRESS, "decompress")       /* a gzip/deflate body was inflated */                                \
-    XX(SERIALIZE, "serialize")         /* output written as JSON text or length-prefixed BYTES */
+    XX(SERIALIZE, "serialize")         /* output written as JSON text or length-prefixed BYTES */            \
+    XX(BATCH, "batch")                 /* a request's rows gathered into its batch's input slot */           \
+    XX(CACHE, "cache")                 /* a response kept in the response cache (inputs and outputs) */
 
 typedef enum osv_copy_reason {
 #define OSV__COPY_ENUM(sfx, label) OSV_COPY_##sfx,
@@ -76,6 +78,10 @@ OSV_API const char *osv_outcome_name(osv_outcome_t o);
 #define OSV_HIST_BUCKETS 20
 OSV_API const double *osv_hist_bounds(void); /* OSV_HIST_BUCKETS finite bounds; +Inf is implicit */
 
+/* Batch-size histogram upper bounds: 1, 2, 4 ... 4096 rows. */
+#define OSV_BATCH_HIST_BUCKETS 13
+OSV_API const uint64_t *osv_batch_hist_bounds(void);
+
 typedef struct osv_duration_stat {
     uint64_t count;
     uint64_t ns;
@@ -93,6 +99,10 @@ typedef struct osv_stats_snapshot {
     uint64_t last_inference_ms;                           /* wall clock, ms since the epoch */
     uint64_t bind[2][OSV_COPY_REASON_COUNT];              /* tensor bindings by direction and reason */
     uint64_t copied_bytes[OSV_COPY_REASON_COUNT];
+    osv_duration_stat_t cache_hit;  /* Triton's cache_hit: lookups that answered, and their time */
+    osv_duration_stat_t cache_miss; /* cache_miss: lookups that did not, plus the insertion after the run */
+    uint64_t batch_hist[OSV_BATCH_HIST_BUCKETS + 1]; /* executions by batch size (non-cumulative; bounds
+                                                        osv_batch_hist_bounds, last = +Inf) */
     uint64_t canceled;          /* runs terminated by a deadline */
     uint64_t recovery_attempts; /* retries of transient failures */
     uint64_t slo_violations[2]; /* OSV_SLO_LATENCY, OSV_SLO_ERROR */
@@ -115,6 +125,20 @@ OSV_API void osv_stats_record_copy(osv_stats_t *s, osv_copy_reason_t r, uint64_t
 OSV_API void osv_stats_add_canceled(osv_stats_t *s);
 OSV_API void osv_stats_add_recovery(osv_stats_t *s);
 OSV_API void osv_stats_add_slo_violation(osv_stats_t *s, int kind); /* OSV_SLO_* */
+/* A response-cache lookup of this model: hit or miss, and the time it took (a miss adds its insertion). */
+OSV_API void osv_stats_record_cache(osv_stats_t *s, bool hit, uint64_t ns);
+/* Triton's batch_stats: one execution of `batch` rows and its compute times (not sharded: a small
+ * table of the sizes seen, at most OSV_BATCH_STATS_SIZES distinct ones; later sizes are not listed). */
+#define OSV_BATCH_STATS_SIZES 128
+typedef struct osv_batch_stat {
+    uint64_t batch_size;
+    uint64_t count;
+    uint64_t input_ns, infer_ns, output_ns;
+} osv_batch_stat_t;
+OSV_API void osv_stats_record_batch(osv_stats_t *s, uint64_t batch, uint64_t input_ns, uint64_t infer_ns,
+                                    uint64_t output_ns);
+/* Copies up to cap rows (ascending batch size) into out; returns how many. Any thread. */
+OSV_API uint32_t osv_stats_batch_stats(const osv_stats_t *s, osv_batch_stat_t *out, uint32_t cap);
 
 /* Sums the shards into *out. Thread-safe with concurrent recording. */
 OSV_API void osv_stats_snapshot(const osv_stats_t *s, osv_stats_snapshot_t *out);

@@ -128,6 +128,9 @@ static const osv_opt_t opts[] = {
     OSV_OPT_BYTES(
         "shm-max-bytes", srv.shm_max_bytes, 0, OSV_OPT_TiB, "0 = the pool's budget",
         "bytes all registered shared-memory regions may span together, 400 beyond (default: the pool's)"),
+    OSV_OPT_BYTES("cache-size", srv.cache_bytes, 0, OSV_OPT_TiB, "0 = no cache",
+                  "response cache for models with response_cache enabled: whole responses kept, least recently "
+                  "used evicted; kept out of the pool's share of the memory limit (default 0: no cache)"),
     OSV_OPT_FLAG("force-copy", srv.force_copy, "copy every tensor instead of binding in place (benchmarks)"),
     OSV_OPT_STRING("ort-library", ort_library, "PATH", "libonnxruntime.so.1 to load"),
     OSV_OPT_FLAG("ort-telemetry", ort_telemetry, "let ONNX Runtime's own telemetry run (default 0: off)"),
@@ -156,6 +159,8 @@ static const osv_opt_hint_t triton_flags[] = {
     {"log-error", "log-level", NULL},
     {"exit-timeout-secs", "drain-timeout-ms", "in milliseconds"},
     {"http-thread-count", "loops", NULL},
+    {"response-cache-byte-size", "cache-size", NULL},
+    {"cache-config", "cache-size", "--cache-size SIZE (the local cache: local,size=SIZE)"},
 };
 
 static const osv_opt_cmd_t serve_cmd = {.name = "serve",
@@ -355,8 +360,10 @@ static void log_pool_plan(const serve_cfg_t *cfg, const osv_server_plan_t *s)
         n += (size_t)snprintf(classes + n, sizeof classes - n, "%s%" PRIu64 "x%u", i ? "," : "",
                               ps.cls[i].slot_size, ps.cls[i].slots);
     osv_log(OSV_LOG_INFO, "pool_plan",
-            "\"budget\":\"%s\",\"budget_bytes\":%" PRIu64 ",\"planned_bytes\":%" PRIu64 ",\"classes\":\"%s\"",
-            cfg->pool_bytes ? "--pool-bytes" : "default", osv_pool_budget(s->pool), ps.total_bytes, classes);
+            "\"budget\":\"%s\",\"budget_bytes\":%" PRIu64 ",\"planned_bytes\":%" PRIu64 ",\"classes\":\"%s\""
+            ",\"cache_bytes\":%" PRIu64,
+            cfg->pool_bytes ? "--pool-bytes" : "default", osv_pool_budget(s->pool), ps.total_bytes, classes,
+            cfg->srv.cache_bytes);
 }
 
 /* The next name of a comma-separated list: its length (0 at the end); *p moves past it. */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "batching_config.h"
 #include "model_internal.h"
 #include "ortserve/alloc.h"
 #include "util/json.h"
@@ -205,6 +206,8 @@ static int top_member(cfg_ctx_t *c, uint32_t key, uint32_t val)
 
     if ((rc = section(c, key, val, &handled)) != 0 || handled)
         return rc;
+    if ((rc = osv_batching_config_json(&cfg->batching, &cfg->cache, &c->doc, key, val, &b, c->err)) != 0 || b)
+        return rc;
     if (KEY_IS("threads"))
         return each_member(c, val, "threads", threads_member);
     if (KEY_IS("memory"))
@@ -249,7 +252,8 @@ static int top_member(cfg_ctx_t *c, uint32_t key, uint32_t val)
     }
     return unknown(c, key, "config.json",
                    "threads, optimization, memory, limits, labels, output_labels, warmup, "
-                   "allow_dtype_conversion, deadline_ms, max_queue, batch_dim, image, postprocess, slo");
+                   "allow_dtype_conversion, deadline_ms, max_queue, batch_dim, image, postprocess, slo, "
+                   "max_batch_size, dynamic_batching, instance_group, response_cache, parameters");
 }
 
 int osv_model_config_parse(osv_model_t *m, osv_err_t *err)

@@ -49,6 +49,12 @@ typedef struct infer_out {
     void *data;
     osv_copy_reason_t reason;
     OrtValue *value;
+    /* Rows adopted from a batch (osv_infer_adopt_rows): a BYTES output's elements are read from the
+     * batch's string tensor, starting at element src_elem0. Borrowed, never released here. */
+    OrtValue *src_value;
+    uint64_t src_elem0;
+    /* A BYTES output adopted in serialized form (osv_infer_adopt_views): data holds it. */
+    uint8_t serialized;
 } infer_out_t;
 
 struct osv_infer {
@@ -66,6 +72,9 @@ struct osv_infer {
     infer_out_t *out;
     const char **out_names;
     OrtValue **in_vals, **out_vals;
+    /* Outputs adopted from a batch: called once by osv_infer_fini (the batch's owner releases it). */
+    void (*borrow_release)(void *ud);
+    void *borrow_ud;
 };
 
 #define ALIGN16(x) (((x) + 15u) & ~(size_t)15u)
@@ -147,6 +156,11 @@ int osv_infer_add_input(osv_infer_t *inf, uint32_t idx, osv_dtype_t dt, const in
     snprintf(what, sizeof what, "input '%s'", ti->name);
     if ((rc = osv_shape_check(what, ti->dims, ti->rank, dims, rank, &m->cfg.limits, err)) != 0)
         return rc;
+    if (m->cfg.batching.max_batch_size &&
+        (rank < 1 || dims[0] < 1 || (uint64_t)dims[0] > m->cfg.batching.max_batch_size))
+        return osv_err_set(err, OSV_ESHAPE,
+                           "input '%s': batch size %" PRId64 " is outside [1, %u], the model's max_batch_size",
+                           ti->name, rank ? dims[0] : 0, m->cfg.batching.max_batch_size);
     if ((rc = osv_shape_size(dims, rank, dt, &m->cfg.limits, &in->count, &in->bytes, err)) != 0) {
         osv_err_prefix(err, "input '%s'", ti->name);
         return rc;
@@ -824,6 +838,8 @@ int osv_infer_run(osv_infer_t *inf, osv_err_t *err)
     }
     /* Triton's inference_count / execution_count: successful inferences and executions only. */
     osv_stats_record_exec(m->stats, inf->batch);
+    osv_stats_record_batch(m->stats, inf->batch, inf->ns[OSV_PHASE_COMPUTE_INPUT], inf->ns[OSV_PHASE_COMPUTE_INFER],
+                           0);
     return 0;
 }
 
@@ -917,15 +933,25 @@ int osv_infer_output_bytes(osv_infer_t *inf, uint32_t k, void *dst, uint64_t cap
 {
     const OrtApi *api = osv_ort;
     infer_out_t *o = k < inf->n_out ? &inf->out[k] : NULL;
+    OrtValue *val = o ? (o->src_value ? o->src_value : o->value) : NULL;
+    uint64_t e0 = o ? o->src_elem0 : 0;
     uint8_t *p = dst;
-    if (!o || !inf->ran || inf->m->out[o->idx].dtype != OSV_DTYPE_BYTES || !o->value)
+    if (o && inf->ran && o->serialized) { /* kept in Triton's serialized form already */
+        if (cap < o->bytes)
+            return osv_err_set(err, OSV_ETOOBIG, "BYTES output needs %" PRIu64 " bytes", o->bytes);
+        if (o->bytes)
+            memcpy(dst, o->data, o->bytes);
+        osv_infer_note_copy(inf, OSV_COPY_BYTES, o->bytes);
+        return 0;
+    }
+    if (!o || !inf->ran || inf->m->out[o->idx].dtype != OSV_DTYPE_BYTES || !val)
         return osv_err_set(err, OSV_EINVAL, "output %u is not a BYTES output of a finished run", k);
     if (cap < o->bytes)
         return osv_err_set(err, OSV_ETOOBIG, "BYTES output needs %" PRIu64 " bytes", o->bytes);
     for (uint64_t i = 0; i < o->count; i++) {
         size_t len = 0;
         uint32_t l32;
-        int rc = osv_ort_status(api->GetStringTensorElementLength(o->value, i, &len), err, "string output");
+        int rc = osv_ort_status(api->GetStringTensorElementLength(val, e0 + i, &len), err, "string output");
         if (!rc && (uint64_t)(p - (uint8_t *)dst) + 4 + len > cap)
             rc = osv_err_set(err, OSV_ETOOBIG, "BYTES output grew while reading");
         if (!rc && len > UINT32_MAX)
@@ -935,7 +961,7 @@ int osv_infer_output_bytes(osv_infer_t *inf, uint32_t k, void *dst, uint64_t cap
         l32 = (uint32_t)len;
         memcpy(p, &l32, 4);
         if (len &&
-            (rc = osv_ort_status(api->GetStringTensorElement(o->value, len, i, p + 4), err, "string output")))
+            (rc = osv_ort_status(api->GetStringTensorElement(val, len, e0 + i, p + 4), err, "string output")))
             return rc;
         p += 4 + len;
     }
@@ -977,7 +1003,149 @@ void osv_infer_fini(osv_infer_t *inf)
 {
     if (!inf)
         return;
+    if (inf->borrow_release) {
+        void (*fn)(void *) = inf->borrow_release;
+        inf->borrow_release = NULL;
+        fn(inf->borrow_ud);
+    }
     release_values(inf);
     if (inf->slot.base && inf->opts.pool)
         osv_pool_release(inf->opts.pool, &inf->slot);
+}
+
+/* ---- batches: a request's inputs read in place, its outputs adopted from a batch's rows ------------- */
+
+int osv_infer_input_info(const osv_infer_t *inf, uint32_t idx, osv_infer_input_info_t *info)
+{
+    const infer_in_t *in = idx < inf->m->n_in ? &inf->in[idx] : NULL;
+    if (!in || !in->declared || !inf->prepared)
+        return OSV_EINVAL;
+    info->dtype = in->dtype;
+    info->rank = in->rank;
+    info->dims = in->dims;
+    info->bytes = in->bytes;
+    info->data = in->in_slot ? slot_ptr((osv_infer_t *)inf, in->off, in->bytes) : in->ext;
+    return info->data || !in->bytes ? 0 : OSV_EINVAL;
+}
+
+uint32_t osv_infer_output_index(const osv_infer_t *inf, uint32_t k)
+{
+    return k < inf->n_out ? inf->out[k].idx : UINT32_MAX;
+}
+
+/* The k-th requested output of `batch` that is model output idx, or NULL. */
+static const infer_out_t *batch_output(const osv_infer_t *batch, uint32_t idx)
+{
+    for (uint32_t k = 0; k < batch->n_out; k++)
+        if (batch->out[k].idx == idx)
+            return &batch->out[k];
+    return NULL;
+}
+
+/* Serialized size of BYTES elements [e0, e0 + n) of a string tensor: a 4-byte length each plus the bytes. */
+static int string_rows_size(OrtValue *v, uint64_t e0, uint64_t n, uint64_t *bytes, osv_err_t *err)
+{
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        size_t len = 0;
+        int rc = osv_ort_status(osv_ort->GetStringTensorElementLength(v, e0 + i, &len), err, "string output");
+        if (rc)
+            return rc;
+        total += 4 + (uint64_t)len;
+    }
+    *bytes = total;
+    return 0;
+}
+
+/* Output o of a member takes rows [row0, row0 + rows) of the batch's output b. */
+static int adopt_output(osv_infer_t *inf, infer_out_t *o, const infer_out_t *b, uint64_t row0, uint64_t rows,
+                        osv_err_t *err)
+{
+    const osv_tensor_info_t *ti = &inf->m->out[o->idx];
+    uint64_t per_row, size = osv_dtype_size(ti->dtype);
+    if (b->rank < 1 || b->dims[0] < 0 || (uint64_t)b->dims[0] < row0 + rows)
+        return osv_err_set(err, OSV_EORT,
+                           "output '%s' has %" PRId64 " rows, not one per row of the batch (%" PRIu64 ")",
+                           ti->name, b->rank ? b->dims[0] : 0, row0 + rows);
+    per_row = b->dims[0] ? b->count / (uint64_t)b->dims[0] : 0;
+    o->rank = b->rank;
+    memcpy(o->dims, b->dims, b->rank * sizeof *b->dims);
+    o->dims[0] = (int64_t)rows;
+    o->count = per_row * rows;
+    o->reason = b->reason;
+    if (ti->dtype == OSV_DTYPE_BYTES) {
+        o->src_value = b->value;
+        o->src_elem0 = per_row * row0;
+        o->data = NULL;
+        return string_rows_size(b->value, o->src_elem0, o->count, &o->bytes, err);
+    }
+    o->bytes = o->count * size;
+    o->data = (uint8_t *)b->data + per_row * row0 * size;
+    if (o->ext) { /* a shared-memory destination: the rows are copied there (counted) */
+        if (o->bytes > o->ext_cap)
+            return osv_err_set(err, OSV_EINVAL, "output '%s' is %" PRIu64 " bytes, the destination holds %" PRIu64,
+                               ti->name, o->bytes, o->ext_cap);
+        if (o->bytes)
+            memcpy(o->ext, o->data, o->bytes);
+        osv_infer_note_copy(inf, OSV_COPY_BATCH, o->bytes);
+        o->data = o->ext;
+    }
+    return 0;
+}
+
+int osv_infer_adopt_rows(osv_infer_t *inf, const osv_infer_t *batch, uint64_t row0, uint64_t rows,
+                         void (*release)(void *ud), void *ud, osv_err_t *err)
+{
+    int rc = 0;
+    if (!inf->prepared || inf->ran || !batch->ran || inf->m != batch->m)
+        return osv_err_set(err, OSV_EINVAL, "rows can only be adopted by a prepared request from its model's batch");
+    inf->ran = 1;
+    inf->borrow_release = release;
+    inf->borrow_ud = ud;
+    atomic_store(&inf->state, ST_DONE);
+    for (uint32_t k = 0; k < inf->n_out && !rc; k++) {
+        infer_out_t *o = &inf->out[k];
+        const infer_out_t *b = batch_output(batch, o->idx);
+        rc = b ? adopt_output(inf, o, b, row0, rows, err)
+               : osv_err_set(err, OSV_EINVAL, "output '%s' is not in the batch", inf->m->out[o->idx].name);
+        if (!rc) {
+            osv_stats_record_bind(inf->m->stats, OSV_DIR_OUTPUT, o->reason, 0);
+            note_fallback(inf, o->reason);
+        }
+    }
+    inf->ns[OSV_PHASE_COMPUTE_INFER] = batch->ns[OSV_PHASE_COMPUTE_INFER];
+    return rc;
+}
+
+int osv_infer_adopt_views(osv_infer_t *inf, const osv_tensor_view_t *views, uint32_t n, void (*release)(void *ud),
+                          void *ud, osv_err_t *err)
+{
+    if (!inf->prepared || inf->ran || n != inf->n_out)
+        return osv_err_set(err, OSV_EINVAL, "views can only be adopted by a prepared request, one per output");
+    inf->ran = 1;
+    inf->borrow_release = release;
+    inf->borrow_ud = ud;
+    atomic_store(&inf->state, ST_DONE);
+    for (uint32_t k = 0; k < n; k++) {
+        infer_out_t *o = &inf->out[k];
+        const osv_tensor_view_t *v = &views[k];
+        o->rank = v->rank;
+        memcpy(o->dims, v->dims, v->rank * sizeof *v->dims);
+        o->count = v->count;
+        o->bytes = v->bytes;
+        o->data = v->data;
+        o->reason = OSV_COPY_NONE;
+        o->serialized = v->dtype == OSV_DTYPE_BYTES;
+        if (o->ext && !o->serialized) { /* a shared-memory destination: copied there (counted) */
+            if (o->bytes > o->ext_cap)
+                return osv_err_set(err, OSV_EINVAL,
+                                   "output '%s' is %" PRIu64 " bytes, the destination holds %" PRIu64,
+                                   inf->m->out[o->idx].name, o->bytes, o->ext_cap);
+            if (o->bytes)
+                memcpy(o->ext, o->data, o->bytes);
+            osv_infer_note_copy(inf, OSV_COPY_CACHE, o->bytes);
+            o->data = o->ext;
+        }
+    }
+    return 0;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "batching_config.h"
 #include "model_internal.h"
 #include "ortserve/alloc.h"
 #include "ortserve/dtype.h"
@@ -30,6 +31,7 @@ void osv_model_config_default(osv_model_config_t *c)
     c->deadline_ms = -1;
     c->max_queue = -1;
     c->batch_dim = -1;
+    osv_batching_config_default(&c->batching, &c->cache);
 }
 
 char *osv_model_own(osv_model_t *m, char *s)
@@ -430,6 +432,46 @@ static void check_declared_shape(osv_model_t *m, uint32_t i, OrtValue *v)
         atomic_store_explicit(&m->derive_broken[i], 1, memory_order_relaxed);
 }
 
+/* Zero-filled ORT tensors for every input, dynamic dims = 1 and the first dim = rows when rows > 0
+ * (in[] has n_in entries; the caller releases them). Returns false with msg set. */
+static bool zero_inputs(osv_model_t *m, uint64_t rows, OrtValue **in, char *msg, size_t cap)
+{
+    const OrtApi *api = osv_ort;
+    OrtStatus *st = NULL;
+    for (uint32_t i = 0; i < m->n_in && !st; i++) {
+        const osv_tensor_info_t *t = &m->in[i];
+        int64_t dims[OSV_MAX_DIMS];
+        void *data = NULL;
+        size_t count = 1;
+        if (t->kind != OSV_VALUE_TENSOR || t->dtype == OSV_DTYPE_INVALID) {
+            snprintf(msg, cap, "input '%s' is not a servable tensor", t->name);
+            return false;
+        }
+        for (int32_t d = 0; d < t->rank; d++) {
+            dims[d] = t->dims[d] < 0 ? (d == 0 && rows ? (int64_t)rows : 1) : t->dims[d];
+            count *= (size_t)dims[d];
+        }
+        st = api->CreateTensorAsOrtValue(m->env->allocator, dims, (size_t)(t->rank < 0 ? 0 : t->rank),
+                                         (ONNXTensorElementDataType)t->ort_type, &in[i]);
+        if (!st && t->dtype != OSV_DTYPE_BYTES && count > 0 &&
+            (st = api->GetTensorMutableData(in[i], &data)) == NULL && data)
+            memset(data, 0, count * osv_dtype_size(t->dtype));
+    }
+    if (st) {
+        snprintf(msg, cap, "%s", api->GetErrorMessage(st));
+        api->ReleaseStatus(st);
+        return false;
+    }
+    return true;
+}
+
+static void release_all(OrtValue **v, uint32_t n)
+{
+    for (uint32_t i = 0; v && i < n; i++)
+        if (v[i])
+            osv_ort->ReleaseValue(v[i]);
+}
+
 /* Runs the model once on zero-filled inputs (dynamic dims = 1) so the first request does not pay
  * for ORT's lazy initialisation. A failure is recorded, not fatal: some models reject zeros. */
 static void warmup(osv_model_t *m)
@@ -443,29 +485,11 @@ static void warmup(osv_model_t *m)
         snprintf(msg, sizeof msg, "out of memory");
         goto done;
     }
-    for (uint32_t i = 0; i < m->n_in && !st; i++) {
-        const osv_tensor_info_t *t = &m->in[i];
-        int64_t dims[OSV_MAX_DIMS];
-        void *data = NULL;
-        size_t count = 1;
-        if (t->kind != OSV_VALUE_TENSOR || t->dtype == OSV_DTYPE_INVALID) {
-            snprintf(msg, sizeof msg, "input '%s' is not a servable tensor", t->name);
-            goto done;
-        }
-        for (int32_t d = 0; d < t->rank; d++) {
-            dims[d] = t->dims[d] < 0 ? 1 : t->dims[d];
-            count *= (size_t)dims[d];
-        }
-        st = api->CreateTensorAsOrtValue(m->env->allocator, dims, (size_t)(t->rank < 0 ? 0 : t->rank),
-                                         (ONNXTensorElementDataType)t->ort_type, &in[i]);
-        if (!st && t->dtype != OSV_DTYPE_BYTES && count > 0 &&
-            (st = api->GetTensorMutableData(in[i], &data)) == NULL && data)
-            memset(data, 0, count * osv_dtype_size(t->dtype));
-    }
+    if (!zero_inputs(m, 0, in, msg, sizeof msg))
+        goto done;
     uint64_t t0 = osv_now_ns(), rss0 = osv_sysmem_rss();
-    if (!st)
-        st = api->Run(m->session, NULL, m->in_names, (const OrtValue *const *)in, m->n_in, m->out_names,
-                      m->n_out, out);
+    st = api->Run(m->session, NULL, m->in_names, (const OrtValue *const *)in, m->n_in, m->out_names, m->n_out,
+                  out);
     if (!st) {
         uint64_t rss1 = osv_sysmem_rss();
         m->warmup_ns = osv_now_ns() - t0;
@@ -478,16 +502,40 @@ static void warmup(osv_model_t *m)
         api->ReleaseStatus(st);
     }
 done:
-    for (uint32_t i = 0; in && i < m->n_in; i++)
-        if (in[i])
-            api->ReleaseValue(in[i]);
-    for (uint32_t i = 0; out && i < m->n_out; i++)
-        if (out[i])
-            api->ReleaseValue(out[i]);
+    release_all(in, m->n_in);
+    release_all(out, m->n_out);
     osv_free(in);
     osv_free(out);
     if (*msg)
         m->warmup_error = osv_model_own(m, osv_strdup(msg));
+}
+
+int osv_model_time_batch(osv_model_t *m, uint64_t rows, int reps, uint64_t *best_ns, osv_err_t *err)
+{
+    const OrtApi *api = osv_ort;
+    OrtValue **in = osv_calloc(m->n_in + 1, sizeof *in), **out = osv_calloc(m->n_out + 1, sizeof *out);
+    char msg[OSV_ERR_MSG_MAX] = "";
+    int rc = 0;
+    *best_ns = 0;
+    if (!in || !out)
+        rc = osv_err_set(err, OSV_ENOMEM, "out of memory");
+    else if (!zero_inputs(m, rows, in, msg, sizeof msg))
+        rc = osv_err_set(err, OSV_EORT, "%s", msg);
+    for (int k = 0; !rc && k < reps; k++) {
+        uint64_t t0 = osv_now_ns();
+        rc = osv_ort_status(api->Run(m->session, NULL, m->in_names, (const OrtValue *const *)in, m->n_in,
+                                     m->out_names, m->n_out, out),
+                            err, "timing a batch");
+        uint64_t ns = osv_now_ns() - t0;
+        if (!rc && (!*best_ns || ns < *best_ns))
+            *best_ns = ns;
+        release_all(out, m->n_out);
+        memset(out, 0, (m->n_out + 1) * sizeof *out);
+    }
+    release_all(in, m->n_in);
+    osv_free(in);
+    osv_free(out);
+    return rc;
 }
 
 static int model_build(osv_model_t *m, const char *path, const char *config_dir, osv_err_t *err)
@@ -511,7 +559,11 @@ static int model_build(osv_model_t *m, const char *path, const char *config_dir,
         osv_err_prefix(err, "%s/config.json", config_dir);
         return rc;
     }
-    m->batch_dim = resolve_batch_dim(m);
+    if ((rc = osv_batching_config_check(&m->cfg.batching, m->in, m->n_in, m->out, m->n_out, err)) != 0) {
+        osv_err_prefix(err, "%s/config.json", config_dir ? config_dir : ".");
+        return rc;
+    }
+    m->batch_dim = m->cfg.batching.max_batch_size ? 1 : resolve_batch_dim(m);
     for (uint32_t i = 0; i < m->n_out; i++)
         for (int32_t d = 0; d < m->out[i].rank; d++)
             m->outputs_symbolic |= m->out[i].dims[d] < 0 && m->out[i].sym[d][0];

@@ -23,11 +23,23 @@ typedef struct shard {
     counter_t bind[2][OSV_COPY_REASON_COUNT];
     counter_t copied[OSV_COPY_REASON_COUNT];
     counter_t canceled, recovery, slo_violations[2];
+    counter_t cache_count[2], cache_ns[2]; /* [0] miss, [1] hit */
+    counter_t batch_hist[OSV_BATCH_HIST_BUCKETS + 1];
 } shard_t;
+
+/* One batch size's row of Triton's batch_stats: size 0 = free; claimed once with a CAS. */
+typedef struct batch_row {
+    _Atomic uint64_t size;
+    counter_t count, input_ns, infer_ns, output_ns;
+} batch_row_t;
 
 struct osv_stats {
     shard_t shard[OSV_STAT_SHARDS];
+    batch_row_t batch[OSV_BATCH_STATS_SIZES];
 };
+
+static const uint64_t batch_bounds[OSV_BATCH_HIST_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024,
+                                                              2048, 4096};
 
 static const double bounds[OSV_HIST_BUCKETS] = {
     10e-6, 25e-6, 50e-6,  100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
@@ -80,6 +92,11 @@ const char *osv_outcome_name(osv_outcome_t o)
 const double *osv_hist_bounds(void)
 {
     return bounds;
+}
+
+const uint64_t *osv_batch_hist_bounds(void)
+{
+    return batch_bounds;
 }
 
 uint64_t osv_now_ns(void)
@@ -154,8 +171,12 @@ void osv_stats_record_exec(osv_stats_t *s, uint64_t batch)
     shard_t *sh = my(s);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    unsigned b = 0;
+    while (b < OSV_BATCH_HIST_BUCKETS && batch_bounds[b] < batch)
+        b++;
     add(&sh->execution_count, 1);
     add(&sh->inference_count, batch);
+    add(&sh->batch_hist[b], 1);
     atomic_store_explicit(&sh->last_inference_ms, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000,
                           memory_order_relaxed);
 }
@@ -192,6 +213,58 @@ void osv_stats_add_slo_violation(osv_stats_t *s, int kind)
         add(&my(s)->slo_violations[kind], 1);
 }
 
+void osv_stats_record_cache(osv_stats_t *s, bool hit, uint64_t ns)
+{
+    shard_t *sh = my(s);
+    add(&sh->cache_count[hit], 1);
+    add(&sh->cache_ns[hit], ns);
+}
+
+void osv_stats_record_batch(osv_stats_t *s, uint64_t batch, uint64_t input_ns, uint64_t infer_ns,
+                            uint64_t output_ns)
+{
+    uint64_t size = batch ? batch : 1; /* a model without a batch dimension runs "batches" of 1 */
+    for (unsigned i = 0; i < OSV_BATCH_STATS_SIZES; i++) {
+        batch_row_t *r = &s->batch[i];
+        uint64_t cur = atomic_load_explicit(&r->size, memory_order_acquire), zero = 0;
+        if (cur == 0 && atomic_compare_exchange_strong(&r->size, &zero, size))
+            cur = size;
+        else if (cur == 0)
+            cur = zero; /* another thread claimed it meanwhile: its size */
+        if (cur != size)
+            continue;
+        add(&r->count, 1);
+        add(&r->input_ns, input_ns);
+        add(&r->infer_ns, infer_ns);
+        add(&r->output_ns, output_ns);
+        return;
+    }
+}
+
+uint32_t osv_stats_batch_stats(const osv_stats_t *s, osv_batch_stat_t *out, uint32_t cap)
+{
+    uint32_t n = 0;
+    for (unsigned i = 0; i < OSV_BATCH_STATS_SIZES && n < cap; i++) {
+        const batch_row_t *r = &s->batch[i];
+        osv_batch_stat_t row = {.batch_size = atomic_load_explicit(&r->size, memory_order_acquire)};
+        if (!row.batch_size)
+            continue;
+        row.count = atomic_load_explicit(&r->count, memory_order_relaxed);
+        row.input_ns = atomic_load_explicit(&r->input_ns, memory_order_relaxed);
+        row.infer_ns = atomic_load_explicit(&r->infer_ns, memory_order_relaxed);
+        row.output_ns = atomic_load_explicit(&r->output_ns, memory_order_relaxed);
+        if (!row.count)
+            continue;
+        uint32_t j = n++; /* insertion: ascending batch size */
+        while (j > 0 && out[j - 1].batch_size > row.batch_size) {
+            out[j] = out[j - 1];
+            j--;
+        }
+        out[j] = row;
+    }
+    return n;
+}
+
 static uint64_t rd(const counter_t *c)
 {
     return atomic_load_explicit(c, memory_order_relaxed);
@@ -220,6 +293,12 @@ static void sum_shard(const shard_t *sh, osv_stats_snapshot_t *o)
             o->bind[d][r] += rd(&sh->bind[d][r]);
     for (int r = 0; r < OSV_COPY_REASON_COUNT; r++)
         o->copied_bytes[r] += rd(&sh->copied[r]);
+    o->cache_miss.count += rd(&sh->cache_count[0]);
+    o->cache_miss.ns += rd(&sh->cache_ns[0]);
+    o->cache_hit.count += rd(&sh->cache_count[1]);
+    o->cache_hit.ns += rd(&sh->cache_ns[1]);
+    for (int b = 0; b <= OSV_BATCH_HIST_BUCKETS; b++)
+        o->batch_hist[b] += rd(&sh->batch_hist[b]);
     o->canceled += rd(&sh->canceled);
     o->recovery_attempts += rd(&sh->recovery);
     o->slo_violations[0] += rd(&sh->slo_violations[0]);

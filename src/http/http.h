@@ -122,6 +122,9 @@ typedef struct osv_request {
     bool counted; /* recorded in a model's statistics */
     uint64_t ns[OSV_PHASE_COUNT];
     uint64_t batch;
+    uint64_t batch_id;        /* the batch it ran in (0 = alone), as the request layer numbered it */
+    uint32_t batch_requests;  /* requests in that batch */
+    bool cache_hit;           /* answered from the response cache */
     osv_copy_reason_t fallback;
     uint64_t core_copied; /* bytes the core copied (binding fallbacks) */
     uint64_t phase_t0[OSV_PHASE_COUNT], phase_t1[OSV_PHASE_COUNT]; /* monotonic start/end by phase */

@@ -84,6 +84,9 @@ typedef struct infer_ctx {
     const uint8_t *mem;        /* that body */
     uint64_t mem_len;
     uint64_t shm_reserved; /* untouched shared-memory bytes reserved with the memory guard */
+    uint64_t timeout_at;   /* parameters.timeout as an absolute monotonic time (0 = none) */
+    uint64_t timeout_us;   /* ... and as given (504 messages) */
+    uint64_t priority;     /* parameters.priority (0 = the model's default level) */
     int rc;
     osv_err_t err;
 } infer_ctx_t;
@@ -345,12 +348,16 @@ static int decode_parameters(dec_t *d, int32_t p)
     if ((t = member(d, p, "binary_data_output")) >= 0 &&
         osv_json_tok_bool(&d->doc, (uint32_t)t, &x->binary_default, NULL))
         return bad(d, "'binary_data_output' must be a boolean");
-    if ((t = member(d, p, "timeout")) >= 0) { /* Triton: microseconds; it may shorten the deadline */
+    if ((t = member(d, p, "timeout")) >= 0) { /* Triton: microseconds; the request layer applies it */
         uint64_t us;
         if (osv_json_tok_u64(&d->doc, (uint32_t)t, &us, NULL) != 0)
             return bad(d, "'timeout' must be a non-negative integer (microseconds)");
-        osv_h_deadline_shorten(d->c, us, 1000ull, OSV_DEADLINE_REQUEST);
+        if (us)
+            x->timeout_at = us > (UINT64_MAX - d->c->req.t_start) / 1000 ? UINT64_MAX : d->c->req.t_start + us * 1000;
+        x->timeout_us = us;
     }
+    if ((t = member(d, p, "priority")) >= 0 && osv_json_tok_u64(&d->doc, (uint32_t)t, &x->priority, NULL) != 0)
+        return bad(d, "'priority' must be a non-negative integer (1 is the highest level, 0 the model's default)");
     if ((t = member(d, p, "sequence_id")) >= 0 && !(get_i64(d, t, &v) == 0 && v == 0))
         return bad(d, "sequence batching ('sequence_id') is not supported");
     return 0;
@@ -768,6 +775,9 @@ static void finish(osv_conn_t *c)
         }
     }
     c->req.batch = r->batch;
+    c->req.batch_id = r->batch_id;
+    c->req.batch_requests = r->batch_requests;
+    c->req.cache_hit = r->cache_hit;
     if (shm_broken(c, x))
         return;
     if (r->rc) {
@@ -796,6 +806,9 @@ static void dispatch(osv_conn_t *c)
                       .deadline = c->req.deadline,
                       .deadline_ms = c->req.deadline_ms,
                       .deadline_src = c->req.deadline_src,
+                      .timeout_at = x->timeout_at,
+                      .timeout_us = x->timeout_us,
+                      .priority = x->priority,
                       .may_inline = !x->has_image, /* decoding takes milliseconds: never on the loop */
                       .prepare = x->has_image ? preprocess_images : NULL,
                       .complete = completed,

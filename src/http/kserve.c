@@ -250,8 +250,9 @@ void osv_h_model_ready(osv_conn_t *c, const osv_route_t *r)
 }
 
 /* Triton's ModelConfig as JSON (model_configuration extension): what tritonclient and
- * perf_analyzer read. Full shapes are reported with max_batch_size 0: the model handles batching. */
-static void config_tensor(osv_jw_t *w, const osv_tensor_info_t *t, bool output)
+ * perf_analyzer read. Full shapes are reported with max_batch_size 0 (the model handles batching);
+ * with the max_batch_size of its config, dims leave the batch dimension out, as Triton's do. */
+static void config_tensor(osv_jw_t *w, const osv_tensor_info_t *t, bool output, bool batched)
 {
     char type[24];
     snprintf(type, sizeof type, "TYPE_%s", t->dtype == OSV_DTYPE_BYTES ? "STRING" : osv_dtype_name(t->dtype));
@@ -260,7 +261,7 @@ static void config_tensor(osv_jw_t *w, const osv_tensor_info_t *t, bool output)
     jw_kstr(w, "data_type", type);
     osv_jw_key(w, "dims", 4);
     osv_jw_arr_begin(w);
-    for (int32_t d = 0; d < t->rank; d++)
+    for (int32_t d = batched ? 1 : 0; d < t->rank; d++)
         osv_jw_i64(w, t->dims[d]);
     osv_jw_arr_end(w);
     if (output) {
@@ -268,6 +269,62 @@ static void config_tensor(osv_jw_t *w, const osv_tensor_info_t *t, bool output)
         osv_jw_str(w, t->n_labels ? "labels" : "", t->n_labels ? 6 : 0);
     }
     osv_jw_obj_end(w);
+}
+
+static void jw_kuint_str(osv_jw_t *w, const char *key, uint64_t v) /* proto3 JSON: uint64 as a string */
+{
+    char s[24];
+    snprintf(s, sizeof s, "%" PRIu64, v);
+    jw_kstr(w, key, s);
+}
+
+static void config_policy(osv_jw_t *w, const char *key, const osv_queue_policy_t *p)
+{
+    osv_jw_key(w, key, strlen(key));
+    osv_jw_obj_begin(w);
+    jw_kstr(w, "timeout_action", p->timeout_action == OSV_TIMEOUT_DELAY ? "DELAY" : "REJECT");
+    jw_kuint_str(w, "default_timeout_microseconds", p->default_timeout_us);
+    osv_jw_key(w, "allow_timeout_override", 22);
+    osv_jw_bool(w, p->allow_timeout_override);
+    osv_jw_key(w, "max_queue_size", 14);
+    osv_jw_u64(w, p->max_queue_size);
+    osv_jw_obj_end(w);
+}
+
+static void config_batching(osv_jw_t *w, const osv_model_config_t *cfg)
+{
+    const osv_batching_config_t *b = &cfg->batching;
+    if (b->dynamic) {
+        osv_jw_key(w, "dynamic_batching", 16);
+        osv_jw_obj_begin(w);
+        osv_jw_key(w, "preferred_batch_size", 20);
+        osv_jw_arr_begin(w);
+        for (uint32_t i = 0; i < b->n_preferred; i++)
+            osv_jw_u64(w, b->preferred[i]);
+        osv_jw_arr_end(w);
+        jw_kuint_str(w, "max_queue_delay_microseconds", b->max_queue_delay_us);
+        osv_jw_key(w, "preserve_ordering", 17);
+        osv_jw_bool(w, b->preserve_ordering);
+        osv_jw_key(w, "priority_levels", 15);
+        osv_jw_u64(w, b->priority_levels);
+        osv_jw_key(w, "default_priority_level", 22);
+        osv_jw_u64(w, b->default_priority_level);
+        config_policy(w, "default_queue_policy", &b->default_queue_policy);
+        osv_jw_key(w, "priority_queue_policy", 21);
+        osv_jw_obj_begin(w);
+        for (uint32_t l = 0; l < b->priority_levels && l < OSV_BATCH_MAX_PRIORITIES; l++) {
+            char k[8];
+            snprintf(k, sizeof k, "%u", l + 1);
+            if (b->level_policy_set[l])
+                config_policy(w, k, &b->level_policy[l]);
+        }
+        osv_jw_obj_end(w);
+        osv_jw_obj_end(w);
+    }
+    if (cfg->cache.enable) {
+        osv_jw_key(w, "response_cache", 14);
+        osv_jw_raw(w, "{\"enable\":true}", 15);
+    }
 }
 
 static void fill_model_config(osv_jw_t *w, void *ud)
@@ -278,18 +335,26 @@ static void fill_model_config(osv_jw_t *w, void *ud)
     jw_kstr(w, "name", osv_model_name(m));
     jw_kstr(w, "platform", "onnxruntime_onnx");
     jw_kstr(w, "backend", "onnxruntime");
+    bool batched = cfg->batching.max_batch_size > 0;
     osv_jw_key(w, "max_batch_size", 14);
-    osv_jw_i64(w, 0);
+    osv_jw_i64(w, cfg->batching.max_batch_size);
     for (int io = 0; io < 2; io++) {
         uint32_t n = io ? osv_model_output_count(m) : osv_model_input_count(m);
         osv_jw_key(w, io ? "output" : "input", io ? 6 : 5);
         osv_jw_arr_begin(w);
         for (uint32_t i = 0; i < n; i++)
-            config_tensor(w, io ? osv_model_output(m, i) : osv_model_input(m, i), io);
+            config_tensor(w, io ? osv_model_output(m, i) : osv_model_input(m, i), io, batched);
         osv_jw_arr_end(w);
     }
+    config_batching(w, cfg);
     osv_jw_key(w, "instance_group", 14);
-    osv_jw_raw(w, "[{\"kind\":\"KIND_CPU\",\"count\":1}]", 31);
+    osv_jw_arr_begin(w);
+    osv_jw_obj_begin(w);
+    jw_kstr(w, "kind", "KIND_CPU");
+    osv_jw_key(w, "count", 5);
+    osv_jw_u64(w, cfg->batching.instance_count ? cfg->batching.instance_count : 1);
+    osv_jw_obj_end(w);
+    osv_jw_arr_end(w);
     osv_jw_key(w, "parameters", 10);
     osv_jw_obj_begin(w);
     osv_jw_key(w, "intra_op_thread_count", 21);
@@ -307,7 +372,7 @@ void osv_h_model_config(osv_conn_t *c, const osv_route_t *r)
     osv_model_t *m = osv_h_model(c, r);
     if (!m)
         return;
-    send_built(c, 200, model_json_max(m) + 1024, fill_model_config, m);
+    send_built(c, 200, model_json_max(m) + 4096, fill_model_config, m); /* + dynamic_batching */
     osv_model_release(m);
 }
 
@@ -320,7 +385,8 @@ static uint64_t deadline_after(uint64_t start, uint64_t n, uint64_t unit_ns)
     return ns > UINT64_MAX - start ? UINT64_MAX : start + ns;
 }
 
-void osv_h_deadline_shorten(osv_conn_t *c, uint64_t n, uint64_t unit_ns, osv_deadline_src_t src)
+/* Shortens the deadline to n units (unit_ns each) after the request's start; 0 leaves it as is. */
+static void deadline_shorten(osv_conn_t *c, uint64_t n, uint64_t unit_ns, osv_deadline_src_t src)
 {
     uint64_t d;
     if (n == 0)
@@ -364,7 +430,7 @@ int osv_h_deadline(osv_conn_t *c, const osv_model_t *m)
     c->req.deadline = def > 0 ? deadline_after(c->req.t_start, (uint64_t)def, 1000000ull) : 0;
     c->req.deadline_ms = def > 0 ? (uint64_t)def : 0;
     c->req.deadline_src = src;
-    osv_h_deadline_shorten(c, asked, 1000000ull, OSV_DEADLINE_HEADER);
+    deadline_shorten(c, asked, 1000000ull, OSV_DEADLINE_HEADER);
     return 0;
 }
 

@@ -299,6 +299,9 @@ void osv_http_record(osv_conn_t *c)
                           .bytes_in = q->bytes_in,
                           .bytes_out = c->res.sent,
                           .batch = q->batch,
+                          .batch_id = q->batch_id,
+                          .batch_requests = q->batch_requests,
+                          .cache_hit = q->cache_hit,
                           .core_copied = q->core_copied,
                           .fallback = q->fallback};
     memcpy(r.ns, q->ns, sizeof r.ns);

@@ -60,6 +60,7 @@ static void serve_opts(const osv_server_opts_t *o, int loops, osv_serve_opts_t *
     so->image_max_bytes = o->image_max_bytes;
     so->image_max_images = o->image_max_images;
     so->shm_max_bytes = o->shm_max_bytes;
+    so->cache_bytes = o->cache_bytes;
     so->auth_token_file = o->auth_token_file;
 }
 

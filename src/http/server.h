@@ -41,6 +41,7 @@ typedef struct osv_server_opts {
     bool allow_shm;
     /* Registered shared memory, all regions together (0 = the pool's budget). */
     uint64_t shm_max_bytes;
+    uint64_t cache_bytes; /* the response cache's budget (--cache-size); 0 = no cache */
     bool model_control; /* the repository API may load/unload models (--model-control-mode explicit) */
     bool force_copy;    /* benchmarks: copy every tensor (honest comparison) */
     osv_pool_opts_t pool;

@@ -27,6 +27,25 @@ static void duration(osv_jw_t *w, const char *key, uint64_t count, uint64_t ns)
     osv_jw_obj_end(w);
 }
 
+/* Triton's batch_stats: per execution batch size, the executions and their compute times. */
+static void batch_stats(osv_jw_t *w, const osv_stats_t *st)
+{
+    osv_batch_stat_t rows[OSV_BATCH_STATS_SIZES];
+    uint32_t n = osv_stats_batch_stats(st, rows, OSV_BATCH_STATS_SIZES);
+    osv_jw_key(w, "batch_stats", 11);
+    osv_jw_arr_begin(w);
+    for (uint32_t i = 0; i < n; i++) {
+        osv_jw_obj_begin(w);
+        osv_jw_key(w, "batch_size", 10);
+        osv_jw_u64(w, rows[i].batch_size);
+        duration(w, "compute_input", rows[i].count, rows[i].input_ns);
+        duration(w, "compute_infer", rows[i].count, rows[i].infer_ns);
+        duration(w, "compute_output", rows[i].count, rows[i].output_ns);
+        osv_jw_obj_end(w);
+    }
+    osv_jw_arr_end(w);
+}
+
 static bool matches(const osv_route_t *r, const osv_model_t *m)
 {
     if (!r->model)
@@ -64,12 +83,10 @@ static int one_model(void *ud, osv_model_t *m)
     duration(w, "fail", s.fail.count, s.fail.ns);
     for (int p = OSV_PHASE_QUEUE; p < OSV_PHASE_COUNT; p++) /* Triton's names: osv_phase_name */
         duration(w, osv_phase_name((osv_phase_t)p), s.phase[p].count, s.phase[p].ns);
-    duration(w, "cache_hit", 0, 0);
-    duration(w, "cache_miss", 0, 0);
+    duration(w, "cache_hit", s.cache_hit.count, s.cache_hit.ns);
+    duration(w, "cache_miss", s.cache_miss.count, s.cache_miss.ns);
     osv_jw_obj_end(w);
-    osv_jw_key(w, "batch_stats", 11);
-    osv_jw_arr_begin(w);
-    osv_jw_arr_end(w);
+    batch_stats(w, osv_model_stats(m));
     osv_jw_obj_end(w);
     return 0;
 }
@@ -90,7 +107,7 @@ void osv_h_stats(osv_conn_t *c, const osv_route_t *r)
         osv_model_release(m);
     }
     osv_repo_index(s->repo, true, NULL, 0, &n_rows);
-    cap = 256 + (n_rows + 1) * 1536;
+    cap = 256 + (n_rows + 1) * (1536 + OSV_BATCH_STATS_SIZES * 256); /* a batch_stats row is < 256 bytes */
     if (!(buf = osv_res_body_buf(c, cap))) {
         osv_res_error(c, 503, "no memory for the response, retry later");
         return;
@@ -172,7 +189,13 @@ void osv_h_metrics(osv_conn_t *c)
                           .memory_shed = sc.memory_shed,
                           .pool = s->pool,
                           .repo = s->repo,
-                          .model_queued = osv_serve_model_queued};
+                          .model_queued = osv_serve_model_queued,
+                          .cache_budget = sc.cache.budget,
+                          .cache_bytes = sc.cache.bytes,
+                          .cache_entries = sc.cache.entries,
+                          .cache_inserts = sc.cache.inserts,
+                          .cache_evictions = sc.cache.evictions,
+                          .cache_too_large = sc.cache.too_large};
     bool om = wants_openmetrics(c);
     char *page;
     size_t len;

@@ -150,6 +150,70 @@ static void histogram(scrape_t *x, const char *name, const char *help, osv_phase
     }
 }
 
+/* Executions by batch size (rows), per model: a histogram with bounds 1, 2, 4 ... 4096. */
+static void batch_size_family(scrape_t *x)
+{
+    const uint64_t *bounds = osv_batch_hist_bounds();
+    family(x, "ortserve_batch_size", "histogram",
+           "Rows per model execution (a dynamic batch joins requests; 1 when a request runs alone).");
+    for (size_t i = 0; i < x->n_rows; i++) {
+        const model_row_t *r = &x->rows[i];
+        uint64_t cum = 0, sum = 0;
+        for (int k = 0; k <= OSV_BATCH_HIST_BUCKETS; k++) {
+            cum += r->s.batch_hist[k];
+            if (k < OSV_BATCH_HIST_BUCKETS)
+                put(&x->b, "ortserve_batch_size_bucket{" MV ",le=\"%" PRIu64 "\"} %" PRIu64 "\n", r->name,
+                    r->version, bounds[k], cum);
+            else
+                put(&x->b, "ortserve_batch_size_bucket{" MV ",le=\"+Inf\"} %" PRIu64 "\n", r->name, r->version,
+                    cum);
+        }
+        sum = r->s.inference_count; /* rows of all executions */
+        put(&x->b, "ortserve_batch_size_sum{" MV "} %" PRIu64 "\nortserve_batch_size_count{" MV "} %" PRIu64 "\n",
+            r->name, r->version, sum, r->name, r->version, cum);
+    }
+}
+
+/* Response cache lookups per model, by result, and the time they took. */
+static void cache_model_families(scrape_t *x)
+{
+    family(x, "ortserve_cache_lookups_total", "counter",
+           "Response cache lookups by result (hit: answered without running; miss).");
+    for (size_t i = 0; i < x->n_rows; i++) {
+        put(&x->b, "ortserve_cache_lookups_total{" MV ",result=\"hit\"} %" PRIu64 "\n", x->rows[i].name,
+            x->rows[i].version, x->rows[i].s.cache_hit.count);
+        put(&x->b, "ortserve_cache_lookups_total{" MV ",result=\"miss\"} %" PRIu64 "\n", x->rows[i].name,
+            x->rows[i].version, x->rows[i].s.cache_miss.count);
+    }
+    family(x, "ortserve_cache_lookup_seconds_total", "counter",
+           "Time spent looking responses up in the cache (hashing and comparing the inputs), by result.");
+    for (size_t i = 0; i < x->n_rows; i++) {
+        put(&x->b, "ortserve_cache_lookup_seconds_total{" MV ",result=\"hit\"} %.9f\n", x->rows[i].name,
+            x->rows[i].version, (double)x->rows[i].s.cache_hit.ns / 1e9);
+        put(&x->b, "ortserve_cache_lookup_seconds_total{" MV ",result=\"miss\"} %.9f\n", x->rows[i].name,
+            x->rows[i].version, (double)x->rows[i].s.cache_miss.ns / 1e9);
+    }
+}
+
+/* The response cache, server-wide (--cache-size). */
+static void cache_families(scrape_t *x)
+{
+    const osv_obs_gauges_t *g = x->g;
+    family(x, "ortserve_cache_bytes", "gauge", "Response cache bytes by state (budget: --cache-size; used).");
+    put(&x->b, "ortserve_cache_bytes{state=\"budget\"} %" PRIu64 "\nortserve_cache_bytes{state=\"used\"} %" PRIu64 "\n",
+        g->cache_budget, g->cache_bytes);
+    family(x, "ortserve_cache_entries", "gauge", "Responses held in the response cache.");
+    put(&x->b, "ortserve_cache_entries %" PRIu64 "\n", g->cache_entries);
+    family(x, "ortserve_cache_inserts_total", "counter", "Responses kept in the response cache.");
+    put(&x->b, "ortserve_cache_inserts_total %" PRIu64 "\n", g->cache_inserts);
+    family(x, "ortserve_cache_evictions_total", "counter",
+           "Responses evicted from the response cache (least recently used first) to make room.");
+    put(&x->b, "ortserve_cache_evictions_total %" PRIu64 "\n", g->cache_evictions);
+    family(x, "ortserve_cache_refusals_total", "counter",
+           "Responses not kept: larger than the budget, or the rest of it held by responses being sent.");
+    put(&x->b, "ortserve_cache_refusals_total %" PRIu64 "\n", g->cache_too_large);
+}
+
 static void model_families(scrape_t *x)
 {
     family(x, "ortserve_requests_total", "counter", "Inference requests by outcome.");
@@ -171,6 +235,8 @@ static void model_families(scrape_t *x)
                       offsetof(osv_stats_snapshot_t, inference_count));
     per_model_counter(x, "ortserve_execution_count_total", "Model executions (ONNX Runtime Run calls).",
                       offsetof(osv_stats_snapshot_t, execution_count));
+    batch_size_family(x);
+    cache_model_families(x);
     family(x, "ortserve_zero_copy_success_total", "counter",
            "Tensors bound in place, with no copy, by direction.");
     for (size_t i = 0; i < x->n_rows; i++)
@@ -361,6 +427,7 @@ static void server_families(scrape_t *x)
     family(x, "ortserve_memory_shed_total", "counter", "Inferences refused with 503 by the memory guard.");
     put(&x->b, "ortserve_memory_shed_total %" PRIu64 "\n", g->memory_shed);
     image_budget_families(x);
+    cache_families(x);
     uint64_t exported, dropped, failed;
     osv_trace_counters(&exported, &dropped, &failed);
     family(x, "ortserve_trace_spans_exported_total", "counter", "Spans delivered to the OTLP endpoint.");

@@ -463,6 +463,16 @@ static void access_line(const osv_obs_record_t *r)
             p = put_str(p, osv_copy_reason_name(r->fallback));
             p = put_str(p, "\",\"copied_bytes\":");
             p = put_u64(p, r->core_copied + front_copied(r));
+            if (r->batch_id) {
+                p = put_str(p, ",\"batch_id\":");
+                p = put_u64(p, r->batch_id);
+                p = put_str(p, ",\"batch_requests\":");
+                p = put_u64(p, r->batch_requests);
+                p = put_str(p, ",\"batch_size\":");
+                p = put_u64(p, r->batch);
+            }
+            if (r->cache_hit)
+                p = put_str(p, ",\"cache\":\"hit\"");
         }
         p = put_str(p, "}\n");
     } else {
@@ -486,6 +496,12 @@ static void access_line(const osv_obs_record_t *r)
             p = put_u64(p, r->ns[OSV_PHASE_QUEUE] / 1000);
             p = put_str(p, " binding=");
             p = put_str(p, osv_copy_reason_name(r->fallback));
+            if (r->batch_id) {
+                p = put_str(p, " batch=");
+                p = put_u64(p, r->batch_id);
+            }
+            if (r->cache_hit)
+                p = put_str(p, " cache=hit");
         }
         p = put_str(p, " rid=");
         p = put_esc(p, q->request_id, q->request_id_len, RID_OUT);
@@ -510,6 +526,9 @@ static void record_spans(const osv_obs_record_t *r)
                          .status = r->status,
                          .request_id = q->request_id,
                          .batch = r->batch,
+                         .batch_id = r->batch_id,
+                         .batch_requests = r->batch_requests,
+                         .cache_hit = r->cache_hit,
                          .copied = r->core_copied + front_copied(r),
                          .bytes_in = r->bytes_in,
                          .bytes_out = r->bytes_out,

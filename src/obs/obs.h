@@ -77,6 +77,9 @@ typedef struct osv_obs_record {
     uint64_t ns[OSV_PHASE_COUNT];        /* phase durations; [OSV_PHASE_REQUEST] is set by osv_obs_record */
     uint64_t phase_t0[OSV_PHASE_COUNT], phase_t1[OSV_PHASE_COUNT]; /* monotonic start/end by phase (0 = absent) */
     uint64_t batch;                                   /* the batch size it ran with */
+    uint64_t batch_id;       /* the server's number of the batch it ran in (0 = it ran alone) */
+    uint32_t batch_requests; /* requests in that batch */
+    bool cache_hit;          /* answered from the response cache */
     uint64_t front_copied[OSV_COPY_REASON_COUNT];     /* bytes the front copied, by reason (readahead,
                                                          chunked, decompress) */
     uint64_t core_copied;                             /* bytes the core copied (binding fallbacks) */
@@ -134,6 +137,8 @@ typedef struct osv_obs_gauges {
     osv_repo_t *repo;
     /* requests of model m waiting for a worker (NULL: 0) */
     uint32_t (*model_queued)(const osv_model_t *m);
+    /* the response cache (all 0 without one) */
+    uint64_t cache_budget, cache_bytes, cache_entries, cache_inserts, cache_evictions, cache_too_large;
 } osv_obs_gauges_t;
 
 /* Renders the page (Prometheus text 0.0.4, or OpenMetrics 1.0 with `openmetrics`) into a heap buffer

@@ -57,6 +57,9 @@ typedef struct span_rec {
     char tracestate[257]; /* truncated at a list-member boundary (W3C allows dropping members) */
     char method[8], route[48];
     uint64_t batch, copied, bytes_in, bytes_out;
+    uint64_t batch_id;
+    uint32_t batch_requests;
+    bool cache_hit;
 } span_rec_t;
 
 /* Single-producer (one loop thread) / single-consumer (the exporter) ring. */
@@ -258,6 +261,9 @@ void osv_trace_record(int loop, const osv_span_req_t *q)
     copy_str(s.method, sizeof s.method, q->method, strlen(q->method));
     copy_str(s.route, sizeof s.route, q->route, strlen(q->route));
     s.batch = q->batch;
+    s.batch_id = q->batch_id;
+    s.batch_requests = q->batch_requests;
+    s.cache_hit = q->cache_hit;
     s.copied = q->copied;
     s.bytes_in = q->bytes_in;
     s.bytes_out = q->bytes_out;
@@ -361,6 +367,12 @@ static void write_span(osv_jw_t *w, const span_rec_t *s)
         if (s->binding[0])
             attr_str(w, "ortserve.binding", s->binding);
         attr_int(w, "ortserve.batch_size", (int64_t)s->batch);
+        if (s->batch_id) { /* the batch it shared with other requests: their spans carry the same id */
+            attr_int(w, "ortserve.batch_id", (int64_t)s->batch_id);
+            attr_int(w, "ortserve.batch_requests", (int64_t)s->batch_requests);
+        }
+        if (s->cache_hit)
+            attr_str(w, "ortserve.cache", "hit");
         attr_int(w, "ortserve.copied_bytes", (int64_t)s->copied);
         /* wire sizes, head included: OpenTelemetry's http.request.size / http.response.size (the
          * *.body.size attributes would be the bodies alone) */

@@ -58,6 +58,9 @@ typedef struct osv_span_req {
     const char *request_id;
     const char *binding;
     uint64_t batch, copied, bytes_in, bytes_out;
+    uint64_t batch_id;        /* the batch it ran in (0 = alone) */
+    uint32_t batch_requests;  /* requests in that batch */
+    bool cache_hit;
     uint64_t start_mono, end_mono;         /* the request */
     uint64_t phase_start[OSV_PHASE_COUNT], phase_end[OSV_PHASE_COUNT]; /* by osv_phase_t (0 = absent) */
 } osv_span_req_t;

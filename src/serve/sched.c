@@ -1,20 +1,31 @@
 /* sched.c — where an admitted request runs: inline on the submitting thread (a fast model with
  * nothing queued: a hand-off would cost more than the run), or its model's queue, served by the
- * worker threads; the deadline-aware admission; the run itself under the watchdog.
+ * worker threads — one request at a time, or, for a model with dynamic batching, as many as the
+ * batcher joins into one run (batch.c); the deadline-aware admission; the run itself under the
+ * watchdog.
  *
- * Queues. Each model version has its own FIFO (mstate_t); models with queued requests wait on one
- * ready list, so workers serve models in turn and a batcher can take several requests of one model
- * at once. Front work moved off an event loop (osv_serve_offload) has a bounded FIFO of its own that
- * workers take first (it is short, and a request behind it waits for it). One mutex and condition
- * variable guard all queues: a hand-off costs microseconds, which only requests for slow models pay.
+ * Queues. Each model version has its own queue (mstate_t): one FIFO, or with dynamic batching one per
+ * priority level (Triton's priority_levels; level 1 first, FIFO within a level), each with its queue
+ * policy (max_queue_size; a timeout whose action is REJECT — answered 503 — or DELAY — moved behind
+ * the level's other requests). Models with work a worker can take now wait on one ready list, so
+ * workers serve models in turn; a model whose batch is still forming (Triton's
+ * max_queue_delay_microseconds, or the adaptive mode's wait) waits on the wait list until its due
+ * time or the next arrival; a model running as many batches as its instance_group count is taken
+ * again when one ends. Front work moved off an event loop (osv_serve_offload) has a bounded FIFO of its
+ * own that workers take first (it is short, and a request behind it waits for it). One mutex and
+ * condition variable guard all queues: a hand-off costs microseconds, which only requests for slow
+ * or batched models pay.
  *
- * The watchdog (serve.c's thread) cancels ORT runs whose deadline passed: each thread that runs
- * models owns one watch slot its current run is registered in (two atomic stores). */
+ * Deadlines. A request whose deadline passes while it waits is answered 504 without running; its
+ * queue timeout, as its policy says. The watchdog (serve.c's thread) looks at the queues every tick
+ * and cancels ORT runs whose deadline passed: each thread that runs models owns one watch slot its
+ * current run is registered in (two atomic stores). */
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
 #include <time.h>
 
+#include "serve/cache.h"
 #include "serve/serve_internal.h"
 
 static _Thread_local int my_slot = -1;
@@ -42,6 +53,54 @@ static void ewma_note(_Atomic uint64_t *e, uint64_t ns)
     atomic_store_explicit(e, old ? old - old / 8 + ns / 8 : ns, memory_order_relaxed); /* weight 1/8 */
 }
 
+/* ---- per-model state ------------------------------------------------------------------------------- */
+
+int osv_mstate_create(const osv_serve_opts_t *o, osv_model_t *m, bool cache, mstate_t **out, osv_err_t *err)
+{
+    const osv_model_config_t *cfg = osv_model_config(m);
+    const osv_batching_config_t *bc = &cfg->batching;
+    uint32_t n_levels = bc->dynamic && bc->priority_levels ? bc->priority_levels : 1;
+    mstate_t *ms = osv_calloc(1, sizeof *ms + n_levels * sizeof(level_t));
+    int rc;
+    if (!ms)
+        return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    static _Atomic uint64_t uids;
+    ms->levels = (level_t *)(ms + 1);
+    ms->uid = atomic_fetch_add(&uids, 1) + 1;
+    ms->n_levels = n_levels;
+    ms->model = m;
+    ms->bc = bc;
+    ms->batching = bc->dynamic;
+    ms->preserve = bc->dynamic && bc->preserve_ordering;
+    ms->instances = bc->instance_count;
+    ms->cache = cache && cfg->cache.enable;
+    ms->max_queue = cfg->max_queue >= 0 ? (uint32_t)cfg->max_queue : o->max_queue;
+    ms->deadline_ms = cfg->deadline_ms;
+    ms->stats = osv_model_stats(m);
+    for (uint32_t l = 0; l < n_levels; l++) {
+        level_t *lv = &ms->levels[l];
+        lv->policy = bc->dynamic ? *osv_batching_policy(bc, l + 1) : (osv_queue_policy_t){0};
+        lv->max = lv->policy.max_queue_size ? lv->policy.max_queue_size : ms->max_queue;
+    }
+    /* Start the run-time estimate at the warm-up's (cold: an over-estimate), so a slow model's first
+     * request goes to a worker instead of blocking an event loop. */
+    atomic_init(&ms->ewma_ns, osv_model_warmup_ns(m));
+    if (ms->batching && (rc = osv_batcher_create(m, bc, &ms->bat, err)) != 0) {
+        osv_mstate_free(ms);
+        return rc;
+    }
+    *out = ms;
+    return 0;
+}
+
+void osv_mstate_free(void *p)
+{
+    mstate_t *ms = p;
+    if (ms)
+        osv_batcher_free(ms->bat);
+    osv_free(ms);
+}
+
 /* ---- the watchdog's slots --------------------------------------------------------------------------- */
 
 void osv_serve_thread_init(osv_serve_t *s, int index)
@@ -49,20 +108,20 @@ void osv_serve_thread_init(osv_serve_t *s, int index)
     my_slot = index >= 0 && index < s->o.loop_threads ? index : -1;
 }
 
-static void watch_begin(osv_serve_t *s, osv_infer_t *inf, uint64_t deadline)
+void osv_sched_watch(osv_serve_t *s, osv_infer_t *inf, uint64_t deadline)
 {
     if (my_slot < 0 || my_slot >= s->n_slots)
         return;
     /* Runs without a deadline are registered too, so a drain that times out can cancel them. */
     atomic_store(&s->slots[my_slot].deadline, deadline ? deadline : UINT64_MAX);
     atomic_store(&s->slots[my_slot].inf, inf);
+    if (atomic_load_explicit(&s->canceling, memory_order_relaxed))
+        osv_infer_cancel(inf); /* the drain timed out: the scan that cancels the rest may have passed */
 }
 
 void osv_serve_watch_begin(osv_serve_t *s, osv_sreq_t *r, osv_infer_t *inf)
 {
-    watch_begin(s, inf, r->deadline);
-    if (atomic_load_explicit(&s->canceling, memory_order_relaxed))
-        osv_infer_cancel(inf); /* the drain timed out: the scan that cancels the rest may have passed */
+    osv_sched_watch(s, inf, r->deadline);
 }
 
 void osv_serve_watch_end(osv_serve_t *s)
@@ -108,27 +167,34 @@ bool osv_serve_canceling(const osv_serve_t *s)
 
 /* ---- running one request (any thread that may run models) ---------------------------------------- */
 
+int osv_sched_run_infer(osv_serve_t *s, osv_infer_t *inf, uint64_t deadline, osv_stats_t *st, osv_err_t *err)
+{
+    int rc;
+    for (int attempt = 0;; attempt++) {
+        osv_sched_watch(s, inf, deadline);
+        rc = osv_infer_run(inf, err);
+        osv_serve_watch_end(s);
+        /* ONNX Runtime could not allocate (OSV_ENOMEM, by its code): worth a short retry. */
+        if (rc != OSV_ENOMEM || attempt == 2 || osv_infer_rearm(inf) != 0)
+            return rc;
+        if (st)
+            osv_stats_add_recovery(st);
+        struct timespec ts = {0, 1000000L << attempt}; /* 1, 2 ms */
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int standard_run(osv_serve_t *s, osv_sreq_t *r)
 {
     mstate_t *ms = r->ms;
     int rc;
     r->phase_t0[OSV_PHASE_COMPUTE_INFER] = osv_now_ns();
-    for (int attempt = 0;; attempt++) {
-        watch_begin(s, r->inf, r->deadline);
-        rc = osv_infer_run(r->inf, &r->err);
-        osv_serve_watch_end(s);
-        /* ONNX Runtime could not allocate (OSV_ENOMEM, by its code): worth a short retry. */
-        if (rc != OSV_ENOMEM || attempt == 2 || osv_infer_rearm(r->inf) != 0)
-            break;
-        if (ms && ms->stats)
-            osv_stats_add_recovery(ms->stats);
-        struct timespec ts = {0, 1000000L << attempt}; /* 1, 2 ms */
-        nanosleep(&ts, NULL);
-    }
+    rc = osv_sched_run_infer(s, r->inf, r->deadline, ms ? ms->stats : NULL, &r->err);
     r->phase_t1[OSV_PHASE_COMPUTE_INFER] = osv_now_ns();
     r->ns[OSV_PHASE_COMPUTE_INFER] = osv_infer_ns(r->inf, OSV_PHASE_COMPUTE_INFER);
     r->ns[OSV_PHASE_COMPUTE_INPUT] += osv_infer_ns(r->inf, OSV_PHASE_COMPUTE_INPUT);
     r->batch = osv_infer_batch(r->inf);
+    r->batch_requests = 1;
     return rc;
 }
 
@@ -144,7 +210,23 @@ static void note_run(osv_serve_t *s, osv_sreq_t *r)
     ewma_note(&s->run_ewma_ns, ns);
 }
 
-static void run(osv_serve_t *s, osv_sreq_t *r)
+int osv_sched_deadline_error(osv_sreq_t *r, const char *when)
+{
+    return r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT, "the deadline of %" PRIu64 " ms (%s) passed %s",
+                               r->deadline_ms, osv_serve_deadline_text(r->deadline_src), when);
+}
+
+void osv_sched_timeout_error(osv_serve_t *s, osv_sreq_t *r)
+{
+    if (r->rc != OSV_ECANCELED) /* the core counted the cancellation */
+        return;
+    if (atomic_load_explicit(&s->canceling, memory_order_relaxed))
+        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT, "the server is shutting down: the run was canceled");
+    else
+        osv_sched_deadline_error(r, "while the model ran: the run was canceled");
+}
+
+void osv_sched_run_one(osv_serve_t *s, osv_sreq_t *r)
 {
     mstate_t *ms = r->ms;
     if (atomic_load_explicit(&s->canceling, memory_order_relaxed)) {
@@ -154,51 +236,69 @@ static void run(osv_serve_t *s, osv_sreq_t *r)
     if (r->deadline && osv_now_ns() >= r->deadline) {
         if (ms && ms->stats)
             osv_stats_add_canceled(ms->stats);
-        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT,
-                            "the deadline of %" PRIu64 " ms (%s) passed before the model could run: queued too "
-                            "long",
-                            r->deadline_ms, osv_serve_deadline_text(r->deadline_src));
+        osv_sched_deadline_error(r, "before the model could run: queued too long");
         return;
     }
     if (r->prepare && (r->rc = r->prepare(r)) != 0)
         return;
     r->rc = r->execute ? r->execute(r) : standard_run(s, r);
     note_run(s, r);
-    if (r->rc == OSV_ECANCELED && atomic_load_explicit(&s->canceling, memory_order_relaxed))
-        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT, "the server is shutting down: the run was canceled");
-    else if (r->rc == OSV_ECANCELED) /* the core counted the cancellation */
-        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT,
-                            "the deadline of %" PRIu64 " ms (%s) passed while the model ran: the run was canceled",
-                            r->deadline_ms, osv_serve_deadline_text(r->deadline_src));
+    if (r->rc == 0 && ms && ms->bat && !r->execute)
+        osv_batcher_note(ms->bat, r->rows, r->ns[OSV_PHASE_COMPUTE_INFER]);
+    osv_sched_timeout_error(s, r);
+    if (r->rc == 0 && ms && ms->cache)
+        osv_cache_insert(s->cache, r);
 }
 
-/* ---- admission ------------------------------------------------------------------------------------ */
+/* ---- queues (under lock) ------------------------------------------------------------------------------ */
 
-/* True when a request that has to wait (every worker busy) behind `ahead` queued requests would, by
- * the recent run times, finish after its deadline: the wait is ahead / workers runs of any model plus
- * half a run for those in progress, then one run of its own. Saturating arithmetic: the estimate only
- * has to be right when it is small. Under lock. */
-static bool would_miss_deadline(osv_serve_t *s, const osv_sreq_t *r, const mstate_t *ms, uint32_t ahead,
-                                uint64_t now, uint64_t *wait_ns)
+static void rq_push(rq_t *q, osv_sreq_t *r)
 {
-    uint64_t any = atomic_load_explicit(&s->run_ewma_ns, memory_order_relaxed);
-    uint64_t own = atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed);
-    uint64_t runs2 = 2ull * ahead / (uint64_t)s->n_workers + 1; /* in half runs */
-    if (!r->deadline || !any || !own)
-        return false;
-    /* A worker is free: nothing to wait for. Whether the run itself fits the deadline is for the
-     * watchdog to judge (run times vary with the input); admission refuses only because of a queue. */
-    if (ahead + (uint32_t)atomic_load_explicit(&s->running, memory_order_relaxed) < (uint32_t)s->n_workers)
-        return false;
-    *wait_ns = any > UINT64_MAX / 2 / runs2 ? UINT64_MAX / 2 : runs2 * any / 2;
-    return *wait_ns + own > UINT64_MAX / 2 || now + *wait_ns + own > r->deadline;
+    r->next = NULL;
+    r->q = q;
+    if (q->tail)
+        q->tail->next = r;
+    else
+        q->head = r;
+    q->tail = r;
+    q->n++;
 }
 
-static bool can_inline(osv_serve_t *s, const osv_sreq_t *r, const mstate_t *ms)
+/* Unlinks r, whose predecessor in q is prev (NULL: r is the head). */
+static void rq_unlink(rq_t *q, osv_sreq_t *prev, osv_sreq_t *r)
 {
-    return r->may_inline && my_slot >= 0 && my_slot < s->o.loop_threads &&
-           atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
-           atomic_load_explicit(&ms->queued, memory_order_relaxed) == 0;
+    if (prev)
+        prev->next = r->next;
+    else
+        q->head = r->next;
+    if (q->tail == r)
+        q->tail = prev;
+    q->n--;
+    r->next = NULL;
+    r->q = NULL;
+}
+
+static void set_queued(osv_serve_t *s, mstate_t *ms, int delta)
+{
+    ms->n = (uint32_t)((int64_t)ms->n + delta);
+    s->queued = (uint32_t)((int64_t)s->queued + delta);
+    atomic_store_explicit(&ms->queued, ms->n, memory_order_relaxed);
+    if (ms->n && !ms->active) { /* the watchdog's list of models with queued requests */
+        ms->active = true;
+        ms->prev_active = NULL;
+        ms->next_active = s->active_head;
+        if (s->active_head)
+            s->active_head->prev_active = ms;
+        s->active_head = ms;
+    } else if (!ms->n && ms->active) {
+        ms->active = false;
+        if (ms->prev_active)
+            ms->prev_active->next_active = ms->next_active;
+        else
+            s->active_head = ms->next_active;
+        if (ms->next_active)
+            ms->next_active->prev_active = ms->prev_active;
+    }
 }
 
 static void push_ready(osv_serve_t *s, mstate_t *ms)
@@ -214,6 +314,373 @@ static void push_ready(osv_serve_t *s, mstate_t *ms)
     s->ready_tail = ms;
 }
 
+static void unwait(osv_serve_t *s, mstate_t *ms)
+{
+    if (!ms->waiting)
+        return;
+    for (mstate_t **p = &s->wait_head; *p; p = &(*p)->next_wait) {
+        if (*p == ms) {
+            *p = ms->next_wait;
+            break;
+        }
+    }
+    ms->waiting = false;
+}
+
+/* The model has something to look at now (an arrival, a run ended, a due time passed). */
+static void wake_model(osv_serve_t *s, mstate_t *ms)
+{
+    unwait(s, ms);
+    push_ready(s, ms);
+}
+
+static void wait_until(osv_serve_t *s, mstate_t *ms, uint64_t due)
+{
+    ms->due = due;
+    if (ms->waiting)
+        return;
+    ms->waiting = true;
+    ms->next_wait = s->wait_head;
+    s->wait_head = ms;
+}
+
+/* Models whose forming batch is due go back to the ready list; returns the earliest due time still
+ * ahead (0 = none). */
+static uint64_t promote_due(osv_serve_t *s, uint64_t now)
+{
+    uint64_t next = 0;
+    for (mstate_t **p = &s->wait_head; *p;) {
+        mstate_t *ms = *p;
+        if (ms->due <= now || s->stop) {
+            *p = ms->next_wait;
+            ms->waiting = false;
+            push_ready(s, ms);
+            continue;
+        }
+        next = !next || ms->due < next ? ms->due : next;
+        p = &ms->next_wait;
+    }
+    return next;
+}
+
+/* ---- expiry: deadlines and queue timeouts of waiting requests (under lock) ---------------------------- */
+
+/* Why r cannot wait any longer (0 = it can); sets its rc and err. A DELAY timeout moves it instead. */
+static int expired(osv_serve_t *s, const mstate_t *ms, osv_sreq_t *r, uint64_t now)
+{
+    if (s->stop && atomic_load_explicit(&s->canceling, memory_order_relaxed))
+        return r->rc = osv_err_set(&r->err, OSV_EUNAVAIL, "the server is shutting down");
+    if (r->deadline && now >= r->deadline) {
+        osv_stats_add_canceled(ms->stats);
+        return osv_sched_deadline_error(r, "before the model could run: queued too long");
+    }
+    if (r->queue_timeout && now >= r->queue_timeout && !r->timed_out &&
+        ms->levels[r->level].policy.timeout_action == OSV_TIMEOUT_REJECT)
+        return r->rc = osv_err_set(&r->err, OSV_EUNAVAIL,
+                                   "request timeout expired: it waited in model '%s''s queue longer than its "
+                                   "queue policy allows (timeout_action REJECT), retry later",
+                                   osv_model_name(ms->model));
+    return 0;
+}
+
+/* Walks one queue: expired requests go to *dead (bnext-linked), DELAY timeouts to the level's delayed
+ * queue. */
+static void sweep_queue(osv_serve_t *s, mstate_t *ms, level_t *lv, rq_t *q, uint64_t now, osv_sreq_t **dead)
+{
+    osv_sreq_t *prev = NULL;
+    for (osv_sreq_t *r = q->head, *nx; r; r = nx) {
+        nx = r->next;
+        if (expired(s, ms, r, now)) {
+            rq_unlink(q, prev, r);
+            set_queued(s, ms, -1);
+            r->bnext = *dead;
+            *dead = r;
+        } else if (q == &lv->main && r->queue_timeout && now >= r->queue_timeout) {
+            rq_unlink(q, prev, r); /* DELAY: behind every request of its level that has not timed out */
+            r->timed_out = true;
+            rq_push(&lv->delayed, r);
+        } else {
+            prev = r;
+        }
+    }
+}
+
+static void sweep_model(osv_serve_t *s, mstate_t *ms, uint64_t now, osv_sreq_t **dead)
+{
+    for (uint32_t l = 0; l < ms->n_levels; l++) {
+        sweep_queue(s, ms, &ms->levels[l], &ms->levels[l].main, now, dead);
+        sweep_queue(s, ms, &ms->levels[l], &ms->levels[l].delayed, now, dead);
+    }
+}
+
+/* Answers requests that could not wait (outside the lock), in the order they were found. */
+static void finish_dead(osv_serve_t *s, osv_sreq_t *dead)
+{
+    osv_sreq_t *fifo = NULL;
+    while (dead) {
+        osv_sreq_t *n = dead->bnext;
+        dead->bnext = fifo;
+        fifo = dead;
+        dead = n;
+    }
+    while (fifo) {
+        osv_sreq_t *n = fifo->bnext;
+        fifo->phase_t1[OSV_PHASE_QUEUE] = osv_now_ns();
+        fifo->ns[OSV_PHASE_QUEUE] = fifo->phase_t1[OSV_PHASE_QUEUE] - fifo->phase_t0[OSV_PHASE_QUEUE];
+        osv_sched_finish(s, fifo);
+        fifo = n;
+    }
+}
+
+void osv_sched_expire(osv_serve_t *s, uint64_t now)
+{
+    osv_sreq_t *dead = NULL;
+    pthread_mutex_lock(&s->lock);
+    for (mstate_t *ms = s->active_head; ms; ms = ms->next_active)
+        sweep_model(s, ms, now, &dead);
+    pthread_mutex_unlock(&s->lock);
+    finish_dead(s, dead);
+}
+
+/* ---- completion in order (preserve_ordering) ------------------------------------------------------- */
+
+void osv_sched_finish(osv_serve_t *s, osv_sreq_t *r)
+{
+    mstate_t *ms = r->ms;
+    if (!ms || !ms->preserve) {
+        r->complete(r);
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    osv_sreq_t **p = &ms->done_pending; /* sorted by seq */
+    while (*p && (*p)->seq < r->seq)
+        p = &(*p)->bnext;
+    r->bnext = *p;
+    *p = r;
+    if (ms->draining) { /* the thread completing in order will reach r */
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    ms->draining = true;
+    while (ms->done_pending && ms->done_pending->seq == ms->done_seq) {
+        osv_sreq_t *d = ms->done_pending;
+        ms->done_pending = d->bnext;
+        ms->done_seq++;
+        pthread_mutex_unlock(&s->lock);
+        d->complete(d);
+        pthread_mutex_lock(&s->lock);
+    }
+    ms->draining = false;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- forming what a worker runs (under lock) ------------------------------------------------------ */
+
+static bool preferred(const osv_batching_config_t *bc, uint64_t rows)
+{
+    for (uint32_t i = 0; i < bc->n_preferred; i++)
+        if (bc->preferred[i] == rows)
+            return true;
+    return false;
+}
+
+/* What form() decided. */
+typedef struct formed {
+    osv_sreq_t *members; /* bnext-linked, in order */
+    uint32_t n;
+    uint64_t due;        /* wait until then (members == NULL) */
+} formed_t;
+
+/* Pops the first k candidates (bnext-linked from c): each is at the head of its queue by then. */
+static osv_sreq_t *pop_candidates(osv_serve_t *s, mstate_t *ms, osv_sreq_t *c, uint32_t k)
+{
+    osv_sreq_t *first = c;
+    for (uint32_t i = 0; i < k; i++, c = c->bnext) {
+        rq_t *q = c->q;
+        rq_unlink(q, NULL, c);
+        set_queued(s, ms, -1);
+        if (i + 1 == k)
+            c->bnext = NULL;
+    }
+    return first;
+}
+
+/* Triton's dynamic batcher (dynamic_batch_scheduler.cc, GetDynamicBatch): requests in priority order,
+ * FIFO within a level, join while their shapes agree and the rows fit max_batch_size. Without the delay
+ * exceeded, a batch stops at the largest preferred size it reached (or before passing the largest
+ * preferred size); a batch that reached that size, or cannot grow (the next request does not fit or
+ * differs), or whose oldest request waited max_queue_delay_microseconds, is sent; otherwise it waits
+ * for the delay to pass or another request. The adaptive mode caps the rows at its measured cap and
+ * waits only as long as the expected gain pays (batch.c). */
+static void form(osv_serve_t *s, mstate_t *ms, uint64_t now, formed_t *f, osv_sreq_t **dead)
+{
+    const osv_batching_config_t *bc = ms->bc;
+    bool adaptive = osv_batching_effective_mode(bc) == OSV_BATCHING_ADAPTIVE;
+    uint64_t cap = adaptive ? osv_batcher_cap(ms->bat) : bc->max_batch_size;
+    uint64_t max_pref = bc->n_preferred ? bc->preferred[bc->n_preferred - 1] : cap;
+    uint64_t rows = 0, best = 0, oldest = UINT64_MAX, deadline = 0;
+    uint32_t n = 0, best_n = 0;
+    osv_sreq_t *first = NULL, **tail = &first;
+    bool send_now = false;
+    memset(f, 0, sizeof *f);
+    sweep_model(s, ms, now, dead);
+    for (uint32_t l = 0; l < ms->n_levels && !send_now; l++) {
+        for (int d = 0; d < 2 && !send_now; d++) {
+            rq_t *q = d ? &ms->levels[l].delayed : &ms->levels[l].main;
+            for (osv_sreq_t *r = q->head; r; r = r->next) {
+                if (first && (!osv_batch_compatible(first, r) || rows + r->rows > cap)) {
+                    send_now = true;
+                    break;
+                }
+                if (first && rows + r->rows > max_pref && !best)
+                    best = rows, best_n = n;
+                *tail = r;
+                tail = &r->bnext;
+                rows += r->rows;
+                n++;
+                oldest = r->phase_t0[OSV_PHASE_QUEUE] < oldest ? r->phase_t0[OSV_PHASE_QUEUE] : oldest;
+                if (r->deadline && (!deadline || r->deadline < deadline))
+                    deadline = r->deadline;
+                if (preferred(bc, rows))
+                    best = rows, best_n = n;
+                if (rows >= cap) {
+                    send_now = true;
+                    break;
+                }
+            }
+        }
+    }
+    if (!n)
+        return;
+    uint64_t delay = bc->max_queue_delay_us * 1000;
+    bool delay_exceeded = now - oldest >= delay || s->stop;
+    /* The adaptive mode waits only while a run of the model is in progress: an idle model's next
+     * request would find a free instance anyway (and a lone client waits for this very answer). */
+    if (adaptive && !send_now && !s->stop && !(best && best == rows) && ms->running > 0) {
+        uint64_t wait = osv_batcher_adaptive_wait(ms->bat, rows, oldest, deadline, now);
+        if (bc->max_queue_delay_set && now + wait > oldest + delay) /* an explicit delay bounds the wait */
+            wait = oldest + delay > now ? oldest + delay - now : 0;
+        delay_exceeded = wait == 0;
+        if (!delay_exceeded) {
+            f->due = now + wait;
+            return;
+        }
+    }
+    if (best && !delay_exceeded) {
+        f->members = pop_candidates(s, ms, first, best_n);
+        f->n = best_n;
+        return;
+    }
+    if (send_now || delay_exceeded || rows >= max_pref) {
+        f->members = pop_candidates(s, ms, first, n);
+        f->n = n;
+        return;
+    }
+    f->due = oldest + delay;
+}
+
+/* The next thing to do, under lock: offloaded front work first, then the next ready model's request
+ * (or batch). Requests found expired on the way are put on *dead. */
+static bool take(osv_serve_t *s, uint64_t now, osv_stask_t **task, formed_t *f, osv_sreq_t **dead)
+{
+    *task = NULL;
+    memset(f, 0, sizeof *f);
+    if (s->offload.head) {
+        *task = s->offload.head;
+        s->offload.head = (*task)->next;
+        if (!s->offload.head)
+            s->offload.tail = NULL;
+        s->offload.n--;
+        return true;
+    }
+    while (s->ready_head) {
+        mstate_t *ms = s->ready_head;
+        s->ready_head = ms->next_ready;
+        if (!s->ready_head)
+            s->ready_tail = NULL;
+        ms->ready = false;
+        if (ms->instances && ms->running >= ms->instances)
+            continue; /* taken again when one of its runs ends */
+        if (ms->batching) {
+            form(s, ms, now, f, dead);
+            if (!f->members) {
+                if (f->due)
+                    wait_until(s, ms, f->due);
+                continue;
+            }
+        } else { /* one request, the oldest (the watchdog expires the others while they wait) */
+            if (!ms->levels[0].main.head)
+                continue;
+            f->members = pop_candidates(s, ms, ms->levels[0].main.head, 1);
+            f->n = 1;
+        }
+        ms->running++;
+        if (ms->n)
+            push_ready(s, ms); /* its next requests wait behind the other models' */
+        return true;
+    }
+    return false;
+}
+
+/* ---- admission ------------------------------------------------------------------------------------ */
+
+/* True when a request that has to wait (every worker busy) behind `ahead` queued requests would, by
+ * the recent run times, finish after its deadline: the wait is ahead / workers runs of any model plus
+ * half a run for those in progress, then one run of its own. Saturating arithmetic: the estimate only
+ * has to be right when it is small. Under lock. */
+static bool would_miss_deadline(osv_serve_t *s, const osv_sreq_t *r, const mstate_t *ms, uint32_t ahead,
+                                uint64_t now, uint64_t *wait_ns)
+{
+    uint64_t any = atomic_load_explicit(&s->run_ewma_ns, memory_order_relaxed);
+    uint64_t own = atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed);
+    uint64_t runs2 = 2ull * ahead / (uint64_t)s->n_workers + 1; /* in half runs */
+    if (!r->deadline || !any || !own || ms->batching) /* a batch runs many at once: no estimate here */
+        return false;
+    /* A worker is free: nothing to wait for. Whether the run itself fits the deadline is for the
+     * watchdog to judge (run times vary with the input); admission refuses only because of a queue. */
+    if (ahead + (uint32_t)atomic_load_explicit(&s->running, memory_order_relaxed) < (uint32_t)s->n_workers)
+        return false;
+    *wait_ns = any > UINT64_MAX / 2 / runs2 ? UINT64_MAX / 2 : runs2 * any / 2;
+    return *wait_ns + own > UINT64_MAX / 2 || now + *wait_ns + own > r->deadline;
+}
+
+/* A fast model with nothing queued runs on the submitting (loop) thread. A batching model does only in
+ * the adaptive mode, which adds no delay to a request that finds nothing to join: a hand-off costs a
+ * fast model more than its run, and batches still form from what queues while runs are in progress. */
+static bool can_inline(osv_serve_t *s, const osv_sreq_t *r, const mstate_t *ms)
+{
+    return r->may_inline && my_slot >= 0 && my_slot < s->o.loop_threads && !ms->instances && !ms->preserve &&
+           (!ms->batching || osv_batching_effective_mode(ms->bc) == OSV_BATCHING_ADAPTIVE) &&
+           atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
+           atomic_load_explicit(&ms->queued, memory_order_relaxed) == 0;
+}
+
+/* The request's rows, priority level and queue timeout, from its model's settings. */
+static void classify(mstate_t *ms, osv_sreq_t *r, uint64_t now)
+{
+    const osv_batching_config_t *bc = ms->bc;
+    r->rows = bc->max_batch_size ? osv_infer_batch(r->inf) : 1;
+    r->level = 0;
+    r->queue_timeout = 0;
+    r->timed_out = false;
+    if (!ms->batching) {
+        if (r->timeout_at && (!r->deadline || r->timeout_at < r->deadline)) {
+            r->deadline = r->timeout_at; /* without a queue policy, `timeout` is a shorter deadline */
+            r->deadline_ms = r->timeout_us / 1000;
+            r->deadline_src = OSV_DEADLINE_REQUEST;
+        }
+        return;
+    }
+    if (bc->priority_levels)
+        r->level = (r->priority >= 1 && r->priority <= bc->priority_levels ? (uint32_t)r->priority
+                                                                            : bc->default_priority_level) - 1;
+    const osv_queue_policy_t *p = &ms->levels[r->level].policy;
+    if (p->default_timeout_us)
+        r->queue_timeout = now + p->default_timeout_us * 1000;
+    if (p->allow_timeout_override && r->timeout_at && (!r->queue_timeout || r->timeout_at < r->queue_timeout))
+        r->queue_timeout = r->timeout_at;
+}
+
 int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
 {
     mstate_t *ms = osv_mstate(r->model);
@@ -222,18 +689,30 @@ int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
     int rc = 0;
     r->ms = ms;
     r->rc = 0;
-    r->next = NULL;
+    r->next = r->bnext = NULL;
+    r->batch_id = 0;
+    r->batch_requests = 1;
+    r->cache_hit = false;
+    r->cache_keyed = false;
     if (!ms)
         return osv_err_set(&r->err, OSV_EINVAL, "model '%s' has no scheduling state", osv_model_name(r->model));
+    r->phase_t0[OSV_PHASE_QUEUE] = osv_now_ns(); /* the worker measures the wait from here */
+    classify(ms, r, r->phase_t0[OSV_PHASE_QUEUE]);
+    if (ms->cache && osv_cache_lookup(s->cache, r) == 1)
+        return 1; /* a hit: answered from the cache, nothing queued or run */
     if (can_inline(s, r, ms) || s->n_workers == 0) {
-        run(s, r);
+        osv_sched_run_one(s, r);
         return 1;
     }
-    r->phase_t0[OSV_PHASE_QUEUE] = osv_now_ns(); /* the worker measures the wait from here */
+    level_t *lv = &ms->levels[r->level];
     pthread_mutex_lock(&s->lock);
-    if (ms->n >= ms->max_queue) {
-        rc = osv_err_set(&r->err, OSV_EBUSY, "model '%s' has too many queued requests, retry later",
-                         osv_model_name(r->model));
+    if (lv->main.n + lv->delayed.n >= lv->max) {
+        rc = ms->n_levels > 1
+                 ? osv_err_set(&r->err, OSV_EBUSY,
+                               "model '%s' has too many queued requests at priority level %u, retry later",
+                               osv_model_name(r->model), r->level + 1)
+                 : osv_err_set(&r->err, OSV_EBUSY, "model '%s' has too many queued requests, retry later",
+                               osv_model_name(r->model));
     } else if (would_miss_deadline(s, r, ms, s->queued, r->phase_t0[OSV_PHASE_QUEUE], &wait_ns)) {
         r->expected_wait_ns = wait_ns;
         deadline_refused = true; /* a capacity refusal: 503, retry later — not a 504 */
@@ -242,15 +721,12 @@ int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
                          " ms of queued work ahead), retry later",
                          osv_model_name(r->model), wait_ns / 1000000);
     } else {
-        if (ms->tail)
-            ms->tail->next = r;
-        else
-            ms->head = r;
-        ms->tail = r;
-        ms->n++;
-        s->queued++;
-        atomic_store_explicit(&ms->queued, ms->n, memory_order_relaxed);
-        push_ready(s, ms);
+        r->seq = ms->next_seq++;
+        rq_push(&lv->main, r);
+        set_queued(s, ms, +1);
+        if (ms->bat)
+            osv_batcher_arrival(ms->bat, r->phase_t0[OSV_PHASE_QUEUE]);
+        wake_model(s, ms);
         pthread_cond_signal(&s->cond);
     }
     pthread_mutex_unlock(&s->lock);
@@ -271,46 +747,58 @@ int osv_serve_offload(osv_serve_t *s, osv_stask_t *t)
 
 /* ---- workers -------------------------------------------------------------------------------------- */
 
-/* The next thing to do, under lock: offloaded front work first, then the next model's oldest request. */
-static bool take(osv_serve_t *s, osv_stask_t **task, osv_sreq_t **req)
+static void run_taken(osv_serve_t *s, formed_t *f)
 {
-    *task = NULL;
-    *req = NULL;
-    if ((*task = task_fifo_pop(&s->offload)) != NULL)
-        return true;
-    mstate_t *ms = s->ready_head;
-    if (!ms)
-        return false;
-    s->ready_head = ms->next_ready;
-    if (!s->ready_head)
-        s->ready_tail = NULL;
-    ms->ready = false;
-    *req = ms->head;
-    ms->head = (*req)->next;
-    if (!ms->head)
-        ms->tail = NULL;
-    ms->n--;
-    s->queued--;
-    atomic_store_explicit(&ms->queued, ms->n, memory_order_relaxed);
-    if (ms->n)
-        push_ready(s, ms); /* its next request waits behind the other models' */
-    return true;
-}
-
-static void run_queued(osv_serve_t *s, osv_sreq_t *r)
-{
-    r->phase_t1[OSV_PHASE_QUEUE] = osv_now_ns();
-    r->ns[OSV_PHASE_QUEUE] = r->phase_t1[OSV_PHASE_QUEUE] - r->phase_t0[OSV_PHASE_QUEUE];
+    osv_sreq_t *r = f->members;
+    mstate_t *ms = r->ms;
+    osv_model_t *m = osv_model_ref(ms->model); /* ms lives in the model: kept past the last answer */
+    uint64_t now = osv_now_ns();
+    for (osv_sreq_t *q = r; q; q = q->bnext) {
+        q->phase_t1[OSV_PHASE_QUEUE] = now;
+        q->ns[OSV_PHASE_QUEUE] = now - q->phase_t0[OSV_PHASE_QUEUE];
+    }
     /* Memory guard: one run at a time while the group is near its limit (mem_gate). */
     bool gate = atomic_load_explicit(&s->mem_pressure, memory_order_relaxed) != 0;
     atomic_fetch_add_explicit(&s->running, 1, memory_order_relaxed);
     if (gate)
         pthread_mutex_lock(&s->mem_gate);
-    run(s, r);
+    if (f->n == 1) {
+        r->bnext = NULL;
+        osv_sched_run_one(s, r);
+    }
+    /* A batch's members are finished by the batch; a lone request here (below) after its run. */
+    else
+        osv_batch_run(s, ms, r, f->n);
     if (gate)
         pthread_mutex_unlock(&s->mem_gate);
     atomic_fetch_sub_explicit(&s->running, 1, memory_order_relaxed);
-    r->complete(r);
+    pthread_mutex_lock(&s->lock);
+    ms->running--;
+    if (ms->n)
+        wake_model(s, ms); /* an instance is free: its queue may form a batch now */
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    if (f->n == 1)
+        osv_sched_finish(s, r);
+    osv_model_release(m);
+}
+
+static void wait_for_work(osv_serve_t *s, uint64_t next_due)
+{
+    if (!next_due) {
+        pthread_cond_wait(&s->cond, &s->lock);
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = osv_now_ns(), wait = next_due > now ? next_due - now : 0;
+    ts.tv_sec += (time_t)(wait / 1000000000ull);
+    ts.tv_nsec += (long)(wait % 1000000000ull);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&s->cond, &s->lock, &ts);
 }
 
 static void *worker_main(void *arg)
@@ -319,17 +807,27 @@ static void *worker_main(void *arg)
     my_slot = s->o.loop_threads + atomic_fetch_add(&s->next_worker, 1);
     for (;;) {
         osv_stask_t *t;
-        osv_sreq_t *r;
+        osv_sreq_t *dead = NULL;
+        formed_t f;
+        bool got;
         pthread_mutex_lock(&s->lock);
-        while (!take(s, &t, &r) && !s->stop)
-            pthread_cond_wait(&s->cond, &s->lock);
+        for (;;) {
+            uint64_t now = osv_now_ns();
+            promote_due(s, now);
+            if ((got = take(s, now, &t, &f, &dead)) || dead)
+                break;
+            if (s->stop && !s->wait_head && !s->queued)
+                break;
+            wait_for_work(s, promote_due(s, now)); /* take() may have put models on the wait list */
+        }
         pthread_mutex_unlock(&s->lock);
+        finish_dead(s, dead);
         if (t) {
             t->run(t);
             t->complete(t);
-        } else if (r) {
-            run_queued(s, r);
-        } else {
+        } else if (got) {
+            run_taken(s, &f);
+        } else if (!dead) {
             return NULL; /* stopping, and nothing left */
         }
     }

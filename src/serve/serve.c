@@ -8,6 +8,7 @@
 
 #include "obs/log.h"
 #include "obs/obs.h"
+#include "serve/cache.h"
 #include "serve/serve_internal.h"
 
 void osv_serve_opts_default(osv_serve_opts_t *o)
@@ -22,11 +23,6 @@ void osv_serve_opts_default(osv_serve_opts_t *o)
     o->image_max_pixels = OSV_IMG_DEFAULT_MAX_PIXELS;
     o->image_max_bytes = OSV_IMG_DEFAULT_MAX_BYTES;
     o->image_max_images = OSV_IMG_DEFAULT_MAX_IMAGES;
-}
-
-static void mstate_free(void *p)
-{
-    osv_free(p);
 }
 
 int osv_serve_model_hook(void *ud, osv_model_t *m, osv_err_t *err)
@@ -45,15 +41,14 @@ int osv_serve_model_hook(void *ud, osv_model_t *m, osv_err_t *err)
     osv_img_limits_t il = {o->image_max_pixels, o->image_max_bytes, o->image_max_images};
     if ((rc = osv_img_model_attach(m, &il, err)) != 0) /* "image"/"postprocess" sections */
         return rc;
-    if (!(ms = osv_calloc(1, sizeof *ms)))
-        return osv_err_set(err, OSV_ENOMEM, "out of memory");
-    ms->max_queue = cfg->max_queue >= 0 ? (uint32_t)cfg->max_queue : o->max_queue;
-    ms->deadline_ms = cfg->deadline_ms;
-    ms->stats = osv_model_stats(m);
-    /* Start the run-time estimate at the warm-up's (cold: an over-estimate), so a slow model's first
-     * request goes to a worker instead of blocking an event loop. */
-    atomic_init(&ms->ewma_ns, osv_model_warmup_ns(m));
-    osv_model_set_attachment(m, OSV_ATTACH_SCHED, ms, mstate_free);
+    if (cfg->cache.enable && !o->cache_bytes)
+        osv_log(OSV_LOG_WARN, "response_cache_off",
+                "\"model\":\"%s\",\"version\":%" PRId64 ",\"reason\":\"response_cache is enabled but the "
+                "server has no cache: set --cache-size\"",
+                osv_model_name(m), osv_model_version(m));
+    if ((rc = osv_mstate_create(o, m, o->cache_bytes > 0, &ms, err)) != 0)
+        return rc;
+    osv_model_set_attachment(m, OSV_ATTACH_SCHED, ms, osv_mstate_free);
     return 0;
 }
 
@@ -146,15 +141,21 @@ static int plan_memory(osv_serve_t *s, osv_err_t *err)
     }
     if (!po.reserve_bytes && hints.run_bytes <= UINT64_MAX / 4096) /* a run per worker at once */
         po.reserve_bytes = hints.run_bytes * (uint64_t)(s->n_workers < 4096 ? s->n_workers : 4096);
-    uint64_t decode = s->o.image_decode_budget, runs = po.reserve_bytes;
+    uint64_t decode = s->o.image_decode_budget, runs = po.reserve_bytes, cache = s->o.cache_bytes;
     if (decode)
         po.reserve_bytes = runs + decode >= runs ? runs + decode : UINT64_MAX;
+    if (cache) /* the response cache's budget is kept out of the pool's share, like an explicit decode budget */
+        po.reserve_bytes = po.reserve_bytes + cache >= cache ? po.reserve_bytes + cache : UINT64_MAX;
     if ((rc = osv_pool_create(&po, &s->pool, err)) != 0)
         return rc;
     osv_pool_get_stats(s->pool, &ps);
-    if (!decode)
-        decode = osv_img_budget_default(ps.total_bytes + runs >= runs ? ps.total_bytes + runs : UINT64_MAX);
+    if (!decode) { /* half of what the pool, the runs and the cache leave */
+        uint64_t taken = ps.total_bytes + runs >= runs ? ps.total_bytes + runs : UINT64_MAX;
+        decode = osv_img_budget_default(taken + cache >= taken ? taken + cache : UINT64_MAX);
+    }
     if ((rc = osv_img_budget_create(decode, &s->img_budget, err)) != 0)
+        return rc;
+    if (cache && (rc = osv_cache_create(cache, &s->cache, err)) != 0)
         return rc;
     if (!s->o.shm_max_bytes)
         s->o.shm_max_bytes = ps.total_bytes;
@@ -250,6 +251,7 @@ static void *watchdog_main(void *arg)
         nanosleep(&ts, NULL);
         uint64_t now = osv_now_ns();
         osv_sched_scan(s, now);
+        osv_sched_expire(s, now);
         osv_serve_watch_memory(s, now);
     }
     return NULL;
@@ -348,7 +350,11 @@ int osv_serve_create(const osv_serve_opts_t *o, osv_env_t *env, osv_repo_t *repo
     s->offload.cap = o->offload_capacity ? o->offload_capacity : 1;
     s->control.cap = CONTROL_CAPACITY;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->cond, NULL);
+    pthread_condattr_t ca; /* workers wait for a forming batch's due time on the monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cond, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&s->control_lock, NULL);
     pthread_cond_init(&s->control_cond, NULL);
     pthread_mutex_init(&s->mem_gate, NULL);
@@ -409,6 +415,7 @@ void osv_serve_destroy(osv_serve_t *s)
     osv_shm_destroy(s->shm);
     osv_auth_destroy(s->auth);
     osv_img_budget_destroy(s->img_budget);
+    osv_cache_destroy(s->cache);
     osv_pool_destroy(s->pool);
     osv_free(s->slots);
     osv_free(s);
@@ -458,4 +465,7 @@ void osv_serve_get_counters(osv_serve_t *s, osv_serve_counters_t *out)
     out->memory_pressure = atomic_load(&s->mem_pressure);
     out->memory_shed = atomic_load(&s->mem_shed);
     out->deadline_refusals = atomic_load(&s->deadline_refusals);
+    out->batches = atomic_load(&s->batch_ids);
+    osv_cache_get_stats(s->cache, &out->cache);
 }
+

@@ -48,6 +48,7 @@ typedef struct osv_serve_opts {
     uint64_t image_max_pixels, image_max_bytes;
     uint32_t image_max_images;
     uint64_t shm_max_bytes; /* bytes all registered shared-memory regions may span; 0 = the pool's */
+    uint64_t cache_bytes;   /* the response cache's budget (--cache-size); 0 = no cache */
     const char *auth_token_file; /* bearer tokens; NULL or "" = none */
 } osv_serve_opts_t;
 
@@ -133,16 +134,25 @@ struct osv_sreq {
     uint64_t deadline;   /* absolute monotonic ns; 0 = none */
     uint64_t deadline_ms;               /* its length, for messages */
     osv_deadline_src_t deadline_src;    /* who set it, for messages */
-    int priority;        /* reserved for the batcher's priority levels (0 = the default) */
+    /* The request's own `timeout` parameter (Triton's, in µs) as an absolute monotonic time; 0 = none.
+     * A model with dynamic batching takes it as the queue timeout its queue policy may let a request
+     * shorten (allow_timeout_override); any other model as a shorter deadline (deadline_src becomes
+     * OSV_DEADLINE_REQUEST). */
+    uint64_t timeout_at;
+    uint64_t timeout_us; /* ... and as given, for messages */
+    uint64_t priority;   /* Triton's `priority`: 1 is the highest level; 0 or beyond the model's
+                            priority_levels = its default_priority_level */
     bool may_inline;     /* the front lets a fast model run on the submitting thread */
     /* Runs on the executing thread before the model (e.g. decoding images into the input tensor);
      * returns 0 or an error code with err set. NULL = nothing to do. */
     int (*prepare)(osv_sreq_t *r);
     /* Runs instead of the standard run (e.g. classify's batched runs); it must bracket each ORT run
-     * with osv_serve_watch_begin/end. NULL = run inf. */
+     * with osv_serve_watch_begin/end. NULL = run inf. A request with execute never joins a batch. */
     int (*execute)(osv_sreq_t *r);
-    /* Called once the request is finished, on the thread that ran it (a worker), with rc and err
-     * set. Not called for a request run inline (osv_serve_submit returns 1) or refused. */
+    /* Called once the request is finished, with rc and err set: on the worker that ran it (with its
+     * batch), or — for a request answered without running (its deadline or queue timeout passed while
+     * it waited, the server is stopping) — on the thread that found it so (a worker or the watchdog).
+     * Not called for a request answered inline (osv_serve_submit returns 1) or refused. */
     void (*complete)(osv_sreq_t *r);
     void *ud; /* the front's own pointer */
 
@@ -153,19 +163,33 @@ struct osv_sreq {
                                               own input decoding and output encoding) */
     uint64_t phase_t0[OSV_PHASE_COUNT];    /* monotonic start of each phase it ran (queue, compute) */
     uint64_t phase_t1[OSV_PHASE_COUNT];    /* ... and end; 0 = absent */
-    uint64_t batch;                        /* the batch size it ran with */
+    uint64_t batch;                        /* the batch size (rows) it ran with */
+    uint64_t batch_id;                     /* the server-wide number of the batch it ran in; 0 = it ran
+                                              alone (its own run, or a cache hit) */
+    uint32_t batch_requests;               /* requests in that batch (1 when alone) */
+    bool cache_hit;                        /* answered from the response cache (nothing ran) */
     uint64_t expected_wait_ns;             /* refused for its deadline: the work queued ahead */
 
-    /* private (sched.c) */
-    osv_sreq_t *next;
-    void *ms; /* the model's scheduling state */
+    /* private (sched.c, batch.c) */
+    osv_sreq_t *next;      /* in its queue */
+    osv_sreq_t *bnext;     /* in a batch being formed or run */
+    void *ms;              /* the model's scheduling state */
+    void *q;               /* the queue it waits in */
+    uint64_t queue_timeout; /* absolute ns its queue policy's timeout passes; 0 = none */
+    uint64_t rows;          /* its rows along the batch dimension (1 without one) */
+    uint64_t seq;           /* preserve_ordering: its place among the model's requests */
+    uint32_t level;         /* its priority level, 0-based */
+    bool timed_out;         /* moved behind its level after its queue timeout (DELAY) */
+    uint64_t cache_hash[2]; /* response cache: its key's hash, computed by the lookup that missed */
+    bool cache_keyed;       /* ... and valid */
 };
 
-/* Admits and schedules r: 1 = it ran inline, to completion, on this thread (rc and err are set,
- * complete() is not called); 0 = queued for a worker (complete() will be called); or a negative
- * code with r->err set, nothing scheduled: OSV_EBUSY — the model's queue is full, or by recent run
- * times the work queued ahead would make it miss its deadline (expected_wait_ns set, counted): both
- * are answered "retry later". Fronts' threads. */
+/* Admits and schedules r: 1 = it was answered inline, on this thread (a fast model with nothing
+ * queued ran it, or the response cache held its answer; rc and err are set, complete() is not
+ * called); 0 = queued for a worker, alone or in a batch (complete() will be called); or a negative
+ * code with r->err set, nothing scheduled: OSV_EBUSY — the model's queue (or its priority level's)
+ * is full, or by recent run times the work queued ahead would make it miss its deadline
+ * (expected_wait_ns set, counted): both are answered "retry later". Fronts' threads. */
 int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r);
 
 /* For execute(): brackets one ORT run of r on the calling thread, so the watchdog can cancel it at
@@ -206,8 +230,16 @@ void osv_serve_reload_auth(osv_serve_t *s);
 
 /* ---- counters and the drain ------------------------------------------------------------------------- */
 
+/* The response cache's figures (serve/cache.h). */
+struct osv_cache_stats {
+    uint64_t budget, bytes, entries;
+    uint64_t hits, misses, inserts, evictions, too_large;
+};
+
 typedef struct osv_serve_counters {
     uint32_t queued;            /* inference requests waiting for a worker, all models */
+    uint64_t batches;           /* batches of more than one request run */
+    struct osv_cache_stats cache; /* the response cache (zeros without one) */
     int memory_pressure;        /* the memory guard is refusing */
     uint64_t working_set;       /* the working set the guard last read (bytes) */
     uint64_t memory_shed;       /* requests the guard refused */

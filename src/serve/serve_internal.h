@@ -5,22 +5,61 @@
 
 #include "serve/serve.h"
 
+typedef struct osv_cache osv_cache_t; /* cache.c */
+
 #define OSV_ATTACH_SCHED 2
+
+/* A FIFO of requests (next-linked). */
+typedef struct rq {
+    osv_sreq_t *head, *tail;
+    uint32_t n;
+} rq_t;
+
+/* One priority level of a model's queue (a model without dynamic batching has one). Under
+ * osv_serve_t.lock. */
+typedef struct level {
+    rq_t main;     /* in arrival order */
+    rq_t delayed;  /* queue timeout passed with timeout_action DELAY: behind main, before the next level */
+    uint32_t max;  /* requests it may hold (main + delayed) before 503 */
+    osv_queue_policy_t policy;
+} level_t;
+
+typedef struct osv_batcher osv_batcher_t; /* batch.c */
 
 /* Per model version, attached at load (OSV_ATTACH_SCHED) and freed with the model. */
 typedef struct mstate {
-    /* written under osv_serve_t.lock by fronts' threads (submit) and workers (take) */
-    osv_sreq_t *head, *tail; /* its queue, FIFO */
-    uint32_t n;              /* requests in it */
-    bool ready;              /* on the ready list */
+    /* written under osv_serve_t.lock by fronts' threads (submit), workers (take, run end) and the
+     * watchdog (expiry) */
+    level_t *levels; /* n_levels of them, stored after this struct */
+    uint32_t n;      /* requests queued, all levels */
+    bool ready;      /* on the ready list */
     struct mstate *next_ready;
+    bool waiting;    /* on the wait list: a batch forms until `due` (a request arriving re-checks) */
+    uint64_t due;
+    struct mstate *next_wait;
+    bool active;     /* on the active list (has queued requests): the watchdog expires them */
+    struct mstate *prev_active, *next_active;
+    uint32_t running;  /* runs (batches) of this model in progress on workers */
+    uint64_t next_seq; /* preserve_ordering: the next request's place */
+    uint64_t done_seq; /* preserve_ordering: the next place to complete */
+    osv_sreq_t *done_pending; /* completed out of order, sorted by seq (bnext-linked) */
+    bool draining;     /* a thread is completing pending requests in order */
     /* written by anyone, relaxed: counts and estimates */
     _Atomic uint32_t queued;  /* = n, readable without the lock */
     _Atomic uint64_t ewma_ns; /* recent ORT run time (model runs only) */
     /* read-only after load */
+    osv_model_t *model; /* not a reference: the state lives inside the model */
+    uint64_t uid;       /* this load of the model, server-wide unique (response cache keys) */
+    uint32_t n_levels;
     uint32_t max_queue;
     int64_t deadline_ms; /* the model's config.json deadline_ms; -1 = the server's */
+    uint32_t instances;  /* runs at once (instance_group count); 0 = as many as there are workers */
+    const osv_batching_config_t *bc; /* the model's batching settings */
+    bool batching;       /* dynamic batching */
+    bool preserve;       /* preserve_ordering */
+    bool cache;          /* response_cache enabled (and the server has a cache) */
     osv_stats_t *stats;
+    osv_batcher_t *bat;  /* batch.c: batch objects, the cost curve, arrivals */
 } mstate_t;
 
 /* One per thread that runs models (fronts' loops, then workers): what it runs now, for the
@@ -81,7 +120,9 @@ struct osv_serve {
     /* the queues, under lock (cond: workers wait for work) */
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    mstate_t *ready_head, *ready_tail; /* models with queued requests, FIFO */
+    mstate_t *ready_head, *ready_tail; /* models with work a worker can take now, FIFO */
+    mstate_t *wait_head;               /* models whose batch forms until their `due` time */
+    mstate_t *active_head;             /* models with queued requests (expired by the watchdog) */
     task_fifo_t offload;
     uint32_t queued;  /* inference requests queued, all models */
     bool stop;
@@ -109,15 +150,55 @@ struct osv_serve {
     _Atomic uint64_t mem_working_set, mem_shed;
     _Atomic uint64_t mem_reserved; /* untouched shared memory reserved by requests in flight */
     _Atomic uint64_t deadline_refusals;
+    _Atomic uint64_t batch_ids;  /* the last batch number given */
+    osv_cache_t *cache;          /* the response cache (NULL: --cache-size 0); cache.c */
     /* workers take it one run at a time while the memory guard is on */
     pthread_mutex_t mem_gate;
 };
 
 /* sched.c */
+/* r's 504: "the deadline of N ms (who set it) passed <when>"; returns OSV_ETIMEDOUT. */
+int osv_sched_deadline_error(osv_sreq_t *r, const char *when);
+/* After a run: a cancellation (OSV_ECANCELED) becomes the 504 of r's deadline, or of the drain. */
+void osv_sched_timeout_error(osv_serve_t *s, osv_sreq_t *r);
 int osv_sched_start(osv_serve_t *s, osv_err_t *err);
 void osv_sched_stop(osv_serve_t *s);
-void osv_sched_scan(osv_serve_t *s, uint64_t now); /* the watchdog's pass over the slots */
+void osv_sched_scan(osv_serve_t *s, uint64_t now);   /* the watchdog's pass over the slots */
+void osv_sched_expire(osv_serve_t *s, uint64_t now); /* ... and over the queues (deadlines, timeouts) */
 mstate_t *osv_mstate(const osv_model_t *m);
+/* Creates a model's scheduling state from its config (serve.c's load hook). */
+int osv_mstate_create(const osv_serve_opts_t *o, osv_model_t *m, bool cache, mstate_t **out, osv_err_t *err);
+void osv_mstate_free(void *p);
+/* Runs one request on this thread (its own infer, under the watchdog): sets rc, err and times. */
+void osv_sched_run_one(osv_serve_t *s, osv_sreq_t *r);
+/* A request is finished: through the model's ordering gate (preserve_ordering) to complete(). */
+void osv_sched_finish(osv_serve_t *s, osv_sreq_t *r);
+/* Runs inf under the watchdog (deadline: absolute ns, 0 = none), retrying ORT allocation failures. */
+int osv_sched_run_infer(osv_serve_t *s, osv_infer_t *inf, uint64_t deadline, osv_stats_t *st, osv_err_t *err);
+/* Registers the calling thread's run for the watchdog (deadline: absolute ns, 0 = none). */
+void osv_sched_watch(osv_serve_t *s, osv_infer_t *inf, uint64_t deadline);
+
+/* batch.c: joining a model's requests into one run */
+int osv_batcher_create(osv_model_t *m, const osv_batching_config_t *bc, osv_batcher_t **out, osv_err_t *err);
+void osv_batcher_free(osv_batcher_t *b);
+/* Rows the batcher takes at most now (max_batch_size, or the adaptive mode's cap). Any thread. */
+uint32_t osv_batcher_cap(const osv_batcher_t *b);
+/* A request arrives (under lock): the arrival rate the adaptive mode expects. */
+void osv_batcher_arrival(osv_batcher_t *b, uint64_t now);
+/* A run of `rows` rows took ns (a batch: gathering and running): the cost curve learns from it. */
+void osv_batcher_note(osv_batcher_t *b, uint64_t rows, uint64_t ns);
+/* Adaptive mode, under lock: how long to let a batch of `rows` rows (oldest enqueued at `oldest`, the
+ * earliest member deadline `deadline`, 0 = none) wait for more; 0 = send it now. */
+uint64_t osv_batcher_adaptive_wait(const osv_batcher_t *b, uint64_t rows, uint64_t oldest, uint64_t deadline,
+                                   uint64_t now);
+/* Runs the members (bnext-linked, all compatible, at least two) as one batch on this worker and
+ * finishes each (osv_sched_finish). */
+void osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uint32_t n);
+/* True when r can run in one batch with `first` (same inputs' datatypes and non-batch dims, no
+ * custom execute). */
+bool osv_batch_compatible(const osv_sreq_t *first, const osv_sreq_t *r);
+/* The cost curve as measured: up to cap points of (rows, ns per row); returns how many. */
+uint32_t osv_batcher_curve(const osv_batcher_t *b, uint32_t cap, uint32_t *rows, uint64_t *row_ns);
 
 /* serve.c */
 void osv_serve_watch_memory(osv_serve_t *s, uint64_t now); /* watchdog thread only */
