@@ -30,6 +30,7 @@ typedef struct serve_cfg {
     bool pool_mlock;
     const char *model_control;
     osv_opt_list_t load_models; /* --load-model NAME..., comma-separated; "" = "*", every model */
+    osv_load_opts_t load;       /* Triton configs: auto-completion and their limits */
 } serve_cfg_t;
 
 #define DAY_MS      86400000u     /* the longest time option accepted */
@@ -122,6 +123,17 @@ static const osv_opt_t opts[] = {
                    "explicit: the repository API may load and unload models; none: it may not (explicit)"),
     OSV_OPT_LIST("load-model", load_models, "NAME",
                  "explicit mode: load NAME at start-up (repeatable, or NAME,NAME; default *: every model)"),
+    OSV_OPT_COUNT("default-max-batch-size", load.default_max_batch_size, 0, 1u << 20, NULL, "N",
+                  "config.pbtxt auto-completion: max_batch_size of a batchable model that gives none (4, as "
+                  "Triton's default-max-batch-size)"),
+    OSV_OPT_COUNT("max-instances", load.max_instances, 1, 1024, NULL, "N",
+                  "model instances (sessions) a config.pbtxt instance_group may ask for (16)"),
+    OSV_OPT_COUNT("max-warmup-runs", load.max_warmup_runs, 0, 1u << 20, NULL, "N",
+                  "warm-up executions a config.pbtxt model_warmup may ask for, per version (1000)"),
+    OSV_OPT_BYTES("model-config-max-bytes", load.config_max_bytes, 1u << 10, 64u << 20, NULL,
+                  "largest config.pbtxt (1M)"),
+    OSV_OPT_COUNT("model-config-max-depth", load.config_max_depth, 1, 1024, NULL, "N",
+                  "message nesting limit of a config.pbtxt (32)"),
     OSV_OPT_FLAG("allow-shm", srv.allow_shm, "allow system shared-memory registration (default 0)"),
     OSV_OPT_BYTES(
         "shm-max-bytes", srv.shm_max_bytes, 0, OSV_OPT_TiB, "0 = the pool's budget",
@@ -183,6 +195,7 @@ static void defaults(serve_cfg_t *c)
     osv_server_opts_default(&c->srv);
     osv_env_opts_default(&c->env);
     osv_limits_default(&c->limits);
+    osv_load_opts_default(&c->load);
     c->intra_op = c->env.threads.intra_op;
     c->inter_op = c->env.threads.inter_op;
     c->spinning = c->env.threads.spinning != 0;
@@ -244,27 +257,46 @@ static void ort_log(void *ud, int severity, const char *category, const char *ms
             osv_log_escape(category, cat, sizeof cat), osv_log_escape(msg, m, sizeof m));
 }
 
-static int log_model(void *ud, osv_model_t *m)
+/* What the repository's loads and unloads did (osv_repo_opts_t.on_event), on the loading thread:
+ * model_ready, model_unloaded, model_load_failed (with the reason), warmup_failed. */
+static void log_repo_event(void *ud, const osv_repo_event_t *e)
 {
-    char name[300];
+    char name[300], why[2400], v[32] = "";
+    osv_model_t *m = e->model;
     (void)ud;
-    osv_log(OSV_LOG_INFO, "model_ready",
-            "\"model\":\"%s\",\"version\":%" PRId64 ",\"inputs\":%u,\"outputs\":%u,\"load_ms\":%.1f,"
-            "\"warmup_run_bytes\":%" PRIu64,
-            osv_log_escape(osv_model_name(m), name, sizeof name), osv_model_version(m),
-            osv_model_input_count(m), osv_model_output_count(m), osv_model_load_ms(m),
-            osv_model_warmup_bytes(m));
-    if (osv_model_warmup_error(m)) {
-        char e[1200];
-        osv_log(OSV_LOG_WARN, "warmup_failed", "\"model\":\"%s\",\"error\":\"%s\"", name,
-                osv_log_escape(osv_model_warmup_error(m), e, sizeof e));
+    osv_log_escape(e->name, name, sizeof name);
+    if (e->version >= 0)
+        snprintf(v, sizeof v, ",\"version\":%" PRId64, e->version);
+    if (e->kind == OSV_REPO_UNLOADED) {
+        osv_log(OSV_LOG_INFO, "model_unloaded", "\"model\":\"%s\"%s,\"reason\":\"%s\"", name, v,
+                osv_log_escape(e->reason, why, sizeof why));
+        return;
     }
-    return 0;
+    if (e->kind == OSV_REPO_FAILED) {
+        osv_log(OSV_LOG_ERROR, "model_load_failed", "\"model\":\"%s\"%s,\"reason\":\"%s\"", name, v,
+                osv_log_escape(e->reason, why, sizeof why));
+        return;
+    }
+    osv_log(OSV_LOG_INFO, "model_ready",
+            "\"model\":\"%s\"%s,\"reloaded\":%s,\"config\":\"%s\",\"max_batch_size\":%d,\"instances\":%u,"
+            "\"inputs\":%u,\"outputs\":%u,\"load_ms\":%.1f,\"warmup_runs\":%u,\"warmup_run_bytes\":%" PRIu64,
+            name, v, e->reloaded ? "true" : "false", osv_model_has_pbtxt(m) ? "config.pbtxt" : "none",
+            osv_model_max_batch_size(m), osv_model_instance_count(m), osv_model_input_count(m),
+            osv_model_output_count(m), osv_model_load_ms(m), osv_model_warmup_runs(m), osv_model_warmup_bytes(m));
+    if (osv_model_warmup_error(m))
+        osv_log(OSV_LOG_WARN, "warmup_failed", "\"model\":\"%s\"%s,\"error\":\"%s\"", name, v,
+                osv_log_escape(osv_model_warmup_error(m), why, sizeof why));
 }
 
-/* Models that should have loaded but did not are errors; models --load-model left out are not. */
+/* Models that should have loaded but did not are errors; models --load-model left out are not. A
+ * repository that serves nothing says why, and how to fix it. */
 static void log_unavailable(osv_repo_t *repo)
 {
+    if (osv_repo_layout_problem(repo)) {
+        char msg[2400];
+        osv_log(OSV_LOG_ERROR, "repository_layout", "\"message\":\"%s\",\"ready\":false",
+                osv_log_escape(osv_repo_layout_problem(repo), msg, sizeof msg));
+    }
     osv_repo_entry_t e[64];
     size_t n = 0;
     osv_repo_index(repo, false, e, 64, &n);
@@ -445,13 +477,19 @@ static int serve(serve_cfg_t *cfg)
         return 1;
     }
     bool all = !cfg->load_models.v[0]; /* check_model_control turned "*" into "" */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    /* A model without config.pbtxt may run on every thread that runs models at once, as before. */
+    cfg->load.native_instances = (uint32_t)(cfg->srv.loops + (cfg->srv.workers > 0 ? cfg->srv.workers
+                                                                                  : cores > 0 ? cores : 1));
     osv_repo_opts_t ro = {.env = env,
                           .path = cfg->repo,
                           .limits = cfg->limits,
                           .load_all = all,
                           .hook = osv_server_model_hook,
                           .hook_ud = &cfg->srv,
-                          .model_name = cfg->model_name && *cfg->model_name ? cfg->model_name : NULL};
+                          .model_name = cfg->model_name && *cfg->model_name ? cfg->model_name : NULL,
+                          .load = cfg->load,
+                          .on_event = log_repo_event};
     if ((rc = osv_repo_open(&ro, &repo, &err)) != 0 ||
         (!all && (rc = load_listed(repo, cfg->load_models.v, &err)) != 0) ||
         (rc = osv_server_create(&cfg->srv, env, repo, &s, &err)) != 0) {
@@ -462,7 +500,6 @@ static int serve(serve_cfg_t *cfg)
         return 1;
     }
     fit_nofile(s->o.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
-    osv_repo_foreach(repo, log_model, NULL);
     log_unavailable(repo);
     the_server = s;
     struct sigaction sa = {.sa_handler = on_signal};

@@ -24,10 +24,7 @@ const osv_http_header_t *osv_req_header(const osv_conn_t *c, const char *name)
 
 /* ---- sending JSON built with the writer --------------------------------------------------------- */
 
-typedef void (*fill_fn)(osv_jw_t *w, void *ud);
-
-/* Builds a JSON body of at most `cap` bytes in a pool slot and sends it with `status`. */
-static void send_built(osv_conn_t *c, int status, uint64_t cap, fill_fn fill, void *ud)
+void osv_h_send_built(osv_conn_t *c, int status, uint64_t cap, osv_h_fill_fn fill, void *ud)
 {
     char *buf = osv_res_body_buf(c, cap);
     osv_jw_t w;
@@ -85,7 +82,7 @@ static void fill_server_meta(osv_jw_t *w, void *ud)
 
 void osv_h_server_meta(osv_conn_t *c)
 {
-    send_built(c, 200, 1024, fill_server_meta, NULL);
+    osv_h_send_built(c, 200, 1024, fill_server_meta, NULL);
 }
 
 /* ---- model lookup ------------------------------------------------------------------------------------- */
@@ -175,7 +172,7 @@ void osv_h_model_meta(osv_conn_t *c, const osv_route_t *r)
     if (!x.m)
         return;
     osv_repo_versions(c->srv->repo, r->model, r->model_len, x.versions, 64, &x.n_versions);
-    send_built(c, 200, model_json_max(x.m), fill_model_meta, &x);
+    osv_h_send_built(c, 200, model_json_max(x.m), fill_model_meta, &x);
     osv_model_release(x.m);
 }
 
@@ -205,69 +202,7 @@ void osv_h_model_ready(osv_conn_t *c, const osv_route_t *r)
         return;
     x.name = osv_model_name(m);
     x.version = osv_model_version(m);
-    send_built(c, 200, 512 + osv_jw_str_max(strlen(x.name)), fill_model_ready, &x);
-    osv_model_release(m);
-}
-
-/* Triton's ModelConfig as JSON (model_configuration extension): what tritonclient and
- * perf_analyzer read. Full shapes are reported with max_batch_size 0: the model handles batching. */
-static void config_tensor(osv_jw_t *w, const osv_tensor_info_t *t, bool output)
-{
-    char type[24];
-    snprintf(type, sizeof type, "TYPE_%s", t->dtype == OSV_DTYPE_BYTES ? "STRING" : osv_dtype_name(t->dtype));
-    osv_jw_obj_begin(w);
-    jw_kstr(w, "name", t->name);
-    jw_kstr(w, "data_type", type);
-    osv_jw_key(w, "dims", 4);
-    osv_jw_arr_begin(w);
-    for (int32_t d = 0; d < t->rank; d++)
-        osv_jw_i64(w, t->dims[d]);
-    osv_jw_arr_end(w);
-    if (output) {
-        osv_jw_key(w, "label_filename", 14);
-        osv_jw_str(w, t->n_labels ? "labels" : "", t->n_labels ? 6 : 0);
-    }
-    osv_jw_obj_end(w);
-}
-
-static void fill_model_config(osv_jw_t *w, void *ud)
-{
-    osv_model_t *m = ud;
-    const osv_model_config_t *cfg = osv_model_config(m);
-    osv_jw_obj_begin(w);
-    jw_kstr(w, "name", osv_model_name(m));
-    jw_kstr(w, "platform", "onnxruntime_onnx");
-    jw_kstr(w, "backend", "onnxruntime");
-    osv_jw_key(w, "max_batch_size", 14);
-    osv_jw_i64(w, 0);
-    for (int io = 0; io < 2; io++) {
-        uint32_t n = io ? osv_model_output_count(m) : osv_model_input_count(m);
-        osv_jw_key(w, io ? "output" : "input", io ? 6 : 5);
-        osv_jw_arr_begin(w);
-        for (uint32_t i = 0; i < n; i++)
-            config_tensor(w, io ? osv_model_output(m, i) : osv_model_input(m, i), io);
-        osv_jw_arr_end(w);
-    }
-    osv_jw_key(w, "instance_group", 14);
-    osv_jw_raw(w, "[{\"kind\":\"KIND_CPU\",\"count\":1}]", 31);
-    osv_jw_key(w, "parameters", 10);
-    osv_jw_obj_begin(w);
-    osv_jw_key(w, "intra_op_thread_count", 21);
-    osv_jw_obj_begin(w);
-    char v[24];
-    snprintf(v, sizeof v, "%d", cfg->threads.intra_op);
-    jw_kstr(w, "string_value", v);
-    osv_jw_obj_end(w);
-    osv_jw_obj_end(w);
-    osv_jw_obj_end(w);
-}
-
-void osv_h_model_config(osv_conn_t *c, const osv_route_t *r)
-{
-    osv_model_t *m = osv_h_model(c, r);
-    if (!m)
-        return;
-    send_built(c, 200, model_json_max(m) + 1024, fill_model_config, m);
+    osv_h_send_built(c, 200, 512 + osv_jw_str_max(strlen(x.name)), fill_model_ready, &x);
     osv_model_release(m);
 }
 

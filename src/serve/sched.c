@@ -4,7 +4,8 @@
  *
  * Queues. Each model version has its own FIFO (mstate_t); models with queued requests wait on one
  * ready list, so workers serve models in turn and a batcher can take several requests of one model
- * at once. Front work moved off an event loop (osv_serve_offload) has a bounded FIFO of its own that
+ * at once. A model runs at most `instances` requests at once (Triton's instance count): a worker
+ * skips a model whose instances are all busy, and the run that frees one puts it back in line. Front work moved off an event loop (osv_serve_offload) has a bounded FIFO of its own that
  * workers take first (it is short, and a request behind it waits for it). One mutex and condition
  * variable guard all queues: a hand-off costs microseconds, which only requests for slow models pay.
  *
@@ -187,11 +188,24 @@ static bool would_miss_deadline(osv_serve_t *s, const osv_sreq_t *r, const mstat
     return *wait_ns + own > UINT64_MAX / 2 || now + *wait_ns + own > r->deadline;
 }
 
-static bool can_inline(osv_serve_t *s, const osv_sreq_t *r, const mstate_t *ms)
+/* Claims one of the model's instances: false when all are running. Sequentially consistent, as are
+ * the stores of `queued` and release_instance: a run that ends either sees the requests a worker
+ * could not start (and puts the model back in line) or the worker saw its instance free. */
+static bool claim_instance(mstate_t *ms)
+{
+    uint32_t n = atomic_load(&ms->running);
+    do {
+        if (n >= ms->instances)
+            return false;
+    } while (!atomic_compare_exchange_weak(&ms->running, &n, n + 1));
+    return true;
+}
+
+static bool can_inline(osv_serve_t *s, const osv_sreq_t *r, mstate_t *ms)
 {
     return r->may_inline && my_slot >= 0 && my_slot < s->o.loop_threads &&
            atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
-           atomic_load_explicit(&ms->queued, memory_order_relaxed) == 0;
+           atomic_load_explicit(&ms->queued, memory_order_relaxed) == 0 && claim_instance(ms);
 }
 
 static void push_ready(osv_serve_t *s, mstate_t *ms)
@@ -207,6 +221,20 @@ static void push_ready(osv_serve_t *s, mstate_t *ms)
     s->ready_tail = ms;
 }
 
+/* A run of ms ended: its instance is free; a model that had to wait for one goes back in line. */
+static void release_instance(osv_serve_t *s, mstate_t *ms)
+{
+    atomic_fetch_sub(&ms->running, 1);
+    if (atomic_load(&ms->queued) == 0)
+        return;
+    pthread_mutex_lock(&s->lock);
+    if (ms->n && !ms->ready) {
+        push_ready(s, ms);
+        pthread_cond_signal(&s->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
 {
     mstate_t *ms = osv_mstate(r->model);
@@ -218,8 +246,13 @@ int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
     r->next = NULL;
     if (!ms)
         return osv_err_set(&r->err, OSV_EINVAL, "model '%s' has no scheduling state", osv_model_name(r->model));
-    if (can_inline(s, r, ms) || s->n_workers == 0) {
+    if (s->n_workers == 0) {
         run(s, r);
+        return 1;
+    }
+    if (can_inline(s, r, ms)) {
+        run(s, r);
+        release_instance(s, ms);
         return 1;
     }
     r->phase_t0[0] = osv_now_ns(); /* the worker measures the wait from here */
@@ -242,7 +275,7 @@ int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
         ms->tail = r;
         ms->n++;
         s->queued++;
-        atomic_store_explicit(&ms->queued, ms->n, memory_order_relaxed);
+        atomic_store(&ms->queued, ms->n); /* seq_cst: see claim_instance */
         push_ready(s, ms);
         pthread_cond_signal(&s->cond);
     }
@@ -274,6 +307,22 @@ int osv_serve_offload(osv_serve_t *s, osv_stask_t *t)
 
 /* ---- workers -------------------------------------------------------------------------------------- */
 
+/* The next model in line with an instance free, off the ready list (models whose instances are all
+ * busy leave it too: release_instance puts them back). Under lock. */
+static mstate_t *next_runnable(osv_serve_t *s)
+{
+    mstate_t *ms;
+    while ((ms = s->ready_head) != NULL) {
+        s->ready_head = ms->next_ready;
+        if (!s->ready_head)
+            s->ready_tail = NULL;
+        ms->ready = false;
+        if (claim_instance(ms))
+            return ms;
+    }
+    return NULL;
+}
+
 /* The next thing to do, under lock: offloaded front work first, then the next model's oldest request. */
 static bool take(osv_serve_t *s, osv_stask_t **task, osv_sreq_t **req)
 {
@@ -287,20 +336,16 @@ static bool take(osv_serve_t *s, osv_stask_t **task, osv_sreq_t **req)
         s->offload.n--;
         return true;
     }
-    mstate_t *ms = s->ready_head;
+    mstate_t *ms = next_runnable(s);
     if (!ms)
         return false;
-    s->ready_head = ms->next_ready;
-    if (!s->ready_head)
-        s->ready_tail = NULL;
-    ms->ready = false;
     *req = ms->head;
     ms->head = (*req)->next;
     if (!ms->head)
         ms->tail = NULL;
     ms->n--;
     s->queued--;
-    atomic_store_explicit(&ms->queued, ms->n, memory_order_relaxed);
+    atomic_store(&ms->queued, ms->n); /* seq_cst: see claim_instance */
     if (ms->n)
         push_ready(s, ms); /* its next request waits behind the other models' */
     return true;
@@ -319,6 +364,7 @@ static void run_queued(osv_serve_t *s, osv_sreq_t *r)
     if (gate)
         pthread_mutex_unlock(&s->mem_gate);
     atomic_fetch_sub_explicit(&s->running, 1, memory_order_relaxed);
+    release_instance(s, r->ms);
     r->complete(r);
 }
 

@@ -29,6 +29,26 @@ static void mstate_free(void *p)
     osv_free(p);
 }
 
+/* Settings of the model's Triton config that the scheduler does not act on yet: it still serves,
+ * request by request, and the log says so. */
+static void warn_unscheduled(const osv_model_t *m)
+{
+    const osv_triton_config_t *c = osv_model_triton_config(m);
+    char name[300];
+    if (!osv_model_has_pbtxt(m))
+        return;
+    if (c->dynamic_batching.enabled)
+        osv_log(OSV_LOG_WARN, "dynamic_batching_unavailable",
+                "\"model\":\"%s\",\"version\":%" PRId64 ",\"message\":\"dynamic_batching is configured but this "
+                "server has no batcher yet: the model runs request by request\"",
+                osv_log_escape(osv_model_name(m), name, sizeof name), osv_model_version(m));
+    if (c->response_cache.enable)
+        osv_log(OSV_LOG_WARN, "response_cache_unavailable",
+                "\"model\":\"%s\",\"version\":%" PRId64 ",\"message\":\"response_cache is enabled but this "
+                "server has no response cache yet: every request runs the model\"",
+                osv_log_escape(osv_model_name(m), name, sizeof name), osv_model_version(m));
+}
+
 int osv_serve_model_hook(void *ud, osv_model_t *m, osv_err_t *err)
 {
     const osv_serve_opts_t *o = ud;
@@ -48,6 +68,8 @@ int osv_serve_model_hook(void *ud, osv_model_t *m, osv_err_t *err)
     if (!(ms = osv_calloc(1, sizeof *ms)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     ms->max_queue = cfg->max_queue >= 0 ? (uint32_t)cfg->max_queue : o->max_queue;
+    ms->instances = osv_model_instance_count(m) ? osv_model_instance_count(m) : 1;
+    warn_unscheduled(m);
     ms->deadline_ms = cfg->deadline_ms;
     ms->stats = osv_model_stats(m);
     /* Start the run-time estimate at the warm-up's (cold: an over-estimate), so a slow model's first
