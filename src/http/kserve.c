@@ -6,6 +6,7 @@
 
 #include "http/handlers.h"
 #include "http/inflate.h"
+#include "ortserve/imaging.h"
 
 #define CONTROL_BODY_LIMIT (1u << 20) /* bodies of control-plane requests (repository, shm) */
 
@@ -153,12 +154,21 @@ static void fill_model_meta(osv_jw_t *w, void *ud)
             json_tensor(w, io ? osv_model_output(m, i) : osv_model_input(m, i));
         osv_jw_arr_end(w);
     }
+    osv_img_param_t p[OSV_IMG_PARAMS];
+    uint32_t np = osv_img_model_params(m, p); /* a model taking images says which input, and how */
+    if (np) {
+        osv_jw_key(w, "parameters", 10);
+        osv_jw_obj_begin(w);
+        for (uint32_t i = 0; i < np; i++)
+            jw_kstr(w, p[i].key, p[i].value);
+        osv_jw_obj_end(w);
+    }
     osv_jw_obj_end(w);
 }
 
 static uint64_t model_json_max(const osv_model_t *m)
 {
-    uint64_t cap = 4096 + osv_jw_str_max(strlen(osv_model_name(m)));
+    uint64_t cap = 4096 + osv_jw_str_max(strlen(osv_model_name(m))) + OSV_IMG_PARAMS * (64 + 6 * 160);
     for (uint32_t i = 0; i < osv_model_input_count(m); i++)
         cap += tensor_json_max(osv_model_input(m, i)) + 64;
     for (uint32_t i = 0; i < osv_model_output_count(m); i++)

@@ -188,10 +188,18 @@ static void instance_groups(osv_jw_t *w, const osv_triton_config_t *c)
     osv_jw_arr_end(w);
 }
 
-static void string_map(osv_jw_t *w, const char *key, const osv_tc_kv_t *kv, uint32_t n, bool model_parameter)
+/* A map<string, string> (or <string, ModelParameter>), then `extra` pairs. */
+static void string_map(osv_jw_t *w, const char *key, const osv_tc_kv_t *kv, uint32_t n, bool model_parameter,
+                       const osv_img_param_t *extra, uint32_t n_extra)
 {
     osv_jw_key(w, key, strlen(key));
     osv_jw_obj_begin(w);
+    for (uint32_t i = 0; i < n_extra; i++) {
+        osv_jw_key(w, extra[i].key, strlen(extra[i].key));
+        osv_jw_obj_begin(w);
+        kstr(w, "string_value", extra[i].value);
+        osv_jw_obj_end(w);
+    }
     for (uint32_t i = 0; i < n; i++) {
         osv_jw_key(w, kv[i].key, strlen(kv[i].key));
         if (!model_parameter) {
@@ -254,9 +262,11 @@ static void fill_config(osv_jw_t *w, void *ud)
         dynamic_batching(w, &c->dynamic_batching);
     instance_groups(w, c);
     kstr(w, "default_model_filename", c->default_model_filename);
-    string_map(w, "cc_model_filenames", c->cc_model_filenames, c->n_cc_model_filenames, false);
-    string_map(w, "metric_tags", c->metric_tags, c->n_metric_tags, false);
-    string_map(w, "parameters", c->parameters, c->n_parameters, true);
+    osv_img_param_t img[OSV_IMG_PARAMS];
+    uint32_t n_img = osv_img_model_params(ud, img); /* the image input, for clients to find it */
+    string_map(w, "cc_model_filenames", c->cc_model_filenames, c->n_cc_model_filenames, false, NULL, 0);
+    string_map(w, "metric_tags", c->metric_tags, c->n_metric_tags, false, NULL, 0);
+    string_map(w, "parameters", c->parameters, c->n_parameters, true, img, n_img);
     warmup(w, c);
     if (c->response_cache.enable) {
         osv_jw_key(w, "response_cache", 14);
@@ -296,7 +306,7 @@ static uint64_t config_json_max(const osv_triton_config_t *c)
                  24ull * c->model_warmup[s].inputs[i].rank;
     }
     n += 24ull * c->dynamic_batching.n_preferred + 256ull * c->dynamic_batching.n_priority_policies;
-    return n;
+    return n + OSV_IMG_PARAMS * (96 + 6 * 160);
 }
 
 void osv_h_model_config(osv_conn_t *c, const osv_route_t *r)

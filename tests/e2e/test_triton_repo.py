@@ -46,6 +46,11 @@ def model(root, name, onnx, versions=(1,), config=None, files=None, filename="mo
         write(root, "%s/%s" % (name, rel), text)
 
 
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
 def events(srv, kind):
     return [r for r in log_records(srv) if r.get("event") == kind]
 
@@ -355,6 +360,105 @@ class Malformed(unittest.TestCase):
                 st, res = infer(srv, "good", [("x", "FP32", np.ones((2, 64), np.float32))])
                 self.assertEqual(st, 200, res)
                 self.assertEqual(srv.json("GET", "/v2/health/ready")[0], 503)  # the broken ones are wanted
+
+
+IMAGE_CONFIG = {"labels": "labels.txt", "image": {"height": 224, "width": 224, "resize": "crop", "resize_short": 256,
+                                                   "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+
+
+class FirstHour(unittest.TestCase):
+    """Issue 18: repository layouts that serve nothing (item 3), failed loads (item 6), a truthful /config
+    (item 8), and the image input a client can discover (item 9)."""
+
+    def layout(self, r, *args):
+        with Server(r, *args, wait_ready=False) as srv:
+            srv.wait_live()
+            st, body = srv.json("GET", "/v2/health/ready")
+            msg = [e["message"] for e in events(srv, "repository_layout")]
+            st_i, rows = srv.json("POST", "/v2/repository/index")
+            return st, msg, rows
+
+    def test_layouts_that_serve_nothing_are_not_ready_and_say_how_to_fix(self):
+        with tempfile.TemporaryDirectory() as r:  # model.onnx right in the repository folder
+            link(os.path.join(MODELS, "mlp.onnx"), os.path.join(r, "model.onnx"))
+            st, msg, rows = self.layout(r)
+            self.assertEqual((st, rows), (503, []))
+            self.assertIn("holds model.onnx", msg[0])
+            self.assertIn("--model-name NAME", msg[0])
+            self.assertIn("parent folder", msg[0])
+        with tempfile.TemporaryDirectory() as r:  # one model's folder: versions 1 and 2 are not models
+            for v in (1, 2):
+                link(os.path.join(MODELS, "mlp.onnx"), os.path.join(r, str(v), "model.onnx"))
+            st, msg, rows = self.layout(r)
+            self.assertEqual((st, rows), (503, []))
+            self.assertIn("one model's folder (it holds version folders with model.onnx)", msg[0])
+            st, msg, rows = self.layout(r, "--model-name", "mlp")  # the fix the message names
+            self.assertEqual((st, msg, sorted(x["version"] for x in rows)), (200, [], ["1", "2"]))
+        with tempfile.TemporaryDirectory() as r:  # nothing at all
+            st, msg, rows = self.layout(r)
+            self.assertEqual((st, rows), (503, []))
+            self.assertIn("holds no model folder", msg[0])
+
+    def test_failed_load_is_400_with_its_cause_and_logged(self):
+        with tempfile.TemporaryDirectory() as r:
+            model(r, "mlp", "mlp.onnx", files={"config.json": json.dumps({"labels": "labels.txt"})})
+            with Server(r, wait_ready=False) as srv:
+                srv.wait_live()
+                failed = events(srv, "model_load_failed")
+                self.assertEqual([(e["model"], e["version"]) for e in failed], [("mlp", 1)])
+                self.assertIn("labels.txt", failed[0]["reason"])
+                st, body = srv.json("POST", "/v2/repository/models/mlp/load")
+                self.assertEqual(st, 400, body)  # not 404: the model exists, its load failed
+                self.assertIn("cannot open", body["error"])
+                self.assertIn("labels.txt", body["error"])
+                write(r, "mlp/labels.txt", LABELS)
+                self.assertEqual(srv.json("POST", "/v2/repository/models/mlp/load")[0], 200)
+                self.assertEqual(srv.json("POST", "/v2/repository/models/mlp/unload")[0], 200)
+                log = [(e["event"], e.get("version")) for e in log_records(srv)
+                       if e.get("event") in ("model_ready", "model_unloaded", "model_load_failed")]
+                self.assertEqual(log, [("model_load_failed", 1), ("model_load_failed", 1), ("model_ready", 1),
+                                       ("model_unloaded", 1)])
+                self.assertEqual(events(srv, "model_unloaded")[0]["reason"], "unloaded")
+
+    def test_config_says_what_the_session_uses(self):
+        with tempfile.TemporaryDirectory() as r:
+            model(r, "mlp", "mlp.onnx", files={"config.json": json.dumps({"labels": "labels.txt"}),
+                                               "labels.txt": LABELS})
+            for args, want in (((), "1"), (("--intra-op-threads", "2"), "2")):
+                with Server(r, *args) as srv:
+                    st, c = srv.json("GET", "/v2/models/mlp/config")
+                    self.assertEqual(c["parameters"]["intra_op_thread_count"], {"string_value": want})
+                    listening = events(srv, "listening")[0]
+                    self.assertEqual(str(listening["intra_op_threads"]), want)  # the log and /config agree
+                    self.assertEqual(c["output"][0]["label_filename"], "labels.txt")
+
+    def test_image_input_is_discoverable(self):
+        with tempfile.TemporaryDirectory() as r:
+            model(r, "mobilenet", "mobilenetv2.onnx",
+                  files={"config.json": json.dumps(IMAGE_CONFIG),
+                         "labels.txt": read_text(os.path.join(MODELS, "mobilenetv2.labels.txt"))})
+            with Server(r) as srv:
+                st, meta = srv.json("GET", "/v2/models/mobilenet")
+                want = {"image_input": "input", "image_input_datatype": "BYTES", "image_input_shape": "[-1]",
+                        "image_formats": "JPEG,PNG", "image_size": "224x224",
+                        "image_classify": "/v2/models/mobilenet/classify"}
+                self.assertEqual(meta["parameters"], want)
+                self.assertEqual([(t["name"], t["datatype"]) for t in meta["inputs"]], [("input", "FP32")])
+                st, c = srv.json("GET", "/v2/models/mobilenet/config")
+                for k, v in want.items():
+                    self.assertEqual(c["parameters"][k], {"string_value": v})
+                # What the parameters say works: the named input takes encoded images as BYTES.
+                from PIL import Image
+                import io
+                b = io.BytesIO()
+                Image.new("RGB", (300, 200), (200, 30, 40)).save(b, "PNG")
+                png = b.getvalue()
+                req = {"inputs": [{"name": meta["parameters"]["image_input"], "datatype": "BYTES", "shape": [1],
+                                   "parameters": {"binary_data_size": 4 + len(png)}}],
+                       "outputs": [{"name": "probs", "parameters": {"classification": 1}}]}
+                body, headers = binary_body(req, [struct.pack("<I", len(png)) + png])
+                st, h, data = srv.request("POST", "/v2/models/mobilenet/infer", body, headers)
+                self.assertEqual(st, 200, data)
 
 
 class WarmUp(unittest.TestCase):
