@@ -46,6 +46,23 @@ def model(root, name, onnx, versions=(1,), config=None, files=None, filename="mo
         write(root, "%s/%s" % (name, rel), text)
 
 
+def string_model(path):
+    """An ONNX model echoing one BYTES input [N, 1] (written with the onnx package)."""
+    import onnx
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Identity", ["text"], ["text_out"])], "echo",
+                          [helper.make_tensor_value_info("text", TensorProto.STRING, ["N", 1])],
+                          [helper.make_tensor_value_info("text_out", TensorProto.STRING, ["N", 1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    onnx.save(m, path)
+
+
+def raw_request(srv, name, body):
+    return srv.request("POST", "/v2/models/%s/infer" % name, body, {"Inference-Header-Content-Length": "0"})
+
+
 def read_text(path):
     with open(path) as f:
         return f.read()
@@ -120,6 +137,10 @@ class Served(unittest.TestCase):
             model(r, name, "scale2x.onnx", versions=(1, 2, 3), config=policy + "\n")
         # A model without config.pbtxt keeps ortserve's own rules: every version, full shapes.
         model(r, "native", "mlp.onnx", versions=(1, 2))
+        # One BYTES input, echoed: Triton's raw binary request takes the whole body as its one element.
+        string_model(os.path.join(r, "echo", "1", "model.onnx"))
+        write(r, "echo/config.pbtxt", 'max_batch_size: 4\ninput [ { name: "text" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+                                      'output [ { name: "text_out" data_type: TYPE_STRING dims: [ 1 ] } ]\n')
         cls.srv = Server(r)
 
     @classmethod
@@ -248,6 +269,37 @@ class Served(unittest.TestCase):
         self.assertIn(("response_cache_unavailable", "batcher"), warned)
         st, r = infer(self.srv, "batcher", [("x", "FP32", np.ones((2, 64), np.float32))])
         self.assertEqual(st, 200, r)
+
+    def test_raw_binary_request_is_batch_one(self):
+        # Triton's raw binary request (Inference-Header-Content-Length: 0) to a batching model: batch 1 of
+        # its one input, [1, 64]; outputs come back binary.
+        x = np.random.default_rng(4).standard_normal(64).astype(np.float32)
+        st, h, data = raw_request(self.srv, "mlp_batched", x.tobytes())
+        self.assertEqual(st, 200, data)
+        meta, out = split_binary(h, data)
+        self.assertEqual(meta["outputs"][0]["shape"], [1, 10])
+        np.testing.assert_allclose(np.frombuffer(out["probs"], np.float32), mlp_reference(x[None])[0], rtol=1e-5,
+                                   atol=1e-6)
+        st, h, data = raw_request(self.srv, "mlp_batched", np.zeros(128, np.float32).tobytes())
+        self.assertEqual(st, 400, data)  # two rows: a raw request is one
+        self.assertIn(b"batch 1", data)
+        # A model without config.pbtxt (max_batch_size 0) keeps taking its one variable dim from the size.
+        st, h, data = raw_request(self.srv, "native", np.zeros(128, np.float32).tobytes())
+        self.assertEqual(st, 200, data)
+        self.assertEqual(split_binary(h, data)[0]["outputs"][0]["shape"], [2, 10])
+
+    def test_raw_binary_bytes_input_is_one_element(self):
+        for body in (b"hello, raw world", b"", bytes(range(256)) * 40):
+            st, h, data = raw_request(self.srv, "echo", body)
+            self.assertEqual(st, 200, data)
+            meta, out = split_binary(h, data)
+            self.assertEqual((meta["outputs"][0]["datatype"], meta["outputs"][0]["shape"]), ("BYTES", [1, 1]))
+            self.assertEqual(out["text_out"], struct.pack("<I", len(body)) + body)
+        # The same body chunked (received whole before it is laid out).
+        st, h, data = self.srv.request("POST", "/v2/models/echo/infer", iter([b"chun", b"ked"]),
+                                       {"Inference-Header-Content-Length": "0"})
+        self.assertEqual(st, 200, data)
+        self.assertEqual(split_binary(h, data)[1]["text_out"], struct.pack("<I", 7) + b"chunked")
 
     def test_model_without_config_pbtxt_is_served_as_before(self):
         c = self.config("native")
