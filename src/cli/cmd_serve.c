@@ -11,7 +11,7 @@
 
 #include "cli.h"
 #include "opts.h"
-#include "http/http.h"
+#include "http/server.h"
 #include "serve/shm.h"
 #include "obs/log.h"
 #include "obs/obs.h"
@@ -297,10 +297,14 @@ static void log_unavailable(osv_repo_t *repo)
         osv_log(OSV_LOG_ERROR, "repository_layout", "\"message\":\"%s\",\"ready\":false",
                 osv_log_escape(osv_repo_layout_problem(repo), msg, sizeof msg));
     }
-    osv_repo_entry_t e[64];
-    size_t n = 0;
-    osv_repo_index(repo, false, e, 64, &n);
-    for (size_t i = 0; i < n && i < 64; i++) {
+    osv_repo_entry_t *e;
+    size_t n = 0, cap;
+    osv_repo_index(repo, false, NULL, 0, &n);
+    cap = n;
+    if (!n || !(e = osv_calloc(cap, sizeof *e))) /* rows are 1.2 KB each: not on the stack */
+        return;
+    osv_repo_index(repo, false, e, cap, &n);
+    for (size_t i = 0; i < n && i < cap; i++) {
         char name[300], reason[2048];
         if (e[i].state != OSV_MODEL_READY)
             osv_log(e[i].wanted ? OSV_LOG_ERROR : OSV_LOG_INFO,
@@ -308,6 +312,7 @@ static void log_unavailable(osv_repo_t *repo)
                     "\"model\":\"%s\",\"reason\":\"%s\"", osv_log_escape(e[i].name, name, sizeof name),
                     osv_log_escape(e[i].reason, reason, sizeof reason));
     }
+    osv_free(e);
 }
 
 /* Each connection is a descriptor: raise the soft RLIMIT_NOFILE (often 1024) towards the hard limit
@@ -342,7 +347,8 @@ static void write_port_file(const char *path, uint16_t port)
     }
 }
 
-static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, double ms)
+static void log_start(const serve_cfg_t *cfg, const osv_server_plan_t *s, osv_repo_t *r, osv_env_t *env,
+                      double ms)
 {
     char host[300], repo[4200];
     osv_pool_stats_t ps;
@@ -355,18 +361,18 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, d
             ",\"deadline_ms\":%" PRId64 ",\"shm_max_bytes\":%" PRIu64
             ",\"model_control\":\"%s\",\"startup_ms\":%.1f",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
-            osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(s->repo),
-            osv_repo_ready(s->repo) ? "true" : "false", osv_env_ort_version(env), s->n_loops,
+            osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(r),
+            osv_repo_ready(r) ? "true" : "false", osv_env_ort_version(env), s->loops,
             cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool),
-            osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->o.max_connections,
-            cfg->srv.deadline_ms, cfg->srv.allow_shm ? s->o.shm_max_bytes : 0,
+            osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->max_connections,
+            cfg->srv.deadline_ms, cfg->srv.allow_shm ? s->shm_max_bytes : 0,
             cfg->srv.model_control ? "explicit" : "none", ms);
 }
 
 /* The pool's plan: the budget (--pool-bytes, or the default computed from the memory limit), each
  * class as SLOT_BYTESxSLOTS, and what they reserve together (the budget, to within the smallest slot
  * of a class not yet full: osv_pool_create). */
-static void log_pool_plan(const serve_cfg_t *cfg, osv_server_t *s)
+static void log_pool_plan(const serve_cfg_t *cfg, const osv_server_plan_t *s)
 {
     char classes[OSV_POOL_MAX_CLASSES * 32] = "";
     size_t n = 0;
@@ -466,11 +472,12 @@ static int serve(serve_cfg_t *cfg)
                          .loops = cfg->srv.loops > 0 ? cfg->srv.loops : (int)sysconf(_SC_NPROCESSORS_ONLN)};
     cfg->srv.loops = oo.loops;
     if (osv_obs_init(&oo, &err) != 0) {
-        osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
+        char e[1024];
+        osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
         return 1;
     }
     /* A port in use fails now, not after the models have loaded. */
-    if ((rc = osv_net_probe(cfg->srv.host, cfg->srv.port, &err)) != 0 ||
+    if ((rc = osv_server_check_port(cfg->srv.host, cfg->srv.port, &err)) != 0 ||
         (rc = osv_env_create(&cfg->env, &env, &err)) != 0) {
         char e[1024];
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
@@ -499,7 +506,9 @@ static int serve(serve_cfg_t *cfg)
         osv_env_destroy(env);
         return 1;
     }
-    fit_nofile(s->o.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
+    osv_server_plan_t plan;
+    osv_server_get_plan(s, &plan);
+    fit_nofile(plan.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
     log_unavailable(repo);
     the_server = s;
     struct sigaction sa = {.sa_handler = on_signal};
@@ -509,9 +518,9 @@ static int serve(serve_cfg_t *cfg)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (cfg->port_file)
-        write_port_file(cfg->port_file, s->port);
-    log_pool_plan(cfg, s);
-    log_start(cfg, s, env, (double)(osv_now_ns() - t0) / 1e6);
+        write_port_file(cfg->port_file, plan.port);
+    log_pool_plan(cfg, &plan);
+    log_start(cfg, &plan, repo, env, (double)(osv_now_ns() - t0) / 1e6);
     rc = osv_server_run(s);
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");
     the_server = NULL;

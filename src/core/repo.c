@@ -130,67 +130,60 @@ static void model_dir(const osv_repo_t *r, const char *name, char *dir, size_t c
         snprintf(dir, cap, "%s/%s", r->root, name);
 }
 
-static int cmp_version(const void *a, const void *b)
+/* Sorts the list by version, ascending (insertion sort: at most MAX_VERSIONS entries). */
+static void sort_versions(version_list_t *l)
 {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
+    char path[PATH_MAX];
+    for (uint32_t i = 1; i < l->n; i++) {
+        int64_t v = l->v[i];
+        uint32_t j = i;
+        memcpy(path, l->path[i], PATH_MAX);
+        for (; j > 0 && l->v[j - 1] > v; j--) {
+            l->v[j] = l->v[j - 1];
+            memcpy(l->path[j], l->path[j - 1], PATH_MAX);
+        }
+        l->v[j] = v;
+        memcpy(l->path[j], path, PATH_MAX);
+    }
 }
 
 /* Lists the versions of model `name` on disk (numeric dirs holding `file`, or a bare `file` as
- * version 1), sorted ascending. */
+ * version 1), sorted ascending, into *out (caller memory: 260 KiB, on the heap — never a worker's
+ * stack). */
 static int list_versions(const osv_repo_t *r, const char *name, const char *file, version_list_t *out,
                          osv_err_t *err)
 {
     char dir[PATH_MAX], path[PATH_MAX];
-    int64_t order[MAX_VERSIONS];
-    version_list_t *tmp = osv_malloc(sizeof *tmp);
-    struct dirent *e;
     DIR *d;
-    int rc = 0;
+    struct dirent *e;
 
     out->n = 0;
-    if (!tmp)
-        return osv_err_set(err, OSV_ENOMEM, "out of memory");
-    tmp->n = 0;
     model_dir(r, name, dir, sizeof dir);
-    if (!(d = opendir(dir))) {
-        osv_free(tmp);
+    if (!(d = opendir(dir)))
         return osv_err_set(err, OSV_ENOTFOUND, "model '%s' is not in the repository", name);
-    }
-    while ((e = readdir(d)) != NULL && tmp->n < MAX_VERSIONS) {
+    while ((e = readdir(d)) != NULL && out->n < MAX_VERSIONS) {
         int64_t v;
         if (!parse_version(e->d_name, &v))
             continue;
         snprintf(path, sizeof path, "%s/%s/%s", dir, e->d_name, file);
         if (!confined(r, path))
             continue;
-        tmp->v[tmp->n] = v;
-        snprintf(tmp->path[tmp->n++], PATH_MAX, "%s", path);
+        out->v[out->n] = v;
+        snprintf(out->path[out->n++], PATH_MAX, "%s", path);
     }
     closedir(d);
-    if (tmp->n == 0) {
+    if (out->n == 0) {
         snprintf(path, sizeof path, "%s/%s", dir, file);
         if (confined(r, path)) {
-            tmp->v[0] = 1;
-            snprintf(tmp->path[tmp->n++], PATH_MAX, "%s", path);
+            out->v[0] = 1;
+            snprintf(out->path[out->n++], PATH_MAX, "%s", path);
         }
     }
-    if (tmp->n == 0)
-        rc = osv_err_set(err, OSV_ELOAD, "model '%s' has no <version>/%s or %s inside the repository", name, file,
-                         file);
-    memcpy(order, tmp->v, tmp->n * sizeof *order);
-    qsort(order, tmp->n, sizeof *order, cmp_version);
-    for (uint32_t i = 0; i < tmp->n; i++) {
-        for (uint32_t j = 0; j < tmp->n; j++) {
-            if (tmp->v[j] == order[i]) {
-                out->v[out->n] = order[i];
-                memcpy(out->path[out->n++], tmp->path[j], PATH_MAX);
-                break;
-            }
-        }
-    }
-    osv_free(tmp);
-    return rc;
+    if (out->n == 0)
+        return osv_err_set(err, OSV_ELOAD, "model '%s' has no <version>/%s or %s inside the repository", name, file,
+                           file);
+    sort_versions(out);
+    return 0;
 }
 
 static repo_model_t *find_model(const osv_repo_t *r, const char *name, size_t len)

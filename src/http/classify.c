@@ -419,8 +419,8 @@ static void finish(osv_conn_t *c)
     c->req.ns[OSV_PHASE_COMPUTE_INPUT] = x->times.preprocess_ns;
     c->req.ns[OSV_PHASE_COMPUTE_INFER] = x->times.run_ns;
     c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = x->times.post_ns;
-    c->req.phase_t0[0] = r->phase_t0[0];
-    c->req.phase_t1[0] = r->phase_t1[0];
+    c->req.phase_t0[OSV_PHASE_QUEUE] = r->phase_t0[OSV_PHASE_QUEUE];
+    c->req.phase_t1[OSV_PHASE_QUEUE] = r->phase_t1[OSV_PHASE_QUEUE];
     c->req.batch = x->n;
     if (r->rc) {
         answer_error(c, x, r->rc, x->failed);

@@ -760,9 +760,11 @@ static void finish(osv_conn_t *c)
     c->req.ns[OSV_PHASE_QUEUE] = r->ns[OSV_PHASE_QUEUE];
     c->req.ns[OSV_PHASE_COMPUTE_INPUT] += r->ns[OSV_PHASE_COMPUTE_INPUT];
     c->req.ns[OSV_PHASE_COMPUTE_INFER] = r->ns[OSV_PHASE_COMPUTE_INFER];
-    for (int p = 0; p < 3; p += 2) {
-        c->req.phase_t0[p] = r->phase_t0[p];
-        c->req.phase_t1[p] = r->phase_t1[p];
+    for (int p = OSV_PHASE_QUEUE; p < OSV_PHASE_COUNT; p++) { /* the phases the request layer timed */
+        if (r->phase_t1[p]) {
+            c->req.phase_t0[p] = r->phase_t0[p];
+            c->req.phase_t1[p] = r->phase_t1[p];
+        }
     }
     c->req.batch = r->batch;
     if (shm_broken(c, x))
@@ -785,9 +787,9 @@ static void dispatch(osv_conn_t *c)
 {
     infer_ctx_t *x = c->req.ctx;
     osv_sreq_t *r = &x->sreq;
-    c->req.phase_t0[1] = x->t_decode;
-    c->req.phase_t1[1] = osv_now_ns();
-    c->req.ns[OSV_PHASE_COMPUTE_INPUT] = c->req.phase_t1[1] - x->t_decode;
+    c->req.phase_t0[OSV_PHASE_COMPUTE_INPUT] = x->t_decode;
+    c->req.phase_t1[OSV_PHASE_COMPUTE_INPUT] = osv_now_ns();
+    c->req.ns[OSV_PHASE_COMPUTE_INPUT] = c->req.phase_t1[OSV_PHASE_COMPUTE_INPUT] - x->t_decode;
     *r = (osv_sreq_t){.model = x->m,
                       .inf = x->inf,
                       .deadline = c->req.deadline,
@@ -1191,44 +1193,7 @@ static uint64_t max_chars(osv_dtype_t dt)
 
 static double value_at(const osv_tensor_view_t *v, uint64_t i)
 {
-    const void *p = v->data;
-    uint32_t b;
-    float f;
-    switch (v->dtype) {
-    case OSV_DTYPE_FP32:
-        return ((const float *)p)[i];
-    case OSV_DTYPE_FP64:
-        return ((const double *)p)[i];
-    case OSV_DTYPE_FP16: {
-        uint16_t h = ((const uint16_t *)p)[i];
-        uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
-        double r = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m | 0x400, (int)e - 25);
-        return (h & 0x8000) ? -r : r;
-    }
-    case OSV_DTYPE_BF16:
-        b = (uint32_t)((const uint16_t *)p)[i] << 16;
-        memcpy(&f, &b, 4);
-        return f;
-    case OSV_DTYPE_BOOL:
-    case OSV_DTYPE_UINT8:
-        return ((const uint8_t *)p)[i];
-    case OSV_DTYPE_INT8:
-        return ((const int8_t *)p)[i];
-    case OSV_DTYPE_UINT16:
-        return ((const uint16_t *)p)[i];
-    case OSV_DTYPE_INT16:
-        return ((const int16_t *)p)[i];
-    case OSV_DTYPE_UINT32:
-        return ((const uint32_t *)p)[i];
-    case OSV_DTYPE_INT32:
-        return ((const int32_t *)p)[i];
-    case OSV_DTYPE_UINT64:
-        return (double)((const uint64_t *)p)[i];
-    case OSV_DTYPE_INT64:
-        return (double)((const int64_t *)p)[i];
-    default:
-        return 0;
-    }
+    return osv_dtype_value(v->dtype, v->data, i);
 }
 
 static void write_numbers(osv_jw_t *w, const osv_tensor_view_t *v)
@@ -1285,31 +1250,23 @@ static uint64_t classify_into(osv_conn_t *c, const osv_tensor_info_t *ti, const 
 {
     uint64_t rows = v->rank >= 2 ? (uint64_t)v->dims[0] : 1, used = 0;
     uint64_t classes = rows ? v->count / rows : 0;
-    uint64_t *top = NULL;
+    uint32_t *top = NULL;
     if (k > classes)
         k = (uint32_t)classes;
     if (k && !(top = osv_arena_alloc(&c->nc.arena, k * sizeof *top, 8)))
         return UINT64_MAX;
     for (uint64_t r = 0; r < rows; r++) {
         const uint64_t base = r * classes;
-        uint32_t n = 0;
-        for (uint64_t i = 0; i < classes; i++) { /* insertion into a sorted top-k list */
-            double val = value_at(v, base + i);
-            if (n == k && !(val > value_at(v, base + top[k - 1])))
-                continue;
-            uint32_t j = n < k ? n++ : k - 1;
-            while (j > 0 && val > value_at(v, base + top[j - 1])) {
-                top[j] = top[j - 1];
-                j--;
-            }
-            top[j] = i;
-        }
-        for (uint32_t j = 0; j < n; j++) {
+        int got = osv_topk((const char *)v->data + base * osv_dtype_size(v->dtype), v->dtype, classes, k, top,
+                           sizeof *top);
+        if (got < 0)
+            return UINT64_MAX; /* classes beyond 2^32: the tensor limits keep this from happening */
+        for (uint32_t j = 0; j < (uint32_t)got; j++) {
             char *s = (char *)dst + used + 4;
             double score = value_at(v, base + top[j]);
-            int len = snprintf(s, 64, "%f:%" PRIu64, score, top[j]); /* std::to_string's format, as Triton */
+            int len = snprintf(s, 64, "%f:%u", score, top[j]); /* std::to_string's format, as Triton */
             if (len < 0 || len >= 64)
-                len = snprintf(s, 64, "%g:%" PRIu64, score, top[j]); /* huge scores */
+                len = snprintf(s, 64, "%g:%u", score, top[j]); /* huge scores */
             if (top[j] < ti->n_labels) {
                 size_t ll = strlen(ti->labels[top[j]]);
                 s[len++] = ':';
@@ -1542,8 +1499,8 @@ static void encode_response(osv_conn_t *c)
     }
     c->req.fallback = osv_infer_fallback(x->inf);
     c->req.core_copied = osv_infer_copied(x->inf);
-    c->req.phase_t0[3] = t0;
-    c->req.phase_t1[3] = osv_now_ns();
-    c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = c->req.phase_t1[3] - t0;
+    c->req.phase_t0[OSV_PHASE_COMPUTE_OUTPUT] = t0;
+    c->req.phase_t1[OSV_PHASE_COMPUTE_OUTPUT] = osv_now_ns();
+    c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = c->req.phase_t1[OSV_PHASE_COMPUTE_OUTPUT] - t0;
     send_response(c, json, osv_jw_len(&w), plans, any_binary);
 }

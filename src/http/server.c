@@ -152,6 +152,22 @@ fail:
     return rc;
 }
 
+int osv_server_check_port(const char *host, int port, osv_err_t *err)
+{
+    return osv_net_probe(host, port, err);
+}
+
+void osv_server_get_plan(const osv_server_t *s, osv_server_plan_t *out)
+{
+    *out = (osv_server_plan_t){.port = s->port,
+                               .loops = s->n_loops,
+                               .max_connections = s->o.max_connections,
+                               .shm_max_bytes = s->o.shm_max_bytes,
+                               .image_decode_budget = s->o.image_decode_budget,
+                               .pool = s->pool,
+                               .img_budget = s->img_budget};
+}
+
 bool osv_server_memory_refuse(osv_conn_t *c)
 {
     osv_err_t err;

@@ -256,13 +256,7 @@ static void *control_main(void *arg)
         pthread_mutex_lock(&s->control_lock);
         while (!s->control.head && !s->control_stop)
             pthread_cond_wait(&s->control_cond, &s->control_lock);
-        osv_stask_t *t = s->control.head;
-        if (t) {
-            s->control.head = t->next;
-            if (!s->control.head)
-                s->control.tail = NULL;
-            s->control.n--;
-        }
+        osv_stask_t *t = task_fifo_pop(&s->control);
         pthread_mutex_unlock(&s->control_lock);
         if (!t)
             return NULL;
@@ -273,20 +267,10 @@ static void *control_main(void *arg)
 
 int osv_serve_control(osv_serve_t *s, osv_stask_t *t)
 {
-    int rc = 0;
-    t->next = NULL;
     pthread_mutex_lock(&s->control_lock);
-    if (s->control.n >= s->control.cap) {
-        rc = OSV_EBUSY;
-    } else {
-        if (s->control.tail)
-            s->control.tail->next = t;
-        else
-            s->control.head = t;
-        s->control.tail = t;
-        s->control.n++;
+    int rc = task_fifo_push(&s->control, t);
+    if (rc == 0)
         pthread_cond_signal(&s->control_cond);
-    }
     pthread_mutex_unlock(&s->control_lock);
     return rc;
 }

@@ -122,7 +122,8 @@ struct osv_sreq {
     osv_err_t err;                         /* the message when rc != 0 */
     uint64_t ns[OSV_PHASE_COUNT];          /* queue, compute input/infer phases (the front adds its
                                               own input decoding and output encoding) */
-    uint64_t phase_t0[4], phase_t1[4];     /* monotonic start/end of queue, input, infer, output */
+    uint64_t phase_t0[OSV_PHASE_COUNT];    /* monotonic start of each phase it ran (queue, compute) */
+    uint64_t phase_t1[OSV_PHASE_COUNT];    /* ... and end; 0 = absent */
     uint64_t batch;                        /* the batch size it ran with */
     uint64_t expected_wait_ns;             /* refused for its deadline: the work queued ahead */
 

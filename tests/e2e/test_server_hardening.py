@@ -134,6 +134,18 @@ class OutputEdges(unittest.TestCase):
         self.assertEqual(st, 400, body)
         self.assertIn("output 'text_out' is BYTES", body["error"])
 
+    def test_classification_ranks_nan_last(self):
+        # /infer's classification used to answer index 0 for [NaN, 1, 2] while /classify answered 2: one
+        # top-k now (core), NaN below every number, ties by index.
+        req = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]},
+                          {"name": "x", "shape": [5], "datatype": "FP32", "data": ["NaN", 1, 2, "-Infinity", 2]}],
+               "outputs": [{"name": "x_out", "parameters": {"classification": 5}}]}
+        st, _, data = self.srv.request("POST", "/v2/models/bytes_fp32/infer", json.dumps(req))
+        self.assertEqual(st, 200, data)
+        out = {o["name"]: o["data"] for o in strict_json(data)["outputs"]}["x_out"]
+        self.assertEqual([e.split(":")[1] for e in out], ["2", "4", "1", "3", "0"], out)
+        self.assertEqual(out[0], "2.000000:2")
+
     def test_nan_and_infinity_are_strict_json(self):
         req = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]},
                           {"name": "x", "shape": [4], "datatype": "FP32", "data": [1.5, "NaN", "Infinity", "-Infinity"]}]}
