@@ -129,6 +129,10 @@ OSV_API bool osv_model_has_pbtxt(const osv_model_t *m);
 /* Triton's max_batch_size: 0 = shapes are full shapes; > 0 = the first dim of every input and
  * output is the batch, at most this. */
 OSV_API int32_t osv_model_max_batch_size(const osv_model_t *m);
+/* True when the first dim of every input and output is a batch dim: max_batch_size > 0 for a model
+ * with config.pbtxt; for one without, config.json's batch_dim, else a variable first dim everywhere.
+ * What inference_count and classification (one top-k per batch row) go by. */
+OSV_API bool osv_model_batched(const osv_model_t *m);
 /* Instances: how many runs of this version may execute at once. */
 OSV_API uint32_t osv_model_instance_count(const osv_model_t *m);
 /* A fingerprint of the files this version was loaded from (model file, config.pbtxt, config.json,

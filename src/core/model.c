@@ -694,6 +694,11 @@ int32_t osv_model_max_batch_size(const osv_model_t *m)
     return m->max_batch_size;
 }
 
+bool osv_model_batched(const osv_model_t *m)
+{
+    return m->batch_dim == 1;
+}
+
 uint32_t osv_model_instance_count(const osv_model_t *m)
 {
     return m->n_instances;

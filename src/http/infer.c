@@ -1243,12 +1243,22 @@ static void write_strings(osv_jw_t *w, const uint8_t *p, uint64_t len)
     osv_jw_arr_end(w);
 }
 
-/* Classification: the top k of each row as "score:index[:label]" in Triton's BYTES format
+/* What classification ranks, as Triton does: each batch row over all its elements (flat indices) for a
+ * model with a batch dim, the whole tensor for one without. A config.pbtxt model has one when its
+ * max_batch_size > 0; a model without config.pbtxt when its first dim is a batch (osv_model_batched:
+ * the same test Triton's auto-completion applies). The number of rows. */
+static uint64_t class_rows(const osv_conn_t *c, const osv_tensor_view_t *v)
+{
+    const infer_ctx_t *x = c->req.ctx;
+    return osv_model_batched(x->m) && v->rank >= 2 ? (uint64_t)v->dims[0] : 1; /* [N] alone: one list */
+}
+
+/* Classification: the top k of each row (class_rows) as "score:index[:label]" in Triton's BYTES format
  * (score printed like std::to_string, as Triton does). Returns the serialized size. */
 static uint64_t classify_into(osv_conn_t *c, const osv_tensor_info_t *ti, const osv_tensor_view_t *v,
                               uint32_t k, uint8_t *dst, out_plan_t *plan)
 {
-    uint64_t rows = v->rank >= 2 ? (uint64_t)v->dims[0] : 1, used = 0;
+    uint64_t rows = class_rows(c, v), used = 0;
     uint64_t classes = rows ? v->count / rows : 0;
     uint32_t *top = NULL;
     if (k > classes)
@@ -1278,17 +1288,18 @@ static uint64_t classify_into(osv_conn_t *c, const osv_tensor_info_t *ti, const 
             used += 4 + (uint64_t)len;
         }
     }
+    bool batched = osv_model_batched(((infer_ctx_t *)c->req.ctx)->m) && v->rank >= 2;
     plan->class_count = rows * k;
-    plan->class_shape_rank = v->rank >= 2 ? 2 : 1;
-    plan->class_dims[0] = v->rank >= 2 ? (int64_t)rows : (int64_t)k;
+    plan->class_shape_rank = batched ? 2 : 1;
+    plan->class_dims[0] = batched ? (int64_t)rows : (int64_t)k;
     plan->class_dims[1] = k;
     return used;
 }
 
 /* Upper bound of the serialized classification strings for output view v. */
-static uint64_t classify_max(const osv_tensor_info_t *ti, const osv_tensor_view_t *v, uint32_t k)
+static uint64_t classify_max(osv_conn_t *c, const osv_tensor_info_t *ti, const osv_tensor_view_t *v, uint32_t k)
 {
-    uint64_t rows = v->rank >= 2 ? (uint64_t)v->dims[0] : 1, longest = 0;
+    uint64_t rows = class_rows(c, v), longest = 0;
     for (uint32_t i = 0; i < ti->n_labels; i++) {
         uint64_t l = strlen(ti->labels[i]);
         longest = l > longest ? l : longest;
@@ -1453,10 +1464,10 @@ static void encode_response(osv_conn_t *c)
             return;
         }
         if (o->classification) {
-            uint64_t rows = p->v.rank >= 2 ? (uint64_t)p->v.dims[0] : 1, classes = rows ? p->v.count / rows : 0;
+            uint64_t rows = class_rows(c, &p->v), classes = rows ? p->v.count / rows : 0;
             if (o->classification > classes) /* top-1000000 of 10 classes is the 10 (an empty output: 0) */
                 x->outs[k].classification = classes ? (uint32_t)classes : 1;
-            p->bytes_len = classify_max(osv_model_output(x->m, o->idx), &p->v, o->classification);
+            p->bytes_len = classify_max(c, osv_model_output(x->m, o->idx), &p->v, o->classification);
             p->class_count = rows * o->classification;
         } else if (p->v.dtype == OSV_DTYPE_BYTES) {
             p->bytes_len = p->v.bytes;

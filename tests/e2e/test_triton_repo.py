@@ -124,6 +124,10 @@ class Served(unittest.TestCase):
         r = cls.tmp.name
         model(r, "mlp_batched", "mlp.onnx", config=MLP_BATCHED, files={"mlp_labels.txt": LABELS})
         model(r, "mlp_reshape", "mlp.onnx", config=MLP_RESHAPE)
+        # max_batch_size 0: the dims are the full shape, and nothing is a batch row.
+        model(r, "mlp_nobatch", "mlp.onnx", config='max_batch_size: 0\n'
+              'input [ { name: "x" data_type: TYPE_FP32 dims: [ -1, 64 ] } ]\n'
+              'output [ { name: "probs" data_type: TYPE_FP32 dims: [ -1, 10 ] } ]\n')
         # A minimal config: Triton's ONNX Runtime backend completes everything else from the model.
         model(r, "scale_auto", "scale2x.onnx", config='platform: "onnxruntime_onnx"\n')
         model(r, "mlp_auto", "mlp.onnx", config="")
@@ -269,6 +273,26 @@ class Served(unittest.TestCase):
         self.assertIn(("response_cache_unavailable", "batcher"), warned)
         st, r = infer(self.srv, "batcher", [("x", "FP32", np.ones((2, 64), np.float32))])
         self.assertEqual(st, 200, r)
+
+    def test_classification_ranks_each_batch_row_or_the_whole_tensor(self):
+        x = np.random.default_rng(5).standard_normal((2, 8, 8)).astype(np.float32)
+        probs = mlp_reference(x.reshape(2, 64))
+        # A batching model: one list per batch row, over all of the row's elements ([2, 5] here), with
+        # flat indices into the row.
+        st, r = infer(self.srv, "mlp_reshape", [("x", "FP32", x)],
+                      outputs=[{"name": "probs", "parameters": {"classification": 3}}])
+        self.assertEqual(st, 200, r)
+        self.assertEqual(r["outputs"][0]["shape"], [2, 3])
+        for row in range(2):
+            got = [int(e.split(":")[1]) for e in r["outputs"][0]["data"][row * 3:row * 3 + 3]]
+            self.assertEqual(got, list(np.argsort(-probs[row], kind="stable")[:3]))
+        # A model without batching: the whole tensor is one list, with flat indices ([2, 10] -> 0..19).
+        st, r = infer(self.srv, "mlp_nobatch", [("x", "FP32", x.reshape(2, 64))],
+                      outputs=[{"name": "probs", "parameters": {"classification": 4}}])
+        self.assertEqual(st, 200, r)
+        self.assertEqual(r["outputs"][0]["shape"], [4])
+        got = [int(e.split(":")[1]) for e in r["outputs"][0]["data"]]
+        self.assertEqual(got, list(np.argsort(-probs.ravel(), kind="stable")[:4]))
 
     def test_raw_binary_request_is_batch_one(self):
         # Triton's raw binary request (Inference-Header-Content-Length: 0) to a batching model: batch 1 of
