@@ -28,9 +28,20 @@
 #define MAX_PRIORITIES (1u << 20)  /* priority_levels */
 #define MAX_THREADS    1024        /* intra/inter_op_thread_count, as config.json's threads */
 
+/* Names already met, for duplicate checks in O(1) whatever the number of entries: an open-addressing
+ * set of (what, name), sized at twice the document's fields. */
+typedef struct tc_name {
+    uint32_t what;
+    const char *name;
+} tc_name_t;
+
+enum { SEEN_INPUT = 1, SEEN_OUTPUT, SEEN_PARAMETER, SEEN_METRIC_TAG, SEEN_CC_FILE, SEEN_PRIORITY, SEEN_WARMUP };
+
 typedef struct tc_ctx {
     osv_tconfig_t *t;
     const osv_tconfig_limits_t *lim;
+    tc_name_t *seen;
+    size_t seen_mask;
     const osv_pbtxt_doc_t *doc;
     osv_err_t *err;
     char path[256]; /* the field being read, e.g. "input[0].dims" */
@@ -125,6 +136,23 @@ static void pop(tc_ctx_t *c, size_t mark)
 {
     c->path_len = mark;
     c->path[mark] = '\0';
+}
+
+/* True when (what, name) was met before; records it otherwise. */
+static bool seen_before(tc_ctx_t *c, uint32_t what, const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ what;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    for (size_t i = (size_t)h & c->seen_mask;; i = (i + 1) & c->seen_mask) {
+        tc_name_t *e = &c->seen[i];
+        if (!e->name) {
+            *e = (tc_name_t){what, name};
+            return false;
+        }
+        if (e->what == what && strcmp(e->name, name) == 0)
+            return true;
+    }
 }
 
 /* ---- values ------------------------------------------------------------------------------------------- */
@@ -463,9 +491,8 @@ static int tensor(tc_ctx_t *c, const osv_pbtxt_field_t *f, bool output, osv_tc_t
     rc = output ? WALK(c, f, "ModelOutput", out_tab, &x) : WALK(c, f, "ModelInput", in_tab, &x);
     if (!rc)
         rc = tensor_done(c, f, &x);
-    for (uint32_t i = 0; !rc && i < *n; i++)
-        if (strcmp(arr[i].name, x.t->name) == 0)
-            rc = bad(c, f, "%s '%s' is listed twice", output ? "output" : "input", x.t->name);
+    if (!rc && seen_before(c, output ? SEEN_OUTPUT : SEEN_INPUT, x.t->name))
+        rc = bad(c, f, "%s '%s' is listed twice", output ? "output" : "input", x.t->name);
     pop(c, mark);
     (*n)++;
     return rc;
@@ -637,8 +664,8 @@ static int kv_value(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 }
 
 /* One map entry {key: ... value: ...} into arr[*n]; duplicate keys are errors. */
-static int map_entry(tc_ctx_t *c, const osv_pbtxt_field_t *f, osv_tc_kv_t *arr, uint32_t *n, bool model_parameter,
-                     tc_pos_t *value_pos)
+static int map_entry(tc_ctx_t *c, const osv_pbtxt_field_t *f, uint32_t what, osv_tc_kv_t *arr, uint32_t *n,
+                     bool model_parameter, tc_pos_t *value_pos)
 {
     static const tc_field_t tab[] = {{"key", kv_key, false}, {"value", kv_value, false}};
     kv_obj_t x = {.kv = &arr[*n], .model_parameter = model_parameter};
@@ -649,9 +676,8 @@ static int map_entry(tc_ctx_t *c, const osv_pbtxt_field_t *f, osv_tc_kv_t *arr, 
         return bad(c, f, "an entry has no key");
     if (!x.kv->value)
         x.kv->value = "";
-    for (uint32_t i = 0; i < *n; i++)
-        if (strcmp(arr[i].key, x.kv->key) == 0)
-            return bad(c, f, "key '%s' is given twice", x.kv->key);
+    if (seen_before(c, what, x.kv->key))
+        return bad(c, f, "key '%s' is given twice", x.kv->key);
     if (value_pos)
         *value_pos = x.has_value ? x.value_pos : pos_of(f);
     (*n)++;
@@ -661,13 +687,14 @@ static int map_entry(tc_ctx_t *c, const osv_pbtxt_field_t *f, osv_tc_kv_t *arr, 
 static int m_metric_tags(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
     osv_tconfig_t *t = o;
-    return map_entry(c, f, (osv_tc_kv_t *)t->c.metric_tags, &t->c.n_metric_tags, false, NULL);
+    return map_entry(c, f, SEEN_METRIC_TAG, (osv_tc_kv_t *)t->c.metric_tags, &t->c.n_metric_tags, false, NULL);
 }
 
 static int m_cc_model_filenames(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
     osv_tconfig_t *t = o;
-    return map_entry(c, f, (osv_tc_kv_t *)t->c.cc_model_filenames, &t->c.n_cc_model_filenames, false, NULL);
+    return map_entry(c, f, SEEN_CC_FILE, (osv_tc_kv_t *)t->c.cc_model_filenames, &t->c.n_cc_model_filenames, false,
+                     NULL);
 }
 
 /* The ONNX Runtime backend's session parameters, checked as it reads them. */
@@ -734,7 +761,7 @@ static int m_parameters(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     tc_pos_t vpos;
     uint32_t i = t->c.n_parameters;
     size_t mark = push(c, "[%u]", i);
-    int rc = map_entry(c, f, (osv_tc_kv_t *)t->c.parameters, &t->c.n_parameters, true, &vpos);
+    int rc = map_entry(c, f, SEEN_PARAMETER, (osv_tc_kv_t *)t->c.parameters, &t->c.n_parameters, true, &vpos);
     pop(c, mark);
     if (rc)
         return rc;
@@ -933,10 +960,14 @@ static int db_priority_policy(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     static const tc_field_t tab[] = {{"key", pp_key, false}, {"value", pp_value, false}};
     osv_dynamic_batching_t *db = o;
     osv_priority_policy_t *pp = (osv_priority_policy_t *)&db->priority_queue_policy[db->n_priority_policies];
+    char level[24];
+    const char *key;
     int rc = WALK(c, f, "priority_queue_policy entry", tab, pp);
-    for (uint32_t i = 0; !rc && i < db->n_priority_policies; i++)
-        if (db->priority_queue_policy[i].level == pp->level)
-            rc = bad(c, f, "priority level %" PRIu64 " is given twice", pp->level);
+    snprintf(level, sizeof level, "%" PRIu64, pp->level);
+    if (!rc && !(key = osv_tconfig_strdup(c->t, level)))
+        rc = no_memory(c);
+    if (!rc && seen_before(c, SEEN_PRIORITY, key))
+        rc = bad(c, f, "priority level %" PRIu64 " is given twice", pp->level);
     db->n_priority_policies++;
     return rc;
 }
@@ -1153,9 +1184,8 @@ static int w_input(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
         rc = bad(c, f, "an entry has no key (the input's name)");
     if (!rc && !in->dtype)
         rc = bad(c, f, "input '%s' has no value", in->name);
-    for (uint32_t i = 0; !rc && i < w->n_inputs; i++)
-        if (strcmp(w->inputs[i].name, in->name) == 0)
-            rc = bad(c, f, "input '%s' is given twice", in->name);
+    if (!rc && seen_before(c, SEEN_WARMUP + (uint32_t)(w - c->t->c.model_warmup), in->name))
+        rc = bad(c, f, "input '%s' is given twice", in->name);
     w->n_inputs++;
     return rc;
 }
@@ -1286,6 +1316,13 @@ static int parse_text(osv_tconfig_t *t, const char *text, size_t len, const char
         return perr.line ? osv_err_set(err, OSV_EPARSE, "%s:%u:%u: %s", t->path, perr.line, perr.col, perr.msg)
                          : osv_err_set(err, OSV_EPARSE, "%s: %s", t->path, perr.msg);
     t->present = true;
+    for (c.seen_mask = 1; c.seen_mask < 2 * (size_t)doc.n; c.seen_mask <<= 1)
+        ;
+    if (!(c.seen = osv_tconfig_alloc(t, c.seen_mask, sizeof *c.seen))) {
+        osv_pbtxt_free(&doc);
+        return osv_err_set(err, OSV_ENOMEM, "out of memory reading %s", t->path);
+    }
+    c.seen_mask--;
     if ((rc = size_arrays(&c, &doc.fields[0])) == 0)
         rc = walk(&c, &doc.fields[0], "ModelConfig", model_config_fields,
                   sizeof model_config_fields / sizeof *model_config_fields, t);

@@ -400,6 +400,10 @@ MALFORMED = {
                      "{ data_type: TYPE_FP32 dims: [ 64 ] zero_data: true } } } ]\n", None,
                      "model_warmup[0] ('w'): the model has no input 'nope'"),
     "instances": ("mlp.onnx", "instance_group [ { count: 100 } ]\n", None, "instance_group[0].count: expected an integer from 0 to 16"),
+    "dup_input": ("mlp.onnx", 'input [ { name: "x" data_type: TYPE_FP32 dims: [ 64 ] }, { name: "x" data_type: TYPE_FP32 '
+                  'dims: [ 64 ] } ]\n', None, "input[1]: input 'x' is listed twice"),
+    "dup_param": ("mlp.onnx", 'parameters [ { key: "k" value: { string_value: "1" } }, { key: "k" value: { string_value: '
+                  '"2" } } ]\n', None, "parameters[1]: key 'k' is given twice"),
 }
 
 
