@@ -790,7 +790,8 @@ int osv_model_ort_input_shape(const osv_model_t *m, uint32_t i, const int64_t *d
     uint32_t b = m->max_batch_size > 0 && rank > 0 ? 1 : 0;
     uint64_t elements = 1;
     if (!m->tc->present || !t->has_reshape) {
-        memcpy(out, dims, rank * sizeof *dims);
+        if (rank) /* a scalar may come with no dims at all */
+            memcpy(out, dims, rank * sizeof *dims);
         *out_rank = rank;
         return 0;
     }
@@ -799,7 +800,8 @@ int osv_model_ort_input_shape(const osv_model_t *m, uint32_t i, const int64_t *d
             return OSV_EOVERFLOW;
     if (b)
         out[0] = dims[0];
-    memcpy(out + b, t->reshape, t->reshape_rank * sizeof *out);
+    if (t->reshape_rank)
+        memcpy(out + b, t->reshape, t->reshape_rank * sizeof *out);
     *out_rank = b + t->reshape_rank;
     return fill_variable(out + b, t->reshape_rank, elements) ? 0 : OSV_ESHAPE;
 }
@@ -812,7 +814,8 @@ void osv_model_client_output_shape(const osv_model_t *m, uint32_t k, const int64
     uint64_t elements = 1;
     bool ok = true;
     if (!m->tc->present || !t->has_reshape) {
-        memcpy(out, ort, ort_rank * sizeof *ort);
+        if (ort_rank)
+            memcpy(out, ort, ort_rank * sizeof *ort);
         *out_rank = ort_rank;
         return;
     }
@@ -823,7 +826,8 @@ void osv_model_client_output_shape(const osv_model_t *m, uint32_t k, const int64
     memcpy(out + b, t->dims, t->rank * sizeof *out);
     *out_rank = b + t->rank;
     if (!ok || !fill_variable(out + b, t->rank, elements)) { /* the model broke its reshape: show ORT's */
-        memcpy(out, ort, ort_rank * sizeof *ort);
+        if (ort_rank)
+            memcpy(out, ort, ort_rank * sizeof *ort);
         *out_rank = ort_rank;
     }
 }
