@@ -51,13 +51,14 @@ static char *large_config(size_t target, size_t *len)
         return NULL;
     n += (size_t)snprintf(s + n, cap - n, "name: \"large\"\nbackend: \"onnxruntime\"\nmax_batch_size: 16\n");
     for (int i = 0; n + 512 < target; i++) {
-        n += (size_t)snprintf(s + n, cap - n,
-                              "# tensor pair %d\ninput { name: \"in_%d\" data_type: TYPE_FP32 dims: [ 3, -1, 224 ] "
-                              "reshape: { shape: [ 3, -1, 224 ] } optional: false }\n"
-                              "output < name: 'out_%d', data_type: TYPE_FP16, dims: [ 1000 ], label_filename: "
-                              "\"labels_%d.txt\" >;\n"
-                              "parameters { key: \"user_key_%d\" value: { string_value: \"a\\tb\\x41\\101\\u00e9 %d\" } }\n",
-                              i, i, i, i, i, i);
+        n += (size_t)snprintf(
+            s + n, cap - n,
+            "# tensor pair %d\ninput { name: \"in_%d\" data_type: TYPE_FP32 dims: [ 3, -1, 224 ] "
+            "reshape: { shape: [ 3, -1, 224 ] } optional: false }\n"
+            "output < name: 'out_%d', data_type: TYPE_FP16, dims: [ 1000 ], label_filename: "
+            "\"labels_%d.txt\" >;\n"
+            "parameters { key: \"user_key_%d\" value: { string_value: \"a\\tb\\x41\\101\\u00e9 %d\" } }\n",
+            i, i, i, i, i, i);
     }
     *len = n;
     return s;
@@ -100,9 +101,10 @@ static void bench(const char *label, const char *model, const char *text, size_t
     qsort(t_parse, (size_t)runs, sizeof *t_parse, cmp_double);
     qsort(t_map, (size_t)runs, sizeof *t_map, cmp_double);
     double p = t_parse[runs / 2], m = t_map[runs / 2];
-    printf("%-8s %8zu bytes %6u fields  parse p50 %9.1f us (%6.0f MB/s, doc %7zu bytes)  parse+map p50 %9.1f us "
-           "(config %7zu bytes)\n",
-           label, len, fields, p * 1e6, (double)len / p / 1e6, doc_bytes, m * 1e6, cfg_bytes);
+    printf(
+        "%-8s %8zu bytes %6u fields  parse p50 %9.1f us (%6.0f MB/s, doc %7zu bytes)  parse+map p50 %9.1f us "
+        "(config %7zu bytes)\n",
+        label, len, fields, p * 1e6, (double)len / p / 1e6, doc_bytes, m * 1e6, cfg_bytes);
     free(t_parse);
     free(t_map);
 }

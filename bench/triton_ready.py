@@ -22,8 +22,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 import benchlib as B  # noqa: E402
+from server import link  # noqa: E402
 
 MOBILENET_PBTXT = "max_batch_size: 4\ninstance_group [ { count: 1 kind: KIND_CPU } ]\n"
 WARM_ONE = ('model_warmup [ { name: "zeros" batch_size: 1 inputs { key: "input" value: { data_type: TYPE_FP32 '
@@ -36,14 +39,6 @@ def put(path, text):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(text)
-
-
-def link(src, dst):
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 def repo20x3(root, pbtxt):

@@ -24,8 +24,8 @@ static void check_tree(const osv_pbtxt_doc_t *d, const osv_pbtxt_limits_t *lim, 
     for (uint32_t i = 0; i < d->n; i++) {
         const osv_pbtxt_field_t *f = &d->fields[i];
         uint32_t seen = 0;
-        FZ_CHECK(i == 0 || (f->line >= 1 && f->col >= 1 && f->line <= size + 1), "field %u at %u:%u", i, f->line,
-                 f->col);
+        FZ_CHECK(i == 0 || (f->line >= 1 && f->col >= 1 && f->line <= size + 1), "field %u at %u:%u", i,
+                 f->line, f->col);
         if (f->kind == OSV_PBTXT_STRING) {
             FZ_CHECK(f->len <= lim->max_string && f->text[f->len] == '\0', "string of %u bytes", f->len);
             continue;
@@ -56,9 +56,16 @@ static int parse_checked(const uint8_t *data, size_t size, const osv_pbtxt_limit
 
 static const fz_fake_t fakes[] = {
     {"mlp", 1, 1, {{"x", OSV_DTYPE_FP32, 2, {-1, 64}}, {"probs", OSV_DTYPE_FP32, 2, {-1, 10}}}},
-    {"densenet", 1, 1, {{"data_0", OSV_DTYPE_FP32, 4, {1, 3, 224, 224}}, {"fc6_1", OSV_DTYPE_FP32, 2, {1, 1000}}}},
-    {"text", 2, 1,
-     {{"ids", OSV_DTYPE_INT64, 2, {-1, -1}}, {"scale", OSV_DTYPE_FP32, 0, {0}}, {"label", OSV_DTYPE_BYTES, 1, {-1}}}},
+    {"densenet",
+     1,
+     1,
+     {{"data_0", OSV_DTYPE_FP32, 4, {1, 3, 224, 224}}, {"fc6_1", OSV_DTYPE_FP32, 2, {1, 1000}}}},
+    {"text",
+     2,
+     1,
+     {{"ids", OSV_DTYPE_INT64, 2, {-1, -1}},
+      {"scale", OSV_DTYPE_FP32, 0, {0}},
+      {"label", OSV_DTYPE_BYTES, 1, {-1}}}},
 };
 
 static void check_completed(const osv_model_t *m)
@@ -76,7 +83,8 @@ static void check_completed(const osv_model_t *m)
         FZ_CHECK(t->rank <= OSV_MAX_DIMS && (c->max_batch_size == 0 || (t->rank >= 1 && t->dims[0] == -1)),
                  "tensor %u: view rank %d", i, t->rank);
     }
-    FZ_CHECK(m->n_instances >= 1 && m->n_instances <= m->lo.max_instances * 64, "%u instances", m->n_instances);
+    FZ_CHECK(m->n_instances >= 1 && m->n_instances <= m->lo.max_instances * 64, "%u instances",
+             m->n_instances);
     for (uint32_t i = 0; i < c->dynamic_batching.n_preferred; i++)
         FZ_CHECK(c->max_batch_size == 0 || c->dynamic_batching.preferred_batch_size[i] <= c->max_batch_size,
                  "preferred %d", c->dynamic_batching.preferred_batch_size[i]);

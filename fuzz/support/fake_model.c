@@ -60,7 +60,8 @@ int fz_fake_configure(osv_model_t *m, const uint8_t *pbtxt, size_t pbtxt_len, os
     if (m->config_len && (rc = osv_model_config_parse(m, err)) != 0)
         return rc;
     if (pbtxt)
-        rc = osv_tconfig_from_text((const char *)pbtxt, pbtxt_len, "fuzz/config.pbtxt", m->name, &lim, &m->tc, err);
+        rc = osv_tconfig_from_text((const char *)pbtxt, pbtxt_len, "fuzz/config.pbtxt", m->name, &lim, &m->tc,
+                                   err);
     else
         rc = osv_tconfig_read(NULL, m->name, &lim, &m->tc, err);
     if (rc || (rc = osv_tconfig_merge_json(m, err)) != 0 || (rc = osv_tconfig_complete(m, err)) != 0)

@@ -43,7 +43,7 @@ typedef struct osv_tensor_info {
     const char *sym[OSV_MAX_DIMS]; /* symbolic dim names ("" when none) */
     const char *const *labels;     /* classification labels for this output, or NULL */
     uint32_t n_labels;
-    bool optional;                 /* inputs: a request may leave it out (config.pbtxt's `optional`) */
+    bool optional; /* inputs: a request may leave it out (config.pbtxt's `optional`) */
 } osv_tensor_info_t;
 
 typedef struct osv_model_meta {
@@ -102,8 +102,8 @@ OSV_API int osv_model_load(osv_env_t *env, const char *name, int64_t version, co
 /* The same with load options (NULL = osv_load_opts_default). config_dir may also hold config.pbtxt,
  * Triton's ModelConfig, which then shapes what clients see (ortserve/tconfig.h). */
 OSV_API int osv_model_load_ex(osv_env_t *env, const char *name, int64_t version, const char *path,
-                              const char *config_dir, const osv_limits_t *base_limits, const osv_load_opts_t *lo,
-                              osv_model_t **out, osv_err_t *err);
+                              const char *config_dir, const osv_limits_t *base_limits,
+                              const osv_load_opts_t *lo, osv_model_t **out, osv_err_t *err);
 
 /* Reference counting; thread-safe. The last release frees the session and everything else. */
 OSV_API osv_model_t *osv_model_ref(osv_model_t *m);

@@ -41,7 +41,11 @@ typedef enum osv_instance_kind {
     OSV_KIND_MODEL = 3
 } osv_instance_kind_t;
 
-typedef enum osv_warmup_source { OSV_WARMUP_ZERO = 0, OSV_WARMUP_RANDOM, OSV_WARMUP_FILE } osv_warmup_source_t;
+typedef enum osv_warmup_source {
+    OSV_WARMUP_ZERO = 0,
+    OSV_WARMUP_RANDOM,
+    OSV_WARMUP_FILE
+} osv_warmup_source_t;
 
 /* ModelInput / ModelOutput. */
 typedef struct osv_tc_tensor {
@@ -52,10 +56,10 @@ typedef struct osv_tc_tensor {
     bool has_reshape;
     uint32_t reshape_rank; /* 0 with has_reshape: the model takes [batch] (or a scalar) */
     int64_t reshape[OSV_MAX_DIMS];
-    osv_tensor_format_t format;  /* inputs */
-    bool optional;               /* inputs: a request may leave it out */
-    bool allow_ragged_batch;     /* inputs */
-    const char *label_filename;  /* outputs: the classification labels file, "" when none */
+    osv_tensor_format_t format; /* inputs */
+    bool optional;              /* inputs: a request may leave it out */
+    bool allow_ragged_batch;    /* inputs */
+    const char *label_filename; /* outputs: the classification labels file, "" when none */
 } osv_tc_tensor_t;
 
 /* ModelInstanceGroup (CPU instances only: KIND_GPU is refused at load). */
@@ -75,7 +79,7 @@ typedef struct osv_tc_kv {
 typedef struct osv_tc_warmup_input {
     const char *name;
     osv_dtype_t dtype;
-    uint32_t rank;              /* of dims, without the batch dim */
+    uint32_t rank; /* of dims, without the batch dim */
     int64_t dims[OSV_MAX_DIMS];
     osv_warmup_source_t source;
     const char *file; /* OSV_WARMUP_FILE: the name under <model>/warmup/ */
@@ -93,18 +97,18 @@ typedef struct osv_tc_warmup {
 typedef struct osv_triton_config {
     const char *name, *platform, *backend, *runtime;
     osv_version_policy_t version_policy;
-    uint32_t latest_versions;  /* LATEST */
-    const int64_t *versions;   /* SPECIFIC, as written */
+    uint32_t latest_versions; /* LATEST */
+    const int64_t *versions;  /* SPECIFIC, as written */
     uint32_t n_versions;
-    int32_t max_batch_size;    /* 0: dims are full shapes; > 0: a batch dim of at most this is prepended */
+    int32_t max_batch_size; /* 0: dims are full shapes; > 0: a batch dim of at most this is prepended */
     const osv_tc_tensor_t *input;
     uint32_t n_input;
     const osv_tc_tensor_t *output;
     uint32_t n_output;
     /* optimization */
     bool has_graph_level;
-    int32_t graph_level;         /* ORT backend: -1 basic, 0 all (default), 1 extended, 2 none */
-    int32_t priority;            /* ModelPriority: 0 default, 1 max, 2 min (no effect on CPU) */
+    int32_t graph_level; /* ORT backend: -1 basic, 0 all (default), 1 extended, 2 none */
+    int32_t priority;    /* ModelPriority: 0 default, 1 max, 2 min (no effect on CPU) */
     bool input_pinned_memory, output_pinned_memory;
     uint32_t gather_kernel_buffer_threshold;
     bool eager_batching;

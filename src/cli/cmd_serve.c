@@ -282,7 +282,8 @@ static void log_repo_event(void *ud, const osv_repo_event_t *e)
             "\"inputs\":%u,\"outputs\":%u,\"load_ms\":%.1f,\"warmup_runs\":%u,\"warmup_run_bytes\":%" PRIu64,
             name, v, e->reloaded ? "true" : "false", osv_model_has_pbtxt(m) ? "config.pbtxt" : "none",
             osv_model_max_batch_size(m), osv_model_instance_count(m), osv_model_input_count(m),
-            osv_model_output_count(m), osv_model_load_ms(m), osv_model_warmup_runs(m), osv_model_warmup_bytes(m));
+            osv_model_output_count(m), osv_model_load_ms(m), osv_model_warmup_runs(m),
+            osv_model_warmup_bytes(m));
     if (osv_model_warmup_error(m))
         osv_log(OSV_LOG_WARN, "warmup_failed", "\"model\":\"%s\"%s,\"error\":\"%s\"", name, v,
                 osv_log_escape(osv_model_warmup_error(m), why, sizeof why));
@@ -486,8 +487,8 @@ static int serve(serve_cfg_t *cfg)
     bool all = !cfg->load_models.v[0]; /* check_model_control turned "*" into "" */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     /* A model without config.pbtxt may run on every thread that runs models at once, as before. */
-    cfg->load.native_instances = (uint32_t)(cfg->srv.loops + (cfg->srv.workers > 0 ? cfg->srv.workers
-                                                                                  : cores > 0 ? cores : 1));
+    long runners = cfg->srv.workers > 0 ? (long)cfg->srv.workers : cores > 0 ? cores : 1;
+    cfg->load.native_instances = (uint32_t)(cfg->srv.loops + runners);
     osv_repo_opts_t ro = {.env = env,
                           .path = cfg->repo,
                           .limits = cfg->limits,

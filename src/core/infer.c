@@ -24,7 +24,7 @@ typedef struct infer_in {
     uint8_t declared, external, convert;
     osv_dtype_t dtype; /* as sent */
     uint32_t rank;
-    int64_t dims[OSV_MAX_DIMS];     /* as sent (the clients' view) */
+    int64_t dims[OSV_MAX_DIMS]; /* as sent (the clients' view) */
     uint32_t ort_rank;
     int64_t ort_dims[OSV_MAX_DIMS]; /* as ORT takes it (reshaped by config.pbtxt) */
     uint64_t count;
@@ -173,7 +173,8 @@ int osv_infer_add_input(osv_infer_t *inf, uint32_t idx, osv_dtype_t dt, const in
                            osv_dtype_name(dt), in->bytes);
     }
     if (m->max_batch_size > 0 && rank > 0 && dims[0] > m->max_batch_size)
-        return osv_err_set(err, OSV_ELIMIT, "input '%s': batch size %" PRId64 " exceeds max_batch_size %d of model '%s'",
+        return osv_err_set(err, OSV_ELIMIT,
+                           "input '%s': batch size %" PRId64 " exceeds max_batch_size %d of model '%s'",
                            ti->name, dims[0], m->max_batch_size, m->name);
     if ((rc = osv_model_ort_input_shape(m, idx, dims, rank, in->ort_dims, &in->ort_rank)) != 0) {
         char s[96];
@@ -345,8 +346,9 @@ static int check_batch(osv_infer_t *inf, osv_err_t *err)
         if (first < 0)
             first = (int)i;
         else if (in->dims[0] != inf->in[first].dims[0])
-            return osv_err_set(err, OSV_ESHAPE, "input '%s' has batch size %" PRId64 " but input '%s' has %" PRId64
-                                                ": every input of a batch must have the same",
+            return osv_err_set(err, OSV_ESHAPE,
+                               "input '%s' has batch size %" PRId64 " but input '%s' has %" PRId64
+                               ": every input of a batch must have the same",
                                m->in[i].name, in->dims[0], m->in[first].name, inf->in[first].dims[0]);
     }
     return 0;

@@ -343,8 +343,8 @@ static int attach_labels(osv_model_t *m, const char *dir, osv_err_t *err)
     int rc;
     for (uint32_t k = 0; k < lc->n_outputs; k++)
         if (osv_model_find_output(m, lc->output_names[k], strlen(lc->output_names[k])) < 0)
-            return osv_err_set(err, OSV_ENOTFOUND, "%s/config.json: output_labels names unknown output '%s'", dir,
-                               lc->output_names[k]);
+            return osv_err_set(err, OSV_ENOTFOUND, "%s/config.json: output_labels names unknown output '%s'",
+                               dir, lc->output_names[k]);
     for (uint32_t k = 0; k < m->n_out; k++) {
         bool json;
         const char *file = osv_tconfig_labels_file(m, k, &json), *other;
@@ -361,9 +361,10 @@ static int attach_labels(osv_model_t *m, const char *dir, osv_err_t *err)
             if (json)
                 osv_err_prefix(err, "%s/config.json", dir);
             else
-                osv_err_prefix(err, "%soutput '%s' label_filename",
-                               osv_tconfig_where(m->tc, m->tc->out_pos[k].label_filename, where, sizeof where),
-                               m->out[k].name);
+                osv_err_prefix(
+                    err, "%soutput '%s' label_filename",
+                    osv_tconfig_where(m->tc, m->tc->out_pos[k].label_filename, where, sizeof where),
+                    m->out[k].name);
             return rc;
         }
     }
@@ -409,9 +410,10 @@ static int create_sessions(osv_model_t *m, const char *path, OrtSessionOptions *
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     m->sessions[0] = m->session;
     for (uint32_t i = 1; i < m->n_instances; i++) {
-        int rc = m->shared_session ? 0
-                                   : osv_ort_status(osv_ort->CreateSession(m->env->env, path, so, &m->sessions[i]),
-                                                    err, "creating a model instance");
+        int rc = m->shared_session
+                     ? 0
+                     : osv_ort_status(osv_ort->CreateSession(m->env->env, path, so, &m->sessions[i]), err,
+                                      "creating a model instance");
         if (rc)
             return rc;
         if (m->shared_session)
@@ -431,7 +433,8 @@ static int open_session(osv_model_t *m, const char *path, const char *config_dir
         (rc = osv_tconfig_read(config_dir, m->name, &tl, &m->tc, err)) != 0 ||
         (rc = osv_tconfig_merge_json(m, err)) != 0 || (rc = session_options(m, so, err)) != 0)
         return rc;
-    rc = osv_ort_status(osv_ort->CreateSession(m->env->env, path, *so, &m->session), err, "loading the model");
+    rc =
+        osv_ort_status(osv_ort->CreateSession(m->env->env, path, *so, &m->session), err, "loading the model");
     if (rc || (rc = describe_io(m, 0, err)) != 0 || (rc = describe_io(m, 1, err)) != 0)
         return rc;
     return read_metadata(m, err);
@@ -478,8 +481,9 @@ void osv_load_opts_default(osv_load_opts_t *o)
     o->config_max_depth = 32;
 }
 
-int osv_model_load_ex(osv_env_t *env, const char *name, int64_t version, const char *path, const char *config_dir,
-                      const osv_limits_t *base_limits, const osv_load_opts_t *lo, osv_model_t **out, osv_err_t *err)
+int osv_model_load_ex(osv_env_t *env, const char *name, int64_t version, const char *path,
+                      const char *config_dir, const osv_limits_t *base_limits, const osv_load_opts_t *lo,
+                      osv_model_t **out, osv_err_t *err)
 {
     osv_model_t *m;
     int rc;
@@ -512,8 +516,8 @@ int osv_model_load_ex(osv_env_t *env, const char *name, int64_t version, const c
     return 0;
 }
 
-int osv_model_load(osv_env_t *env, const char *name, int64_t version, const char *path, const char *config_dir,
-                   const osv_limits_t *base_limits, osv_model_t **out, osv_err_t *err)
+int osv_model_load(osv_env_t *env, const char *name, int64_t version, const char *path,
+                   const char *config_dir, const osv_limits_t *base_limits, osv_model_t **out, osv_err_t *err)
 {
     return osv_model_load_ex(env, name, version, path, config_dir, base_limits, NULL, out, err);
 }
@@ -783,8 +787,8 @@ static bool fill_variable(int64_t *dims, uint32_t rank, uint64_t elements)
     return true;
 }
 
-int osv_model_ort_input_shape(const osv_model_t *m, uint32_t i, const int64_t *dims, uint32_t rank, int64_t *out,
-                              uint32_t *out_rank)
+int osv_model_ort_input_shape(const osv_model_t *m, uint32_t i, const int64_t *dims, uint32_t rank,
+                              int64_t *out, uint32_t *out_rank)
 {
     const osv_tc_tensor_t *t = &m->tc->c.input[i];
     uint32_t b = m->max_batch_size > 0 && rank > 0 ? 1 : 0;

@@ -48,11 +48,11 @@ struct osv_model {
     char *name;
     int64_t version;
     char *path;
-    OrtSession *session;   /* sessions[0] */
-    OrtSession **sessions; /* one per instance (the same pointer when shared) */
-    uint32_t n_instances;  /* runs this model may have at once (Triton's instance count) */
-    bool shared_session;   /* every instance runs sessions[0] */
-    _Atomic uint64_t busy; /* instances running now (bit i: instance i, i < OSV_MAX_INSTANCE_BITS) */
+    OrtSession *session;            /* sessions[0] */
+    OrtSession **sessions;          /* one per instance (the same pointer when shared) */
+    uint32_t n_instances;           /* runs this model may have at once (Triton's instance count) */
+    bool shared_session;            /* every instance runs sessions[0] */
+    _Atomic uint64_t busy;          /* instances running now (bit i: instance i, i < OSV_MAX_INSTANCE_BITS) */
     _Atomic uint32_t next_instance; /* round robin beyond 64 instances */
     /* What clients see (the completed Triton config's inputs and outputs, in its order). */
     uint32_t n_in, n_out;
@@ -69,10 +69,10 @@ struct osv_model {
     bool outputs_symbolic;              /* some output dim is named by a symbol (derivable from the inputs) */
     osv_model_meta_t meta;
     osv_model_config_t cfg;
-    uint32_t json_set;      /* CFG_SET_*: keys config.json gave */
-    osv_tconfig_t *tc;      /* the Triton config, completed (never NULL once loaded) */
-    osv_load_opts_t lo;     /* how it was loaded */
-    uint64_t fingerprint;   /* of the files it was loaded from (osv_model_fingerprint) */
+    uint32_t json_set;    /* CFG_SET_*: keys config.json gave */
+    osv_tconfig_t *tc;    /* the Triton config, completed (never NULL once loaded) */
+    osv_load_opts_t lo;   /* how it was loaded */
+    uint64_t fingerprint; /* of the files it was loaded from (osv_model_fingerprint) */
     char *config_text;
     size_t config_len;
     config_section_t sections[OSV_CONFIG_SECTIONS];
@@ -108,8 +108,8 @@ int osv_model_warmup_run(osv_model_t *m, const char *config_dir, osv_err_t *err)
 /* model.c: ORT's shape for client input i sent with dims[0..rank) (the same unless config.pbtxt
  * reshapes it; the batch dim stays first): 0, or OSV_ESHAPE / OSV_EOVERFLOW when the elements do not
  * fit the reshape. out holds OSV_MAX_DIMS. */
-int osv_model_ort_input_shape(const osv_model_t *m, uint32_t i, const int64_t *dims, uint32_t rank, int64_t *out,
-                              uint32_t *out_rank);
+int osv_model_ort_input_shape(const osv_model_t *m, uint32_t i, const int64_t *dims, uint32_t rank,
+                              int64_t *out, uint32_t *out_rank);
 /* model.c: the clients' shape of output k that ORT produced as ort[0..ort_rank). */
 void osv_model_client_output_shape(const osv_model_t *m, uint32_t k, const int64_t *ort, uint32_t ort_rank,
                                    int64_t *out, uint32_t *out_rank);

@@ -36,8 +36,8 @@ typedef struct repo_version {
     osv_model_t *model; /* one reference; NULL when the version failed */
     char *reason;       /* osv_malloc'ed; NULL when serving */
     /* what the load in progress did, reported once the records are installed (op lock held) */
-    uint8_t loaded;  /* 1 loaded, 2 reloaded over a serving instance */
-    char *failure;   /* the load failed (the old instance, if any, keeps serving); osv_malloc'ed */
+    uint8_t loaded; /* 1 loaded, 2 reloaded over a serving instance */
+    char *failure;  /* the load failed (the old instance, if any, keeps serving); osv_malloc'ed */
 } repo_version_t;
 
 typedef struct repo_model {
@@ -180,8 +180,8 @@ static int list_versions(const osv_repo_t *r, const char *name, const char *file
         }
     }
     if (out->n == 0)
-        return osv_err_set(err, OSV_ELOAD, "model '%s' has no <version>/%s or %s inside the repository", name, file,
-                           file);
+        return osv_err_set(err, OSV_ELOAD, "model '%s' has no <version>/%s or %s inside the repository", name,
+                           file, file);
     sort_versions(out);
     return 0;
 }
@@ -272,10 +272,14 @@ static void check_layout(osv_repo_t *r)
         snprintf(r->problem, sizeof r->problem,
                  "%s is one model's folder (it holds %s), not a repository of model folders: serve it with "
                  "--model-name NAME, or point --model-repository at its parent folder",
-                 r->root, model_file ? "model.onnx" : version_dirs ? "version folders with model.onnx" : "a config file");
+                 r->root,
+                 model_file     ? "model.onnx"
+                 : version_dirs ? "version folders with model.onnx"
+                                : "a config file");
     else
         snprintf(r->problem, sizeof r->problem,
-                 "%s holds no model folder: a repository holds <model>/<version>/model.onnx (or <model>/model.onnx)",
+                 "%s holds no model folder: a repository holds <model>/<version>/model.onnx (or "
+                 "<model>/model.onnx)",
                  r->root);
 }
 
@@ -357,7 +361,8 @@ static int snapshot(osv_repo_t *r, const char *name, repo_version_t **out, uint3
 static int load_one(osv_repo_t *r, const char *name, int64_t version, const char *path, const char *dir,
                     osv_model_t **out, osv_err_t *err)
 {
-    int rc = osv_model_load_ex(r->opts.env, name, version, path, dir, &r->opts.limits, &r->opts.load, out, err);
+    int rc =
+        osv_model_load_ex(r->opts.env, name, version, path, dir, &r->opts.limits, &r->opts.load, out, err);
     if (!rc && r->opts.hook && (rc = r->opts.hook(r->opts.hook_ud, *out, err)) != 0) {
         osv_err_prefix(err, "model '%s' version %" PRId64, name, version);
         osv_model_release(*out);
@@ -368,8 +373,9 @@ static int load_one(osv_repo_t *r, const char *name, int64_t version, const char
 
 /* One selected version into rec: kept when its files did not change, else loaded; a failed reload
  * keeps the old instance. Returns 0 or the load's error (rec says what serves). */
-static int load_version(osv_repo_t *r, const char *name, const version_list_t *vl, uint32_t i, const char *dir,
-                        const repo_version_t *old, uint32_t n_old, repo_version_t *rec, osv_err_t *err)
+static int load_version(osv_repo_t *r, const char *name, const version_list_t *vl, uint32_t i,
+                        const char *dir, const repo_version_t *old, uint32_t n_old, repo_version_t *rec,
+                        osv_err_t *err)
 {
     osv_model_t *prev = old_instance(old, n_old, vl->v[i]), *m = NULL;
     int rc;
@@ -424,8 +430,9 @@ static int plan_versions(osv_repo_t *r, const char *name, const char *dir, versi
     int rc = osv_tconfig_read(dir, name, &lim, &tc, err);
     if (rc)
         return rc;
-    if ((rc = list_versions(r, name, tc->c.default_model_filename[0] ? tc->c.default_model_filename : "model.onnx",
-                            vl, err)) == 0) {
+    if ((rc = list_versions(r, name,
+                            tc->c.default_model_filename[0] ? tc->c.default_model_filename : "model.onnx", vl,
+                            err)) == 0) {
         bool any = false;
         osv_tconfig_select_versions(tc, vl->v, vl->n, vl->selected);
         for (uint32_t i = 0; i < vl->n; i++) {
@@ -436,7 +443,8 @@ static int plan_versions(osv_repo_t *r, const char *name, const char *dir, versi
         char where[4200];
         if (!any)
             rc = osv_err_set(err, OSV_ELOAD, "%sversion_policy selects none of the versions on disk (%s)",
-                             osv_tconfig_where(tc, tc->pos[TC_POS_VERSION_POLICY], where, sizeof where), on_disk);
+                             osv_tconfig_where(tc, tc->pos[TC_POS_VERSION_POLICY], where, sizeof where),
+                             on_disk);
     }
     osv_tconfig_free(tc);
     return rc;
@@ -454,8 +462,8 @@ static int set_state(osv_repo_t *r, const char *name, osv_model_state_t st, osv_
 }
 
 /* Swaps in the new records (or, when the model could not be read at all, keeps the old ones). */
-static void install(osv_repo_t *r, const char *name, repo_version_t *v, uint32_t n, bool replace, const char *why,
-                    repo_version_t **old, uint32_t *n_old)
+static void install(osv_repo_t *r, const char *name, repo_version_t *v, uint32_t n, bool replace,
+                    const char *why, repo_version_t **old, uint32_t *n_old)
 {
     repo_model_t *m;
     bool ready = false;
@@ -524,7 +532,8 @@ static int load_locked(osv_repo_t *r, const char *name, osv_err_t *err)
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     }
     model_dir(r, name, dir, sizeof dir);
-    if ((rc = set_state(r, name, OSV_MODEL_LOADING, err)) == 0 && (rc = plan_versions(r, name, dir, vl, err)) == 0)
+    if ((rc = set_state(r, name, OSV_MODEL_LOADING, err)) == 0 &&
+        (rc = plan_versions(r, name, dir, vl, err)) == 0)
         rc = load_selected(r, name, vl, dir, old, n_old, &v, &n, err);
     else if (rc != OSV_ENOMEM)
         emit(r, OSV_REPO_FAILED, name, -1, NULL, false, err->msg);
@@ -532,12 +541,15 @@ static int load_locked(osv_repo_t *r, const char *name, osv_err_t *err)
     install(r, name, v, n, v != NULL, rc ? err->msg : NULL, &replaced, &n_replaced);
     if (v) {
         report_loaded(r, name, v, n);
-        report_unloaded(r, name, replaced, n_replaced, v, n, "no longer selected by the version policy or on disk");
+        report_unloaded(r, name, replaced, n_replaced, v, n,
+                        "no longer selected by the version policy or on disk");
     }
     free_versions(replaced, n_replaced);
     free_versions(old, n_old);
     osv_free(vl);
-    return rc == 0 || rc == OSV_ENOMEM ? rc : rc == OSV_ENOTFOUND && !model_dir_exists(r, name) ? rc : OSV_ELOAD;
+    return rc == 0 || rc == OSV_ENOMEM                         ? rc
+           : rc == OSV_ENOTFOUND && !model_dir_exists(r, name) ? rc
+                                                               : OSV_ELOAD;
 }
 
 int osv_repo_load(osv_repo_t *r, const char *name, osv_err_t *user_err)
@@ -588,7 +600,8 @@ int osv_repo_unload(osv_repo_t *r, const char *name, osv_err_t *err)
     return 0;
 }
 
-/* ---- open, close, lookups ---------------------------------------------------------------------------------- */
+/* ---- open, close, lookups
+ * ---------------------------------------------------------------------------------- */
 
 int osv_repo_open(const osv_repo_opts_t *opts, osv_repo_t **out, osv_err_t *err)
 {
@@ -675,8 +688,8 @@ int osv_repo_acquire(osv_repo_t *r, const char *name, size_t nlen, int64_t versi
         if (v && v->model)
             found = v->model;
         else if (v)
-            rc = osv_err_set(err, OSV_EUNAVAIL, "model '%s' version %" PRId64 " is not ready (%s)", m->name, version,
-                             v->reason ? v->reason : "failed");
+            rc = osv_err_set(err, OSV_EUNAVAIL, "model '%s' version %" PRId64 " is not ready (%s)", m->name,
+                             version, v->reason ? v->reason : "failed");
         else
             rc = osv_err_set(err, OSV_ENOTFOUND, "model '%s' has no version %" PRId64 "%s", m->name, version,
                              m->n_versions ? " served" : " loaded");

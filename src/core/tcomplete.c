@@ -61,10 +61,11 @@ static int agree(const osv_model_t *m, bool in_json, bool in_pbtxt, long json_v,
 {
     if (!in_json || !in_pbtxt || json_v == pbtxt_v)
         return 0;
-    return fail_at(m, pos, OSV_EINVAL, err,
-                   "%s is %ld here but config.json's \"%s\" is %ld: the two files contradict each other (set it in "
-                   "one of them)",
-                   pbtxt_key, pbtxt_v, json_key, json_v);
+    return fail_at(
+        m, pos, OSV_EINVAL, err,
+        "%s is %ld here but config.json's \"%s\" is %ld: the two files contradict each other (set it in "
+        "one of them)",
+        pbtxt_key, pbtxt_v, json_key, json_v);
 }
 
 int osv_tconfig_merge_json(osv_model_t *m, osv_err_t *err)
@@ -81,16 +82,17 @@ int osv_tconfig_merge_json(osv_model_t *m, osv_err_t *err)
         (rc = agree(m, j & CFG_SET_OPTIMIZATION, t->c.has_graph_level, ort_to_level(c->optimization),
                     t->c.graph_level, t->pos[TC_POS_GRAPH_LEVEL], "optimization (as a graph level)",
                     "optimization.graph.level", err)) ||
-        (rc = agree(m, j & CFG_SET_ARENA, p & TC_SET_MEM_ARENA, c->arena, s->mem_arena, t->pos[TC_POS_MEM_ARENA],
-                    "memory.arena", "parameter enable_mem_arena", err)) ||
+        (rc = agree(m, j & CFG_SET_ARENA, p & TC_SET_MEM_ARENA, c->arena, s->mem_arena,
+                    t->pos[TC_POS_MEM_ARENA], "memory.arena", "parameter enable_mem_arena", err)) ||
         (rc = agree(m, j & CFG_SET_MEM_PATTERN, p & TC_SET_MEM_PATTERN, c->mem_pattern, s->mem_pattern,
                     t->pos[TC_POS_MEM_PATTERN], "memory.mem_pattern", "parameter enable_mem_pattern", err)))
         return rc;
     if ((j & CFG_SET_WARMUP) && !c->warmup && t->c.n_model_warmup)
-        return fail_at(m, t->pos[TC_POS_MODEL_WARMUP], OSV_EINVAL, err,
-                       "model_warmup declares %u sample(s) but config.json's \"warmup\" is false: the two files "
-                       "contradict each other",
-                       t->c.n_model_warmup);
+        return fail_at(
+            m, t->pos[TC_POS_MODEL_WARMUP], OSV_EINVAL, err,
+            "model_warmup declares %u sample(s) but config.json's \"warmup\" is false: the two files "
+            "contradict each other",
+            t->c.n_model_warmup);
     /* What config.pbtxt sets applies; what only config.json sets is shown in the config. */
     if (p & TC_SET_INTRA_OP)
         c->threads.intra_op = s->intra_op;
@@ -109,7 +111,8 @@ int osv_tconfig_merge_json(osv_model_t *m, osv_err_t *err)
     return 0;
 }
 
-/* ---- shapes ----------------------------------------------------------------------------------------------- */
+/* ---- shapes -----------------------------------------------------------------------------------------------
+ */
 
 static const char *shape_str(const int64_t *dims, int32_t rank, char *buf, size_t cap)
 {
@@ -170,8 +173,8 @@ static int check_tensor(const osv_model_t *m, const osv_tc_tensor_t *t, const tc
     char a[96], b[96];
     int32_t rank = config_ort_shape(t, m->max_batch_size, full);
     if (o->kind == OSV_VALUE_TENSOR && o->dtype != t->dtype)
-        return fail_at(m, pos->data_type, OSV_EINVAL, err, "%s '%s' data_type: %s contradicts the model's %s", what,
-                       t->name, osv_dtype_config_name(t->dtype), osv_dtype_config_name(o->dtype));
+        return fail_at(m, pos->data_type, OSV_EINVAL, err, "%s '%s' data_type: %s contradicts the model's %s",
+                       what, t->name, osv_dtype_config_name(t->dtype), osv_dtype_config_name(o->dtype));
     if (o->kind != OSV_VALUE_TENSOR || o->rank < 0)
         return 0; /* no shape to check against */
     bool same = rank == o->rank;
@@ -180,26 +183,30 @@ static int check_tensor(const osv_model_t *m, const osv_tc_tensor_t *t, const tc
     if (same)
         return 0;
     if (m->max_batch_size > 0 && o->rank > 0 && o->dims[0] >= 0)
-        return fail_at(m, m->tc->pos[TC_POS_MAX_BATCH_SIZE], OSV_EINVAL, err,
-                       "max_batch_size %d needs a variable first (batch) dim on every input and output, but the "
-                       "model's %s '%s' is %s",
-                       m->max_batch_size, what, t->name, shape_str(o->dims, o->rank, a, sizeof a));
+        return fail_at(
+            m, m->tc->pos[TC_POS_MAX_BATCH_SIZE], OSV_EINVAL, err,
+            "max_batch_size %d needs a variable first (batch) dim on every input and output, but the "
+            "model's %s '%s' is %s",
+            m->max_batch_size, what, t->name, shape_str(o->dims, o->rank, a, sizeof a));
     return fail_at(m, t->has_reshape ? pos->reshape : pos->dims, OSV_EINVAL, err,
                    "%s '%s': the config gives the model %s%s, the model's shape is %s", what, t->name,
-                   shape_str(full, rank, b, sizeof b),
-                   m->max_batch_size > 0 ? " (batch dim first)" : "", shape_str(o->dims, o->rank, a, sizeof a));
+                   shape_str(full, rank, b, sizeof b), m->max_batch_size > 0 ? " (batch dim first)" : "",
+                   shape_str(o->dims, o->rank, a, sizeof a));
 }
 
-/* ---- auto-completion of inputs, outputs and max_batch_size ---------------------------------------------- */
+/* ---- auto-completion of inputs, outputs and max_batch_size ----------------------------------------------
+ */
 
 /* A config tensor from the model's: dims without the batch dim; a tensor left without dims (a scalar,
  * or [batch] alone) becomes dims [1] with reshape [] (as Triton's backend writes it). */
-static int tensor_from_ort(const osv_model_t *m, const osv_tensor_info_t *o, osv_tc_tensor_t *t, osv_err_t *err)
+static int tensor_from_ort(const osv_model_t *m, const osv_tensor_info_t *o, osv_tc_tensor_t *t,
+                           osv_err_t *err)
 {
     uint32_t from = m->max_batch_size > 0 ? 1 : 0;
     if (o->kind != OSV_VALUE_TENSOR || o->rank < 0)
         return fail_at(m, (tc_pos_t){0, 0}, OSV_EINVAL, err,
-                       "'%s' has no tensor shape in the model: list it with its dims in config.pbtxt", o->name);
+                       "'%s' has no tensor shape in the model: list it with its dims in config.pbtxt",
+                       o->name);
     t->name = o->name;
     t->dtype = o->dtype;
     t->label_filename = "";
@@ -260,9 +267,10 @@ static int complete_max_batch(osv_model_t *m, osv_err_t *err)
     if (can && t->c.max_batch_size == 0) {
         t->c.max_batch_size = m->lo.default_max_batch_size > 0 ? m->lo.default_max_batch_size : 0;
     } else if (!can && t->c.max_batch_size != 0) {
-        return fail_at(m, t->pos[TC_POS_MAX_BATCH_SIZE], OSV_EINVAL, err,
-                       "max_batch_size %d: the model does not support batching ('%s' has no variable first dim)",
-                       t->c.max_batch_size, why ? why : "?");
+        return fail_at(
+            m, t->pos[TC_POS_MAX_BATCH_SIZE], OSV_EINVAL, err,
+            "max_batch_size %d: the model does not support batching ('%s' has no variable first dim)",
+            t->c.max_batch_size, why ? why : "?");
     }
     if (t->c.max_batch_size > 1 && !t->c.dynamic_batching.enabled)
         t->c.dynamic_batching.enabled = true; /* as Triton's backend turns it on */
@@ -283,8 +291,9 @@ static int check_list(osv_model_t *m, bool output, osv_err_t *err)
     for (uint32_t k = 0; k < n; k++) {
         int o = find_ort(ort, n_ort, arr[k].name);
         if (o < 0)
-            return fail_at(m, pos[k].at, OSV_EINVAL, err, "%s '%s': the model has no %s of that name (its %ss: %s)",
-                           what, arr[k].name, what, what, names_of(ort, n_ort, names, sizeof names));
+            return fail_at(m, pos[k].at, OSV_EINVAL, err,
+                           "%s '%s': the model has no %s of that name (its %ss: %s)", what, arr[k].name, what,
+                           what, names_of(ort, n_ort, names, sizeof names));
         if ((rc = check_tensor(m, &arr[k], &pos[k], &ort[o], output, err)) != 0)
             return rc;
     }
@@ -340,7 +349,8 @@ static int build_view(osv_model_t *m, bool output, osv_err_t *err)
     return 0;
 }
 
-/* ---- instance groups, batching, warm-up, labels, parameters ---------------------------------------------- */
+/* ---- instance groups, batching, warm-up, labels, parameters ----------------------------------------------
+ */
 
 static int complete_instances(osv_model_t *m, osv_err_t *err)
 {
@@ -352,7 +362,8 @@ static int complete_instances(osv_model_t *m, osv_err_t *err)
             return no_memory(err);
         g->name = t->c.name;
         g->kind = OSV_KIND_CPU;
-        g->count = t->present ? DEFAULT_CPU_INSTANCES : (int32_t)(m->lo.native_instances ? m->lo.native_instances : 1);
+        g->count = t->present ? DEFAULT_CPU_INSTANCES
+                              : (int32_t)(m->lo.native_instances ? m->lo.native_instances : 1);
         g->host_policy = "";
         t->c.instance_group = g;
         t->c.n_instance_group = 1;
@@ -403,25 +414,27 @@ static int complete_batching(osv_model_t *m, osv_err_t *err)
     return 0;
 }
 
-static int check_warmup_input(osv_model_t *m, const osv_tc_warmup_t *w, uint32_t s, const osv_tc_warmup_input_t *in,
-                              osv_err_t *err)
+static int check_warmup_input(osv_model_t *m, const osv_tc_warmup_t *w, uint32_t s,
+                              const osv_tc_warmup_input_t *in, osv_err_t *err)
 {
     const osv_tconfig_t *t = m->tc;
     tc_pos_t none = t->warm_pos ? t->warm_pos[s] : (tc_pos_t){0, 0};
     int k = find_ort(m->in, m->n_in, in->name);
     char a[96], b[96];
     if (k < 0)
-        return fail_at(m, none, OSV_EINVAL, err, "model_warmup[%u] ('%s'): the model has no input '%s'", s, w->name,
-                       in->name);
+        return fail_at(m, none, OSV_EINVAL, err, "model_warmup[%u] ('%s'): the model has no input '%s'", s,
+                       w->name, in->name);
     if (in->dtype != t->c.input[k].dtype)
-        return fail_at(m, none, OSV_EINVAL, err, "model_warmup[%u] ('%s'): input '%s' is %s, not %s", s, w->name,
-                       in->name, osv_dtype_config_name(t->c.input[k].dtype), osv_dtype_config_name(in->dtype));
+        return fail_at(m, none, OSV_EINVAL, err, "model_warmup[%u] ('%s'): input '%s' is %s, not %s", s,
+                       w->name, in->name, osv_dtype_config_name(t->c.input[k].dtype),
+                       osv_dtype_config_name(in->dtype));
     bool fits = in->rank == t->c.input[k].rank;
     for (uint32_t d = 0; fits && d < in->rank; d++)
         fits = t->c.input[k].dims[d] < 0 || t->c.input[k].dims[d] == in->dims[d];
     if (!fits)
-        return fail_at(m, none, OSV_EINVAL, err, "model_warmup[%u] ('%s'): input '%s' dims %s do not fit its dims %s",
-                       s, w->name, in->name, shape_str(in->dims, (int32_t)in->rank, a, sizeof a),
+        return fail_at(m, none, OSV_EINVAL, err,
+                       "model_warmup[%u] ('%s'): input '%s' dims %s do not fit its dims %s", s, w->name,
+                       in->name, shape_str(in->dims, (int32_t)in->rank, a, sizeof a),
                        shape_str(t->c.input[k].dims, (int32_t)t->c.input[k].rank, b, sizeof b));
     return 0;
 }
@@ -436,8 +449,8 @@ static int complete_warmup(osv_model_t *m, osv_err_t *err)
         tc_pos_t at = t->warm_pos ? t->warm_pos[s] : (tc_pos_t){0, 0};
         if (m->max_batch_size > 0 ? w->batch_size > (uint32_t)m->max_batch_size : w->batch_size != 1)
             return fail_at(m, at, OSV_EINVAL, err,
-                           "model_warmup[%u] ('%s'): batch_size %u is not allowed with max_batch_size %d%s", s,
-                           w->name, w->batch_size, m->max_batch_size,
+                           "model_warmup[%u] ('%s'): batch_size %u is not allowed with max_batch_size %d%s",
+                           s, w->name, w->batch_size, m->max_batch_size,
                            m->max_batch_size ? "" : " (a model without batching takes batch_size 1)");
         for (uint32_t i = 0; i < w->n_inputs; i++)
             if ((rc = check_warmup_input(m, w, s, &w->inputs[i], err)) != 0)
@@ -447,14 +460,15 @@ static int complete_warmup(osv_model_t *m, osv_err_t *err)
             for (uint32_t i = 0; i < w->n_inputs && !given; i++)
                 given = strcmp(w->inputs[i].name, m->in[k].name) == 0;
             if (!given && !m->in[k].optional)
-                return fail_at(m, at, OSV_EINVAL, err,
-                               "model_warmup[%u] ('%s') gives no data for input '%s'", s, w->name, m->in[k].name);
+                return fail_at(m, at, OSV_EINVAL, err, "model_warmup[%u] ('%s') gives no data for input '%s'",
+                               s, w->name, m->in[k].name);
         }
         runs += (uint64_t)(w->count ? w->count : 1) * m->n_instances;
     }
     if (runs > m->lo.max_warmup_runs)
         return fail_at(m, t->pos[TC_POS_MODEL_WARMUP], OSV_ELIMIT, err,
-                       "model_warmup asks for %" PRIu64 " executions (samples x count x instances), more than "
+                       "model_warmup asks for %" PRIu64
+                       " executions (samples x count x instances), more than "
                        "--max-warmup-runs (%u)",
                        runs, m->lo.max_warmup_runs);
     return 0;
@@ -478,8 +492,8 @@ static int complete_labels(osv_model_t *m, osv_err_t *err)
         const char *json = json_labels(m, o->name);
         if (json && o->label_filename[0] && strcmp(json, o->label_filename) != 0)
             return fail_at(m, t->out_pos[k].label_filename, OSV_EINVAL, err,
-                           "output '%s' label_filename: '%s' contradicts config.json's labels file '%s'", o->name,
-                           o->label_filename, json);
+                           "output '%s' label_filename: '%s' contradicts config.json's labels file '%s'",
+                           o->name, o->label_filename, json);
         if (json && !o->label_filename[0])
             o->label_filename = json;
     }
@@ -507,8 +521,10 @@ static int complete_parameters(osv_model_t *m, osv_err_t *err)
     osv_env_opts_t def;
     const osv_env_opts_t *eo = m->env ? osv_env_opts(m->env) : (osv_env_opts_default(&def), &def);
     const osv_model_config_t *c = &m->cfg;
-    int intra = eo->global_thread_pools || c->threads.intra_op < 0 ? eo->threads.intra_op : c->threads.intra_op;
-    int inter = eo->global_thread_pools || c->threads.inter_op < 0 ? eo->threads.inter_op : c->threads.inter_op;
+    int intra =
+        eo->global_thread_pools || c->threads.intra_op < 0 ? eo->threads.intra_op : c->threads.intra_op;
+    int inter =
+        eo->global_thread_pools || c->threads.inter_op < 0 ? eo->threads.inter_op : c->threads.inter_op;
     osv_tc_kv_t *arr = osv_tconfig_alloc(t, t->c.n_parameters + 6, sizeof *arr);
     uint32_t n = t->c.n_parameters;
     char v[24];

@@ -35,7 +35,15 @@ typedef struct tc_name {
     const char *name;
 } tc_name_t;
 
-enum { SEEN_INPUT = 1, SEEN_OUTPUT, SEEN_PARAMETER, SEEN_METRIC_TAG, SEEN_CC_FILE, SEEN_PRIORITY, SEEN_WARMUP };
+enum {
+    SEEN_INPUT = 1,
+    SEEN_OUTPUT,
+    SEEN_PARAMETER,
+    SEEN_METRIC_TAG,
+    SEEN_CC_FILE,
+    SEEN_PRIORITY,
+    SEEN_WARMUP
+};
 
 typedef struct tc_ctx {
     osv_tconfig_t *t;
@@ -50,10 +58,14 @@ typedef struct tc_ctx {
 
 typedef int (*tc_fn)(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *obj);
 
+/* One field of a message: its handler, or (`why` set, fn NULL) a refusal naming why, given always or,
+ * with if_true, only when the field is the bool true. */
 typedef struct tc_field {
     const char *name;
     tc_fn fn;
     bool repeated;
+    const char *why;
+    bool if_true;
 } tc_field_t;
 
 /* ---- arena, positions, messages ------------------------------------------------------------------- */
@@ -183,8 +195,8 @@ static int get_uint(tc_ctx_t *c, const osv_pbtxt_field_t *f, uint64_t hi, uint64
 {
     if (osv_pbtxt_uint(f, hi, out) == 0)
         return 0;
-    return bad(c, f, "expected an integer from 0 to %" PRIu64 ", not '%.*s'", hi, (int)(f->len > 40 ? 40 : f->len),
-               f->kind == OSV_PBTXT_MESSAGE ? "{...}" : f->text);
+    return bad(c, f, "expected an integer from 0 to %" PRIu64 ", not '%.*s'", hi,
+               (int)(f->len > 40 ? 40 : f->len), f->kind == OSV_PBTXT_MESSAGE ? "{...}" : f->text);
 }
 
 static int get_bool(tc_ctx_t *c, const osv_pbtxt_field_t *f, bool *out)
@@ -198,7 +210,8 @@ static int get_enum(tc_ctx_t *c, const osv_pbtxt_field_t *f, const char *const *
     int64_t v;
     char valid[256] = "";
     for (size_t i = 0; i < n; i++) {
-        if (f->kind == OSV_PBTXT_SCALAR && strlen(names[i]) == f->len && memcmp(names[i], f->text, f->len) == 0) {
+        if (f->kind == OSV_PBTXT_SCALAR && strlen(names[i]) == f->len &&
+            memcmp(names[i], f->text, f->len) == 0) {
             *out = (int)i;
             return 0;
         }
@@ -212,6 +225,19 @@ static int get_enum(tc_ctx_t *c, const osv_pbtxt_field_t *f, const char *const *
     return bad(c, f, "'%.*s' is not one of %s", (int)(f->len > 40 ? 40 : f->len),
                f->kind == OSV_PBTXT_SCALAR ? f->text : "?", valid);
 }
+
+/* A field this server does not serve: refused with the entry's reason (only when true, for if_true). */
+static int refuse_field(tc_ctx_t *c, const osv_pbtxt_field_t *f, const tc_field_t *e)
+{
+    bool b = true;
+    int rc = e->if_true ? get_bool(c, f, &b) : 0;
+    if (!rc && b)
+        return unsupported(c, f, "%s", e->why);
+    return rc;
+}
+
+#define TRT_WHY(what) what " are a TensorRT feature, not supported for ONNX models"
+#define BATCH_IO_WHY  "batch inputs and outputs are not supported for ONNX models here"
 
 /* Dispatches each field of message `msg` to its handler in tab; unknown fields and singular fields
  * given twice are errors. */
@@ -228,14 +254,16 @@ static int walk(tc_ctx_t *c, const osv_pbtxt_field_t *msg, const char *type, con
         while (k < n && !osv_pbtxt_is(f, tab[k].name))
             k++;
         if (k == n) {
-            f = &(osv_pbtxt_field_t){.line = f->line, .col = f->col, .name = f->name, .name_len = f->name_len};
-            return bad(c, f, "unknown field '%.*s' in %s", (int)(f->name_len > 64 ? 64 : f->name_len), f->name, type);
+            f = &(osv_pbtxt_field_t){
+                .line = f->line, .col = f->col, .name = f->name, .name_len = f->name_len};
+            return bad(c, f, "unknown field '%.*s' in %s", (int)(f->name_len > 64 ? 64 : f->name_len),
+                       f->name, type);
         }
         size_t mark = push(c, "%s%s", c->path_len ? "." : "", tab[k].name);
         if (!tab[k].repeated && (seen >> k) & 1)
             return bad(c, f, "'%s' is given more than once", tab[k].name);
         seen |= 1ull << k;
-        rc = tab[k].fn(c, f, obj);
+        rc = tab[k].why ? refuse_field(c, f, &tab[k]) : tab[k].fn(c, f, obj);
         pop(c, mark);
         if (rc)
             return rc;
@@ -261,43 +289,6 @@ static int any_message(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *obj)
     return need_msg(c, f);
 }
 
-static int refuse(tc_ctx_t *c, const osv_pbtxt_field_t *f, const char *why)
-{
-    return unsupported(c, f, "%s", why);
-}
-
-static int refuse_batch_io(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *obj)
-{
-    (void)obj;
-    return refuse(c, f, "batch inputs and outputs are not supported for ONNX models here");
-}
-
-static int refuse_sequence(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *obj)
-{
-    (void)obj;
-    return refuse(c, f,
-                  "sequence batching is not supported for ONNX models here (stateful models take their state as "
-                  "inputs)");
-}
-
-static int refuse_ensemble(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *obj)
-{
-    (void)obj;
-    return refuse(c, f, "ensembles are not supported here: this server runs ONNX models");
-}
-
-static int refuse_operations(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *obj)
-{
-    (void)obj;
-    return refuse(c, f, "custom operator libraries are not loaded by this server");
-}
-
-static int refuse_agents(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *obj)
-{
-    (void)obj;
-    return refuse(c, f, "repository agents are not supported here");
-}
-
 /* A file name inside the model's (or a version's) directory: no path separators, no "..". */
 static int plain_name(tc_ctx_t *c, const osv_pbtxt_field_t *f, const char *s)
 {
@@ -311,12 +302,15 @@ static int plain_name(tc_ctx_t *c, const osv_pbtxt_field_t *f, const char *s)
 static int get_dtype(tc_ctx_t *c, const osv_pbtxt_field_t *f, osv_dtype_t *out)
 {
     int64_t v;
-    if (f->kind == OSV_PBTXT_SCALAR && (*out = osv_dtype_from_config(f->text, f->len, 0)) != OSV_DTYPE_INVALID)
+    if (f->kind == OSV_PBTXT_SCALAR &&
+        (*out = osv_dtype_from_config(f->text, f->len, 0)) != OSV_DTYPE_INVALID)
         return 0;
-    if (osv_pbtxt_int(f, 1, 14, &v) == 0 && (*out = osv_dtype_from_config(NULL, 0, (int)v)) != OSV_DTYPE_INVALID)
+    if (osv_pbtxt_int(f, 1, 14, &v) == 0 &&
+        (*out = osv_dtype_from_config(NULL, 0, (int)v)) != OSV_DTYPE_INVALID)
         return 0;
-    return bad(c, f, "'%.*s' is not a datatype (TYPE_BOOL, TYPE_UINT8 ... TYPE_FP32, TYPE_FP64, TYPE_STRING, "
-                     "TYPE_BF16)",
+    return bad(c, f,
+               "'%.*s' is not a datatype (TYPE_BOOL, TYPE_UINT8 ... TYPE_FP32, TYPE_FP64, TYPE_STRING, "
+               "TYPE_BF16)",
                (int)(f->len > 40 ? 40 : f->len), f->kind == OSV_PBTXT_SCALAR ? f->text : "?");
 }
 
@@ -384,27 +378,6 @@ static int t_reshape(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     return WALK(c, f, "ModelTensorReshape", tab, x->t);
 }
 
-static int t_refuse_true(tc_ctx_t *c, const osv_pbtxt_field_t *f, const char *what)
-{
-    bool b;
-    int rc = get_bool(c, f, &b);
-    if (!rc && b)
-        return refuse(c, f, what);
-    return rc;
-}
-
-static int t_shape_tensor(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
-{
-    (void)o;
-    return t_refuse_true(c, f, "shape tensors are a TensorRT feature, not supported for ONNX models");
-}
-
-static int t_non_linear(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
-{
-    (void)o;
-    return t_refuse_true(c, f, "non-linear I/O formats are a TensorRT feature, not supported for ONNX models");
-}
-
 static int t_ragged(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
     return get_bool(c, f, &((tensor_obj_t *)o)->t->allow_ragged_batch);
@@ -461,29 +434,39 @@ static int tensor_done(tc_ctx_t *c, const osv_pbtxt_field_t *f, tensor_obj_t *x)
     if (x->t->has_reshape && !vd && !vr && nd != nr)
         return bad(c, f, "'%s': reshape has %" PRId64 " elements, dims %" PRId64, x->t->name, nr, nd);
     if (x->t->has_reshape && vd != vr)
-        return bad(c, f, "'%s': dims and reshape must both have a variable (-1) dimension, or neither", x->t->name);
-    if (x->t->has_reshape && (variables(x->t->dims, x->t->rank) > 1 || variables(x->t->reshape, x->t->reshape_rank) > 1))
-        return bad(c, f, "'%s': with a reshape, dims and reshape may each have one variable (-1) dimension at most",
+        return bad(c, f, "'%s': dims and reshape must both have a variable (-1) dimension, or neither",
+                   x->t->name);
+    if (x->t->has_reshape &&
+        (variables(x->t->dims, x->t->rank) > 1 || variables(x->t->reshape, x->t->reshape_rank) > 1))
+        return bad(c, f,
+                   "'%s': with a reshape, dims and reshape may each have one variable (-1) dimension at most",
                    x->t->name);
     if (!x->t->label_filename)
         x->t->label_filename = "";
     return 0;
 }
 
-static int tensor(tc_ctx_t *c, const osv_pbtxt_field_t *f, bool output, osv_tc_tensor_t *arr, tc_tensor_pos_t *pos,
-                  uint32_t *n)
+static int tensor(tc_ctx_t *c, const osv_pbtxt_field_t *f, bool output, osv_tc_tensor_t *arr,
+                  tc_tensor_pos_t *pos, uint32_t *n)
 {
     static const tc_field_t in_tab[] = {
-        {"name", t_name, false},           {"data_type", t_data_type, false},
-        {"format", t_format, false},       {"dims", t_dims, true},
-        {"reshape", t_reshape, false},     {"is_shape_tensor", t_shape_tensor, false},
-        {"allow_ragged_batch", t_ragged, false}, {"optional", t_optional, false},
-        {"is_non_linear_format_io", t_non_linear, false}};
+        {"name", t_name, false},
+        {"data_type", t_data_type, false},
+        {"format", t_format, false},
+        {"dims", t_dims, true},
+        {"reshape", t_reshape, false},
+        {"is_shape_tensor", NULL, false, TRT_WHY("shape tensors"), true},
+        {"allow_ragged_batch", t_ragged, false},
+        {"optional", t_optional, false},
+        {"is_non_linear_format_io", NULL, false, TRT_WHY("non-linear I/O formats"), true}};
     static const tc_field_t out_tab[] = {
-        {"name", t_name, false},         {"data_type", t_data_type, false},
-        {"dims", t_dims, true},          {"reshape", t_reshape, false},
-        {"label_filename", t_label_filename, false}, {"is_shape_tensor", t_shape_tensor, false},
-        {"is_non_linear_format_io", t_non_linear, false}};
+        {"name", t_name, false},
+        {"data_type", t_data_type, false},
+        {"dims", t_dims, true},
+        {"reshape", t_reshape, false},
+        {"label_filename", t_label_filename, false},
+        {"is_shape_tensor", NULL, false, TRT_WHY("shape tensors"), true},
+        {"is_non_linear_format_io", NULL, false, TRT_WHY("non-linear I/O formats"), true}};
     tensor_obj_t x = {.t = &arr[*n], .pos = &pos[*n]};
     size_t mark = push(c, "[%u]", *n);
     int rc;
@@ -588,8 +571,9 @@ static int m_platform(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     osv_tconfig_t *t = o;
     int rc = get_str(c, f, &t->c.platform);
     if (!rc && t->c.platform[0] && strcmp(t->c.platform, "onnxruntime_onnx") != 0)
-        return unsupported(c, f, "platform '%s' is not served here: this server runs ONNX models (platform "
-                                 "\"onnxruntime_onnx\" or backend \"onnxruntime\")",
+        return unsupported(c, f,
+                           "platform '%s' is not served here: this server runs ONNX models (platform "
+                           "\"onnxruntime_onnx\" or backend \"onnxruntime\")",
                            t->c.platform);
     return rc;
 }
@@ -599,8 +583,9 @@ static int m_backend(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     osv_tconfig_t *t = o;
     int rc = get_str(c, f, &t->c.backend);
     if (!rc && t->c.backend[0] && strcmp(t->c.backend, "onnxruntime") != 0)
-        return unsupported(c, f, "backend '%s' is not available: this server runs ONNX models with ONNX Runtime "
-                                 "(backend \"onnxruntime\")",
+        return unsupported(c, f,
+                           "backend '%s' is not available: this server runs ONNX models with ONNX Runtime "
+                           "(backend \"onnxruntime\")",
                            t->c.backend);
     return rc;
 }
@@ -687,14 +672,15 @@ static int map_entry(tc_ctx_t *c, const osv_pbtxt_field_t *f, uint32_t what, osv
 static int m_metric_tags(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
     osv_tconfig_t *t = o;
-    return map_entry(c, f, SEEN_METRIC_TAG, (osv_tc_kv_t *)t->c.metric_tags, &t->c.n_metric_tags, false, NULL);
+    return map_entry(c, f, SEEN_METRIC_TAG, (osv_tc_kv_t *)t->c.metric_tags, &t->c.n_metric_tags, false,
+                     NULL);
 }
 
 static int m_cc_model_filenames(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
     osv_tconfig_t *t = o;
-    return map_entry(c, f, SEEN_CC_FILE, (osv_tc_kv_t *)t->c.cc_model_filenames, &t->c.n_cc_model_filenames, false,
-                     NULL);
+    return map_entry(c, f, SEEN_CC_FILE, (osv_tc_kv_t *)t->c.cc_model_filenames, &t->c.n_cc_model_filenames,
+                     false, NULL);
 }
 
 /* The ONNX Runtime backend's session parameters, checked as it reads them. */
@@ -710,7 +696,8 @@ static int session_param(tc_ctx_t *c, const osv_pbtxt_field_t *f, const osv_tc_k
         errno = 0;
         long n = strtol(v, &end, 10);
         if (!*v || *end || errno || n < 0 || n > MAX_THREADS)
-            return bad(c, &at, "parameter '%s' must be a thread count from 0 to %d, not '%s'", kv->key, MAX_THREADS, v);
+            return bad(c, &at, "parameter '%s' must be a thread count from 0 to %d, not '%s'", kv->key,
+                       MAX_THREADS, v);
         *(intra ? &t->session.intra_op : &t->session.inter_op) = (int)n;
         t->set |= intra ? TC_SET_INTRA_OP : TC_SET_INTER_OP;
         t->pos[intra ? TC_POS_INTRA_OP : TC_POS_INTER_OP] = vpos;
@@ -718,7 +705,9 @@ static int session_param(tc_ctx_t *c, const osv_pbtxt_field_t *f, const osv_tc_k
     }
     if (strcmp(kv->key, "execution_mode") == 0) {
         if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
-            return bad(c, &at, "parameter 'execution_mode' must be \"0\" (sequential) or \"1\" (parallel), not '%s'", v);
+            return bad(c, &at,
+                       "parameter 'execution_mode' must be \"0\" (sequential) or \"1\" (parallel), not '%s'",
+                       v);
         t->session.execution_mode = v[0] - '0';
         t->set |= TC_SET_EXECUTION_MODE;
         t->pos[TC_POS_EXECUTION_MODE] = vpos;
@@ -729,24 +718,27 @@ static int session_param(tc_ctx_t *c, const osv_pbtxt_field_t *f, const osv_tc_k
         size_t off;
         uint32_t bit;
         int pos;
-    } bools[] = {{"enable_mem_arena", offsetof(tc_session_t, mem_arena), TC_SET_MEM_ARENA, TC_POS_MEM_ARENA},
-                 {"enable_mem_pattern", offsetof(tc_session_t, mem_pattern), TC_SET_MEM_PATTERN, TC_POS_MEM_PATTERN},
-                 {"share_session_between_instances", offsetof(tc_session_t, share_session), TC_SET_SHARE_SESSION,
-                  TC_POS_SHARE_SESSION}};
+    } bools[] = {
+        {"enable_mem_arena", offsetof(tc_session_t, mem_arena), TC_SET_MEM_ARENA, TC_POS_MEM_ARENA},
+        {"enable_mem_pattern", offsetof(tc_session_t, mem_pattern), TC_SET_MEM_PATTERN, TC_POS_MEM_PATTERN},
+        {"share_session_between_instances", offsetof(tc_session_t, share_session), TC_SET_SHARE_SESSION,
+         TC_POS_SHARE_SESSION}};
     for (size_t i = 0; i < sizeof bools / sizeof *bools; i++) {
         if (strcmp(kv->key, bools[i].key) != 0)
             continue;
         bool on = strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "True") == 0;
         if (!on && strcmp(v, "0") != 0 && strcmp(v, "false") != 0 && strcmp(v, "False") != 0)
-            return bad(c, &at, "parameter '%s' must be \"1\"/\"true\" or \"0\"/\"false\", not '%s'", kv->key, v);
+            return bad(c, &at, "parameter '%s' must be \"1\"/\"true\" or \"0\"/\"false\", not '%s'", kv->key,
+                       v);
         *(bool *)((char *)&t->session + bools[i].off) = on;
         t->set |= bools[i].bit;
         t->pos[bools[i].pos] = vpos;
         return 0;
     }
     if (strcmp(kv->key, "memory.enable_memory_arena_shrinkage") == 0)
-        return unsupported(c, &at, "parameter 'memory.enable_memory_arena_shrinkage' is not supported here (runs "
-                                   "share per-thread run options)");
+        return unsupported(c, &at,
+                           "parameter 'memory.enable_memory_arena_shrinkage' is not supported here (runs "
+                           "share per-thread run options)");
     if (strcmp(kv->key, "session.use_device_allocator_for_initializers") == 0) {
         if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
             return bad(c, &at, "parameter '%s' must be \"0\" or \"1\", not '%s'", kv->key, v);
@@ -771,7 +763,8 @@ static int m_parameters(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     return rc;
 }
 
-/* ---- optimization ---------------------------------------------------------------------------------------- */
+/* ---- optimization ----------------------------------------------------------------------------------------
+ */
 
 static int graph_level(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
@@ -804,15 +797,17 @@ static int cpu_accelerator_name(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o
     int rc = get_str(c, f, &name);
     (void)o;
     return rc ? rc
-              : unsupported(c, f,
-                            "execution accelerator '%s' is not available: this server runs ONNX Runtime's CPU "
-                            "execution provider",
-                            name);
+              : unsupported(
+                    c, f,
+                    "execution accelerator '%s' is not available: this server runs ONNX Runtime's CPU "
+                    "execution provider",
+                    name);
 }
 
 static int cpu_accelerator(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
-    static const tc_field_t tab[] = {{"name", cpu_accelerator_name, false}, {"parameters", any_message, true}};
+    static const tc_field_t tab[] = {{"name", cpu_accelerator_name, false},
+                                     {"parameters", any_message, true}};
     return WALK(c, f, "ExecutionAccelerators.Accelerator", tab, o);
 }
 
@@ -861,15 +856,14 @@ static int o_eager(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 
 static int m_optimization(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
-    static const tc_field_t tab[] = {
-        {"graph", o_graph, false},
-        {"priority", o_priority, false},
-        {"cuda", any_message, false}, /* CUDA graphs and streams: GPU only */
-        {"execution_accelerators", o_accelerators, false},
-        {"input_pinned_memory", o_input_pinned, false},
-        {"output_pinned_memory", o_output_pinned, false},
-        {"gather_kernel_buffer_threshold", o_gather, false},
-        {"eager_batching", o_eager, false}};
+    static const tc_field_t tab[] = {{"graph", o_graph, false},
+                                     {"priority", o_priority, false},
+                                     {"cuda", any_message, false}, /* CUDA graphs and streams: GPU only */
+                                     {"execution_accelerators", o_accelerators, false},
+                                     {"input_pinned_memory", o_input_pinned, false},
+                                     {"output_pinned_memory", o_output_pinned, false},
+                                     {"gather_kernel_buffer_threshold", o_gather, false},
+                                     {"eager_batching", o_eager, false}};
     return WALK(c, f, "ModelOptimizationPolicy", tab, o);
 }
 
@@ -988,19 +982,25 @@ static int m_dynamic_batching(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
         return rc;
     db->enabled = true;
     t->pos[TC_POS_DYNAMIC_BATCHING] = pos_of(f);
-    db->preferred_batch_size = osv_tconfig_alloc(t, count_named(c->doc, f, "preferred_batch_size"), sizeof(int32_t));
+    db->preferred_batch_size =
+        osv_tconfig_alloc(t, count_named(c->doc, f, "preferred_batch_size"), sizeof(int32_t));
     db->priority_queue_policy =
         osv_tconfig_alloc(t, count_named(c->doc, f, "priority_queue_policy"), sizeof(osv_priority_policy_t));
     if (!db->preferred_batch_size || !db->priority_queue_policy)
         return no_memory(c);
     if ((rc = WALK(c, f, "ModelDynamicBatching", tab, db)) != 0)
         return rc;
-    if (db->priority_levels && (db->default_priority_level < 1 || db->default_priority_level > db->priority_levels))
-        return bad(c, f, "default_priority_level %" PRIu64 " is not between 1 and priority_levels (%" PRIu64 ")",
+    if (db->priority_levels &&
+        (db->default_priority_level < 1 || db->default_priority_level > db->priority_levels))
+        return bad(c, f,
+                   "default_priority_level %" PRIu64 " is not between 1 and priority_levels (%" PRIu64 ")",
                    db->default_priority_level, db->priority_levels);
     for (uint32_t i = 0; i < db->n_priority_policies; i++)
-        if (db->priority_queue_policy[i].level < 1 || db->priority_queue_policy[i].level > db->priority_levels)
-            return bad(c, f, "priority_queue_policy names level %" PRIu64 ", outside 1 to priority_levels (%" PRIu64 ")",
+        if (db->priority_queue_policy[i].level < 1 ||
+            db->priority_queue_policy[i].level > db->priority_levels)
+            return bad(c, f,
+                       "priority_queue_policy names level %" PRIu64 ", outside 1 to priority_levels (%" PRIu64
+                       ")",
                        db->priority_queue_policy[i].level, db->priority_levels);
     return 0;
 }
@@ -1016,19 +1016,16 @@ static int m_response_cache(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     return WALK(c, f, "ModelResponseCache", tab, &((osv_tconfig_t *)o)->c.response_cache);
 }
 
-static int decoupled(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
-{
-    (void)o;
-    return t_refuse_true(c, f, "decoupled models (several responses per request) are not supported here");
-}
-
 static int m_transaction_policy(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
-    static const tc_field_t tab[] = {{"decoupled", decoupled, false}};
+    static const tc_field_t tab[] = {
+        {"decoupled", NULL, false, "decoupled models (several responses per request) are not supported here",
+         true}};
     return WALK(c, f, "ModelTransactionPolicy", tab, o);
 }
 
-/* ---- instance groups ------------------------------------------------------------------------------------ */
+/* ---- instance groups ------------------------------------------------------------------------------------
+ */
 
 static int g_name(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
@@ -1040,9 +1037,10 @@ static int g_kind(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     static const char *const names[] = {"KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"};
     int v, rc = get_enum(c, f, names, 4, &v);
     if (!rc && v == OSV_KIND_GPU)
-        return unsupported(c, f,
-                           "KIND_GPU instances need a GPU execution provider, which this server does not have: "
-                           "use KIND_CPU");
+        return unsupported(
+            c, f,
+            "KIND_GPU instances need a GPU execution provider, which this server does not have: "
+            "use KIND_CPU");
     ((osv_tc_group_t *)o)->kind = (osv_instance_kind_t)v;
     return rc;
 }
@@ -1055,30 +1053,6 @@ static int g_count(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     return rc;
 }
 
-static int g_gpus(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
-{
-    (void)o;
-    return refuse(c, f, "this server has no GPUs: remove 'gpus' and use kind: KIND_CPU");
-}
-
-static int g_secondary(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
-{
-    (void)o;
-    return refuse(c, f, "secondary devices are not supported here");
-}
-
-static int g_profile(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
-{
-    (void)o;
-    return refuse(c, f, "optimization profiles are a TensorRT feature, not supported for ONNX models");
-}
-
-static int g_passive(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
-{
-    (void)o;
-    return t_refuse_true(c, f, "passive instances are not supported here");
-}
-
 static int g_host_policy(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
     return get_str(c, f, &((osv_tc_group_t *)o)->host_policy);
@@ -1087,9 +1061,15 @@ static int g_host_policy(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 static int m_instance_group(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
     static const tc_field_t tab[] = {
-        {"name", g_name, false},        {"kind", g_kind, false},         {"count", g_count, false},
-        {"gpus", g_gpus, true},         {"rate_limiter", any_message, false}, {"secondary_devices", g_secondary, true},
-        {"profile", g_profile, true},   {"passive", g_passive, false},   {"host_policy", g_host_policy, false}};
+        {"name", g_name, false},
+        {"kind", g_kind, false},
+        {"count", g_count, false},
+        {"gpus", NULL, true, "this server has no GPUs: remove 'gpus' and use kind: KIND_CPU", false},
+        {"rate_limiter", any_message, false},
+        {"secondary_devices", NULL, true, "secondary devices are not supported here", false},
+        {"profile", NULL, true, TRT_WHY("optimization profiles"), false},
+        {"passive", NULL, false, "passive instances are not supported here", true},
+        {"host_policy", g_host_policy, false}};
     osv_tconfig_t *t = o;
     osv_tc_group_t *g = (osv_tc_group_t *)&t->c.instance_group[t->c.n_instance_group];
     size_t mark = push(c, "[%u]", t->c.n_instance_group);
@@ -1103,7 +1083,8 @@ static int m_instance_group(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     return rc;
 }
 
-/* ---- model warm-up ---------------------------------------------------------------------------------------- */
+/* ---- model warm-up ----------------------------------------------------------------------------------------
+ */
 
 typedef struct warmup_input_obj {
     osv_tc_warmup_input_t *in;
@@ -1165,7 +1146,8 @@ static int wi_value(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     if (!x.has_dtype)
         return bad(c, f, "has no data_type");
     if (x.sources != 1)
-        return bad(c, f, "needs exactly one of zero_data, random_data or input_data_file (it has %d)", x.sources);
+        return bad(c, f, "needs exactly one of zero_data, random_data or input_data_file (it has %d)",
+                   x.sources);
     return 0;
 }
 
@@ -1237,7 +1219,8 @@ static int m_model_warmup(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     return rc;
 }
 
-/* ---- the whole ModelConfig ------------------------------------------------------------------------------ */
+/* ---- the whole ModelConfig ------------------------------------------------------------------------------
+ */
 
 static const tc_field_t model_config_fields[] = {
     {"name", m_name, false},
@@ -1248,21 +1231,24 @@ static const tc_field_t model_config_fields[] = {
     {"max_batch_size", m_max_batch_size, false},
     {"input", m_input, true},
     {"output", m_output, true},
-    {"batch_input", refuse_batch_io, true},
-    {"batch_output", refuse_batch_io, true},
+    {"batch_input", NULL, true, BATCH_IO_WHY, false},
+    {"batch_output", NULL, true, BATCH_IO_WHY, false},
     {"optimization", m_optimization, false},
     {"dynamic_batching", m_dynamic_batching, false},
-    {"sequence_batching", refuse_sequence, false},
-    {"ensemble_scheduling", refuse_ensemble, false},
+    {"sequence_batching", NULL, false,
+     "sequence batching is not supported for ONNX models here (stateful models take their state as inputs)",
+     false},
+    {"ensemble_scheduling", NULL, false, "ensembles are not supported here: this server runs ONNX models",
+     false},
     {"instance_group", m_instance_group, true},
     {"default_model_filename", m_default_model_filename, false},
     {"cc_model_filenames", m_cc_model_filenames, true},
     {"metric_tags", m_metric_tags, true},
     {"parameters", m_parameters, true},
     {"model_warmup", m_model_warmup, true},
-    {"model_operations", refuse_operations, false},
+    {"model_operations", NULL, false, "custom operator libraries are not loaded by this server", false},
     {"model_transaction_policy", m_transaction_policy, false},
-    {"model_repository_agents", refuse_agents, false},
+    {"model_repository_agents", NULL, false, "repository agents are not supported here", false},
     {"response_cache", m_response_cache, false},
     {"model_metrics", any_message, false},
 };
@@ -1277,14 +1263,17 @@ static int size_arrays(tc_ctx_t *c, const osv_pbtxt_field_t *root)
     t->c.output = osv_tconfig_alloc(t, no, sizeof(osv_tc_tensor_t));
     t->in_pos = osv_tconfig_alloc(t, ni, sizeof(tc_tensor_pos_t));
     t->out_pos = osv_tconfig_alloc(t, no, sizeof(tc_tensor_pos_t));
-    t->c.instance_group = osv_tconfig_alloc(t, count_named(d, root, "instance_group"), sizeof(osv_tc_group_t));
+    t->c.instance_group =
+        osv_tconfig_alloc(t, count_named(d, root, "instance_group"), sizeof(osv_tc_group_t));
     t->c.parameters = osv_tconfig_alloc(t, count_named(d, root, "parameters"), sizeof(osv_tc_kv_t));
     t->c.metric_tags = osv_tconfig_alloc(t, count_named(d, root, "metric_tags"), sizeof(osv_tc_kv_t));
-    t->c.cc_model_filenames = osv_tconfig_alloc(t, count_named(d, root, "cc_model_filenames"), sizeof(osv_tc_kv_t));
+    t->c.cc_model_filenames =
+        osv_tconfig_alloc(t, count_named(d, root, "cc_model_filenames"), sizeof(osv_tc_kv_t));
     t->c.model_warmup = osv_tconfig_alloc(t, count_named(d, root, "model_warmup"), sizeof(osv_tc_warmup_t));
     t->warm_pos = osv_tconfig_alloc(t, count_named(d, root, "model_warmup"), sizeof(tc_pos_t));
-    if (!t->c.input || !t->c.output || !t->in_pos || !t->out_pos || !t->c.instance_group || !t->c.parameters ||
-        !t->c.metric_tags || !t->c.cc_model_filenames || !t->c.model_warmup || !t->warm_pos)
+    if (!t->c.input || !t->c.output || !t->in_pos || !t->out_pos || !t->c.instance_group ||
+        !t->c.parameters || !t->c.metric_tags || !t->c.cc_model_filenames || !t->c.model_warmup ||
+        !t->warm_pos)
         return no_memory(c);
     return 0;
 }
@@ -1313,8 +1302,9 @@ static int parse_text(osv_tconfig_t *t, const char *text, size_t len, const char
     pl.max_bytes = lim->max_bytes;
     pl.max_depth = lim->max_depth;
     if (osv_pbtxt_parse(text, len, &pl, &doc, &perr) != 0)
-        return perr.line ? osv_err_set(err, OSV_EPARSE, "%s:%u:%u: %s", t->path, perr.line, perr.col, perr.msg)
-                         : osv_err_set(err, OSV_EPARSE, "%s: %s", t->path, perr.msg);
+        return perr.line
+                   ? osv_err_set(err, OSV_EPARSE, "%s:%u:%u: %s", t->path, perr.line, perr.col, perr.msg)
+                   : osv_err_set(err, OSV_EPARSE, "%s: %s", t->path, perr.msg);
     t->present = true;
     for (c.seen_mask = 1; c.seen_mask < 2 * (size_t)doc.n; c.seen_mask <<= 1)
         ;
@@ -1327,7 +1317,8 @@ static int parse_text(osv_tconfig_t *t, const char *text, size_t len, const char
         rc = walk(&c, &doc.fields[0], "ModelConfig", model_config_fields,
                   sizeof model_config_fields / sizeof *model_config_fields, t);
     if (!rc && t->c.name[0] && strcmp(t->c.name, model_name) != 0)
-        rc = osv_err_set(err, OSV_EINVAL, "%s:%u:%u: name: '%s' does not match the model's directory name '%s'", t->path,
+        rc = osv_err_set(err, OSV_EINVAL,
+                         "%s:%u:%u: name: '%s' does not match the model's directory name '%s'", t->path,
                          t->pos[TC_POS_NAME].line, t->pos[TC_POS_NAME].col, t->c.name, model_name);
     osv_pbtxt_free(&doc);
     return rc;
@@ -1362,8 +1353,8 @@ int osv_tconfig_from_text(const char *text, size_t len, const char *path, const 
     return 0;
 }
 
-int osv_tconfig_read(const char *dir, const char *model_name, const osv_tconfig_limits_t *lim, osv_tconfig_t **out,
-                     osv_err_t *err)
+int osv_tconfig_read(const char *dir, const char *model_name, const osv_tconfig_limits_t *lim,
+                     osv_tconfig_t **out, osv_err_t *err)
 {
     char path[PATH_MAX], *text = NULL;
     struct stat st;

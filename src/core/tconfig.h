@@ -56,10 +56,10 @@ enum {
 
 /* ORT session settings the ONNX Runtime backend's `parameters` carry (validated when read). */
 typedef struct tc_session {
-    int intra_op, inter_op;   /* thread counts (0 = ORT's default) */
-    int execution_mode;       /* 0 sequential, 1 parallel */
+    int intra_op, inter_op; /* thread counts (0 = ORT's default) */
+    int execution_mode;     /* 0 sequential, 1 parallel */
     bool mem_arena, mem_pattern;
-    bool share_session;       /* share_session_between_instances */
+    bool share_session;                     /* share_session_between_instances */
     bool device_allocator_for_initializers; /* session.use_device_allocator_for_initializers */
 } tc_session_t;
 

@@ -122,8 +122,8 @@ static void fill_random(osv_dtype_t dt, void *data, uint64_t count, uint64_t *se
 }
 
 /* <config_dir>/warmup/<file>, exactly `want` bytes (or at most `max` when want is 0). */
-static int read_sample_file(const char *dir, const char *file, uint64_t want, uint64_t max, char **out, size_t *len,
-                            osv_err_t *err)
+static int read_sample_file(const char *dir, const char *file, uint64_t want, uint64_t max, char **out,
+                            size_t *len, osv_err_t *err)
 {
     char path[4096];
     int rc;
@@ -132,8 +132,8 @@ static int read_sample_file(const char *dir, const char *file, uint64_t want, ui
         return rc;
     if (want && *len != want) {
         osv_free(*out);
-        return osv_err_set(err, OSV_ESHAPE, "%s holds %zu bytes, one batch item of the input is %" PRIu64, path, *len,
-                           want);
+        return osv_err_set(err, OSV_ESHAPE, "%s holds %zu bytes, one batch item of the input is %" PRIu64,
+                           path, *len, want);
     }
     return 0;
 }
@@ -154,8 +154,9 @@ static int fill_strings(const osv_model_t *m, const char *dir, const osv_tc_warm
         const char *p = "";
         if (text) {
             if (len - pos < 4 || (memcpy(&n, text + pos, 4), len - pos - 4 < n)) {
-                rc = osv_err_set(err, OSV_EPARSE, "warmup/%s: element %" PRIu64 " of %" PRIu64 " is cut short",
-                                 in->file, e, item);
+                rc =
+                    osv_err_set(err, OSV_EPARSE, "warmup/%s: element %" PRIu64 " of %" PRIu64 " is cut short",
+                                in->file, e, item);
                 break;
             }
             p = text + pos + 4;
@@ -170,15 +171,15 @@ static int fill_strings(const osv_model_t *m, const char *dir, const osv_tc_warm
         }
     }
     if (!rc && text && pos != len)
-        rc = osv_err_set(err, OSV_EPARSE, "warmup/%s: %zu bytes left after %" PRIu64 " elements", in->file, len - pos,
-                         item);
+        rc = osv_err_set(err, OSV_EPARSE, "warmup/%s: %zu bytes left after %" PRIu64 " elements", in->file,
+                         len - pos, item);
     osv_free(text);
     return rc;
 }
 
 /* One sample input: item data once, then repeated for each batch item. */
-static int sample_input(const osv_model_t *m, const char *dir, const osv_tc_warmup_t *w, uint32_t i, uint32_t k,
-                        OrtValue **out, osv_err_t *err)
+static int sample_input(const osv_model_t *m, const char *dir, const osv_tc_warmup_t *w, uint32_t i,
+                        uint32_t k, OrtValue **out, osv_err_t *err)
 {
     const osv_tc_warmup_input_t *in = &w->inputs[i];
     const osv_tensor_info_t *ort = &m->ort_in[m->in_ort[k]];
@@ -245,8 +246,8 @@ static void check_declared_shape(osv_model_t *m, uint32_t k, OrtValue *v)
     bool same;
     if (!v || t->kind != OSV_VALUE_TENSOR || osv_ort->GetTensorTypeAndShape(v, &tsi) != NULL)
         return;
-    same = osv_ort->GetDimensionsCount(tsi, &rank) == NULL && rank == (size_t)t->rank && rank <= OSV_MAX_DIMS &&
-           osv_ort->GetDimensions(tsi, dims, rank) == NULL;
+    same = osv_ort->GetDimensionsCount(tsi, &rank) == NULL && rank == (size_t)t->rank &&
+           rank <= OSV_MAX_DIMS && osv_ort->GetDimensions(tsi, dims, rank) == NULL;
     for (size_t d = 0; same && d < rank; d++)
         same = t->dims[d] < 0 || t->dims[d] == dims[d];
     osv_ort->ReleaseTensorTypeAndShapeInfo(tsi);
@@ -262,9 +263,9 @@ static int run_once(osv_model_t *m, OrtSession *s, const warm_in_t *w, bool firs
     int rc;
     if (!out)
         return osv_err_set(err, OSV_ENOMEM, "out of memory for the warm-up");
-    rc = osv_ort_status(osv_ort->Run(s, NULL, w->names, (const OrtValue *const *)w->v, w->n, m->out_names, m->n_out,
-                                     out),
-                        err, "warm-up run");
+    rc = osv_ort_status(
+        osv_ort->Run(s, NULL, w->names, (const OrtValue *const *)w->v, w->n, m->out_names, m->n_out, out),
+        err, "warm-up run");
     m->warmup_runs += rc == 0;
     if (!rc && first) {
         uint64_t rss1 = osv_sysmem_rss();
@@ -309,8 +310,8 @@ static int run_samples(osv_model_t *m, const char *dir, osv_err_t *err)
         warm_free(&wi);
         if (rc) {
             char where[4200];
-            osv_err_prefix(err, "%smodel_warmup[%u] '%s'", osv_tconfig_where(m->tc, (tc_pos_t){0, 0}, where, sizeof where),
-                           s, w->name);
+            osv_err_prefix(err, "%smodel_warmup[%u] '%s'",
+                           osv_tconfig_where(m->tc, (tc_pos_t){0, 0}, where, sizeof where), s, w->name);
             return rc;
         }
     }

@@ -972,15 +972,17 @@ static int raw_shape(infer_ctx_t *x, const osv_tensor_info_t *t, uint64_t body, 
         }
     }
     if (strings && body > UINT32_MAX)
-        return osv_err_set(&x->err, OSV_ELIMIT, "a raw BYTES element of %" PRIu64 " bytes is over 4 GiB", body);
+        return osv_err_set(&x->err, OSV_ELIMIT, "a raw BYTES element of %" PRIu64 " bytes is over 4 GiB",
+                           body);
     if (strings && fixed != 1)
         return osv_err_set(&x->err, OSV_EINVAL,
                            "a raw binary request to a BYTES input needs one element (shape [1]): the body is "
                            "that element; input '%s' holds more",
                            t->name);
     if (!strings && (fixed == 0 || body % fixed || (dyn < 0 && body != fixed)))
-        return osv_err_set(&x->err, OSV_EINVAL, "raw body of %" PRIu64 " bytes does not fit input '%s'%s", body,
-                           t->name, osv_model_max_batch_size(x->m) > 0 ? " (a raw request is batch 1)" : "");
+        return osv_err_set(&x->err, OSV_EINVAL, "raw body of %" PRIu64 " bytes does not fit input '%s'%s",
+                           body, t->name,
+                           osv_model_max_batch_size(x->m) > 0 ? " (a raw request is batch 1)" : "");
     if (!strings && dyn >= 0)
         in->dims[dyn] = (int64_t)(body / fixed);
     return 0;
@@ -1297,7 +1299,8 @@ static uint64_t classify_into(osv_conn_t *c, const osv_tensor_info_t *ti, const 
 }
 
 /* Upper bound of the serialized classification strings for output view v. */
-static uint64_t classify_max(osv_conn_t *c, const osv_tensor_info_t *ti, const osv_tensor_view_t *v, uint32_t k)
+static uint64_t classify_max(osv_conn_t *c, const osv_tensor_info_t *ti, const osv_tensor_view_t *v,
+                             uint32_t k)
 {
     uint64_t rows = class_rows(c, v), longest = 0;
     for (uint32_t i = 0; i < ti->n_labels; i++) {

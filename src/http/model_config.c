@@ -302,8 +302,8 @@ static uint64_t config_json_max(const osv_triton_config_t *c)
     for (uint32_t s = 0; s < c->n_model_warmup; s++) {
         n += 256 + str_max(c->model_warmup[s].name);
         for (uint32_t i = 0; i < c->model_warmup[s].n_inputs; i++)
-            n += 256 + str_max(c->model_warmup[s].inputs[i].name) + str_max(c->model_warmup[s].inputs[i].file) +
-                 24ull * c->model_warmup[s].inputs[i].rank;
+            n += 256 + str_max(c->model_warmup[s].inputs[i].name) +
+                 str_max(c->model_warmup[s].inputs[i].file) + 24ull * c->model_warmup[s].inputs[i].rank;
     }
     n += 24ull * c->dynamic_batching.n_preferred + 256ull * c->dynamic_batching.n_priority_policies;
     return n + OSV_IMG_PARAMS * (96 + 6 * 160);

@@ -4,10 +4,12 @@
  *
  * Queues. Each model version has its own FIFO (mstate_t); models with queued requests wait on one
  * ready list, so workers serve models in turn and a batcher can take several requests of one model
- * at once. A model runs at most `instances` requests at once (Triton's instance count): a worker
- * skips a model whose instances are all busy, and the run that frees one puts it back in line. Front work moved off an event loop (osv_serve_offload) has a bounded FIFO of its own that
+ * at once. Front work moved off an event loop (osv_serve_offload) has a bounded FIFO of its own that
  * workers take first (it is short, and a request behind it waits for it). One mutex and condition
  * variable guard all queues: a hand-off costs microseconds, which only requests for slow models pay.
+ *
+ * Instances. A model runs at most `instances` requests at once (Triton's instance count): a worker
+ * skips a model whose instances are all busy, and the run that frees one puts it back in line.
  *
  * The watchdog (serve.c's thread) cancels ORT runs whose deadline passed: each thread that runs
  * models owns one watch slot its current run is registered in (two atomic stores). */

@@ -39,7 +39,8 @@ static void warn_unscheduled(const osv_model_t *m)
         return;
     if (c->dynamic_batching.enabled)
         osv_log(OSV_LOG_WARN, "dynamic_batching_unavailable",
-                "\"model\":\"%s\",\"version\":%" PRId64 ",\"message\":\"dynamic_batching is configured but this "
+                "\"model\":\"%s\",\"version\":%" PRId64
+                ",\"message\":\"dynamic_batching is configured but this "
                 "server has no batcher yet: the model runs request by request\"",
                 osv_log_escape(osv_model_name(m), name, sizeof name), osv_model_version(m));
     if (c->response_cache.enable)

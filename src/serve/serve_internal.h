@@ -19,7 +19,7 @@ typedef struct mstate {
     _Atomic uint64_t ewma_ns; /* recent ORT run time (model runs only) */
     _Atomic uint32_t running; /* runs of this model executing now (workers and inline) */
     /* read-only after load */
-    uint32_t instances;       /* runs it may have at once (Triton's instance count) */
+    uint32_t instances; /* runs it may have at once (Triton's instance count) */
     uint32_t max_queue;
     int64_t deadline_ms; /* the model's config.json deadline_ms; -1 = the server's */
     osv_stats_t *stats;

@@ -148,14 +148,18 @@ static void link_child(parser_t *p, int32_t parent, int32_t child, int32_t *last
 
 static int hexval(int c)
 {
-    return is_digit(c) ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+    return is_digit(c)              ? c - '0'
+           : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+           : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                    : -1;
 }
 
 /* Appends one decoded byte to the string being built (the buffer is sized from the text). */
 static int put_byte(parser_t *p, uint32_t *n, int c)
 {
     if (*n >= p->lim->max_string)
-        return fail(p, "a string is longer than %u bytes (the limit of a configuration text)", p->lim->max_string);
+        return fail(p, "a string is longer than %u bytes (the limit of a configuration text)",
+                    p->lim->max_string);
     if (p->doc->strings_used + *n + 1 >= p->doc->strings_cap) /* cannot happen: decoded <= written */
         return fail(p, "string buffer exhausted");
     p->doc->strings[p->doc->strings_used + (*n)++] = (char)c;
@@ -317,7 +321,8 @@ static int one_value(parser_t *p, int32_t self, bool colon)
     if (c == '{' || c == '<')
         return message_value(p, self);
     if (!colon)
-        return fail(p, "expected ':' after field name '%.*s'", (int)(f->name_len > 64 ? 64 : f->name_len), f->name);
+        return fail(p, "expected ':' after field name '%.*s'", (int)(f->name_len > 64 ? 64 : f->name_len),
+                    f->name);
     if (c == '"' || c == '\'')
         return string_value(p, f);
     return scalar_value(p, f);
@@ -381,7 +386,8 @@ static int field(parser_t *p, int32_t parent, int32_t *last)
             skip_ws(p);
         } else if (peek(p) != ']') {
             return fail(p, "expected ',' or ']' in the list of '%.*s', found %s",
-                        (int)(proto.name_len > 64 ? 64 : proto.name_len), proto.name, found(p, what, sizeof what));
+                        (int)(proto.name_len > 64 ? 64 : proto.name_len), proto.name,
+                        found(p, what, sizeof what));
         }
     }
     advance(p);
@@ -523,7 +529,8 @@ int osv_pbtxt_double(const osv_pbtxt_field_t *f, double *out)
         return -1;
     memcpy(buf, f->text, n);
     buf[n] = '\0';
-    if (n > 1 && (buf[n - 1] == 'f' || buf[n - 1] == 'F') && (is_digit((unsigned char)buf[n - 2]) || buf[n - 2] == '.'))
+    if (n > 1 && (buf[n - 1] == 'f' || buf[n - 1] == 'F') &&
+        (is_digit((unsigned char)buf[n - 2]) || buf[n - 2] == '.'))
         buf[--n] = '\0'; /* 1.5f */
     errno = 0;
     double v = strtod(buf, &end);

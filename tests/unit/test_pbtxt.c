@@ -143,7 +143,8 @@ static void test_strings(void **state)
                         "z: \"nul\\0mid\"");
     assert_int_equal(p->rc, 0);
     const osv_pbtxt_field_t *s = child(F(0), 0);
-    const char want[] = "a\n\t\\\"'AA\xc3\xa9\xf0\x9f\x98\x80" "bc";
+    const char want[] = "a\n\t\\\"'AA\xc3\xa9\xf0\x9f\x98\x80"
+                        "bc";
     assert_int_equal(s->len, sizeof want - 1);
     assert_memory_equal(s->text, want, sizeof want - 1);
     const osv_pbtxt_field_t *z = child(F(0), 1);
@@ -269,7 +270,8 @@ static void test_limits(void **state)
     osv_pbtxt_limits_default(&lim);
 
     /* Depth: 32 nested messages are fine, 33 are not (and the parser's stack is bounded by it). */
-    char *open = repeat("m { ", 32, ""), *close = repeat("} ", 32, ""), *ok = malloc(strlen(open) + strlen(close) + 1);
+    char *open = repeat("m { ", 32, ""), *close = repeat("} ", 32, ""),
+         *ok = malloc(strlen(open) + strlen(close) + 1);
     assert_non_null(ok);
     strcpy(ok, open);
     strcat(ok, close);

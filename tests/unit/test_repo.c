@@ -181,7 +181,8 @@ static void reload_keeps_running_requests(void **state)
     char src[512];
     (void)state;
     OSV_ASSERT_OK(osv_repo_acquire(r, "mlp", 3, -1, &old, &err), &err);
-    osv_test_copy_file(osv_test_model("mlp.onnx", src, sizeof src), repo_dir, "mlp/3/model.onnx"); /* changed */
+    osv_test_copy_file(osv_test_model("mlp.onnx", src, sizeof src), repo_dir,
+                       "mlp/3/model.onnx");             /* changed */
     OSV_ASSERT_OK(osv_repo_load(r, "mlp", &err), &err); /* new sessions replace the old */
     OSV_ASSERT_OK(osv_repo_acquire(r, "mlp", 3, -1, &fresh, &err), &err);
     assert_ptr_not_equal(old, fresh);
