@@ -2,6 +2,7 @@
  * start-up (ORT environment, repository, server), signal handling and the graceful drain. */
 #include <inttypes.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,8 @@ typedef struct serve_cfg {
     bool spinning, global_pools;
     uint64_t pool_bytes, pool_max_slot;
     bool pool_mlock;
-    const char *model_control;
+    const char *model_control;       /* NULL: not given (check_model_control's default) */
+    bool model_control_defaulted_off; /* none by default: listening beyond loopback without tokens */
     osv_opt_list_t load_models; /* --load-model NAME..., comma-separated; "" = "*", every model */
     osv_load_opts_t load;       /* Triton configs: auto-completion and their limits */
 } serve_cfg_t;
@@ -77,7 +79,7 @@ static const osv_opt_t opts[] = {
     OSV_OPT_COUNT("max-dims", limits.max_dims, 1, OSV_MAX_DIMS, NULL, "N",
                   "tensor rank limit (8, at most 16)"),
     OSV_OPT_DURATION("deadline-ms", srv.deadline_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS, "0 disables", "MS",
-                     "default request deadline; 0 disables (500)"),
+                     "default request deadline; 0 disables (500, or 10 x a slower model's warm-up run)"),
     OSV_OPT_COUNT("max-queue", srv.max_queue, 0, 1u << 16, NULL, "N",
                   "queued requests per model before 503 (64)"),
     OSV_OPT_COUNT(
@@ -120,7 +122,8 @@ static const osv_opt_t opts[] = {
         "require 'Authorization: Bearer <token>' except on health endpoints (one token a line; SIGHUP "
         "re-reads)"),
     OSV_OPT_STRING("model-control-mode", model_control, "MODE",
-                   "explicit: the repository API may load and unload models; none: it may not (explicit)"),
+                   "explicit: the repository API may load and unload models; none: it may not (default: "
+                   "explicit on loopback or with --auth-token-file, none otherwise)"),
     OSV_OPT_LIST("load-model", load_models, "NAME",
                  "explicit mode: load NAME at start-up (repeatable, or NAME,NAME; default *: every model)"),
     OSV_OPT_COUNT("default-max-batch-size", load.default_max_batch_size, 0, 1u << 20, NULL, "N",
@@ -203,7 +206,7 @@ static void defaults(serve_cfg_t *c)
     c->log_format = "json";
     c->access_log = true;
     c->trace_ratio = 0.01;
-    c->model_control = "explicit";
+    c->model_control = NULL; /* check_model_control picks the default from --host and the tokens */
 }
 
 /* Environment first, flags override. Returns 0, 1 after --help, or 2 after a usage error. */
@@ -257,36 +260,62 @@ static void ort_log(void *ud, int severity, const char *category, const char *ms
             osv_log_escape(category, cat, sizeof cat), osv_log_escape(msg, m, sizeof m));
 }
 
+/* The server models' deadlines are read from, once it exists: written by the main thread before it
+ * starts serving (release), read by the thread that loads models (acquire). */
+static _Atomic(osv_server_t *) deadline_server;
+
+/* model_ready: what a load made ready, with the deadline its requests get (0 and "none" before the
+ * server exists). */
+static void log_ready(osv_model_t *m, const char *v, bool reloaded)
+{
+    char name[300];
+    const char *source = "none";
+    osv_server_t *s = atomic_load_explicit(&deadline_server, memory_order_acquire);
+    int64_t deadline = s ? osv_server_model_deadline(s, m, &source) : 0;
+    osv_log(OSV_LOG_INFO, "model_ready",
+            "\"model\":\"%s\"%s,\"reloaded\":%s,\"config\":\"%s\",\"max_batch_size\":%d,\"instances\":%u,"
+            "\"inputs\":%u,\"outputs\":%u,\"load_ms\":%.1f,\"warmup_runs\":%u,\"warmup_ms\":%.1f,"
+            "\"warmup_run_bytes\":%" PRIu64 ",\"deadline_ms\":%" PRId64 ",\"deadline_source\":\"%s\"",
+            osv_log_escape(osv_model_name(m), name, sizeof name), v, reloaded ? "true" : "false",
+            osv_model_has_pbtxt(m) ? "config.pbtxt" : "none", osv_model_max_batch_size(m),
+            osv_model_instance_count(m), osv_model_input_count(m), osv_model_output_count(m),
+            osv_model_load_ms(m), osv_model_warmup_runs(m), (double)osv_model_warmup_ns(m) / 1e6,
+            osv_model_warmup_bytes(m), deadline, source);
+    if (osv_model_warmup_error(m)) {
+        char why[1200];
+        osv_log(OSV_LOG_WARN, "warmup_failed", "\"model\":\"%s\"%s,\"error\":\"%s\"", name, v,
+                osv_log_escape(osv_model_warmup_error(m), why, sizeof why));
+    }
+}
+
+/* The models loaded at start-up, once the server (and so their deadlines) exists (osv_repo_foreach). */
+static int log_started(void *ud, osv_model_t *m)
+{
+    char v[32];
+    (void)ud;
+    snprintf(v, sizeof v, ",\"version\":%" PRId64, osv_model_version(m));
+    log_ready(m, v, false);
+    return 0;
+}
+
 /* What the repository's loads and unloads did (osv_repo_opts_t.on_event), on the loading thread:
- * model_ready, model_unloaded, model_load_failed (with the reason), warmup_failed. */
+ * model_ready (after start-up: log_started logs the first loads), model_unloaded, model_load_failed
+ * (with the reason). */
 static void log_repo_event(void *ud, const osv_repo_event_t *e)
 {
     char name[300], why[2400], v[32] = "";
-    osv_model_t *m = e->model;
     (void)ud;
-    osv_log_escape(e->name, name, sizeof name);
     if (e->version >= 0)
         snprintf(v, sizeof v, ",\"version\":%" PRId64, e->version);
-    if (e->kind == OSV_REPO_UNLOADED) {
-        osv_log(OSV_LOG_INFO, "model_unloaded", "\"model\":\"%s\"%s,\"reason\":\"%s\"", name, v,
-                osv_log_escape(e->reason, why, sizeof why));
+    if (e->kind == OSV_REPO_READY) {
+        if (atomic_load_explicit(&deadline_server, memory_order_acquire))
+            log_ready(e->model, v, e->reloaded);
         return;
     }
-    if (e->kind == OSV_REPO_FAILED) {
-        osv_log(OSV_LOG_ERROR, "model_load_failed", "\"model\":\"%s\"%s,\"reason\":\"%s\"", name, v,
-                osv_log_escape(e->reason, why, sizeof why));
-        return;
-    }
-    osv_log(OSV_LOG_INFO, "model_ready",
-            "\"model\":\"%s\"%s,\"reloaded\":%s,\"config\":\"%s\",\"max_batch_size\":%d,\"instances\":%u,"
-            "\"inputs\":%u,\"outputs\":%u,\"load_ms\":%.1f,\"warmup_runs\":%u,\"warmup_run_bytes\":%" PRIu64,
-            name, v, e->reloaded ? "true" : "false", osv_model_has_pbtxt(m) ? "config.pbtxt" : "none",
-            osv_model_max_batch_size(m), osv_model_instance_count(m), osv_model_input_count(m),
-            osv_model_output_count(m), osv_model_load_ms(m), osv_model_warmup_runs(m),
-            osv_model_warmup_bytes(m));
-    if (osv_model_warmup_error(m))
-        osv_log(OSV_LOG_WARN, "warmup_failed", "\"model\":\"%s\"%s,\"error\":\"%s\"", name, v,
-                osv_log_escape(osv_model_warmup_error(m), why, sizeof why));
+    osv_log_escape(e->name, name, sizeof name);
+    osv_log(e->kind == OSV_REPO_FAILED ? OSV_LOG_ERROR : OSV_LOG_INFO,
+            e->kind == OSV_REPO_FAILED ? "model_load_failed" : "model_unloaded",
+            "\"model\":\"%s\"%s,\"reason\":\"%s\"", name, v, osv_log_escape(e->reason, why, sizeof why));
 }
 
 /* Models that should have loaded but did not are errors; models --load-model left out are not. A
@@ -359,14 +388,15 @@ static void log_start(const serve_cfg_t *cfg, const osv_server_plan_t *s, osv_re
             "\"loops\":%d,"
             "\"intra_op_threads\":%d,\"pool_bytes\":%" PRIu64 ",\"pool_max_slot\":%" PRIu64
             ",\"image_decode_budget\":%" PRIu64 ",\"max_body_bytes\":%" PRIu64 ",\"max_connections\":%u"
-            ",\"deadline_ms\":%" PRId64 ",\"shm_max_bytes\":%" PRIu64
+            ",\"deadline_ms\":%" PRId64 ",\"deadline_follows_model\":%s,\"shm_max_bytes\":%" PRIu64
             ",\"model_control\":\"%s\",\"startup_ms\":%.1f",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
             osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(r),
             osv_repo_ready(r) ? "true" : "false", osv_env_ort_version(env), s->loops,
             cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool),
             osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->max_connections,
-            cfg->srv.deadline_ms, cfg->srv.allow_shm ? s->shm_max_bytes : 0,
+            cfg->srv.deadline_ms < 0 ? (int64_t)500 : cfg->srv.deadline_ms, cfg->srv.deadline_ms < 0 ? "true" : "false",
+            cfg->srv.allow_shm ? s->shm_max_bytes : 0,
             cfg->srv.model_control ? "explicit" : "none", ms);
 }
 
@@ -403,6 +433,13 @@ static size_t next_name(const char **p, const char **name)
 static int check_model_control(serve_cfg_t *cfg)
 {
     const char *mode = cfg->model_control, *p = cfg->load_models.v, *name;
+    if (!mode) {
+        /* Not asked for: any client that reaches the server could unload every model, so that is
+         * allowed only where clients are local or must present a token. */
+        bool tokens = cfg->srv.auth_token_file && *cfg->srv.auth_token_file;
+        mode = osv_opt_host_is_loopback(cfg->srv.host) || tokens ? "explicit" : "none";
+        cfg->model_control_defaulted_off = strcmp(mode, "none") == 0;
+    }
     if (strcasecmp(mode, "none") != 0 && strcasecmp(mode, "explicit") != 0) {
         fprintf(stderr, "ortserve serve: --model-control-mode must be none or explicit, not '%s'%s\n", mode,
                 strcasecmp(mode, "poll") == 0 ? " (polling the repository is not supported: use the "
@@ -415,7 +452,10 @@ static int check_model_control(serve_cfg_t *cfg)
         cfg->load_models.v[0] = '\0';
     if (cfg->load_models.v[0] && !cfg->srv.model_control) {
         fprintf(stderr, "ortserve serve: --load-model needs --model-control-mode explicit (none loads every "
-                        "model)\n");
+                        "model)%s\n",
+                cfg->model_control_defaulted_off ? "; none is the default when listening beyond loopback "
+                                                   "without --auth-token-file"
+                                                 : "");
         return 2;
     }
     for (size_t n; (n = next_name(&p, &name)) > 0 || *p;) {
@@ -510,6 +550,8 @@ static int serve(serve_cfg_t *cfg)
     osv_server_plan_t plan;
     osv_server_get_plan(s, &plan);
     fit_nofile(plan.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
+    osv_repo_foreach(repo, log_started, NULL);
+    atomic_store_explicit(&deadline_server, s, memory_order_release);
     log_unavailable(repo);
     the_server = s;
     struct sigaction sa = {.sa_handler = on_signal};
@@ -521,10 +563,18 @@ static int serve(serve_cfg_t *cfg)
     if (cfg->port_file)
         write_port_file(cfg->port_file, plan.port);
     log_pool_plan(cfg, &plan);
+    if (cfg->model_control_defaulted_off) {
+        char host[300];
+        osv_log(OSV_LOG_WARN, "model_control_off",
+                "\"host\":\"%s\",\"message\":\"listening beyond loopback without --auth-token-file: the "
+                "repository API may not load or unload models (--model-control-mode explicit allows it)\"",
+                osv_log_escape(cfg->srv.host, host, sizeof host));
+    }
     log_start(cfg, &plan, repo, env, (double)(osv_now_ns() - t0) / 1e6);
     rc = osv_server_run(s);
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");
     the_server = NULL;
+    atomic_store_explicit(&deadline_server, NULL, memory_order_release);
     osv_server_destroy(s);
     osv_obs_shutdown();
     osv_repo_close(repo);

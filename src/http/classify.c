@@ -475,7 +475,12 @@ static void body_received(osv_conn_t *c)
     if (x->im->classes && x->k > x->im->classes)
         x->k = x->im->classes; /* no room for results that cannot exist */
     /* decoding takes milliseconds: always on a worker, never inline on the loop */
-    x->sreq = (osv_sreq_t){.model = x->m, .deadline = c->req.deadline, .execute = classify, .complete = completed,
+    x->sreq = (osv_sreq_t){.model = x->m,
+                           .deadline = c->req.deadline,
+                           .deadline_ms = c->req.deadline_ms,
+                           .deadline_src = c->req.deadline_src,
+                           .execute = classify,
+                           .complete = completed,
                            .ud = c};
     int rc = osv_serve_submit(s->serve, &x->sreq);
     if (rc == 1)

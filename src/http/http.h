@@ -99,6 +99,8 @@ typedef struct osv_request {
 
     /* [holder]: the handler's work */
     uint64_t deadline;         /* absolute monotonic ns, 0 = none */
+    uint64_t deadline_ms;      /* its length and who set it (504 messages) */
+    osv_deadline_src_t deadline_src;
     uint64_t expected_wait_ns; /* set when admission refused the request for its deadline (sched.c) */
     uint64_t copied[OSV_COPY_REASON_COUNT]; /* bytes this front copied, by reason (readahead, chunked,
                                                decompress) */

@@ -257,8 +257,11 @@ static int decode_input(dec_t *d, int32_t t, in_desc_t *in)
         return bad(d, "an input has no string 'name'");
     snprintf(nm, sizeof nm, "%.*s", (int)(nlen > 128 ? 128 : nlen), name);
     int idx = osv_model_find_input(x->m, name, nlen);
-    if (idx < 0)
-        return bad(d, "unknown input '%s' for model '%s'", nm, osv_model_name(x->m));
+    if (idx < 0) {
+        char names[512];
+        return bad(d, "unknown input '%s' for model '%s' (its inputs: %s)", nm, osv_model_name(x->m),
+                   osv_model_names(x->m, false, names, sizeof names));
+    }
     in->idx = (uint32_t)idx;
     if (get_str(d, member(d, t, "datatype"), &dts, &dlen) != 0)
         return bad(d, "input '%s' has no string 'datatype'", nm);
@@ -302,8 +305,11 @@ static int decode_output(dec_t *d, int32_t t, out_desc_t *o)
         return bad(d, "every element of 'outputs' must be an object with a string 'name'");
     snprintf(nm, sizeof nm, "%.*s", (int)(nlen > 128 ? 128 : nlen), name);
     int idx = osv_model_find_output(x->m, name, nlen);
-    if (idx < 0)
-        return bad(d, "unknown output '%s' for model '%s'", nm, osv_model_name(x->m));
+    if (idx < 0) {
+        char names[512];
+        return bad(d, "unknown output '%s' for model '%s' (its outputs: %s)", nm, osv_model_name(x->m),
+                   osv_model_names(x->m, true, names, sizeof names));
+    }
     o->idx = (uint32_t)idx;
     o->binary = x->binary_default;
     int32_t params = member(d, t, "parameters"), tb, tc;
@@ -344,7 +350,7 @@ static int decode_parameters(dec_t *d, int32_t p)
         uint64_t us;
         if (osv_json_tok_u64(&d->doc, (uint32_t)t, &us, NULL) != 0)
             return bad(d, "'timeout' must be a non-negative integer (microseconds)");
-        osv_h_deadline_shorten(d->c, us, 1000ull);
+        osv_h_deadline_shorten(d->c, us, 1000ull, OSV_DEADLINE_REQUEST);
     }
     if ((t = member(d, p, "sequence_id")) >= 0 && !(get_i64(d, t, &v) == 0 && v == 0))
         return bad(d, "sequence batching ('sequence_id') is not supported");
@@ -793,6 +799,8 @@ static void dispatch(osv_conn_t *c)
     *r = (osv_sreq_t){.model = x->m,
                       .inf = x->inf,
                       .deadline = c->req.deadline,
+                      .deadline_ms = c->req.deadline_ms,
+                      .deadline_src = c->req.deadline_src,
                       .may_inline = !x->has_image, /* decoding takes milliseconds: never on the loop */
                       .prepare = x->has_image ? preprocess_images : NULL,
                       .complete = completed,

@@ -25,7 +25,7 @@ void osv_server_opts_default(osv_server_opts_t *o)
     o->max_json_depth = 64;
     o->max_json_tokens = 1u << 16;
     o->conn_buffer = 32u << 10;
-    o->deadline_ms = 500;
+    o->deadline_ms = -1; /* OSV_DEADLINE_AUTO (serve/serve.h) */
     o->max_queue = 64;
     o->inline_threshold_ns = 200000; /* 200 µs: see docs/DESIGN.md, "Inline or hand-off" */
     o->header_timeout_ms = 10000;
@@ -150,6 +150,14 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
 fail:
     osv_server_destroy(s);
     return rc;
+}
+
+int64_t osv_server_model_deadline(const osv_server_t *s, const osv_model_t *m, const char **source)
+{
+    osv_deadline_src_t src;
+    int64_t ms = osv_serve_deadline_ms(s->serve, m, &src);
+    *source = osv_serve_deadline_text(src);
+    return ms;
 }
 
 int osv_server_check_port(const char *host, int port, osv_err_t *err)

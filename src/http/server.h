@@ -28,7 +28,8 @@ typedef struct osv_server_opts {
     uint32_t max_json_depth;
     uint32_t max_json_tokens;
     uint32_t conn_buffer;         /* per-connection read buffer, ≥ max_header_bytes */
-    int64_t deadline_ms;          /* default per-request deadline; 0 = none */
+    int64_t deadline_ms; /* default per-request deadline; 0 = none; -1 (OSV_DEADLINE_AUTO, the default):
+                            500 ms, or 10 x a slower model's warm-up run */
     uint32_t max_queue;           /* queued requests per model before 503 */
     uint64_t inline_threshold_ns; /* models faster than this run on the loop thread */
     int header_timeout_ms, body_timeout_ms, idle_timeout_ms, drain_timeout_ms;
@@ -82,5 +83,8 @@ typedef struct osv_server_plan {
 } osv_server_plan_t;
 
 void osv_server_get_plan(const osv_server_t *s, osv_server_plan_t *out);
+
+/* Model m's default deadline (ms, 0 = none) and, in words, where it comes from. */
+int64_t osv_server_model_deadline(const osv_server_t *s, const osv_model_t *m, const char **source);
 
 #endif

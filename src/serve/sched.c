@@ -157,15 +157,22 @@ static void run(osv_serve_t *s, osv_sreq_t *r)
     if (r->deadline && osv_now_ns() >= r->deadline) {
         if (ms && ms->stats)
             osv_stats_add_canceled(ms->stats);
-        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT, "deadline exceeded before the model could run (queued too long)");
+        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT,
+                            "the deadline of %" PRIu64 " ms (%s) passed before the model could run: queued too "
+                            "long",
+                            r->deadline_ms, osv_serve_deadline_text(r->deadline_src));
         return;
     }
     if (r->prepare && (r->rc = r->prepare(r)) != 0)
         return;
     r->rc = r->execute ? r->execute(r) : standard_run(s, r);
     note_run(s, r);
-    if (r->rc == OSV_ECANCELED) /* the core counted the cancellation */
-        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT, "deadline exceeded: the run was canceled");
+    if (r->rc == OSV_ECANCELED && atomic_load_explicit(&s->canceling, memory_order_relaxed))
+        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT, "the server is shutting down: the run was canceled");
+    else if (r->rc == OSV_ECANCELED) /* the core counted the cancellation */
+        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT,
+                            "the deadline of %" PRIu64 " ms (%s) passed while the model ran: the run was canceled",
+                            r->deadline_ms, osv_serve_deadline_text(r->deadline_src));
 }
 
 /* ---- admission ------------------------------------------------------------------------------------ */

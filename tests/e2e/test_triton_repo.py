@@ -455,6 +455,8 @@ class FirstHour(unittest.TestCase):
             srv.wait_live()
             st, body = srv.json("GET", "/v2/health/ready")
             msg = [e["message"] for e in events(srv, "repository_layout")]
+            if msg:  # the readiness answer gives the same reason, and so the fix, as the log
+                self.assertEqual(body.get("reason"), msg[0])
             st_i, rows = srv.json("POST", "/v2/repository/index")
             return st, msg, rows
 
