@@ -550,8 +550,8 @@ static int serve(serve_cfg_t *cfg)
     osv_server_plan_t plan;
     osv_server_get_plan(s, &plan);
     fit_nofile(plan.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
-    osv_repo_foreach(repo, log_started, NULL);
     atomic_store_explicit(&deadline_server, s, memory_order_release);
+    osv_repo_foreach(repo, log_started, NULL);
     log_unavailable(repo);
     the_server = s;
     struct sigaction sa = {.sa_handler = on_signal};
