@@ -915,6 +915,9 @@ static void prepare_and_continue(osv_conn_t *c)
         receive_binary(c);
     } else {
         raw_string_into_slot(x);
+        /* An empty raw body gets here from the request's handler, still in HEAD: a request queued for
+         * a worker must leave it (as after a body), or the head would be routed again. */
+        c->state = CONN_RUN;
         dispatch(c);
     }
 }

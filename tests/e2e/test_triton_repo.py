@@ -325,6 +325,27 @@ class Served(unittest.TestCase):
         self.assertEqual(st, 200, data)
         self.assertEqual(split_binary(h, data)[1]["text_out"], struct.pack("<I", 7) + b"chunked")
 
+    def test_raw_request_without_a_body_runs_once_on_a_worker(self):
+        # An empty raw body is dispatched from the request's handler, before any body is received:
+        # queued for a worker (--inline-threshold-us 0), it must run once and answer once (it was
+        # submitted again, its queue corrupted, answered twice).
+        with tempfile.TemporaryDirectory() as r:
+            string_model(os.path.join(r, "echo", "1", "model.onnx"))
+            write(r, "echo/config.pbtxt", read_text(os.path.join(self.tmp.name, "echo", "config.pbtxt")))
+            srv = Server(r, "--inline-threshold-us", "0")
+            try:
+                conn = srv.conn()  # one keep-alive connection: the next request follows on it
+                for body in (b"", b"after empty", b"", b""):
+                    st, h, data = srv.request("POST", "/v2/models/echo/infer", body,
+                                              {"Inference-Header-Content-Length": "0"}, conn=conn)
+                    self.assertEqual(st, 200, data)
+                    self.assertEqual(split_binary(h, data)[1]["text_out"], struct.pack("<I", len(body)) + body)
+                conn.close()
+                st, stats = srv.json("GET", "/v2/models/echo/stats")
+                self.assertEqual(stats["model_stats"][0]["inference_stats"]["success"]["count"], 4)
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
     def test_model_without_config_pbtxt_is_served_as_before(self):
         c = self.config("native")
         self.assertEqual((c["max_batch_size"], c["input"][0]["dims"], c["version_policy"]), (0, [-1, 64], {"all": {}}))
