@@ -871,7 +871,7 @@ class Report:
         self.w()
 
     def triton(self):
-        self.w("## 8. Triton repositories: reading config.pbtxt and time to ready")
+        self.w("## 9. Triton repositories: reading config.pbtxt and time to ready")
         self.w()
         p = self.part("triton")
         if not p:

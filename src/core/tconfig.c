@@ -566,37 +566,32 @@ static int m_name(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
     return get_str(c, f, &t->c.name);
 }
 
+/* A string field that names what runs the model: empty or `only`, else refused with `why`. */
+static int only_value(tc_ctx_t *c, const osv_pbtxt_field_t *f, const char **dst, const char *what,
+                      const char *only, const char *why)
+{
+    int rc = get_str(c, f, dst);
+    if (!rc && (*dst)[0] && strcmp(*dst, only) != 0)
+        return unsupported(c, f, "%s '%s' is not available here: %s", what, *dst, why);
+    return rc;
+}
+
+#define ONNX_ONLY "this server runs ONNX models (platform \"onnxruntime_onnx\" or backend \"onnxruntime\")"
+
 static int m_platform(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
-    osv_tconfig_t *t = o;
-    int rc = get_str(c, f, &t->c.platform);
-    if (!rc && t->c.platform[0] && strcmp(t->c.platform, "onnxruntime_onnx") != 0)
-        return unsupported(c, f,
-                           "platform '%s' is not served here: this server runs ONNX models (platform "
-                           "\"onnxruntime_onnx\" or backend \"onnxruntime\")",
-                           t->c.platform);
-    return rc;
+    return only_value(c, f, &((osv_tconfig_t *)o)->c.platform, "platform", "onnxruntime_onnx", ONNX_ONLY);
 }
 
 static int m_backend(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
-    osv_tconfig_t *t = o;
-    int rc = get_str(c, f, &t->c.backend);
-    if (!rc && t->c.backend[0] && strcmp(t->c.backend, "onnxruntime") != 0)
-        return unsupported(c, f,
-                           "backend '%s' is not available: this server runs ONNX models with ONNX Runtime "
-                           "(backend \"onnxruntime\")",
-                           t->c.backend);
-    return rc;
+    return only_value(c, f, &((osv_tconfig_t *)o)->c.backend, "backend", "onnxruntime", ONNX_ONLY);
 }
 
 static int m_runtime(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)
 {
-    osv_tconfig_t *t = o;
-    int rc = get_str(c, f, &t->c.runtime);
-    if (!rc && t->c.runtime[0] && strcmp(t->c.runtime, "libtriton_onnxruntime.so") != 0)
-        return unsupported(c, f, "runtime '%s' is not available: ONNX Runtime is built in", t->c.runtime);
-    return rc;
+    return only_value(c, f, &((osv_tconfig_t *)o)->c.runtime, "runtime", "libtriton_onnxruntime.so",
+                      "ONNX Runtime is built in");
 }
 
 static int m_max_batch_size(tc_ctx_t *c, const osv_pbtxt_field_t *f, void *o)

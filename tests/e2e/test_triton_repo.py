@@ -374,7 +374,7 @@ MALFORMED = {
                       "input: the model's input 'b' is not listed"),
     "name": ("mlp.onnx", 'name: "other"\n', None, "name: 'other' does not match the model's directory name 'name'"),
     "platform": ("mlp.onnx", 'platform: "tensorflow_savedmodel"\n', None,
-                 "platform: platform 'tensorflow_savedmodel' is not served here"),
+                 "platform: platform 'tensorflow_savedmodel' is not available here"),
     "backend": ("mlp.onnx", 'backend: "python"\n', None, "backend: backend 'python' is not available"),
     "sequence": ("mlp.onnx", "sequence_batching { max_sequence_idle_microseconds: 5000000 }\n", None,
                  "sequence_batching: sequence batching is not supported"),
