@@ -152,7 +152,7 @@ class Report:
         self.w("| part | command | wall time | machine busy | rounds |")
         self.w("|---|---|---:|---:|---:|")
         total = 0
-        for name in ("core", "copy", "load", "rss", "memlimit", "startup", "targets"):
+        for name in ("core", "copy", "load", "rss", "memlimit", "startup", "targets", "triton"):
             p = self.part(name)
             if p:
                 total += p["seconds"]
@@ -883,6 +883,32 @@ class Report:
             self.w("(no results: bench/batching/RESULTS.md is missing)")
         self.w()
 
+    def triton(self):
+        self.w("## 10. Triton repositories: reading config.pbtxt and time to ready")
+        self.w()
+        p = self.part("triton")
+        if not p:
+            self.not_run("triton")
+            self.w()
+            return
+        d = p["data"]
+        self.w("Command: %s. The protobuf text-format reader alone and with Triton's ModelConfig mapping "
+               "(`%s`, median per parse; `doc` is what a parsed text holds, `config` what a mapped config "
+               "holds):" % (self.cmd("triton"), d["pbtxt"]["command"]))
+        self.w()
+        self.w("```")
+        self.w(d["pbtxt"]["text"].rstrip())
+        self.w("```")
+        self.w()
+        self.w("Time to ready (`%s`; spawn to the first 200 on /v2/health/ready, a fresh server each time, cases "
+               "interleaved; `loads ms` adds up the versions' load times from their model_ready lines; the first "
+               "request is one MobileNetV2 image, binary, right after ready):" % d["ready"]["command"])
+        self.w()
+        self.w("```")
+        self.w(d["ready"]["text"].rstrip())
+        self.w("```")
+        self.w()
+
     # ---- targets summary ---------------------------------------------------------------------------------------
 
     def targets_table(self):
@@ -1046,6 +1072,7 @@ class Report:
         self.targets_part()
         self.core_overhead()
         self.http_candidates()
+        self.triton()
         self.lines[body_start:body_start] = self.targets_table()
         text = "\n".join(self.lines).rstrip() + "\n"
         with open(self.out, "w") as f:
@@ -1060,7 +1087,7 @@ def main():
     ap.add_argument("--img", default=os.path.join(ROOT, "docs", "img"))
     args = ap.parse_args()
     results = {}
-    for name in ("core", "copy", "load", "rss", "memlimit", "startup", "targets"):
+    for name in ("core", "copy", "load", "rss", "memlimit", "startup", "targets", "triton"):
         path = os.path.join(args.results, name + ".json")
         if os.path.exists(path):
             with open(path) as f:

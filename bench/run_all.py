@@ -16,6 +16,9 @@ Parts (each runnable alone with --only; every one writes var/bench/PART.json):
   startup   process start to ready for each model; idle RSS vs bare ORT holding the same model
   targets   imaging (bench/imaging_bench: decode+preprocess, classify vs in process) and
             observability overhead (bench/obs_overhead.py)
+  triton    Triton repositories: reading config.pbtxt (bench/pbtxt_bench), time to ready of 20 models x 3
+            versions and of the MobileNetV2-shaped model with and without warm-up samples
+            (bench/triton_ready.py)
 
 The machine is shared and noisy: compared variants run interleaved (A B C, then C B A) in >= 3 rounds
 and the report gives medians and medians of per-round ratios. --quick shortens everything (1 round,
@@ -39,7 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from cgroup_support import Cgroup  # noqa: E402  (shared with the end-to-end tests)
 import benchlib as B  # noqa: E402
 
-PARTS = ["core", "copy", "load", "rss", "memlimit", "startup", "targets"]
+PARTS = ["core", "copy", "load", "rss", "memlimit", "startup", "targets", "triton"]
 KiB, MiB = 1 << 10, 1 << 20
 
 
@@ -462,6 +465,26 @@ def part_targets(ctx):
         out["obs"] = json.load(f)
     out["obs"]["command"] = "/usr/bin/python3 bench/obs_overhead.py " + " ".join(extra)
     out["obs"]["text"] = txt.stdout
+    return out
+
+
+# ---- Triton repositories: config.pbtxt and time to ready ------------------------------------------------------
+
+def part_triton(ctx):
+    out = {}
+    argv = [os.path.join(ctx.bench_bin, "pbtxt_bench"), "--runs", "50" if ctx.quick else "200"]
+    B.log("triton: pbtxt_bench")
+    out["pbtxt"] = {"command": "build/release/bench/pbtxt_bench " + " ".join(argv[1:]),
+                    "text": subprocess.run(argv, cwd=B.ROOT, capture_output=True, text=True, check=True).stdout}
+    js = os.path.join(B.TMP, "triton_ready.json")
+    rounds = "2" if ctx.quick else "5"
+    argv = ["/usr/bin/python3", os.path.join(B.ROOT, "bench", "triton_ready.py"), "--build", ctx.build, "--rounds",
+            rounds, "--json", js]
+    B.log("triton: triton_ready.py")
+    txt = subprocess.run(argv, cwd=B.ROOT, capture_output=True, text=True, check=True).stdout
+    with open(js) as f:
+        out["ready"] = json.load(f)
+    out["ready"]["text"] = txt
     return out
 
 

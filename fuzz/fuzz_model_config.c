@@ -4,33 +4,21 @@
  * src/imaging/config.c, the scheduling attachment).
  *
  * The input is the config.json text. It is applied, in turn, to four models built in memory with the
- * core's internal layout (core/model_internal.h) — an NCHW image classifier, an NHWC UINT8 detector
+ * core's internal layout (support/fake_model.c) — an NCHW image classifier, an NHWC UINT8 detector
  * with dynamic sides, an FP16 grayscale classifier with a fixed batch, and a plain MLP — exactly as
- * osv_model_load applies it after reading the file (no ORT session is needed: the config is parsed
- * and checked against the inputs and outputs ORT reported). Labels files named by the config are not
+ * osv_model_load applies it after reading the file (no ORT session is needed: the config is parsed,
+ * merged with the model's (absent) config.pbtxt, completed and checked against the inputs and
+ * outputs ORT reported). Labels files named by the config are not
  * read. A resolved imaging configuration must then be usable: sane dims, a tensor size that does not
  * overflow, non-zero std. The "image" section is also parsed on its own (osv_img_spec_parse). */
 #include <string.h>
 
-#include "core/model_internal.h"
 #include "http/http.h"
 #include "ortserve/imaging.h"
+#include "support/fake_model.h"
 #include "support/fuzz.h"
 
-typedef struct fake_tensor {
-    const char *name;
-    osv_dtype_t dt;
-    int32_t rank;
-    int64_t dims[4];
-} fake_tensor_t;
-
-typedef struct fake_model {
-    const char *name;
-    uint32_t n_in, n_out;
-    fake_tensor_t t[4]; /* inputs, then outputs */
-} fake_model_t;
-
-static const fake_model_t fakes[] = {
+static const fz_fake_t fakes[] = {
     {"classifier",
      1,
      1,
@@ -46,52 +34,6 @@ static const fake_model_t fakes[] = {
 };
 
 static osv_server_opts_t opts;
-
-static char *own(osv_model_t *m, const char *s)
-{
-    char *p = osv_model_own(m, osv_strdup(s));
-    FZ_CHECK(p, "out of memory");
-    return p;
-}
-
-static void fill_tensor(osv_model_t *m, osv_tensor_info_t *ti, const fake_tensor_t *f)
-{
-    ti->name = own(m, f->name);
-    ti->kind = OSV_VALUE_TENSOR;
-    ti->dtype = f->dt;
-    ti->rank = f->rank;
-    for (int32_t d = 0; d < f->rank; d++) {
-        ti->dims[d] = f->dims[d];
-        ti->sym[d] = "";
-    }
-}
-
-/* A model as osv_model_load leaves it right before reading config.json, holding text as its config. */
-static osv_model_t *fake(const fake_model_t *f, const uint8_t *text, size_t len)
-{
-    osv_model_t *m = osv_calloc(1, sizeof *m);
-    FZ_CHECK(m, "out of memory");
-    atomic_init(&m->refs, 1);
-    m->version = 1;
-    osv_model_config_default(&m->cfg);
-    m->name = own(m, f->name);
-    m->path = own(m, "fuzz/model.onnx");
-    m->stats = osv_stats_new();
-    m->n_in = f->n_in;
-    m->n_out = f->n_out;
-    m->in = osv_calloc(f->n_in, sizeof *m->in);
-    m->out = osv_calloc(f->n_out, sizeof *m->out);
-    FZ_CHECK(m->stats && m->in && m->out, "out of memory");
-    for (uint32_t i = 0; i < f->n_in + f->n_out; i++)
-        fill_tensor(m, i < f->n_in ? &m->in[i] : &m->out[i - f->n_in], &f->t[i]);
-    m->config_text = osv_model_own(m, osv_malloc(len + 1)); /* NUL-terminated, as read_file leaves it */
-    FZ_CHECK(m->config_text, "out of memory");
-    memcpy(m->config_text, text, len);
-    m->config_text[len] = '\0';
-    m->config_len = len;
-    m->batch_dim = -1;
-    return m;
-}
 
 static void check_imaging(const osv_model_t *m)
 {
@@ -109,11 +51,11 @@ static void check_imaging(const osv_model_t *m)
     FZ_CHECK(osv_img_tensor_bytes(s) / s->height / s->width >= s->channels, "tensor size overflows");
 }
 
-static void apply(const fake_model_t *f, const uint8_t *data, size_t size)
+static void apply(const fz_fake_t *f, const uint8_t *data, size_t size)
 {
-    osv_model_t *m = fake(f, data, size);
+    osv_model_t *m = fz_fake_model(f, data, size);
     osv_err_t err;
-    if (osv_model_config_parse(m, &err) == 0 && osv_server_model_hook(&opts, m, &err) == 0)
+    if (fz_fake_configure(m, NULL, 0, &err) == 0 && osv_server_model_hook(&opts, m, &err) == 0)
         check_imaging(m);
     osv_model_release(m);
 }
@@ -121,7 +63,7 @@ static void apply(const fake_model_t *f, const uint8_t *data, size_t size)
 /* The "image" section alone, as a standalone spec. */
 static void spec_alone(const uint8_t *data, size_t size)
 {
-    osv_model_t *m = fake(&fakes[3], data, size);
+    osv_model_t *m = fz_fake_model(&fakes[3], data, size);
     osv_err_t err;
     size_t len;
     const char *text;

@@ -243,6 +243,44 @@ def config_seeds():
 
 
 # ---------------------------------------------------------------------------------------------------
+# pbtxt: config.pbtxt text (Triton's ModelConfig in protobuf text format)
+
+
+def pbtxt_seeds():
+    return {
+        "minimal": 'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+                   'input [ { name: "x" data_type: TYPE_FP32 dims: [ 64 ] } ]\n'
+                   'output [ { name: "probs" data_type: TYPE_FP32 dims: [ 10 ] label_filename: "labels.txt" } ]\n',
+        "empty": "",
+        "comments": "# nothing but a comment\n\n# and another\n",
+        "full": 'name: "mlp"\nbackend: "onnxruntime"\nmax_batch_size: 4\n'
+                'version_policy: { specific { versions: [1, 3] } }\n'
+                'input [ { name: "x" data_type: TYPE_FP32 format: FORMAT_NONE dims: [ 8, 8 ] reshape: { shape: [ 64 ] } '
+                'optional: false } ]\n'
+                'output [ { name: "probs" data_type: TYPE_FP32 dims: [ 10 ] } ]\n'
+                'instance_group [ { name: "g" count: 2 kind: KIND_CPU } ]\n'
+                'default_model_filename: "model.onnx"\n'
+                'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\n'
+                'parameters: [ { key: "execution_mode" value: { string_value: "0" } } ]\n'
+                'optimization { graph { level: 1 } }\n'
+                'dynamic_batching { preferred_batch_size: [ 2, 4 ] max_queue_delay_microseconds: 100 '
+                'default_queue_policy { timeout_action: REJECT max_queue_size: 8 } }\n'
+                'response_cache { enable: true }\n'
+                'model_warmup [ { name: "zeros" batch_size: 2 count: 1 inputs { key: "x" value: '
+                '{ data_type: TYPE_FP32 dims: [ 8, 8 ] zero_data: true } } } ]\n',
+        "angle-brackets": 'instance_group < count: 1; kind: KIND_CPU >; version_policy < all < > >',
+        "strings": 'name: "a\\x41\\101\\u00e9" \'joined\' "too"\nplatform: \'onnxruntime_onnx\'',
+        "numbers": "max_batch_size: 0x10 a: -0 b: 017 c: 1.5e-3 d: -inf e: 2.5f f: true g: 9223372036854775808",
+        "latest": "version_policy: { latest: { num_versions: 2 } }",
+        "bad-unclosed": 'input [ { name: "x"',
+        "bad-escape": 'name: "\\q"',
+        "bad-deep": "a { " * 40 + "} " * 40,
+        "bad-sequence": "sequence_batching { max_sequence_idle_microseconds: 1 }",
+        "bad-gpu": "instance_group [ { kind: KIND_GPU } ]",
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
 # image_decode: encoded images (the last byte also selects the preprocessing)
 
 
@@ -342,6 +380,7 @@ def main():
     write(a.out, "binary_split", binary_seeds())
     write(a.out, "shm_register", shm_seeds())
     write(a.out, "model_config", config_seeds())
+    write(a.out, "pbtxt", {k: v.encode() for k, v in pbtxt_seeds().items()})
     write(a.out, "image_decode", image_seeds())
     write(a.out, "pipeline", pipeline_seeds())
     return 0

@@ -15,7 +15,7 @@ build=${FUZZ_BUILD:-build/fuzz}
 out=${FUZZ_OUT:-$build}
 seconds=${FUZZ_SECONDS:-60}
 nice_cmd=${FUZZ_NICE-nice -n 19}
-all=(http_parse infer_json binary_split shm_register model_config image_decode)
+all=(http_parse infer_json binary_split shm_register model_config pbtxt image_decode pipeline)
 targets=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do targets+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
@@ -24,7 +24,7 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do targets+=("$1"); shift; done
 max_len() {
     case "$1" in
     shm_register) echo 2048 ;;
-    http_parse | model_config) echo 8192 ;;
+    http_parse | model_config | pbtxt) echo 8192 ;;
     image_decode) echo 32768 ;;
     *) echo 16384 ;;
     esac

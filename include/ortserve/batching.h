@@ -77,6 +77,35 @@ typedef struct osv_cache_config {
     bool enable;
 } osv_cache_config_t;
 
+/* ---- Triton's ModelConfig as config.pbtxt writes it (src/core/tconfig.c reads it; the model's load
+ * turns it into the osv_batching_config_t above, which is what the batcher reads) ---------------- */
+
+/* One priority_queue_policy entry: the policy of priority level `level`. */
+typedef struct osv_priority_policy {
+    uint64_t level;
+    osv_queue_policy_t policy;
+} osv_priority_policy_t;
+
+/* ModelDynamicBatching; `enabled` is false when the model has no dynamic_batching section (and
+ * auto-completion did not add one). Arrays live as long as the model version. */
+typedef struct osv_dynamic_batching {
+    bool enabled;
+    const int32_t *preferred_batch_size; /* ascending as written; never above max_batch_size */
+    uint32_t n_preferred;
+    uint64_t max_queue_delay_us;
+    bool preserve_ordering;
+    uint64_t priority_levels;        /* 0 = priorities off */
+    uint64_t default_priority_level; /* in [1, priority_levels] when levels are on */
+    osv_queue_policy_t default_queue_policy;
+    const osv_priority_policy_t *priority_queue_policy;
+    uint32_t n_priority_policies;
+} osv_dynamic_batching_t;
+
+/* ModelResponseCache. */
+typedef struct osv_response_cache {
+    bool enable;
+} osv_response_cache_t;
+
 /* Defaults: no batch dimension, no dynamic batching, no cache. */
 OSV_API void osv_batching_config_default(osv_batching_config_t *b, osv_cache_config_t *c);
 

@@ -52,6 +52,11 @@ OSV_API int osv_dtype_to_ort(osv_dtype_t dt);
 /* Inverse of osv_dtype_to_ort; OSV_DTYPE_INVALID for ORT types KServe cannot express
  * (complex, float8, int4, ...). */
 OSV_API osv_dtype_t osv_dtype_from_ort(int ort_type);
+/* Triton's model-config name ("TYPE_FP32"; BYTES is "TYPE_STRING"); "TYPE_INVALID" for INVALID. */
+OSV_API const char *osv_dtype_config_name(osv_dtype_t dt);
+/* Parses a model-config name name[0..len), or (name NULL) its DataType enum value; INVALID when
+ * unknown (TYPE_INVALID included). */
+OSV_API osv_dtype_t osv_dtype_from_config(const char *name, size_t len, int value);
 
 /* ---- conversions of the 16-bit float formats (the one implementation; inline for per-pixel use) ----
  *

@@ -42,7 +42,8 @@ extern "C" {
     XX(PERM, -17, "not permitted")                                                                           \
     XX(PARSE, -18, "malformed input")                                                                        \
     XX(TOOBIG, -19, "too large")                                                                             \
-    XX(MEDIA, -20, "unsupported media type")
+    XX(MEDIA, -20, "unsupported media type")                                                                 \
+    XX(LOAD, -21, "model load failed")
 
 enum {
 #define OSV__ERR_ENUM(name, value, desc) OSV_E##name = (value),

@@ -164,6 +164,17 @@ OSV_API int osv_img_model_attach(osv_model_t *m, const osv_img_limits_t *default
  * long as the model. Thread-safe. */
 OSV_API const osv_img_model_t *osv_img_model(const osv_model_t *m);
 
+/* What a client needs to send m images (issue 18, item 9): the input that takes them as BYTES
+ * ("image_input"), its datatype and shape (one encoded image per element), the formats decoded, the
+ * size images are resized to (WIDTHxHEIGHT) and the classify endpoint. For a model's metadata
+ * `parameters` and its config's; string values. Returns how many were written (0: not an image model). */
+#define OSV_IMG_PARAMS 6
+typedef struct osv_img_param {
+    const char *key;
+    char value[160];
+} osv_img_param_t;
+OSV_API uint32_t osv_img_model_params(const osv_model_t *m, osv_img_param_t out[OSV_IMG_PARAMS]);
+
 /* ---- decoding context --------------------------------------------------------------------------- */
 
 typedef struct osv_img_ctx osv_img_ctx_t;

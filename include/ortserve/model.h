@@ -17,6 +17,7 @@
 #include "error.h"
 #include "shape.h"
 #include "stats.h"
+#include "tconfig.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -43,6 +44,7 @@ typedef struct osv_tensor_info {
     const char *sym[OSV_MAX_DIMS]; /* symbolic dim names ("" when none) */
     const char *const *labels;     /* classification labels for this output, or NULL */
     uint32_t n_labels;
+    bool optional; /* inputs: a request may leave it out (config.pbtxt's `optional`) */
 } osv_tensor_info_t;
 
 typedef struct osv_model_meta {
@@ -77,12 +79,34 @@ typedef struct osv_model_config {
 /* Fills *cfg with the defaults above. */
 OSV_API void osv_model_config_default(osv_model_config_t *cfg);
 
+/* How models are loaded and their Triton configs completed (the `ortserve serve` flags of the same
+ * names). Plain data, copied into each model version. */
+typedef struct osv_load_opts {
+    int32_t default_max_batch_size; /* auto-completion of a model with config.pbtxt: max_batch_size of a
+                                       batchable model that does not give one (Triton's
+                                       default-max-batch-size, 4) */
+    uint32_t native_instances;      /* instances (runs at once) of a model without config.pbtxt, on one
+                                       shared session (default 1; the server passes its workers) */
+    uint32_t max_instances;         /* instances a config.pbtxt may ask for, all groups (16) */
+    uint32_t max_warmup_runs;       /* warm-up executions a config.pbtxt may ask for, all samples and
+                                       instances (1000) */
+    uint64_t config_max_bytes;      /* config.pbtxt size (1 MiB) */
+    uint32_t config_max_depth;      /* config.pbtxt message nesting (32) */
+} osv_load_opts_t;
+
+OSV_API void osv_load_opts_default(osv_load_opts_t *o);
+
 /* Loads `path` (a model.onnx file) as model `name` version `version`, applying the config.json in
  * `config_dir` when not NULL (labels files are resolved relative to it). `base_limits` are the
  * server-wide limits a config can tighten or widen. On success *out holds one reference. */
 OSV_API int osv_model_load(osv_env_t *env, const char *name, int64_t version, const char *path,
                            const char *config_dir, const osv_limits_t *base_limits, osv_model_t **out,
                            osv_err_t *err);
+/* The same with load options (NULL = osv_load_opts_default). config_dir may also hold config.pbtxt,
+ * Triton's ModelConfig, which then shapes what clients see (ortserve/tconfig.h). */
+OSV_API int osv_model_load_ex(osv_env_t *env, const char *name, int64_t version, const char *path,
+                              const char *config_dir, const osv_limits_t *base_limits,
+                              const osv_load_opts_t *lo, osv_model_t **out, osv_err_t *err);
 
 /* Reference counting; thread-safe. The last release frees the session and everything else. */
 OSV_API osv_model_t *osv_model_ref(osv_model_t *m);
@@ -103,6 +127,25 @@ OSV_API int osv_model_find_output(const osv_model_t *m, const char *name, size_t
 OSV_API const char *osv_model_names(const osv_model_t *m, bool outputs, char *buf, size_t cap);
 OSV_API const osv_model_meta_t *osv_model_meta(const osv_model_t *m);
 OSV_API const osv_model_config_t *osv_model_config(const osv_model_t *m);
+/* The completed Triton ModelConfig of this version (never NULL). */
+OSV_API const osv_triton_config_t *osv_model_triton_config(const osv_model_t *m);
+/* True when the model directory had a config.pbtxt (a Triton model; otherwise it is completed with
+ * its full ONNX shapes and max_batch_size 0). */
+OSV_API bool osv_model_has_pbtxt(const osv_model_t *m);
+/* Triton's max_batch_size: 0 = shapes are full shapes; > 0 = the first dim of every input and
+ * output is the batch, at most this. */
+OSV_API int32_t osv_model_max_batch_size(const osv_model_t *m);
+/* True when the first dim of every input and output is a batch dim: max_batch_size > 0 for a model
+ * with config.pbtxt; for one without, config.json's batch_dim, else a variable first dim everywhere.
+ * What inference_count and classification (one top-k per batch row) go by. */
+OSV_API bool osv_model_batched(const osv_model_t *m);
+/* Instances: how many runs of this version may execute at once. */
+OSV_API uint32_t osv_model_instance_count(const osv_model_t *m);
+/* A fingerprint of the files this version was loaded from (model file, config.pbtxt, config.json,
+ * labels, warm-up files): a reload keeps a version whose fingerprint did not change. */
+OSV_API uint64_t osv_model_fingerprint(const osv_model_t *m);
+/* Computes the fingerprint the files would give now (same inputs as osv_model_load_ex). */
+OSV_API uint64_t osv_model_files_fingerprint(const char *path, const char *config_dir);
 /* Raw JSON text of a config section owned by another layer ("image", "slo", ...), or NULL. */
 OSV_API const char *osv_model_config_section(const osv_model_t *m, const char *key, size_t *len);
 /* The model's statistics block (lives as long as the model). */
@@ -117,6 +160,9 @@ OSV_API uint64_t osv_model_warmup_bytes(const osv_model_t *m);
 /* Runs the model `reps` times on zeros with `rows` along the first dimension (other dynamic dims 1)
  * and gives the fastest run's nanoseconds: a point of its batch cost curve. Load time (it allocates). */
 OSV_API int osv_model_time_batch(osv_model_t *m, uint64_t rows, int reps, uint64_t *best_ns, osv_err_t *err);
+/* Warm-up executions completed before the version was shared (config.pbtxt's model_warmup samples ×
+ * count × sessions, or the one run on zeros). */
+OSV_API uint32_t osv_model_warmup_runs(const osv_model_t *m);
 /* Why the warm-up run failed (the model still serves), or NULL. */
 OSV_API const char *osv_model_warmup_error(const osv_model_t *m);
 /* True when every input and output is a tensor of a KServe datatype (else it cannot be served). */

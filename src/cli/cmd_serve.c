@@ -2,6 +2,7 @@
  * start-up (ORT environment, repository, server), signal handling and the graceful drain. */
 #include <inttypes.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ typedef struct serve_cfg {
     const char *model_control;       /* NULL: not given (check_model_control's default) */
     bool model_control_defaulted_off; /* none by default: listening beyond loopback without tokens */
     osv_opt_list_t load_models; /* --load-model NAME..., comma-separated; "" = "*", every model */
+    osv_load_opts_t load;       /* Triton configs: auto-completion and their limits */
 } serve_cfg_t;
 
 #define DAY_MS      86400000u     /* the longest time option accepted */
@@ -124,6 +126,17 @@ static const osv_opt_t opts[] = {
                    "explicit on loopback or with --auth-token-file, none otherwise)"),
     OSV_OPT_LIST("load-model", load_models, "NAME",
                  "explicit mode: load NAME at start-up (repeatable, or NAME,NAME; default *: every model)"),
+    OSV_OPT_COUNT("default-max-batch-size", load.default_max_batch_size, 0, 1u << 20, NULL, "N",
+                  "config.pbtxt auto-completion: max_batch_size of a batchable model that gives none (4, as "
+                  "Triton's default-max-batch-size)"),
+    OSV_OPT_COUNT("max-instances", load.max_instances, 1, 1024, NULL, "N",
+                  "model instances (sessions) a config.pbtxt instance_group may ask for (16)"),
+    OSV_OPT_COUNT("max-warmup-runs", load.max_warmup_runs, 0, 1u << 20, NULL, "N",
+                  "warm-up executions a config.pbtxt model_warmup may ask for, per version (1000)"),
+    OSV_OPT_BYTES("model-config-max-bytes", load.config_max_bytes, 1u << 10, 64u << 20, NULL,
+                  "largest config.pbtxt (1M)"),
+    OSV_OPT_COUNT("model-config-max-depth", load.config_max_depth, 1, 1024, NULL, "N",
+                  "message nesting limit of a config.pbtxt (32)"),
     OSV_OPT_FLAG("allow-shm", srv.allow_shm, "allow system shared-memory registration (default 0)"),
     OSV_OPT_BYTES(
         "shm-max-bytes", srv.shm_max_bytes, 0, OSV_OPT_TiB, "0 = the pool's budget",
@@ -190,6 +203,7 @@ static void defaults(serve_cfg_t *c)
     osv_server_opts_default(&c->srv);
     osv_env_opts_default(&c->env);
     osv_limits_default(&c->limits);
+    osv_load_opts_default(&c->load);
     c->intra_op = c->env.threads.intra_op;
     c->inter_op = c->env.threads.inter_op;
     c->spinning = c->env.threads.spinning != 0;
@@ -251,29 +265,73 @@ static void ort_log(void *ud, int severity, const char *category, const char *ms
             osv_log_escape(category, cat, sizeof cat), osv_log_escape(msg, m, sizeof m));
 }
 
-static int log_model(void *ud, osv_model_t *m)
+/* The server models' deadlines are read from, once it exists: written by the main thread before it
+ * starts serving (release), read by the thread that loads models (acquire). */
+static _Atomic(osv_server_t *) deadline_server;
+
+/* model_ready: what a load made ready, with the deadline its requests get (0 and "none" before the
+ * server exists). */
+static void log_ready(osv_model_t *m, const char *v, bool reloaded)
 {
     char name[300];
-    const char *source;
-    int64_t deadline = osv_server_model_deadline(ud, m, &source);
+    const char *source = "none";
+    osv_server_t *s = atomic_load_explicit(&deadline_server, memory_order_acquire);
+    int64_t deadline = s ? osv_server_model_deadline(s, m, &source) : 0;
     osv_log(OSV_LOG_INFO, "model_ready",
-            "\"model\":\"%s\",\"version\":%" PRId64 ",\"inputs\":%u,\"outputs\":%u,\"load_ms\":%.1f,"
-            "\"warmup_ms\":%.1f,\"warmup_run_bytes\":%" PRIu64 ",\"deadline_ms\":%" PRId64
-            ",\"deadline_source\":\"%s\"",
-            osv_log_escape(osv_model_name(m), name, sizeof name), osv_model_version(m),
-            osv_model_input_count(m), osv_model_output_count(m), osv_model_load_ms(m),
-            (double)osv_model_warmup_ns(m) / 1e6, osv_model_warmup_bytes(m), deadline, source);
+            "\"model\":\"%s\"%s,\"reloaded\":%s,\"config\":\"%s\",\"max_batch_size\":%d,\"instances\":%u,"
+            "\"inputs\":%u,\"outputs\":%u,\"load_ms\":%.1f,\"warmup_runs\":%u,\"warmup_ms\":%.1f,"
+            "\"warmup_run_bytes\":%" PRIu64 ",\"deadline_ms\":%" PRId64 ",\"deadline_source\":\"%s\"",
+            osv_log_escape(osv_model_name(m), name, sizeof name), v, reloaded ? "true" : "false",
+            osv_model_has_pbtxt(m) ? "config.pbtxt" : "none", osv_model_max_batch_size(m),
+            osv_model_instance_count(m), osv_model_input_count(m), osv_model_output_count(m),
+            osv_model_load_ms(m), osv_model_warmup_runs(m), (double)osv_model_warmup_ns(m) / 1e6,
+            osv_model_warmup_bytes(m), deadline, source);
     if (osv_model_warmup_error(m)) {
-        char e[1200];
-        osv_log(OSV_LOG_WARN, "warmup_failed", "\"model\":\"%s\",\"error\":\"%s\"", name,
-                osv_log_escape(osv_model_warmup_error(m), e, sizeof e));
+        char why[1200];
+        osv_log(OSV_LOG_WARN, "warmup_failed", "\"model\":\"%s\"%s,\"error\":\"%s\"", name, v,
+                osv_log_escape(osv_model_warmup_error(m), why, sizeof why));
     }
+}
+
+/* The models loaded at start-up, once the server (and so their deadlines) exists (osv_repo_foreach). */
+static int log_started(void *ud, osv_model_t *m)
+{
+    char v[32];
+    (void)ud;
+    snprintf(v, sizeof v, ",\"version\":%" PRId64, osv_model_version(m));
+    log_ready(m, v, false);
     return 0;
 }
 
-/* Models that should have loaded but did not are errors; models --load-model left out are not. */
+/* What the repository's loads and unloads did (osv_repo_opts_t.on_event), on the loading thread:
+ * model_ready (after start-up: log_started logs the first loads), model_unloaded, model_load_failed
+ * (with the reason). */
+static void log_repo_event(void *ud, const osv_repo_event_t *e)
+{
+    char name[300], why[2400], v[32] = "";
+    (void)ud;
+    if (e->version >= 0)
+        snprintf(v, sizeof v, ",\"version\":%" PRId64, e->version);
+    if (e->kind == OSV_REPO_READY) {
+        if (atomic_load_explicit(&deadline_server, memory_order_acquire))
+            log_ready(e->model, v, e->reloaded);
+        return;
+    }
+    osv_log_escape(e->name, name, sizeof name);
+    osv_log(e->kind == OSV_REPO_FAILED ? OSV_LOG_ERROR : OSV_LOG_INFO,
+            e->kind == OSV_REPO_FAILED ? "model_load_failed" : "model_unloaded",
+            "\"model\":\"%s\"%s,\"reason\":\"%s\"", name, v, osv_log_escape(e->reason, why, sizeof why));
+}
+
+/* Models that should have loaded but did not are errors; models --load-model left out are not. A
+ * repository that serves nothing says why, and how to fix it. */
 static void log_unavailable(osv_repo_t *repo)
 {
+    if (osv_repo_layout_problem(repo)) {
+        char msg[2400];
+        osv_log(OSV_LOG_ERROR, "repository_layout", "\"message\":\"%s\",\"ready\":false",
+                osv_log_escape(osv_repo_layout_problem(repo), msg, sizeof msg));
+    }
     osv_repo_entry_t *e;
     size_t n = 0, cap;
     osv_repo_index(repo, false, NULL, 0, &n);
@@ -474,13 +532,19 @@ static int serve(serve_cfg_t *cfg)
         return 1;
     }
     bool all = !cfg->load_models.v[0]; /* check_model_control turned "*" into "" */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    /* A model without config.pbtxt may run on every thread that runs models at once, as before. */
+    long runners = cfg->srv.workers > 0 ? (long)cfg->srv.workers : cores > 0 ? cores : 1;
+    cfg->load.native_instances = (uint32_t)(cfg->srv.loops + runners);
     osv_repo_opts_t ro = {.env = env,
                           .path = cfg->repo,
                           .limits = cfg->limits,
                           .load_all = all,
                           .hook = osv_server_model_hook,
                           .hook_ud = &cfg->srv,
-                          .model_name = cfg->model_name && *cfg->model_name ? cfg->model_name : NULL};
+                          .model_name = cfg->model_name && *cfg->model_name ? cfg->model_name : NULL,
+                          .load = cfg->load,
+                          .on_event = log_repo_event};
     if ((rc = osv_repo_open(&ro, &repo, &err)) != 0 ||
         (!all && (rc = load_listed(repo, cfg->load_models.v, &err)) != 0) ||
         (rc = osv_server_create(&cfg->srv, env, repo, &s, &err)) != 0) {
@@ -493,7 +557,8 @@ static int serve(serve_cfg_t *cfg)
     osv_server_plan_t plan;
     osv_server_get_plan(s, &plan);
     fit_nofile(plan.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
-    osv_repo_foreach(repo, log_model, s);
+    atomic_store_explicit(&deadline_server, s, memory_order_release);
+    osv_repo_foreach(repo, log_started, NULL);
     log_unavailable(repo);
     the_server = s;
     struct sigaction sa = {.sa_handler = on_signal};
@@ -516,6 +581,7 @@ static int serve(serve_cfg_t *cfg)
     rc = osv_server_run(s);
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");
     the_server = NULL;
+    atomic_store_explicit(&deadline_server, NULL, memory_order_release);
     osv_server_destroy(s);
     osv_obs_shutdown();
     osv_repo_close(repo);

@@ -108,6 +108,7 @@ static int threads_member(cfg_ctx_t *c, uint32_t key, uint32_t val)
         if ((rc = get_int(c, val, 0, 1024, &v, "threads.intra_op/inter_op")) != 0)
             return rc;
         *(KEY_IS("intra_op") ? &t->intra_op : &t->inter_op) = (int)v;
+        c->m->json_set |= KEY_IS("intra_op") ? CFG_SET_INTRA_OP : CFG_SET_INTER_OP;
         return 0;
     }
     if (KEY_IS("spinning")) {
@@ -121,10 +122,14 @@ static int threads_member(cfg_ctx_t *c, uint32_t key, uint32_t val)
 
 static int memory_member(cfg_ctx_t *c, uint32_t key, uint32_t val)
 {
-    if (KEY_IS("arena"))
+    if (KEY_IS("arena")) {
+        c->m->json_set |= CFG_SET_ARENA;
         return get_bool(c, val, &c->m->cfg.arena, "memory.arena");
-    if (KEY_IS("mem_pattern"))
+    }
+    if (KEY_IS("mem_pattern")) {
+        c->m->json_set |= CFG_SET_MEM_PATTERN;
         return get_bool(c, val, &c->m->cfg.mem_pattern, "memory.mem_pattern");
+    }
     return unknown(c, key, "memory", "arena, mem_pattern");
 }
 
@@ -170,6 +175,7 @@ static int optimization(cfg_ctx_t *c, uint32_t val)
     for (size_t i = 0; i < sizeof levels / sizeof *levels; i++) {
         if (osv_json_str_eq(&c->doc, val, levels[i].name)) {
             c->m->cfg.optimization = levels[i].level;
+            c->m->json_set |= CFG_SET_OPTIMIZATION;
             return 0;
         }
     }
@@ -231,8 +237,10 @@ static int top_member(cfg_ctx_t *c, uint32_t key, uint32_t val)
             return osv_err_set(c->err, OSV_ENOMEM, "out of memory");
         return each_member(c, val, "output_labels", output_labels_member);
     }
-    if (KEY_IS("warmup"))
+    if (KEY_IS("warmup")) {
+        c->m->json_set |= CFG_SET_WARMUP;
         return get_bool(c, val, &cfg->warmup, "warmup");
+    }
     if (KEY_IS("allow_dtype_conversion"))
         return get_bool(c, val, &cfg->allow_dtype_conversion, "allow_dtype_conversion");
     if (KEY_IS("deadline_ms")) {
@@ -246,8 +254,10 @@ static int top_member(cfg_ctx_t *c, uint32_t key, uint32_t val)
         return rc;
     }
     if (KEY_IS("batch_dim")) {
-        if ((rc = get_bool(c, val, &b, "batch_dim")) == 0) /* b is unset when it fails */
+        if ((rc = get_bool(c, val, &b, "batch_dim")) == 0) { /* b is unset when it fails */
             cfg->batch_dim = b;
+            c->m->json_set |= CFG_SET_BATCH_DIM;
+        }
         return rc;
     }
     return unknown(c, key, "config.json",

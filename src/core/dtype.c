@@ -56,6 +56,35 @@ osv_dtype_t osv_dtype_from_ort(int ort_type)
     return OSV_DTYPE_INVALID;
 }
 
+/* Triton's ModelConfig DataType (common/protobuf/model_config.proto): name and enum value. */
+static const struct {
+    const char *name;
+    int value;
+} config_types[OSV_DTYPE_COUNT] = {
+    [OSV_DTYPE_INVALID] = {"TYPE_INVALID", 0}, [OSV_DTYPE_BOOL] = {"TYPE_BOOL", 1},
+    [OSV_DTYPE_UINT8] = {"TYPE_UINT8", 2},     [OSV_DTYPE_UINT16] = {"TYPE_UINT16", 3},
+    [OSV_DTYPE_UINT32] = {"TYPE_UINT32", 4},   [OSV_DTYPE_UINT64] = {"TYPE_UINT64", 5},
+    [OSV_DTYPE_INT8] = {"TYPE_INT8", 6},       [OSV_DTYPE_INT16] = {"TYPE_INT16", 7},
+    [OSV_DTYPE_INT32] = {"TYPE_INT32", 8},     [OSV_DTYPE_INT64] = {"TYPE_INT64", 9},
+    [OSV_DTYPE_FP16] = {"TYPE_FP16", 10},      [OSV_DTYPE_FP32] = {"TYPE_FP32", 11},
+    [OSV_DTYPE_FP64] = {"TYPE_FP64", 12},      [OSV_DTYPE_BYTES] = {"TYPE_STRING", 13},
+    [OSV_DTYPE_BF16] = {"TYPE_BF16", 14}};
+
+const char *osv_dtype_config_name(osv_dtype_t dt)
+{
+    return valid(dt) ? config_types[dt].name : "TYPE_INVALID";
+}
+
+osv_dtype_t osv_dtype_from_config(const char *name, size_t len, int value)
+{
+    for (int i = 1; i < OSV_DTYPE_COUNT; i++) {
+        if (name ? strlen(config_types[i].name) == len && memcmp(config_types[i].name, name, len) == 0
+                 : config_types[i].value == value)
+            return (osv_dtype_t)i;
+    }
+    return OSV_DTYPE_INVALID;
+}
+
 double osv_dtype_value(osv_dtype_t dt, const void *p, uint64_t i)
 {
     switch (dt) {

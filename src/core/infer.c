@@ -24,7 +24,9 @@ typedef struct infer_in {
     uint8_t declared, external, convert;
     osv_dtype_t dtype; /* as sent */
     uint32_t rank;
-    int64_t dims[OSV_MAX_DIMS];
+    int64_t dims[OSV_MAX_DIMS]; /* as sent (the clients' view) */
+    uint32_t ort_rank;
+    int64_t ort_dims[OSV_MAX_DIMS]; /* as ORT takes it (reshaped by config.pbtxt) */
     uint64_t count;
     uint64_t bytes;       /* size of the data as sent */
     uint64_t model_bytes; /* size in the model's dtype (conversion target) */
@@ -41,7 +43,7 @@ typedef struct infer_out {
     uint32_t idx; /* model output index */
     uint8_t computable, prebound, in_slot, retried;
     uint32_t rank;
-    int64_t dims[OSV_MAX_DIMS];
+    int64_t dims[OSV_MAX_DIMS]; /* as ORT writes it (clients may see it reshaped) */
     uint64_t count, bytes;
     void *ext;
     uint64_t ext_cap;
@@ -71,6 +73,8 @@ struct osv_infer {
     infer_in_t *in;
     infer_out_t *out;
     const char **out_names;
+    const char **in_names; /* the inputs given, for Run (optional ones may be left out) */
+    uint32_t n_run_in;
     OrtValue **in_vals, **out_vals;
     /* Outputs adopted from a batch: called once by osv_infer_fini (the batch's owner releases it). */
     void (*borrow_release)(void *ud);
@@ -83,7 +87,7 @@ size_t osv_infer_size(const osv_model_t *m)
 {
     return ALIGN16(sizeof(struct osv_infer)) + ALIGN16(m->n_in * sizeof(infer_in_t)) +
            ALIGN16(m->n_out * sizeof(infer_out_t)) + ALIGN16(m->n_out * sizeof(char *)) +
-           ALIGN16((m->n_in + m->n_out) * sizeof(OrtValue *));
+           ALIGN16(m->n_in * sizeof(char *)) + ALIGN16((m->n_in + m->n_out) * sizeof(OrtValue *));
 }
 
 int osv_infer_init(void *mem, size_t size, osv_model_t *m, const osv_infer_opts_t *opts, osv_infer_t **out,
@@ -101,6 +105,8 @@ int osv_infer_init(void *mem, size_t size, osv_model_t *m, const osv_infer_opts_
     p += ALIGN16(m->n_out * sizeof(infer_out_t));
     inf->out_names = (const char **)p;
     p += ALIGN16(m->n_out * sizeof(char *));
+    inf->in_names = (const char **)p;
+    p += ALIGN16(m->n_in * sizeof(char *));
     inf->in_vals = (OrtValue **)p;
     inf->out_vals = inf->in_vals + m->n_in;
     inf->m = m;
@@ -156,11 +162,10 @@ int osv_infer_add_input(osv_infer_t *inf, uint32_t idx, osv_dtype_t dt, const in
     snprintf(what, sizeof what, "input '%s'", ti->name);
     if ((rc = osv_shape_check(what, ti->dims, ti->rank, dims, rank, &m->cfg.limits, err)) != 0)
         return rc;
-    if (m->cfg.batching.max_batch_size &&
-        (rank < 1 || dims[0] < 1 || (uint64_t)dims[0] > m->cfg.batching.max_batch_size))
-        return osv_err_set(err, OSV_ESHAPE,
-                           "input '%s': batch size %" PRId64 " is outside [1, %u], the model's max_batch_size",
-                           ti->name, rank ? dims[0] : 0, m->cfg.batching.max_batch_size);
+    /* max_batch_size (config.pbtxt's, or config.json's: one value, m->max_batch_size) bounds the rows */
+    if (m->max_batch_size > 0 && (rank < 1 || dims[0] < 1 || dims[0] > m->max_batch_size))
+        return osv_err_set(err, OSV_ESHAPE, "input '%s': batch size %" PRId64 " is outside [1, %d]: max_batch_size %d of model '%s'",
+                           ti->name, rank ? dims[0] : 0, m->max_batch_size, m->max_batch_size, m->name);
     if ((rc = osv_shape_size(dims, rank, dt, &m->cfg.limits, &in->count, &in->bytes, err)) != 0) {
         osv_err_prefix(err, "input '%s'", ti->name);
         return rc;
@@ -179,6 +184,11 @@ int osv_infer_add_input(osv_infer_t *inf, uint32_t idx, osv_dtype_t dt, const in
                            "input '%s': %" PRIu64 " bytes of data, but shape %s of %s needs %" PRIu64,
                            ti->name, byte_size, osv_shape_str(dims, (int32_t)rank, s, sizeof s),
                            osv_dtype_name(dt), in->bytes);
+    }
+    if ((rc = osv_model_ort_input_shape(m, idx, dims, rank, in->ort_dims, &in->ort_rank)) != 0) {
+        char s[96];
+        return osv_err_set(err, OSV_ESHAPE, "input '%s': shape %s does not fit the model's reshape", ti->name,
+                           osv_shape_str(dims, (int32_t)rank, s, sizeof s));
     }
     in->model_bytes = in->convert ? in->count * osv_dtype_size(ti->dtype) : in->bytes;
     in->declared = 1;
@@ -266,7 +276,7 @@ static int64_t sym_lookup(const symtab_t *t, const char *name)
 /* Works out the shape of requested output k before Run, when possible. */
 static void derive_output(osv_infer_t *inf, const symtab_t *syms, infer_out_t *o)
 {
-    const osv_tensor_info_t *ti = &inf->m->out[o->idx];
+    const osv_tensor_info_t *ti = &inf->m->ort_out[inf->m->out_ort[o->idx]];
     o->computable = 0;
     if (ti->rank < 0 || ti->dtype == OSV_DTYPE_BYTES ||
         atomic_load_explicit(&inf->m->derive_broken[o->idx], memory_order_relaxed))
@@ -322,6 +332,37 @@ static bool aligned_for(const void *p, osv_dtype_t dt)
     return a <= 1 || ((uintptr_t)p % a) == 0;
 }
 
+/* The names of the inputs a request must give, for messages. */
+static const char *required_inputs(const osv_model_t *m, char *buf, size_t cap)
+{
+    size_t k = 0;
+    buf[0] = '\0';
+    for (uint32_t i = 0; i < m->n_in && k < cap; i++)
+        if (!m->in[i].optional)
+            k += (size_t)snprintf(buf + k, cap - k, "%s'%s'", k ? ", " : "", m->in[i].name);
+    return buf;
+}
+
+/* With max_batch_size > 0, every input's first dim is the batch: the same in each. */
+static int check_batch(osv_infer_t *inf, osv_err_t *err)
+{
+    const osv_model_t *m = inf->m;
+    int first = -1;
+    for (uint32_t i = 0; m->max_batch_size > 0 && i < m->n_in; i++) {
+        const infer_in_t *in = &inf->in[i];
+        if (!in->declared || in->rank == 0)
+            continue;
+        if (first < 0)
+            first = (int)i;
+        else if (in->dims[0] != inf->in[first].dims[0])
+            return osv_err_set(err, OSV_ESHAPE,
+                               "input '%s' has batch size %" PRId64 " but input '%s' has %" PRId64
+                               ": every input of a batch must have the same",
+                               m->in[i].name, in->dims[0], m->in[first].name, inf->in[first].dims[0]);
+    }
+    return 0;
+}
+
 /* Decides where each input lives and how it is bound; returns the slot bytes needed. */
 static int plan_inputs(osv_infer_t *inf, uint64_t *total, osv_err_t *err)
 {
@@ -329,9 +370,11 @@ static int plan_inputs(osv_infer_t *inf, uint64_t *total, osv_err_t *err)
     for (uint32_t i = 0; i < m->n_in; i++) {
         infer_in_t *in = &inf->in[i];
         bool bytes = in->dtype == OSV_DTYPE_BYTES;
+        if (!in->declared && m->in[i].optional)
+            continue; /* left out: ORT runs without it */
         if (!in->declared)
-            return osv_err_set(err, OSV_EINVAL, "missing input '%s' (the model needs all %u inputs)",
-                               m->in[i].name, m->n_in);
+            return osv_err_set(err, OSV_EINVAL, "missing input '%s' (the model needs %s)", m->in[i].name,
+                               required_inputs(m, (char[512]){0}, 512));
         if (bytes)
             in->reason = OSV_COPY_BYTES;
         else if (in->convert)
@@ -366,10 +409,10 @@ static int plan_outputs(osv_infer_t *inf, uint64_t *total, osv_err_t *err)
                 return OSV_EINVAL;
     }
     for (uint32_t i = 0; i < m->n_in && m->outputs_symbolic; i++) {
-        const osv_tensor_info_t *ti = &m->in[i];
-        for (int32_t d = 0; d < ti->rank && d < (int32_t)inf->in[i].rank; d++)
+        const osv_tensor_info_t *ti = &m->ort_in[m->in_ort[i]];
+        for (int32_t d = 0; inf->in[i].declared && d < ti->rank && d < (int32_t)inf->in[i].ort_rank; d++)
             if (ti->dims[d] < 0 && ti->sym[d][0])
-                sym_bind(&syms, ti->sym[d], inf->in[i].dims[d]);
+                sym_bind(&syms, ti->sym[d], inf->in[i].ort_dims[d]);
     }
     for (uint32_t k = 0; k < inf->n_out; k++) {
         infer_out_t *o = &inf->out[k];
@@ -404,7 +447,8 @@ int osv_infer_prepare(osv_infer_t *inf, osv_err_t *err)
 
     if (inf->prepared)
         return osv_err_set(err, OSV_EINVAL, "infer already prepared");
-    if ((rc = plan_inputs(inf, &total, err)) != 0 || (rc = plan_outputs(inf, &total, err)) != 0)
+    if ((rc = check_batch(inf, err)) != 0 || (rc = plan_inputs(inf, &total, err)) != 0 ||
+        (rc = plan_outputs(inf, &total, err)) != 0)
         return rc;
     if (total > 0) {
         if (!inf->opts.pool)
@@ -420,6 +464,8 @@ int osv_infer_prepare(osv_infer_t *inf, osv_err_t *err)
     }
     for (uint32_t i = 0; i < inf->m->n_in; i++) {
         infer_in_t *in = &inf->in[i];
+        if (!in->declared)
+            continue;
         void *sent = in->in_slot ? slot_ptr(inf, in->off, in->bytes) : in->ext;
         if (in->external && in->in_slot && in->bytes) {
             memcpy(sent, in->ext, in->bytes); /* misaligned or forced: the counted fallback */
@@ -432,8 +478,12 @@ int osv_infer_prepare(osv_infer_t *inf, osv_err_t *err)
         if (o->computable)
             o->data = o->in_slot ? slot_ptr(inf, o->off, o->bytes) : o->ext;
     }
-    if (inf->m->batch_dim && inf->m->n_in && inf->in[0].rank > 0)
-        inf->batch = (uint64_t)inf->in[0].dims[0];
+    for (uint32_t i = 0; inf->m->batch_dim && i < inf->m->n_in; i++) {
+        if (inf->in[i].declared && inf->in[i].rank > 0) {
+            inf->batch = (uint64_t)inf->in[i].dims[0];
+            break;
+        }
+    }
     inf->prepared = 1;
     inf->ns[OSV_PHASE_COMPUTE_INPUT] += osv_now_ns() - t0;
     return 0;
@@ -597,7 +647,7 @@ static int bytes_input(osv_infer_t *inf, uint32_t idx, osv_err_t *err)
     infer_in_t *in = &inf->in[idx];
     const char *name = inf->m->in[idx].name;
     const uint8_t *p = in->data, *end = p + in->bytes;
-    int rc = osv_ort_status(api->CreateTensorAsOrtValue(inf->m->env->allocator, in->dims, in->rank,
+    int rc = osv_ort_status(api->CreateTensorAsOrtValue(inf->m->env->allocator, in->ort_dims, in->ort_rank,
                                                         ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING, &in->value),
                             err, "creating a string tensor");
     for (uint64_t i = 0; !rc && i < in->count; i++) {
@@ -636,8 +686,11 @@ static int make_values(osv_infer_t *inf, osv_err_t *err)
     const OrtApi *api = osv_ort;
     OrtMemoryInfo *ci = inf->m->env->cpu_info;
     int rc;
+    inf->n_run_in = 0;
     for (uint32_t i = 0; i < inf->m->n_in; i++) {
         infer_in_t *in = &inf->in[i];
+        if (!in->declared)
+            continue;
         if (in->dtype == OSV_DTYPE_BYTES) {
             if ((rc = bytes_input(inf, i, err)) != 0)
                 return rc;
@@ -645,13 +698,14 @@ static int make_values(osv_infer_t *inf, osv_err_t *err)
             if (in->convert)
                 convert_input(inf, i);
             rc = osv_ort_status(api->CreateTensorWithDataAsOrtValue(
-                                    ci, in->data, in->model_bytes, in->dims, in->rank,
+                                    ci, in->data, in->model_bytes, in->ort_dims, in->ort_rank,
                                     (ONNXTensorElementDataType)inf->m->in[i].ort_type, &in->value),
                                 err, "binding an input");
             if (rc)
                 return rc;
         }
-        inf->in_vals[i] = in->value;
+        inf->in_names[inf->n_run_in] = inf->m->in_names[i];
+        inf->in_vals[inf->n_run_in++] = in->value;
         osv_stats_record_bind(inf->m->stats, OSV_DIR_INPUT, in->reason, 0);
         note_fallback(inf, in->reason);
     }
@@ -696,12 +750,45 @@ static bool finish_run(osv_infer_t *inf, OrtRunOptions *ro)
     return true;
 }
 
+/* An instance for this run: a free one when there is (the scheduler runs no more of a model at once
+ * than it has instances); otherwise the next in turn (ORT sessions take concurrent runs). Returns its
+ * index, with *bit set when it was marked busy. */
+static uint32_t instance_acquire(osv_model_t *m, bool *bit)
+{
+    uint32_t n = m->n_instances ? m->n_instances : 1;
+    uint64_t mask = n >= OSV_MAX_INSTANCE_BITS ? ~0ull : (1ull << n) - 1;
+    uint64_t busy = atomic_load_explicit(&m->busy, memory_order_relaxed);
+    *bit = false;
+    while (n > 1) {
+        uint64_t free_bits = ~busy & mask;
+        if (!free_bits)
+            return atomic_fetch_add_explicit(&m->next_instance, 1, memory_order_relaxed) % n;
+        uint32_t i = (uint32_t)__builtin_ctzll(free_bits);
+        if (atomic_compare_exchange_weak_explicit(&m->busy, &busy, busy | (1ull << i), memory_order_acquire,
+                                                  memory_order_relaxed)) {
+            *bit = true;
+            return i;
+        }
+    }
+    return 0;
+}
+
+static void instance_release(osv_model_t *m, uint32_t i, bool bit)
+{
+    if (bit)
+        atomic_fetch_and_explicit(&m->busy, ~(1ull << i), memory_order_release);
+}
+
 static int run_once(osv_infer_t *inf, OrtRunOptions *ro, osv_err_t *err)
 {
     const OrtApi *api = osv_ort;
     osv_model_t *m = inf->m;
-    OrtStatus *st = api->Run(m->session, ro, m->in_names, (const OrtValue *const *)inf->in_vals, m->n_in,
-                             inf->out_names, inf->n_out, inf->out_vals);
+    bool bit;
+    uint32_t i = instance_acquire(m, &bit);
+    OrtStatus *st = api->Run(m->sessions ? m->sessions[i] : m->session, ro, inf->in_names,
+                             (const OrtValue *const *)inf->in_vals, inf->n_run_in, inf->out_names, inf->n_out,
+                             inf->out_vals);
+    instance_release(m, i, bit);
     return osv_ort_status(st, err, "ONNX Runtime");
 }
 
@@ -851,6 +938,7 @@ static void release_values(osv_infer_t *inf)
             api->ReleaseValue(inf->in[i].value);
         inf->in[i].value = inf->in_vals[i] = NULL;
     }
+    inf->n_run_in = 0;
     for (uint32_t k = 0; k < inf->n_out; k++) {
         if (inf->out[k].value)
             api->ReleaseValue(inf->out[k].value);
@@ -920,8 +1008,7 @@ int osv_infer_output_view(osv_infer_t *inf, uint32_t k, osv_tensor_view_t *v, os
     memset(v, 0, sizeof *v);
     v->name = inf->m->out[o->idx].name;
     v->dtype = inf->m->out[o->idx].dtype;
-    v->rank = o->rank;
-    memcpy(v->dims, o->dims, o->rank * sizeof *o->dims);
+    osv_model_client_output_shape(inf->m, o->idx, o->dims, o->rank, v->dims, &v->rank);
     v->count = o->count;
     v->data = o->data;
     v->bytes = o->bytes;

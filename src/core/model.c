@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "batching_config.h"
+#include "file.h"
 #include "model_internal.h"
 #include "ortserve/alloc.h"
 #include "ortserve/dtype.h"
@@ -67,15 +69,24 @@ static void model_free(osv_model_t *m)
         if (m->attach[i].ptr && m->attach[i].dtor)
             m->attach[i].dtor(m->attach[i].ptr);
     }
+    for (uint32_t i = 1; m->sessions && i < m->n_instances; i++)
+        if (m->sessions[i] && m->sessions[i] != m->session)
+            osv_ort->ReleaseSession(m->sessions[i]);
     if (m->session)
         osv_ort->ReleaseSession(m->session);
+    osv_free(m->sessions);
     for (size_t i = 0; i < m->n_owned; i++)
         osv_free(m->owned[i]);
     osv_free(m->owned);
     osv_free(m->in);
     osv_free(m->out);
+    osv_free(m->ort_in);
+    osv_free(m->ort_out);
+    osv_free(m->in_ort);
+    osv_free(m->out_ort);
     osv_free((void *)m->in_names);
     osv_free((void *)m->out_names);
+    osv_tconfig_free(m->tc);
     osv_free((void *)m->derive_broken);
     osv_free((void *)m->meta.custom_keys);
     osv_free((void *)m->meta.custom_values);
@@ -97,30 +108,6 @@ void osv_model_release(osv_model_t *m)
         model_free(m);
 }
 
-/* Reads a whole file (≤ max bytes) into a new NUL-terminated buffer. */
-static int read_file(const char *path, size_t max, char **out, size_t *len, osv_err_t *err)
-{
-    FILE *f = fopen(path, "rbe");
-    struct stat st;
-    char *buf;
-    if (!f)
-        return osv_err_set(err, errno == ENOENT ? OSV_ENOTFOUND : OSV_EIO, "cannot open %s: %s", path,
-                           strerror(errno));
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
-        fclose(f);
-        return osv_err_set(err, OSV_ELIMIT, "%s is not a regular file of at most %zu bytes", path, max);
-    }
-    if (!(buf = osv_malloc((size_t)st.st_size + 1))) {
-        fclose(f);
-        return osv_err_set(err, OSV_ENOMEM, "out of memory reading %s", path);
-    }
-    *len = fread(buf, 1, (size_t)st.st_size, f);
-    buf[*len] = '\0';
-    fclose(f);
-    *out = buf;
-    return 0;
-}
-
 static int session_options(osv_model_t *m, OrtSessionOptions **out, osv_err_t *err)
 {
     const OrtApi *api = osv_ort;
@@ -134,7 +121,9 @@ static int session_options(osv_model_t *m, OrtSessionOptions **out, osv_err_t *e
 
     if ((st = api->CreateSessionOptions(&so)) != NULL)
         return osv_ort_status(st, err, "session options");
-    st = api->SetSessionExecutionMode(so, ORT_SEQUENTIAL);
+    st = api->SetSessionExecutionMode(so, m->tc->session.execution_mode ? ORT_PARALLEL : ORT_SEQUENTIAL);
+    if (!st && m->tc->session.device_allocator_for_initializers)
+        st = api->AddSessionConfigEntry(so, "session.use_device_allocator_for_initializers", "1");
     if (!st)
         st = api->SetSessionGraphOptimizationLevel(so, (GraphOptimizationLevel)c->optimization);
     if (!st)
@@ -216,6 +205,7 @@ static int describe_tensor(osv_model_t *m, OrtTypeInfo *type, osv_tensor_info_t 
     return 0;
 }
 
+/* Fills m->ort_in or m->ort_out with what ORT reports about the session's inputs or outputs. */
 static int describe_io(osv_model_t *m, int output, osv_err_t *err)
 {
     const OrtApi *api = osv_ort;
@@ -224,23 +214,13 @@ static int describe_io(osv_model_t *m, int output, osv_err_t *err)
     OrtStatus *st =
         output ? api->SessionGetOutputCount(m->session, &n) : api->SessionGetInputCount(m->session, &n);
     osv_tensor_info_t *infos;
-    const char **names;
 
     if ((rc = osv_ort_status(st, err, "I/O count")) != 0)
         return rc;
-    infos = osv_calloc(n ? n : 1, sizeof *infos);
-    names = osv_calloc(n ? n : 1, sizeof *names);
-    if (output) {
-        m->out = infos;
-        m->out_names = names;
-        m->n_out = (uint32_t)n;
-    } else {
-        m->in = infos;
-        m->in_names = names;
-        m->n_in = (uint32_t)n;
-    }
-    if (!infos || !names)
+    if (!(infos = osv_calloc(n ? n : 1, sizeof *infos)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    *(output ? &m->ort_out : &m->ort_in) = infos;
+    *(output ? &m->n_ort_out : &m->n_ort_in) = (uint32_t)n;
     for (size_t i = 0; i < n; i++) {
         char *name = NULL;
         OrtTypeInfo *type = NULL;
@@ -248,7 +228,7 @@ static int describe_io(osv_model_t *m, int output, osv_err_t *err)
                     : api->SessionGetInputName(m->session, i, m->env->allocator, &name);
         if ((rc = osv_ort_status(st, err, "I/O name")) != 0)
             return rc;
-        if (!(infos[i].name = names[i] = own_ort_string(m, name)))
+        if (!(infos[i].name = own_ort_string(m, name)))
             return osv_err_set(err, OSV_ENOMEM, "out of memory");
         st = output ? api->SessionGetOutputTypeInfo(m->session, i, &type)
                     : api->SessionGetInputTypeInfo(m->session, i, &type);
@@ -331,7 +311,7 @@ static int load_labels(osv_model_t *m, const char *dir, const char *file, const 
         return osv_err_set(err, OSV_EPERM, "labels file '%s' must be a plain path inside the model directory",
                            file);
     snprintf(path, sizeof path, "%s/%s", dir, file);
-    if ((rc = read_file(path, MAX_LABELS_FILE, &text, &len, err)) != 0)
+    if ((rc = osv_read_file(path, MAX_LABELS_FILE, &text, &len, err)) != 0)
         return rc;
     if (!osv_model_own(m, text))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
@@ -357,25 +337,38 @@ static int load_labels(osv_model_t *m, const char *dir, const char *file, const 
     return 0;
 }
 
+/* Labels for each output from its labels file in the completed config (config.pbtxt's
+ * label_filename or config.json's labels); a file several outputs name is read once. */
 static int attach_labels(osv_model_t *m, const char *dir, osv_err_t *err)
 {
     const config_labels_t *lc = &m->labels_cfg;
-    const char *const *def = NULL;
-    uint32_t n_def = 0;
     int rc;
-    if (lc->default_file && (rc = load_labels(m, dir, lc->default_file, &def, &n_def, err)) != 0)
-        return rc;
-    for (uint32_t i = 0; i < m->n_out; i++) {
-        m->out[i].labels = def;
-        m->out[i].n_labels = n_def;
-    }
-    for (uint32_t k = 0; k < lc->n_outputs; k++) {
-        int o = osv_model_find_output(m, lc->output_names[k], strlen(lc->output_names[k]));
-        if (o < 0)
-            return osv_err_set(err, OSV_ENOTFOUND, "output_labels names unknown output '%s'",
-                               lc->output_names[k]);
-        if ((rc = load_labels(m, dir, lc->output_files[k], &m->out[o].labels, &m->out[o].n_labels, err)) != 0)
+    for (uint32_t k = 0; k < lc->n_outputs; k++)
+        if (osv_model_find_output(m, lc->output_names[k], strlen(lc->output_names[k])) < 0)
+            return osv_err_set(err, OSV_ENOTFOUND, "%s/config.json: output_labels names unknown output '%s'",
+                               dir, lc->output_names[k]);
+    for (uint32_t k = 0; k < m->n_out; k++) {
+        bool json;
+        const char *file = osv_tconfig_labels_file(m, k, &json), *other;
+        uint32_t same = 0;
+        if (!file)
+            continue;
+        while (same < k && !((other = osv_tconfig_labels_file(m, same, NULL)) && strcmp(other, file) == 0))
+            same++;
+        if (same < k) {
+            m->out[k].labels = m->out[same].labels;
+            m->out[k].n_labels = m->out[same].n_labels;
+        } else if ((rc = load_labels(m, dir, file, &m->out[k].labels, &m->out[k].n_labels, err)) != 0) {
+            char where[4200];
+            if (json)
+                osv_err_prefix(err, "%s/config.json", dir);
+            else
+                osv_err_prefix(
+                    err, "%soutput '%s' label_filename",
+                    osv_tconfig_where(m->tc, m->tc->out_pos[k].label_filename, where, sizeof where),
+                    m->out[k].name);
             return rc;
+        }
     }
     return 0;
 }
@@ -385,7 +378,7 @@ static int load_config(osv_model_t *m, const char *dir, osv_err_t *err)
     char path[4096];
     int rc;
     snprintf(path, sizeof path, "%s/config.json", dir);
-    rc = read_file(path, MAX_CONFIG_FILE, &m->config_text, &m->config_len, err);
+    rc = osv_read_file(path, MAX_CONFIG_FILE, &m->config_text, &m->config_len, err);
     if (rc == OSV_ENOTFOUND)
         return 0;
     if (rc)
@@ -412,169 +405,148 @@ static int resolve_batch_dim(const osv_model_t *m)
     return 1;
 }
 
-/* A fixed output shape the model declares may be one example's shape (data-dependent ops keep
- * what the exporter saw). If the warm-up result disagrees, never pre-size that output. */
-static void check_declared_shape(osv_model_t *m, uint32_t i, OrtValue *v)
+/* A config.json scheduling value and config.pbtxt's must agree where both are given. */
+static int agree(osv_model_t *m, const char *key, uint64_t json, uint64_t pbtxt, osv_err_t *err)
 {
-    const osv_tensor_info_t *t = &m->out[i];
-    OrtTensorTypeAndShapeInfo *tsi = NULL;
-    int64_t dims[OSV_MAX_DIMS];
-    size_t rank = 0;
-    bool same;
-    if (!v || t->kind != OSV_VALUE_TENSOR || osv_ort->GetTensorTypeAndShape(v, &tsi) != NULL)
-        return;
-    same = osv_ort->GetDimensionsCount(tsi, &rank) == NULL && rank == (size_t)t->rank &&
-           rank <= OSV_MAX_DIMS && osv_ort->GetDimensions(tsi, dims, rank) == NULL;
-    for (size_t d = 0; same && d < rank; d++)
-        same = t->dims[d] < 0 || t->dims[d] == dims[d];
-    osv_ort->ReleaseTensorTypeAndShapeInfo(tsi);
-    if (!same)
-        atomic_store_explicit(&m->derive_broken[i], 1, memory_order_relaxed);
+    if (json == pbtxt)
+        return 0;
+    return osv_err_set(err, OSV_EINVAL, "model '%s': config.json's %s (%" PRIu64 ") contradicts config.pbtxt's (%" PRIu64 ")",
+                       m->name, key, json, pbtxt);
 }
 
-/* Zero-filled ORT tensors for every input, dynamic dims = 1 and the first dim = rows when rows > 0
- * (in[] has n_in entries; the caller releases them). Returns false with msg set. */
-static bool zero_inputs(osv_model_t *m, uint64_t rows, OrtValue **in, char *msg, size_t cap)
+/* config.pbtxt's max_batch_size, dynamic_batching, instance_group and response_cache, completed, into
+ * the settings the batcher reads (cfg.batching, cfg.cache) — where config.json set none of them; a
+ * value both set must agree. A max_queue_delay_microseconds of 0 counts as not set (the adaptive mode:
+ * docs/DESIGN.md, "Dynamic batching"). */
+static int batching_from_triton(osv_model_t *m, osv_err_t *err)
 {
-    const OrtApi *api = osv_ort;
-    OrtStatus *st = NULL;
-    for (uint32_t i = 0; i < m->n_in && !st; i++) {
-        const osv_tensor_info_t *t = &m->in[i];
-        int64_t dims[OSV_MAX_DIMS];
-        void *data = NULL;
-        size_t count = 1;
-        if (t->kind != OSV_VALUE_TENSOR || t->dtype == OSV_DTYPE_INVALID) {
-            snprintf(msg, cap, "input '%s' is not a servable tensor", t->name);
-            return false;
-        }
-        for (int32_t d = 0; d < t->rank; d++) {
-            dims[d] = t->dims[d] < 0 ? (d == 0 && rows ? (int64_t)rows : 1) : t->dims[d];
-            count *= (size_t)dims[d];
-        }
-        st = api->CreateTensorAsOrtValue(m->env->allocator, dims, (size_t)(t->rank < 0 ? 0 : t->rank),
-                                         (ONNXTensorElementDataType)t->ort_type, &in[i]);
-        if (!st && t->dtype != OSV_DTYPE_BYTES && count > 0 &&
-            (st = api->GetTensorMutableData(in[i], &data)) == NULL && data)
-            memset(data, 0, count * osv_dtype_size(t->dtype));
+    const osv_triton_config_t *t = &m->tc->c;
+    const osv_dynamic_batching_t *db = &t->dynamic_batching;
+    osv_batching_config_t *b = &m->cfg.batching;
+    int rc;
+    if (!m->tc->present)
+        return 0;
+    if (b->max_batch_size && (rc = agree(m, "max_batch_size", b->max_batch_size, (uint64_t)t->max_batch_size, err)))
+        return rc;
+    b->max_batch_size = t->max_batch_size > 0 ? (uint32_t)t->max_batch_size : 0;
+    if (!b->instance_count && m->tc->pos[TC_POS_INSTANCE_GROUP].line) /* written: runs at once = its count */
+        b->instance_count = m->n_instances ? m->n_instances : 1;
+    m->cfg.cache.enable |= t->response_cache.enable;
+    if (!db->enabled || b->dynamic)
+        return 0; /* none asked for, or config.json's (checked against the model below) */
+    if (db->n_preferred > OSV_BATCH_MAX_PREFERRED || db->priority_levels > OSV_BATCH_MAX_PRIORITIES)
+        return osv_err_set(err, OSV_ELIMIT,
+                           "model '%s': dynamic_batching asks for %u preferred sizes and %" PRIu64
+                           " priority levels (at most %d and %d)",
+                           m->name, db->n_preferred, db->priority_levels, OSV_BATCH_MAX_PREFERRED,
+                           OSV_BATCH_MAX_PRIORITIES);
+    b->dynamic = true;
+    b->max_queue_delay_us = db->max_queue_delay_us;
+    b->max_queue_delay_set = db->max_queue_delay_us > 0;
+    b->n_preferred = db->n_preferred;
+    for (uint32_t i = 0; i < db->n_preferred; i++)
+        b->preferred[i] = db->preferred_batch_size[i] > 0 ? (uint32_t)db->preferred_batch_size[i] : 1;
+    b->preserve_ordering = db->preserve_ordering;
+    b->priority_levels = (uint32_t)db->priority_levels;
+    b->default_priority_level = (uint32_t)db->default_priority_level;
+    b->default_queue_policy = db->default_queue_policy;
+    for (uint32_t i = 0; i < db->n_priority_policies; i++) {
+        uint64_t level = db->priority_queue_policy[i].level; /* 1..priority_levels (tconfig checked) */
+        b->level_policy[level - 1] = db->priority_queue_policy[i].policy;
+        b->level_policy_set[level - 1] = true;
     }
-    if (st) {
-        snprintf(msg, cap, "%s", api->GetErrorMessage(st));
-        api->ReleaseStatus(st);
-        return false;
-    }
-    return true;
+    return 0;
 }
 
-static void release_all(OrtValue **v, uint32_t n)
+/* One session per instance (Triton's model instances), or one shared by all. */
+static int create_sessions(osv_model_t *m, const char *path, OrtSessionOptions *so, osv_err_t *err)
 {
-    for (uint32_t i = 0; v && i < n; i++)
-        if (v[i])
-            osv_ort->ReleaseValue(v[i]);
+    if (!(m->sessions = osv_calloc(m->n_instances ? m->n_instances : 1, sizeof *m->sessions)))
+        return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    m->sessions[0] = m->session;
+    for (uint32_t i = 1; i < m->n_instances; i++) {
+        int rc = m->shared_session
+                     ? 0
+                     : osv_ort_status(osv_ort->CreateSession(m->env->env, path, so, &m->sessions[i]), err,
+                                      "creating a model instance");
+        if (rc)
+            return rc;
+        if (m->shared_session)
+            m->sessions[i] = m->session;
+    }
+    return 0;
 }
 
-/* Runs the model once on zero-filled inputs (dynamic dims = 1) so the first request does not pay
- * for ORT's lazy initialisation. A failure is recorded, not fatal: some models reject zeros. */
-static void warmup(osv_model_t *m)
+/* config.json and config.pbtxt, merged; then the first session and what it reports. */
+static int open_session(osv_model_t *m, const char *path, const char *config_dir, OrtSessionOptions **so,
+                        osv_err_t *err)
 {
-    const OrtApi *api = osv_ort;
-    OrtValue **in = osv_calloc(m->n_in + 1, sizeof *in), **out = osv_calloc(m->n_out + 1, sizeof *out);
-    OrtStatus *st = NULL;
-    char msg[OSV_ERR_MSG_MAX] = "";
-
-    if (!in || !out) {
-        snprintf(msg, sizeof msg, "out of memory");
-        goto done;
-    }
-    if (!zero_inputs(m, 0, in, msg, sizeof msg))
-        goto done;
-    uint64_t t0 = osv_now_ns(), rss0 = osv_sysmem_rss();
-    st = api->Run(m->session, NULL, m->in_names, (const OrtValue *const *)in, m->n_in, m->out_names, m->n_out,
-                  out);
-    if (!st) {
-        uint64_t rss1 = osv_sysmem_rss();
-        m->warmup_ns = osv_now_ns() - t0;
-        m->warmup_bytes = rss0 && rss1 > rss0 ? rss1 - rss0 : 0;
-    }
-    for (uint32_t i = 0; !st && i < m->n_out; i++)
-        check_declared_shape(m, i, out[i]);
-    if (st) {
-        snprintf(msg, sizeof msg, "%s", api->GetErrorMessage(st));
-        api->ReleaseStatus(st);
-    }
-done:
-    release_all(in, m->n_in);
-    release_all(out, m->n_out);
-    osv_free(in);
-    osv_free(out);
-    if (*msg)
-        m->warmup_error = osv_model_own(m, osv_strdup(msg));
-}
-
-int osv_model_time_batch(osv_model_t *m, uint64_t rows, int reps, uint64_t *best_ns, osv_err_t *err)
-{
-    const OrtApi *api = osv_ort;
-    OrtValue **in = osv_calloc(m->n_in + 1, sizeof *in), **out = osv_calloc(m->n_out + 1, sizeof *out);
-    char msg[OSV_ERR_MSG_MAX] = "";
-    int rc = 0;
-    *best_ns = 0;
-    if (!in || !out)
-        rc = osv_err_set(err, OSV_ENOMEM, "out of memory");
-    else if (!zero_inputs(m, rows, in, msg, sizeof msg))
-        rc = osv_err_set(err, OSV_EORT, "%s", msg);
-    for (int k = 0; !rc && k < reps; k++) {
-        uint64_t t0 = osv_now_ns();
-        rc = osv_ort_status(api->Run(m->session, NULL, m->in_names, (const OrtValue *const *)in, m->n_in,
-                                     m->out_names, m->n_out, out),
-                            err, "timing a batch");
-        uint64_t ns = osv_now_ns() - t0;
-        if (!rc && (!*best_ns || ns < *best_ns))
-            *best_ns = ns;
-        release_all(out, m->n_out);
-        memset(out, 0, (m->n_out + 1) * sizeof *out);
-    }
-    release_all(in, m->n_in);
-    osv_free(in);
-    osv_free(out);
-    return rc;
+    osv_tconfig_limits_t tl = {m->lo.config_max_bytes, m->lo.config_max_depth, m->lo.max_instances,
+                               m->lo.max_warmup_runs};
+    int rc;
+    if ((config_dir && (rc = load_config(m, config_dir, err)) != 0) ||
+        (rc = osv_tconfig_read(config_dir, m->name, &tl, &m->tc, err)) != 0 ||
+        (rc = osv_tconfig_merge_json(m, err)) != 0 || (rc = session_options(m, so, err)) != 0)
+        return rc;
+    rc =
+        osv_ort_status(osv_ort->CreateSession(m->env->env, path, *so, &m->session), err, "loading the model");
+    if (rc || (rc = describe_io(m, 0, err)) != 0 || (rc = describe_io(m, 1, err)) != 0)
+        return rc;
+    return read_metadata(m, err);
 }
 
 static int model_build(osv_model_t *m, const char *path, const char *config_dir, osv_err_t *err)
 {
     OrtSessionOptions *so = NULL;
     uint64_t t0 = osv_now_ns();
-    int rc;
-
-    if (config_dir && (rc = load_config(m, config_dir, err)) != 0)
+    int rc = open_session(m, path, config_dir, &so, err);
+    if (!rc)
+        rc = osv_tconfig_complete(m, err);
+    if (!rc && !(m->derive_broken = osv_calloc(m->n_out ? m->n_out : 1, sizeof *m->derive_broken)))
+        rc = osv_err_set(err, OSV_ENOMEM, "out of memory");
+    if (!rc && config_dir)
+        rc = attach_labels(m, config_dir, err);
+    if (!rc)
+        rc = create_sessions(m, path, so, err);
+    if (so)
+        osv_ort->ReleaseSessionOptions(so);
+    if (rc)
         return rc;
-    if ((rc = session_options(m, &so, err)) != 0)
-        return rc;
-    rc = osv_ort_status(osv_ort->CreateSession(m->env->env, path, so, &m->session), err, "loading the model");
-    osv_ort->ReleaseSessionOptions(so);
-    if (rc || (rc = describe_io(m, 0, err)) != 0 || (rc = describe_io(m, 1, err)) != 0 ||
-        (rc = read_metadata(m, err)) != 0)
-        return rc;
-    if (!(m->derive_broken = osv_calloc(m->n_out ? m->n_out : 1, sizeof *m->derive_broken)))
-        return osv_err_set(err, OSV_ENOMEM, "out of memory");
-    if (config_dir && (rc = attach_labels(m, config_dir, err)) != 0) {
-        osv_err_prefix(err, "%s/config.json", config_dir);
-        return rc;
+    if (m->batch_dim < 0)
+        m->batch_dim = resolve_batch_dim(m);
+    for (uint32_t k = 0; k < m->n_out; k++) {
+        const osv_tensor_info_t *o = &m->ort_out[m->out_ort[k]];
+        for (int32_t d = 0; d < o->rank; d++)
+            m->outputs_symbolic |= o->dims[d] < 0 && o->sym[d][0];
     }
+    if ((rc = batching_from_triton(m, err)) != 0)
+        return rc;
     if ((rc = osv_batching_config_check(&m->cfg.batching, m->in, m->n_in, m->out, m->n_out, err)) != 0) {
         osv_err_prefix(err, "%s/config.json", config_dir ? config_dir : ".");
         return rc;
     }
-    m->batch_dim = m->cfg.batching.max_batch_size ? 1 : resolve_batch_dim(m);
-    for (uint32_t i = 0; i < m->n_out; i++)
-        for (int32_t d = 0; d < m->out[i].rank; d++)
-            m->outputs_symbolic |= m->out[i].dims[d] < 0 && m->out[i].sym[d][0];
-    if (m->cfg.warmup && osv_model_servable(m, NULL))
-        warmup(m);
+    if (m->cfg.batching.max_batch_size)
+        m->batch_dim = 1;
+    if ((rc = osv_model_warmup_run(m, config_dir, err)) != 0)
+        return rc;
+    m->fingerprint = osv_model_files_fingerprint(path, config_dir);
     m->load_ms = (double)(osv_now_ns() - t0) / 1e6;
     return 0;
 }
 
-int osv_model_load(osv_env_t *env, const char *name, int64_t version, const char *path,
-                   const char *config_dir, const osv_limits_t *base_limits, osv_model_t **out, osv_err_t *err)
+void osv_load_opts_default(osv_load_opts_t *o)
+{
+    o->default_max_batch_size = 4;
+    o->native_instances = 1;
+    o->max_instances = 16;
+    o->max_warmup_runs = 1000;
+    o->config_max_bytes = 1u << 20;
+    o->config_max_depth = 32;
+}
+
+int osv_model_load_ex(osv_env_t *env, const char *name, int64_t version, const char *path,
+                      const char *config_dir, const osv_limits_t *base_limits, const osv_load_opts_t *lo,
+                      osv_model_t **out, osv_err_t *err)
 {
     osv_model_t *m;
     int rc;
@@ -587,6 +559,10 @@ int osv_model_load(osv_env_t *env, const char *name, int64_t version, const char
     m->env = env;
     m->version = version;
     osv_model_config_default(&m->cfg);
+    if (lo)
+        m->lo = *lo;
+    else
+        osv_load_opts_default(&m->lo);
     if (base_limits)
         m->cfg.limits = *base_limits;
     if (!(m->name = osv_model_own(m, osv_strdup(name))) || !(m->path = osv_model_own(m, osv_strdup(path))) ||
@@ -601,6 +577,12 @@ int osv_model_load(osv_env_t *env, const char *name, int64_t version, const char
     }
     *out = m;
     return 0;
+}
+
+int osv_model_load(osv_env_t *env, const char *name, int64_t version, const char *path,
+                   const char *config_dir, const osv_limits_t *base_limits, osv_model_t **out, osv_err_t *err)
+{
+    return osv_model_load_ex(env, name, version, path, config_dir, base_limits, NULL, out, err);
 }
 
 const char *osv_model_name(const osv_model_t *m)
@@ -775,7 +757,165 @@ uint64_t osv_model_warmup_bytes(const osv_model_t *m)
     return m->warmup_bytes;
 }
 
+uint32_t osv_model_warmup_runs(const osv_model_t *m)
+{
+    return m->warmup_runs;
+}
+
 const char *osv_model_warmup_error(const osv_model_t *m)
 {
     return m->warmup_error;
+}
+
+const osv_triton_config_t *osv_model_triton_config(const osv_model_t *m)
+{
+    return &m->tc->c;
+}
+
+bool osv_model_has_pbtxt(const osv_model_t *m)
+{
+    return m->tc->present;
+}
+
+int32_t osv_model_max_batch_size(const osv_model_t *m)
+{
+    return m->max_batch_size;
+}
+
+bool osv_model_batched(const osv_model_t *m)
+{
+    return m->batch_dim == 1;
+}
+
+uint32_t osv_model_instance_count(const osv_model_t *m)
+{
+    return m->n_instances;
+}
+
+uint64_t osv_model_fingerprint(const osv_model_t *m)
+{
+    return m->fingerprint;
+}
+
+/* FNV-1a over bytes, continuing from h. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* The identity of a file as the file system tells it (no read): name, device, inode, size, mtime. */
+static uint64_t file_identity(const char *path, const char *name)
+{
+    struct stat st;
+    uint64_t h = fnv(0xcbf29ce484222325ull, name, strlen(name));
+    if (stat(path, &st) != 0)
+        return fnv(h, "missing", 7);
+    int64_t v[5] = {(int64_t)st.st_dev, (int64_t)st.st_ino, (int64_t)st.st_size, (int64_t)st.st_mtim.tv_sec,
+                    (int64_t)st.st_mtim.tv_nsec};
+    return fnv(h, v, sizeof v);
+}
+
+/* The regular files of dir, summed (order-independent: readdir's order is the file system's). */
+static uint64_t dir_identity(const char *dir)
+{
+    char path[4096];
+    uint64_t sum = 0;
+    struct dirent *e;
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (e->d_name[0] != '.' && stat(path, &st) == 0 && S_ISREG(st.st_mode))
+            sum += file_identity(path, e->d_name);
+    }
+    closedir(d);
+    return sum;
+}
+
+uint64_t osv_model_files_fingerprint(const char *path, const char *config_dir)
+{
+    char warm[4096];
+    uint64_t h = file_identity(path, "model");
+    if (config_dir) {
+        snprintf(warm, sizeof warm, "%s/warmup", config_dir);
+        h += dir_identity(config_dir) * 3 + dir_identity(warm) * 5;
+    }
+    return h;
+}
+
+/* ---- shapes between clients and ONNX Runtime --------------------------------------------------------- */
+
+/* Fills the one variable (-1) dim of dims[0..rank) so that they hold `elements`; false when they cannot. */
+static bool fill_variable(int64_t *dims, uint32_t rank, uint64_t elements)
+{
+    uint64_t fixed = 1;
+    int var = -1;
+    for (uint32_t d = 0; d < rank; d++) {
+        if (dims[d] < 0)
+            var = (int)d;
+        else if (!osv_mul_u64(fixed, (uint64_t)dims[d], &fixed))
+            return false;
+    }
+    if (var < 0)
+        return fixed == elements;
+    if (fixed == 0)
+        return elements == 0 && (dims[var] = 0, true);
+    if (elements % fixed || elements / fixed > INT64_MAX)
+        return false;
+    dims[var] = (int64_t)(elements / fixed);
+    return true;
+}
+
+int osv_model_ort_input_shape(const osv_model_t *m, uint32_t i, const int64_t *dims, uint32_t rank,
+                              int64_t *out, uint32_t *out_rank)
+{
+    const osv_tc_tensor_t *t = &m->tc->c.input[i];
+    uint32_t b = m->max_batch_size > 0 && rank > 0 ? 1 : 0;
+    uint64_t elements = 1;
+    if (!m->tc->present || !t->has_reshape) {
+        if (rank) /* a scalar may come with no dims at all */
+            memcpy(out, dims, rank * sizeof *dims);
+        *out_rank = rank;
+        return 0;
+    }
+    for (uint32_t d = b; d < rank; d++)
+        if (!osv_mul_u64(elements, (uint64_t)dims[d], &elements))
+            return OSV_EOVERFLOW;
+    if (b)
+        out[0] = dims[0];
+    if (t->reshape_rank)
+        memcpy(out + b, t->reshape, t->reshape_rank * sizeof *out);
+    *out_rank = b + t->reshape_rank;
+    return fill_variable(out + b, t->reshape_rank, elements) ? 0 : OSV_ESHAPE;
+}
+
+void osv_model_client_output_shape(const osv_model_t *m, uint32_t k, const int64_t *ort, uint32_t ort_rank,
+                                   int64_t *out, uint32_t *out_rank)
+{
+    const osv_tc_tensor_t *t = &m->tc->c.output[k];
+    uint32_t b = m->max_batch_size > 0 && ort_rank > 0 ? 1 : 0;
+    uint64_t elements = 1;
+    bool ok = true;
+    if (!m->tc->present || !t->has_reshape) {
+        if (ort_rank)
+            memcpy(out, ort, ort_rank * sizeof *ort);
+        *out_rank = ort_rank;
+        return;
+    }
+    for (uint32_t d = b; d < ort_rank && ok; d++)
+        ok = osv_mul_u64(elements, (uint64_t)ort[d], &elements);
+    if (b)
+        out[0] = ort[0];
+    memcpy(out + b, t->dims, t->rank * sizeof *out);
+    *out_rank = b + t->rank;
+    if (!ok || !fill_variable(out + b, t->rank, elements)) { /* the model broke its reshape: show ORT's */
+        if (ort_rank)
+            memcpy(out, ort, ort_rank * sizeof *ort);
+        *out_rank = ort_rank;
+    }
 }

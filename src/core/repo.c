@@ -1,5 +1,12 @@
-/* repo.c — the model repository: scanning Triton's directory layout, loading every version,
- * lookups for requests, and reload/unload that never disturb requests already running.
+/* repo.c — the model repository: scanning Triton's directory layout, loading the versions each
+ * model's version policy selects, lookups for requests, and reload/unload that never disturb
+ * requests already running.
+ *
+ * Each model has a list of version records (ascending): a READY record holds the loaded version, an
+ * UNAVAILABLE one the reason it failed. A load reads the model's config.pbtxt (policy, model file
+ * name), lists the version folders on disk, and for each selected version keeps the loaded instance
+ * when its files did not change (osv_model_fingerprint) or loads it anew; versions no longer
+ * selected are dropped. What a load did is reported through osv_repo_opts_t.on_event.
  *
  * Concurrency: `lock` (a reader-writer lock) guards the table of models and their version arrays;
  * requests take it shared just long enough to find a model and add a reference. `op_lock`
@@ -18,32 +25,46 @@
 
 #include "ortserve/alloc.h"
 #include "ortserve/repo.h"
+#include "tconfig.h"
 
 #define MAX_MODELS   4096
 #define MAX_VERSIONS 64
 
+/* One version of a model: serving (model set), or unavailable with its reason. */
+typedef struct repo_version {
+    int64_t version;
+    osv_model_t *model; /* one reference; NULL when the version failed */
+    char *reason;       /* osv_malloc'ed; NULL when serving */
+    /* what the load in progress did, reported once the records are installed (op lock held) */
+    uint8_t loaded; /* 1 loaded, 2 reloaded over a serving instance */
+    char *failure;  /* the load failed (the old instance, if any, keeps serving); osv_malloc'ed */
+} repo_version_t;
+
 typedef struct repo_model {
     char name[128];
-    osv_model_t **versions; /* ascending version order */
+    repo_version_t *versions; /* ascending version order */
     uint32_t n_versions;
     osv_model_state_t state;
-    char reason[OSV_ERR_MSG_MAX];
-    bool want; /* should be loaded: counts against readiness */
+    char reason[OSV_ERR_MSG_MAX]; /* why no version serves */
+    bool want;                    /* should be loaded: counts against readiness */
 } repo_model_t;
 
 struct osv_repo {
     osv_repo_opts_t opts;
     char root[PATH_MAX]; /* realpath of the repository */
     char single[128];    /* non-empty: root is this one model's directory (osv_repo_opts_t.model_name) */
+    char problem[1024];  /* osv_repo_layout_problem, "" when none */
     pthread_rwlock_t lock;
     pthread_mutex_t op_lock;
     repo_model_t *models;
     size_t n, cap;
 };
 
+/* Version folders found on disk, ascending. */
 typedef struct version_list {
     int64_t v[MAX_VERSIONS];
     char path[MAX_VERSIONS][PATH_MAX];
+    bool selected[MAX_VERSIONS];
     uint32_t n;
 } version_list_t;
 
@@ -126,12 +147,13 @@ static void sort_versions(version_list_t *l)
     }
 }
 
-/* Lists the versions of model `name` on disk (numeric dirs with model.onnx, or a bare model.onnx
- * as version 1), sorted ascending, into *out (caller memory: 260 KiB, on the heap — never a
- * worker's stack). */
-static int list_versions(const osv_repo_t *r, const char *name, version_list_t *out, osv_err_t *err)
+/* Lists the versions of model `name` on disk (numeric dirs holding `file`, or a bare `file` as
+ * version 1), sorted ascending, into *out (caller memory: 260 KiB, on the heap — never a worker's
+ * stack). */
+static int list_versions(const osv_repo_t *r, const char *name, const char *file, version_list_t *out,
+                         osv_err_t *err)
 {
-    char dir[PATH_MAX], file[PATH_MAX];
+    char dir[PATH_MAX], path[PATH_MAX];
     DIR *d;
     struct dirent *e;
 
@@ -143,26 +165,23 @@ static int list_versions(const osv_repo_t *r, const char *name, version_list_t *
         int64_t v;
         if (!parse_version(e->d_name, &v))
             continue;
-        snprintf(file, sizeof file, "%s/%s/model.onnx", dir, e->d_name);
-        if (!confined(r, file))
+        snprintf(path, sizeof path, "%s/%s/%s", dir, e->d_name, file);
+        if (!confined(r, path))
             continue;
         out->v[out->n] = v;
-        snprintf(out->path[out->n], PATH_MAX, "%s", file);
-        out->n++;
+        snprintf(out->path[out->n++], PATH_MAX, "%s", path);
     }
     closedir(d);
     if (out->n == 0) {
-        snprintf(file, sizeof file, "%s/model.onnx", dir);
-        if (confined(r, file)) {
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        if (confined(r, path)) {
             out->v[0] = 1;
-            snprintf(out->path[0], PATH_MAX, "%s", file);
-            out->n = 1;
+            snprintf(out->path[out->n++], PATH_MAX, "%s", path);
         }
     }
     if (out->n == 0)
-        return osv_err_set(err, OSV_ENOTFOUND,
-                           "model '%s' has no <version>/model.onnx or model.onnx inside the repository",
-                           name);
+        return osv_err_set(err, OSV_ELOAD, "model '%s' has no <version>/%s or %s inside the repository", name,
+                           file, file);
     sort_versions(out);
     return 0;
 }
@@ -203,6 +222,67 @@ static repo_model_t *ensure_model(osv_repo_t *r, const char *name, osv_err_t *er
     return m;
 }
 
+/* ---- the repository's layout ------------------------------------------------------------------------ */
+
+static bool is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static bool is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* A directory that is itself a model (model.onnx, or version folders holding one, or a config
+ * file) given as the repository: nothing would be served. Sets r->problem with the fix. */
+static void check_layout(osv_repo_t *r)
+{
+    char path[PATH_MAX + 64];
+    bool model_file, config, version_dirs = false, other_dirs = false;
+    struct dirent *e;
+    DIR *d;
+    snprintf(path, sizeof path, "%s/model.onnx", r->root);
+    model_file = is_file(path);
+    snprintf(path, sizeof path, "%s/config.pbtxt", r->root);
+    config = is_file(path);
+    snprintf(path, sizeof path, "%s/config.json", r->root);
+    config |= is_file(path);
+    if (!(d = opendir(r->root)))
+        return;
+    while ((e = readdir(d)) != NULL) {
+        int64_t v;
+        bool version_dir = false;
+        snprintf(path, sizeof path, "%s/%s", r->root, e->d_name);
+        if (e->d_name[0] == '.' || !is_dir(path) || strcmp(e->d_name, "warmup") == 0)
+            continue;
+        if (parse_version(e->d_name, &v)) { /* a version folder holds the model file itself */
+            snprintf(path, sizeof path, "%s/%s/model.onnx", r->root, e->d_name);
+            version_dir = is_file(path);
+        }
+        version_dirs |= version_dir;
+        other_dirs |= !version_dir;
+    }
+    closedir(d);
+    if (other_dirs)
+        return; /* model folders: a repository (a stray file beside them is not our business) */
+    if (model_file || version_dirs || config)
+        snprintf(r->problem, sizeof r->problem,
+                 "%s is one model's folder (it holds %s), not a repository of model folders: serve it with "
+                 "--model-name NAME, or point --model-repository at its parent folder",
+                 r->root,
+                 model_file     ? "model.onnx"
+                 : version_dirs ? "version folders with model.onnx"
+                                : "a config file");
+    else
+        snprintf(r->problem, sizeof r->problem,
+                 "%s holds no model folder: a repository holds <model>/<version>/model.onnx (or "
+                 "<model>/model.onnx)",
+                 r->root);
+}
+
 /* Registers every model directory on disk in the table (without loading). */
 static int scan_names(osv_repo_t *r, osv_err_t *err)
 {
@@ -215,19 +295,13 @@ static int scan_names(osv_repo_t *r, osv_err_t *err)
     if (r->single[0]) { /* the root is the model: nothing else to find */
         if (!ensure_model(r, r->single, err))
             rc = err ? err->code : OSV_ENOMEM;
-        pthread_rwlock_unlock(&r->lock);
-        closedir(d);
-        return rc;
     }
-    while (!rc && (e = readdir(d)) != NULL) {
+    while (!rc && !r->single[0] && !r->problem[0] && (e = readdir(d)) != NULL) {
         char path[PATH_MAX];
-        struct stat st;
         if (!osv_model_name_valid(e->d_name, strlen(e->d_name)))
             continue;
         snprintf(path, sizeof path, "%s/%s", r->root, e->d_name);
-        if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-            continue;
-        if (!ensure_model(r, e->d_name, err))
+        if (is_dir(path) && !ensure_model(r, e->d_name, err))
             rc = err ? err->code : OSV_ENOMEM;
     }
     pthread_rwlock_unlock(&r->lock);
@@ -235,54 +309,145 @@ static int scan_names(osv_repo_t *r, osv_err_t *err)
     return rc;
 }
 
-static void release_all(osv_model_t **v, uint32_t n)
+/* ---- loading ------------------------------------------------------------------------------------------ */
+
+static void emit(const osv_repo_t *r, osv_repo_event_kind_t kind, const char *name, int64_t version,
+                 osv_model_t *m, bool reloaded, const char *reason)
 {
-    for (uint32_t i = 0; i < n; i++)
-        osv_model_release(v[i]);
+    osv_repo_event_t e = {kind, name, version, m, reloaded, reason};
+    if (r->opts.on_event)
+        r->opts.on_event(r->opts.event_ud, &e);
+}
+
+static void free_versions(repo_version_t *v, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        osv_model_release(v[i].model);
+        osv_free(v[i].reason);
+        osv_free(v[i].failure);
+    }
     osv_free(v);
 }
 
-/* Loads every version of `name` from disk into a new array (no locks held). */
-static int load_versions(osv_repo_t *r, const char *name, osv_model_t ***out, uint32_t *n_out, osv_err_t *err)
+/* The serving instance of `version` among the old records, or NULL. */
+static osv_model_t *old_instance(const repo_version_t *old, uint32_t n, int64_t version)
 {
-    version_list_t *vl = osv_malloc(sizeof *vl);
-    osv_model_t **v = NULL;
-    char dir[PATH_MAX];
-    int rc;
+    for (uint32_t i = 0; i < n; i++)
+        if (old[i].version == version)
+            return old[i].model;
+    return NULL;
+}
 
-    if (!vl)
-        return osv_err_set(err, OSV_ENOMEM, "out of memory");
-    if ((rc = list_versions(r, name, vl, err)) != 0)
-        goto out;
-    if (!(v = osv_calloc(vl->n, sizeof *v))) {
-        rc = osv_err_set(err, OSV_ENOMEM, "out of memory");
-        goto out;
+/* A copy of the model's records, each serving one with a reference of its own. Under the op lock. */
+static int snapshot(osv_repo_t *r, const char *name, repo_version_t **out, uint32_t *n)
+{
+    repo_model_t *m;
+    int rc = 0;
+    pthread_rwlock_rdlock(&r->lock);
+    m = find_model(r, name, strlen(name));
+    *n = m ? m->n_versions : 0;
+    *out = osv_calloc(*n ? *n : 1, sizeof **out);
+    if (!*out)
+        rc = OSV_ENOMEM;
+    for (uint32_t i = 0; !rc && i < *n; i++) {
+        (*out)[i].version = m->versions[i].version;
+        (*out)[i].model = m->versions[i].model ? osv_model_ref(m->versions[i].model) : NULL;
     }
-    model_dir(r, name, dir, sizeof dir);
-    for (uint32_t i = 0; i < vl->n; i++) {
-        if ((rc = osv_model_load(r->opts.env, name, vl->v[i], vl->path[i], dir, &r->opts.limits, &v[i],
-                                 err)) != 0 ||
-            (r->opts.hook && (rc = r->opts.hook(r->opts.hook_ud, v[i], err)) != 0)) {
-            release_all(v, i + (v[i] != NULL));
-            v = NULL;
-            goto out;
-        }
-    }
-    *out = v;
-    *n_out = vl->n;
-out:
-    osv_free(vl);
+    pthread_rwlock_unlock(&r->lock);
     return rc;
 }
 
-static bool model_dir_exists(const osv_repo_t *r, const char *name)
+/* Loads one version (then the hook): 0 with *out, or the error. */
+static int load_one(osv_repo_t *r, const char *name, int64_t version, const char *path, const char *dir,
+                    osv_model_t **out, osv_err_t *err)
 {
-    char dir[PATH_MAX];
-    struct stat st;
-    if (r->single[0] && strcmp(name, r->single) != 0)
-        return false;
-    model_dir(r, name, dir, sizeof dir);
-    return stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+    int rc =
+        osv_model_load_ex(r->opts.env, name, version, path, dir, &r->opts.limits, &r->opts.load, out, err);
+    if (!rc && r->opts.hook && (rc = r->opts.hook(r->opts.hook_ud, *out, err)) != 0) {
+        osv_err_prefix(err, "model '%s' version %" PRId64, name, version);
+        osv_model_release(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* One selected version into rec: kept when its files did not change, else loaded; a failed reload
+ * keeps the old instance. Returns 0 or the load's error (rec says what serves). */
+static int load_version(osv_repo_t *r, const char *name, const version_list_t *vl, uint32_t i,
+                        const char *dir, const repo_version_t *old, uint32_t n_old, repo_version_t *rec,
+                        osv_err_t *err)
+{
+    osv_model_t *prev = old_instance(old, n_old, vl->v[i]), *m = NULL;
+    int rc;
+    rec->version = vl->v[i];
+    if (prev && osv_model_fingerprint(prev) == osv_model_files_fingerprint(vl->path[i], dir)) {
+        rec->model = osv_model_ref(prev); /* unchanged: keeps serving, sessions and all */
+        return 0;
+    }
+    if ((rc = load_one(r, name, vl->v[i], vl->path[i], dir, &m, err)) != 0) {
+        rec->model = prev ? osv_model_ref(prev) : NULL;
+        rec->reason = prev ? NULL : osv_strdup(err->msg);
+        rec->failure = osv_strdup(err->msg);
+        return rc;
+    }
+    rec->model = m;
+    rec->loaded = prev ? 2 : 1;
+    return 0;
+}
+
+/* The records of every selected version. *first_err gets the first failure. */
+static int load_selected(osv_repo_t *r, const char *name, const version_list_t *vl, const char *dir,
+                         const repo_version_t *old, uint32_t n_old, repo_version_t **out, uint32_t *n_out,
+                         osv_err_t *first_err)
+{
+    repo_version_t *v = osv_calloc(vl->n ? vl->n : 1, sizeof *v);
+    osv_err_t err;
+    int first = 0;
+    uint32_t n = 0;
+    if (!v)
+        return osv_err_set(first_err, OSV_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < vl->n; i++) {
+        if (!vl->selected[i])
+            continue;
+        int rc = load_version(r, name, vl, i, dir, old, n_old, &v[n++], &err);
+        if (rc && !first) {
+            first = rc;
+            *first_err = err;
+        }
+    }
+    *out = v;
+    *n_out = n;
+    return first;
+}
+
+/* Config and version folders of `name`: which versions to serve, from which files. */
+static int plan_versions(osv_repo_t *r, const char *name, const char *dir, version_list_t *vl, osv_err_t *err)
+{
+    osv_tconfig_limits_t lim = {r->opts.load.config_max_bytes, r->opts.load.config_max_depth,
+                                r->opts.load.max_instances, r->opts.load.max_warmup_runs};
+    osv_tconfig_t *tc = NULL;
+    char on_disk[256] = "";
+    int rc = osv_tconfig_read(dir, name, &lim, &tc, err);
+    if (rc)
+        return rc;
+    if ((rc = list_versions(r, name,
+                            tc->c.default_model_filename[0] ? tc->c.default_model_filename : "model.onnx", vl,
+                            err)) == 0) {
+        bool any = false;
+        osv_tconfig_select_versions(tc, vl->v, vl->n, vl->selected);
+        for (uint32_t i = 0; i < vl->n; i++) {
+            any |= vl->selected[i];
+            snprintf(on_disk + strlen(on_disk), sizeof on_disk - strlen(on_disk), "%s%" PRId64, i ? ", " : "",
+                     vl->v[i]);
+        }
+        char where[4200];
+        if (!any)
+            rc = osv_err_set(err, OSV_ELOAD, "%sversion_policy selects none of the versions on disk (%s)",
+                             osv_tconfig_where(tc, tc->pos[TC_POS_VERSION_POLICY], where, sizeof where),
+                             on_disk);
+    }
+    osv_tconfig_free(tc);
+    return rc;
 }
 
 static int set_state(osv_repo_t *r, const char *name, osv_model_state_t st, osv_err_t *err)
@@ -296,56 +461,120 @@ static int set_state(osv_repo_t *r, const char *name, osv_model_state_t st, osv_
     return m ? 0 : (err ? err->code : OSV_ENOMEM);
 }
 
+/* Swaps in the new records (or, when the model could not be read at all, keeps the old ones). */
+static void install(osv_repo_t *r, const char *name, repo_version_t *v, uint32_t n, bool replace,
+                    const char *why, repo_version_t **old, uint32_t *n_old)
+{
+    repo_model_t *m;
+    bool ready = false;
+    pthread_rwlock_wrlock(&r->lock);
+    m = find_model(r, name, strlen(name));
+    m->want = true;
+    if (replace) {
+        *old = m->versions;
+        *n_old = m->n_versions;
+        m->versions = v;
+        m->n_versions = n;
+    }
+    for (uint32_t i = 0; i < m->n_versions; i++)
+        ready |= m->versions[i].model != NULL;
+    m->state = ready ? OSV_MODEL_READY : OSV_MODEL_UNAVAILABLE;
+    snprintf(m->reason, sizeof m->reason, "%s", ready ? "" : why ? why : "no version could be loaded");
+    pthread_rwlock_unlock(&r->lock);
+}
+
+/* After a swap: what each new record's load did. */
+static void report_loaded(const osv_repo_t *r, const char *name, repo_version_t *now, uint32_t n_now)
+{
+    for (uint32_t i = 0; i < n_now; i++) {
+        if (now[i].loaded)
+            emit(r, OSV_REPO_READY, name, now[i].version, now[i].model, now[i].loaded == 2, NULL);
+        if (now[i].failure)
+            emit(r, OSV_REPO_FAILED, name, now[i].version, NULL, false, now[i].failure);
+        osv_free(now[i].failure);
+        now[i].failure = NULL;
+        now[i].loaded = 0;
+    }
+}
+
+/* After a swap: the versions that served before and do not now are unloaded. */
+static void report_unloaded(const osv_repo_t *r, const char *name, const repo_version_t *old, uint32_t n_old,
+                            const repo_version_t *now, uint32_t n_now, const char *reason)
+{
+    for (uint32_t i = 0; i < n_old; i++) {
+        bool still = false;
+        for (uint32_t j = 0; j < n_now && !still; j++)
+            still = now[j].version == old[i].version && now[j].model;
+        if (old[i].model && !still)
+            emit(r, OSV_REPO_UNLOADED, name, old[i].version, NULL, false, reason);
+    }
+}
+
+static bool model_dir_exists(const osv_repo_t *r, const char *name)
+{
+    char dir[PATH_MAX];
+    if (r->single[0] && strcmp(name, r->single) != 0)
+        return false;
+    model_dir(r, name, dir, sizeof dir);
+    return is_dir(dir);
+}
+
+/* A load of a model the repository holds (under the op lock). */
+static int load_locked(osv_repo_t *r, const char *name, osv_err_t *err)
+{
+    version_list_t *vl = osv_malloc(sizeof *vl);
+    repo_version_t *old = NULL, *v = NULL, *replaced = NULL;
+    uint32_t n_old = 0, n = 0, n_replaced = 0;
+    char dir[PATH_MAX];
+    int rc;
+    if (!vl || snapshot(r, name, &old, &n_old) != 0) {
+        osv_free(vl);
+        return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    }
+    model_dir(r, name, dir, sizeof dir);
+    if ((rc = set_state(r, name, OSV_MODEL_LOADING, err)) == 0 &&
+        (rc = plan_versions(r, name, dir, vl, err)) == 0)
+        rc = load_selected(r, name, vl, dir, old, n_old, &v, &n, err);
+    else if (rc != OSV_ENOMEM)
+        emit(r, OSV_REPO_FAILED, name, -1, NULL, false, err->msg);
+    /* A model whose config or folders cannot be read keeps what serves; otherwise the new records. */
+    install(r, name, v, n, v != NULL, rc ? err->msg : NULL, &replaced, &n_replaced);
+    if (v) {
+        report_loaded(r, name, v, n);
+        report_unloaded(r, name, replaced, n_replaced, v, n,
+                        "no longer selected by the version policy or on disk");
+    }
+    free_versions(replaced, n_replaced);
+    free_versions(old, n_old);
+    osv_free(vl);
+    return rc == 0 || rc == OSV_ENOMEM                         ? rc
+           : rc == OSV_ENOTFOUND && !model_dir_exists(r, name) ? rc
+                                                               : OSV_ELOAD;
+}
+
 int osv_repo_load(osv_repo_t *r, const char *name, osv_err_t *user_err)
 {
     osv_err_t local = {0}, *err = user_err ? user_err : &local;
-    osv_model_t **v = NULL, **old = NULL;
-    uint32_t n = 0, n_old = 0;
-    repo_model_t *m;
     int rc;
-
     if (!osv_model_name_valid(name, strlen(name)))
         return osv_err_set(err, OSV_EINVAL, "invalid model name '%s'", name);
     pthread_mutex_lock(&r->op_lock);
     pthread_rwlock_rdlock(&r->lock);
-    m = find_model(r, name, strlen(name));
-    osv_model_state_t before = m ? m->state : OSV_MODEL_UNAVAILABLE;
+    bool known = find_model(r, name, strlen(name)) != NULL;
     pthread_rwlock_unlock(&r->lock);
-    if (!m && !model_dir_exists(r, name)) {
-        /* No row for a name that is not on disk: it would count against readiness forever. */
-        rc = osv_err_set(err, OSV_ENOTFOUND, "model '%s' is not in the repository", name);
-        goto out;
-    }
-    if ((rc = set_state(r, name, OSV_MODEL_LOADING, err)) != 0)
-        goto out;
-    rc = load_versions(r, name, &v, &n, err);
-    pthread_rwlock_wrlock(&r->lock);
-    m = find_model(r, name, strlen(name));
-    m->want = true;
-    if (rc == 0) {
-        old = m->versions;
-        n_old = m->n_versions;
-        m->versions = v;
-        m->n_versions = n;
-        m->state = OSV_MODEL_READY;
-        m->reason[0] = '\0';
-    } else {
-        /* A failed reload keeps the versions that were serving. */
-        m->state = m->n_versions ? before : OSV_MODEL_UNAVAILABLE;
-        if (m->state == OSV_MODEL_LOADING)
-            m->state = OSV_MODEL_READY;
-        snprintf(m->reason, sizeof m->reason, "%s", err->msg);
-    }
-    pthread_rwlock_unlock(&r->lock);
-    release_all(old, n_old);
-out:
+    if (!known && !model_dir_exists(r, name)) /* no row for a name that is not on disk: it would count */
+        rc = osv_err_set(err, OSV_ENOTFOUND, "model '%s' is not in the repository", name); /* forever */
+    else
+        rc = load_locked(r, name, err);
+    if (rc && rc != OSV_ENOTFOUND)
+        err->code = rc;
     pthread_mutex_unlock(&r->op_lock);
     return rc;
 }
 
 int osv_repo_unload(osv_repo_t *r, const char *name, osv_err_t *err)
 {
-    osv_model_t **old;
+    repo_version_t *old;
     uint32_t n_old;
     repo_model_t *m;
 
@@ -365,10 +594,14 @@ int osv_repo_unload(osv_repo_t *r, const char *name, osv_err_t *err)
     m->want = false;
     snprintf(m->reason, sizeof m->reason, "unloaded");
     pthread_rwlock_unlock(&r->lock);
-    release_all(old, n_old);
+    report_unloaded(r, name, old, n_old, NULL, 0, "unloaded");
+    free_versions(old, n_old);
     pthread_mutex_unlock(&r->op_lock);
     return 0;
 }
+
+/* ---- open, close, lookups
+ * ---------------------------------------------------------------------------------- */
 
 int osv_repo_open(const osv_repo_opts_t *opts, osv_repo_t **out, osv_err_t *err)
 {
@@ -380,6 +613,8 @@ int osv_repo_open(const osv_repo_opts_t *opts, osv_repo_t **out, osv_err_t *err)
     if (!(r = osv_calloc(1, sizeof *r)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     r->opts = *opts;
+    if (!r->opts.load.max_instances)
+        osv_load_opts_default(&r->opts.load);
     if (opts->model_name) {
         size_t len = strlen(opts->model_name);
         if (len >= sizeof r->single || !osv_model_name_valid(opts->model_name, len)) {
@@ -398,6 +633,8 @@ int osv_repo_open(const osv_repo_opts_t *opts, osv_repo_t **out, osv_err_t *err)
     }
     pthread_rwlock_init(&r->lock, NULL);
     pthread_mutex_init(&r->op_lock, NULL);
+    if (!r->single[0])
+        check_layout(r);
     if ((rc = scan_names(r, err)) != 0) {
         osv_repo_close(r);
         return rc;
@@ -419,7 +656,7 @@ void osv_repo_close(osv_repo_t *r)
     if (!r)
         return;
     for (size_t i = 0; i < r->n; i++)
-        release_all(r->models[i].versions, r->models[i].n_versions);
+        free_versions(r->models[i].versions, r->models[i].n_versions);
     osv_free(r->models);
     pthread_rwlock_destroy(&r->lock);
     pthread_mutex_destroy(&r->op_lock);
@@ -437,17 +674,25 @@ int osv_repo_acquire(osv_repo_t *r, const char *name, size_t nlen, int64_t versi
     m = find_model(r, name, nlen);
     if (!m) {
         rc = osv_err_set(err, OSV_ENOTFOUND, "unknown model '%.*s'", (int)(nlen > 128 ? 128 : nlen), name);
-    } else if (m->n_versions == 0) {
-        rc = osv_err_set(err, OSV_EUNAVAIL, "model '%s' is not ready (%s)", m->name,
-                         m->state == OSV_MODEL_LOADING ? "loading" : m->reason);
     } else if (version < 0) {
-        found = m->versions[m->n_versions - 1];
-    } else {
-        for (uint32_t i = 0; i < m->n_versions && !found; i++)
-            if (osv_model_version(m->versions[i]) == version)
-                found = m->versions[i];
+        for (uint32_t i = m->n_versions; i-- > 0 && !found;)
+            found = m->versions[i].model;
         if (!found)
-            rc = osv_err_set(err, OSV_ENOTFOUND, "model '%s' has no version %" PRId64, m->name, version);
+            rc = osv_err_set(err, OSV_EUNAVAIL, "model '%s' is not ready (%s)", m->name,
+                             m->state == OSV_MODEL_LOADING ? "loading" : m->reason);
+    } else {
+        const repo_version_t *v = NULL;
+        for (uint32_t i = 0; i < m->n_versions && !v; i++)
+            if (m->versions[i].version == version)
+                v = &m->versions[i];
+        if (v && v->model)
+            found = v->model;
+        else if (v)
+            rc = osv_err_set(err, OSV_EUNAVAIL, "model '%s' version %" PRId64 " is not ready (%s)", m->name,
+                             version, v->reason ? v->reason : "failed");
+        else
+            rc = osv_err_set(err, OSV_ENOTFOUND, "model '%s' has no version %" PRId64 "%s", m->name, version,
+                             m->n_versions ? " served" : " loaded");
     }
     if (found)
         *out = osv_model_ref(found);
@@ -459,26 +704,31 @@ int osv_repo_versions(osv_repo_t *r, const char *name, size_t nlen, int64_t *out
 {
     repo_model_t *m;
     int rc = 0;
+    size_t k = 0;
     pthread_rwlock_rdlock(&r->lock);
     if (!(m = find_model(r, name, nlen))) {
         rc = OSV_ENOTFOUND;
-        *n = 0;
     } else {
-        for (uint32_t i = 0; i < m->n_versions && i < cap; i++)
-            out[i] = osv_model_version(m->versions[i]);
-        *n = m->n_versions;
+        for (uint32_t i = 0; i < m->n_versions; i++) {
+            if (!m->versions[i].model)
+                continue;
+            if (k < cap)
+                out[k] = m->versions[i].version;
+            k++;
+        }
     }
+    *n = k;
     pthread_rwlock_unlock(&r->lock);
     return rc;
 }
 
-static void put_entry(osv_repo_entry_t *e, const repo_model_t *m, int64_t version)
+static void put_entry(osv_repo_entry_t *e, const repo_model_t *m, const repo_version_t *v)
 {
     snprintf(e->name, sizeof e->name, "%s", m->name);
-    e->version = version;
-    e->state = version >= 0 ? OSV_MODEL_READY : m->state;
+    e->version = v ? v->version : -1;
+    e->state = !v ? m->state : v->model ? OSV_MODEL_READY : OSV_MODEL_UNAVAILABLE;
     e->wanted = m->want;
-    snprintf(e->reason, sizeof e->reason, "%s", version >= 0 ? "" : m->reason);
+    snprintf(e->reason, sizeof e->reason, "%s", !v ? m->reason : v->reason ? v->reason : "");
 }
 
 int osv_repo_index(osv_repo_t *r, bool ready_only, osv_repo_entry_t *entries, size_t cap, size_t *n)
@@ -490,12 +740,14 @@ int osv_repo_index(osv_repo_t *r, bool ready_only, osv_repo_entry_t *entries, si
         const repo_model_t *m = &r->models[i];
         if (m->n_versions == 0 && !ready_only) {
             if (k < cap)
-                put_entry(&entries[k], m, -1);
+                put_entry(&entries[k], m, NULL);
             k++;
         }
         for (uint32_t j = 0; j < m->n_versions; j++) {
+            if (ready_only && !m->versions[j].model)
+                continue;
             if (k < cap)
-                put_entry(&entries[k], m, osv_model_version(m->versions[j]));
+                put_entry(&entries[k], m, &m->versions[j]);
             k++;
         }
     }
@@ -514,9 +766,11 @@ int osv_repo_foreach(osv_repo_t *r, int (*fn)(void *ud, osv_model_t *m), void *u
         size_t k = 0, seen = 0;
         pthread_rwlock_rdlock(&r->lock);
         for (size_t i = 0; i < r->n && k < 64; i++) {
-            for (uint32_t j = 0; j < r->models[i].n_versions && k < 64; j++, seen++)
-                if (seen >= skip)
-                    batch[k++] = osv_model_ref(r->models[i].versions[j]);
+            for (uint32_t j = 0; j < r->models[i].n_versions && k < 64; j++) {
+                osv_model_t *m = r->models[i].versions[j].model;
+                if (m && seen++ >= skip)
+                    batch[k++] = osv_model_ref(m);
+            }
         }
         pthread_rwlock_unlock(&r->lock);
         total = k;
@@ -541,16 +795,23 @@ size_t osv_repo_model_count(osv_repo_t *r)
 
 bool osv_repo_ready(osv_repo_t *r)
 {
-    bool ready = true;
+    bool ready = true, serving = false;
     pthread_rwlock_rdlock(&r->lock);
-    for (size_t i = 0; i < r->n && ready; i++)
+    for (size_t i = 0; i < r->n && ready; i++) {
         if (r->models[i].want && r->models[i].state != OSV_MODEL_READY)
             ready = false;
+        serving |= r->models[i].state == OSV_MODEL_READY;
+    }
     pthread_rwlock_unlock(&r->lock);
-    return ready;
+    return ready && serving;
 }
 
 const char *osv_repo_path(const osv_repo_t *r)
 {
     return r->root;
+}
+
+const char *osv_repo_layout_problem(const osv_repo_t *r)
+{
+    return r->problem[0] ? r->problem : NULL;
 }

@@ -15,12 +15,14 @@ typedef struct osv_route {
     uint32_t region_len;
 } osv_route_t;
 
-/* kserve.c: health, server/model metadata, readiness, Triton model config. */
+/* kserve.c: health, server/model metadata, readiness. */
 void osv_h_live(osv_conn_t *c);
 void osv_h_ready(osv_conn_t *c);
 void osv_h_server_meta(osv_conn_t *c);
 void osv_h_model_meta(osv_conn_t *c, const osv_route_t *r);
 void osv_h_model_ready(osv_conn_t *c, const osv_route_t *r);
+
+/* model_config.c: Triton's model configuration extension (the completed ModelConfig as JSON). */
 void osv_h_model_config(osv_conn_t *c, const osv_route_t *r);
 
 /* stats.c: statistics extension, and GET /metrics. */
@@ -45,6 +47,10 @@ void osv_h_shm_register(osv_conn_t *c, const osv_route_t *r);
 void osv_h_shm_unregister(osv_conn_t *c, const osv_route_t *r);
 
 /* Helpers shared by handlers (kserve.c). */
+/* Builds a JSON body of at most `cap` bytes with fill() in a pool slot and sends it with `status`
+ * (503 when no slot is free, 500 if it did not fit). */
+typedef void (*osv_h_fill_fn)(osv_jw_t *w, void *ud);
+void osv_h_send_built(osv_conn_t *c, int status, uint64_t cap, osv_h_fill_fn fill, void *ud);
 /* Sets c->req.deadline from the model's deadline_ms (else --deadline-ms) and the Ortserve-Timeout-Ms
  * header, which may shorten it but not lift it (0 = not set); answers 400 and returns -1 for a
  * malformed header. Saturating: no timeout wraps into an immediate 504. */

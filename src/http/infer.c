@@ -42,6 +42,7 @@ typedef struct in_desc {
     int32_t data_tok;     /* JSON "data" token, -1 when none */
     bool binary;          /* data follows the JSON header */
     uint64_t binary_size; /* binary_data_size */
+    bool raw_string;      /* a raw request's BYTES input: the body is one element, without its length */
     osv_shm_region_t *shm;
     uint64_t shm_offset, shm_size;
     uint64_t bytes; /* size of the data as sent */
@@ -582,7 +583,7 @@ static int declare(dec_t *d)
     int rc;
     for (uint32_t i = 0; i < x->n_in; i++) {
         in_desc_t *in = &x->ins[i];
-        uint64_t bytes = in->binary ? in->binary_size : in->shm ? in->shm_size : 0;
+        uint64_t bytes = in->binary ? in->binary_size + (in->raw_string ? 4 : 0) : in->shm ? in->shm_size : 0;
         if (in->image) {
             if ((rc = declare_image(d, in, &bin_off)) != 0)
                 return rc;
@@ -594,6 +595,10 @@ static int declare(dec_t *d)
         if ((rc = osv_infer_add_input(x->inf, in->idx, in->dt, in->dims, in->rank, bytes, err)) != 0)
             return rc;
         in->bytes = bytes;
+        if (in->raw_string) { /* copied after its length (raw_string_into_slot) */
+            bin_off += in->binary_size;
+            continue;
+        }
         if (in->binary && x->in_memory) { /* bound to its range of the decoded body */
             if (bin_off + in->binary_size > x->binary_len)
                 return osv_err_set(err, OSV_EINVAL,
@@ -845,10 +850,16 @@ static void receive_binary(osv_conn_t *c)
             osv_res_error(c, 400, "more than %d binary inputs", OSV_MAX_IOV);
             return;
         }
-        if (in->image)
+        if (in->image) {
             dst = (void *)in->enc_ptr; /* the encoded images; decoded into the tensor on a worker */
-        else
+        } else {
             osv_infer_input_buffer(x->inf, in->idx, &dst, &len);
+            if (in->raw_string) { /* Triton's serialized element: its length, then the body after it */
+                uint32_t l32 = (uint32_t)in->binary_size;
+                memcpy(dst, &l32, 4);
+                dst = (char *)dst + 4;
+            }
+        }
         v[n++] = (struct iovec){dst, in->binary_size};
         total += in->binary_size;
     }
@@ -864,6 +875,20 @@ static void receive_binary(osv_conn_t *c)
 }
 
 static void prepare_and_continue(osv_conn_t *c);
+
+/* A raw BYTES body not received into its slot (it arrived whole, chunked or compressed, or it is
+ * empty): its length, then a copy of it. */
+static void raw_string_into_slot(infer_ctx_t *x)
+{
+    void *dst;
+    uint64_t len;
+    if (x->n_in != 1 || !x->ins[0].raw_string || osv_infer_input_buffer(x->inf, 0, &dst, &len))
+        return;
+    uint32_t l32 = (uint32_t)x->ins[0].binary_size;
+    memcpy(dst, &l32, 4);
+    if (x->in_memory && l32)
+        memcpy((char *)dst + 4, x->mem, x->ins[0].binary_size);
+}
 
 static void retry_prepare(osv_conn_t *c)
 {
@@ -899,10 +924,15 @@ static void prepare_and_continue(osv_conn_t *c)
             return;
         }
     }
-    if (x->binary_len && !x->in_memory)
+    if (x->binary_len && !x->in_memory) {
         receive_binary(c);
-    else
+    } else {
+        raw_string_into_slot(x);
+        /* An empty raw body gets here from the request's handler, still in HEAD: a request queued for
+         * a worker must leave it (as after a body), or the head would be routed again. */
+        c->state = CONN_RUN;
         dispatch(c);
+    }
 }
 
 static int init_infer(osv_conn_t *c, infer_ctx_t *x)
@@ -939,18 +969,62 @@ static void header_received(osv_conn_t *c)
     prepare_and_continue(c);
 }
 
+/* The shape of a raw body's input, as Triton takes it: a batching model's input is batch 1; its other
+ * dims may have one variable dim, set from the body's size (a BYTES input: every dim is 1, the body
+ * is the one element). 0, or -1 with the message in x->err. */
+static int raw_shape(infer_ctx_t *x, const osv_tensor_info_t *t, uint64_t body, in_desc_t *in)
+{
+    bool strings = t->dtype == OSV_DTYPE_BYTES;
+    uint64_t fixed = strings ? 1 : osv_dtype_size(t->dtype);
+    int dyn = -1;
+    for (int32_t d = 0; d < t->rank; d++) {
+        if (d == 0 && osv_model_max_batch_size(x->m) > 0) {
+            in->dims[0] = 1; /* batch 1 */
+        } else if (t->dims[d] >= 0) {
+            in->dims[d] = t->dims[d];
+            if (!osv_mul_u64(fixed, (uint64_t)t->dims[d], &fixed))
+                fixed = UINT64_MAX;
+        } else if (strings) {
+            in->dims[d] = 1;
+        } else if (dyn < 0) {
+            dyn = d;
+        } else {
+            return osv_err_set(&x->err, OSV_EINVAL,
+                               "a raw binary request needs an input with at most one variable dimension "
+                               "besides the batch; input '%s' has more",
+                               t->name);
+        }
+    }
+    if (strings && body > UINT32_MAX)
+        return osv_err_set(&x->err, OSV_ELIMIT, "a raw BYTES element of %" PRIu64 " bytes is over 4 GiB",
+                           body);
+    if (strings && fixed != 1)
+        return osv_err_set(&x->err, OSV_EINVAL,
+                           "a raw binary request to a BYTES input needs one element (shape [1]): the body is "
+                           "that element; input '%s' holds more",
+                           t->name);
+    if (!strings && (fixed == 0 || body % fixed || (dyn < 0 && body != fixed)))
+        return osv_err_set(&x->err, OSV_EINVAL, "raw body of %" PRIu64 " bytes does not fit input '%s'%s",
+                           body, t->name,
+                           osv_model_max_batch_size(x->m) > 0 ? " (a raw request is batch 1)" : "");
+    if (!strings && dyn >= 0)
+        in->dims[dyn] = (int64_t)(body / fixed);
+    return 0;
+}
+
 /* Inference-Header-Content-Length: 0 — the body is one input's raw bytes (Triton's raw binary
- * request): the model must have one input with at most one dynamic dim. */
+ * request): the model must have one input, of a fixed-size type with at most one variable dim
+ * besides the batch, or BYTES of one element. Outputs come back binary. */
 static void raw_request(osv_conn_t *c, infer_ctx_t *x)
 {
     const osv_tensor_info_t *t = osv_model_input(x->m, 0);
-    uint64_t fixed = osv_dtype_size(t->dtype), body = x->in_memory ? x->mem_len : c->req.head.content_length;
-    int dyn = -1;
+    uint64_t body = x->in_memory ? x->mem_len : c->req.head.content_length;
     in_desc_t *in;
-    if (osv_model_input_count(x->m) != 1 || t->rank < 0 || t->dtype == OSV_DTYPE_BYTES || !fixed) {
+    if (osv_model_input_count(x->m) != 1 || t->rank < 0 ||
+        (t->dtype != OSV_DTYPE_BYTES && !osv_dtype_size(t->dtype))) {
         osv_res_error(c, 400,
                       "a raw binary request (Inference-Header-Content-Length: 0) needs a model with one "
-                      "fixed-size input");
+                      "input");
         return;
     }
     x->ins = osv_arena_alloc(&c->nc.arena, sizeof *x->ins, 8);
@@ -965,24 +1039,12 @@ static void raw_request(osv_conn_t *c, infer_ctx_t *x)
                       .rank = (uint32_t)t->rank,
                       .data_tok = -1,
                       .binary = true,
-                      .binary_size = body};
-    for (int32_t d = 0; d < t->rank; d++) {
-        if (t->dims[d] >= 0) {
-            in->dims[d] = t->dims[d];
-            fixed *= (uint64_t)t->dims[d];
-        } else if (dyn < 0) {
-            dyn = d;
-        } else {
-            osv_res_error(c, 400, "a raw binary request needs an input with at most one dynamic dimension");
-            return;
-        }
-    }
-    if (fixed == 0 || body % fixed || (dyn < 0 && body != fixed)) {
-        osv_res_error(c, 400, "raw body of %" PRIu64 " bytes does not fit input '%s'", body, t->name);
+                      .binary_size = body,
+                      .raw_string = t->dtype == OSV_DTYPE_BYTES};
+    if (raw_shape(x, t, body, in) != 0) {
+        osv_res_error(c, 400, "%s", x->err.msg);
         return;
     }
-    if (dyn >= 0)
-        in->dims[dyn] = (int64_t)(body / fixed);
     x->n_in = 1;
     x->n_out = osv_model_output_count(x->m);
     for (uint32_t k = 0; k < x->n_out; k++)
@@ -1207,12 +1269,22 @@ static void write_strings(osv_jw_t *w, const uint8_t *p, uint64_t len)
     osv_jw_arr_end(w);
 }
 
-/* Classification: the top k of each row as "score:index[:label]" in Triton's BYTES format
+/* What classification ranks, as Triton does: each batch row over all its elements (flat indices) for a
+ * model with a batch dim, the whole tensor for one without. A config.pbtxt model has one when its
+ * max_batch_size > 0; a model without config.pbtxt when its first dim is a batch (osv_model_batched:
+ * the same test Triton's auto-completion applies). The number of rows. */
+static uint64_t class_rows(const osv_conn_t *c, const osv_tensor_view_t *v)
+{
+    const infer_ctx_t *x = c->req.ctx;
+    return osv_model_batched(x->m) && v->rank >= 2 ? (uint64_t)v->dims[0] : 1; /* [N] alone: one list */
+}
+
+/* Classification: the top k of each row (class_rows) as "score:index[:label]" in Triton's BYTES format
  * (score printed like std::to_string, as Triton does). Returns the serialized size. */
 static uint64_t classify_into(osv_conn_t *c, const osv_tensor_info_t *ti, const osv_tensor_view_t *v,
                               uint32_t k, uint8_t *dst, out_plan_t *plan)
 {
-    uint64_t rows = v->rank >= 2 ? (uint64_t)v->dims[0] : 1, used = 0;
+    uint64_t rows = class_rows(c, v), used = 0;
     uint64_t classes = rows ? v->count / rows : 0;
     uint32_t *top = NULL;
     if (k > classes)
@@ -1242,17 +1314,19 @@ static uint64_t classify_into(osv_conn_t *c, const osv_tensor_info_t *ti, const 
             used += 4 + (uint64_t)len;
         }
     }
+    bool batched = osv_model_batched(((infer_ctx_t *)c->req.ctx)->m) && v->rank >= 2;
     plan->class_count = rows * k;
-    plan->class_shape_rank = v->rank >= 2 ? 2 : 1;
-    plan->class_dims[0] = v->rank >= 2 ? (int64_t)rows : (int64_t)k;
+    plan->class_shape_rank = batched ? 2 : 1;
+    plan->class_dims[0] = batched ? (int64_t)rows : (int64_t)k;
     plan->class_dims[1] = k;
     return used;
 }
 
 /* Upper bound of the serialized classification strings for output view v. */
-static uint64_t classify_max(const osv_tensor_info_t *ti, const osv_tensor_view_t *v, uint32_t k)
+static uint64_t classify_max(osv_conn_t *c, const osv_tensor_info_t *ti, const osv_tensor_view_t *v,
+                             uint32_t k)
 {
-    uint64_t rows = v->rank >= 2 ? (uint64_t)v->dims[0] : 1, longest = 0;
+    uint64_t rows = class_rows(c, v), longest = 0;
     for (uint32_t i = 0; i < ti->n_labels; i++) {
         uint64_t l = strlen(ti->labels[i]);
         longest = l > longest ? l : longest;
@@ -1417,10 +1491,10 @@ static void encode_response(osv_conn_t *c)
             return;
         }
         if (o->classification) {
-            uint64_t rows = p->v.rank >= 2 ? (uint64_t)p->v.dims[0] : 1, classes = rows ? p->v.count / rows : 0;
+            uint64_t rows = class_rows(c, &p->v), classes = rows ? p->v.count / rows : 0;
             if (o->classification > classes) /* top-1000000 of 10 classes is the 10 (an empty output: 0) */
                 x->outs[k].classification = classes ? (uint32_t)classes : 1;
-            p->bytes_len = classify_max(osv_model_output(x->m, o->idx), &p->v, o->classification);
+            p->bytes_len = classify_max(c, osv_model_output(x->m, o->idx), &p->v, o->classification);
             p->class_count = rows * o->classification;
         } else if (p->v.dtype == OSV_DTYPE_BYTES) {
             p->bytes_len = p->v.bytes;

@@ -6,6 +6,7 @@
 
 #include "http/handlers.h"
 #include "http/inflate.h"
+#include "ortserve/imaging.h"
 
 #define CONTROL_BODY_LIMIT (1u << 20) /* bodies of control-plane requests (repository, shm) */
 
@@ -24,10 +25,7 @@ const osv_http_header_t *osv_req_header(const osv_conn_t *c, const char *name)
 
 /* ---- sending JSON built with the writer --------------------------------------------------------- */
 
-typedef void (*fill_fn)(osv_jw_t *w, void *ud);
-
-/* Builds a JSON body of at most `cap` bytes in a pool slot and sends it with `status`. */
-static void send_built(osv_conn_t *c, int status, uint64_t cap, fill_fn fill, void *ud)
+void osv_h_send_built(osv_conn_t *c, int status, uint64_t cap, osv_h_fill_fn fill, void *ud)
 {
     char *buf = osv_res_body_buf(c, cap);
     osv_jw_t w;
@@ -103,10 +101,14 @@ void osv_h_ready(osv_conn_t *c)
         for (size_t i = 0; i < got && x.n < READY_ROWS; i++)
             if (all[i].wanted && all[i].state != OSV_MODEL_READY)
                 x.rows[x.n++] = all[i]; /* compacted in place: i >= n */
-        x.why = total == 0 ? "the repository holds no model" : x.n ? "models that should be served are not ready"
-                                                                   : "not every model is ready";
+        x.why = osv_repo_layout_problem(s->repo); /* a layout that serves nothing says how to fix it */
+        if (!x.why)
+            x.why = total == 0 ? "the repository holds no model"
+                    : x.n      ? "models that should be served are not ready"
+                               : "not every model is ready";
     }
-    send_built(c, 503, 1024 + x.n * (OSV_ERR_MSG_MAX * 6 + 512), fill_not_ready, &x);
+    osv_h_send_built(c, 503, 1024 + osv_jw_str_max(strlen(x.why)) + x.n * (OSV_ERR_MSG_MAX * 6 + 512),
+                     fill_not_ready, &x);
 }
 
 static void fill_server_meta(osv_jw_t *w, void *ud)
@@ -125,7 +127,7 @@ static void fill_server_meta(osv_jw_t *w, void *ud)
 
 void osv_h_server_meta(osv_conn_t *c)
 {
-    send_built(c, 200, 1024, fill_server_meta, NULL);
+    osv_h_send_built(c, 200, 1024, fill_server_meta, NULL);
 }
 
 /* ---- model lookup ------------------------------------------------------------------------------------- */
@@ -196,12 +198,21 @@ static void fill_model_meta(osv_jw_t *w, void *ud)
             json_tensor(w, io ? osv_model_output(m, i) : osv_model_input(m, i));
         osv_jw_arr_end(w);
     }
+    osv_img_param_t p[OSV_IMG_PARAMS];
+    uint32_t np = osv_img_model_params(m, p); /* a model taking images says which input, and how */
+    if (np) {
+        osv_jw_key(w, "parameters", 10);
+        osv_jw_obj_begin(w);
+        for (uint32_t i = 0; i < np; i++)
+            jw_kstr(w, p[i].key, p[i].value);
+        osv_jw_obj_end(w);
+    }
     osv_jw_obj_end(w);
 }
 
 static uint64_t model_json_max(const osv_model_t *m)
 {
-    uint64_t cap = 4096 + osv_jw_str_max(strlen(osv_model_name(m)));
+    uint64_t cap = 4096 + osv_jw_str_max(strlen(osv_model_name(m))) + OSV_IMG_PARAMS * (64 + 6 * 160);
     for (uint32_t i = 0; i < osv_model_input_count(m); i++)
         cap += tensor_json_max(osv_model_input(m, i)) + 64;
     for (uint32_t i = 0; i < osv_model_output_count(m); i++)
@@ -215,7 +226,7 @@ void osv_h_model_meta(osv_conn_t *c, const osv_route_t *r)
     if (!x.m)
         return;
     osv_repo_versions(c->srv->repo, r->model, r->model_len, x.versions, 64, &x.n_versions);
-    send_built(c, 200, model_json_max(x.m), fill_model_meta, &x);
+    osv_h_send_built(c, 200, model_json_max(x.m), fill_model_meta, &x);
     osv_model_release(x.m);
 }
 
@@ -245,134 +256,7 @@ void osv_h_model_ready(osv_conn_t *c, const osv_route_t *r)
         return;
     x.name = osv_model_name(m);
     x.version = osv_model_version(m);
-    send_built(c, 200, 512 + osv_jw_str_max(strlen(x.name)), fill_model_ready, &x);
-    osv_model_release(m);
-}
-
-/* Triton's ModelConfig as JSON (model_configuration extension): what tritonclient and
- * perf_analyzer read. Full shapes are reported with max_batch_size 0 (the model handles batching);
- * with the max_batch_size of its config, dims leave the batch dimension out, as Triton's do. */
-static void config_tensor(osv_jw_t *w, const osv_tensor_info_t *t, bool output, bool batched)
-{
-    char type[24];
-    snprintf(type, sizeof type, "TYPE_%s", t->dtype == OSV_DTYPE_BYTES ? "STRING" : osv_dtype_name(t->dtype));
-    osv_jw_obj_begin(w);
-    jw_kstr(w, "name", t->name);
-    jw_kstr(w, "data_type", type);
-    osv_jw_key(w, "dims", 4);
-    osv_jw_arr_begin(w);
-    for (int32_t d = batched ? 1 : 0; d < t->rank; d++)
-        osv_jw_i64(w, t->dims[d]);
-    osv_jw_arr_end(w);
-    if (output) {
-        osv_jw_key(w, "label_filename", 14);
-        osv_jw_str(w, t->n_labels ? "labels" : "", t->n_labels ? 6 : 0);
-    }
-    osv_jw_obj_end(w);
-}
-
-static void jw_kuint_str(osv_jw_t *w, const char *key, uint64_t v) /* proto3 JSON: uint64 as a string */
-{
-    char s[24];
-    snprintf(s, sizeof s, "%" PRIu64, v);
-    jw_kstr(w, key, s);
-}
-
-static void config_policy(osv_jw_t *w, const char *key, const osv_queue_policy_t *p)
-{
-    osv_jw_key(w, key, strlen(key));
-    osv_jw_obj_begin(w);
-    jw_kstr(w, "timeout_action", p->timeout_action == OSV_TIMEOUT_DELAY ? "DELAY" : "REJECT");
-    jw_kuint_str(w, "default_timeout_microseconds", p->default_timeout_us);
-    osv_jw_key(w, "allow_timeout_override", 22);
-    osv_jw_bool(w, p->allow_timeout_override);
-    osv_jw_key(w, "max_queue_size", 14);
-    osv_jw_u64(w, p->max_queue_size);
-    osv_jw_obj_end(w);
-}
-
-static void config_batching(osv_jw_t *w, const osv_model_config_t *cfg)
-{
-    const osv_batching_config_t *b = &cfg->batching;
-    if (b->dynamic) {
-        osv_jw_key(w, "dynamic_batching", 16);
-        osv_jw_obj_begin(w);
-        osv_jw_key(w, "preferred_batch_size", 20);
-        osv_jw_arr_begin(w);
-        for (uint32_t i = 0; i < b->n_preferred; i++)
-            osv_jw_u64(w, b->preferred[i]);
-        osv_jw_arr_end(w);
-        jw_kuint_str(w, "max_queue_delay_microseconds", b->max_queue_delay_us);
-        osv_jw_key(w, "preserve_ordering", 17);
-        osv_jw_bool(w, b->preserve_ordering);
-        osv_jw_key(w, "priority_levels", 15);
-        osv_jw_u64(w, b->priority_levels);
-        osv_jw_key(w, "default_priority_level", 22);
-        osv_jw_u64(w, b->default_priority_level);
-        config_policy(w, "default_queue_policy", &b->default_queue_policy);
-        osv_jw_key(w, "priority_queue_policy", 21);
-        osv_jw_obj_begin(w);
-        for (uint32_t l = 0; l < b->priority_levels && l < OSV_BATCH_MAX_PRIORITIES; l++) {
-            char k[8];
-            snprintf(k, sizeof k, "%u", l + 1);
-            if (b->level_policy_set[l])
-                config_policy(w, k, &b->level_policy[l]);
-        }
-        osv_jw_obj_end(w);
-        osv_jw_obj_end(w);
-    }
-    if (cfg->cache.enable) {
-        osv_jw_key(w, "response_cache", 14);
-        osv_jw_raw(w, "{\"enable\":true}", 15);
-    }
-}
-
-static void fill_model_config(osv_jw_t *w, void *ud)
-{
-    osv_model_t *m = ud;
-    const osv_model_config_t *cfg = osv_model_config(m);
-    osv_jw_obj_begin(w);
-    jw_kstr(w, "name", osv_model_name(m));
-    jw_kstr(w, "platform", "onnxruntime_onnx");
-    jw_kstr(w, "backend", "onnxruntime");
-    bool batched = cfg->batching.max_batch_size > 0;
-    osv_jw_key(w, "max_batch_size", 14);
-    osv_jw_i64(w, cfg->batching.max_batch_size);
-    for (int io = 0; io < 2; io++) {
-        uint32_t n = io ? osv_model_output_count(m) : osv_model_input_count(m);
-        osv_jw_key(w, io ? "output" : "input", io ? 6 : 5);
-        osv_jw_arr_begin(w);
-        for (uint32_t i = 0; i < n; i++)
-            config_tensor(w, io ? osv_model_output(m, i) : osv_model_input(m, i), io, batched);
-        osv_jw_arr_end(w);
-    }
-    config_batching(w, cfg);
-    osv_jw_key(w, "instance_group", 14);
-    osv_jw_arr_begin(w);
-    osv_jw_obj_begin(w);
-    jw_kstr(w, "kind", "KIND_CPU");
-    osv_jw_key(w, "count", 5);
-    osv_jw_u64(w, cfg->batching.instance_count ? cfg->batching.instance_count : 1);
-    osv_jw_obj_end(w);
-    osv_jw_arr_end(w);
-    osv_jw_key(w, "parameters", 10);
-    osv_jw_obj_begin(w);
-    osv_jw_key(w, "intra_op_thread_count", 21);
-    osv_jw_obj_begin(w);
-    char v[24];
-    snprintf(v, sizeof v, "%d", cfg->threads.intra_op);
-    jw_kstr(w, "string_value", v);
-    osv_jw_obj_end(w);
-    osv_jw_obj_end(w);
-    osv_jw_obj_end(w);
-}
-
-void osv_h_model_config(osv_conn_t *c, const osv_route_t *r)
-{
-    osv_model_t *m = osv_h_model(c, r);
-    if (!m)
-        return;
-    send_built(c, 200, model_json_max(m) + 4096, fill_model_config, m); /* + dynamic_batching */
+    osv_h_send_built(c, 200, 512 + osv_jw_str_max(strlen(x.name)), fill_model_ready, &x);
     osv_model_release(m);
 }
 

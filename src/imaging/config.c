@@ -458,3 +458,25 @@ const osv_img_model_t *osv_img_model(const osv_model_t *m)
 {
     return osv_model_attachment(m, OSV_ATTACH_IMAGING);
 }
+
+uint32_t osv_img_model_params(const osv_model_t *m, osv_img_param_t out[OSV_IMG_PARAMS])
+{
+    const osv_img_model_t *im = osv_img_model(m);
+    const osv_tensor_info_t *in;
+    uint32_t n = 0;
+    if (!im || !(in = osv_model_input(m, im->input)))
+        return 0;
+    out[n].key = "image_input";
+    snprintf(out[n++].value, sizeof out->value, "%s", in->name);
+    out[n].key = "image_input_datatype";
+    snprintf(out[n++].value, sizeof out->value, "BYTES");
+    out[n].key = "image_input_shape";
+    snprintf(out[n++].value, sizeof out->value, "[%" PRId64 "]", im->batch > 0 ? im->batch : -1);
+    out[n].key = "image_formats";
+    snprintf(out[n++].value, sizeof out->value, "JPEG,PNG");
+    out[n].key = "image_size";
+    snprintf(out[n++].value, sizeof out->value, "%ux%u", im->spec.width, im->spec.height);
+    out[n].key = "image_classify";
+    snprintf(out[n++].value, sizeof out->value, "/v2/models/%s/classify", osv_model_name(m));
+    return n;
+}

@@ -34,6 +34,7 @@ static const row_t table[] = {
     {OSV_EPARSE, 400, GRPC_INVALID_ARGUMENT, false},
     {OSV_EUNSUPPORTED, 400, GRPC_INVALID_ARGUMENT, false},
     {OSV_EMEDIA, 415, GRPC_INVALID_ARGUMENT, false},
+    {OSV_ELOAD, 400, GRPC_INVALID_ARGUMENT, false}, /* as Triton answers a failed load */
     {OSV_EPERM, 403, GRPC_PERMISSION_DENIED, false},
     {OSV_ENOTFOUND, 404, GRPC_NOT_FOUND, false},
     {OSV_EEXIST, 409, GRPC_ALREADY_EXISTS, false},

@@ -1,6 +1,7 @@
 /* errmap.h — internal: the one table from an ortserve error code to what a front answers with.
  *
- * A code's category decides the answer, never its message: bad input (400 / INVALID_ARGUMENT), not
+ * A code's category decides the answer, never its message: bad input and failed model loads
+ * (400 / INVALID_ARGUMENT, as Triton answers a load that fails), not
  * found (404 / NOT_FOUND), unavailable or out of capacity (503 with Retry-After / UNAVAILABLE), too
  * large (413 / RESOURCE_EXHAUSTED), unsupported media (415 / INVALID_ARGUMENT), deadline (504 /
  * DEADLINE_EXCEEDED), forbidden (403 / PERMISSION_DENIED), conflict (409 / ALREADY_EXISTS),

@@ -264,6 +264,13 @@ class TritonDifferences(unittest.TestCase):
         for m in ("mlp", "identity"):
             os.makedirs(os.path.join(repo, m, "1"))
             shutil.copy(os.path.join(MODELS, m + ".onnx"), os.path.join(repo, m, "1", "model.onnx"))
+        # Triton configs: one with batching and a cache asked for, one asking for sequence batching.
+        for m, text in (("batching", "max_batch_size: 4\ndynamic_batching { }\nresponse_cache { enable: true }\n"),
+                        ("sequence", "sequence_batching { }\n")):
+            os.makedirs(os.path.join(repo, m, "1"))
+            shutil.copy(os.path.join(MODELS, "mlp.onnx"), os.path.join(repo, m, "1", "model.onnx"))
+            with open(os.path.join(repo, m, "config.pbtxt"), "w") as f:
+                f.write(text)
         cls.srv = LiveServer(["--model-repository", repo, "--allow-shm", "1"])
 
     @classmethod
@@ -283,7 +290,9 @@ class TritonDifferences(unittest.TestCase):
     def test_the_list_is_in_design(self):
         text = section(read("docs/DESIGN.md"), "What a Triton client sees differently")
         for needle in ["parameters.sequence_id", "parameters.config", "/v2/trace/setting", "/v2/logging", "Accept-Encoding",
-                       "parameters.timeout", "[N, k]", "shared_memory_byte_size", "cudasharedmemory"]:
+                       "parameters.timeout", "[N, k]", "shared_memory_byte_size", "cudasharedmemory",
+                       "a model directory without `config.pbtxt`",
+                       "`sequence_batching`, ensembles", "503 (Triton: 400)", "404 (Triton: 400)"]:
             self.assertIn(needle, text)
 
     def test_sequence_batching_is_refused(self):
@@ -319,6 +328,30 @@ class TritonDifferences(unittest.TestCase):
     def test_timeout_parameter_is_a_deadline(self):
         st, body = self.post("/v2/models/mlp/infer", self.mlp(parameters={"timeout": 1}))
         self.assertEqual(st, 504, body)
+
+    def test_a_model_without_config_pbtxt_keeps_its_shapes(self):
+        cfg = json.loads(self.srv.get("/v2/models/mlp/config")[1])
+        self.assertEqual((cfg["max_batch_size"], cfg["input"][0]["dims"], cfg["version_policy"]), (0, [-1, 64], {"all": {}}))
+
+    def test_batching_and_cache_from_config_pbtxt_are_active(self):
+        cfg = json.loads(self.srv.get("/v2/models/batching/config")[1])
+        self.assertEqual((cfg["dynamic_batching"]["preferred_batch_size"], cfg["response_cache"]), ([4], {"enable": True}))
+        # the batcher runs it; the cache needs --cache-size, and the log says so
+        self.assertIn('"event":"response_cache_off"', self.srv.logs())
+        st, body = self.post("/v2/models/batching/infer", self.mlp())
+        self.assertEqual(st, 200, body)
+
+    def test_unsupported_configs_fail_their_model_only(self):
+        st, rows = self.post("/v2/repository/index")
+        reason = {r["name"]: r["reason"] for r in json.loads(rows)}
+        self.assertIn("sequence_batching: sequence batching is not supported", reason["sequence"])
+        self.assertEqual(self.post("/v2/models/mlp/infer", self.mlp())[0], 200)
+
+    def test_statuses_for_not_ready_and_unknown(self):
+        self.assertEqual(self.srv.get("/v2/models/sequence/ready")[0], 503)
+        self.assertEqual(self.srv.get("/v2/health/ready")[0], 503)
+        st, body = self.post("/v2/repository/models/nowhere/load")
+        self.assertEqual(st, 404, body)
 
     def test_classification_keeps_the_batch_dimension(self):
         st, body = self.post("/v2/models/mlp/infer", self.mlp(outputs=[{"name": "probs",

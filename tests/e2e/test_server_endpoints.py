@@ -99,9 +99,17 @@ class Endpoints(unittest.TestCase):
         self.assertEqual(st, 200)
         self.assertEqual((cfg["name"], cfg["platform"], cfg["backend"], cfg["max_batch_size"]),
                          ("mlp", "onnxruntime_onnx", "onnxruntime", 0))
-        self.assertEqual(cfg["input"], [{"name": "x", "data_type": "TYPE_FP32", "dims": [-1, 64]}])
+        self.assertEqual(cfg["input"], [{"name": "x", "data_type": "TYPE_FP32", "format": "FORMAT_NONE",
+                                         "dims": [-1, 64], "is_shape_tensor": False, "allow_ragged_batch": False,
+                                         "optional": False, "is_non_linear_format_io": False}])
+        # The real labels file, as config.json names it (issue 18, item 8: it said "labels").
         self.assertEqual(cfg["output"], [{"name": "probs", "data_type": "TYPE_FP32", "dims": [-1, 10],
-                                          "label_filename": "labels"}])
+                                          "label_filename": "labels.txt", "is_shape_tensor": False,
+                                          "is_non_linear_format_io": False}])
+        # A model without config.pbtxt: every version, every thread may run it on its one session.
+        self.assertEqual(cfg["version_policy"], {"all": {}})
+        self.assertEqual(cfg["instance_group"][0]["kind"], "KIND_CPU")
+        self.assertEqual(cfg["parameters"]["share_session_between_instances"], {"string_value": "true"})
         st, cfg = self.srv.json("GET", "/v2/models/identity/versions/1/config")
         self.assertEqual(st, 200)
         types = {t["name"]: t["data_type"] for t in cfg["input"]}
@@ -246,7 +254,7 @@ class Repository(unittest.TestCase):
         self.assertEqual(self.srv.json("GET", "/v2/health/live"), (200, {"live": True}))
         rows = self.index()
         self.assertEqual(rows["broken"]["state"], "UNAVAILABLE")
-        self.assertNotIn("version", rows["broken"])
+        self.assertEqual(rows["broken"]["version"], "1")  # each version has its row, state and reason
         self.assertIn("broken", rows["broken"]["reason"])
         self.assertEqual((rows["mlp"]["state"], rows["mlp"]["version"]), ("READY", "1"))
         st, r = self.srv.json("GET", "/v2/models/broken")
@@ -259,6 +267,7 @@ class Repository(unittest.TestCase):
         self.assertEqual(self.srv.json("POST", "/v2/repository/models/broken/unload"), (200, None))
         self.assertEqual(self.srv.json("GET", "/v2/health/ready"), (200, {"ready": True}))
         self.assertEqual(self.index()["broken"]["reason"], "unloaded")
+        self.assertNotIn("version", self.index()["broken"])
 
         # Repair it on disk and load it: served, still ready.
         os.remove(os.path.join(self.repo, "broken", "1", "model.onnx"))

@@ -22,6 +22,7 @@ static const struct {
     {OSV_EPARSE, 400, 3, false},
     {OSV_EUNSUPPORTED, 400, 3, false},
     {OSV_EMEDIA, 415, 3, false},
+    {OSV_ELOAD, 400, 3, false}, /* a failed model load, as Triton answers it */
     {OSV_EPERM, 403, 7, false},
     {OSV_ENOTFOUND, 404, 5, false},
     {OSV_EEXIST, 409, 6, false},

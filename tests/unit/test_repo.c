@@ -107,9 +107,11 @@ static void index_reports_state_and_reason(void **state)
     assert_non_null(x = row(e, n, "mlp", 1));
     assert_int_equal(x->state, OSV_MODEL_READY);
     assert_non_null(row(e, n, "mlp", 3));
-    assert_non_null(x = row(e, n, "junk", -1));
+    assert_non_null(x = row(e, n, "junk", 1)); /* each version has its row, with its state and reason */
     assert_int_equal(x->state, OSV_MODEL_UNAVAILABLE);
     assert_true(strlen(x->reason) > 0);
+    assert_non_null(x = row(e, n, "empty", -1)); /* no version at all: the model's row */
+    assert_non_null(strstr(x->reason, "no <version>/model.onnx"));
     assert_non_null(x = row(e, n, "escape", -1)); /* the symlink points outside: not loaded */
     if (!strstr(x->reason, "inside the repository"))
         fail_msg("escape: reason '%s'", x->reason);
@@ -176,8 +178,11 @@ static void reload_keeps_running_requests(void **state)
     osv_repo_t *r = open_repo();
     osv_model_t *old, *fresh;
     osv_err_t err;
+    char src[512];
     (void)state;
     OSV_ASSERT_OK(osv_repo_acquire(r, "mlp", 3, -1, &old, &err), &err);
+    osv_test_copy_file(osv_test_model("mlp.onnx", src, sizeof src), repo_dir,
+                       "mlp/3/model.onnx");             /* changed */
     OSV_ASSERT_OK(osv_repo_load(r, "mlp", &err), &err); /* new sessions replace the old */
     OSV_ASSERT_OK(osv_repo_acquire(r, "mlp", 3, -1, &fresh, &err), &err);
     assert_ptr_not_equal(old, fresh);
@@ -185,6 +190,37 @@ static void reload_keeps_running_requests(void **state)
     assert_int_equal(run_mlp(fresh), 0);
     osv_model_release(old); /* the old session is freed here */
     osv_model_release(fresh);
+    osv_repo_close(r);
+}
+
+/* A load keeps a version whose files did not change: the very same instance goes on serving; a
+ * version whose file changed is loaded anew; the other versions are untouched. */
+static void reload_keeps_unchanged_versions(void **state)
+{
+    osv_repo_t *r = open_repo();
+    osv_model_t *v1, *v3, *again1, *again3;
+    osv_err_t err;
+    char src[512];
+    (void)state;
+    OSV_ASSERT_OK(osv_repo_acquire(r, "mlp", 3, 1, &v1, &err), &err);
+    OSV_ASSERT_OK(osv_repo_acquire(r, "mlp", 3, 3, &v3, &err), &err);
+    OSV_ASSERT_OK(osv_repo_load(r, "mlp", &err), &err);
+    OSV_ASSERT_OK(osv_repo_acquire(r, "mlp", 3, 1, &again1, &err), &err);
+    OSV_ASSERT_OK(osv_repo_acquire(r, "mlp", 3, 3, &again3, &err), &err);
+    assert_ptr_equal(v1, again1);
+    assert_ptr_equal(v3, again3);
+    osv_model_release(again1);
+    osv_model_release(again3);
+    osv_test_copy_file(osv_test_model("mlp.onnx", src, sizeof src), repo_dir, "mlp/3/model.onnx");
+    OSV_ASSERT_OK(osv_repo_load(r, "mlp", &err), &err);
+    OSV_ASSERT_OK(osv_repo_acquire(r, "mlp", 3, 1, &again1, &err), &err);
+    OSV_ASSERT_OK(osv_repo_acquire(r, "mlp", 3, 3, &again3, &err), &err);
+    assert_ptr_equal(v1, again1);
+    assert_ptr_not_equal(v3, again3);
+    osv_model_release(again1);
+    osv_model_release(again3);
+    osv_model_release(v1);
+    osv_model_release(v3);
     osv_repo_close(r);
 }
 
@@ -327,6 +363,7 @@ int main(void)
         cmocka_unit_test(index_reports_state_and_reason),
         cmocka_unit_test(unload_and_load),
         cmocka_unit_test(reload_keeps_running_requests),
+        cmocka_unit_test(reload_keeps_unchanged_versions),
         cmocka_unit_test(reload_during_traffic),
         cmocka_unit_test(failed_reload_keeps_serving),
         cmocka_unit_test(new_model_on_disk_is_indexed),
