@@ -42,7 +42,10 @@ extern "C" {
     XX(PERM, -17, "not permitted")                                                                           \
     XX(PARSE, -18, "malformed input")                                                                        \
     XX(TOOBIG, -19, "too large")                                                                             \
-    XX(MEDIA, -20, "unsupported media type")
+    XX(MEDIA, -20, "unsupported media type")                                                                 \
+    XX(NOTIMPL, -21, "not implemented")                                                                      \
+    XX(PROTO, -22, "protocol violation")                                                                     \
+    XX(AUTH, -23, "unauthenticated")
 
 enum {
 #define OSV__ERR_ENUM(name, value, desc) OSV_E##name = (value),

@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "opts.h"
+#include "grpc/grpc.h"
 #include "http/http.h"
 #include "serve/shm.h"
 #include "obs/log.h"
@@ -18,6 +19,8 @@
 
 typedef struct serve_cfg {
     osv_server_opts_t srv;
+    osv_grpc_opts_t grpc;
+    const char *grpc_port_file, *grpc_port;
     osv_env_opts_t env;
     osv_limits_t limits;
     const char *repo, *model_name, *port_file, *ort_library, *log_level, *log_format, *otlp_endpoint,
@@ -35,6 +38,7 @@ typedef struct serve_cfg {
 #define DAY_MS      86400000u     /* the longest time option accepted */
 #define HOUR_US     3600000000ull /* the longest --inline-threshold-us */
 #define MAX_THREADS 1024          /* loops, workers and ORT threads */
+#define GRPC_PORT_UNSET (-2)      /* no --grpc-port: 8001, or any free port when --port is 0 */
 
 /* Every option, with the range it accepts (opts.h checks at compile time that each field holds it). */
 #define OSV_OPT_STRUCT serve_cfg_t
@@ -46,6 +50,34 @@ static const osv_opt_t opts[] = {
     OSV_OPT_COUNT("port", srv.port, 0, 65535, "0 = any free port", "N",
                   "TCP port (default 8000; 0 picks a free one)"),
     OSV_OPT_STRING("port-file", port_file, "PATH", "write the port actually bound to PATH once listening"),
+    OSV_OPT_STRING("grpc-port", grpc_port, "N",
+                   "gRPC (KServe v2 / Triton, HTTP/2 cleartext) port: 0 picks a free one, -1 turns gRPC off "
+                   "(default 8001, or 0 when --port is 0)"),
+    OSV_OPT_STRING("grpc-port-file", grpc_port_file, "PATH", "write the gRPC port actually bound to PATH"),
+    OSV_OPT_BYTES("grpc-max-message-bytes", grpc.max_message_bytes, 0, 0xffffffffull, "0 = --max-body-bytes",
+                  "largest gRPC message either way, RESOURCE_EXHAUSTED beyond (default: --max-body-bytes)"),
+    OSV_OPT_COUNT("grpc-max-streams", grpc.max_streams, 1, 1u << 16, NULL, "N",
+                  "concurrent HTTP/2 streams per gRPC connection, refused beyond (100)"),
+    OSV_OPT_BYTES("grpc-max-header-list-bytes", grpc.max_header_list, 1024, 1u << 24, NULL,
+                  "a gRPC request's header list, HTTP 431 beyond (16K)"),
+    OSV_OPT_BYTES("grpc-stream-window", grpc.stream_window, 65535, 0x7fffffffu, NULL,
+                  "HTTP/2 flow-control window of each gRPC stream (1M)"),
+    OSV_OPT_BYTES("grpc-conn-window", grpc.conn_window, 65535, 0x7fffffffu, NULL,
+                  "HTTP/2 flow-control window of each gRPC connection (16M)"),
+    OSV_OPT_COUNT("grpc-max-inflight", grpc.max_inflight, 1, 1u << 20, NULL, "N",
+                  "inference requests in progress on one gRPC connection, streams included (1024)"),
+    OSV_OPT_BYTES("grpc-max-h2-memory", grpc.max_h2_memory, 64u << 10, 1ull << 32, NULL,
+                  "memory the HTTP/2 library may hold for one gRPC connection, GOAWAY beyond (4M)"),
+    OSV_OPT_DURATION("grpc-idle-timeout-ms", grpc.idle_timeout_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS, "0 = never",
+                     "MS", "a gRPC connection without open streams is closed after (60000)"),
+    OSV_OPT_DURATION("grpc-keepalive-ms", grpc.keepalive_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS, "0 = off", "MS",
+                     "PING a gRPC connection silent this long; no answer in as long closes it (0: off)"),
+    OSV_OPT_DURATION("grpc-stall-timeout-ms", grpc.stall_timeout_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS,
+                     "0 = never", "MS", "gRPC output that makes no progress this long (a zero window) closes the "
+                     "connection (30000)"),
+    OSV_OPT_COUNT("grpc-frame-rate", grpc.frame_rate_limit, 0, 1u << 20, "0 = unlimited", "N",
+                  "PING/SETTINGS/RST_STREAM/empty DATA frames a gRPC client may send per second, GOAWAY beyond "
+                  "(100)"),
     OSV_OPT_COUNT("loops", srv.loops, 0, MAX_THREADS, "0 = one per core", "N",
                   "event-loop threads (default: one per core)"),
     OSV_OPT_COUNT("workers", srv.workers, 0, MAX_THREADS, "0 = one per core", "N",
@@ -141,10 +173,9 @@ static const osv_opt_t opts[] = {
 #undef OSV_OPT_STRUCT
 
 /* Flags of Triton's tritonserver that users try first. An unknown flag found here is answered with
- * ortserve's own. Entries go when ortserve gets the flag itself (the gRPC front adds --grpc-port). */
+ * ortserve's own. Entries go when ortserve gets the flag itself. */
 static const osv_opt_hint_t triton_flags[] = {
     {"http-port", "port", NULL},
-    {"grpc-port", "port", "gRPC is not available yet: --port is the HTTP port"},
     {"metrics-port", "port", "/metrics is served on the HTTP port"},
     {"http-address", "host", NULL},
     {"model-store", "model-repository", NULL},
@@ -181,6 +212,8 @@ static void defaults(serve_cfg_t *c)
 {
     memset(c, 0, sizeof *c);
     osv_server_opts_default(&c->srv);
+    osv_grpc_opts_default(&c->grpc);
+    c->grpc.port = GRPC_PORT_UNSET;
     osv_env_opts_default(&c->env);
     osv_limits_default(&c->limits);
     c->intra_op = c->env.threads.intra_op;
@@ -203,6 +236,18 @@ static int parse(serve_cfg_t *cfg, int argc, char **argv)
     }
     if (rc)
         return rc;
+    if (cfg->grpc_port) { /* -1 (off) is outside what a COUNT option parses */
+        char *end;
+        long v = strtol(cfg->grpc_port, &end, 10);
+        if (!*cfg->grpc_port || *end || v < -1 || v > 65535) {
+            fprintf(stderr, "ortserve serve: invalid value '%s' for --grpc-port: want an integer from -1 (off) to "
+                            "65535 (0 = any free port)\n", cfg->grpc_port);
+            return 2;
+        }
+        cfg->grpc.port = (int)v;
+    }
+    if (cfg->grpc.port == GRPC_PORT_UNSET) /* an ephemeral HTTP port (tests, benchmarks) wants both */
+        cfg->grpc.port = cfg->srv.port == 0 ? 0 : 8001;
     if (!cfg->repo) {
         fprintf(stderr, "ortserve serve: --model-repository DIR is required (or ORTSERVE_MODEL_REPOSITORY)\n"
                         "Run 'ortserve serve --help' for every option.\n");
@@ -296,6 +341,22 @@ static void fit_nofile(uint32_t max_connections, uint32_t regions)
             "\"open_files\":%llu,\"max_connections\":%u,\"message\":\"the descriptor limit is below "
             "--max-connections + %d: connections beyond it get 503 (raise LimitNOFILE / ulimit -n)\"",
             (unsigned long long)(rl.rlim_cur > old ? rl.rlim_cur : old), max_connections, 256 + regions);
+}
+
+/* The gRPC front on the server's transport (loops, request layer, in-flight count), unless
+ * --grpc-port -1. */
+static int start_grpc(serve_cfg_t *cfg, osv_server_t *s, osv_grpc_t **g, uint16_t *port, osv_err_t *err)
+{
+    int rc;
+    if (cfg->grpc.port < 0)
+        return 0;
+    cfg->grpc.allow_shm = cfg->srv.allow_shm;
+    cfg->grpc.model_control = cfg->srv.model_control;
+    if (!cfg->grpc.max_message_bytes)
+        cfg->grpc.max_message_bytes = cfg->srv.max_body_bytes;
+    if ((rc = osv_grpc_create(&cfg->grpc, s->serve, s->net, &s->inflight, g, err)) != 0)
+        return rc;
+    return osv_net_listen(s->net, osv_grpc_front(*g), cfg->srv.host, cfg->grpc.port, port, err);
 }
 
 static void write_port_file(const char *path, uint16_t port)
@@ -413,6 +474,8 @@ static int serve(serve_cfg_t *cfg)
     osv_env_t *env = NULL;
     osv_repo_t *repo = NULL;
     osv_server_t *s = NULL;
+    osv_grpc_t *grpc = NULL;
+    uint16_t grpc_port = 0;
     osv_err_t err;
     int rc;
 
@@ -439,6 +502,7 @@ static int serve(serve_cfg_t *cfg)
     }
     /* A port in use fails now, not after the models have loaded. */
     if ((rc = osv_net_probe(cfg->srv.host, cfg->srv.port, &err)) != 0 ||
+        (cfg->grpc.port >= 0 && (rc = osv_net_probe(cfg->srv.host, cfg->grpc.port, &err)) != 0) ||
         (rc = osv_env_create(&cfg->env, &env, &err)) != 0) {
         char e[1024];
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
@@ -454,9 +518,12 @@ static int serve(serve_cfg_t *cfg)
                           .model_name = cfg->model_name && *cfg->model_name ? cfg->model_name : NULL};
     if ((rc = osv_repo_open(&ro, &repo, &err)) != 0 ||
         (!all && (rc = load_listed(repo, cfg->load_models.v, &err)) != 0) ||
-        (rc = osv_server_create(&cfg->srv, env, repo, &s, &err)) != 0) {
+        (rc = osv_server_create(&cfg->srv, env, repo, &s, &err)) != 0 ||
+        (rc = start_grpc(cfg, s, &grpc, &grpc_port, &err)) != 0) {
         char e[2048];
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
+        osv_server_destroy(s);
+        osv_grpc_destroy(grpc);
         osv_repo_close(repo);
         osv_env_destroy(env);
         return 1;
@@ -473,12 +540,15 @@ static int serve(serve_cfg_t *cfg)
     signal(SIGPIPE, SIG_IGN);
     if (cfg->port_file)
         write_port_file(cfg->port_file, s->port);
+    if (cfg->grpc_port_file && grpc)
+        write_port_file(cfg->grpc_port_file, grpc_port);
     log_pool_plan(cfg, s);
     log_start(cfg, s, env, (double)(osv_now_ns() - t0) / 1e6);
     rc = osv_server_run(s);
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");
     the_server = NULL;
     osv_server_destroy(s);
+    osv_grpc_destroy(grpc); /* after the transport that served it */
     osv_obs_shutdown();
     osv_repo_close(repo);
     osv_env_destroy(env);

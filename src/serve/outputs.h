@@ -1,0 +1,33 @@
+/* outputs.h — internal: protocol-neutral work on a finished inference's output views that every front
+ * needs: reading an element as a double, and Triton's classification extension (the top k of each
+ * row as "score:index[:label]" strings in Triton's serialized BYTES form). No front header here. Pure
+ * functions over caller memory; any thread. */
+#ifndef OSV_SERVE_OUTPUTS_H
+#define OSV_SERVE_OUTPUTS_H
+
+#include <stdint.h>
+
+#include "ortserve.h"
+
+/* Element i of view v as a double (FP16/BF16 widened; BYTES: 0). */
+double osv_view_value(const osv_tensor_view_t *v, uint64_t i);
+
+/* The classification of view v: k clamped to the classes per row (an empty output: 1). */
+uint32_t osv_classify_k(const osv_tensor_view_t *v, uint32_t k);
+/* Upper bound of the serialized strings osv_classify writes for view v (ti: the model output, for its
+ * labels) and k (already clamped). */
+uint64_t osv_classify_max(const osv_tensor_info_t *ti, const osv_tensor_view_t *v, uint32_t k);
+
+/* Shape of a classification result. */
+typedef struct osv_class_shape {
+    uint64_t count; /* strings */
+    uint32_t rank;
+    int64_t dims[2];
+} osv_class_shape_t;
+
+/* Writes the top k of each row of v into dst[0..cap) (cap ≥ osv_classify_max), using top[0..k) as
+ * scratch; returns the bytes written and fills *shape. */
+uint64_t osv_classify(const osv_tensor_info_t *ti, const osv_tensor_view_t *v, uint32_t k, uint64_t *top,
+                      uint8_t *dst, osv_class_shape_t *shape);
+
+#endif
