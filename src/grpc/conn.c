@@ -827,8 +827,7 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
             spend_token(c);
         break;
     case NGHTTP2_PRIORITY:
-    case NGHTTP2_RST_STREAM:
-    case NGHTTP2_WINDOW_UPDATE:
+    case NGHTTP2_RST_STREAM: /* rapid reset; nghttp2's own rate limit applies too */
         spend_token(c);
         break;
     default:
@@ -934,6 +933,8 @@ static bool check_preface(gconn_t *c)
 
 void grpc_conn_kick(gconn_t *c)
 {
+    if (!c->preface_checked) /* nothing is sent before the client's preface (HTTP/1.1 gets its answer) */
+        return;
     for (int i = 0; i < 64 && !c->dying; i++) {
         if (!flush(c))
             break;

@@ -81,7 +81,7 @@ class GrpcServer(Server):
 
 
 def tensor(name, arr, datatype=None):
-    arr = np.ascontiguousarray(arr)
+    arr = np.asarray(arr)  # (np.ascontiguousarray makes a 0-d array 1-d)
     t = pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype or np_datatype(arr.dtype))
     t.shape.extend(arr.shape)
     return t
