@@ -30,6 +30,7 @@
 #include "http/inflate.h"
 #include "serve/shm.h"
 #include "serve/errmap.h"
+#include "serve/outputs.h"
 
 #define MAX_ID_LEN   1024
 #define BUSY_RETRIES 3
@@ -1132,48 +1133,6 @@ static uint64_t max_chars(osv_dtype_t dt)
     }
 }
 
-static double value_at(const osv_tensor_view_t *v, uint64_t i)
-{
-    const void *p = v->data;
-    uint32_t b;
-    float f;
-    switch (v->dtype) {
-    case OSV_DTYPE_FP32:
-        return ((const float *)p)[i];
-    case OSV_DTYPE_FP64:
-        return ((const double *)p)[i];
-    case OSV_DTYPE_FP16: {
-        uint16_t h = ((const uint16_t *)p)[i];
-        uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
-        double r = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m | 0x400, (int)e - 25);
-        return (h & 0x8000) ? -r : r;
-    }
-    case OSV_DTYPE_BF16:
-        b = (uint32_t)((const uint16_t *)p)[i] << 16;
-        memcpy(&f, &b, 4);
-        return f;
-    case OSV_DTYPE_BOOL:
-    case OSV_DTYPE_UINT8:
-        return ((const uint8_t *)p)[i];
-    case OSV_DTYPE_INT8:
-        return ((const int8_t *)p)[i];
-    case OSV_DTYPE_UINT16:
-        return ((const uint16_t *)p)[i];
-    case OSV_DTYPE_INT16:
-        return ((const int16_t *)p)[i];
-    case OSV_DTYPE_UINT32:
-        return ((const uint32_t *)p)[i];
-    case OSV_DTYPE_INT32:
-        return ((const int32_t *)p)[i];
-    case OSV_DTYPE_UINT64:
-        return (double)((const uint64_t *)p)[i];
-    case OSV_DTYPE_INT64:
-        return (double)((const int64_t *)p)[i];
-    default:
-        return 0;
-    }
-}
-
 static void write_numbers(osv_jw_t *w, const osv_tensor_view_t *v)
 {
     const void *p = v->data;
@@ -1192,7 +1151,7 @@ static void write_numbers(osv_jw_t *w, const osv_tensor_view_t *v)
             break;
         case OSV_DTYPE_FP16:
         case OSV_DTYPE_BF16:
-            osv_jw_f32(w, (float)value_at(v, i));
+            osv_jw_f32(w, (float)osv_view_value(v, i));
             break;
         case OSV_DTYPE_UINT64:
             osv_jw_u64(w, ((const uint64_t *)p)[i]);
@@ -1201,7 +1160,7 @@ static void write_numbers(osv_jw_t *w, const osv_tensor_view_t *v)
             osv_jw_i64(w, ((const int64_t *)p)[i]);
             break;
         default:
-            osv_jw_i64(w, (int64_t)value_at(v, i));
+            osv_jw_i64(w, (int64_t)osv_view_value(v, i));
             break;
         }
     }
@@ -1221,65 +1180,22 @@ static void write_strings(osv_jw_t *w, const uint8_t *p, uint64_t len)
     osv_jw_arr_end(w);
 }
 
-/* Classification: the top k of each row as "score:index[:label]" in Triton's BYTES format
- * (score printed like std::to_string, as Triton does). Returns the serialized size. */
+/* Classification (serve/outputs.c): the top k of each row in Triton's BYTES form, into dst.
+ * Returns the serialized size, UINT64_MAX when the request's arena has no room for the scratch. */
 static uint64_t classify_into(osv_conn_t *c, const osv_tensor_info_t *ti, const osv_tensor_view_t *v,
                               uint32_t k, uint8_t *dst, out_plan_t *plan)
 {
-    uint64_t rows = v->rank >= 2 ? (uint64_t)v->dims[0] : 1, used = 0;
-    uint64_t classes = rows ? v->count / rows : 0;
-    uint64_t *top = NULL;
-    if (k > classes)
-        k = (uint32_t)classes;
-    if (k && !(top = osv_arena_alloc(&c->nc.arena, k * sizeof *top, 8)))
+    osv_class_shape_t cs;
+    uint64_t *top = osv_arena_alloc(&c->nc.arena, (k ? k : 1) * sizeof *top, 8);
+    uint64_t used;
+    if (!top)
         return UINT64_MAX;
-    for (uint64_t r = 0; r < rows; r++) {
-        const uint64_t base = r * classes;
-        uint32_t n = 0;
-        for (uint64_t i = 0; i < classes; i++) { /* insertion into a sorted top-k list */
-            double val = value_at(v, base + i);
-            if (n == k && !(val > value_at(v, base + top[k - 1])))
-                continue;
-            uint32_t j = n < k ? n++ : k - 1;
-            while (j > 0 && val > value_at(v, base + top[j - 1])) {
-                top[j] = top[j - 1];
-                j--;
-            }
-            top[j] = i;
-        }
-        for (uint32_t j = 0; j < n; j++) {
-            char *s = (char *)dst + used + 4;
-            double score = value_at(v, base + top[j]);
-            int len = snprintf(s, 64, "%f:%" PRIu64, score, top[j]); /* std::to_string's format, as Triton */
-            if (len < 0 || len >= 64)
-                len = snprintf(s, 64, "%g:%" PRIu64, score, top[j]); /* huge scores */
-            if (top[j] < ti->n_labels) {
-                size_t ll = strlen(ti->labels[top[j]]);
-                s[len++] = ':';
-                memcpy(s + len, ti->labels[top[j]], ll);
-                len += (int)ll;
-            }
-            uint32_t l32 = (uint32_t)len;
-            memcpy(dst + used, &l32, 4);
-            used += 4 + (uint64_t)len;
-        }
-    }
-    plan->class_count = rows * k;
-    plan->class_shape_rank = v->rank >= 2 ? 2 : 1;
-    plan->class_dims[0] = v->rank >= 2 ? (int64_t)rows : (int64_t)k;
-    plan->class_dims[1] = k;
+    used = osv_classify(ti, v, k, top, dst, &cs);
+    plan->class_count = cs.count;
+    plan->class_shape_rank = cs.rank;
+    plan->class_dims[0] = cs.dims[0];
+    plan->class_dims[1] = cs.dims[1];
     return used;
-}
-
-/* Upper bound of the serialized classification strings for output view v. */
-static uint64_t classify_max(const osv_tensor_info_t *ti, const osv_tensor_view_t *v, uint32_t k)
-{
-    uint64_t rows = v->rank >= 2 ? (uint64_t)v->dims[0] : 1, longest = 0;
-    for (uint32_t i = 0; i < ti->n_labels; i++) {
-        uint64_t l = strlen(ti->labels[i]);
-        longest = l > longest ? l : longest;
-    }
-    return rows * k * (4 + 64 + 1 + longest);
 }
 
 static void jw_kstr(osv_jw_t *w, const char *key, const char *val, size_t n)
@@ -1439,10 +1355,9 @@ static void encode_response(osv_conn_t *c)
             return;
         }
         if (o->classification) {
-            uint64_t rows = p->v.rank >= 2 ? (uint64_t)p->v.dims[0] : 1, classes = rows ? p->v.count / rows : 0;
-            if (o->classification > classes) /* top-1000000 of 10 classes is the 10 (an empty output: 0) */
-                x->outs[k].classification = classes ? (uint32_t)classes : 1;
-            p->bytes_len = classify_max(osv_model_output(x->m, o->idx), &p->v, o->classification);
+            uint64_t rows = p->v.rank >= 2 ? (uint64_t)p->v.dims[0] : 1;
+            x->outs[k].classification = osv_classify_k(&p->v, o->classification);
+            p->bytes_len = osv_classify_max(osv_model_output(x->m, o->idx), &p->v, o->classification);
             p->class_count = rows * o->classification;
         } else if (p->v.dtype == OSV_DTYPE_BYTES) {
             p->bytes_len = p->v.bytes;
