@@ -38,7 +38,7 @@ pkgs_build=(cmake ninja-build gcc pkg-config libhttp-parser-dev libturbojpeg0-de
             protobuf-c-compiler)
 pkgs_test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-onnx python3-numpy python3-pil
            libonnx-testdata fonts-dejavu-core prometheus python3-yaml man-db groff-base systemd strace
-           nginx-light openssl python3-grpcio python3-grpc-tools python3-protobuf)
+           nginx-light openssl python3-grpcio python3-grpc-tools python3-protobuf python3-h2)
 pkgs_bench=(wrk nghttp2-client nginx-light gnuplot-nox python3-matplotlib libjansson-dev libcjson-dev)
 # tools/gen_models.py; tools/demo_repo.sh draws the demo images with PIL and DejaVu Sans (all of them
 # in pkgs_test too).
