@@ -635,10 +635,12 @@ void grpc_infer(gcall_t *k)
         return; /* a worker has it */
     k->held = false;
     k->st->c->n_held--;
-    if (rc == 1)
+    if (rc == 1) {
         finish(k);
-    else
+    } else {
+        k->err = x->sreq.err; /* refused: a full queue, or a deadline the work ahead would miss */
         fail(k, rc);
+    }
 }
 
 void grpc_infer_cancel(gcall_t *k)

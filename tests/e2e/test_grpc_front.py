@@ -72,7 +72,7 @@ class GrpcFront(unittest.TestCase):
                                         "bytes_fp32": "bytes_fp32.onnx"},
                          configs={"slow": {"deadline_ms": 0}})
         cls.srv = GrpcServer(repo, "--allow-shm", "--deadline-ms", "0", "--grpc-max-message-bytes", "4M",
-                             "--inline-threshold-us", "0")  # runs on workers: a cancel reaches a running run
+                             "--inline-threshold-us", "0", "--max-queue", "512")  # runs on workers: a cancel reaches a running run
         cls.stub = cls.srv.stub()
 
     @classmethod
@@ -547,6 +547,32 @@ class GrpcFront(unittest.TestCase):
         s.close()
         self.assertTrue(data.startswith(b"HTTP/1.1 505"), data[:80])
         self.assertServing()
+
+
+class GrpcQueueFull(unittest.TestCase):
+    """A full model queue answers UNAVAILABLE with the request layer's message (it was once a bare
+    'OSV_EBUSY'): on a stream as error_message, on a unary call as the status."""
+
+    def test_queue_full_message(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = make_repo(tmp, {"slow": "slow.onnx"}, configs={"slow": {"deadline_ms": 0, "max_queue": 1}})
+            srv = GrpcServer(repo, "--inline-threshold-us", "0", "--workers", "1", "--deadline-ms", "0")
+            try:
+                stub = srv.stub()
+                x = np.zeros((1, 256), np.float32)
+
+                def reqs():
+                    for _ in range(6):
+                        r = pb.ModelInferRequest(model_name="slow")
+                        r.inputs.extend([tensor("x", x), tensor("iters", np.array(200000, np.int64))])
+                        r.raw_input_contents.extend([x.tobytes(), np.array(200000, np.int64).tobytes()])
+                        yield r
+                errors = [r.error_message for r in stub.ModelStreamInfer(reqs(), timeout=120) if r.error_message]
+                self.assertTrue(errors, "6 slow requests at once never filled a queue of 1")
+                for e in errors:
+                    self.assertIn("too many queued requests", e)
+            finally:
+                self.assertEqual(srv.finish(), 0)
 
 
 if __name__ == "__main__":
