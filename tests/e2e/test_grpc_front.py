@@ -6,7 +6,6 @@ deadlines and cancellation on a slow model; load/unload while streaming; malform
 answered with the right status while the server keeps serving."""
 import mmap
 import os
-import re
 import socket
 import sys
 import tempfile
@@ -20,26 +19,14 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from grpc_support import (GrpcServer, bytes_serialize, hpb, infer_request, output, pb, tensor,  # noqa: E402
                           NP_OF)
+from obs_support import metrics  # noqa: E402  (the parsed and checked /metrics page)
 from server import make_repo, mlp_reference, wait_until  # noqa: E402
 
 SVC = "/inference.GRPCInferenceService/"
 
 
-def metrics(srv):
-    st, h, body = srv.request("GET", "/metrics")
-    assert st == 200, body
-    out = {}
-    for line in body.decode().splitlines():
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ([-+0-9.eEinfNa]+)$', line)
-        if m:
-            labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-            out[(m.group(1), labels)] = float(m.group(3))
-    return out
-
-
 def metric_sum(m, name, **labels):
-    want = set(labels.items())
-    return sum(v for (n, ls), v in m.items() if n == name and want <= set(ls))
+    return m.value(name, **labels)
 
 
 def raw_call(channel, method, payload, timeout=10):
