@@ -401,6 +401,28 @@ static ssize_t on_read(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len
     return NGHTTP2_ERR_DEFERRED;
 }
 
+/* ModelStreamInfer: once the client closed its side and every request has its answer queued, the
+ * trailers (OK) follow the last answer. */
+static void stream_maybe_done(gstream_t *st)
+{
+    if (st->method != GM_STREAM_INFER || !st->remote_closed || st->finishing || st->trailers || st->closed)
+        return;
+    for (gcall_t *o = st->calls; o; o = o->next)
+        if (!o->ready)
+            return;
+    if (!st->responded) {
+        grpc_finish(st, 0, "");
+        return;
+    }
+    st->finishing = true;
+    st->status = 0;
+    st->message[0] = '\0';
+    if (st->deferred) {
+        st->deferred = false;
+        nghttp2_session_resume_data(st->c->h2, st->id);
+    }
+}
+
 void grpc_respond(gcall_t *k)
 {
     gstream_t *st = k->st;
@@ -417,13 +439,7 @@ void grpc_respond(gcall_t *k)
     else
         st->q_head = k;
     st->q_tail = k;
-    if (st->method == GM_STREAM_INFER && st->remote_closed) { /* the last answer of a closed stream */
-        bool all = true;
-        for (gcall_t *o = st->calls; o; o = o->next)
-            all &= o->ready;
-        if (all)
-            st->finishing = true, st->status = 0, st->message[0] = '\0';
-    }
+    stream_maybe_done(st);
     if (!st->responded) {
         nghttp2_nv nv[] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
                            NV("grpc-accept-encoding", "identity", 8)};
@@ -775,8 +791,7 @@ static void remote_closed(gstream_t *st)
         grpc_finish(st, OSV_EPROTO, "the request has no message");
         return;
     }
-    if (st->method == GM_STREAM_INFER && !st->calls)
-        grpc_finish(st, 0, "");
+    stream_maybe_done(st);
 }
 
 /* A control frame spends a token; none left: GOAWAY (ENHANCE_YOUR_CALM). */

@@ -166,6 +166,24 @@ class GrpcH2(unittest.TestCase):
         self.assertEqual(t["grpc-status"], "0")
         self.assertEqual(pb.ServerLiveResponse.FromString(data[5:]).live, True)
 
+    def test_stream_requests_and_end_in_one_frame(self):
+        """Many ModelStreamInfer requests and the client's END_STREAM in one DATA frame (as h2load sends
+        them): every request is answered, then the trailers say OK (this once hung: the answers of
+        requests that ran inline were queued before the end of the stream was seen)."""
+        x = np.zeros((1, 64), np.float32)
+        sid = self.c.headers(path=PATH + b"ModelStreamInfer")
+        self.c.data(sid, grpc_msg(infer_request("mlp", [("x", x)]).SerializeToString()) * 5)
+        _, data, t = self.status(sid)
+        self.assertEqual(t.get("grpc-status"), "0")
+        n, off = 0, 0
+        while off + 5 <= len(data):
+            ln = struct.unpack(">I", data[off + 1:off + 5])[0]
+            r = pb.ModelStreamInferResponse.FromString(data[off + 5:off + 5 + ln])
+            self.assertEqual(r.error_message, "")
+            off += 5 + ln
+            n += 1
+        self.assertEqual(n, 5)
+
     def test_wrong_content_type_415(self):
         sid = self.c.headers(ctype=b"application/json")
         self.c.data(sid, grpc_msg(b""))
