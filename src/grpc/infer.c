@@ -452,7 +452,7 @@ static int gather_outputs(gcall_t *k, ix_t *x)
         return bad(k, OSV_ENOMEM, "out of request memory");
     for (uint32_t i = 0; i < x->n_out; i++) {
         gout_t *o = &x->outs[i];
-        uint8_t *dst = (uint8_t *)x->strings.base + used;
+        uint8_t *dst = x->strings.base ? (uint8_t *)x->strings.base + used : NULL; /* no strings: no slot */
         if (o->classification) {
             const osv_tensor_info_t *ti = osv_model_output(k->model, o->idx);
             uint64_t bound = osv_classify_max(ti, &o->v, o->classification);
