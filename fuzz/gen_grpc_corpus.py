@@ -10,7 +10,7 @@ import h2.connection
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "e2e"))
-from grpc_support import infer_request, pb, tensor  # noqa: E402
+from grpc_support import infer_request, pb  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "corpus", "grpc_conn")
 SVC = "/inference.GRPCInferenceService/"

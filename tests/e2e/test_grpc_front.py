@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from grpc_support import (GrpcServer, bytes_serialize, hpb, infer_request, output, pb, tensor,  # noqa: E402
                           NP_OF)
-from obs_support import metrics  # noqa: E402  (the parsed and checked /metrics page)
+from obs_support import metrics, wait_access  # noqa: E402  (the parsed and checked /metrics page, access log)
 from server import make_repo, mlp_reference, wait_until  # noqa: E402
 
 SVC = "/inference.GRPCInferenceService/"
@@ -181,66 +181,67 @@ class GrpcFront(unittest.TestCase):
         self.assertEqual(list(r.outputs[0].shape), [4, 10])
         np.testing.assert_allclose(output(r, "probs"), mlp_reference(x), atol=1e-5)
 
+    ALL = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16",
+           "FP32", "FP64", "BYTES")
+
+    def identity_request(self, dt, a, typed):
+        """identity's input `dt` = a, every other input empty ([0]); typed: `contents` everywhere except
+        FP16/BF16, which travel raw only — those empties come from a zero-byte shared-memory range."""
+        from grpc_support import fill_contents
+        req = pb.ModelInferRequest(model_name="identity")
+        req.outputs.append(pb.ModelInferRequest.InferRequestedOutputTensor(name="out_" + dt))
+        for other in self.ALL:
+            arr = a if other == dt else np.zeros(0, np.uint16 if other == "BF16" else NP_OF.get(other, np.uint8))
+            t = pb.ModelInferRequest.InferInputTensor(name="in_" + other, datatype=other, shape=list(arr.shape))
+            if not typed:
+                req.raw_input_contents.append(arr.tobytes() if other != "BYTES" else b"")
+            elif other in ("FP16", "BF16"):
+                t.parameters["shared_memory_region"].string_param = "empty"
+                t.parameters["shared_memory_byte_size"].int64_param = 0
+            elif other == "BYTES":
+                t.contents.bytes_contents.extend([])
+            else:
+                fill_contents(t, arr)
+            req.inputs.append(t)
+        return req
+
     def test_every_datatype_raw_and_typed(self):
         rng = np.random.default_rng(1)
-        for dt in ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
-                   "BF16", "FP32", "FP64"):
-            npt = np.uint16 if dt == "BF16" else NP_OF[dt]
-            if dt == "BOOL":
-                a = rng.integers(0, 2, 7).astype(bool)
-            elif np.issubdtype(npt, np.integer):
-                info = np.iinfo(npt)
-                a = rng.integers(max(info.min, -1000), min(info.max, 1000), 7).astype(npt)
-            else:
-                a = rng.standard_normal(7).astype(npt)
-            req = pb.ModelInferRequest(model_name="identity")
-            t = tensor("in_" + dt, a, dt)
-            req.inputs.append(t)
-            req.raw_input_contents.append(a.tobytes())
-            req.outputs.append(pb.ModelInferRequest.InferRequestedOutputTensor(name="out_" + dt))
-            # every other input of the model, empty
-            for other in ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                          "FP16", "BF16", "FP32", "FP64", "BYTES"):
-                if other != dt:
-                    e = pb.ModelInferRequest.InferInputTensor(name="in_" + other, datatype=other, shape=[0])
-                    req.inputs.append(e)
-                    req.raw_input_contents.append(b"")
-            r = self.stub.ModelInfer(req)
-            self.assertEqual(r.outputs[0].datatype, dt)
-            self.assertEqual(r.raw_output_contents[0], a.tobytes(), dt)
-            if dt in ("FP16", "BF16"):  # raw only: typed contents are refused clearly
-                for i in range(len(req.inputs)):
-                    req.inputs[i].ClearField("contents")
-                del req.raw_input_contents[:]
-                req.inputs[0].contents.fp32_contents.extend([0.0] * 7)
-                code, msg = self.code_of(self.stub.ModelInfer, req)
-                self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
-                continue
-            # typed contents, the same values
-            del req.raw_input_contents[:]
-            from grpc_support import fill_contents
-            fill_contents(req.inputs[0], a)
-            for e in req.inputs[1:]:
-                fill_contents(e, np.zeros(0, NP_OF.get(e.datatype, np.float32))) if e.datatype not in (
-                    "FP16", "BF16", "BYTES") else None
-            # FP16/BF16/BYTES empties have no typed form: send BYTES empty typed, and FP16/BF16 via shm-less raw
-            # is not allowed together with contents, so drop those inputs' model requirement by giving them
-            # an empty typed field of the right kind where one exists.
-            req2 = pb.ModelInferRequest(model_name="identity")
-            req2.outputs.append(pb.ModelInferRequest.InferRequestedOutputTensor(name="out_" + dt))
-            for e in req.inputs:
-                if e.datatype in ("FP16", "BF16"):
+        name = "/osv-grpc-empty-%d" % os.getpid()
+        fd = os.open("/dev/shm" + name, os.O_CREAT | os.O_RDWR, 0o600)
+        os.ftruncate(fd, 64)
+        self.stub.SystemSharedMemoryRegister(pb.SystemSharedMemoryRegisterRequest(name="empty", key=name,
+                                                                                  byte_size=64))
+        try:
+            for dt in self.ALL[:-1]:
+                npt = np.uint16 if dt == "BF16" else NP_OF[dt]
+                if dt == "BOOL":
+                    a = rng.integers(0, 2, 7).astype(bool)
+                elif np.issubdtype(npt, np.integer):
+                    info = np.iinfo(npt)
+                    a = rng.integers(max(info.min, -1000), min(info.max, 1000), 7).astype(npt)
+                else:
+                    a = rng.standard_normal(7).astype(npt)
+                r = self.stub.ModelInfer(self.identity_request(dt, a, typed=False))
+                self.assertEqual((r.outputs[0].datatype, list(r.outputs[0].shape)), (dt, [7]))
+                self.assertEqual(r.raw_output_contents[0], a.tobytes(), "%s raw" % dt)
+                if dt in ("FP16", "BF16"):  # no typed field: refused, naming why
+                    req = self.identity_request("FP32", np.zeros(1, np.float32), typed=True)
+                    for t in req.inputs:
+                        if t.name == "in_" + dt:
+                            t.ClearField("parameters")
+                            t.shape[:] = [7]
+                            t.contents.fp32_contents.extend([0.0] * 7)
+                    code, msg = self.code_of(self.stub.ModelInfer, req)
+                    self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+                    self.assertIn("raw_input_contents only", msg)
                     continue
-                req2.inputs.append(e)
-            code_or = None
-            try:
-                r = self.stub.ModelInfer(req2)
-            except grpc.RpcError as err:
-                code_or = err
-            # the model needs its FP16/BF16 inputs: without them the request is refused, naming one
-            self.assertIsNotNone(code_or)
-            self.assertEqual(code_or.code(), grpc.StatusCode.INVALID_ARGUMENT)
-            self.assertRegex(code_or.details(), "input 'in_(FP16|BF16|BYTES)'|missing input")
+                r = self.stub.ModelInfer(self.identity_request(dt, a, typed=True))
+                self.assertEqual(r.raw_output_contents[0], a.tobytes(), "%s typed" % dt)
+        finally:
+            self.stub.SystemSharedMemoryUnregister(pb.SystemSharedMemoryUnregisterRequest(name="empty"))
+            os.close(fd)
+            os.unlink("/dev/shm" + name)
 
     def test_typed_contents_values(self):
         x = np.random.rand(2, 64).astype(np.float32)
@@ -381,8 +382,6 @@ class GrpcFront(unittest.TestCase):
         def reqs():
             i = 0
             while not stop.is_set() and i < 2000:
-                r = infer_request("bytes_fp32", [("text", np.array([b"a"], dtype=object)),
-                                                 ("x", np.ones(2, np.float32))]) if False else None
                 r = pb.ModelInferRequest(model_name="bytes_fp32")
                 r.inputs.extend([pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[1]),
                                  tensor("x", np.ones(2, np.float32))])
@@ -459,7 +458,7 @@ class GrpcFront(unittest.TestCase):
         inp = field(1, 2, b"x") + field(2, 2, b"FP32") + field(3, 2, varint(1) + varint(64))
         good = field(1, 2, b"mlp") + field(5, 2, inp) + field(7, 2, x)
         self.assertEqual(len(raw_call(ch, "ModelInfer", good)) > 0, True)
-        IA, NF, INT = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INTERNAL
+        IA, NF = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
         cases = [
             ("truncated protobuf", good[:-10], IA),
             ("truncated tag", good + b"\x80", IA),
@@ -560,6 +559,60 @@ class GrpcQueueFull(unittest.TestCase):
                     self.assertIn("too many queued requests", e)
             finally:
                 self.assertEqual(srv.finish(), 0)
+
+
+class GrpcObservabilityAndAuth(unittest.TestCase):
+    """The same records as HTTP: an access-log line with protocol "grpc", the method, the gRPC status and
+    the caller's trace id (traceparent metadata); statistics shared with HTTP; bearer tokens required on
+    all but the health methods."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        tokens = os.path.join(cls.tmp.name, "tokens")
+        with open(tokens, "w") as f:
+            f.write("sekrit-token\n")
+        os.chmod(tokens, 0o600)
+        repo = make_repo(os.path.join(cls.tmp.name, "repo"), {"mlp": "mlp.onnx"})
+        cls.srv = GrpcServer(repo, "--auth-token-file", tokens)
+        cls.stub = cls.srv.stub()
+        cls.md = [("authorization", "Bearer sekrit-token")]
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.finish()
+        cls.tmp.cleanup()
+        assert rc == 0, "ortserve exited with %s" % rc
+
+    def test_tokens(self):
+        self.assertTrue(self.stub.ServerLive(pb.ServerLiveRequest()).live)  # health: no token needed
+        self.assertTrue(self.stub.ServerReady(pb.ServerReadyRequest()).ready)
+        for md in (None, [("authorization", "Bearer wrong")]):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.stub.ModelMetadata(pb.ModelMetadataRequest(name="mlp"), metadata=md)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            self.assertIn("authorization", cm.exception.details())
+        self.assertEqual(self.stub.ModelMetadata(pb.ModelMetadataRequest(name="mlp"), metadata=self.md).name, "mlp")
+
+    def test_access_log_trace_and_shared_statistics(self):
+        trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        x = np.random.rand(1, 64).astype(np.float32)
+        before = self.stub.ModelStatistics(pb.ModelStatisticsRequest(name="mlp"), metadata=self.md)
+        self.stub.ModelInfer(infer_request("mlp", [("x", x)]),
+                             metadata=self.md + [("traceparent", "00-%s-00f067aa0ba902b7-01" % trace)])
+        rec = wait_access(self.srv, lambda r: r.get("trace_id") == trace, 10, "the gRPC call's access line")
+        self.assertEqual((rec["protocol"], rec["method"], rec["status"], rec["model"]), ("grpc", "ModelInfer", 0, "mlp"))
+        self.assertEqual(rec["path"], "/inference.GRPCInferenceService/ModelInfer")
+        # one HTTP inference: the statistics count both fronts
+        body = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
+        st, _ = self.srv.json("POST", "/v2/models/mlp/infer", body, headers={"Authorization": "Bearer sekrit-token"})
+        self.assertEqual(st, 200)
+        after = wait_until(lambda: (lambda a: a if a.model_stats[0].inference_stats.success.count >=
+                                    before.model_stats[0].inference_stats.success.count + 2 else None)(
+            self.stub.ModelStatistics(pb.ModelStatisticsRequest(name="mlp"), metadata=self.md)), 10,
+            "both inferences in the statistics")
+        self.assertEqual(after.model_stats[0].inference_stats.success.count,
+                         before.model_stats[0].inference_stats.success.count + 2)
 
 
 if __name__ == "__main__":
