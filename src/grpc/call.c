@@ -13,6 +13,7 @@
 #include "health.pb-c.h"
 #include "model_config.pb-c.h"
 #include "obs/log.h"
+#include "serve/config_view.h"
 #include "serve/errmap.h"
 #include "serve/shm.h"
 
@@ -234,28 +235,16 @@ static void m_model_meta(gcall_t *k)
     reply(k, &r.base);
 }
 
+/* A Triton type name ("TYPE_FP32", from the config view) as the protobuf enum. */
 static Inference__DataType triton_type(osv_dtype_t dt)
 {
-    switch (dt) {
-    case OSV_DTYPE_BOOL: return INFERENCE__DATA_TYPE__TYPE_BOOL;
-    case OSV_DTYPE_UINT8: return INFERENCE__DATA_TYPE__TYPE_UINT8;
-    case OSV_DTYPE_UINT16: return INFERENCE__DATA_TYPE__TYPE_UINT16;
-    case OSV_DTYPE_UINT32: return INFERENCE__DATA_TYPE__TYPE_UINT32;
-    case OSV_DTYPE_UINT64: return INFERENCE__DATA_TYPE__TYPE_UINT64;
-    case OSV_DTYPE_INT8: return INFERENCE__DATA_TYPE__TYPE_INT8;
-    case OSV_DTYPE_INT16: return INFERENCE__DATA_TYPE__TYPE_INT16;
-    case OSV_DTYPE_INT32: return INFERENCE__DATA_TYPE__TYPE_INT32;
-    case OSV_DTYPE_INT64: return INFERENCE__DATA_TYPE__TYPE_INT64;
-    case OSV_DTYPE_FP16: return INFERENCE__DATA_TYPE__TYPE_FP16;
-    case OSV_DTYPE_FP32: return INFERENCE__DATA_TYPE__TYPE_FP32;
-    case OSV_DTYPE_FP64: return INFERENCE__DATA_TYPE__TYPE_FP64;
-    case OSV_DTYPE_BYTES: return INFERENCE__DATA_TYPE__TYPE_STRING;
-    case OSV_DTYPE_BF16: return INFERENCE__DATA_TYPE__TYPE_BF16;
-    default: return INFERENCE__DATA_TYPE__TYPE_INVALID;
-    }
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value_by_name(&inference__data_type__descriptor,
+                                                                               osv_cfg_type_name(dt));
+    return v ? (Inference__DataType)v->value : INFERENCE__DATA_TYPE__TYPE_INVALID;
 }
 
-/* Triton's ModelConfig, the same facts as GET /v2/models/{m}/config renders. */
+/* Triton's ModelConfig from the protocol-neutral view GET /v2/models/{m}/config renders too
+ * (serve/config_view.h). */
 static Inference__ModelInput *config_input(gcall_t *k, const osv_tensor_info_t *t)
 {
     Inference__ModelInput *in = osv_arena_alloc(&k->arena, sizeof *in, 8);
@@ -283,7 +272,7 @@ static Inference__ModelOutput *config_output(gcall_t *k, const osv_tensor_info_t
     o->data_type = tmp->data_type;
     o->n_dims = tmp->n_dims;
     o->dims = tmp->dims;
-    o->label_filename = t->n_labels ? "labels" : "";
+    o->label_filename = (char *)osv_cfg_label_file(t);
     return o;
 }
 
@@ -293,9 +282,9 @@ static void m_config(gcall_t *k)
     Inference__ModelConfigResponse r = INFERENCE__MODEL_CONFIG_RESPONSE__INIT;
     Inference__ModelConfig cfg = INFERENCE__MODEL_CONFIG__INIT;
     Inference__ModelInstanceGroup group = INFERENCE__MODEL_INSTANCE_GROUP__INIT, *groups[1] = {&group};
-    Inference__ModelConfig__ParametersEntry pe = INFERENCE__MODEL_CONFIG__PARAMETERS_ENTRY__INIT, *pes[1] = {&pe};
-    Inference__ModelParameter pv = INFERENCE__MODEL_PARAMETER__INIT;
-    char threads[24];
+    Inference__ModelConfig__ParametersEntry pe[OSV_CFG_MAX_PARAMS], *pes[OSV_CFG_MAX_PARAMS];
+    Inference__ModelParameter pv[OSV_CFG_MAX_PARAMS];
+    osv_cfg_view_t v;
     osv_model_t *m;
     int rc;
     if (!q)
@@ -303,11 +292,12 @@ static void m_config(gcall_t *k)
     if ((rc = model_ref(k, q->name, q->version, &m)) != 0)
         return fail(k, rc);
     k->model = m;
+    osv_cfg_view(m, &v);
     uint32_t ni = osv_model_input_count(m), no = osv_model_output_count(m);
-    cfg.name = (char *)osv_model_name(m);
-    cfg.platform = "onnxruntime_onnx";
-    cfg.backend = "onnxruntime";
-    cfg.max_batch_size = 0; /* full shapes: the model handles batching */
+    cfg.name = (char *)v.name;
+    cfg.platform = (char *)v.platform;
+    cfg.backend = (char *)v.backend;
+    cfg.max_batch_size = v.max_batch_size;
     cfg.input = osv_arena_alloc(&k->arena, (ni ? ni : 1) * sizeof *cfg.input, 8);
     cfg.output = osv_arena_alloc(&k->arena, (no ? no : 1) * sizeof *cfg.output, 8);
     if (!cfg.input || !cfg.output)
@@ -318,15 +308,21 @@ static void m_config(gcall_t *k)
     for (uint32_t i = 0; i < no; i++)
         if (!(cfg.output[cfg.n_output++] = config_output(k, osv_model_output(m, i))))
             return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
-    group.kind = INFERENCE__MODEL_INSTANCE_GROUP__KIND__KIND_CPU;
-    group.count = 1;
+    const ProtobufCEnumValue *kind = protobuf_c_enum_descriptor_get_value_by_name(
+        &inference__model_instance_group__kind__descriptor, v.instance_kind);
+    group.kind = kind ? (Inference__ModelInstanceGroup__Kind)kind->value : INFERENCE__MODEL_INSTANCE_GROUP__KIND__KIND_AUTO;
+    group.count = v.instance_count;
     cfg.n_instance_group = 1;
     cfg.instance_group = groups;
-    snprintf(threads, sizeof threads, "%d", osv_model_config(m)->threads.intra_op);
-    pv.string_value = threads;
-    pe.key = "intra_op_thread_count";
-    pe.value = &pv;
-    cfg.n_parameters = 1;
+    for (uint32_t i = 0; i < v.n_params; i++) {
+        inference__model_config__parameters_entry__init(&pe[i]);
+        inference__model_parameter__init(&pv[i]);
+        pv[i].string_value = v.params[i].value;
+        pe[i].key = (char *)v.params[i].key;
+        pe[i].value = &pv[i];
+        pes[i] = &pe[i];
+    }
+    cfg.n_parameters = v.n_params;
     cfg.parameters = pes;
     r.config = &cfg;
     reply(k, &r.base);

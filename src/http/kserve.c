@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "http/handlers.h"
+#include "serve/config_view.h"
 #include "http/inflate.h"
 
 #define CONTROL_BODY_LIMIT (1u << 20) /* bodies of control-plane requests (repository, shm) */
@@ -210,36 +211,34 @@ void osv_h_model_ready(osv_conn_t *c, const osv_route_t *r)
 }
 
 /* Triton's ModelConfig as JSON (model_configuration extension): what tritonclient and
- * perf_analyzer read. Full shapes are reported with max_batch_size 0: the model handles batching. */
+ * perf_analyzer read, rendered from the protocol-neutral view (serve/config_view.h) the gRPC front's
+ * ModelConfig renders too. */
 static void config_tensor(osv_jw_t *w, const osv_tensor_info_t *t, bool output)
 {
-    char type[24];
-    snprintf(type, sizeof type, "TYPE_%s", t->dtype == OSV_DTYPE_BYTES ? "STRING" : osv_dtype_name(t->dtype));
     osv_jw_obj_begin(w);
     jw_kstr(w, "name", t->name);
-    jw_kstr(w, "data_type", type);
+    jw_kstr(w, "data_type", osv_cfg_type_name(t->dtype));
     osv_jw_key(w, "dims", 4);
     osv_jw_arr_begin(w);
     for (int32_t d = 0; d < t->rank; d++)
         osv_jw_i64(w, t->dims[d]);
     osv_jw_arr_end(w);
-    if (output) {
-        osv_jw_key(w, "label_filename", 14);
-        osv_jw_str(w, t->n_labels ? "labels" : "", t->n_labels ? 6 : 0);
-    }
+    if (output)
+        jw_kstr(w, "label_filename", osv_cfg_label_file(t));
     osv_jw_obj_end(w);
 }
 
 static void fill_model_config(osv_jw_t *w, void *ud)
 {
     osv_model_t *m = ud;
-    const osv_model_config_t *cfg = osv_model_config(m);
+    osv_cfg_view_t v;
+    osv_cfg_view(m, &v);
     osv_jw_obj_begin(w);
-    jw_kstr(w, "name", osv_model_name(m));
-    jw_kstr(w, "platform", "onnxruntime_onnx");
-    jw_kstr(w, "backend", "onnxruntime");
+    jw_kstr(w, "name", v.name);
+    jw_kstr(w, "platform", v.platform);
+    jw_kstr(w, "backend", v.backend);
     osv_jw_key(w, "max_batch_size", 14);
-    osv_jw_i64(w, 0);
+    osv_jw_i64(w, v.max_batch_size);
     for (int io = 0; io < 2; io++) {
         uint32_t n = io ? osv_model_output_count(m) : osv_model_input_count(m);
         osv_jw_key(w, io ? "output" : "input", io ? 6 : 5);
@@ -249,15 +248,21 @@ static void fill_model_config(osv_jw_t *w, void *ud)
         osv_jw_arr_end(w);
     }
     osv_jw_key(w, "instance_group", 14);
-    osv_jw_raw(w, "[{\"kind\":\"KIND_CPU\",\"count\":1}]", 31);
+    osv_jw_arr_begin(w);
+    osv_jw_obj_begin(w);
+    jw_kstr(w, "kind", v.instance_kind);
+    osv_jw_key(w, "count", 5);
+    osv_jw_i64(w, v.instance_count);
+    osv_jw_obj_end(w);
+    osv_jw_arr_end(w);
     osv_jw_key(w, "parameters", 10);
     osv_jw_obj_begin(w);
-    osv_jw_key(w, "intra_op_thread_count", 21);
-    osv_jw_obj_begin(w);
-    char v[24];
-    snprintf(v, sizeof v, "%d", cfg->threads.intra_op);
-    jw_kstr(w, "string_value", v);
-    osv_jw_obj_end(w);
+    for (uint32_t i = 0; i < v.n_params; i++) {
+        osv_jw_key(w, v.params[i].key, strlen(v.params[i].key));
+        osv_jw_obj_begin(w);
+        jw_kstr(w, "string_value", v.params[i].value);
+        osv_jw_obj_end(w);
+    }
     osv_jw_obj_end(w);
     osv_jw_obj_end(w);
 }

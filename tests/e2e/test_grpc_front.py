@@ -124,6 +124,25 @@ class GrpcFront(unittest.TestCase):
         names = {s.name for s in self.stub.ModelStatistics(pb.ModelStatisticsRequest()).model_stats}
         self.assertTrue({"mlp", "identity"} <= names)
 
+    def test_model_config_matches_http(self):
+        """One protocol-neutral view renders both: GET /v2/models/m/config and ModelConfig agree."""
+        from grpc_support import mc
+        for model in ("identity", "mlp"):
+            st, js = self.srv.json("GET", "/v2/models/%s/config" % model)
+            self.assertEqual(st, 200)
+            cfg = self.stub.ModelConfig(pb.ModelConfigRequest(name=model)).config
+            self.assertEqual((js["name"], js["platform"], js["backend"], js["max_batch_size"]),
+                             (cfg.name, cfg.platform, cfg.backend, cfg.max_batch_size))
+            self.assertEqual([(i["name"], i["data_type"], i["dims"]) for i in js["input"]],
+                             [(i.name, mc.DataType.Name(i.data_type), list(i.dims)) for i in cfg.input])
+            self.assertEqual([(o["name"], o["data_type"], o["dims"], o["label_filename"]) for o in js["output"]],
+                             [(o.name, mc.DataType.Name(o.data_type), list(o.dims), o.label_filename)
+                              for o in cfg.output])
+            self.assertEqual([(g["kind"], g["count"]) for g in js["instance_group"]],
+                             [(mc.ModelInstanceGroup.Kind.Name(g.kind), g.count) for g in cfg.instance_group])
+            self.assertEqual({k: v["string_value"] for k, v in js["parameters"].items()},
+                             {k: v.string_value for k, v in cfg.parameters.items()})
+
     def test_repository_index_load_unload(self):
         idx = {m.name: m for m in self.stub.RepositoryIndex(pb.RepositoryIndexRequest()).models}
         self.assertEqual(idx["mlp"].state, "READY")
