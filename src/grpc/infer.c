@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "grpc/grpc_internal.h"
+#include "serve/bind.h"
 #include "serve/errmap.h"
 #include "serve/outputs.h"
 #include "serve/shm.h"
@@ -57,6 +58,8 @@ typedef struct ix {
     osv_sreq_t sreq;
     osv_slot_t strings; /* serialized BYTES / classification outputs */
     osv_pool_t *pool;
+    osv_serve_t *serve;
+    uint64_t shm_reserved; /* untouched shared-memory bytes reserved with the memory guard */
     uint64_t t_decode;
 } ix_t;
 
@@ -78,6 +81,7 @@ static void ix_cleanup(gcall_t *k)
         osv_shm_put(x->outs[i].shm);
     if (x->strings.base)
         osv_pool_release(x->pool, &x->strings);
+    osv_serve_memory_unreserve(x->serve, x->shm_reserved);
     k->ix = NULL;
 }
 
@@ -231,18 +235,9 @@ static int declare_input(gcall_t *k, ix_t *x, gin_t *in)
         return rc;
     if (in->raw)
         return osv_infer_input_external(x->inf, in->idx, in->raw->p, in->raw->len, &k->err);
-    if (in->shm) {
-        void *p;
-        uint64_t need = bytes;
-        if (!need && osv_shape_size(w->dims, w->rank, in->dt, NULL, NULL, &need, &k->err) != 0)
-            return k->err.code;
-        if (in->shm_size != need)
-            return bad(k, OSV_ESHAPE, "input '%.*s': shared_memory_byte_size %" PRIu64 " but the tensor is %" PRIu64
-                       " bytes", STR(w->name), in->shm_size, need);
-        if ((rc = osv_shm_range(in->shm, in->shm_off, in->shm_size, &p, &k->err)) != 0)
-            return rc;
-        return osv_infer_input_external(x->inf, in->idx, p, in->shm_size, &k->err);
-    }
+    if (in->shm)
+        return osv_bind_shm_input(x->inf, in->idx, osv_model_input(k->model, in->idx)->name, in->dt, w->dims,
+                                  w->rank, bytes, in->shm, in->shm_off, in->shm_size, &k->err);
     return 0;
 }
 
@@ -279,24 +274,36 @@ static int decode_output(gcall_t *k, ix_t *x, uint32_t i)
     return 0;
 }
 
+/* Shared-memory pages nobody has touched yet are charged to this server when it touches them: the
+ * memory guard reserves them first (as over HTTP; serve/shm.h). */
+static int shm_reserve(gcall_t *k, ix_t *x)
+{
+    uint64_t absent = 0;
+    int rc;
+    if (!osv_serve_guarding_memory(x->serve))
+        return 0;
+    for (uint32_t i = 0; i < x->n_in; i++)
+        if (x->ins[i].shm)
+            absent += osv_shm_absent(x->ins[i].shm, x->ins[i].shm_off, x->ins[i].shm_size);
+    for (uint32_t i = 0; i < x->n_out; i++)
+        if (x->outs[i].shm)
+            absent += osv_shm_absent(x->outs[i].shm, x->outs[i].shm_off, x->outs[i].shm_size);
+    rc = osv_serve_memory_reserve(x->serve, absent, &k->err);
+    x->shm_reserved = rc ? 0 : absent;
+    return rc;
+}
+
 static int declare_outputs(gcall_t *k, ix_t *x)
 {
     int rc;
     for (uint32_t i = 0; i < x->n_out; i++) {
         gout_t *o = &x->outs[i];
-        void *p;
-        if ((rc = osv_infer_add_output(x->inf, o->idx, &k->err)) != 0)
-            return rc;
-        if (!o->shm)
-            continue;
-        if ((rc = osv_shm_range(o->shm, o->shm_off, o->shm_size, &p, &k->err)) != 0)
-            return rc;
-        if (osv_model_output(k->model, o->idx)->dtype == OSV_DTYPE_BYTES)
-            o->shm_bytes = p;
-        else if ((rc = osv_infer_output_external(x->inf, o->idx, p, o->shm_size, &k->err)) != 0)
+        if ((rc = osv_infer_add_output(x->inf, o->idx, &k->err)) != 0 ||
+            (o->shm && (rc = osv_bind_shm_output(x->inf, k->model, o->idx, o->shm, o->shm_off, o->shm_size,
+                                                 &o->shm_bytes, &k->err)) != 0))
             return rc;
     }
-    return 0;
+    return shm_reserve(k, x);
 }
 
 static int fill_contents(gcall_t *k, ix_t *x)
@@ -609,6 +616,7 @@ void grpc_infer(gcall_t *k)
     }
     memset(x, 0, sizeof *x);
     x->pool = g->pool;
+    x->serve = g->serve;
     k->ix = x;
     k->cleanup = ix_cleanup;
     if (k->rc) {

@@ -29,6 +29,7 @@
 #include "util/base64.h"
 #include "http/inflate.h"
 #include "serve/shm.h"
+#include "serve/bind.h"
 #include "serve/errmap.h"
 #include "serve/outputs.h"
 
@@ -593,20 +594,10 @@ static int declare(dec_t *d)
                 return rc;
             bin_off += in->binary_size;
         }
-        if (in->shm) {
-            void *p;
-            uint64_t need = bytes;
-            if (!need && osv_shape_size(in->dims, in->rank, in->dt, NULL, NULL, &need, err) != 0)
-                return err->code;
-            if (in->shm_size != need)
-                return osv_err_set(err, OSV_ESHAPE,
-                                   "input '%s': shared_memory_byte_size %" PRIu64
-                                   " but the tensor is %" PRIu64 " bytes",
-                                   osv_model_input(x->m, in->idx)->name, in->shm_size, need);
-            if ((rc = osv_shm_range(in->shm, in->shm_offset, in->shm_size, &p, err)) != 0 ||
-                (rc = osv_infer_input_external(x->inf, in->idx, p, in->shm_size, err)) != 0)
-                return rc;
-        }
+        if (in->shm &&
+            (rc = osv_bind_shm_input(x->inf, in->idx, osv_model_input(x->m, in->idx)->name, in->dt, in->dims,
+                                     in->rank, bytes, in->shm, in->shm_offset, in->shm_size, err)) != 0)
+            return rc;
     }
     if (x->in_memory && bin_off != x->binary_len)
         return osv_err_set(err, OSV_EINVAL,
@@ -615,16 +606,9 @@ static int declare(dec_t *d)
                            bin_off, x->binary_len);
     for (uint32_t k = 0; k < x->n_out; k++) {
         out_desc_t *o = &x->outs[k];
-        void *p;
-        if ((rc = osv_infer_add_output(x->inf, o->idx, err)) != 0)
-            return rc;
-        if (!o->shm)
-            continue;
-        if ((rc = osv_shm_range(o->shm, o->shm_offset, o->shm_size, &p, err)) != 0)
-            return rc;
-        if (osv_model_output(x->m, o->idx)->dtype == OSV_DTYPE_BYTES)
-            o->shm_bytes = p; /* serialized into the region after the run */
-        else if ((rc = osv_infer_output_external(x->inf, o->idx, p, o->shm_size, err)) != 0)
+        if ((rc = osv_infer_add_output(x->inf, o->idx, err)) != 0 ||
+            (o->shm && (rc = osv_bind_shm_output(x->inf, x->m, o->idx, o->shm, o->shm_offset, o->shm_size,
+                                                 &o->shm_bytes, err)) != 0))
             return rc;
     }
     return shm_reserve(x, d->c->srv);
