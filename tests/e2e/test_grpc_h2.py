@@ -130,6 +130,28 @@ def rss_kb(pid):
     return 0
 
 
+class GrpcIdle(unittest.TestCase):
+    """--grpc-idle-timeout-ms: a connection without open streams gets GOAWAY and is closed; one with an
+    open stream is not."""
+
+    def test_idle_connection_goaway(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = GrpcServer(make_repo(tmp, {"mlp": "mlp.onnx"}), "--grpc-idle-timeout-ms", "300",
+                             "--grpc-keepalive-ms", "0")
+            try:
+                c = H2(srv.grpc_port)
+                sid = c.headers()
+                c.data(sid, grpc_msg(b""))
+                _, _, t = c.answer(sid)
+                self.assertEqual(t["grpc-status"], "0")
+                t0 = time.monotonic()
+                self.assertTrue(c.closed(10), "an idle connection was kept")
+                self.assertGreater(time.monotonic() - t0, 0.2)
+                c.close()
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+
 class GrpcH2(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -183,6 +205,17 @@ class GrpcH2(unittest.TestCase):
             off += 5 + ln
             n += 1
         self.assertEqual(n, 5)
+
+    def test_grpc_timeout_while_receiving(self):
+        """A call whose message never completes ends at its grpc-timeout with DEADLINE_EXCEEDED (the
+        connection's timer), and its slot goes back."""
+        sid = self.c.headers(path=PATH + b"ModelInfer", extra=[(b"grpc-timeout", b"200m")])
+        self.c.data(sid, grpc_msg(b"\x0a\x03mlp", length=1000), end_stream=False)
+        t0 = time.monotonic()
+        _, _, t = self.status(sid)
+        self.assertEqual(t["grpc-status"], "4")
+        self.assertIn("deadline", t["grpc-message"])
+        self.assertLess(time.monotonic() - t0, 5)
 
     def test_wrong_content_type_415(self):
         sid = self.c.headers(ctype=b"application/json")
