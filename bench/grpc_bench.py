@@ -12,8 +12,9 @@ concurrency (h2load clients, one request in flight each), the same server proces
   grpc-stream   ModelStreamInfer, 32 requests per stream (MobileNetV2: 8) (one HTTP/2 stream carries them all, the
                 server answers each as it completes): rps counts requests, not streams
 and prints rps, p50 / p99 latency (per h2load request: a stream for grpc-stream), server CPU per
-request (utime + stime of the server process), bytes the server copied per request
-(ortserve_copied_bytes_total), and the ratios the targets are stated in. Figures only: nothing is
+request (utime + stime of the server process over the requests it answered, ortserve_requests_total,
+warm-up included), bytes the server copied per request (ortserve_copied_bytes_total over the same
+count), and the ratios the targets are stated in. Figures only: nothing is
 asserted. Loopback, bounded in time; the server is stopped at the end."""
 import argparse
 import json
@@ -70,13 +71,19 @@ class Server:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICKS
 
-    def copied(self, model):
+    def counters(self, model):
+        """(bytes copied, requests answered) for model, from the server's own /metrics: per-request
+        figures then include h2load's warm-up and the calls it abandons at the end, as the CPU does."""
         body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.port, timeout=10).read().decode()
-        total = 0.0
+        copied = reqs = 0.0
         for line in body.splitlines():
-            if line.startswith("ortserve_copied_bytes_total{") and 'model="%s"' % model in line:
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+            if 'model="%s"' % model not in line:
+                continue
+            if line.startswith("ortserve_copied_bytes_total{"):
+                copied += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("ortserve_requests_total{"):
+                reqs += float(line.rsplit(" ", 1)[1])
+        return copied, reqs
 
     def stop(self):
         if self.proc.poll() is None:
@@ -154,17 +161,18 @@ def main():
                 for mode, (path, body, extra, per) in bodies(model, x, tmp).items():
                     port = srv.gport if mode.startswith("grpc") else srv.port
                     time.sleep(0.5)  # pacing: the previous run's last records are counted after its answers
-                    cpu0, cp0 = srv.cpu_s(), srv.copied(model)
+                    cpu0, (cp0, n0) = srv.cpu_s(), srv.counters(model)
                     done, failed, lat = h2load(port, path, body, extra, conc, a.seconds,
                                                os.path.join(tmp, "log-%s-%s-%d" % (model, mode, conc)))
                     time.sleep(0.5)
-                    cpu1, cp1 = srv.cpu_s(), srv.copied(model)
+                    cpu1, (cp1, n1) = srv.cpu_s(), srv.counters(model)
                     reqs = done * per
+                    served = (n1 - n0) or 1  # every request the server answered in the cell
                     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [0] * 99
                     row = {"model": model, "conc": conc, "mode": mode, "rps": reqs / a.seconds,
                            "p50_us": q[49], "p99_us": q[98], "failed": failed,
-                           "cpu_us_per_req": (cpu1 - cpu0) * 1e6 / reqs if reqs else 0,
-                           "copied_per_req": (cp1 - cp0) / reqs if reqs else 0}
+                           "cpu_us_per_req": (cpu1 - cpu0) * 1e6 / served,
+                           "copied_per_req": (cp1 - cp0) / served}
                     rows.append(row)
                     print("%-11s c=%-3d %-12s %9.0f rps  p50 %8.0f us  p99 %8.0f us  cpu %7.1f us/req  copied %9.0f "
                           "B/req  failed %d" % (model, conc, mode, row["rps"], row["p50_us"], row["p99_us"],
