@@ -97,6 +97,10 @@ class GrpcFront(unittest.TestCase):
         code, msg = self.code_of(self.stub.ModelMetadata, pb.ModelMetadataRequest(name="nope"))
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
         self.assertIn("nope", msg)
+        # gRPC statuses have their own family beside HTTP's
+        m = wait_until(lambda: (lambda m: m if m.value("ortserve_grpc_responses_total", code=5) >= 1 else None)(
+            metrics(self.srv)), 10, "the NOT_FOUND call counted")
+        self.assertGreaterEqual(m.value("ortserve_grpc_responses_total", code=0), 1)
         h = self.srv.health()
         self.assertEqual(h.Check(hpb.HealthCheckRequest()).status, hpb.HealthCheckResponse.SERVING)
         self.assertEqual(h.Check(hpb.HealthCheckRequest(service="inference.GRPCInferenceService")).status,
@@ -622,6 +626,7 @@ class GrpcObservabilityAndAuth(unittest.TestCase):
         rec = wait_access(self.srv, lambda r: r.get("trace_id") == trace, 10, "the gRPC call's access line")
         self.assertEqual((rec["protocol"], rec["method"], rec["status"], rec["model"]), ("grpc", "ModelInfer", 0, "mlp"))
         self.assertEqual(rec["path"], "/inference.GRPCInferenceService/ModelInfer")
+
         # one HTTP inference: the statistics count both fronts
         body = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
         st, _ = self.srv.json("POST", "/v2/models/mlp/infer", body, headers={"Authorization": "Bearer sekrit-token"})
