@@ -27,6 +27,8 @@
 #define WRITEV_MAX     256
 #define CALL_ARENA     (4u << 10)
 #define CALL_ARENA_MAX (4u << 20)
+#define CALL_KEEP      16 /* finished calls a connection keeps for reuse */
+#define STREAM_KEEP    16
 #define MS             1000000ull
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -38,19 +40,52 @@ static uint64_t now_of(const gconn_t *c)
 
 /* ---- nghttp2's memory, counted against --grpc-max-h2-memory ----------------------------------------- */
 
+/* Every block carries its capacity. Blocks up to H2_CACHE_MAX bytes are rounded up to a multiple of
+ * H2_CACHE_STEP and, when freed, kept on the connection's free list of their class (at most
+ * H2_CACHE_KEEP each) for the next stream's allocations: a warm connection's calls allocate nothing
+ * from the heap. Cached blocks stay counted against --grpc-max-h2-memory (dropped when it is near). */
+#define H2_CACHE_STEP 64
+#define H2_CACHE_MAX  (H2_CACHE_STEP * H2_CACHE_CLASSES)
+#define H2_CACHE_KEEP 32
+
 typedef struct memhdr {
-    size_t size;
-    size_t pad;
+    size_t cap;
+    struct memhdr *next; /* on a free list */
 } memhdr_t;
+
+static size_t h2_class(size_t size)
+{
+    return size ? (size - 1) / H2_CACHE_STEP : 0;
+}
+
+static void h2_cache_drop(gconn_t *c)
+{
+    for (size_t i = 0; i < H2_CACHE_CLASSES; i++)
+        while (c->h2_cache[i]) {
+            memhdr_t *h = c->h2_cache[i];
+            c->h2_cache[i] = h->next;
+            c->h2_mem -= h->cap;
+            osv_free(h);
+        }
+    memset(c->h2_cache_n, 0, sizeof c->h2_cache_n);
+}
 
 static void *h2_malloc(size_t size, void *ud)
 {
     gconn_t *c = ud;
     memhdr_t *h;
-    if (size > c->g->o.max_h2_memory - c->h2_mem || !(h = osv_malloc(sizeof *h + size)))
+    size_t cap = size <= H2_CACHE_MAX ? (h2_class(size) + 1) * H2_CACHE_STEP : size;
+    if (size <= H2_CACHE_MAX && (h = c->h2_cache[h2_class(size)])) {
+        c->h2_cache[h2_class(size)] = h->next;
+        c->h2_cache_n[h2_class(size)]--;
+        return h + 1;
+    }
+    if (cap > c->g->o.max_h2_memory - c->h2_mem)
+        h2_cache_drop(c);
+    if (cap > c->g->o.max_h2_memory - c->h2_mem || !(h = osv_malloc(sizeof *h + cap)))
         return NULL;
-    h->size = size;
-    c->h2_mem += size;
+    h->cap = cap;
+    c->h2_mem += cap;
     return h + 1;
 }
 
@@ -60,7 +95,13 @@ static void h2_free(void *p, void *ud)
     if (!p)
         return;
     memhdr_t *h = (memhdr_t *)p - 1;
-    c->h2_mem -= h->size;
+    if (h->cap <= H2_CACHE_MAX && c->h2_cache_n[h2_class(h->cap)] < H2_CACHE_KEEP && !c->nc.closed) {
+        h->next = c->h2_cache[h2_class(h->cap)];
+        c->h2_cache[h2_class(h->cap)] = h;
+        c->h2_cache_n[h2_class(h->cap)]++;
+        return;
+    }
+    c->h2_mem -= h->cap;
     osv_free(h);
 }
 
@@ -76,18 +117,16 @@ static void *h2_calloc(size_t n, size_t size, void *ud)
 
 static void *h2_realloc(void *p, size_t size, void *ud)
 {
-    gconn_t *c = ud;
-    memhdr_t *h = p ? (memhdr_t *)p - 1 : NULL, *n;
-    size_t old = h ? h->size : 0;
-    if (!p)
-        return h2_malloc(size, ud);
-    if (size > old && size - old > c->g->o.max_h2_memory - c->h2_mem)
+    memhdr_t *h = p ? (memhdr_t *)p - 1 : NULL;
+    void *n;
+    if (h && size <= h->cap)
+        return p;
+    if (!(n = h2_malloc(size, ud)))
         return NULL;
-    if (!(n = osv_realloc(h, sizeof *n + size)))
-        return NULL;
-    c->h2_mem = c->h2_mem - old + size;
-    n->size = size;
-    return n + 1;
+    if (h)
+        memcpy(n, p, h->cap);
+    h2_free(p, ud);
+    return n;
 }
 
 /* ---- calls and streams ------------------------------------------------------------------------------------ */
@@ -102,11 +141,19 @@ gcall_t *grpc_call_new(gstream_t *st, osv_err_t *err)
                     c->n_calls);
         return NULL;
     }
-    if (!(k = osv_calloc(1, sizeof *k))) {
+    if ((k = c->free_calls)) { /* a recycled call keeps its arena's first chunk */
+        osv_arena_t arena = k->arena;
+        c->free_calls = k->next;
+        c->n_free_calls--;
+        memset(k, 0, sizeof *k);
+        k->arena = arena;
+    } else if (!(k = osv_calloc(1, sizeof *k))) {
         osv_err_set(err, OSV_ENOMEM, "out of memory");
         return NULL;
+    } else {
+        osv_arena_init(&k->arena, CALL_ARENA, CALL_ARENA_MAX);
     }
-    osv_arena_init(&k->arena, CALL_ARENA, CALL_ARENA_MAX);
+    k->c = c;
     k->st = st;
     k->t_start = osv_now_ns();
     k->next = st->calls;
@@ -136,12 +183,20 @@ static void call_detach(gcall_t *k)
 
 static void release_call(gcall_t *k, osv_grpc_t *g)
 {
+    gconn_t *c = k->c;
     if (k->cleanup)
         k->cleanup(k);
     if (k->model)
         osv_model_release(k->model);
     if (k->slot.base)
         osv_pool_release(g->pool, &k->slot);
+    if (c && !c->nc.closed && c->n_free_calls < CALL_KEEP) { /* kept for the connection's next call */
+        osv_arena_reset_trim(&k->arena, CALL_ARENA);
+        k->next = c->free_calls;
+        c->free_calls = k;
+        c->n_free_calls++;
+        return;
+    }
     osv_arena_free(&k->arena);
     osv_free(k);
 }
@@ -172,6 +227,12 @@ static void stream_free(gstream_t *st)
             break;
         }
     c->n_streams--;
+    if (!c->nc.closed && c->n_free_streams < STREAM_KEEP) { /* kept for the connection's next stream */
+        st->next = c->free_streams;
+        c->free_streams = st;
+        c->n_free_streams++;
+        return;
+    }
     osv_free(st);
 }
 
@@ -553,7 +614,15 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, voi
     gstream_t *st;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    if (c->n_streams >= c->g->o.max_streams || c->goaway || !(st = osv_calloc(1, sizeof *st))) {
+    if (c->n_streams >= c->g->o.max_streams || c->goaway) {
+        nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    if ((st = c->free_streams)) {
+        c->free_streams = st->next;
+        c->n_free_streams--;
+        memset(st, 0, sizeof *st);
+    } else if (!(st = osv_calloc(1, sizeof *st))) {
         nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
@@ -1152,6 +1221,18 @@ static void front_release(osv_nconn_t *n)
     }
     if (c->h2)
         nghttp2_session_del(c->h2);
+    h2_cache_drop(c);
+    while (c->free_calls) {
+        gcall_t *k = c->free_calls;
+        c->free_calls = k->next;
+        osv_arena_free(&k->arena);
+        osv_free(k);
+    }
+    while (c->free_streams) {
+        gstream_t *st = c->free_streams;
+        c->free_streams = st->next;
+        osv_free(st);
+    }
     osv_free(c->out);
     osv_free(c->seg);
     memset((char *)c + sizeof c->nc, 0, sizeof *c - sizeof c->nc);

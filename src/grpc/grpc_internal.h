@@ -80,7 +80,8 @@ struct osv_grpc {
 /* One message's worth of work: a unary call, or one request of a stream. Loop thread, except the
  * fields a worker writes while `held` (labelled). */
 struct gcall {
-    gstream_t *st;   /* owning stream (NULL once the stream was freed while this call was held) */
+    gconn_t *c;      /* owning connection (its free list takes the call back) */
+    gstream_t *st;   /* owning stream (NULL once the call left its stream: answered or the stream closed) */
     gcall_t *next;   /* the stream's calls */
     gcall_t *qnext;  /* its send queue */
     osv_arena_t arena;
@@ -176,6 +177,13 @@ struct gconn {
         gcall_t *owner;
     } *seg;
     uint32_t n_seg, seg_cap, seg_head;
+    /* recycled objects: calls and streams, nghttp2's small blocks by size class (conn.c) */
+    gcall_t *free_calls;
+    gstream_t *free_streams;
+    uint32_t n_free_calls, n_free_streams;
+#define H2_CACHE_CLASSES 32
+    struct memhdr *h2_cache[H2_CACHE_CLASSES];
+    uint32_t h2_cache_n[H2_CACHE_CLASSES];
     /* timers and abuse accounting */
     uint64_t last_recv, last_progress, ping_sent_at;
     double tokens; /* control frames allowed (token bucket) */

@@ -6,6 +6,8 @@ deadlines and cancellation on a slow model; load/unload while streaming; malform
 answered with the right status while the server keeps serving."""
 import mmap
 import os
+import queue
+import re
 import socket
 import sys
 import tempfile
@@ -637,6 +639,58 @@ class GrpcObservabilityAndAuth(unittest.TestCase):
             "both inferences in the statistics")
         self.assertEqual(after.model_stats[0].inference_stats.success.count,
                          before.model_stats[0].inference_stats.success.count + 2)
+
+
+class GrpcWarmConnectionAllocatesNothing(unittest.TestCase):
+    """As over HTTP (test_server_hardening.py): on one warm gRPC connection, N unary calls and a stream
+    of N requests add no heap allocation in ortserve's own code, nghttp2's included (its allocator hooks
+    count through osv_malloc; the connection recycles calls, streams and nghttp2's small blocks)."""
+
+    N = 200
+
+    def test_no_allocations(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = GrpcServer(make_repo(tmp, {"mlp": "mlp.onnx"}), "--loops", "1")
+            try:
+                stub = srv.stub()
+                x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
+                conn = srv.conn()
+
+                def allocations():
+                    st, _, body = srv.request("GET", "/metrics", conn=conn)
+                    self.assertEqual(st, 200)
+                    return int(re.search(rb"^ortserve_heap_allocations_total (\d+)$", body, re.M).group(1))
+
+                def stream(n):
+                    """n requests on one stream, each sent once the previous one was answered (the
+                    steady state of one request in flight: more at once may take new calls)."""
+                    answered = queue.Queue()
+
+                    def reqs():
+                        for i in range(n):
+                            if i:
+                                answered.get(timeout=30)
+                            yield infer_request("mlp", [("x", x)])
+                    out = []
+                    for r in stub.ModelStreamInfer(reqs(), timeout=60):
+                        out.append(r)
+                        answered.put(1)
+                    return out
+                for _ in range(10):  # warm: buffers, arenas, recycled calls and streams, nghttp2's blocks
+                    stub.ModelInfer(infer_request("mlp", [("x", x)]))
+                    stream(3)
+                a = [allocations() for _ in range(4)]
+                per_scrape = a[1] - a[0]
+                self.assertEqual([a[2] - a[1], a[3] - a[2]], [per_scrape] * 2, "a scrape's own allocations vary")
+                before = allocations()
+                for _ in range(self.N):
+                    stub.ModelInfer(infer_request("mlp", [("x", x)]))
+                self.assertEqual(allocations() - before, per_scrape, "unary calls allocated")
+                before = allocations()
+                self.assertEqual(len(stream(self.N)), self.N)
+                self.assertEqual(allocations() - before, per_scrape, "a stream's requests allocated")
+            finally:
+                self.assertEqual(srv.finish(), 0)
 
 
 if __name__ == "__main__":
