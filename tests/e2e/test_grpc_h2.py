@@ -152,6 +152,42 @@ class GrpcIdle(unittest.TestCase):
                 self.assertEqual(srv.finish(), 0)
 
 
+class GrpcKeepalive(unittest.TestCase):
+    """--grpc-keepalive-ms: a silent connection is PINGed; one that does not answer is closed, one that
+    does is kept (until its idle timeout)."""
+
+    def test_unanswered_ping_closes(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = GrpcServer(make_repo(tmp, {"mlp": "mlp.onnx"}), "--grpc-keepalive-ms", "200",
+                             "--grpc-idle-timeout-ms", "0")
+            try:
+                c = H2(srv.grpc_port)
+                pinged = closed = False
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    f = c.frame(5)
+                    if f is None or isinstance(f, GoAwayFrame):
+                        closed = True
+                        break
+                    if isinstance(f, PingFrame) and "ACK" not in f.flags:
+                        pinged = True  # not answered
+                self.assertTrue(pinged and closed, (pinged, closed))
+                c.close()
+                c = H2(srv.grpc_port)  # one that answers stays open past several keepalive periods
+                t_end = time.monotonic() + 1.0
+                while time.monotonic() < t_end:
+                    f = c.frame(3)  # a PING comes every 200 ms; None = closed (or nothing for 3 s)
+                    self.assertIsNotNone(f, "a connection that answers PINGs was closed")
+                    if isinstance(f, PingFrame) and "ACK" not in f.flags:
+                        ack = PingFrame(0, opaque_data=f.opaque_data)
+                        ack.flags.add("ACK")
+                        c.send(ack)
+                    self.assertNotIsInstance(f, GoAwayFrame)
+                c.close()
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+
 class GrpcH2(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
