@@ -693,5 +693,40 @@ class GrpcWarmConnectionAllocatesNothing(unittest.TestCase):
                 self.assertEqual(srv.finish(), 0)
 
 
+class GrpcCancelQueued(unittest.TestCase):
+    """A call canceled while its request waits in the model's queue never runs: with one worker busy
+    on a short run, a queued run that would take about 45 s is canceled by the client; the worker then
+    finds it canceled and the server is idle again in seconds."""
+
+    def test_cancel_queued(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = make_repo(tmp, {"slow": "slow.onnx"}, configs={"slow": {"deadline_ms": 0}})
+            srv = GrpcServer(repo, "--inline-threshold-us", "0", "--workers", "1", "--deadline-ms", "0")
+            try:
+                stub = srv.stub()
+                x = np.zeros((1, 256), np.float32)
+
+                def req(iters):
+                    r = pb.ModelInferRequest(model_name="slow")
+                    r.inputs.extend([tensor("x", x), tensor("iters", np.array(iters, np.int64))])
+                    r.raw_input_contents.extend([x.tobytes(), np.array(iters, np.int64).tobytes()])
+                    return r
+                base = metrics(srv).value("ortserve_inflight_requests")
+                a = stub.ModelInfer.future(req(200000), timeout=60)  # about a second
+                wait_until(lambda: metrics(srv).value("ortserve_queue_depth") == 0 and
+                           metrics(srv).value("ortserve_inflight_requests") >= base + 1, 10, "A running")
+                b = stub.ModelInfer.future(req(10 ** 7), timeout=120)  # ~45 s if it ever ran
+                wait_until(lambda: metrics(srv).value("ortserve_queue_depth") >= 1, 10, "B queued")
+                b.cancel()
+                t0 = time.monotonic()
+                self.assertEqual(len(a.result(timeout=60).outputs), 1)
+                wait_until(lambda: metrics(srv).value("ortserve_inflight_requests") <= base, 20,
+                           "the canceled request to leave")
+                self.assertLess(time.monotonic() - t0, 20)
+                self.assertEqual(metrics(srv).value("ortserve_queue_depth"), 0)
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+
 if __name__ == "__main__":
     unittest.main()
