@@ -664,8 +664,6 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     } else if (hdr_is(name, nl, "content-type")) {
         st->grpc_ct = vl >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
                       (vl == 16 || value[16] == '+' || value[16] == ';');
-    } else if (hdr_is(name, nl, "te")) {
-        st->te_trailers = vl == 8 && memcmp(value, "trailers", 8) == 0;
     } else if (hdr_is(name, nl, "grpc-encoding")) {
         st->bad_encoding = !(vl == 8 && memcmp(value, "identity", 8) == 0);
     } else if (hdr_is(name, nl, "grpc-timeout")) {

@@ -124,7 +124,7 @@ struct gstream {
     gmethod_t method;
     /* request headers */
     uint32_t hdr_bytes;
-    bool post, grpc_ct, te_trailers, bad_encoding, compressed_ok;
+    bool post, grpc_ct, bad_encoding; /* (te: trailers is not required: some clients omit it) */
     int bad_header; /* 0, or an HTTP status to answer (415, 405, 404) */
     char path[128];
     uint32_t path_len;
