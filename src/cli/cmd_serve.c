@@ -371,9 +371,9 @@ static void write_port_file(const char *path, uint16_t port)
     }
 }
 
-static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, double ms)
+static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, int grpc_port, double ms)
 {
-    char host[300], repo[4200];
+    char host[300], repo[4200], grpc[48] = "";
     osv_pool_stats_t ps;
     osv_pool_get_stats(s->pool, &ps);
     osv_log(OSV_LOG_INFO, "listening",
@@ -382,14 +382,15 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, d
             "\"intra_op_threads\":%d,\"pool_bytes\":%" PRIu64 ",\"pool_max_slot\":%" PRIu64
             ",\"image_decode_budget\":%" PRIu64 ",\"max_body_bytes\":%" PRIu64 ",\"max_connections\":%u"
             ",\"deadline_ms\":%" PRId64 ",\"shm_max_bytes\":%" PRIu64
-            ",\"model_control\":\"%s\",\"startup_ms\":%.1f",
+            ",\"model_control\":\"%s\",\"startup_ms\":%.1f%s",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
             osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(s->repo),
             osv_repo_ready(s->repo) ? "true" : "false", osv_env_ort_version(env), s->n_loops,
             cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool),
             osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->o.max_connections,
             cfg->srv.deadline_ms, cfg->srv.allow_shm ? s->o.shm_max_bytes : 0,
-            cfg->srv.model_control ? "explicit" : "none", ms);
+            cfg->srv.model_control ? "explicit" : "none", ms,
+            grpc_port >= 0 ? (snprintf(grpc, sizeof grpc, ",\"grpc_port\":%d", grpc_port), grpc) : "");
 }
 
 /* The pool's plan: the budget (--pool-bytes, or the default computed from the memory limit), each
@@ -543,7 +544,7 @@ static int serve(serve_cfg_t *cfg)
     if (cfg->grpc_port_file && grpc)
         write_port_file(cfg->grpc_port_file, grpc_port);
     log_pool_plan(cfg, s);
-    log_start(cfg, s, env, (double)(osv_now_ns() - t0) / 1e6);
+    log_start(cfg, s, env, grpc ? grpc_port : -1, (double)(osv_now_ns() - t0) / 1e6);
     rc = osv_server_run(s);
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");
     the_server = NULL;

@@ -9,6 +9,7 @@ import os
 import queue
 import re
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -724,6 +725,52 @@ class GrpcCancelQueued(unittest.TestCase):
                            "the canceled request to leave")
                 self.assertLess(time.monotonic() - t0, 20)
                 self.assertEqual(metrics(srv).value("ortserve_queue_depth"), 0)
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+
+class GrpcPortOptions(unittest.TestCase):
+    """--grpc-port: a port another process listens on stops start-up (the transport's probe, before the
+    models load); -1 turns gRPC off; out-of-range values are usage errors."""
+
+    def run_serve(self, repo, *args):
+        from server import BIN
+        p = subprocess.run([BIN, "serve", "--model-repository", repo, "--port", "0", *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        return p.returncode, p.stdout.decode(errors="replace")
+
+    def test_port_in_use_and_range(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = make_repo(tmp, {"mlp": "mlp.onnx"})
+            busy = socket.socket()
+            busy.bind(("127.0.0.1", 0))
+            busy.listen(1)
+            try:
+                rc, out = self.run_serve(repo, "--grpc-port", str(busy.getsockname()[1]))
+                self.assertEqual(rc, 1, out)
+                self.assertIn("address already in use", out)
+            finally:
+                busy.close()
+            for bad in ("-2", "65536", "x"):
+                rc, out = self.run_serve(repo, "--grpc-port", bad)
+                self.assertEqual(rc, 2, out)
+                self.assertIn("--grpc-port", out)
+
+    def test_on_and_off(self):
+        from server import Server
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = make_repo(os.path.join(tmp, "r"), {"mlp": "mlp.onnx"})
+            srv = GrpcServer(repo)
+            try:  # the start-up line names the gRPC port
+                self.assertIn('"grpc_port":%d' % srv.grpc_port, srv.logs())
+            finally:
+                self.assertEqual(srv.finish(), 0)
+            pf = os.path.join(tmp, "gport")
+            srv = Server(repo, "--grpc-port", "-1", "--grpc-port-file", pf)
+            try:
+                self.assertEqual(srv.request("GET", "/v2/health/ready")[0], 200)
+                self.assertFalse(os.path.exists(pf), "a gRPC port file was written with gRPC off")
+                self.assertNotIn('"grpc_port"', srv.logs())
             finally:
                 self.assertEqual(srv.finish(), 0)
 
