@@ -571,25 +571,32 @@ static void m_repo_load(gcall_t *k, bool load)
 
 /* ---- system shared memory --------------------------------------------------------------------------------- */
 
-static int shm_allowed(gcall_t *k)
+/* The request message of a shared-memory method, or NULL once the call was answered (a malformed
+ * message, or shared memory not allowed). */
+static void *shm_request(gcall_t *k, const ProtobufCMessageDescriptor *d)
 {
-    if (!k->st->c->g->o.allow_shm)
-        return osv_err_set(&k->err, OSV_EPERM, "shared memory is disabled: start ortserve with --allow-shm");
-    return 0;
+    void *q = unpack(k, d);
+    if (!q) {
+        fail(k, OSV_EPARSE);
+        return NULL;
+    }
+    if (!k->st->c->g->o.allow_shm) {
+        fail(k, osv_err_set(&k->err, OSV_EPERM, "shared memory is disabled: start ortserve with --allow-shm"));
+        return NULL;
+    }
+    return q;
 }
 
 static void m_shm_status(gcall_t *k)
 {
     Inference__SystemSharedMemoryStatusRequest *q =
-        (void *)unpack(k, &inference__system_shared_memory_status_request__descriptor);
+        shm_request(k, &inference__system_shared_memory_status_request__descriptor);
     Inference__SystemSharedMemoryStatusResponse r = INFERENCE__SYSTEM_SHARED_MEMORY_STATUS_RESPONSE__INIT;
     osv_grpc_t *g = k->st->c->g;
     size_t n = 0;
     int rc;
     if (!q)
-        return fail(k, OSV_EPARSE);
-    if ((rc = shm_allowed(k)) != 0)
-        return fail(k, rc);
+        return;
     osv_shm_info_t *info = osv_arena_alloc(&k->arena, OSV_SHM_MAX_REGIONS * sizeof *info, 8);
     if (!info)
         return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
@@ -618,13 +625,11 @@ static void m_shm_status(gcall_t *k)
 static void m_shm_register(gcall_t *k)
 {
     Inference__SystemSharedMemoryRegisterRequest *q =
-        (void *)unpack(k, &inference__system_shared_memory_register_request__descriptor);
+        shm_request(k, &inference__system_shared_memory_register_request__descriptor);
     Inference__SystemSharedMemoryRegisterResponse r = INFERENCE__SYSTEM_SHARED_MEMORY_REGISTER_RESPONSE__INIT;
     int rc;
     if (!q)
-        return fail(k, OSV_EPARSE);
-    if ((rc = shm_allowed(k)) != 0)
-        return fail(k, rc);
+        return;
     if (!*q->name || !*q->key)
         return fail(k, osv_err_set(&k->err, OSV_EINVAL, "a region needs a 'name' and a 'key'"));
     if ((rc = osv_shm_register(k->st->c->g->shm, k->st->auth_id, q->name, strlen(q->name), q->key, strlen(q->key),
@@ -636,13 +641,11 @@ static void m_shm_register(gcall_t *k)
 static void m_shm_unregister(gcall_t *k)
 {
     Inference__SystemSharedMemoryUnregisterRequest *q =
-        (void *)unpack(k, &inference__system_shared_memory_unregister_request__descriptor);
+        shm_request(k, &inference__system_shared_memory_unregister_request__descriptor);
     Inference__SystemSharedMemoryUnregisterResponse r = INFERENCE__SYSTEM_SHARED_MEMORY_UNREGISTER_RESPONSE__INIT;
     int rc;
     if (!q)
-        return fail(k, OSV_EPARSE);
-    if ((rc = shm_allowed(k)) != 0)
-        return fail(k, rc);
+        return;
     rc = osv_shm_unregister(k->st->c->g->shm, k->st->auth_id, q->name, strlen(q->name), &k->err);
     if (rc && !(rc == OSV_ENOTFOUND && !*q->name))
         return fail(k, rc);

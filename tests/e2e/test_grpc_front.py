@@ -619,6 +619,10 @@ class GrpcObservabilityAndAuth(unittest.TestCase):
             self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
             self.assertIn("authorization", cm.exception.details())
         self.assertEqual(self.stub.ModelMetadata(pb.ModelMetadataRequest(name="mlp"), metadata=self.md).name, "mlp")
+        with self.assertRaises(grpc.RpcError) as cm:  # this server has no --allow-shm
+            self.stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest(), metadata=self.md)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("--allow-shm", cm.exception.details())
 
     def test_access_log_trace_and_shared_statistics(self):
         trace = "4bf92f3577b34da6a3ce929d0e0e4736"
