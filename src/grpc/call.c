@@ -592,11 +592,11 @@ static void m_shm_status(gcall_t *k)
     Inference__SystemSharedMemoryStatusRequest *q =
         shm_request(k, &inference__system_shared_memory_status_request__descriptor);
     Inference__SystemSharedMemoryStatusResponse r = INFERENCE__SYSTEM_SHARED_MEMORY_STATUS_RESPONSE__INIT;
-    osv_grpc_t *g = k->st->c->g;
     size_t n = 0;
     int rc;
     if (!q)
-        return;
+        return; /* answered: k is gone */
+    osv_grpc_t *g = k->st->c->g;
     osv_shm_info_t *info = osv_arena_alloc(&k->arena, OSV_SHM_MAX_REGIONS * sizeof *info, 8);
     if (!info)
         return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
