@@ -855,6 +855,20 @@ class Report:
                "(≈ 12 min). Results and method in `bench/http_candidates/RESULTS.md`; the summary and the choice "
                "(own epoll loop + Debian's http-parser) in `docs/DESIGN.md`.")
         self.w()
+        self.w("## 8. A refactor against the commit before it")
+        self.w()
+        self.w("Not re-run by `make bench` (it needs a build of the earlier commit): `bench/compare_builds.py "
+               "--base DIR` runs the load and copy cases of parts 1 and 2 on two builds, interleaved, and writes "
+               "`bench/compare/RESULTS.md`. The last run (issue 14: the transport split out of the HTTP front, the "
+               "request layer, the error table; base = the commit before its first change, fb1633a):")
+        self.w()
+        cmp_path = os.path.join(ROOT, "bench", "compare", "RESULTS.md")
+        if os.path.exists(cmp_path):
+            with open(cmp_path) as f:
+                self.w(f.read().strip())
+        else:
+            self.w("(no results: bench/compare/RESULTS.md is missing)")
+        self.w()
 
     # ---- targets summary ---------------------------------------------------------------------------------------
 

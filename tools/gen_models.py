@@ -23,6 +23,8 @@ Models (inputs -> outputs; N, B, T, K symbolic):
   fail.onnx         x f32[N], shape i64[1] -> y f32[?]         Reshape (bad shape = run error)
   mislead.onnx      x f32[N] -> y f32[N] (really [2N])         Concat; a wrong symbolic output shape
   compress.onnx     x f32[4], cond bool[4] -> y f32[2] (really data-dependent)   Compress
+  heavy.onnx        x f32[256,1024] -> y f32[256,1024]         64 x Tanh(x @ W): ~34 GFLOP, every run
+                    (also the warm-up, which runs zeros: a model whose default deadline follows it)
 """
 
 import argparse
@@ -397,6 +399,27 @@ def build_compress():
     return make_model(graph, "y = x[cond], declared [2] (the shape of one example)")
 
 
+# --- 11. heavy ------------------------------------------------------------------------------
+HEAVY_ROWS, HEAVY_DIM, HEAVY_LAYERS = 256, 1024, 64
+
+
+def build_heavy():
+    # Unlike slow.onnx (whose Loop count is an input, zero at warm-up), every run costs the same:
+    # 64 MatMuls of [256,1024] x [1024,1024], about 34 GFLOP: about a second on one core (an ordinary
+    # CPU model that the old fixed 500 ms default deadline answered 504).
+    rng = np.random.default_rng(1011)
+    w = (rng.standard_normal((HEAVY_DIM, HEAVY_DIM)) / np.sqrt(HEAVY_DIM)).astype(np.float32)
+    nodes, prev = [], "x"
+    for i in range(HEAVY_LAYERS):
+        nodes.append(helper.make_node("MatMul", [prev, "W"], ["m%d" % i], name="matmul%d" % i))
+        out = "y" if i == HEAVY_LAYERS - 1 else "t%d" % i
+        nodes.append(helper.make_node("Tanh", ["m%d" % i], [out], name="tanh%d" % i))
+        prev = out
+    graph = helper.make_graph(nodes, "heavy", [vi("x", F32, [HEAVY_ROWS, HEAVY_DIM])],
+                              [vi("y", F32, [HEAVY_ROWS, HEAVY_DIM])], initializer=[const("W", w)])
+    return make_model(graph, "y = 64 x (x -> tanh(x @ W)): a fixed cost of about a second per run")
+
+
 MODELS = [
     ("mlp.onnx", build_mlp),
     ("identity.onnx", build_identity),
@@ -409,6 +432,7 @@ MODELS = [
     ("mislead.onnx", build_mislead),
     ("compress.onnx", build_compress),
     ("bytes_fp32.onnx", build_bytes_fp32),
+    ("heavy.onnx", build_heavy),
 ]
 TEXT_FILES = [("mobilenetv2.labels.txt", mobilenetv2_labels)]
 

@@ -1,6 +1,6 @@
 /* grpc_front.c — fuzz support: the gRPC front (src/grpc) created once over the fuzz server's request
  * layer and transport (server.c), with small limits so that fuzzing stays fast. */
-#include "grpc/grpc.h"
+#include "grpc/server.h"
 #include "fuzz.h"
 #include "server.h"
 

@@ -95,6 +95,9 @@ OSV_API const osv_tensor_info_t *osv_model_output(const osv_model_t *m, uint32_t
 /* Index of the input/output named name[0..len), or -1. */
 OSV_API int osv_model_find_input(const osv_model_t *m, const char *name, size_t len);
 OSV_API int osv_model_find_output(const osv_model_t *m, const char *name, size_t len);
+/* The names of the model's inputs (outputs = false) or outputs as "'x', 'y'" for messages, in buf
+ * (always NUL-terminated; a list that does not fit ends with ", ..."). Returns buf. Thread-safe. */
+OSV_API const char *osv_model_names(const osv_model_t *m, bool outputs, char *buf, size_t cap);
 OSV_API const osv_model_meta_t *osv_model_meta(const osv_model_t *m);
 OSV_API const osv_model_config_t *osv_model_config(const osv_model_t *m);
 /* Raw JSON text of a config section owned by another layer ("image", "slo", ...), or NULL. */

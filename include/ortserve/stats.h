@@ -52,6 +52,10 @@ typedef enum osv_phase {
     OSV_PHASE_COUNT
 } osv_phase_t;
 
+/* The phase's name in statistics, metrics and span names: "request", "queue", "compute_input",
+ * "compute_infer", "compute_output" (Triton's statistics fields). Static; "?" out of range. */
+OSV_API const char *osv_phase_name(osv_phase_t p);
+
 /* Request outcomes. XX(enum suffix, metric label) */
 #define OSV_OUTCOME_MAP(XX)                                                                                  \
     XX(SUCCESS, "success")                                                                                   \

@@ -11,8 +11,8 @@
 
 #include "cli.h"
 #include "opts.h"
-#include "grpc/grpc.h"
-#include "http/http.h"
+#include "grpc/server.h"
+#include "http/server.h"
 #include "serve/shm.h"
 #include "obs/log.h"
 #include "obs/obs.h"
@@ -31,7 +31,8 @@ typedef struct serve_cfg {
     bool spinning, global_pools;
     uint64_t pool_bytes, pool_max_slot;
     bool pool_mlock;
-    const char *model_control;
+    const char *model_control;       /* NULL: not given (check_model_control's default) */
+    bool model_control_defaulted_off; /* none by default: listening beyond loopback without tokens */
     osv_opt_list_t load_models; /* --load-model NAME..., comma-separated; "" = "*", every model */
 } serve_cfg_t;
 
@@ -108,7 +109,7 @@ static const osv_opt_t opts[] = {
     OSV_OPT_COUNT("max-dims", limits.max_dims, 1, OSV_MAX_DIMS, NULL, "N",
                   "tensor rank limit (8, at most 16)"),
     OSV_OPT_DURATION("deadline-ms", srv.deadline_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS, "0 disables", "MS",
-                     "default request deadline; 0 disables (500)"),
+                     "default request deadline; 0 disables (500, or 10 x a slower model's warm-up run)"),
     OSV_OPT_COUNT("max-queue", srv.max_queue, 0, 1u << 16, NULL, "N",
                   "queued requests per model before 503 (64)"),
     OSV_OPT_COUNT(
@@ -151,7 +152,8 @@ static const osv_opt_t opts[] = {
         "require 'Authorization: Bearer <token>' except on health endpoints (one token a line; SIGHUP "
         "re-reads)"),
     OSV_OPT_STRING("model-control-mode", model_control, "MODE",
-                   "explicit: the repository API may load and unload models; none: it may not (explicit)"),
+                   "explicit: the repository API may load and unload models; none: it may not (default: "
+                   "explicit on loopback or with --auth-token-file, none otherwise)"),
     OSV_OPT_LIST("load-model", load_models, "NAME",
                  "explicit mode: load NAME at start-up (repeatable, or NAME,NAME; default *: every model)"),
     OSV_OPT_FLAG("allow-shm", srv.allow_shm, "allow system shared-memory registration (default 0)"),
@@ -223,7 +225,7 @@ static void defaults(serve_cfg_t *c)
     c->log_format = "json";
     c->access_log = true;
     c->trace_ratio = 0.01;
-    c->model_control = "explicit";
+    c->model_control = NULL; /* check_model_control picks the default from --host and the tokens */
 }
 
 /* Environment first, flags override. Returns 0, 1 after --help, or 2 after a usage error. */
@@ -292,13 +294,15 @@ static void ort_log(void *ud, int severity, const char *category, const char *ms
 static int log_model(void *ud, osv_model_t *m)
 {
     char name[300];
-    (void)ud;
+    const char *source;
+    int64_t deadline = osv_server_model_deadline(ud, m, &source);
     osv_log(OSV_LOG_INFO, "model_ready",
             "\"model\":\"%s\",\"version\":%" PRId64 ",\"inputs\":%u,\"outputs\":%u,\"load_ms\":%.1f,"
-            "\"warmup_run_bytes\":%" PRIu64,
+            "\"warmup_ms\":%.1f,\"warmup_run_bytes\":%" PRIu64 ",\"deadline_ms\":%" PRId64
+            ",\"deadline_source\":\"%s\"",
             osv_log_escape(osv_model_name(m), name, sizeof name), osv_model_version(m),
             osv_model_input_count(m), osv_model_output_count(m), osv_model_load_ms(m),
-            osv_model_warmup_bytes(m));
+            (double)osv_model_warmup_ns(m) / 1e6, osv_model_warmup_bytes(m), deadline, source);
     if (osv_model_warmup_error(m)) {
         char e[1200];
         osv_log(OSV_LOG_WARN, "warmup_failed", "\"model\":\"%s\",\"error\":\"%s\"", name,
@@ -310,10 +314,14 @@ static int log_model(void *ud, osv_model_t *m)
 /* Models that should have loaded but did not are errors; models --load-model left out are not. */
 static void log_unavailable(osv_repo_t *repo)
 {
-    osv_repo_entry_t e[64];
-    size_t n = 0;
-    osv_repo_index(repo, false, e, 64, &n);
-    for (size_t i = 0; i < n && i < 64; i++) {
+    osv_repo_entry_t *e;
+    size_t n = 0, cap;
+    osv_repo_index(repo, false, NULL, 0, &n);
+    cap = n;
+    if (!n || !(e = osv_calloc(cap, sizeof *e))) /* rows are 1.2 KB each: not on the stack */
+        return;
+    osv_repo_index(repo, false, e, cap, &n);
+    for (size_t i = 0; i < n && i < cap; i++) {
         char name[300], reason[2048];
         if (e[i].state != OSV_MODEL_READY)
             osv_log(e[i].wanted ? OSV_LOG_ERROR : OSV_LOG_INFO,
@@ -321,6 +329,7 @@ static void log_unavailable(osv_repo_t *repo)
                     "\"model\":\"%s\",\"reason\":\"%s\"", osv_log_escape(e[i].name, name, sizeof name),
                     osv_log_escape(e[i].reason, reason, sizeof reason));
     }
+    osv_free(e);
 }
 
 /* Each connection is a descriptor: raise the soft RLIMIT_NOFILE (often 1024) towards the hard limit
@@ -347,6 +356,7 @@ static void fit_nofile(uint32_t max_connections, uint32_t regions)
  * --grpc-port -1. */
 static int start_grpc(serve_cfg_t *cfg, osv_server_t *s, osv_grpc_t **g, uint16_t *port, osv_err_t *err)
 {
+    osv_server_shared_t sh;
     int rc;
     if (cfg->grpc.port < 0)
         return 0;
@@ -354,9 +364,10 @@ static int start_grpc(serve_cfg_t *cfg, osv_server_t *s, osv_grpc_t **g, uint16_
     cfg->grpc.model_control = cfg->srv.model_control;
     if (!cfg->grpc.max_message_bytes)
         cfg->grpc.max_message_bytes = cfg->srv.max_body_bytes;
-    if ((rc = osv_grpc_create(&cfg->grpc, s->serve, s->net, &s->inflight, g, err)) != 0)
+    osv_server_get_shared(s, &sh);
+    if ((rc = osv_grpc_create(&cfg->grpc, sh.serve, sh.net, sh.inflight, g, err)) != 0)
         return rc;
-    return osv_net_listen(s->net, osv_grpc_front(*g), cfg->srv.host, cfg->grpc.port, port, err);
+    return osv_grpc_listen(*g, cfg->srv.host, cfg->grpc.port, port, err);
 }
 
 static void write_port_file(const char *path, uint16_t port)
@@ -371,7 +382,8 @@ static void write_port_file(const char *path, uint16_t port)
     }
 }
 
-static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, int grpc_port, double ms)
+static void log_start(const serve_cfg_t *cfg, const osv_server_plan_t *s, osv_repo_t *r, osv_env_t *env,
+                      int grpc_port, double ms)
 {
     char host[300], repo[4200], grpc[48] = "";
     osv_pool_stats_t ps;
@@ -381,14 +393,15 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, i
             "\"loops\":%d,"
             "\"intra_op_threads\":%d,\"pool_bytes\":%" PRIu64 ",\"pool_max_slot\":%" PRIu64
             ",\"image_decode_budget\":%" PRIu64 ",\"max_body_bytes\":%" PRIu64 ",\"max_connections\":%u"
-            ",\"deadline_ms\":%" PRId64 ",\"shm_max_bytes\":%" PRIu64
+            ",\"deadline_ms\":%" PRId64 ",\"deadline_follows_model\":%s,\"shm_max_bytes\":%" PRIu64
             ",\"model_control\":\"%s\",\"startup_ms\":%.1f%s",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
-            osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(s->repo),
-            osv_repo_ready(s->repo) ? "true" : "false", osv_env_ort_version(env), s->n_loops,
+            osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(r),
+            osv_repo_ready(r) ? "true" : "false", osv_env_ort_version(env), s->loops,
             cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool),
-            osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->o.max_connections,
-            cfg->srv.deadline_ms, cfg->srv.allow_shm ? s->o.shm_max_bytes : 0,
+            osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->max_connections,
+            cfg->srv.deadline_ms < 0 ? (int64_t)500 : cfg->srv.deadline_ms, cfg->srv.deadline_ms < 0 ? "true" : "false",
+            cfg->srv.allow_shm ? s->shm_max_bytes : 0,
             cfg->srv.model_control ? "explicit" : "none", ms,
             grpc_port >= 0 ? (snprintf(grpc, sizeof grpc, ",\"grpc_port\":%d", grpc_port), grpc) : "");
 }
@@ -396,7 +409,7 @@ static void log_start(const serve_cfg_t *cfg, osv_server_t *s, osv_env_t *env, i
 /* The pool's plan: the budget (--pool-bytes, or the default computed from the memory limit), each
  * class as SLOT_BYTESxSLOTS, and what they reserve together (the budget, to within the smallest slot
  * of a class not yet full: osv_pool_create). */
-static void log_pool_plan(const serve_cfg_t *cfg, osv_server_t *s)
+static void log_pool_plan(const serve_cfg_t *cfg, const osv_server_plan_t *s)
 {
     char classes[OSV_POOL_MAX_CLASSES * 32] = "";
     size_t n = 0;
@@ -426,6 +439,13 @@ static size_t next_name(const char **p, const char **name)
 static int check_model_control(serve_cfg_t *cfg)
 {
     const char *mode = cfg->model_control, *p = cfg->load_models.v, *name;
+    if (!mode) {
+        /* Not asked for: any client that reaches the server could unload every model, so that is
+         * allowed only where clients are local or must present a token. */
+        bool tokens = cfg->srv.auth_token_file && *cfg->srv.auth_token_file;
+        mode = osv_opt_host_is_loopback(cfg->srv.host) || tokens ? "explicit" : "none";
+        cfg->model_control_defaulted_off = strcmp(mode, "none") == 0;
+    }
     if (strcasecmp(mode, "none") != 0 && strcasecmp(mode, "explicit") != 0) {
         fprintf(stderr, "ortserve serve: --model-control-mode must be none or explicit, not '%s'%s\n", mode,
                 strcasecmp(mode, "poll") == 0 ? " (polling the repository is not supported: use the "
@@ -438,7 +458,10 @@ static int check_model_control(serve_cfg_t *cfg)
         cfg->load_models.v[0] = '\0';
     if (cfg->load_models.v[0] && !cfg->srv.model_control) {
         fprintf(stderr, "ortserve serve: --load-model needs --model-control-mode explicit (none loads every "
-                        "model)\n");
+                        "model)%s\n",
+                cfg->model_control_defaulted_off ? "; none is the default when listening beyond loopback "
+                                                   "without --auth-token-file"
+                                                 : "");
         return 2;
     }
     for (size_t n; (n = next_name(&p, &name)) > 0 || *p;) {
@@ -498,12 +521,13 @@ static int serve(serve_cfg_t *cfg)
                          .loops = cfg->srv.loops > 0 ? cfg->srv.loops : (int)sysconf(_SC_NPROCESSORS_ONLN)};
     cfg->srv.loops = oo.loops;
     if (osv_obs_init(&oo, &err) != 0) {
-        osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", err.msg);
+        char e[1024];
+        osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
         return 1;
     }
     /* A port in use fails now, not after the models have loaded. */
-    if ((rc = osv_net_probe(cfg->srv.host, cfg->srv.port, &err)) != 0 ||
-        (cfg->grpc.port >= 0 && (rc = osv_net_probe(cfg->srv.host, cfg->grpc.port, &err)) != 0) ||
+    if ((rc = osv_server_check_port(cfg->srv.host, cfg->srv.port, &err)) != 0 ||
+        (cfg->grpc.port >= 0 && (rc = osv_server_check_port(cfg->srv.host, cfg->grpc.port, &err)) != 0) ||
         (rc = osv_env_create(&cfg->env, &env, &err)) != 0) {
         char e[1024];
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
@@ -529,8 +553,10 @@ static int serve(serve_cfg_t *cfg)
         osv_env_destroy(env);
         return 1;
     }
-    fit_nofile(s->o.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
-    osv_repo_foreach(repo, log_model, NULL);
+    osv_server_plan_t plan;
+    osv_server_get_plan(s, &plan);
+    fit_nofile(plan.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
+    osv_repo_foreach(repo, log_model, s);
     log_unavailable(repo);
     the_server = s;
     struct sigaction sa = {.sa_handler = on_signal};
@@ -540,11 +566,18 @@ static int serve(serve_cfg_t *cfg)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (cfg->port_file)
-        write_port_file(cfg->port_file, s->port);
+        write_port_file(cfg->port_file, plan.port);
     if (cfg->grpc_port_file && grpc)
         write_port_file(cfg->grpc_port_file, grpc_port);
-    log_pool_plan(cfg, s);
-    log_start(cfg, s, env, grpc ? grpc_port : -1, (double)(osv_now_ns() - t0) / 1e6);
+    log_pool_plan(cfg, &plan);
+    if (cfg->model_control_defaulted_off) {
+        char host[300];
+        osv_log(OSV_LOG_WARN, "model_control_off",
+                "\"host\":\"%s\",\"message\":\"listening beyond loopback without --auth-token-file: the "
+                "repository API may not load or unload models (--model-control-mode explicit allows it)\"",
+                osv_log_escape(cfg->srv.host, host, sizeof host));
+    }
+    log_start(cfg, &plan, repo, env, grpc ? grpc_port : -1, (double)(osv_now_ns() - t0) / 1e6);
     rc = osv_server_run(s);
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");
     the_server = NULL;

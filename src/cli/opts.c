@@ -4,6 +4,7 @@
  * Every error is one line on stderr that names the option or variable and what it accepts, followed,
  * for an unknown or misplaced argument, by where the help is: never the whole help, which would
  * scroll the error away. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -531,4 +532,20 @@ size_t osv_opt_unknown_vars(const osv_opt_cmd_t *cmd, const char *const *known,
         count++;
     }
     return count;
+}
+
+bool osv_opt_host_is_loopback(const char *host)
+{
+    unsigned char a[16];
+    if (!host)
+        return false;
+    if (strcasecmp(host, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, host, a) == 1)
+        return a[0] == 127;
+    if (inet_pton(AF_INET6, host, a) != 1)
+        return false;
+    static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const unsigned char one[16] = {[15] = 1};
+    return memcmp(a, one, 16) == 0 || (memcmp(a, v4mapped, 12) == 0 && a[12] == 127);
 }

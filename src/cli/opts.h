@@ -236,6 +236,10 @@ size_t osv_opt_distance(const char *a, size_t na, const char *b, size_t nb);
  * contains it or that it contains (4 characters or more). Returns its index, or -1. */
 int osv_opt_suggest(const char *typed, size_t len, const char *const *names, size_t n);
 
+/* True when a --host value listens on loopback only: "localhost", 127.0.0.0/8, ::1 (or ::ffff:127.x).
+ * Everything else — 0.0.0.0, ::, an interface address, another name — is reachable from outside. */
+bool osv_opt_host_is_loopback(const char *host);
+
 /* Calls fn for every variable of the environment that starts with the command's prefix and is neither
  * an option's nor in `known` (NULL-terminated), with the closest option's variable or NULL. Returns
  * how many there were. */

@@ -442,45 +442,9 @@ typedef union num {
     uint64_t u;
 } num_t;
 
-static float half_to_float(uint16_t h)
-{
-    uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, f = h & 0x3ff, bits;
-    float out;
-    if (e == 0) {
-        out = ldexpf((float)f, -24);
-        return s ? -out : out;
-    }
-    bits = e == 31 ? s | 0x7f800000u | (f << 13) : s | ((e + 112) << 23) | (f << 13);
-    memcpy(&out, &bits, 4);
-    return out;
-}
-
-static uint16_t float_to_half(float v)
-{
-    uint32_t x, s, e, f;
-    memcpy(&x, &v, 4);
-    s = (x >> 16) & 0x8000;
-    if ((x & 0x7fffffff) > 0x7f800000)
-        return (uint16_t)(s | 0x7e00);
-    e = (x >> 23) & 0xff;
-    if (e >= 143)
-        return (uint16_t)(s | 0x7c00);
-    if (e < 113) { /* subnormal half or zero: round to nearest even at 2^-24 */
-        float a = fabsf(v) * 16777216.0f;
-        return (uint16_t)(s | (uint32_t)nearbyintf(a));
-    }
-    f = x & 0x7fffff;
-    uint32_t h = ((e - 112) << 10) | (f >> 13), rest = f & 0x1fff;
-    if (rest > 0x1000 || (rest == 0x1000 && (h & 1)))
-        h++;
-    return (uint16_t)(s | h);
-}
-
 static num_t get_num(osv_dtype_t dt, const void *p, uint64_t i, int *kind)
 {
     num_t n = {0};
-    uint32_t b;
-    float f;
     *kind = 1; /* 0 float, 1 signed, 2 unsigned */
     switch (dt) {
     case OSV_DTYPE_BOOL:
@@ -515,13 +479,11 @@ static num_t get_num(osv_dtype_t dt, const void *p, uint64_t i, int *kind)
         n.i = ((const int64_t *)p)[i];
         break;
     case OSV_DTYPE_FP16:
-        n.f = half_to_float(((const uint16_t *)p)[i]);
+        n.f = osv_f16_to_f32(((const uint16_t *)p)[i]);
         *kind = 0;
         break;
     case OSV_DTYPE_BF16:
-        b = (uint32_t)((const uint16_t *)p)[i] << 16;
-        memcpy(&f, &b, 4);
-        n.f = f;
+        n.f = osv_bf16_to_f32(((const uint16_t *)p)[i]);
         *kind = 0;
         break;
     case OSV_DTYPE_FP32:
@@ -538,12 +500,22 @@ static num_t get_num(osv_dtype_t dt, const void *p, uint64_t i, int *kind)
     return n;
 }
 
+/* A float as an integer, saturating (NaN → 0): a cast out of range is undefined behaviour. */
+static int64_t sat_i64(double f)
+{
+    if (isnan(f))
+        return 0;
+    if (f >= 0x1p63)
+        return INT64_MAX;
+    if (f < -0x1p63)
+        return INT64_MIN;
+    return (int64_t)f;
+}
+
 static void put_num(osv_dtype_t dt, void *p, uint64_t i, num_t n, int kind)
 {
     double f = kind == 0 ? n.f : kind == 1 ? (double)n.i : (double)n.u;
-    int64_t s = kind == 0 ? (int64_t)f : kind == 1 ? n.i : (int64_t)n.u;
-    float ff;
-    uint32_t b;
+    int64_t s = kind == 0 ? sat_i64(f) : kind == 1 ? n.i : (int64_t)n.u;
     switch (dt) {
     case OSV_DTYPE_BOOL:
         ((uint8_t *)p)[i] = f != 0;
@@ -573,13 +545,10 @@ static void put_num(osv_dtype_t dt, void *p, uint64_t i, num_t n, int kind)
         ((int64_t *)p)[i] = s;
         break;
     case OSV_DTYPE_FP16:
-        ((uint16_t *)p)[i] = float_to_half((float)f);
+        ((uint16_t *)p)[i] = osv_f32_to_f16((float)f);
         break;
     case OSV_DTYPE_BF16:
-        ff = (float)f;
-        memcpy(&b, &ff, 4);
-        b += 0x7fff + ((b >> 16) & 1);
-        ((uint16_t *)p)[i] = (uint16_t)(b >> 16);
+        ((uint16_t *)p)[i] = osv_f32_to_bf16((float)f);
         break;
     case OSV_DTYPE_FP32:
         ((float *)p)[i] = (float)f;

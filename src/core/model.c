@@ -605,6 +605,27 @@ int osv_model_find_output(const osv_model_t *m, const char *name, size_t len)
     return find(m->out, m->n_out, name, len);
 }
 
+const char *osv_model_names(const osv_model_t *m, bool outputs, char *buf, size_t cap)
+{
+    const osv_tensor_info_t *t = outputs ? m->out : m->in;
+    uint32_t n = outputs ? m->n_out : m->n_in;
+    size_t len = 0, safe = 0; /* safe: the end of the last name that leaves room for ", ..." */
+    if (!cap)
+        return buf;
+    buf[0] = '\0';
+    for (uint32_t i = 0; i < n; i++) {
+        int k = snprintf(buf + len, cap - len, "%s'%s'", i ? ", " : "", t[i].name);
+        if (k < 0 || (size_t)k >= cap - len) { /* does not fit: end with ", ..." after a whole name */
+            snprintf(buf + safe, cap - safe, "%s", safe ? ", ..." : "...");
+            return buf;
+        }
+        len += (size_t)k;
+        if (len + 6 <= cap)
+            safe = len;
+    }
+    return buf;
+}
+
 const osv_model_meta_t *osv_model_meta(const osv_model_t *m)
 {
     return &m->meta;

@@ -109,62 +109,61 @@ static void model_dir(const osv_repo_t *r, const char *name, char *dir, size_t c
         snprintf(dir, cap, "%s/%s", r->root, name);
 }
 
-static int cmp_version(const void *a, const void *b)
+/* Sorts the list by version, ascending (insertion sort: at most MAX_VERSIONS entries). */
+static void sort_versions(version_list_t *l)
 {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
+    char path[PATH_MAX];
+    for (uint32_t i = 1; i < l->n; i++) {
+        int64_t v = l->v[i];
+        uint32_t j = i;
+        memcpy(path, l->path[i], PATH_MAX);
+        for (; j > 0 && l->v[j - 1] > v; j--) {
+            l->v[j] = l->v[j - 1];
+            memcpy(l->path[j], l->path[j - 1], PATH_MAX);
+        }
+        l->v[j] = v;
+        memcpy(l->path[j], path, PATH_MAX);
+    }
 }
 
 /* Lists the versions of model `name` on disk (numeric dirs with model.onnx, or a bare model.onnx
- * as version 1), sorted ascending. */
+ * as version 1), sorted ascending, into *out (caller memory: 260 KiB, on the heap — never a
+ * worker's stack). */
 static int list_versions(const osv_repo_t *r, const char *name, version_list_t *out, osv_err_t *err)
 {
     char dir[PATH_MAX], file[PATH_MAX];
     DIR *d;
     struct dirent *e;
-    int64_t order[MAX_VERSIONS];
-    version_list_t tmp;
 
-    out->n = tmp.n = 0;
+    out->n = 0;
     model_dir(r, name, dir, sizeof dir);
     if (!(d = opendir(dir)))
         return osv_err_set(err, OSV_ENOTFOUND, "model '%s' is not in the repository", name);
-    while ((e = readdir(d)) != NULL && tmp.n < MAX_VERSIONS) {
+    while ((e = readdir(d)) != NULL && out->n < MAX_VERSIONS) {
         int64_t v;
         if (!parse_version(e->d_name, &v))
             continue;
         snprintf(file, sizeof file, "%s/%s/model.onnx", dir, e->d_name);
         if (!confined(r, file))
             continue;
-        tmp.v[tmp.n] = v;
-        snprintf(tmp.path[tmp.n], PATH_MAX, "%s", file);
-        tmp.n++;
+        out->v[out->n] = v;
+        snprintf(out->path[out->n], PATH_MAX, "%s", file);
+        out->n++;
     }
     closedir(d);
-    if (tmp.n == 0) {
+    if (out->n == 0) {
         snprintf(file, sizeof file, "%s/model.onnx", dir);
         if (confined(r, file)) {
-            tmp.v[0] = 1;
-            snprintf(tmp.path[0], PATH_MAX, "%s", file);
-            tmp.n = 1;
+            out->v[0] = 1;
+            snprintf(out->path[0], PATH_MAX, "%s", file);
+            out->n = 1;
         }
     }
-    if (tmp.n == 0)
+    if (out->n == 0)
         return osv_err_set(err, OSV_ENOTFOUND,
                            "model '%s' has no <version>/model.onnx or model.onnx inside the repository",
                            name);
-    memcpy(order, tmp.v, tmp.n * sizeof *order);
-    qsort(order, tmp.n, sizeof *order, cmp_version);
-    for (uint32_t i = 0; i < tmp.n; i++) {
-        for (uint32_t j = 0; j < tmp.n; j++) {
-            if (tmp.v[j] == order[i]) {
-                out->v[out->n] = order[i];
-                memcpy(out->path[out->n], tmp.path[j], PATH_MAX);
-                out->n++;
-                break;
-            }
-        }
-    }
+    sort_versions(out);
     return 0;
 }
 

@@ -55,6 +55,18 @@ static const char *const outcome_names[OSV_OUTCOME_COUNT] = {
 static _Atomic unsigned next_shard;
 static _Thread_local int my_shard = -1;
 
+const char *osv_phase_name(osv_phase_t p)
+{
+    static const char *const names[OSV_PHASE_COUNT] = {
+        [OSV_PHASE_REQUEST] = "request",
+        [OSV_PHASE_QUEUE] = "queue",
+        [OSV_PHASE_COMPUTE_INPUT] = "compute_input",
+        [OSV_PHASE_COMPUTE_INFER] = "compute_infer",
+        [OSV_PHASE_COMPUTE_OUTPUT] = "compute_output",
+    };
+    return (unsigned)p < OSV_PHASE_COUNT ? names[p] : "?";
+}
+
 const char *osv_copy_reason_name(osv_copy_reason_t r)
 {
     return (unsigned)r < OSV_COPY_REASON_COUNT ? reason_names[r] : "unknown";

@@ -62,6 +62,11 @@ const osv_front_t *osv_grpc_front(osv_grpc_t *g)
     return &g->front;
 }
 
+int osv_grpc_listen(osv_grpc_t *g, const char *host, int port, uint16_t *bound, osv_err_t *err)
+{
+    return osv_net_listen(g->net, &g->front, host, port, bound, err);
+}
+
 void osv_grpc_destroy(osv_grpc_t *g)
 {
     if (!g)

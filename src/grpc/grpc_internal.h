@@ -20,7 +20,7 @@
 #include <nghttp2/nghttp2.h>
 #include <sys/uio.h>
 
-#include "grpc/grpc.h"
+#include "grpc/server.h"
 #include "grpc/wire.h"
 #include "obs/obs.h"
 #include "ortserve.h"

@@ -155,6 +155,17 @@ static int shm_params(gcall_t *k, const osv_gw_params_t *ps, const char *what, o
     return 1;
 }
 
+/* The request's deadline becomes `at` (absolute ns; `ms` long, set by `src`) when that is earlier: the
+ * model's or server's default, grpc-timeout, the timeout parameter. 504s name the one that won. */
+static void shorten(ix_t *x, uint64_t at, uint64_t ms, osv_deadline_src_t src)
+{
+    if (x->sreq.deadline && at >= x->sreq.deadline)
+        return;
+    x->sreq.deadline = at;
+    x->sreq.deadline_ms = ms;
+    x->sreq.deadline_src = src;
+}
+
 static int request_params(gcall_t *k, ix_t *x)
 {
     osv_gw_params_t ps;
@@ -170,11 +181,9 @@ static int request_params(gcall_t *k, ix_t *x)
         if (p->key.n == 7 && memcmp(p->key.p, "timeout", 7) == 0) { /* microseconds, as Triton */
             if (!is_int || (p->type == OSV_GW_P_INT64 && p->i < 0))
                 return bad(k, OSV_EINVAL, "parameter 'timeout' must be a non-negative integer (microseconds)");
-            if (u) {
-                uint64_t d = u > (UINT64_MAX - k->t_start) / 1000 ? UINT64_MAX : k->t_start + u * 1000;
-                if (!x->sreq.deadline || d < x->sreq.deadline)
-                    x->sreq.deadline = d;
-            }
+            if (u)
+                shorten(x, u > (UINT64_MAX - k->t_start) / 1000 ? UINT64_MAX : k->t_start + u * 1000, u / 1000,
+                        OSV_DEADLINE_REQUEST);
         } else if (p->key.n == 8 && memcmp(p->key.p, "priority", 8) == 0) {
             if (!is_int || u > 1000000)
                 return bad(k, OSV_EINVAL, "parameter 'priority' must be an integer from 0 to 1000000");
@@ -364,10 +373,12 @@ static int build(gcall_t *k, ix_t *x)
     if ((rc = osv_gw_decode(k->slot.base, k->split->meta_len, k->split, &x->req, &k->err)) != 0 ||
         (rc = model_of(k, x)) != 0)
         return rc;
-    int64_t dms = osv_serve_deadline_ms(g->serve, k->model);
-    x->sreq.deadline = dms > 0 ? k->t_start + (uint64_t)dms * 1000000ull : 0;
-    if (k->st->deadline && (!x->sreq.deadline || k->st->deadline < x->sreq.deadline))
-        x->sreq.deadline = k->st->deadline;
+    osv_deadline_src_t src;
+    int64_t dms = osv_serve_deadline_ms(g->serve, k->model, &src);
+    if (dms > 0)
+        shorten(x, k->t_start + (uint64_t)dms * 1000000ull, (uint64_t)dms, src);
+    if (k->st->deadline)
+        shorten(x, k->st->deadline, (k->st->deadline - k->st->t_start) / 1000000ull, OSV_DEADLINE_HEADER);
     if ((rc = request_params(k, x)) != 0)
         return rc;
     if (ni > osv_model_input_count(k->model))
@@ -438,7 +449,8 @@ static void enc_header(osv_gw_w_t *w, gcall_t *k, ix_t *x, const char *version)
 /* Output views, and the strings (BYTES, classification) serialized into one slot. */
 static int gather_outputs(gcall_t *k, ix_t *x)
 {
-    uint64_t strings = 0, used = 0, top_n = 1;
+    uint64_t strings = 0, used = 0;
+    uint32_t top_n = 1;
     int rc;
     for (uint32_t i = 0; i < x->n_out; i++) {
         gout_t *o = &x->outs[i];
@@ -454,7 +466,7 @@ static int gather_outputs(gcall_t *k, ix_t *x)
     }
     if (strings && osv_pool_acquire(x->pool, strings, &x->strings) != 0)
         return bad(k, OSV_EBUSY, "no memory for the response, retry later");
-    uint64_t *top = osv_arena_alloc(&k->arena, top_n * sizeof *top, 8);
+    uint32_t *top = osv_arena_alloc(&k->arena, top_n * sizeof *top, 8);
     if (!top)
         return bad(k, OSV_ENOMEM, "out of request memory");
     for (uint32_t i = 0; i < x->n_out; i++) {
@@ -464,6 +476,8 @@ static int gather_outputs(gcall_t *k, ix_t *x)
             const osv_tensor_info_t *ti = osv_model_output(k->model, o->idx);
             uint64_t bound = osv_classify_max(ti, &o->v, o->classification);
             o->len = osv_classify(ti, &o->v, o->classification, top, dst, &o->cls);
+            if (o->len == UINT64_MAX)
+                return bad(k, OSV_ELIMIT, "output '%s': too many classes to rank", o->v.name);
             o->data = dst;
             used += (bound + 63) & ~63ull;
         } else if (o->v.dtype == OSV_DTYPE_BYTES && o->shm_bytes) {

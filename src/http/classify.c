@@ -419,8 +419,8 @@ static void finish(osv_conn_t *c)
     c->req.ns[OSV_PHASE_COMPUTE_INPUT] = x->times.preprocess_ns;
     c->req.ns[OSV_PHASE_COMPUTE_INFER] = x->times.run_ns;
     c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = x->times.post_ns;
-    c->req.phase_t0[0] = r->phase_t0[0];
-    c->req.phase_t1[0] = r->phase_t1[0];
+    c->req.phase_t0[OSV_PHASE_QUEUE] = r->phase_t0[OSV_PHASE_QUEUE];
+    c->req.phase_t1[OSV_PHASE_QUEUE] = r->phase_t1[OSV_PHASE_QUEUE];
     c->req.batch = x->n;
     if (r->rc) {
         answer_error(c, x, r->rc, x->failed);
@@ -475,7 +475,12 @@ static void body_received(osv_conn_t *c)
     if (x->im->classes && x->k > x->im->classes)
         x->k = x->im->classes; /* no room for results that cannot exist */
     /* decoding takes milliseconds: always on a worker, never inline on the loop */
-    x->sreq = (osv_sreq_t){.model = x->m, .deadline = c->req.deadline, .execute = classify, .complete = completed,
+    x->sreq = (osv_sreq_t){.model = x->m,
+                           .deadline = c->req.deadline,
+                           .deadline_ms = c->req.deadline_ms,
+                           .deadline_src = c->req.deadline_src,
+                           .execute = classify,
+                           .complete = completed,
                            .ud = c};
     int rc = osv_serve_submit(s->serve, &x->sreq);
     if (rc == 1)

@@ -50,7 +50,10 @@ void osv_h_shm_unregister(osv_conn_t *c, const osv_route_t *r);
  * malformed header. Saturating: no timeout wraps into an immediate 504. */
 int osv_h_deadline(osv_conn_t *c, const osv_model_t *m);
 /* Shortens the deadline to n units (unit_ns each) after the request's start; 0 leaves it as is. */
-void osv_h_deadline_shorten(osv_conn_t *c, uint64_t n, uint64_t unit_ns);
+void osv_h_deadline_shorten(osv_conn_t *c, uint64_t n, uint64_t unit_ns, osv_deadline_src_t src);
+/* One row of the repository index as Triton writes it: {"name", "version" (a string), "state",
+ * "reason"} (repository.c; also the not-ready answer of /v2/health/ready). */
+void osv_h_index_row(osv_jw_t *w, const osv_repo_entry_t *e);
 /* Looks up the route's model (taking a reference) or answers 404/503 and returns NULL. */
 osv_model_t *osv_h_model(osv_conn_t *c, const osv_route_t *r);
 /* Receives a small JSON body (≤ limit) into the connection buffer or a slot, then calls done. An

@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 
 #include "http/parser.h"
+#include "http/server.h"
 #include "net/net.h"
 #include "obs/obs.h"
 #include "serve/serve.h"
@@ -23,46 +24,8 @@
 #include "util/arena.h"
 #include "util/json.h"
 
-typedef struct osv_server osv_server_t;
 typedef struct osv_conn osv_conn_t;
 
-/* Every option of `ortserve serve` (flags and ORTSERVE_* variables map 1:1 onto these). */
-typedef struct osv_server_opts {
-    const char *host;
-    int port;
-    int loops;   /* event-loop threads (0 = number of cores) */
-    int workers; /* inference worker threads (0 = number of cores) */
-    uint32_t max_connections; /* 0 = from the memory plan (osv_server_create) */
-    uint64_t max_body_bytes;   /* request body limit (413 beyond) */
-    uint32_t max_header_bytes; /* request line + headers (431 beyond) */
-    uint32_t max_headers;      /* header count (431 beyond) */
-    uint32_t max_json_depth;
-    uint32_t max_json_tokens;
-    uint32_t conn_buffer;         /* per-connection read buffer, ≥ max_header_bytes */
-    int64_t deadline_ms;          /* default per-request deadline; 0 = none */
-    uint32_t max_queue;           /* queued requests per model before 503 */
-    uint64_t inline_threshold_ns; /* models faster than this run on the loop thread */
-    int header_timeout_ms, body_timeout_ms, idle_timeout_ms, drain_timeout_ms;
-    uint32_t min_body_rate;  /* bytes/s a body must average after body_rate_grace_ms (0 = off) */
-    int body_rate_grace_ms;
-    uint32_t retry_after_s;      /* Retry-After on 503 */
-    uint32_t memory_high_pct;    /* memory guard: % of the cgroup limit (0 = off), server.c */
-    const char *auth_token_file; /* bearer tokens required on all but health endpoints (auth.h) */
-    bool allow_shm;
-    /* Registered shared memory, all regions together (0 = the pool's budget). */
-    uint64_t shm_max_bytes;
-    bool model_control; /* the repository API may load/unload models (--model-control-mode explicit) */
-    bool force_copy;    /* benchmarks: copy every tensor (honest comparison) */
-    osv_pool_opts_t pool;
-    /* Image limits for models whose config.json does not set them (see ortserve/imaging.h). */
-    uint64_t image_max_pixels, image_max_bytes;
-    uint32_t image_max_images;
-    /* Bytes image decoding may hold at once, server-wide (0 = osv_img_budget_default of what the pool
-     * and ONNX Runtime's runs leave; when set, the pool's default budget keeps out of it). */
-    uint64_t image_decode_budget;
-} osv_server_opts_t;
-
-void osv_server_opts_default(osv_server_opts_t *o);
 
 /* ---- connections ---------------------------------------------------------------------------- */
 
@@ -78,7 +41,17 @@ typedef enum conn_state {
 #define OSV_MAX_IOV      64
 #define OSV_HDR_BUF      1536
 
-/* Where a request body is received. */
+/* Thread labels on the request and response fields below (libuv's public/read-only/private, for
+ * threads):
+ *   [loop]    written on the connection's loop thread only (read by a worker while it holds the
+ *             request, never written there);
+ *   [holder]  written by whoever holds the request: the loop thread, or — while the connection is in
+ *             CONN_RUN — the one worker running it. The hand-offs are ordered (osv_serve_submit's
+ *             queue lock one way, osv_conn_complete's release/acquire post the other), so no field is
+ *             ever written by two threads at once, and none needs to be atomic.
+ * Both structs are reset between requests by conn.c (conn_next); their memory is the connection's. */
+
+/* Where a request body is received. [loop] */
 typedef struct body_plan {
     struct iovec iov[OSV_MAX_IOV]; /* destinations, in wire order */
     int n_iov, cur;
@@ -89,12 +62,13 @@ typedef struct body_plan {
     uint64_t dst_cap, dst_len, dst_limit;
 } body_plan_t;
 
+/* The response being built and written. [holder], except the write progress (cur_iov, sent: [loop]). */
 typedef struct osv_response {
-    bool ready; /* a worker prepared this response (the loop moves to CONN_WRITE) */
+    bool ready; /* [holder: the worker] it prepared this response; the loop moves to CONN_WRITE */
     int status;
-    char hdr[OSV_HDR_BUF]; /* status line + headers (+ small bodies) */
+    char hdr[OSV_HDR_BUF]; /* status line + headers (+ small bodies: respond.c) */
     uint32_t hdr_len;
-    struct iovec iov[OSV_MAX_IOV];
+    struct iovec iov[OSV_MAX_IOV]; /* iov[0] = hdr; the rest point where the bytes already are */
     int n_iov, cur_iov;
     uint64_t total, sent;
     bool close_after;
@@ -105,37 +79,44 @@ typedef struct osv_response {
 typedef void (*body_done_fn)(osv_conn_t *c);
 
 typedef struct osv_request {
-    osv_http_head_t head;
+    /* [loop]: framing and reception */
+    osv_http_head_t head;      /* views into the connection buffer (valid until the next request) */
     uint64_t t_start;          /* first byte of this request (monotonic ns) */
     uint64_t t_body;           /* when receiving its body began (the minimum rate counts from here) */
-    uint64_t deadline;         /* absolute monotonic ns, 0 = none */
-    uint64_t expected_wait_ns; /* set when admission refused the request for its deadline (sched.c) */
     uint64_t bytes_in;
     uint64_t bytes_in_buffer; /* bytes of this request consumed from the connection buffer */
-    uint64_t copied[OSV_COPY_REASON_COUNT]; /* bytes the HTTP layer copied, by reason (readahead,
-                                               chunked, decompress) */
     body_plan_t body;
     body_done_fn on_body;
     body_done_fn on_body_next;       /* osv_h_receive_body's caller */
     void (*on_timer)(osv_conn_t *c); /* RUN state: a retry waiting for its timer */
+    bool continue_sent;
+    bool chunked_done;    /* the final chunk (and trailers) of a chunked body was read */
+    bool accept_encoded;  /* the handler takes compressed bodies */
+    int retries;
+    osv_obs_ids_t ids;    /* request id and trace context (obs.h), read from the head */
+    uint64_t auth_id;     /* the bearer token that authorized the request (osv_auth_check), 0 without */
+    const char *route;    /* route template for spans ("/v2/models/{model}/infer"), NULL = derived */
+
+    /* [holder]: the handler's work */
+    uint64_t deadline;         /* absolute monotonic ns, 0 = none */
+    uint64_t deadline_ms;      /* its length and who set it (504 messages) */
+    osv_deadline_src_t deadline_src;
+    uint64_t expected_wait_ns; /* set when admission refused the request for its deadline (sched.c) */
+    uint64_t copied[OSV_COPY_REASON_COUNT]; /* bytes this front copied, by reason (readahead, chunked,
+                                               decompress) */
     /* Set by a worker task that prepared no response: the loop calls it when the task completes
      * (work moved off the loop, e.g. inflating a body, then the handler goes on). */
     void (*resume)(osv_conn_t *c);
-    osv_stask_t offload; /* work moved to a worker (inflating the body) */
-    bool continue_sent;
-    bool chunked_done;    /* the final chunk (and trailers) of a chunked body was read */
+    osv_stask_t offload;  /* work moved to a worker (inflating the body): the serve layer's while queued */
     osv_slot_t body_slot; /* body held in a slot (large JSON, large JSON headers) */
     osv_slot_t inflated;  /* the decompressed body (Content-Encoding: gzip / deflate) */
-    bool accept_encoded;  /* the handler takes compressed bodies */
     void *body_doc;       /* the parsed JSON of the body (tokens in the loop's scratch) */
     const char *body_ptr; /* received body (conn buffer or body_slot) */
     uint64_t body_len;
     void *ctx;                      /* handler state, in the arena */
-    void (*cleanup)(osv_conn_t *c); /* releases handler state after the response is written */
-    osv_obs_ids_t ids; /* request id and trace context (obs.h) */
-    uint64_t auth_id; /* the bearer token that authorized the request (osv_auth_check), 0 without tokens */
-    int retries;
-    /* What the access log and metrics record about the request. */
+    void (*cleanup)(osv_conn_t *c); /* releases handler state after the response is written (loop) */
+
+    /* [holder]: what the access log and metrics record about the request */
     osv_model_t *model; /* the model it ran on (a reference, dropped in cleanup) */
     osv_outcome_t outcome;
     bool counted; /* recorded in a model's statistics */
@@ -143,24 +124,25 @@ typedef struct osv_request {
     uint64_t batch;
     osv_copy_reason_t fallback;
     uint64_t core_copied; /* bytes the core copied (binding fallbacks) */
-    const char *route; /* route template for spans ("/v2/models/{model}/infer"), NULL = derived */
-    uint64_t phase_t0[4], phase_t1[4]; /* monotonic start/end of queue, input, infer, output */
+    uint64_t phase_t0[OSV_PHASE_COUNT], phase_t1[OSV_PHASE_COUNT]; /* monotonic start/end by phase */
 } osv_request_t;
 
 /* One HTTP connection: net's part first (net/net.h), then the front's. Owned by its loop thread;
- * while state is CONN_RUN the worker running its request may write req and res, and nothing else
- * touches it until that worker posts `done` (osv_conn_complete). */
+ * while state is CONN_RUN the worker running its request may write req and res ([holder] fields),
+ * and nothing else touches it until that worker posts `done` (osv_conn_complete). */
 struct osv_conn {
     osv_nconn_t nc;
-    osv_server_t *srv; /* read-only */
-    conn_state_t state;
+    osv_server_t *srv;  /* read-only */
+    conn_state_t state; /* [loop] */
     osv_request_t req;
     osv_response_t res;
-    osv_post_t done; /* posted by the worker that finished the request */
+    osv_post_t done; /* [holder: the worker] posted when it is done; net links it while queued */
 };
 
 /* ---- the server --------------------------------------------------------------------------------- */
 
+/* The HTTP server. Labels: read-only (set by osv_server_create on the main thread, read by any),
+ * per-loop (element i written by loop thread i only), and the atomics with their writers. */
 struct osv_server {
     /* read-only after osv_server_create */
     osv_server_opts_t o;
@@ -195,15 +177,6 @@ bool osv_server_memory_refuse(osv_conn_t *c);
 /* Answers a request osv_serve_submit refused (rc < 0; nothing otherwise): its status from the table
  * (503 + Retry-After for a full queue or a deadline the queued work ahead would make it miss). */
 void osv_http_refuse_queued(osv_conn_t *c, int rc, const osv_err_t *err);
-int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *repo, osv_server_t **out,
-                      osv_err_t *err);
-int osv_server_run(osv_server_t *s);     /* blocks until stopped and drained */
-void osv_server_stop(osv_server_t *s);   /* async-signal-safe: starts the drain */
-void osv_server_reload(osv_server_t *s); /* async-signal-safe: re-read the auth token file */
-void osv_server_destroy(osv_server_t *s);
-/* The repository load hook: checks a model can be served and attaches its scheduling state. ud is
- * the server options (for defaults). */
-int osv_server_model_hook(void *ud, osv_model_t *m, osv_err_t *err);
 
 /* conn.c: the HTTP/1.1 front over net (osv_front_t callbacks in osv_http_front_init). */
 void osv_http_front_init(osv_server_t *s, osv_front_t *f);

@@ -258,8 +258,11 @@ static int decode_input(dec_t *d, int32_t t, in_desc_t *in)
         return bad(d, "an input has no string 'name'");
     snprintf(nm, sizeof nm, "%.*s", (int)(nlen > 128 ? 128 : nlen), name);
     int idx = osv_model_find_input(x->m, name, nlen);
-    if (idx < 0)
-        return bad(d, "unknown input '%s' for model '%s'", nm, osv_model_name(x->m));
+    if (idx < 0) {
+        char names[512];
+        return bad(d, "unknown input '%s' for model '%s' (its inputs: %s)", nm, osv_model_name(x->m),
+                   osv_model_names(x->m, false, names, sizeof names));
+    }
     in->idx = (uint32_t)idx;
     if (get_str(d, member(d, t, "datatype"), &dts, &dlen) != 0)
         return bad(d, "input '%s' has no string 'datatype'", nm);
@@ -303,8 +306,11 @@ static int decode_output(dec_t *d, int32_t t, out_desc_t *o)
         return bad(d, "every element of 'outputs' must be an object with a string 'name'");
     snprintf(nm, sizeof nm, "%.*s", (int)(nlen > 128 ? 128 : nlen), name);
     int idx = osv_model_find_output(x->m, name, nlen);
-    if (idx < 0)
-        return bad(d, "unknown output '%s' for model '%s'", nm, osv_model_name(x->m));
+    if (idx < 0) {
+        char names[512];
+        return bad(d, "unknown output '%s' for model '%s' (its outputs: %s)", nm, osv_model_name(x->m),
+                   osv_model_names(x->m, true, names, sizeof names));
+    }
     o->idx = (uint32_t)idx;
     o->binary = x->binary_default;
     int32_t params = member(d, t, "parameters"), tb, tc;
@@ -345,7 +351,7 @@ static int decode_parameters(dec_t *d, int32_t p)
         uint64_t us;
         if (osv_json_tok_u64(&d->doc, (uint32_t)t, &us, NULL) != 0)
             return bad(d, "'timeout' must be a non-negative integer (microseconds)");
-        osv_h_deadline_shorten(d->c, us, 1000ull);
+        osv_h_deadline_shorten(d->c, us, 1000ull, OSV_DEADLINE_REQUEST);
     }
     if ((t = member(d, p, "sequence_id")) >= 0 && !(get_i64(d, t, &v) == 0 && v == 0))
         return bad(d, "sequence batching ('sequence_id') is not supported");
@@ -740,9 +746,11 @@ static void finish(osv_conn_t *c)
     c->req.ns[OSV_PHASE_QUEUE] = r->ns[OSV_PHASE_QUEUE];
     c->req.ns[OSV_PHASE_COMPUTE_INPUT] += r->ns[OSV_PHASE_COMPUTE_INPUT];
     c->req.ns[OSV_PHASE_COMPUTE_INFER] = r->ns[OSV_PHASE_COMPUTE_INFER];
-    for (int p = 0; p < 3; p += 2) {
-        c->req.phase_t0[p] = r->phase_t0[p];
-        c->req.phase_t1[p] = r->phase_t1[p];
+    for (int p = OSV_PHASE_QUEUE; p < OSV_PHASE_COUNT; p++) { /* the phases the request layer timed */
+        if (r->phase_t1[p]) {
+            c->req.phase_t0[p] = r->phase_t0[p];
+            c->req.phase_t1[p] = r->phase_t1[p];
+        }
     }
     c->req.batch = r->batch;
     if (shm_broken(c, x))
@@ -765,12 +773,14 @@ static void dispatch(osv_conn_t *c)
 {
     infer_ctx_t *x = c->req.ctx;
     osv_sreq_t *r = &x->sreq;
-    c->req.phase_t0[1] = x->t_decode;
-    c->req.phase_t1[1] = osv_now_ns();
-    c->req.ns[OSV_PHASE_COMPUTE_INPUT] = c->req.phase_t1[1] - x->t_decode;
+    c->req.phase_t0[OSV_PHASE_COMPUTE_INPUT] = x->t_decode;
+    c->req.phase_t1[OSV_PHASE_COMPUTE_INPUT] = osv_now_ns();
+    c->req.ns[OSV_PHASE_COMPUTE_INPUT] = c->req.phase_t1[OSV_PHASE_COMPUTE_INPUT] - x->t_decode;
     *r = (osv_sreq_t){.model = x->m,
                       .inf = x->inf,
                       .deadline = c->req.deadline,
+                      .deadline_ms = c->req.deadline_ms,
+                      .deadline_src = c->req.deadline_src,
                       .may_inline = !x->has_image, /* decoding takes milliseconds: never on the loop */
                       .prepare = x->has_image ? preprocess_images : NULL,
                       .complete = completed,
@@ -1117,6 +1127,11 @@ static uint64_t max_chars(osv_dtype_t dt)
     }
 }
 
+static double value_at(const osv_tensor_view_t *v, uint64_t i)
+{
+    return osv_dtype_value(v->dtype, v->data, i);
+}
+
 static void write_numbers(osv_jw_t *w, const osv_tensor_view_t *v)
 {
     const void *p = v->data;
@@ -1135,7 +1150,7 @@ static void write_numbers(osv_jw_t *w, const osv_tensor_view_t *v)
             break;
         case OSV_DTYPE_FP16:
         case OSV_DTYPE_BF16:
-            osv_jw_f32(w, (float)osv_view_value(v, i));
+            osv_jw_f32(w, (float)value_at(v, i));
             break;
         case OSV_DTYPE_UINT64:
             osv_jw_u64(w, ((const uint64_t *)p)[i]);
@@ -1144,7 +1159,7 @@ static void write_numbers(osv_jw_t *w, const osv_tensor_view_t *v)
             osv_jw_i64(w, ((const int64_t *)p)[i]);
             break;
         default:
-            osv_jw_i64(w, (int64_t)osv_view_value(v, i));
+            osv_jw_i64(w, (int64_t)value_at(v, i));
             break;
         }
     }
@@ -1170,7 +1185,7 @@ static uint64_t classify_into(osv_conn_t *c, const osv_tensor_info_t *ti, const 
                               uint32_t k, uint8_t *dst, out_plan_t *plan)
 {
     osv_class_shape_t cs;
-    uint64_t *top = osv_arena_alloc(&c->nc.arena, (k ? k : 1) * sizeof *top, 8);
+    uint32_t *top = osv_arena_alloc(&c->nc.arena, (k ? k : 1) * sizeof *top, 8);
     uint64_t used;
     if (!top)
         return UINT64_MAX;
@@ -1384,8 +1399,8 @@ static void encode_response(osv_conn_t *c)
     }
     c->req.fallback = osv_infer_fallback(x->inf);
     c->req.core_copied = osv_infer_copied(x->inf);
-    c->req.phase_t0[3] = t0;
-    c->req.phase_t1[3] = osv_now_ns();
-    c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = c->req.phase_t1[3] - t0;
+    c->req.phase_t0[OSV_PHASE_COMPUTE_OUTPUT] = t0;
+    c->req.phase_t1[OSV_PHASE_COMPUTE_OUTPUT] = osv_now_ns();
+    c->req.ns[OSV_PHASE_COMPUTE_OUTPUT] = c->req.phase_t1[OSV_PHASE_COMPUTE_OUTPUT] - t0;
     send_response(c, json, osv_jw_len(&w), plans, any_binary);
 }

@@ -59,15 +59,55 @@ void osv_h_live(osv_conn_t *c)
     osv_res_json(c, 200, body, sizeof body - 1);
 }
 
+/* Not ready: the body says why — shutting down, no model, or which wanted models are not READY and
+ * why (at most READY_ROWS of them; rows from the repository index, 1.2 KB each, in the arena). */
+#define READY_ROWS 16
+
+typedef struct not_ready {
+    const char *why;
+    osv_repo_entry_t *rows;
+    size_t n;
+} not_ready_t;
+
+static void fill_not_ready(osv_jw_t *w, void *ud)
+{
+    const not_ready_t *x = ud;
+    osv_jw_obj_begin(w);
+    osv_jw_key(w, "ready", 5);
+    osv_jw_bool(w, false);
+    jw_kstr(w, "reason", x->why);
+    osv_jw_key(w, "models", 6);
+    osv_jw_arr_begin(w);
+    for (size_t i = 0; i < x->n; i++)
+        osv_h_index_row(w, &x->rows[i]);
+    osv_jw_arr_end(w);
+    osv_jw_obj_end(w);
+}
+
 void osv_h_ready(osv_conn_t *c)
 {
-    static const char yes[] = "{\"ready\":true}", no[] = "{\"ready\":false}";
+    static const char yes[] = "{\"ready\":true}";
     osv_server_t *s = c->srv;
-    bool ready = !atomic_load(&s->stopping) && osv_repo_ready(s->repo);
-    if (ready)
+    not_ready_t x = {.why = "the server is shutting down"};
+    size_t total = 0;
+    if (!atomic_load(&s->stopping) && osv_repo_ready(s->repo)) {
         osv_res_json(c, 200, yes, sizeof yes - 1);
-    else
-        osv_res_json(c, 503, no, sizeof no - 1);
+        return;
+    }
+    if (!atomic_load(&s->stopping)) {
+        osv_repo_entry_t *all = osv_arena_alloc(&c->nc.arena, 4 * READY_ROWS * sizeof *all, 8);
+        size_t got = 0;
+        if (all)
+            osv_repo_index(s->repo, false, all, 4 * READY_ROWS, &total);
+        got = all ? (total < 4 * READY_ROWS ? total : 4 * READY_ROWS) : 0;
+        x.rows = all;
+        for (size_t i = 0; i < got && x.n < READY_ROWS; i++)
+            if (all[i].wanted && all[i].state != OSV_MODEL_READY)
+                x.rows[x.n++] = all[i]; /* compacted in place: i >= n */
+        x.why = total == 0 ? "the repository holds no model" : x.n ? "models that should be served are not ready"
+                                                                   : "not every model is ready";
+    }
+    send_built(c, 503, 1024 + x.n * (OSV_ERR_MSG_MAX * 6 + 512), fill_not_ready, &x);
 }
 
 static void fill_server_meta(osv_jw_t *w, void *ud)
@@ -285,14 +325,17 @@ static uint64_t deadline_after(uint64_t start, uint64_t n, uint64_t unit_ns)
     return ns > UINT64_MAX - start ? UINT64_MAX : start + ns;
 }
 
-void osv_h_deadline_shorten(osv_conn_t *c, uint64_t n, uint64_t unit_ns)
+void osv_h_deadline_shorten(osv_conn_t *c, uint64_t n, uint64_t unit_ns, osv_deadline_src_t src)
 {
     uint64_t d;
     if (n == 0)
         return; /* not set: the model's or the server's deadline applies */
     d = deadline_after(c->req.t_start, n, unit_ns);
-    if (!c->req.deadline || d < c->req.deadline)
+    if (!c->req.deadline || d < c->req.deadline) {
         c->req.deadline = d;
+        c->req.deadline_ms = n > UINT64_MAX / unit_ns ? UINT64_MAX / 1000000u : n * unit_ns / 1000000u;
+        c->req.deadline_src = src;
+    }
 }
 
 /* Ortserve-Timeout-Ms: digits only; a value beyond 64 bits saturates. 1 = absent, -1 = malformed. */
@@ -316,14 +359,17 @@ static int timeout_header(const osv_conn_t *c, uint64_t *ms)
 
 int osv_h_deadline(osv_conn_t *c, const osv_model_t *m)
 {
-    int64_t def = osv_serve_deadline_ms(c->srv->serve, m);
+    osv_deadline_src_t src;
+    int64_t def = osv_serve_deadline_ms(c->srv->serve, m, &src);
     uint64_t asked = 0;
     if (timeout_header(c, &asked) < 0) {
         osv_res_error(c, 400, "Ortserve-Timeout-Ms must be a non-negative integer (milliseconds)");
         return -1;
     }
     c->req.deadline = def > 0 ? deadline_after(c->req.t_start, (uint64_t)def, 1000000ull) : 0;
-    osv_h_deadline_shorten(c, asked, 1000000ull);
+    c->req.deadline_ms = def > 0 ? (uint64_t)def : 0;
+    c->req.deadline_src = src;
+    osv_h_deadline_shorten(c, asked, 1000000ull, OSV_DEADLINE_HEADER);
     return 0;
 }
 

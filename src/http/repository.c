@@ -9,6 +9,25 @@
 
 #define INDEX_MAX_ROWS 4096
 
+void osv_h_index_row(osv_jw_t *w, const osv_repo_entry_t *e)
+{
+    char v[24];
+    const char *state = osv_model_state_name(e->state);
+    osv_jw_obj_begin(w);
+    osv_jw_key(w, "name", 4);
+    osv_jw_str(w, e->name, strlen(e->name));
+    if (e->version >= 0) { /* Triton writes versions as strings */
+        snprintf(v, sizeof v, "%" PRId64, e->version);
+        osv_jw_key(w, "version", 7);
+        osv_jw_str(w, v, strlen(v));
+    }
+    osv_jw_key(w, "state", 5);
+    osv_jw_str(w, state, strlen(state));
+    osv_jw_key(w, "reason", 6);
+    osv_jw_str(w, e->reason, strlen(e->reason));
+    osv_jw_obj_end(w);
+}
+
 static void index_done(osv_conn_t *c)
 {
     osv_server_t *s = c->srv;
@@ -38,23 +57,8 @@ static void index_done(osv_conn_t *c)
     osv_repo_index(s->repo, ready_only, rows, n, &n);
     osv_jw_init(&w, buf, cap);
     osv_jw_arr_begin(&w);
-    for (size_t i = 0; i < n && i < INDEX_MAX_ROWS; i++) {
-        char v[24];
-        const char *state = osv_model_state_name(rows[i].state);
-        osv_jw_obj_begin(&w);
-        osv_jw_key(&w, "name", 4);
-        osv_jw_str(&w, rows[i].name, strlen(rows[i].name));
-        if (rows[i].version >= 0) {
-            snprintf(v, sizeof v, "%" PRId64, rows[i].version);
-            osv_jw_key(&w, "version", 7);
-            osv_jw_str(&w, v, strlen(v));
-        }
-        osv_jw_key(&w, "state", 5);
-        osv_jw_str(&w, state, strlen(state));
-        osv_jw_key(&w, "reason", 6);
-        osv_jw_str(&w, rows[i].reason, strlen(rows[i].reason));
-        osv_jw_obj_end(&w);
-    }
+    for (size_t i = 0; i < n && i < INDEX_MAX_ROWS; i++)
+        osv_h_index_row(&w, &rows[i]);
     osv_jw_arr_end(&w);
     osv_res_json(c, 200, buf, osv_jw_len(&w));
 }

@@ -8,6 +8,7 @@
 #include "http/http.h"
 #include "obs/obs.h"
 #include "serve/errmap.h"
+#include "util/sanitize.h"
 
 const char *osv_status_text(int status)
 {
@@ -203,30 +204,50 @@ void osv_res_empty(osv_conn_t *c, int status)
     osv_conn_send(c);
 }
 
-/* Error bodies are written into the header buffer after the head: {"error": "<escaped msg>"}. */
-static void res_error_text(osv_conn_t *c, int status, const char *msg)
+/* Error bodies: {"error": "<escaped msg>"}, written into the header buffer after the head when they
+ * fit (nearly always: no allocation), else into the request's arena as a second iovec. Only when the
+ * arena has no room either does the body shrink to the status text, so the Content-Length sent is
+ * always the body sent. */
+static void res_error_body(osv_conn_t *c, int status, const char *body, size_t n)
 {
     osv_response_t *r = &c->res;
-    char body[OSV_ERR_MSG_MAX * 2 + 16];
+    char *copy = NULL;
+    osv_res_begin(c, status);
+    HDR_LIT(c, "Content-Type: application/json\r\n");
+    if (!head_only(c) && r->hdr_len + 64 + n > sizeof r->hdr && !(copy = osv_arena_alloc(&c->nc.arena, n, 1))) {
+        char generic[96];
+        int g = snprintf(generic, sizeof generic, "{\"error\":\"%s\"}", osv_status_text(status));
+        res_error_body(c, status, generic, (size_t)g); /* fits the head buffer: no recursion beyond one */
+        return;
+    }
+    osv_res_end_head(c, n);
+    if (head_only(c)) {
+    } else if (copy) {
+        memcpy(copy, body, n);
+        osv_res_add_iov(c, copy, n);
+    } else if (OSV_ALWAYS(r->hdr_len + n <= sizeof r->hdr)) {
+        memcpy(r->hdr + r->hdr_len, body, n);
+        r->iov[0].iov_len += n;
+        r->total += n;
+    } else {
+        r->close_after = true; /* the head says n bytes that will not come: end the connection */
+    }
+    osv_conn_send(c);
+}
+
+static void res_error_text(osv_conn_t *c, int status, const char *msg)
+{
+    char body[OSV_ERR_MSG_MAX * 6 + 16]; /* every byte of msg escaped as \u00XX at worst */
+    size_t len = strlen(msg);
     osv_jw_t w;
     osv_jw_init(&w, body, sizeof body);
     osv_jw_obj_begin(&w);
     osv_jw_key(&w, "error", 5);
-    osv_jw_str(&w, msg, strlen(msg) > OSV_ERR_MSG_MAX ? OSV_ERR_MSG_MAX : strlen(msg));
+    osv_jw_str(&w, msg, len > OSV_ERR_MSG_MAX ? OSV_ERR_MSG_MAX : len);
     osv_jw_obj_end(&w);
-    if (osv_jw_error(&w))
+    if (OSV_NEVER(osv_jw_error(&w)))
         w.len = (size_t)snprintf(body, sizeof body, "{\"error\":\"%s\"}", osv_status_text(status));
-    osv_res_begin(c, status);
-    HDR_LIT(c, "Content-Type: application/json\r\n");
-    osv_res_end_head(c, osv_jw_len(&w));
-    if (!head_only(c) && r->hdr_len + osv_jw_len(&w) <= sizeof r->hdr) {
-        memcpy(r->hdr + r->hdr_len, body, osv_jw_len(&w));
-        r->iov[0].iov_len += osv_jw_len(&w);
-        r->total += osv_jw_len(&w);
-    } else if (!head_only(c)) { /* cannot happen with the sizes above; keep the framing honest */
-        r->close_after = true;
-    }
-    osv_conn_send(c);
+    res_error_body(c, status, body, osv_jw_len(&w));
 }
 
 void osv_res_error(osv_conn_t *c, int status, const char *fmt, ...)

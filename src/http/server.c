@@ -25,7 +25,7 @@ void osv_server_opts_default(osv_server_opts_t *o)
     o->max_json_depth = 64;
     o->max_json_tokens = 1u << 16;
     o->conn_buffer = 32u << 10;
-    o->deadline_ms = 500;
+    o->deadline_ms = -1; /* OSV_DEADLINE_AUTO (serve/serve.h) */
     o->max_queue = 64;
     o->inline_threshold_ns = 200000; /* 200 µs: see docs/DESIGN.md, "Inline or hand-off" */
     o->header_timeout_ms = 10000;
@@ -150,6 +150,35 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
 fail:
     osv_server_destroy(s);
     return rc;
+}
+
+int64_t osv_server_model_deadline(const osv_server_t *s, const osv_model_t *m, const char **source)
+{
+    osv_deadline_src_t src;
+    int64_t ms = osv_serve_deadline_ms(s->serve, m, &src);
+    *source = osv_serve_deadline_text(src);
+    return ms;
+}
+
+int osv_server_check_port(const char *host, int port, osv_err_t *err)
+{
+    return osv_net_probe(host, port, err);
+}
+
+void osv_server_get_plan(const osv_server_t *s, osv_server_plan_t *out)
+{
+    *out = (osv_server_plan_t){.port = s->port,
+                               .loops = s->n_loops,
+                               .max_connections = s->o.max_connections,
+                               .shm_max_bytes = s->o.shm_max_bytes,
+                               .image_decode_budget = s->o.image_decode_budget,
+                               .pool = s->pool,
+                               .img_budget = s->img_budget};
+}
+
+void osv_server_get_shared(osv_server_t *s, osv_server_shared_t *out)
+{
+    *out = (osv_server_shared_t){.serve = s->serve, .net = s->net, .inflight = &s->inflight};
 }
 
 bool osv_server_memory_refuse(osv_conn_t *c)

@@ -62,11 +62,8 @@ static int one_model(void *ud, osv_model_t *m)
     osv_jw_obj_begin(w);
     duration(w, "success", s.success.count, s.success.ns);
     duration(w, "fail", s.fail.count, s.fail.ns);
-    duration(w, "queue", s.phase[OSV_PHASE_QUEUE].count, s.phase[OSV_PHASE_QUEUE].ns);
-    duration(w, "compute_input", s.phase[OSV_PHASE_COMPUTE_INPUT].count, s.phase[OSV_PHASE_COMPUTE_INPUT].ns);
-    duration(w, "compute_infer", s.phase[OSV_PHASE_COMPUTE_INFER].count, s.phase[OSV_PHASE_COMPUTE_INFER].ns);
-    duration(w, "compute_output", s.phase[OSV_PHASE_COMPUTE_OUTPUT].count,
-             s.phase[OSV_PHASE_COMPUTE_OUTPUT].ns);
+    for (int p = OSV_PHASE_QUEUE; p < OSV_PHASE_COUNT; p++) /* Triton's names: osv_phase_name */
+        duration(w, osv_phase_name((osv_phase_t)p), s.phase[p].count, s.phase[p].ns);
     duration(w, "cache_hit", 0, 0);
     duration(w, "cache_miss", 0, 0);
     osv_jw_obj_end(w);

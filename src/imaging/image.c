@@ -538,14 +538,22 @@ int osv_img_preprocess(osv_img_ctx_t *ctx, const osv_img_spec_t *spec, const voi
     return rc;
 }
 
-int osv_img_preprocess_batch(osv_img_ctx_t *ctx, const osv_img_spec_t *spec, const osv_img_blob_t *imgs,
-                             uint32_t n, void *dst, uint64_t dst_len, uint32_t *failed, osv_err_t *err)
+/* The destination holds n images of `one` bytes each. */
+static int check_dst(uint32_t n, uint64_t one, const void *dst, uint64_t dst_len, osv_err_t *err)
 {
-    uint64_t one = osv_img_tensor_bytes(spec);
     if (n && (dst_len / n < one || !dst))
         return osv_err_set(err, OSV_EINVAL,
                            "destination of %" PRIu64 " bytes cannot hold %u images of %" PRIu64, dst_len, n,
                            one);
+    return 0;
+}
+
+int osv_img_preprocess_batch(osv_img_ctx_t *ctx, const osv_img_spec_t *spec, const osv_img_blob_t *imgs,
+                             uint32_t n, void *dst, uint64_t dst_len, uint32_t *failed, osv_err_t *err)
+{
+    uint64_t one = osv_img_tensor_bytes(spec);
+    if (check_dst(n, one, dst, dst_len, err))
+        return err->code;
     for (uint32_t i = 0; i < n; i++) {
         int rc = osv_img_preprocess(ctx, spec, imgs[i].data, imgs[i].len, (uint8_t *)dst + i * one, one, NULL,
                                     err);
@@ -564,10 +572,8 @@ int osv_img_preprocess_bytes(osv_img_ctx_t *ctx, const osv_img_spec_t *spec, con
 {
     const uint8_t *p = serialized, *end = p + len;
     uint64_t one = osv_img_tensor_bytes(spec);
-    if (n && (dst_len / n < one || !dst))
-        return osv_err_set(err, OSV_EINVAL,
-                           "destination of %" PRIu64 " bytes cannot hold %u images of %" PRIu64, dst_len, n,
-                           one);
+    if (check_dst(n, one, dst, dst_len, err))
+        return err->code;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t l = end - p < 4
                          ? 0

@@ -316,39 +316,6 @@ static void vpass(const float *ring, size_t rowf, uint32_t R, uint32_t lo, uint3
 
 /* ---- storing ---------------------------------------------------------------------------------------- */
 
-/* float -> IEEE binary16, round to nearest even. */
-static uint16_t to_half(float f)
-{
-    uint32_t x, mant, h, rem, halfway;
-    int32_t e;
-    memcpy(&x, &f, 4);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
-    mant = x & 0x7fffff;
-    e = (int32_t)((x >> 23) & 0xff);
-    if (e == 0xff)
-        return sign | 0x7c00 | (mant ? 0x200 : 0);
-    e = e - 127 + 15;
-    if (e >= 31)
-        return sign | 0x7c00;
-    if (e <= 0) {
-        if (e < -10)
-            return sign;
-        uint32_t shift = (uint32_t)(14 - e);
-        mant |= 0x800000;
-        h = mant >> shift;
-        rem = mant & ((1u << shift) - 1);
-        halfway = 1u << (shift - 1);
-        if (rem > halfway || (rem == halfway && (h & 1)))
-            h++;
-        return (uint16_t)(sign | h);
-    }
-    h = ((uint32_t)e << 10) | (mant >> 13);
-    rem = mant & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
-        h++; /* a carry into the exponent is the correct rounding (up to infinity) */
-    return (uint16_t)(sign | h);
-}
-
 static inline uint8_t to_u8(float f)
 {
     long v = lrintf(f); /* nearest, ties to even */
@@ -374,7 +341,7 @@ static inline void put(const store_t *s, size_t i, float v)
 {
     switch (s->dt) {
     case OSV_DTYPE_FP16:
-        ((uint16_t *)s->dst)[i] = to_half(v);
+        ((uint16_t *)s->dst)[i] = osv_f32_to_f16(v);
         break;
     case OSV_DTYPE_UINT8:
         ((uint8_t *)s->dst)[i] = to_u8(v);

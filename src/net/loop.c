@@ -273,7 +273,9 @@ void osv_nconn_set_timer(osv_nconn_t *c, uint64_t ns)
     heap_remove(l, c);
     if (ns == 0)
         return;
-    /* conn_new reserved a place for every connection's timer: this cannot fail */
+    /* conn_new reserved a place for every connection's timer, so the heap has room */
+    if (OSV_NEVER(l->n_heap >= l->cap_heap) && !heap_reserve(l, l->n_heap + 1))
+        return;
     c->timer_at = l->now + ns;
     c->timer_idx = (int)l->n_heap;
     l->heap[l->n_heap++] = c;

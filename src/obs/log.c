@@ -98,9 +98,71 @@ static unsigned timestamp(char *buf, unsigned cap)
                               ts.tv_nsec / 1000000);
 }
 
+/* End of the JSON string starting at p (just past its opening quote): the closing quote, or the NUL. */
+static const char *string_end(const char *p)
+{
+    while (*p && *p != '"')
+        p += p[0] == '\\' && p[1] ? 2 : 1;
+    return p;
+}
+
+/* The text form of a fields fragment ("\"k\":\"v w\",\"n\":3"): k="v w" n=3 — strings unquoted unless
+ * they hold a space, '=' or nothing, \" and \\ unescaped; numbers, booleans and nested values as
+ * written. The fragments are the server's own (keys plain, values escaped by osv_log_escape). */
+static void text_fields(const char *p, char *out, size_t cap)
+{
+    size_t n = 0;
+#define PUT(ch) (n + 1 < cap ? (void)(out[n++] = (char)(ch)) : (void)0)
+    while (*p) {
+        if (*p == ',' || *p == ' ') {
+            p++;
+            continue;
+        }
+        if (n)
+            PUT(' ');
+        if (*p == '"') { /* the key */
+            const char *e = string_end(p + 1);
+            for (p++; p < e; p++)
+                PUT(*p);
+            p = *e ? e + 1 : e;
+            if (*p == ':')
+                p++;
+            PUT('=');
+        }
+        if (*p == '"') { /* a string value */
+            const char *e = string_end(p + 1);
+            bool quote = e == p + 1 || memchr(p + 1, ' ', (size_t)(e - p - 1)) || memchr(p + 1, '=', (size_t)(e - p - 1));
+            if (quote)
+                PUT('"');
+            for (p++; p < e; p++) {
+                if (*p == '\\' && (p[1] == '"' || p[1] == '\\'))
+                    p++;
+                PUT(*p);
+            }
+            if (quote)
+                PUT('"');
+            p = *e ? e + 1 : e;
+            continue;
+        }
+        for (int depth = 0; *p && (depth > 0 || *p != ','); p++) { /* a number, literal or nested value */
+            if (*p == '"') {
+                const char *e = string_end(p + 1);
+                for (; p < e; p++)
+                    PUT(*p);
+                if (!*e)
+                    break;
+            }
+            depth += (*p == '[' || *p == '{') - (*p == ']' || *p == '}');
+            PUT(*p);
+        }
+    }
+#undef PUT
+    out[n] = '\0';
+}
+
 void osv_log(int level, const char *event, const char *fields, ...)
 {
-    char line[8192], ts[40], f[7000] = "";
+    char line[8192], ts[40], f[7000] = "", t[7000];
     va_list ap;
     int n;
     if (!osv_log_enabled(level))
@@ -114,8 +176,10 @@ void osv_log(int level, const char *event, const char *fields, ...)
     if (as_json)
         n = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"%s\"%s%s}", ts,
                      names[level], event, *f ? "," : "", f);
-    else
-        n = snprintf(line, sizeof line, "%s %-5s %s %s", ts, names[level], event, f);
+    else {
+        text_fields(f, t, sizeof t);
+        n = snprintf(line, sizeof line, "%s %-5s %s%s%s", ts, names[level], event, *t ? " " : "", t);
+    }
     if (n > 0)
         osv_log_raw(line, (unsigned)n < sizeof line ? (unsigned)n : sizeof line - 1);
 }

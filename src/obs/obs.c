@@ -520,10 +520,8 @@ static void record_spans(const osv_obs_record_t *r)
         sp.version = osv_model_version(r->model);
         sp.binding = osv_copy_reason_name(r->fallback);
     }
-    for (int p = 0; p < 4; p++) {
-        sp.phase_start[p] = r->phase_t0[p];
-        sp.phase_end[p] = r->phase_t1[p];
-    }
+    memcpy(sp.phase_start, r->phase_t0, sizeof sp.phase_start);
+    memcpy(sp.phase_end, r->phase_t1, sizeof sp.phase_end);
     osv_trace_record(r->shard, &sp);
 }
 

@@ -75,7 +75,7 @@ typedef struct osv_obs_record {
     uint64_t t_start;   /* monotonic ns of its first byte */
     uint64_t bytes_in, bytes_out;
     uint64_t ns[OSV_PHASE_COUNT];        /* phase durations; [OSV_PHASE_REQUEST] is set by osv_obs_record */
-    uint64_t phase_t0[4], phase_t1[4];   /* monotonic start/end of queue, input, infer, output (0 = absent) */
+    uint64_t phase_t0[OSV_PHASE_COUNT], phase_t1[OSV_PHASE_COUNT]; /* monotonic start/end by phase (0 = absent) */
     uint64_t batch;                                   /* the batch size it ran with */
     uint64_t front_copied[OSV_COPY_REASON_COUNT];     /* bytes the front copied, by reason (readahead,
                                                          chunked, decompress) */

@@ -43,9 +43,6 @@ static struct {
 #define curl_slist_append   C.slist_append
 #define curl_slist_free_all C.slist_free_all
 
-enum { PH_QUEUE, PH_INPUT, PH_INFER, PH_OUTPUT, N_PHASES };
-static const char *const phase_names[N_PHASES] = {"queue", "compute_input", "compute_infer",
-                                                  "compute_output"};
 
 typedef struct span_rec {
     uint8_t trace_id[16], span_id[8], parent_id[8];
@@ -266,7 +263,7 @@ void osv_trace_record(int loop, const osv_span_req_t *q)
     s.bytes_out = q->bytes_out;
     if (!push(&T.rings[loop], &s))
         return;
-    for (int p = 0; p < N_PHASES; p++) { /* children of the request span */
+    for (int p = OSV_PHASE_QUEUE; p < OSV_PHASE_COUNT; p++) { /* children of the request span */
         span_rec_t c;
         if (!q->phase_end[p])
             continue;
@@ -275,7 +272,7 @@ void osv_trace_record(int loop, const osv_span_req_t *q)
         memcpy(c.parent_id, s.span_id, 8);
         c.has_parent = true;
         rnd_bytes(c.span_id, 8);
-        snprintf(c.name, sizeof c.name, "%s", phase_names[p]);
+        snprintf(c.name, sizeof c.name, "%s", osv_phase_name((osv_phase_t)p));
         c.start_wall = q->phase_start[p] + (uint64_t)T.wall_minus_mono;
         c.end_wall = q->phase_end[p] + (uint64_t)T.wall_minus_mono;
         memcpy(c.model, s.model, sizeof c.model);

@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ortserve/stats.h"
+
 typedef struct osv_trace_ctx {
     uint8_t trace_id[16];
     uint8_t span_id[8];   /* ortserve's server span */
@@ -57,7 +59,7 @@ typedef struct osv_span_req {
     const char *binding;
     uint64_t batch, copied, bytes_in, bytes_out;
     uint64_t start_mono, end_mono;         /* the request */
-    uint64_t phase_start[4], phase_end[4]; /* queue, compute input, infer, output (0 = absent) */
+    uint64_t phase_start[OSV_PHASE_COUNT], phase_end[OSV_PHASE_COUNT]; /* by osv_phase_t (0 = absent) */
 } osv_span_req_t;
 
 /* Queues the request's spans on loop `loop` (its ring). Lock-free; drops when full. */

@@ -1,16 +1,13 @@
-/* outputs.h — internal: protocol-neutral work on a finished inference's output views that every front
- * needs: reading an element as a double, and Triton's classification extension (the top k of each
- * row as "score:index[:label]" strings in Triton's serialized BYTES form). No front header here. Pure
- * functions over caller memory; any thread. */
+/* outputs.h — internal: Triton's classification extension over a finished inference's output view,
+ * the same for every front: the top k of each row (the core's osv_topk) as "score:index[:label]"
+ * strings in Triton's serialized BYTES form. No front header here. Pure functions over caller
+ * memory; any thread. */
 #ifndef OSV_SERVE_OUTPUTS_H
 #define OSV_SERVE_OUTPUTS_H
 
 #include <stdint.h>
 
 #include "ortserve.h"
-
-/* Element i of view v as a double (FP16/BF16 widened; BYTES: 0). */
-double osv_view_value(const osv_tensor_view_t *v, uint64_t i);
 
 /* The classification of view v: k clamped to the classes per row (an empty output: 1). */
 uint32_t osv_classify_k(const osv_tensor_view_t *v, uint32_t k);
@@ -26,8 +23,9 @@ typedef struct osv_class_shape {
 } osv_class_shape_t;
 
 /* Writes the top k of each row of v into dst[0..cap) (cap ≥ osv_classify_max), using top[0..k) as
- * scratch; returns the bytes written and fills *shape. */
-uint64_t osv_classify(const osv_tensor_info_t *ti, const osv_tensor_view_t *v, uint32_t k, uint64_t *top,
+ * scratch; returns the bytes written and fills *shape, or UINT64_MAX when a row has more than 2^32
+ * classes (the tensor limits keep that from happening). */
+uint64_t osv_classify(const osv_tensor_info_t *ti, const osv_tensor_view_t *v, uint32_t k, uint32_t *top,
                       uint8_t *dst, osv_class_shape_t *shape);
 
 #endif

@@ -112,7 +112,7 @@ static int standard_run(osv_serve_t *s, osv_sreq_t *r)
 {
     mstate_t *ms = r->ms;
     int rc;
-    r->phase_t0[2] = osv_now_ns();
+    r->phase_t0[OSV_PHASE_COMPUTE_INFER] = osv_now_ns();
     for (int attempt = 0;; attempt++) {
         watch_begin(s, r->inf, r->deadline);
         rc = osv_infer_run(r->inf, &r->err);
@@ -125,7 +125,7 @@ static int standard_run(osv_serve_t *s, osv_sreq_t *r)
         struct timespec ts = {0, 1000000L << attempt}; /* 1, 2 ms */
         nanosleep(&ts, NULL);
     }
-    r->phase_t1[2] = osv_now_ns();
+    r->phase_t1[OSV_PHASE_COMPUTE_INFER] = osv_now_ns();
     r->ns[OSV_PHASE_COMPUTE_INFER] = osv_infer_ns(r->inf, OSV_PHASE_COMPUTE_INFER);
     r->ns[OSV_PHASE_COMPUTE_INPUT] += osv_infer_ns(r->inf, OSV_PHASE_COMPUTE_INPUT);
     r->batch = osv_infer_batch(r->inf);
@@ -154,15 +154,22 @@ static void run(osv_serve_t *s, osv_sreq_t *r)
     if (r->deadline && osv_now_ns() >= r->deadline) {
         if (ms && ms->stats)
             osv_stats_add_canceled(ms->stats);
-        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT, "deadline exceeded before the model could run (queued too long)");
+        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT,
+                            "the deadline of %" PRIu64 " ms (%s) passed before the model could run: queued too "
+                            "long",
+                            r->deadline_ms, osv_serve_deadline_text(r->deadline_src));
         return;
     }
     if (r->prepare && (r->rc = r->prepare(r)) != 0)
         return;
     r->rc = r->execute ? r->execute(r) : standard_run(s, r);
     note_run(s, r);
-    if (r->rc == OSV_ECANCELED) /* the core counted the cancellation */
-        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT, "deadline exceeded: the run was canceled");
+    if (r->rc == OSV_ECANCELED && atomic_load_explicit(&s->canceling, memory_order_relaxed))
+        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT, "the server is shutting down: the run was canceled");
+    else if (r->rc == OSV_ECANCELED) /* the core counted the cancellation */
+        r->rc = osv_err_set(&r->err, OSV_ETIMEDOUT,
+                            "the deadline of %" PRIu64 " ms (%s) passed while the model ran: the run was canceled",
+                            r->deadline_ms, osv_serve_deadline_text(r->deadline_src));
 }
 
 /* ---- admission ------------------------------------------------------------------------------------ */
@@ -222,12 +229,12 @@ int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
         run(s, r);
         return 1;
     }
-    r->phase_t0[0] = osv_now_ns(); /* the worker measures the wait from here */
+    r->phase_t0[OSV_PHASE_QUEUE] = osv_now_ns(); /* the worker measures the wait from here */
     pthread_mutex_lock(&s->lock);
     if (ms->n >= ms->max_queue) {
         rc = osv_err_set(&r->err, OSV_EBUSY, "model '%s' has too many queued requests, retry later",
                          osv_model_name(r->model));
-    } else if (would_miss_deadline(s, r, ms, s->queued, r->phase_t0[0], &wait_ns)) {
+    } else if (would_miss_deadline(s, r, ms, s->queued, r->phase_t0[OSV_PHASE_QUEUE], &wait_ns)) {
         r->expected_wait_ns = wait_ns;
         deadline_refused = true; /* a capacity refusal: 503, retry later — not a 504 */
         rc = osv_err_set(&r->err, OSV_EBUSY,
@@ -254,20 +261,10 @@ int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
 
 int osv_serve_offload(osv_serve_t *s, osv_stask_t *t)
 {
-    int rc = 0;
-    t->next = NULL;
     pthread_mutex_lock(&s->lock);
-    if (s->offload.n >= s->offload.cap) {
-        rc = OSV_EBUSY;
-    } else {
-        if (s->offload.tail)
-            s->offload.tail->next = t;
-        else
-            s->offload.head = t;
-        s->offload.tail = t;
-        s->offload.n++;
+    int rc = task_fifo_push(&s->offload, t);
+    if (rc == 0)
         pthread_cond_signal(&s->cond);
-    }
     pthread_mutex_unlock(&s->lock);
     return rc;
 }
@@ -279,14 +276,8 @@ static bool take(osv_serve_t *s, osv_stask_t **task, osv_sreq_t **req)
 {
     *task = NULL;
     *req = NULL;
-    if (s->offload.head) {
-        *task = s->offload.head;
-        s->offload.head = (*task)->next;
-        if (!s->offload.head)
-            s->offload.tail = NULL;
-        s->offload.n--;
+    if ((*task = task_fifo_pop(&s->offload)) != NULL)
         return true;
-    }
     mstate_t *ms = s->ready_head;
     if (!ms)
         return false;
@@ -308,8 +299,8 @@ static bool take(osv_serve_t *s, osv_stask_t **task, osv_sreq_t **req)
 
 static void run_queued(osv_serve_t *s, osv_sreq_t *r)
 {
-    r->phase_t1[0] = osv_now_ns();
-    r->ns[OSV_PHASE_QUEUE] = r->phase_t1[0] - r->phase_t0[0];
+    r->phase_t1[OSV_PHASE_QUEUE] = osv_now_ns();
+    r->ns[OSV_PHASE_QUEUE] = r->phase_t1[OSV_PHASE_QUEUE] - r->phase_t0[OSV_PHASE_QUEUE];
     /* Memory guard: one run at a time while the group is near its limit (mem_gate). */
     bool gate = atomic_load_explicit(&s->mem_pressure, memory_order_relaxed) != 0;
     atomic_fetch_add_explicit(&s->running, 1, memory_order_relaxed);

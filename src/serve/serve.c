@@ -14,7 +14,7 @@ void osv_serve_opts_default(osv_serve_opts_t *o)
 {
     memset(o, 0, sizeof *o);
     o->loop_threads = 0;
-    o->deadline_ms = 500;
+    o->deadline_ms = OSV_DEADLINE_AUTO;
     o->max_queue = 64;
     o->inline_threshold_ns = 200000; /* 200 µs: see docs/DESIGN.md, "Inline or hand-off" */
     o->memory_high_pct = 90;
@@ -57,10 +57,42 @@ int osv_serve_model_hook(void *ud, osv_model_t *m, osv_err_t *err)
     return 0;
 }
 
-int64_t osv_serve_deadline_ms(const osv_serve_t *s, const osv_model_t *m)
+int64_t osv_serve_deadline_ms(const osv_serve_t *s, const osv_model_t *m, osv_deadline_src_t *src)
 {
     const mstate_t *ms = m ? osv_mstate(m) : NULL;
-    return ms && ms->deadline_ms >= 0 ? ms->deadline_ms : s->o.deadline_ms;
+    int64_t v;
+    if (ms && ms->deadline_ms >= 0) {
+        *src = ms->deadline_ms ? OSV_DEADLINE_MODEL : OSV_DEADLINE_NONE;
+        return ms->deadline_ms;
+    }
+    if (s->o.deadline_ms >= 0) {
+        *src = s->o.deadline_ms ? OSV_DEADLINE_SERVER : OSV_DEADLINE_NONE;
+        return s->o.deadline_ms;
+    }
+    v = m ? (int64_t)(osv_model_warmup_ns(m) / 1000000u) * OSV_DEADLINE_WARMUP_FACTOR : 0;
+    *src = v > OSV_DEADLINE_AUTO_MS ? OSV_DEADLINE_WARMUP : OSV_DEADLINE_SERVER;
+    return v > OSV_DEADLINE_AUTO_MS ? v : OSV_DEADLINE_AUTO_MS;
+}
+
+const char *osv_serve_deadline_text(osv_deadline_src_t src)
+{
+    switch (src) {
+    case OSV_DEADLINE_SERVER:
+        return "the server's --deadline-ms";
+    case OSV_DEADLINE_WARMUP:
+#define XSTR(x) STR(x)
+#define STR(x)  #x
+        return "the server's default: " XSTR(OSV_DEADLINE_WARMUP_FACTOR) " x the model's warm-up run (--deadline-ms "
+               "sets another)";
+    case OSV_DEADLINE_MODEL:
+        return "the model's deadline_ms";
+    case OSV_DEADLINE_HEADER:
+        return "the request's timeout header";
+    case OSV_DEADLINE_REQUEST:
+        return "the request's timeout parameter";
+    default:
+        return "no deadline";
+    }
 }
 
 /* ---- the memory plan -------------------------------------------------------------------------------- */
@@ -234,13 +266,7 @@ static void *control_main(void *arg)
         pthread_mutex_lock(&s->control_lock);
         while (!s->control.head && !s->control_stop)
             pthread_cond_wait(&s->control_cond, &s->control_lock);
-        osv_stask_t *t = s->control.head;
-        if (t) {
-            s->control.head = t->next;
-            if (!s->control.head)
-                s->control.tail = NULL;
-            s->control.n--;
-        }
+        osv_stask_t *t = task_fifo_pop(&s->control);
         pthread_mutex_unlock(&s->control_lock);
         if (!t)
             return NULL;
@@ -251,20 +277,10 @@ static void *control_main(void *arg)
 
 int osv_serve_control(osv_serve_t *s, osv_stask_t *t)
 {
-    int rc = 0;
-    t->next = NULL;
     pthread_mutex_lock(&s->control_lock);
-    if (s->control.n >= s->control.cap) {
-        rc = OSV_EBUSY;
-    } else {
-        if (s->control.tail)
-            s->control.tail->next = t;
-        else
-            s->control.head = t;
-        s->control.tail = t;
-        s->control.n++;
+    int rc = task_fifo_push(&s->control, t);
+    if (rc == 0)
         pthread_cond_signal(&s->control_cond);
-    }
     pthread_mutex_unlock(&s->control_lock);
     return rc;
 }

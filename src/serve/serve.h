@@ -38,7 +38,7 @@ typedef struct osv_serve_opts {
     int workers;                  /* inference worker threads (0 = one per core) */
     int loop_threads;             /* threads that may run models inline (fronts' event loops) */
     uint32_t max_queue;           /* queued requests per model before 503 */
-    int64_t deadline_ms;          /* default per-request deadline; 0 = none */
+    int64_t deadline_ms;          /* default per-request deadline; 0 = none; OSV_DEADLINE_AUTO: see below */
     uint64_t inline_threshold_ns; /* models faster than this run on the submitting thread */
     uint32_t memory_high_pct;     /* memory guard: % of the cgroup limit (0 = off) */
     uint32_t offload_capacity;    /* queued front work (e.g. inflating bodies) before 503 */
@@ -95,6 +95,33 @@ void osv_serve_memory_unreserve(osv_serve_t *s, uint64_t bytes);
 /* True when a cgroup limit is known (the guard and reservations are active). */
 bool osv_serve_guarding_memory(const osv_serve_t *s);
 
+/* ---- deadlines ------------------------------------------------------------------------------------- */
+
+/* opts.deadline_ms when --deadline-ms was not given: OSV_DEADLINE_AUTO_MS (500 ms), raised for a slow
+ * model to OSV_DEADLINE_WARMUP_FACTOR × its warm-up run, so an ordinary 1-second CPU model is not
+ * answered 504 by a default nobody chose. */
+#define OSV_DEADLINE_AUTO          (-1)
+#define OSV_DEADLINE_AUTO_MS       500
+#define OSV_DEADLINE_WARMUP_FACTOR 10
+
+/* Who set a request's deadline: every 504 names it (osv_serve_deadline_text). */
+typedef enum osv_deadline_src {
+    OSV_DEADLINE_NONE = 0,
+    OSV_DEADLINE_SERVER,  /* --deadline-ms, or its default */
+    OSV_DEADLINE_WARMUP,  /* the default, raised to follow the model's warm-up run */
+    OSV_DEADLINE_MODEL,   /* the model's config deadline_ms */
+    OSV_DEADLINE_HEADER,  /* a front's header (HTTP Ortserve-Timeout-Ms, gRPC grpc-timeout) */
+    OSV_DEADLINE_REQUEST, /* the request's own timeout parameter */
+} osv_deadline_src_t;
+
+/* Model m's default deadline in ms (0 = none) and where it comes from: its config deadline_ms, else the
+ * server's --deadline-ms, else (not given) OSV_DEADLINE_AUTO_MS or the warm-up multiple, whichever is
+ * longer. */
+int64_t osv_serve_deadline_ms(const osv_serve_t *s, const osv_model_t *m, osv_deadline_src_t *src);
+
+/* "the server's --deadline-ms", ...: what a 504 message says set the deadline. Static. */
+const char *osv_serve_deadline_text(osv_deadline_src_t src);
+
 /* ---- requests --------------------------------------------------------------------------------------- */
 
 /* An inference request. The front owns the object (in its request arena) and keeps it, the model
@@ -104,6 +131,8 @@ struct osv_sreq {
     osv_model_t *model;  /* the model version it runs on */
     osv_infer_t *inf;    /* inputs declared and prepared (slot laid out, filled or bound) */
     uint64_t deadline;   /* absolute monotonic ns; 0 = none */
+    uint64_t deadline_ms;               /* its length, for messages */
+    osv_deadline_src_t deadline_src;    /* who set it, for messages */
     int priority;        /* reserved for the batcher's priority levels (0 = the default) */
     bool may_inline;     /* the front lets a fast model run on the submitting thread */
     /* Runs on the executing thread before the model (e.g. decoding images into the input tensor);
@@ -122,7 +151,8 @@ struct osv_sreq {
     osv_err_t err;                         /* the message when rc != 0 */
     uint64_t ns[OSV_PHASE_COUNT];          /* queue, compute input/infer phases (the front adds its
                                               own input decoding and output encoding) */
-    uint64_t phase_t0[4], phase_t1[4];     /* monotonic start/end of queue, input, infer, output */
+    uint64_t phase_t0[OSV_PHASE_COUNT];    /* monotonic start of each phase it ran (queue, compute) */
+    uint64_t phase_t1[OSV_PHASE_COUNT];    /* ... and end; 0 = absent */
     uint64_t batch;                        /* the batch size it ran with */
     uint64_t expected_wait_ns;             /* refused for its deadline: the work queued ahead */
 
@@ -143,8 +173,6 @@ int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r);
 void osv_serve_watch_begin(osv_serve_t *s, osv_sreq_t *r, osv_infer_t *inf);
 void osv_serve_watch_end(osv_serve_t *s);
 
-/* Model m's deadline: its config.json deadline_ms, else the server's --deadline-ms (0 = none). */
-int64_t osv_serve_deadline_ms(const osv_serve_t *s, const osv_model_t *m);
 
 /* The run time of recent inferences of m, for a front's own decisions (ns; 0 = none yet). */
 uint64_t osv_serve_model_ewma(const osv_model_t *m);

@@ -31,11 +31,39 @@ typedef struct watch_slot {
     _Atomic int busy; /* the watchdog is looking at this slot */
 } watch_slot_t;
 
-/* A FIFO of tasks (offloaded front work, control tasks). */
+/* A bounded FIFO of tasks (offloaded front work, control tasks); under its owner's lock. */
 typedef struct task_fifo {
     osv_stask_t *head, *tail;
     uint32_t n, cap;
 } task_fifo_t;
+
+/* Appends t: 0, or OSV_EBUSY when cap tasks are waiting. */
+static inline int task_fifo_push(task_fifo_t *q, osv_stask_t *t)
+{
+    if (q->n >= q->cap)
+        return OSV_EBUSY;
+    t->next = NULL;
+    if (q->tail)
+        q->tail->next = t;
+    else
+        q->head = t;
+    q->tail = t;
+    q->n++;
+    return 0;
+}
+
+/* The oldest task, removed; NULL when empty. */
+static inline osv_stask_t *task_fifo_pop(task_fifo_t *q)
+{
+    osv_stask_t *t = q->head;
+    if (t) {
+        q->head = t->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->n--;
+    }
+    return t;
+}
 
 struct osv_serve {
     /* read-only after osv_serve_create */

@@ -1,4 +1,5 @@
-/* sanitize.h — internal: AddressSanitizer hooks for memory ortserve manages itself.
+/* sanitize.h — internal: AddressSanitizer hooks for memory ortserve manages itself, and the
+ * invariant checks (OSV_ALWAYS / OSV_NEVER) that the ASan build turns into aborts.
  *
  * The slot pool and the request layout inside a slot are plain mapped memory that ASan knows nothing
  * about, so a write past a slot's range would land silently in another request's tensor. In the ASan
@@ -34,6 +35,27 @@
 #define osv_poison(p, n)   ((void)(p), (void)(n))
 #define osv_unpoison(p, n) ((void)(p), (void)(n))
 #define osv_is_poisoned(p) ((void)(p), 0)
+#endif
+
+/* Invariants — conditions the code guarantees, never ones input decides (input gets an error answer).
+ * SQLite's ALWAYS/NEVER: the condition wraps a branch that is still handled in release builds, where
+ * OSV_ALWAYS(x) is just (x); in the ASan build (the whole suite runs there) a broken invariant aborts
+ * with its text and place, so a test finds it instead of the branch hiding it:
+ *     if (OSV_NEVER(n > cap)) return OSV_ELIMIT;
+ *     if (OSV_ALWAYS(fits)) write(); else give_up(); */
+#ifdef OSV_ASAN
+#include <stdio.h>
+#include <stdlib.h>
+static inline int osv_invariant_failed(const char *what, const char *file, int line)
+{
+    fprintf(stderr, "ortserve: invariant broken at %s:%d: %s\n", file, line, what);
+    abort();
+}
+#define OSV_ALWAYS(x) ((x) ? 1 : osv_invariant_failed("ALWAYS(" #x ")", __FILE__, __LINE__))
+#define OSV_NEVER(x)  ((x) ? osv_invariant_failed("NEVER(" #x ")", __FILE__, __LINE__) : 0)
+#else
+#define OSV_ALWAYS(x) (!!(x))
+#define OSV_NEVER(x)  (!!(x))
 #endif
 
 #endif

@@ -288,6 +288,20 @@ class ServeOptions(unittest.TestCase):
         finally:
             s.close()
 
+    def test_model_control_is_off_by_default_beyond_loopback(self):
+        # Any client could unload every model of a server listening on 0.0.0.0 without tokens. The
+        # decision itself is unit-tested (test_opts loopback_hosts); here, without binding beyond
+        # loopback, what a user sees: --load-model then needs the mode said out loud.
+        out = self.usage_error(["--host", "0.0.0.0", "--load-model", "mlp"], names=["--load-model"],
+                               wants=["needs --model-control-mode explicit", "beyond loopback"])
+        self.assertIn("--auth-token-file", out)
+        # asked for explicitly, or on loopback, it stays on (the start-up log says which)
+        rc, port, out = serve(self.repo)
+        self.assertIsNone(rc, out)
+        (start,) = log_events(out, "listening")
+        self.assertEqual(start["model_control"], "explicit")
+        self.assertEqual(log_events(out, "model_control_off"), [])
+
     def test_values_are_range_checked(self):
         cases = [("--memory-high-pct", "101", "from 0 to 100"), ("--max-dims", "17", "from 1 to 16"),
                  ("--max-dims", "0", "from 1 to 16"), ("--workers", "100000", "from 0 to 1024"),

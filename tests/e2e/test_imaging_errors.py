@@ -204,6 +204,16 @@ class Errors(unittest.TestCase):
             st, doc = self.post(self.good, ctype)
             self.assertEqual(st, 200, doc)
 
+    def test_error_longer_than_the_head_buffer(self):
+        # Control characters escape to 6 bytes in JSON: this message's body (about 1.6 KB) no longer fits
+        # the response's head buffer, which used to answer a Content-Length without the body.
+        name, ctype = "\x01" * 200, "text/" + "\x02" * 59
+        body, mp = multipart([(None, self.good), ({"Content-Disposition": 'form-data; name="%s"' % name,
+                                                   "Content-Type": ctype}, b"hello")])
+        err = self.expect(415, "has Content-Type", body, mp)
+        self.assertIn("part 1 ('%s')" % name, err)
+        self.assertIn(ctype, err)
+
     def test_multipart_errors(self):
         self.expect(400, "needs a boundary", self.good, "multipart/form-data")
         body, ctype = multipart([(None, self.good)])

@@ -211,6 +211,16 @@ class AccessLog(unittest.TestCase):
                               FLUSH_WAIT, "the text access line")
             self.assertRegex(line, pat)
             self.assertFalse(any(x.startswith("{") for x in srv.logs().splitlines()))  # no JSON at all
+            # The application's own events too: key=value, not JSON fragments (the listening line used to
+            # read 'listening "host":"127.0.0.1","port":...'); values with spaces are quoted.
+            lines = srv.logs().splitlines()
+            listening = next(x for x in lines if " listening " in x)
+            self.assertRegex(listening, r" info  listening host=127\.0\.0\.1 port=%d repository=\S+ models=\d+ "
+                                        r"ready=true " % srv.port)
+            self.assertNotIn('"', listening)
+            ready = next(x for x in lines if " model_ready model=mlp " in x)
+            self.assertRegex(ready, r" model=mlp version=1 .* deadline_ms=500 "
+                                    r"deadline_source=\"the server's --deadline-ms\"$")
             self.assertEqual(srv.stop(), 0, srv.logs()[-4000:])
 
 

@@ -237,9 +237,12 @@ class Repository(unittest.TestCase):
         return {r["name"]: r for r in rows}
 
     def test_broken_model_keeps_the_server_unready_until_unloaded(self):
-        for _ in range(3):  # stays 503: the model never loads
-            st, h, body = self.srv.request("GET", "/v2/health/ready")
-            self.assertEqual((st, body), (503, b'{"ready":false}'))
+        for _ in range(3):  # stays 503: the model never loads; the answer says which model and why
+            st, r = self.srv.json("GET", "/v2/health/ready")
+            self.assertEqual((st, r["ready"]), (503, False))
+            self.assertEqual(r["reason"], "models that should be served are not ready")
+            self.assertEqual([(m["name"], m["state"]) for m in r["models"]], [("broken", "UNAVAILABLE")])
+            self.assertIn("broken", r["models"][0]["reason"])
         self.assertEqual(self.srv.json("GET", "/v2/health/live"), (200, {"live": True}))
         rows = self.index()
         self.assertEqual(rows["broken"]["state"], "UNAVAILABLE")

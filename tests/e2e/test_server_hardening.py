@@ -134,6 +134,18 @@ class OutputEdges(unittest.TestCase):
         self.assertEqual(st, 400, body)
         self.assertIn("output 'text_out' is BYTES", body["error"])
 
+    def test_classification_ranks_nan_last(self):
+        # /infer's classification used to answer index 0 for [NaN, 1, 2] while /classify answered 2: one
+        # top-k now (core), NaN below every number, ties by index.
+        req = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]},
+                          {"name": "x", "shape": [5], "datatype": "FP32", "data": ["NaN", 1, 2, "-Infinity", 2]}],
+               "outputs": [{"name": "x_out", "parameters": {"classification": 5}}]}
+        st, _, data = self.srv.request("POST", "/v2/models/bytes_fp32/infer", json.dumps(req))
+        self.assertEqual(st, 200, data)
+        out = {o["name"]: o["data"] for o in strict_json(data)["outputs"]}["x_out"]
+        self.assertEqual([e.split(":")[1] for e in out], ["2", "4", "1", "3", "0"], out)
+        self.assertEqual(out[0], "2.000000:2")
+
     def test_nan_and_infinity_are_strict_json(self):
         req = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]},
                           {"name": "x", "shape": [4], "datatype": "FP32", "data": [1.5, "NaN", "Infinity", "-Infinity"]}]}
@@ -308,6 +320,71 @@ class Deadlines(unittest.TestCase):
             self.assertEqual(r.status, 504, (headers, params, r))
             self.assertGreaterEqual(took, 0.1)
             self.assertLess(took, 0.1 + 1.0, (headers, params))
+
+
+def log_events(text, event):
+    """The JSON log records of one event."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{") and
+            json.loads(line).get("event") == event]
+
+
+class DeadlineSources(unittest.TestCase):
+    """The default deadline follows the model: a fixed 500 ms used to answer 504 to an ordinary
+    1-second CPU model (heavy.onnx) that nobody had given a deadline. And every 504 names the deadline
+    that fired and who set it: the request's timeout parameter, the timeout header, the model's
+    deadline_ms, or the server's --deadline-ms."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="osv-dl-")
+        repo = make_repo(cls.tmp, {"heavy": "heavy.onnx", "heavy_cfg": "heavy.onnx", "scale2x": "scale2x.onnx"},
+                         configs={"heavy_cfg": {"deadline_ms": 40}})
+        cls.srv = Server(repo, "--workers", "1")
+        cls.ready = {r["model"]: r for r in log_events(cls.srv.logs(), "model_ready")}
+        x = np.zeros((256, 1024), np.float32)
+        cls.body, cls.hdrs = binary_body({"inputs": [{"name": "x", "shape": [256, 1024], "datatype": "FP32",
+                                                      "parameters": {"binary_data_size": x.nbytes}}],
+                                          "outputs": [{"name": "y", "parameters": {"binary_data": True}}]},
+                                         [x.tobytes()])
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.srv.finish() == 0
+
+    def heavy(self, model="heavy", headers=None, params=None, srv=None):
+        body, hdrs = self.body, dict(self.hdrs, **(headers or {}))
+        if params:
+            head = json.loads(body[:int(hdrs["Inference-Header-Content-Length"])])
+            head["parameters"] = params
+            body, h = binary_body(head, [body[int(hdrs["Inference-Header-Content-Length"]):]])
+            hdrs.update(h)
+        st, _, data = (srv or self.srv).request("POST", "/v2/models/%s/infer" % model, body, hdrs)
+        return st, data
+
+    def test_the_default_follows_the_warmup_run(self):
+        h, s = self.ready["heavy"], self.ready["scale2x"]
+        want = max(500, int(h["warmup_ms"]) * 10)
+        self.assertLessEqual(abs(h["deadline_ms"] - want), 10, h)
+        self.assertIn("warm-up" if want > 500 else "--deadline-ms", h["deadline_source"])
+        self.assertEqual((s["deadline_ms"], s["deadline_source"]), (500, "the server's --deadline-ms"))
+        self.assertEqual((self.ready["heavy_cfg"]["deadline_ms"], self.ready["heavy_cfg"]["deadline_source"]),
+                         (40, "the model's deadline_ms"))
+        for _ in range(2):  # a run of about a second, under no deadline anyone chose: answered
+            st, data = self.heavy()
+            self.assertEqual(st, 200, data[:300])
+
+    def test_every_504_names_its_deadline(self):
+        cases = [("heavy", {"Ortserve-Timeout-Ms": "30"}, None, "deadline of 30 ms (the request's timeout header)"),
+                 ("heavy", None, {"timeout": 20000}, "deadline of 20 ms (the request's timeout parameter)"),
+                 ("heavy_cfg", None, None, "deadline of 40 ms (the model's deadline_ms)")]
+        for model, headers, params, want in cases:
+            st, data = self.heavy(model, headers, params)
+            self.assertEqual(st, 504, data[:300])
+            self.assertIn(want, json.loads(data)["error"])
+        with Server(make_repo(os.path.join(self.tmp, "flag"), {"heavy": "heavy.onnx"}), "--deadline-ms", "50") as srv:
+            st, data = self.heavy(srv=srv)
+            self.assertEqual(st, 504, data[:300])
+            self.assertIn("deadline of 50 ms (the server's --deadline-ms)", json.loads(data)["error"])
 
 
 class SlowBodies(unittest.TestCase):

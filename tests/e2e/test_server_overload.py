@@ -155,11 +155,11 @@ class DeadlineAdmission(unittest.TestCase):
                          "--deadline-ms", "0", "--inline-threshold-us", "0")
             conns = []
             try:
-                iters = calibrate(srv, 0.05)  # ~50 ms a run
+                iters = calibrate(srv, 0.1)  # ~100 ms a run: the work ahead is 5x the deadline, robust to a busy machine
                 body = slow_body(iters).encode()
                 for _ in range(16):  # recent run times for the estimate (an EWMA with weight 1/8)
                     self.assertEqual(srv.request("POST", "/v2/models/slow/infer", body)[0], 200)
-                for _ in range(6):  # one running, five queued: ~250 ms of work ahead of the next request
+                for _ in range(6):  # one running, five queued: ~500 ms of work ahead of the next request
                     c = RawConn(srv.port, timeout=60 * TIME_SCALE)
                     c.send(request_bytes("POST", "/v2/models/slow/infer", body))
                     conns.append(c)

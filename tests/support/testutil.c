@@ -98,7 +98,7 @@ void osv_test_write_file(const char *dir, const char *name, const char *text)
 
 void osv_test_copy_file(const char *src, const char *dir, const char *name)
 {
-    char path[4096], buf[65536];
+    char path[4096], buf[16384];
     FILE *in, *out;
     size_t n;
     snprintf(path, sizeof path, "%s/%s", dir, name);

@@ -1,4 +1,6 @@
-/* test_dtype_shape.c — the datatype table and overflow-checked shape arithmetic. */
+/* test_dtype_shape.c — the datatype table, the 16-bit float conversions, the one top-k, and
+ * overflow-checked shape arithmetic. */
+#include <math.h>
 #include <string.h>
 
 #include "testutil.h"
@@ -152,6 +154,125 @@ static void error_names(void **state)
     assert_int_equal(osv_err_set(NULL, OSV_EIO, "ignored"), OSV_EIO);
 }
 
+static uint32_t f32_bits(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    return b;
+}
+
+static float bits_f32(uint32_t b)
+{
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+/* Every FP16 value survives FP16 → float → FP16; NaNs stay NaNs (quiet) of the same sign. */
+static void f16_round_trips_every_value(void **state)
+{
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = osv_f16_to_f32((uint16_t)h);
+        uint16_t back = osv_f32_to_f16(f);
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) {
+            assert_true(isnan(f));
+            assert_true((back & 0x7c00) == 0x7c00 && (back & 0x3ff) != 0);
+            assert_int_equal(back & 0x8000, h & 0x8000);
+        } else {
+            assert_int_equal(back, h);
+        }
+    }
+    assert_true(osv_f16_to_f32(0x0001) == 0x1p-24f); /* smallest subnormal */
+    assert_true(osv_f16_to_f32(0x7bff) == 65504.0f);
+    assert_true(isinf(osv_f16_to_f32(0xfc00)) && osv_f16_to_f32(0xfc00) < 0);
+}
+
+/* Rounding to nearest, ties to even, at normal and subnormal precision and at overflow. */
+static void f16_rounds_to_nearest_even(void **state)
+{
+    (void)state;
+    assert_int_equal(osv_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);        /* tie: to even (down) */
+    assert_int_equal(osv_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);    /* tie: to even (up) */
+    assert_int_equal(osv_f32_to_f16(1.0f + 0x1p-11f + 0x1p-20f), 0x3c01); /* above the tie */
+    assert_int_equal(osv_f32_to_f16(0x1p-25f), 0x0000);               /* half the smallest: even = 0 */
+    assert_int_equal(osv_f32_to_f16(0x1.000002p-25f), 0x0001);        /* just above: up */
+    assert_int_equal(osv_f32_to_f16(3 * 0x1p-25f), 0x0002);           /* 1.5 ulp: to even */
+    assert_int_equal(osv_f32_to_f16(65519.0f), 0x7bff);               /* below the midpoint to inf */
+    assert_int_equal(osv_f32_to_f16(65520.0f), 0x7c00);               /* the midpoint: to even = inf */
+    assert_int_equal(osv_f32_to_f16(-1e10f), 0xfc00);
+    assert_int_equal(osv_f32_to_f16(bits_f32(0x7f800001u)) & 0x7e00, 0x7e00); /* signalling NaN: quiet */
+}
+
+static void bf16_conversions(void **state)
+{
+    (void)state;
+    for (uint32_t b = 0; b < 65536; b++) {
+        float f = osv_bf16_to_f32((uint16_t)b);
+        assert_int_equal(f32_bits(f) >> 16, b); /* exact */
+        if (!isnan(f))
+            assert_int_equal(osv_f32_to_bf16(f), b);
+    }
+    assert_int_equal(osv_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);     /* tie: to even (down) */
+    assert_int_equal(osv_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82); /* tie: to even (up) */
+    /* A NaN whose payload sits in the low bits used to round into infinity. */
+    assert_true(isnan(osv_bf16_to_f32(osv_f32_to_bf16(bits_f32(0x7f800001u)))));
+    assert_true(isnan(osv_bf16_to_f32(osv_f32_to_bf16(bits_f32(0xffffffffu)))));
+}
+
+static void topk_order_is_defined(void **state)
+{
+    (void)state;
+    uint32_t idx[8];
+    const float a[] = {NAN, 1, 2};
+    assert_int_equal(osv_topk(a, OSV_DTYPE_FP32, 3, 1, idx, sizeof *idx), 1);
+    assert_int_equal(idx[0], 2);
+    assert_int_equal(osv_topk(a, OSV_DTYPE_FP32, 3, 8, idx, sizeof *idx), 3);
+    assert_int_equal(idx[0], 2);
+    assert_int_equal(idx[1], 1);
+    assert_int_equal(idx[2], 0);
+    const double b[] = {NAN, -INFINITY, NAN, 5, 5, -INFINITY};
+    assert_int_equal(osv_topk(b, OSV_DTYPE_FP64, 6, 6, idx, sizeof *idx), 6);
+    const uint32_t want[] = {3, 4, 1, 5, 0, 2}; /* ties by index, NaN below -inf */
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(idx[i], want[i]);
+    const uint16_t h[] = {0x3c00 /* 1 */, 0x7e00 /* NaN */, 0x4000 /* 2 */, 0xbc00 /* -1 */};
+    assert_int_equal(osv_topk(h, OSV_DTYPE_FP16, 4, 2, idx, sizeof *idx), 2);
+    assert_int_equal(idx[0], 2);
+    assert_int_equal(idx[1], 0);
+    const int64_t q[] = {-5, 7, 7, 0};
+    assert_int_equal(osv_topk(q, OSV_DTYPE_INT64, 4, 3, idx, sizeof *idx), 3);
+    assert_int_equal(idx[0], 1);
+    assert_int_equal(idx[1], 2);
+    assert_int_equal(idx[2], 3);
+    /* strided: the index lands in a field of the caller's structs */
+    struct {
+        uint64_t pad;
+        uint32_t index;
+        float score;
+    } rows[2];
+    assert_int_equal(osv_topk(a, OSV_DTYPE_FP32, 3, 2, &rows[0].index, sizeof rows[0]), 2);
+    assert_int_equal(rows[0].index, 2);
+    assert_int_equal(rows[1].index, 1);
+    assert_int_equal(osv_topk(a, OSV_DTYPE_BYTES, 3, 1, idx, sizeof *idx), OSV_EDTYPE);
+    assert_int_equal(osv_topk(a, OSV_DTYPE_FP32, (uint64_t)UINT32_MAX + 1, 1, idx, sizeof *idx), OSV_ELIMIT);
+    assert_int_equal(osv_topk(a, OSV_DTYPE_FP32, 3, 0, idx, sizeof *idx), 0);
+}
+
+static void dtype_value_reads_every_type(void **state)
+{
+    (void)state;
+    const uint16_t h[] = {0xc000};
+    const uint16_t bf[] = {0x4040};
+    const int8_t i8[] = {-3};
+    const uint64_t u64[] = {UINT64_MAX};
+    assert_true(osv_dtype_value(OSV_DTYPE_FP16, h, 0) == -2.0);
+    assert_true(osv_dtype_value(OSV_DTYPE_BF16, bf, 0) == 3.0);
+    assert_true(osv_dtype_value(OSV_DTYPE_INT8, i8, 0) == -3.0);
+    assert_true(osv_dtype_value(OSV_DTYPE_UINT64, u64, 0) == 0x1p64);
+    assert_true(osv_dtype_value(OSV_DTYPE_BYTES, u64, 0) == 0.0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -164,6 +285,11 @@ int main(void)
         cmocka_unit_test(helpers_detect_overflow),
         cmocka_unit_test(shape_str_truncates),
         cmocka_unit_test(error_names),
+        cmocka_unit_test(f16_round_trips_every_value),
+        cmocka_unit_test(f16_rounds_to_nearest_even),
+        cmocka_unit_test(bf16_conversions),
+        cmocka_unit_test(topk_order_is_defined),
+        cmocka_unit_test(dtype_value_reads_every_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -119,6 +119,14 @@ static void every_dtype_is_introspected(void **state)
         assert_int_equal(t->dtype, want[i]);
         assert_int_equal(osv_model_output(m, i)->dtype, want[i]);
     }
+    /* names for messages: all of them when they fit, else as many as fit and ", ..." */
+    char all[512], small[40];
+    osv_model_names(m, false, all, sizeof all);
+    assert_non_null(strstr(all, "'in_BOOL', 'in_UINT8', "));
+    assert_non_null(strstr(all, ", 'in_BYTES'"));
+    osv_model_names(m, true, small, sizeof small);
+    assert_string_equal(small, "'out_BOOL', 'out_UINT8', ...");
+    assert_int_equal(strlen(osv_model_names(m, true, small, 4)), 3); /* "..." */
     osv_model_release(m);
 }
 

@@ -362,6 +362,22 @@ static void help_lists_every_option_and_variable(void **state)
     assert_int_equal(strncmp(buf, "  --flag 0|1 ", 13), 0);
 }
 
+/* Model control's default follows this: loopback-only servers keep the repository API's load and
+ * unload, servers reachable from outside do not (unless tokens are required). */
+static void loopback_hosts(void **state)
+{
+    (void)state;
+    const char *local[] = {"127.0.0.1", "127.1.2.3", "localhost", "LOCALHOST", "::1", "::ffff:127.0.0.1",
+                           "0:0:0:0:0:0:0:1"};
+    const char *outside[] = {"0.0.0.0", "::", "10.0.0.1", "192.168.1.20", "fe80::1", "::ffff:10.0.0.1",
+                             "example.com", "", "128.0.0.1", "1.127.0.0"};
+    for (size_t i = 0; i < sizeof local / sizeof *local; i++)
+        assert_true(osv_opt_host_is_loopback(local[i]));
+    for (size_t i = 0; i < sizeof outside / sizeof *outside; i++)
+        assert_false(osv_opt_host_is_loopback(outside[i]));
+    assert_false(osv_opt_host_is_loopback(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +389,7 @@ int main(void)
         cmocka_unit_test(unknown_options_are_named_with_a_suggestion),
         cmocka_unit_test(unknown_variables_are_reported),
         cmocka_unit_test(help_lists_every_option_and_variable),
+        cmocka_unit_test(loopback_hosts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,11 +1,11 @@
-/* grpc.h — internal: the KServe v2 / Triton gRPC front (HTTP/2 cleartext with prior knowledge), as
+/* server.h — internal: the KServe v2 / Triton gRPC front (HTTP/2 cleartext with prior knowledge), as
  * the program that starts a server sees it: options, create, the osv_front_t to listen with, destroy.
  *
  * The front serves inference.GRPCInferenceService and grpc.health.v1.Health on the transport's loops
  * (net/net.h) and submits inferences to the same request layer as the HTTP front (serve/serve.h),
  * sharing its count of requests in flight. */
-#ifndef OSV_GRPC_H
-#define OSV_GRPC_H
+#ifndef OSV_GRPC_SERVER_H
+#define OSV_GRPC_SERVER_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -44,6 +44,9 @@ int osv_grpc_create(const osv_grpc_opts_t *o, osv_serve_t *serve, osv_net_t *net
                     osv_grpc_t **out, osv_err_t *err);
 /* What to pass to osv_net_listen. Lives as long as g. */
 const osv_front_t *osv_grpc_front(osv_grpc_t *g);
+/* Listens on host:port (0: a free port, *bound gets it) on the transport g was created over; before
+ * the transport starts. A port another process listens on: OSV_EEXIST ("address already in use"). */
+int osv_grpc_listen(osv_grpc_t *g, const char *host, int port, uint16_t *bound, osv_err_t *err);
 /* After the transport that served it was destroyed. */
 void osv_grpc_destroy(osv_grpc_t *g);
 
