@@ -31,9 +31,8 @@ typedef struct osv_grpc_opts {
     int stall_timeout_ms;       /* output that makes no progress this long (zero window) closes it */
     uint32_t frame_rate_limit;  /* control frames (PING, SETTINGS, empty DATA, RST_STREAM) a client may
                                    send per second, with twice as many as a burst: GOAWAY beyond */
-    /* from the server's options */
+    /* from the server's options (deadlines come from the request layer: osv_serve_deadline_ms) */
     bool allow_shm, model_control;
-    int64_t default_deadline_ms;
 } osv_grpc_opts_t;
 
 void osv_grpc_opts_default(osv_grpc_opts_t *o);
