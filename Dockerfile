@@ -35,7 +35,8 @@ ENV ORTSERVE_MODEL_REPOSITORY=/srv/ortserve/models \
     ORT_DISABLE_TELEMETRY=1
 USER 10001:10001
 WORKDIR /srv/ortserve
-EXPOSE 8000
+# gRPC (KServe v2 / Triton) listens on 8001 beside HTTP on 8000 (ORTSERVE_GRPC_PORT; -1 turns it off).
+EXPOSE 8000 8001
 # bash's /dev/tcp asks GET /v2/health/ready on $ORTSERVE_PORT: no curl in the image.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/usr/local/libexec/ortserve/healthcheck"]

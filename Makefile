@@ -39,7 +39,8 @@ ARM64_CMAKE_ARGS ?=
 ARM64_CTEST_ARGS ?= -E '^(e2e_server_lifecycle|e2e_obs_metrics)$$'
 FUZZ_BUILD   ?= build/fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= http_parse infer_json binary_split shm_register model_config pbtxt image_decode pipeline
+FUZZ_TARGETS ?= http_parse infer_json binary_split shm_register model_config pbtxt image_decode pipeline \
+                grpc_decode grpc_conn
 FUZZ_ARGS    ?=
 
 .PHONY: all deps deps-run build build-server models run test test-release test-asan bench format clean \

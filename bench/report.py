@@ -883,6 +883,20 @@ class Report:
             self.w("(no results: bench/batching/RESULTS.md is missing)")
         self.w()
 
+    def grpc(self):
+        self.w("## 11. gRPC against HTTP")
+        self.w()
+        self.w("Not re-run by `make bench` (about 5 minutes): `bench/grpc_bench.py` prints the tables, kept with "
+               "their reading in `bench/grpc/RESULTS.md`; the last run:")
+        self.w()
+        path = os.path.join(ROOT, "bench", "grpc", "RESULTS.md")
+        if os.path.exists(path):
+            with open(path) as f:
+                self.w(f.read().strip())
+        else:
+            self.w("(no results: bench/grpc/RESULTS.md is missing)")
+        self.w()
+
     def triton(self):
         self.w("## 10. Triton repositories: reading config.pbtxt and time to ready")
         self.w()
@@ -1073,6 +1087,7 @@ class Report:
         self.core_overhead()
         self.http_candidates()
         self.triton()
+        self.grpc()
         self.lines[body_start:body_start] = self.targets_table()
         text = "\n".join(self.lines).rstrip() + "\n"
         with open(self.out, "w") as f:

@@ -26,7 +26,7 @@ INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 CORE_PUBLIC = re.compile(r"^ortserve/(?!imaging\.h$)[a-z_]+\.h$")
 PUBLIC = re.compile(r"^ortserve(/[a-z_]+)?\.h$")
 OBS_API = {"obs/obs.h", "obs/log.h"}
-SERVE_API = {"serve/serve.h", "serve/errmap.h", "serve/shm.h", "serve/auth.h"}
+SERVE_API = {"serve/serve.h", "serve/errmap.h", "serve/shm.h", "serve/auth.h", "serve/bind.h", "serve/outputs.h"}
 NET_API = {"net/net.h"}
 SERVER_API = {"http/server.h", "grpc/server.h"}
 

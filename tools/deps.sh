@@ -34,11 +34,12 @@ tp="$here/third_party"
 
 # --- Debian packages --------------------------------------------------------------------------
 pkgs_build=(cmake ninja-build gcc pkg-config libhttp-parser-dev libturbojpeg0-dev libspng-dev
-            libexif-dev libcurl4-openssl-dev zlib1g-dev)
+            libexif-dev libcurl4-openssl-dev zlib1g-dev libnghttp2-dev libprotobuf-c-dev
+            protobuf-c-compiler)
 pkgs_test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-onnx python3-numpy python3-pil
            libonnx-testdata fonts-dejavu-core prometheus python3-yaml man-db groff-base systemd strace
-           nginx-light openssl)
-pkgs_bench=(wrk nginx-light gnuplot-nox python3-matplotlib libjansson-dev libcjson-dev)
+           nginx-light openssl python3-grpcio python3-grpc-tools python3-protobuf python3-h2)
+pkgs_bench=(wrk nghttp2-client nginx-light gnuplot-nox python3-matplotlib libjansson-dev libcjson-dev)
 # tools/gen_models.py; tools/demo_repo.sh draws the demo images with PIL and DejaVu Sans (all of them
 # in pkgs_test too).
 pkgs_demo=(python3 python3-onnx python3-numpy python3-pil fonts-dejavu-core)

@@ -369,3 +369,49 @@ void fz_conn_run(const void *data, size_t len, fz_result_t *res)
     S.res = NULL;
     check_at_rest();
 }
+
+/* ---- a connection of another front (the gRPC front: fuzz_grpc_conn.c) ---------------------------- */
+
+void fz_front_run(const osv_front_t *f, const void *data, size_t len)
+{
+    osv_server_t *s = fz_server();
+    osv_loop_t *l = &s->net->loops[0];
+    const uint8_t *p = data;
+    size_t off = 0;
+    bool shut = false;
+    int sv[2];
+    FZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0, "socketpair: %s",
+             strerror(errno));
+    l->now = osv_now_ns();
+    osv_nconn_t *nc = conn_new(l, f, sv[0]);
+    FZ_CHECK(nc, "conn_new failed");
+    f->open(nc);
+    for (int idle = 0; !nc->closed;) {
+        uint64_t before = nc->len + 7 * (nc->pos + 7 * (nc->lingered + 7 * off));
+        bool got = false;
+        off += push(sv[1], p + off, len - off);
+        if (off == len && !shut) {
+            shutdown(sv[1], SHUT_WR);
+            shut = true;
+        }
+        got |= drain(sv[1]);
+        if (atomic_load(&l->done)) /* a worker or the control thread finished */
+            run_posts(l);
+        if (!nc->closed)
+            on_conn_event(nc, EPOLLIN | EPOLLOUT);
+        if (got || nc->closed || nc->len + 7 * (nc->pos + 7 * (nc->lingered + 7 * off)) != before) {
+            idle = 0;
+            continue;
+        }
+        FZ_CHECK(++idle < 20000, "%s connection stuck", f->name);
+        if (f->busy(nc)) { /* a worker or the control thread holds a call: wait for it */
+            sleep_ms(1);
+            continue;
+        }
+        l->now += 60ull * 1000000000ull; /* let time pass: the timeouts that end a stuck connection */
+        run_timers(l);
+    }
+    drain(sv[1]);
+    close(sv[1]);
+    check_at_rest();
+}

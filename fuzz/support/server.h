@@ -43,6 +43,13 @@ osv_server_t *fz_server(void);
  * the server has closed the connection. res may be NULL. */
 void fz_conn_run(const void *data, size_t len, fz_result_t *res);
 
+/* The same for a connection of front f (registered on the server's transport, e.g. fz_grpc_front()):
+ * the server must be at rest once it closed. */
+void fz_front_run(const osv_front_t *f, const void *data, size_t len);
+
+/* The gRPC front on the fuzz server's transport and request layer (grpc_front.c). */
+const osv_front_t *fz_grpc_front(void);
+
 /* Unregisters every shared-memory region and registers the harness's own "r0" and "r1" again. */
 void fz_shm_reset(void);
 

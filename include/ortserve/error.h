@@ -43,7 +43,10 @@ extern "C" {
     XX(PARSE, -18, "malformed input")                                                                        \
     XX(TOOBIG, -19, "too large")                                                                             \
     XX(MEDIA, -20, "unsupported media type")                                                                 \
-    XX(LOAD, -21, "model load failed")
+    XX(LOAD, -21, "model load failed")                                                                       \
+    XX(NOTIMPL, -22, "not implemented")                                                                      \
+    XX(PROTO, -23, "protocol violation")                                                                     \
+    XX(AUTH, -24, "unauthenticated")
 
 enum {
 #define OSV__ERR_ENUM(name, value, desc) OSV_E##name = (value),

@@ -27,6 +27,7 @@ extern "C" {
     XX(READAHEAD, "readahead")         /* body bytes that arrived in the same read as the headers */         \
     XX(CHUNKED, "chunked")             /* chunked transfer encoding had to be reassembled */                 \
     XX(DECOMPRESS, "decompress")       /* a gzip/deflate body was inflated */                                \
+    XX(GRPC_RECEIVE, "grpc_receive")   /* HTTP/2 DATA bytes from the read buffer into the message's slot */  \
     XX(SERIALIZE, "serialize")         /* output written as JSON text or length-prefixed BYTES */            \
     XX(BATCH, "batch")                 /* a request's rows gathered into its batch's input slot */           \
     XX(CACHE, "cache")                 /* a response kept in the response cache (inputs and outputs) */

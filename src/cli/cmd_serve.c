@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "opts.h"
+#include "grpc/server.h"
 #include "http/server.h"
 #include "serve/shm.h"
 #include "obs/log.h"
@@ -19,6 +20,8 @@
 
 typedef struct serve_cfg {
     osv_server_opts_t srv;
+    osv_grpc_opts_t grpc;
+    const char *grpc_port_file, *grpc_port;
     osv_env_opts_t env;
     osv_limits_t limits;
     const char *repo, *model_name, *port_file, *ort_library, *log_level, *log_format, *otlp_endpoint,
@@ -38,6 +41,7 @@ typedef struct serve_cfg {
 #define DAY_MS      86400000u     /* the longest time option accepted */
 #define HOUR_US     3600000000ull /* the longest --inline-threshold-us */
 #define MAX_THREADS 1024          /* loops, workers and ORT threads */
+#define GRPC_PORT_UNSET (-2)      /* no --grpc-port: 8001, or any free port when --port is 0 */
 
 /* Every option, with the range it accepts (opts.h checks at compile time that each field holds it). */
 #define OSV_OPT_STRUCT serve_cfg_t
@@ -49,6 +53,34 @@ static const osv_opt_t opts[] = {
     OSV_OPT_COUNT("port", srv.port, 0, 65535, "0 = any free port", "N",
                   "TCP port (default 8000; 0 picks a free one)"),
     OSV_OPT_STRING("port-file", port_file, "PATH", "write the port actually bound to PATH once listening"),
+    OSV_OPT_STRING("grpc-port", grpc_port, "N",
+                   "gRPC (KServe v2 / Triton, HTTP/2 cleartext) port: 0 picks a free one, -1 turns gRPC off "
+                   "(default 8001, or 0 when --port is 0)"),
+    OSV_OPT_STRING("grpc-port-file", grpc_port_file, "PATH", "write the gRPC port actually bound to PATH"),
+    OSV_OPT_BYTES("grpc-max-message-bytes", grpc.max_message_bytes, 0, 0xffffffffull, "0 = --max-body-bytes",
+                  "largest gRPC message either way, RESOURCE_EXHAUSTED beyond (default: --max-body-bytes)"),
+    OSV_OPT_COUNT("grpc-max-streams", grpc.max_streams, 1, 1u << 16, NULL, "N",
+                  "concurrent HTTP/2 streams per gRPC connection, refused beyond (100)"),
+    OSV_OPT_BYTES("grpc-max-header-list-bytes", grpc.max_header_list, 1024, 1u << 24, NULL,
+                  "a gRPC request's header list, HTTP 431 beyond (16K)"),
+    OSV_OPT_BYTES("grpc-stream-window", grpc.stream_window, 65535, 0x7fffffffu, NULL,
+                  "HTTP/2 flow-control window of each gRPC stream (1M)"),
+    OSV_OPT_BYTES("grpc-conn-window", grpc.conn_window, 65535, 0x7fffffffu, NULL,
+                  "HTTP/2 flow-control window of each gRPC connection (16M)"),
+    OSV_OPT_COUNT("grpc-max-inflight", grpc.max_inflight, 1, 1u << 20, NULL, "N",
+                  "inference requests in progress on one gRPC connection, streams included (1024)"),
+    OSV_OPT_BYTES("grpc-max-h2-memory", grpc.max_h2_memory, 64u << 10, 1ull << 32, NULL,
+                  "memory the HTTP/2 library may hold for one gRPC connection, GOAWAY beyond (4M)"),
+    OSV_OPT_DURATION("grpc-idle-timeout-ms", grpc.idle_timeout_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS, "0 = never",
+                     "MS", "a gRPC connection without open streams is closed after (60000)"),
+    OSV_OPT_DURATION("grpc-keepalive-ms", grpc.keepalive_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS, "0 = off", "MS",
+                     "PING a gRPC connection silent this long; no answer in as long closes it (0: off)"),
+    OSV_OPT_DURATION("grpc-stall-timeout-ms", grpc.stall_timeout_ms, OSV_OPT_MS, OSV_OPT_MS, 0, DAY_MS,
+                     "0 = never", "MS", "gRPC output that makes no progress this long (a zero window) closes the "
+                     "connection (30000)"),
+    OSV_OPT_COUNT("grpc-frame-rate", grpc.frame_rate_limit, 0, 1u << 20, "0 = unlimited", "N",
+                  "PING/SETTINGS/RST_STREAM/empty DATA frames a gRPC client may send per second, GOAWAY beyond "
+                  "(100)"),
     OSV_OPT_COUNT("loops", srv.loops, 0, MAX_THREADS, "0 = one per core", "N",
                   "event-loop threads (default: one per core)"),
     OSV_OPT_COUNT("workers", srv.workers, 0, MAX_THREADS, "0 = one per core", "N",
@@ -159,10 +191,9 @@ static const osv_opt_t opts[] = {
 #undef OSV_OPT_STRUCT
 
 /* Flags of Triton's tritonserver that users try first. An unknown flag found here is answered with
- * ortserve's own. Entries go when ortserve gets the flag itself (the gRPC front adds --grpc-port). */
+ * ortserve's own. Entries go when ortserve gets the flag itself. */
 static const osv_opt_hint_t triton_flags[] = {
     {"http-port", "port", NULL},
-    {"grpc-port", "port", "gRPC is not available yet: --port is the HTTP port"},
     {"metrics-port", "port", "/metrics is served on the HTTP port"},
     {"http-address", "host", NULL},
     {"model-store", "model-repository", NULL},
@@ -201,6 +232,8 @@ static void defaults(serve_cfg_t *c)
 {
     memset(c, 0, sizeof *c);
     osv_server_opts_default(&c->srv);
+    osv_grpc_opts_default(&c->grpc);
+    c->grpc.port = GRPC_PORT_UNSET;
     osv_env_opts_default(&c->env);
     osv_limits_default(&c->limits);
     osv_load_opts_default(&c->load);
@@ -224,6 +257,18 @@ static int parse(serve_cfg_t *cfg, int argc, char **argv)
     }
     if (rc)
         return rc;
+    if (cfg->grpc_port) { /* -1 (off) is outside what a COUNT option parses */
+        char *end;
+        long v = strtol(cfg->grpc_port, &end, 10);
+        if (!*cfg->grpc_port || *end || v < -1 || v > 65535) {
+            fprintf(stderr, "ortserve serve: invalid value '%s' for --grpc-port: want an integer from -1 (off) to "
+                            "65535 (0 = any free port)\n", cfg->grpc_port);
+            return 2;
+        }
+        cfg->grpc.port = (int)v;
+    }
+    if (cfg->grpc.port == GRPC_PORT_UNSET) /* an ephemeral HTTP port (tests, benchmarks) wants both */
+        cfg->grpc.port = cfg->srv.port == 0 ? 0 : 8001;
     if (!cfg->repo) {
         fprintf(stderr, "ortserve serve: --model-repository DIR is required (or ORTSERVE_MODEL_REPOSITORY)\n"
                         "Run 'ortserve serve --help' for every option.\n");
@@ -370,6 +415,24 @@ static void fit_nofile(uint32_t max_connections, uint32_t regions)
             (unsigned long long)(rl.rlim_cur > old ? rl.rlim_cur : old), max_connections, 256 + regions);
 }
 
+/* The gRPC front on the server's transport (loops, request layer, in-flight count), unless
+ * --grpc-port -1. */
+static int start_grpc(serve_cfg_t *cfg, osv_server_t *s, osv_grpc_t **g, uint16_t *port, osv_err_t *err)
+{
+    osv_server_shared_t sh;
+    int rc;
+    if (cfg->grpc.port < 0)
+        return 0;
+    cfg->grpc.allow_shm = cfg->srv.allow_shm;
+    cfg->grpc.model_control = cfg->srv.model_control;
+    if (!cfg->grpc.max_message_bytes)
+        cfg->grpc.max_message_bytes = cfg->srv.max_body_bytes;
+    osv_server_get_shared(s, &sh);
+    if ((rc = osv_grpc_create(&cfg->grpc, sh.serve, sh.net, sh.inflight, g, err)) != 0)
+        return rc;
+    return osv_grpc_listen(*g, cfg->srv.host, cfg->grpc.port, port, err);
+}
+
 static void write_port_file(const char *path, uint16_t port)
 {
     char tmp[4200];
@@ -383,9 +446,9 @@ static void write_port_file(const char *path, uint16_t port)
 }
 
 static void log_start(const serve_cfg_t *cfg, const osv_server_plan_t *s, osv_repo_t *r, osv_env_t *env,
-                      double ms)
+                      int grpc_port, double ms)
 {
-    char host[300], repo[4200];
+    char host[300], repo[4200], grpc[48] = "";
     osv_pool_stats_t ps;
     osv_pool_get_stats(s->pool, &ps);
     osv_log(OSV_LOG_INFO, "listening",
@@ -394,7 +457,7 @@ static void log_start(const serve_cfg_t *cfg, const osv_server_plan_t *s, osv_re
             "\"intra_op_threads\":%d,\"pool_bytes\":%" PRIu64 ",\"pool_max_slot\":%" PRIu64
             ",\"image_decode_budget\":%" PRIu64 ",\"max_body_bytes\":%" PRIu64 ",\"max_connections\":%u"
             ",\"deadline_ms\":%" PRId64 ",\"deadline_follows_model\":%s,\"shm_max_bytes\":%" PRIu64
-            ",\"model_control\":\"%s\",\"startup_ms\":%.1f",
+            ",\"model_control\":\"%s\",\"startup_ms\":%.1f%s",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
             osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(r),
             osv_repo_ready(r) ? "true" : "false", osv_env_ort_version(env), s->loops,
@@ -402,7 +465,8 @@ static void log_start(const serve_cfg_t *cfg, const osv_server_plan_t *s, osv_re
             osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->max_connections,
             cfg->srv.deadline_ms < 0 ? (int64_t)500 : cfg->srv.deadline_ms, cfg->srv.deadline_ms < 0 ? "true" : "false",
             cfg->srv.allow_shm ? s->shm_max_bytes : 0,
-            cfg->srv.model_control ? "explicit" : "none", ms);
+            cfg->srv.model_control ? "explicit" : "none", ms,
+            grpc_port >= 0 ? (snprintf(grpc, sizeof grpc, ",\"grpc_port\":%d", grpc_port), grpc) : "");
 }
 
 /* The pool's plan: the budget (--pool-bytes, or the default computed from the memory limit), each
@@ -499,6 +563,8 @@ static int serve(serve_cfg_t *cfg)
     osv_env_t *env = NULL;
     osv_repo_t *repo = NULL;
     osv_server_t *s = NULL;
+    osv_grpc_t *grpc = NULL;
+    uint16_t grpc_port = 0;
     osv_err_t err;
     int rc;
 
@@ -526,6 +592,7 @@ static int serve(serve_cfg_t *cfg)
     }
     /* A port in use fails now, not after the models have loaded. */
     if ((rc = osv_server_check_port(cfg->srv.host, cfg->srv.port, &err)) != 0 ||
+        (cfg->grpc.port >= 0 && (rc = osv_server_check_port(cfg->srv.host, cfg->grpc.port, &err)) != 0) ||
         (rc = osv_env_create(&cfg->env, &env, &err)) != 0) {
         char e[1024];
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
@@ -547,9 +614,12 @@ static int serve(serve_cfg_t *cfg)
                           .on_event = log_repo_event};
     if ((rc = osv_repo_open(&ro, &repo, &err)) != 0 ||
         (!all && (rc = load_listed(repo, cfg->load_models.v, &err)) != 0) ||
-        (rc = osv_server_create(&cfg->srv, env, repo, &s, &err)) != 0) {
+        (rc = osv_server_create(&cfg->srv, env, repo, &s, &err)) != 0 ||
+        (rc = start_grpc(cfg, s, &grpc, &grpc_port, &err)) != 0) {
         char e[2048];
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
+        osv_server_destroy(s);
+        osv_grpc_destroy(grpc);
         osv_repo_close(repo);
         osv_env_destroy(env);
         return 1;
@@ -569,6 +639,8 @@ static int serve(serve_cfg_t *cfg)
     signal(SIGPIPE, SIG_IGN);
     if (cfg->port_file)
         write_port_file(cfg->port_file, plan.port);
+    if (cfg->grpc_port_file && grpc)
+        write_port_file(cfg->grpc_port_file, grpc_port);
     log_pool_plan(cfg, &plan);
     if (cfg->model_control_defaulted_off) {
         char host[300];
@@ -577,12 +649,13 @@ static int serve(serve_cfg_t *cfg)
                 "repository API may not load or unload models (--model-control-mode explicit allows it)\"",
                 osv_log_escape(cfg->srv.host, host, sizeof host));
     }
-    log_start(cfg, &plan, repo, env, (double)(osv_now_ns() - t0) / 1e6);
+    log_start(cfg, &plan, repo, env, grpc ? grpc_port : -1, (double)(osv_now_ns() - t0) / 1e6);
     rc = osv_server_run(s);
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");
     the_server = NULL;
     atomic_store_explicit(&deadline_server, NULL, memory_order_release);
     osv_server_destroy(s);
+    osv_grpc_destroy(grpc); /* after the transport that served it */
     osv_obs_shutdown();
     osv_repo_close(repo);
     osv_env_destroy(env);

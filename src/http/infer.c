@@ -29,7 +29,9 @@
 #include "util/base64.h"
 #include "http/inflate.h"
 #include "serve/shm.h"
+#include "serve/bind.h"
 #include "serve/errmap.h"
+#include "serve/outputs.h"
 
 #define MAX_ID_LEN   1024
 #define BUSY_RETRIES 3
@@ -610,20 +612,10 @@ static int declare(dec_t *d)
                 return rc;
             bin_off += in->binary_size;
         }
-        if (in->shm) {
-            void *p;
-            uint64_t need = bytes;
-            if (!need && osv_shape_size(in->dims, in->rank, in->dt, NULL, NULL, &need, err) != 0)
-                return err->code;
-            if (in->shm_size != need)
-                return osv_err_set(err, OSV_ESHAPE,
-                                   "input '%s': shared_memory_byte_size %" PRIu64
-                                   " but the tensor is %" PRIu64 " bytes",
-                                   osv_model_input(x->m, in->idx)->name, in->shm_size, need);
-            if ((rc = osv_shm_range(in->shm, in->shm_offset, in->shm_size, &p, err)) != 0 ||
-                (rc = osv_infer_input_external(x->inf, in->idx, p, in->shm_size, err)) != 0)
-                return rc;
-        }
+        if (in->shm &&
+            (rc = osv_bind_shm_input(x->inf, in->idx, osv_model_input(x->m, in->idx)->name, in->dt, in->dims,
+                                     in->rank, bytes, in->shm, in->shm_offset, in->shm_size, err)) != 0)
+            return rc;
     }
     if (x->in_memory && bin_off != x->binary_len)
         return osv_err_set(err, OSV_EINVAL,
@@ -632,16 +624,9 @@ static int declare(dec_t *d)
                            bin_off, x->binary_len);
     for (uint32_t k = 0; k < x->n_out; k++) {
         out_desc_t *o = &x->outs[k];
-        void *p;
-        if ((rc = osv_infer_add_output(x->inf, o->idx, err)) != 0)
-            return rc;
-        if (!o->shm)
-            continue;
-        if ((rc = osv_shm_range(o->shm, o->shm_offset, o->shm_size, &p, err)) != 0)
-            return rc;
-        if (osv_model_output(x->m, o->idx)->dtype == OSV_DTYPE_BYTES)
-            o->shm_bytes = p; /* serialized into the region after the run */
-        else if ((rc = osv_infer_output_external(x->inf, o->idx, p, o->shm_size, err)) != 0)
+        if ((rc = osv_infer_add_output(x->inf, o->idx, err)) != 0 ||
+            (o->shm && (rc = osv_bind_shm_output(x->inf, x->m, o->idx, o->shm, o->shm_offset, o->shm_size,
+                                                 &o->shm_bytes, err)) != 0))
             return rc;
     }
     return shm_reserve(x, d->c->srv);
@@ -1269,69 +1254,22 @@ static void write_strings(osv_jw_t *w, const uint8_t *p, uint64_t len)
     osv_jw_arr_end(w);
 }
 
-/* What classification ranks, as Triton does: each batch row over all its elements (flat indices) for a
- * model with a batch dim, the whole tensor for one without. A config.pbtxt model has one when its
- * max_batch_size > 0; a model without config.pbtxt when its first dim is a batch (osv_model_batched:
- * the same test Triton's auto-completion applies). The number of rows. */
-static uint64_t class_rows(const osv_conn_t *c, const osv_tensor_view_t *v)
-{
-    const infer_ctx_t *x = c->req.ctx;
-    return osv_model_batched(x->m) && v->rank >= 2 ? (uint64_t)v->dims[0] : 1; /* [N] alone: one list */
-}
-
-/* Classification: the top k of each row (class_rows) as "score:index[:label]" in Triton's BYTES format
- * (score printed like std::to_string, as Triton does). Returns the serialized size. */
+/* Classification (serve/outputs.c): the top k of each row in Triton's BYTES form, into dst.
+ * Returns the serialized size, UINT64_MAX when the request's arena has no room for the scratch. */
 static uint64_t classify_into(osv_conn_t *c, const osv_tensor_info_t *ti, const osv_tensor_view_t *v,
                               uint32_t k, uint8_t *dst, out_plan_t *plan)
 {
-    uint64_t rows = class_rows(c, v), used = 0;
-    uint64_t classes = rows ? v->count / rows : 0;
-    uint32_t *top = NULL;
-    if (k > classes)
-        k = (uint32_t)classes;
-    if (k && !(top = osv_arena_alloc(&c->nc.arena, k * sizeof *top, 8)))
+    osv_class_shape_t cs;
+    uint32_t *top = osv_arena_alloc(&c->nc.arena, (k ? k : 1) * sizeof *top, 8);
+    uint64_t used;
+    if (!top)
         return UINT64_MAX;
-    for (uint64_t r = 0; r < rows; r++) {
-        const uint64_t base = r * classes;
-        int got = osv_topk((const char *)v->data + base * osv_dtype_size(v->dtype), v->dtype, classes, k, top,
-                           sizeof *top);
-        if (got < 0)
-            return UINT64_MAX; /* classes beyond 2^32: the tensor limits keep this from happening */
-        for (uint32_t j = 0; j < (uint32_t)got; j++) {
-            char *s = (char *)dst + used + 4;
-            double score = value_at(v, base + top[j]);
-            int len = snprintf(s, 64, "%f:%u", score, top[j]); /* std::to_string's format, as Triton */
-            if (len < 0 || len >= 64)
-                len = snprintf(s, 64, "%g:%u", score, top[j]); /* huge scores */
-            if (top[j] < ti->n_labels) {
-                size_t ll = strlen(ti->labels[top[j]]);
-                s[len++] = ':';
-                memcpy(s + len, ti->labels[top[j]], ll);
-                len += (int)ll;
-            }
-            uint32_t l32 = (uint32_t)len;
-            memcpy(dst + used, &l32, 4);
-            used += 4 + (uint64_t)len;
-        }
-    }
-    bool batched = osv_model_batched(((infer_ctx_t *)c->req.ctx)->m) && v->rank >= 2;
-    plan->class_count = rows * k;
-    plan->class_shape_rank = batched ? 2 : 1;
-    plan->class_dims[0] = batched ? (int64_t)rows : (int64_t)k;
-    plan->class_dims[1] = k;
+    used = osv_classify(ti, v, osv_model_batched(((const infer_ctx_t *)c->req.ctx)->m), k, top, dst, &cs);
+    plan->class_count = cs.count;
+    plan->class_shape_rank = cs.rank;
+    plan->class_dims[0] = cs.dims[0];
+    plan->class_dims[1] = cs.dims[1];
     return used;
-}
-
-/* Upper bound of the serialized classification strings for output view v. */
-static uint64_t classify_max(osv_conn_t *c, const osv_tensor_info_t *ti, const osv_tensor_view_t *v,
-                             uint32_t k)
-{
-    uint64_t rows = class_rows(c, v), longest = 0;
-    for (uint32_t i = 0; i < ti->n_labels; i++) {
-        uint64_t l = strlen(ti->labels[i]);
-        longest = l > longest ? l : longest;
-    }
-    return rows * k * (4 + 64 + 1 + longest);
 }
 
 static void jw_kstr(osv_jw_t *w, const char *key, const char *val, size_t n)
@@ -1491,10 +1429,10 @@ static void encode_response(osv_conn_t *c)
             return;
         }
         if (o->classification) {
-            uint64_t rows = class_rows(c, &p->v), classes = rows ? p->v.count / rows : 0;
-            if (o->classification > classes) /* top-1000000 of 10 classes is the 10 (an empty output: 0) */
-                x->outs[k].classification = classes ? (uint32_t)classes : 1;
-            p->bytes_len = classify_max(c, osv_model_output(x->m, o->idx), &p->v, o->classification);
+            bool batched = osv_model_batched(x->m);
+            uint64_t rows = batched && p->v.rank >= 2 ? (uint64_t)p->v.dims[0] : 1;
+            x->outs[k].classification = osv_classify_k(&p->v, batched, o->classification);
+            p->bytes_len = osv_classify_max(osv_model_output(x->m, o->idx), &p->v, batched, o->classification);
             p->class_count = rows * o->classification;
         } else if (p->v.dtype == OSV_DTYPE_BYTES) {
             p->bytes_len = p->v.bytes;

@@ -177,6 +177,11 @@ void osv_server_get_plan(const osv_server_t *s, osv_server_plan_t *out)
                                .img_budget = s->img_budget};
 }
 
+void osv_server_get_shared(osv_server_t *s, osv_server_shared_t *out)
+{
+    *out = (osv_server_shared_t){.serve = s->serve, .net = s->net, .inflight = &s->inflight};
+}
+
 bool osv_server_memory_refuse(osv_conn_t *c)
 {
     osv_err_t err;

@@ -7,6 +7,7 @@
 #ifndef OSV_HTTP_SERVER_H
 #define OSV_HTTP_SERVER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -84,6 +85,19 @@ typedef struct osv_server_plan {
 } osv_server_plan_t;
 
 void osv_server_get_plan(const osv_server_t *s, osv_server_plan_t *out);
+
+/* What a second front (gRPC, src/grpc) shares with this server: its request layer, its transport
+ * (listen on it before osv_server_run) and its count of requests in flight (the watchdog's busy
+ * hint). They live until osv_server_destroy; destroy the other front after it. */
+typedef struct osv_serve osv_serve_t;
+typedef struct osv_net osv_net_t;
+typedef struct osv_server_shared {
+    osv_serve_t *serve;
+    osv_net_t *net;
+    _Atomic int64_t *inflight;
+} osv_server_shared_t;
+
+void osv_server_get_shared(osv_server_t *s, osv_server_shared_t *out);
 
 /* Model m's default deadline (ms, 0 = none) and, in words, where it comes from. */
 int64_t osv_server_model_deadline(const osv_server_t *s, const osv_model_t *m, const char **source);

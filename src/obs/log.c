@@ -7,8 +7,11 @@
 
 #include "obs/log.h"
 
-static int min_level = OSV_LOG_INFO;
-static bool as_json = true;
+#include <stdatomic.h>
+
+/* Written at start-up and by LogSettings (any thread), read by every thread that logs. */
+static _Atomic int min_level = OSV_LOG_INFO;
+static _Atomic bool as_json = true;
 static int out_fd = 2;
 
 static const char *const names[] = {"debug", "info", "warn", "error"};
@@ -18,6 +21,21 @@ void osv_log_init(int level, bool json, int fd)
     min_level = level;
     as_json = json;
     out_fd = fd;
+}
+
+void osv_log_set_level(int level)
+{
+    atomic_store_explicit(&min_level, level, memory_order_relaxed);
+}
+
+int osv_log_get_level(void)
+{
+    return atomic_load_explicit(&min_level, memory_order_relaxed);
+}
+
+void osv_log_set_json(bool json)
+{
+    atomic_store_explicit(&as_json, json, memory_order_relaxed);
 }
 
 int osv_log_level_from(const char *s)

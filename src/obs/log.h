@@ -13,6 +13,10 @@ enum { OSV_LOG_DEBUG = 0, OSV_LOG_INFO, OSV_LOG_WARN, OSV_LOG_ERROR, OSV_LOG_OFF
 void osv_log_init(int level, bool json, int fd);
 /* Parses "debug|info|warn|error|off"; -1 when unknown. */
 int osv_log_level_from(const char *s);
+/* The level and format at run time (LogSettings over gRPC): any thread. */
+void osv_log_set_level(int level);
+int osv_log_get_level(void);
+void osv_log_set_json(bool json);
 bool osv_log_enabled(int level);
 bool osv_log_json(void);
 

@@ -361,6 +361,10 @@ static void responses_family(scrape_t *x)
     family(x, "ortserve_http_responses_total", "counter", "HTTP responses by status code.");
     for (int i = 0; i < n; i++)
         put(&x->b, "ortserve_http_responses_total{code=\"%d\"} %" PRIu64 "\n", codes[i], counts[i]);
+    n = osv_obs_status_counts(OSV_OBS_GRPC, codes, counts, 32);
+    family(x, "ortserve_grpc_responses_total", "counter", "gRPC calls by status code (-1: any other).");
+    for (int i = 0; i < n; i++)
+        put(&x->b, "ortserve_grpc_responses_total{code=\"%d\"} %" PRIu64 "\n", codes[i], counts[i]);
 }
 
 static void server_families(scrape_t *x)

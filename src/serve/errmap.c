@@ -16,6 +16,7 @@ enum {
     GRPC_UNIMPLEMENTED = 12,
     GRPC_INTERNAL = 13,
     GRPC_UNAVAILABLE = 14,
+    GRPC_UNAUTHENTICATED = 16,
 };
 
 typedef struct row {
@@ -47,6 +48,9 @@ static const row_t table[] = {
     {OSV_EORT, 500, GRPC_INTERNAL, false},
     {OSV_EIO, 500, GRPC_INTERNAL, false},
     {OSV_EVERSION, 500, GRPC_INTERNAL, false},
+    {OSV_ENOTIMPL, 501, GRPC_UNIMPLEMENTED, false},
+    {OSV_EPROTO, 400, GRPC_INTERNAL, false}, /* framing the protocol forbids (gRPC: INTERNAL) */
+    {OSV_EAUTH, 401, GRPC_UNAUTHENTICATED, false},
 };
 
 static const row_t *row_of(int code)

@@ -4,7 +4,8 @@
  * (400 / INVALID_ARGUMENT, as Triton answers a load that fails), not
  * found (404 / NOT_FOUND), unavailable or out of capacity (503 with Retry-After / UNAVAILABLE), too
  * large (413 / RESOURCE_EXHAUSTED), unsupported media (415 / INVALID_ARGUMENT), deadline (504 /
- * DEADLINE_EXCEEDED), forbidden (403 / PERMISSION_DENIED), conflict (409 / ALREADY_EXISTS),
+ * DEADLINE_EXCEEDED), not implemented (501 / UNIMPLEMENTED), a framing violation (400 /
+ * INTERNAL, as gRPC answers one), forbidden (403 / PERMISSION_DENIED), conflict (409 / ALREADY_EXISTS),
  * internal (500 / INTERNAL). Pure functions; any thread. */
 #ifndef OSV_SERVE_ERRMAP_H
 #define OSV_SERVE_ERRMAP_H

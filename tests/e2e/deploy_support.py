@@ -186,7 +186,7 @@ class LiveServer:
         self.last_logs = ""
         self.wrapper = tuple(wrapper)
         self.proc = subprocess.Popen([*wrapper, binary or BIN, "serve", *args, "--host", "127.0.0.1", "--port", "0",
-                                      "--port-file", pf], stdout=self.log, stderr=subprocess.STDOUT, env=full)
+                                      "--grpc-port", "0", "--port-file", pf], stdout=self.log, stderr=subprocess.STDOUT, env=full)
         deadline = time.monotonic() + timeout
         self.port = None
         while time.monotonic() < deadline and self.port is None:

@@ -370,7 +370,7 @@ class ServeOptions(unittest.TestCase):
         for args, want in cases:
             out = self.usage_error(args, names=["did you mean %s?" % want, "ortserve serve --help"])
             self.assertNotIn("usage:", out)
-        out = self.usage_error(["--grpc-port", "8001"], names=["--grpc-port", "gRPC", "--port"])
+        out = self.usage_error(["--grpc-port", "70000"], names=["--grpc-port", "-1 (off)", "65535"])
         self.assertNotIn("usage:", out)
         out = self.usage_error(["--zzzzzz"], names=["'--zzzzzz'", "ortserve serve --help"])
         self.assertNotIn("did you mean", out)

@@ -142,7 +142,9 @@ class Dockerfile(unittest.TestCase):
             if k.startswith("ORTSERVE_"):
                 self.assertIn(k, {o.env for o in self.opts.values()}, "%s is not an ortserve variable" % k)
         default_port = default_of(self.opts["port"])
-        self.assertEqual(self.final_ins("EXPOSE"), ["%s" % default_port])
+        # HTTP's port and gRPC's (8001 whenever --port is not 0, as `serve --help` says)
+        self.assertIn("default 8001", self.opts["grpc-port"].help)
+        self.assertEqual(self.final_ins("EXPOSE"), ["%s 8001" % default_port])
         self.assertEqual(env.get("ORTSERVE_PORT"), default_port)
         self.assertEqual(env.get("ORTSERVE_HOST"), "0.0.0.0")
         self.assertEqual(env.get("ORTSERVE_MODEL_REPOSITORY"), "/srv/ortserve/models")

@@ -70,6 +70,11 @@ class Container:
     def port(self):
         return int(self.arg("port") or 8000)
 
+    def ports(self):
+        """The ports the container listens on: --port, then --grpc-port when it is set and not -1."""
+        g = self.arg("grpc-port")
+        return [self.port()] + ([int(g)] if g is not None and int(g) >= 0 else [])
+
 
 class Manifests(unittest.TestCase):
     @classmethod
@@ -104,7 +109,10 @@ class Manifests(unittest.TestCase):
             else:
                 self.assertIn(e["name"], OTHER_ENV, where)
         ports = c.spec["ports"]
-        self.assertEqual([p["containerPort"] for p in ports], [c.port()], "%s: ports != --port" % where)
+        listed = [p["containerPort"] for p in ports]
+        self.assertEqual(listed[0], c.port(), "%s: the first port != --port" % where)
+        self.assertTrue(set(listed) <= set(c.ports()), "%s: ports %s but ortserve listens on %s" %
+                        (where, listed, c.ports()))
         names = {p.get("name"): p["containerPort"] for p in ports if p.get("name")}
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             if probe not in c.spec:

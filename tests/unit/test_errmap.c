@@ -35,6 +35,9 @@ static const struct {
     {OSV_EORT, 500, 13, false},
     {OSV_EIO, 500, 13, false},
     {OSV_EVERSION, 500, 13, false},
+    {OSV_ENOTIMPL, 501, 12, false},
+    {OSV_EPROTO, 400, 13, false},
+    {OSV_EAUTH, 401, 16, false},
 };
 
 static void every_code_has_its_row(void **state)
