@@ -264,6 +264,16 @@ static Inference__ModelTensorReshape *config_reshape(gcall_t *k, const osv_tc_te
     return r;
 }
 
+/* What ModelInput and ModelOutput share: data type, dims and reshape, in k's arena. */
+static bool tensor_fields(gcall_t *k, const osv_tc_tensor_t *t, Inference__DataType *type, int64_t **dims,
+                          size_t *n_dims, Inference__ModelTensorReshape **reshape)
+{
+    *type = triton_type(t->dtype);
+    *n_dims = t->rank;
+    *reshape = config_reshape(k, t);
+    return (*dims = arena_dims(k, t->dims, t->rank)) != NULL && (!t->has_reshape || *reshape);
+}
+
 static Inference__ModelInput *config_input(gcall_t *k, const osv_tc_tensor_t *t)
 {
     Inference__ModelInput *in = osv_arena_alloc(&k->arena, sizeof *in, 8);
@@ -271,17 +281,10 @@ static Inference__ModelInput *config_input(gcall_t *k, const osv_tc_tensor_t *t)
         return NULL;
     inference__model_input__init(in);
     in->name = (char *)t->name;
-    in->data_type = triton_type(t->dtype);
     in->format = (Inference__ModelInput__Format)t->format;
-    if (!(in->dims = arena_dims(k, t->dims, t->rank)))
-        return NULL;
-    in->n_dims = t->rank;
-    in->reshape = config_reshape(k, t);
-    if (t->has_reshape && !in->reshape)
-        return NULL;
     in->optional = t->optional;
     in->allow_ragged_batch = t->allow_ragged_batch;
-    return in;
+    return tensor_fields(k, t, &in->data_type, &in->dims, &in->n_dims, &in->reshape) ? in : NULL;
 }
 
 static Inference__ModelOutput *config_output(gcall_t *k, const osv_tc_tensor_t *t)
@@ -291,15 +294,8 @@ static Inference__ModelOutput *config_output(gcall_t *k, const osv_tc_tensor_t *
         return NULL;
     inference__model_output__init(o);
     o->name = (char *)t->name;
-    o->data_type = triton_type(t->dtype);
-    if (!(o->dims = arena_dims(k, t->dims, t->rank)))
-        return NULL;
-    o->n_dims = t->rank;
-    o->reshape = config_reshape(k, t);
-    if (t->has_reshape && !o->reshape)
-        return NULL;
     o->label_filename = (char *)t->label_filename;
-    return o;
+    return tensor_fields(k, t, &o->data_type, &o->dims, &o->n_dims, &o->reshape) ? o : NULL;
 }
 
 /* The tensors, instance groups, dynamic batching and parameters of cfg, in k's arena. */
