@@ -181,13 +181,14 @@ static int request_params(gcall_t *k, ix_t *x)
         if (p->key.n == 7 && memcmp(p->key.p, "timeout", 7) == 0) { /* microseconds, as Triton */
             if (!is_int || (p->type == OSV_GW_P_INT64 && p->i < 0))
                 return bad(k, OSV_EINVAL, "parameter 'timeout' must be a non-negative integer (microseconds)");
-            if (u)
-                shorten(x, u > (UINT64_MAX - k->t_start) / 1000 ? UINT64_MAX : k->t_start + u * 1000, u / 1000,
-                        OSV_DEADLINE_REQUEST);
+            if (u) { /* the request layer applies it: a queue timeout with dynamic batching, else a deadline */
+                x->sreq.timeout_at = u > (UINT64_MAX - k->t_start) / 1000 ? UINT64_MAX : k->t_start + u * 1000;
+                x->sreq.timeout_us = u;
+            }
         } else if (p->key.n == 8 && memcmp(p->key.p, "priority", 8) == 0) {
             if (!is_int || u > 1000000)
                 return bad(k, OSV_EINVAL, "parameter 'priority' must be an integer from 0 to 1000000");
-            x->sreq.priority = (int)u;
+            x->sreq.priority = u;
         } else if ((p->key.n == 11 && memcmp(p->key.p, "sequence_id", 11) == 0) ||
                    (p->key.n == 14 && memcmp(p->key.p, "sequence_start", 14) == 0) ||
                    (p->key.n == 12 && memcmp(p->key.p, "sequence_end", 12) == 0)) {
