@@ -733,6 +733,34 @@ class GrpcCancelQueued(unittest.TestCase):
                 self.assertEqual(srv.finish(), 0)
 
 
+class GrpcBatching(unittest.TestCase):
+    """The dynamic batcher serves gRPC as it serves HTTP: four concurrent ModelInfer calls to a model with
+    preferred_batch_size [4] and a 2 s delay run as one batch of 4 at once (Triton's batch statistics
+    show it), and each answer is that request's own rows, equal to the model run alone."""
+
+    def test_calls_form_one_batch(self):
+        cfg = {"max_batch_size": 8, "dynamic_batching": {"preferred_batch_size": [4],
+                                                         "max_queue_delay_microseconds": 2000000},
+               "instance_group": [{"count": 1}]}
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = GrpcServer(make_repo(tmp, {"mlp": "mlp.onnx"}, configs={"mlp": cfg}), "--deadline-ms", "10000")
+            try:
+                stub = srv.stub()
+                xs = [np.random.default_rng(40 + i).standard_normal((1, 64)).astype(np.float32) for i in range(4)]
+                t0 = time.monotonic()
+                futs = [stub.ModelInfer.future(infer_request("mlp", [("x", x)]), timeout=30) for x in xs]
+                outs = [f.result() for f in futs]
+                self.assertLess(time.monotonic() - t0, 1.5)  # the preferred size went at once, not after 2 s
+                for x, r in zip(xs, outs):
+                    np.testing.assert_allclose(output(r, "probs"), mlp_reference(x), atol=1e-5)
+                st, body = srv.json("GET", "/v2/models/mlp/stats")
+                self.assertEqual(st, 200, body)
+                batches = {b["batch_size"]: b["compute_infer"]["count"] for b in body["model_stats"][0]["batch_stats"]}
+                self.assertEqual(batches, {4: 1}, body)
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+
 class GrpcPortOptions(unittest.TestCase):
     """--grpc-port: a port another process listens on stops start-up (the transport's probe, before the
     models load); -1 turns gRPC off; out-of-range values are usage errors."""
