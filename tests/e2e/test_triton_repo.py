@@ -358,6 +358,64 @@ class Served(unittest.TestCase):
 MLP_IO = ('input [ { name: "x" data_type: TYPE_FP32 dims: [ 64 ] } ]\n'
           'output [ { name: "probs" data_type: TYPE_FP32 dims: [ 10 ] } ]\n')
 
+class OverGrpc(unittest.TestCase):
+    """The same Triton repository through the gRPC front: ModelConfig is the completed config /config
+    shows (dims without the batch dim, the label file, instance groups, parameters), model_version
+    reaches one version, reshape holds."""
+
+    @classmethod
+    def setUpClass(cls):
+        from grpc_support import GrpcServer, mc, pb  # the gRPC client side: python3-grpcio (tools/deps.sh)
+        cls.pb, cls.mc = pb, mc
+        cls.tmp = tempfile.TemporaryDirectory()
+        r = cls.tmp.name
+        model(r, "mlp_batched", "mlp.onnx", config=MLP_BATCHED, files={"mlp_labels.txt": LABELS})
+        model(r, "mlp_reshape", "mlp.onnx", config=MLP_RESHAPE)
+        model(r, "v_specific", "scale2x.onnx", versions=(1, 2, 3),
+              config="version_policy: { specific: { versions: [ 1, 3 ] } }\n")
+        cls.srv = GrpcServer(r)
+        cls.stub = cls.srv.stub()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.finish()
+        cls.tmp.cleanup()
+        assert rc == 0, rc
+
+    def test_model_config_is_the_completed_config(self):
+        c = self.stub.ModelConfig(self.pb.ModelConfigRequest(name="mlp_batched")).config
+        st, h = self.srv.json("GET", "/v2/models/mlp_batched/config")
+        self.assertEqual(st, 200, h)
+        self.assertEqual((c.name, c.platform, c.max_batch_size), ("mlp_batched", "onnxruntime_onnx", 8))
+        self.assertEqual([(i.name, list(i.dims)) for i in c.input], [(i["name"], i["dims"]) for i in h["input"]])
+        self.assertEqual([list(i.dims) for i in c.input], [[64]])
+        self.assertEqual([(o.name, o.label_filename) for o in c.output], [("probs", "mlp_labels.txt")])
+        self.assertEqual([(g.kind, g.count) for g in c.instance_group],
+                         [(self.mc.ModelInstanceGroup.KIND_CPU, 3)])
+        self.assertEqual(c.parameters["intra_op_thread_count"].string_value, "1")
+        r = self.stub.ModelConfig(self.pb.ModelConfigRequest(name="mlp_reshape")).config
+        self.assertEqual((list(r.input[0].dims), list(r.input[0].reshape.shape)), ([8, 8], [64]))
+
+    def test_versions_and_reshape(self):
+        from grpc_support import infer_request, output
+        import grpc
+        x = np.array([[1.5], [-2.0]], np.float32)  # scale2x's [N], completed by Triton's rules as [-1, 1]
+        for v in ("1", "3"):
+            req = infer_request("v_specific", [("x", x)])
+            req.model_version = v
+            self.assertEqual(self.stub.ModelInfer(req).model_version, v)
+        self.assertEqual(self.stub.ModelInfer(infer_request("v_specific", [("x", x)])).model_version, "3")
+        req = infer_request("v_specific", [("x", x)])
+        req.model_version = "2"  # on disk, not selected by the policy
+        with self.assertRaises(grpc.RpcError) as e:
+            self.stub.ModelInfer(req)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+        xb = np.random.default_rng(3).standard_normal((2, 8, 8)).astype(np.float32)
+        out = output(self.stub.ModelInfer(infer_request("mlp_reshape", [("x", xb)])), "probs")
+        self.assertEqual(out.shape, (2, 2, 5))
+        np.testing.assert_allclose(out.reshape(2, 10), mlp_reference(xb.reshape(2, 64)), atol=1e-5)
+
+
 # (model file, config.pbtxt, config.json or None, what the failure names: the field and the cause)
 MALFORMED = {
     "neg_batch": ("mlp.onnx", "max_batch_size: -1\n", None, "max_batch_size: expected an integer from 0"),
