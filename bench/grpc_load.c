@@ -62,6 +62,7 @@ typedef struct opts {
 
 static opts_t O;
 static uint64_t t_begin, t_measure, t_end;
+static size_t wbuf_cap = WBUF; /* grows to hold a whole HTTP/1.1 request */
 
 typedef struct worker worker_t;
 
@@ -435,7 +436,7 @@ static int dial(void)
 static conn_t *conn_open(worker_t *w)
 {
     conn_t *c = calloc(1, sizeof *c);
-    if (!c || !(c->wbuf = malloc(WBUF)) || !(c->rbuf = malloc(RBUF)))
+    if (!c || !(c->wbuf = malloc(wbuf_cap)) || !(c->rbuf = malloc(RBUF)))
         die("malloc");
     c->w = w;
     c->fd = dial();
@@ -570,7 +571,7 @@ static void parse(int argc, char **argv)
                          O.body_len);
         for (int i = 0; i < O.n_hdr && n > 0 && (size_t)n < sizeof head; i++)
             n += snprintf(head + n, sizeof head - (size_t)n, "%s\r\n", O.hdr[i]);
-        if (n <= 0 || (size_t)n + 2 >= sizeof head || (size_t)n + 2 + O.body_len > WBUF)
+        if (n <= 0 || (size_t)n + 2 >= sizeof head)
             usage();
         memcpy(head + n, "\r\n", 2);
         n += 2;
@@ -579,6 +580,7 @@ static void parse(int argc, char **argv)
         memcpy(O.h1_req, head, (size_t)n);
         memcpy(O.h1_req + n, O.body, O.body_len);
         O.h1_len = (size_t)n + O.body_len;
+        wbuf_cap = O.h1_len > WBUF ? O.h1_len : WBUF;
     }
 }
 

@@ -801,6 +801,8 @@ static void m_log(gcall_t *k)
 void grpc_dispatch(gcall_t *k)
 {
     gmethod_t m = k->st->method;
+    if (k->compressed && !k->rc)
+        return grpc_inflate(k);
     if (k->rc && m != GM_INFER && m != GM_STREAM_INFER)
         return grpc_fail(k, k->rc);
     switch (m) {

@@ -21,6 +21,7 @@
 #include "obs/log.h"
 #include "serve/auth.h"
 #include "serve/errmap.h"
+#include "serve/inflate.h"
 
 #define OUT_CAP        (64u << 10) /* copied output bytes (frame headers, small messages) */
 #define SEG_CAP        1024        /* queued output segments */
@@ -428,6 +429,7 @@ static uint32_t pct_encode(const char *msg, char *out, uint32_t cap)
 }
 
 #define NV(n, v, vl) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE}
+#define ACCEPT_ENCODING "identity,deflate,gzip" /* request messages (compress.c) */
 
 static int submit_trailers(gstream_t *st, bool headers_too)
 {
@@ -435,13 +437,15 @@ static int submit_trailers(gstream_t *st, bool headers_too)
     int cl = snprintf(code, sizeof code, "%d", st->status);
     int pl = snprintf(pushback, sizeof pushback, "%d", GRPC_RETRY_MS);
     uint32_t ml = pct_encode(st->message, msg, sizeof msg);
-    nghttp2_nv all[5] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
+    nghttp2_nv all[6] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
                          NV("grpc-status", code, (size_t)cl)};
     size_t n = 3;
     if (ml)
         all[n++] = (nghttp2_nv)NV("grpc-message", msg, ml);
     if (st->retry) /* gRPC's Retry-After (the retry design's server pushback) */
         all[n++] = (nghttp2_nv)NV("grpc-retry-pushback-ms", pushback, (size_t)pl);
+    if (headers_too) /* what an UNIMPLEMENTED for an unknown grpc-encoding must say */
+        all[n++] = (nghttp2_nv)NV("grpc-accept-encoding", ACCEPT_ENCODING, sizeof ACCEPT_ENCODING - 1);
     st->trailers = true;
     if (headers_too) /* Trailers-Only: one HEADERS frame ends the stream */
         return nghttp2_submit_response(st->c->h2, st->id, all, n, NULL);
@@ -520,7 +524,7 @@ void grpc_respond(gcall_t *k)
     stream_maybe_done(st);
     if (!st->responded) {
         nghttp2_nv nv[] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
-                           NV("grpc-accept-encoding", "identity", 8)};
+                           NV("grpc-accept-encoding", ACCEPT_ENCODING, sizeof ACCEPT_ENCODING - 1)};
         nghttp2_data_provider dp = {.source.ptr = st, .read_callback = on_read};
         st->responded = true;
         nghttp2_submit_response(c->h2, st->id, nv, 3, &dp);
@@ -593,6 +597,7 @@ void grpc_record(gcall_t *k, int code)
     memcpy(r.phase_t0, k->phase_t0, sizeof r.phase_t0);
     memcpy(r.phase_t1, k->phase_t1, sizeof r.phase_t1);
     r.front_copied[OSV_COPY_GRPC_RECEIVE] = k->copied;
+    r.front_copied[OSV_COPY_DECOMPRESS] = k->decompressed;
     osv_obs_record(&r);
     k->counted = r.counted;
 }
@@ -683,7 +688,7 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
         st->grpc_ct = vl >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
                       (vl == 16 || value[16] == '+' || value[16] == ';');
     } else if (hdr_is(name, nl, "grpc-encoding")) {
-        st->bad_encoding = !(vl == 8 && memcmp(value, "identity", 8) == 0);
+        st->encoding = grpc_encoding_of(value, vl);
     } else if (hdr_is(name, nl, "grpc-timeout")) {
         uint64_t ns = parse_timeout(value, vl);
         if (ns)
@@ -725,8 +730,9 @@ static void headers_done(gstream_t *st)
         grpc_finish(st, OSV_ENOTIMPL, m);
         return;
     }
-    if (st->bad_encoding) {
-        grpc_finish(st, OSV_ENOTIMPL, "message compression is not supported: send grpc-encoding identity");
+    if (st->encoding == OSV_ENC_UNSUPPORTED) {
+        grpc_finish(st, OSV_ENOTIMPL, "this grpc-encoding is not supported: identity, gzip or deflate "
+                    "(grpc-accept-encoding)");
         return;
     }
     if (g->auth && grpc_method_needs_auth(st->method) && !st->authorized) {
@@ -762,14 +768,15 @@ static void message_begin(gstream_t *st, uint8_t flag, uint64_t len)
     osv_err_t err;
     gcall_t *k;
     bool infer = st->method == GM_INFER || st->method == GM_STREAM_INFER;
+    bool split = infer && flag == 0; /* a compressed message is received as it is, then inflated */
     st->n_msgs++;
     if (flag > 1) {
         grpc_finish(st, OSV_EPROTO, "the message's compressed flag must be 0 or 1");
         st->rx = RX_DISCARD;
         return;
     }
-    if (flag == 1) {
-        grpc_finish(st, OSV_EPROTO, "a compressed message without grpc-encoding (compression is not supported)");
+    if (flag == 1 && st->encoding == OSV_ENC_IDENTITY) {
+        grpc_finish(st, OSV_EPROTO, "a compressed message without grpc-encoding (gzip or deflate)");
         st->rx = RX_DISCARD;
         return;
     }
@@ -792,14 +799,15 @@ static void message_begin(gstream_t *st, uint8_t flag, uint64_t len)
         return;
     }
     k->msg_len = len;
-    uint64_t cap = infer ? len + OSV_GW_RAW_SLACK : len;
+    k->compressed = flag == 1;
+    uint64_t cap = split ? len + OSV_GW_RAW_SLACK : len;
     if (k->rc) {
         /* refused: the message is read past, not kept */
     } else if (cap && osv_pool_acquire(g->pool, (cap + 63) & ~63ull, &k->slot) != 0) {
         osv_err_set(&k->err, OSV_EBUSY, "no memory for a %" PRIu64 "-byte message, retry in %d ms", len,
                     GRPC_RETRY_MS);
         k->rc = OSV_EBUSY;
-    } else if (infer) {
+    } else if (split) {
         if (!(k->split = osv_arena_alloc(&k->arena, sizeof *k->split, 64)))
             k->rc = osv_err_set(&k->err, OSV_ENOMEM, "out of request memory");
         else
@@ -807,7 +815,7 @@ static void message_begin(gstream_t *st, uint8_t flag, uint64_t len)
     } else {
         k->buf = (uint8_t *)k->slot.base;
     }
-    if (k->rc && infer && (k->scan = osv_arena_alloc(&k->arena, sizeof *k->scan, 8)))
+    if (k->rc && split && (k->scan = osv_arena_alloc(&k->arena, sizeof *k->scan, 8)))
         osv_gw_idscan_init(k->scan); /* its answer names the request */
     st->cur = k;
     st->rx = RX_BODY;
@@ -1155,7 +1163,7 @@ static void front_drive(osv_nconn_t *n)
     if (c->nc.lingering || c->nc.closed)
         return;
     drain_begin(c);
-    for (int rounds = 0; rounds < 64 && !c->dying; rounds++) {
+    for (int rounds = 0; rounds < 64 && !c->dying && n->readable; rounds++) { /* (a write event reads nothing) */
         int r = osv_nconn_read(n);
         if (n->len > n->pos) {
             if (!check_preface(c))

@@ -107,6 +107,8 @@ struct gcall {
     osv_err_t err;
     bool refusal;          /* over --grpc-max-inflight: only answers its error (conn.c, REFUSALS_MAX) */
     osv_gw_idscan_t *scan; /* a message not kept (refused, no memory): reads its id for the answer */
+    bool compressed;       /* received compressed (grpc-encoding): inflated before dispatch (compress.c) */
+    uint64_t decompressed; /* bytes inflating and splitting it wrote (OSV_COPY_DECOMPRESS) */
     uint8_t *watch_status; /* Health/Watch answers: the status byte of its message (rewritten in place) */
     /* an inference (infer.c) */
     void *ix;            /* infer.c's state, in the arena */
@@ -140,7 +142,8 @@ struct gstream {
     gmethod_t method;
     /* request headers */
     uint32_t hdr_bytes;
-    bool post, grpc_ct, bad_encoding; /* (te: trailers is not required: some clients omit it) */
+    bool post, grpc_ct; /* (te: trailers is not required: some clients omit it) */
+    int encoding;       /* grpc-encoding: OSV_ENC_* (serve/inflate.h) */
     int bad_header; /* 0, or an HTTP status to answer (415, 405, 404) */
     char path[128];
     uint32_t path_len;
@@ -250,6 +253,11 @@ void grpc_dispatch(gcall_t *k);
 void *grpc_unpack(gcall_t *k, const ProtobufCMessageDescriptor *d);
 /* Answers k with code (its record, the trailers or the stream's end) and frees it. */
 void grpc_fail(gcall_t *k, int code);
+
+/* compress.c: grpc-encoding of a header value (OSV_ENC_*); a compressed message inflated on a worker,
+ * then dispatched again. */
+int grpc_encoding_of(const uint8_t *v, size_t n);
+void grpc_inflate(gcall_t *k);
 
 /* health.c: grpc.health.v1 Check and Watch. */
 void grpc_health(gcall_t *k);

@@ -373,6 +373,37 @@ class GrpcFront(unittest.TestCase):
             os.close(fd)
             os.unlink("/dev/shm" + name)
 
+    # ---- compressed messages --------------------------------------------------------------------------
+
+    def test_compressed_requests(self):
+        """grpc-encoding gzip and deflate (tritonclient.grpc's compression_algorithm): inferences, unary and
+        streamed, and a small method answer as uncompressed ones do; the inflating is counted as a copy
+        (reason decompress); a message that inflates beyond --grpc-max-message-bytes (4M here) is
+        RESOURCE_EXHAUSTED, not memory."""
+        before = metrics(self.srv).value("ortserve_copied_bytes_total", model="mlp", reason="decompress")
+        rng = np.random.default_rng(15)
+        for algo in (grpc.Compression.Gzip, grpc.Compression.Deflate):  # (grpcio sends a message plain when
+            x = rng.integers(0, 4, (2, 64)).astype(np.float32)          # compressing would not shrink it)
+            r = self.stub.ModelInfer(infer_request("mlp", [("x", x)]), compression=algo)
+            np.testing.assert_allclose(output(r, "probs"), mlp_reference(x), atol=1e-5)
+            xs = [rng.integers(0, 4, (1, 64)).astype(np.float32) for _ in range(20)]
+            answers = list(self.stub.ModelStreamInfer(iter([infer_request("mlp", [("x", v)]) for v in xs]),
+                                                      compression=algo, timeout=30))
+            self.assertEqual(sorted(a.error_message for a in answers), [""] * 20)
+            md = self.stub.ModelMetadata(pb.ModelMetadataRequest(name="mlp"), compression=algo)
+            self.assertEqual(md.name, "mlp")
+        m = wait_until(lambda: (lambda m: m if m.value("ortserve_copied_bytes_total", model="mlp",
+                                                        reason="decompress") > before else None)(metrics(self.srv)),
+                       10, "decompressed bytes counted")
+        tensors = 2 * (2 * 64 * 4 + 20 * 64 * 4)  # both algorithms: the unary call's and the streams' inputs
+        self.assertGreaterEqual(m.value("ortserve_copied_bytes_total", model="mlp", reason="decompress") - before,
+                                2 * tensors)  # inflated, then split into the aligned slot
+        bomb = infer_request("identity", [("in_FP32", np.zeros(2 ** 20 + 10, np.float32))])  # 4 MiB of zeros
+        code, msg = self.code_of(self.stub.ModelInfer, bomb, compression=grpc.Compression.Gzip)
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("--grpc-max-message-bytes", msg)
+        self.assertServing()
+
     # ---- streaming ------------------------------------------------------------------------------------
 
     def test_stream_hundreds_in_flight_with_errors(self):
