@@ -26,7 +26,8 @@ INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 CORE_PUBLIC = re.compile(r"^ortserve/(?!imaging\.h$)[a-z_]+\.h$")
 PUBLIC = re.compile(r"^ortserve(/[a-z_]+)?\.h$")
 OBS_API = {"obs/obs.h", "obs/log.h"}
-SERVE_API = {"serve/serve.h", "serve/errmap.h", "serve/shm.h", "serve/auth.h", "serve/bind.h", "serve/outputs.h"}
+SERVE_API = {"serve/serve.h", "serve/errmap.h", "serve/shm.h", "serve/auth.h", "serve/bind.h", "serve/outputs.h",
+             "serve/inflate.h"}
 NET_API = {"net/net.h"}
 SERVER_API = {"http/server.h", "grpc/server.h"}
 

@@ -313,6 +313,9 @@ static void ort_log(void *ud, int severity, const char *category, const char *ms
 /* The server models' deadlines are read from, once it exists: written by the main thread before it
  * starts serving (release), read by the thread that loads models (acquire). */
 static _Atomic(osv_server_t *) deadline_server;
+/* The gRPC front, told when a load or unload may have changed a health status (its Watch streams): the
+ * same lifetime and threads as deadline_server. */
+static _Atomic(osv_grpc_t *) health_front;
 
 /* model_ready: what a load made ready, with the deadline its requests get (0 and "none" before the
  * server exists). */
@@ -348,13 +351,15 @@ static int log_started(void *ud, osv_model_t *m)
     return 0;
 }
 
-/* What the repository's loads and unloads did (osv_repo_opts_t.on_event), on the loading thread:
+/* What the repository's loads and unloads did (osv_repo_opts_t.on_event), on the loading thread (Health/Watch
+ * streams are told a status may have changed):
  * model_ready (after start-up: log_started logs the first loads), model_unloaded, model_load_failed
  * (with the reason). */
 static void log_repo_event(void *ud, const osv_repo_event_t *e)
 {
     char name[300], why[2400], v[32] = "";
     (void)ud;
+    osv_grpc_health_changed(atomic_load_explicit(&health_front, memory_order_acquire));
     if (e->version >= 0)
         snprintf(v, sizeof v, ",\"version\":%" PRId64, e->version);
     if (e->kind == OSV_REPO_READY) {
@@ -628,6 +633,7 @@ static int serve(serve_cfg_t *cfg)
     osv_server_get_plan(s, &plan);
     fit_nofile(plan.max_connections, cfg->srv.allow_shm ? OSV_SHM_MAX_REGIONS : 0);
     atomic_store_explicit(&deadline_server, s, memory_order_release);
+    atomic_store_explicit(&health_front, grpc, memory_order_release);
     osv_repo_foreach(repo, log_started, NULL);
     log_unavailable(repo);
     the_server = s;
@@ -654,6 +660,7 @@ static int serve(serve_cfg_t *cfg)
     osv_log(rc ? OSV_LOG_WARN : OSV_LOG_INFO, "stopped", "\"drained\":%s", rc ? "false" : "true");
     the_server = NULL;
     atomic_store_explicit(&deadline_server, NULL, memory_order_release);
+    atomic_store_explicit(&health_front, NULL, memory_order_release);
     osv_server_destroy(s);
     osv_grpc_destroy(grpc); /* after the transport that served it */
     osv_obs_shutdown();

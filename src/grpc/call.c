@@ -1,6 +1,6 @@
-/* call.c — method dispatch and every method but inference: health, metadata, readiness, model
- * configuration, statistics, the repository, system shared memory, log settings and
- * grpc.health.v1. These messages are small and rare: protobuf-c (code generated at build time from
+/* call.c — method dispatch and every method but inference and grpc.health.v1 (health.c): liveness,
+ * metadata, readiness, model configuration, statistics, the repository, system shared memory and log
+ * settings. These messages are small and rare: protobuf-c (code generated at build time from
  * the .proto files in proto/) unpacks and packs them, with the call's arena as its allocator. */
 #include <inttypes.h>
 #include <stddef.h>
@@ -10,7 +10,6 @@
 
 #include "grpc/grpc_internal.h"
 #include "grpc_service.pb-c.h"
-#include "health.pb-c.h"
 #include "model_config.pb-c.h"
 #include "obs/log.h"
 #include "serve/errmap.h"
@@ -66,7 +65,7 @@ static ProtobufCAllocator allocator_of(gcall_t *k)
     return (ProtobufCAllocator){.alloc = arena_alloc, .free = arena_free, .allocator_data = &k->arena};
 }
 
-static ProtobufCMessage *unpack(gcall_t *k, const ProtobufCMessageDescriptor *d)
+void *grpc_unpack(gcall_t *k, const ProtobufCMessageDescriptor *d)
 {
     ProtobufCAllocator a = allocator_of(k);
     ProtobufCMessage *m = protobuf_c_message_unpack(d, &a, k->msg_len, k->buf ? k->buf : (const uint8_t *)"");
@@ -101,7 +100,7 @@ static void reply(gcall_t *k, const ProtobufCMessage *m)
         grpc_finish(st, 0, "");
 }
 
-static void fail(gcall_t *k, int code)
+void grpc_fail(gcall_t *k, int code)
 {
     gstream_t *st = k->st;
     if (!k->err.msg[0])
@@ -151,15 +150,15 @@ static void m_ready(gcall_t *k)
 
 static void m_model_ready(gcall_t *k)
 {
-    Inference__ModelReadyRequest *q = (void *)unpack(k, &inference__model_ready_request__descriptor);
+    Inference__ModelReadyRequest *q = grpc_unpack(k, &inference__model_ready_request__descriptor);
     Inference__ModelReadyResponse r = INFERENCE__MODEL_READY_RESPONSE__INIT;
     osv_model_t *m = NULL;
     int rc;
     if (!q)
-        return fail(k, OSV_EPARSE);
+        return grpc_fail(k, OSV_EPARSE);
     rc = model_ref(k, q->name, q->version, &m);
     if (rc == OSV_EINVAL)
-        return fail(k, rc);
+        return grpc_fail(k, rc);
     r.ready = rc == 0; /* unknown or not loaded: not ready (Triton answers OK with false) */
     if (m)
         osv_model_release(m);
@@ -197,16 +196,16 @@ static Inference__ModelMetadataResponse__TensorMetadata *tensor_meta(gcall_t *k,
 
 static void m_model_meta(gcall_t *k)
 {
-    Inference__ModelMetadataRequest *q = (void *)unpack(k, &inference__model_metadata_request__descriptor);
+    Inference__ModelMetadataRequest *q = grpc_unpack(k, &inference__model_metadata_request__descriptor);
     Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
     osv_model_t *m;
     int64_t versions[64];
     size_t nv = 0;
     int rc;
     if (!q)
-        return fail(k, OSV_EPARSE);
+        return grpc_fail(k, OSV_EPARSE);
     if ((rc = model_ref(k, q->name, q->version, &m)) != 0)
-        return fail(k, rc);
+        return grpc_fail(k, rc);
     k->model = m;
     osv_repo_versions(k->st->c->g->repo, q->name, strlen(q->name), versions, 64, &nv);
     nv = nv > 64 ? 64 : nv;
@@ -217,20 +216,20 @@ static void m_model_meta(gcall_t *k)
     r.inputs = osv_arena_alloc(&k->arena, (ni ? ni : 1) * sizeof *r.inputs, 8);
     r.outputs = osv_arena_alloc(&k->arena, (no ? no : 1) * sizeof *r.outputs, 8);
     if (!r.versions || !r.inputs || !r.outputs)
-        return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
     for (size_t i = 0; i < nv; i++) {
         char *s = osv_arena_alloc(&k->arena, 24, 1);
         if (!s)
-            return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+            return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
         snprintf(s, 24, "%" PRId64, versions[i]);
         r.versions[r.n_versions++] = s;
     }
     for (uint32_t i = 0; i < ni; i++)
         if (!(r.inputs[r.n_inputs++] = tensor_meta(k, osv_model_input(m, i))))
-            return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+            return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
     for (uint32_t i = 0; i < no; i++)
         if (!(r.outputs[r.n_outputs++] = tensor_meta(k, osv_model_output(m, i))))
-            return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+            return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
     reply(k, &r.base);
 }
 
@@ -358,15 +357,15 @@ static bool config_fill(gcall_t *k, const osv_model_t *m, Inference__ModelConfig
 
 static void m_config(gcall_t *k)
 {
-    Inference__ModelConfigRequest *q = (void *)unpack(k, &inference__model_config_request__descriptor);
+    Inference__ModelConfigRequest *q = grpc_unpack(k, &inference__model_config_request__descriptor);
     Inference__ModelConfigResponse r = INFERENCE__MODEL_CONFIG_RESPONSE__INIT;
     Inference__ModelConfig cfg = INFERENCE__MODEL_CONFIG__INIT;
     osv_model_t *m;
     int rc;
     if (!q)
-        return fail(k, OSV_EPARSE);
+        return grpc_fail(k, OSV_EPARSE);
     if ((rc = model_ref(k, q->name, q->version, &m)) != 0)
-        return fail(k, rc);
+        return grpc_fail(k, rc);
     k->model = m;
     const osv_triton_config_t *c = osv_model_triton_config(m);
     cfg.name = (char *)c->name;
@@ -375,7 +374,7 @@ static void m_config(gcall_t *k)
     cfg.max_batch_size = c->max_batch_size;
     cfg.default_model_filename = (char *)c->default_model_filename;
     if (!config_fill(k, m, &cfg))
-        return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
     r.config = &cfg;
     reply(k, &r.base);
 }
@@ -448,27 +447,27 @@ static int stats_row(void *ud, osv_model_t *m)
 
 static void m_stats(gcall_t *k)
 {
-    Inference__ModelStatisticsRequest *q = (void *)unpack(k, &inference__model_statistics_request__descriptor);
+    Inference__ModelStatisticsRequest *q = grpc_unpack(k, &inference__model_statistics_request__descriptor);
     Inference__ModelStatisticsResponse r = INFERENCE__MODEL_STATISTICS_RESPONSE__INIT;
     osv_grpc_t *g = k->st->c->g;
     stats_ctx_t x = {.k = k};
     if (!q)
-        return fail(k, OSV_EPARSE);
+        return grpc_fail(k, OSV_EPARSE);
     if (*q->name) { /* a named model must exist (and be loaded), as Triton answers */
         osv_model_t *m;
         int rc = model_ref(k, q->name, q->version, &m);
         if (rc)
-            return fail(k, rc);
+            return grpc_fail(k, rc);
         osv_model_release(m);
     }
     x.name = q->name;
     x.version = q->version;
     x.cap = osv_repo_model_count(g->repo) + 64;
     if (!(x.rows = osv_arena_alloc(&k->arena, x.cap * sizeof *x.rows, 8)))
-        return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
     osv_repo_foreach(g->repo, stats_row, &x);
     if (x.oom)
-        return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
     r.n_model_stats = x.n;
     r.model_stats = x.rows;
     reply(k, &r.base);
@@ -480,12 +479,12 @@ static void m_stats(gcall_t *k)
 
 static void m_repo_index(gcall_t *k)
 {
-    Inference__RepositoryIndexRequest *q = (void *)unpack(k, &inference__repository_index_request__descriptor);
+    Inference__RepositoryIndexRequest *q = grpc_unpack(k, &inference__repository_index_request__descriptor);
     Inference__RepositoryIndexResponse r = INFERENCE__REPOSITORY_INDEX_RESPONSE__INIT;
     osv_grpc_t *g = k->st->c->g;
     size_t n = 0;
     if (!q)
-        return fail(k, OSV_EPARSE);
+        return grpc_fail(k, OSV_EPARSE);
     osv_repo_index(g->repo, q->ready, NULL, 0, &n);
     n = n > INDEX_MAX_ROWS ? INDEX_MAX_ROWS : n;
     osv_repo_entry_t *rows = osv_arena_alloc(&k->arena, (n ? n : 1) * sizeof *rows, 8);
@@ -493,7 +492,7 @@ static void m_repo_index(gcall_t *k)
     Inference__RepositoryIndexResponse__ModelIndex *mi = osv_arena_alloc(&k->arena, (n ? n : 1) * sizeof *mi, 8);
     char *vers = osv_arena_alloc(&k->arena, (n ? n : 1) * 24, 1);
     if (!rows || !r.models || !mi || !vers)
-        return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
     osv_repo_index(g->repo, q->ready, rows, n, &n);
     n = n > INDEX_MAX_ROWS ? INDEX_MAX_ROWS : n;
     for (size_t i = 0; i < n; i++) {
@@ -532,7 +531,7 @@ static void load_answer(load_ctx_t *x)
     gcall_t *k = x->k;
     if (x->rc) {
         k->err = x->err;
-        return fail(k, x->rc);
+        return grpc_fail(k, x->rc);
     }
     if (x->load) {
         Inference__RepositoryModelLoadResponse r = INFERENCE__REPOSITORY_MODEL_LOAD_RESPONSE__INIT;
@@ -581,28 +580,28 @@ static void m_repo_load(gcall_t *k, bool load)
     size_t nk = 0;
     int rc;
     if (!x)
-        return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
     memset(x, 0, sizeof *x);
     if (load) {
-        Inference__RepositoryModelLoadRequest *q = (void *)unpack(k, &inference__repository_model_load_request__descriptor);
+        Inference__RepositoryModelLoadRequest *q = grpc_unpack(k, &inference__repository_model_load_request__descriptor);
         if (!q)
-            return fail(k, OSV_EPARSE);
+            return grpc_fail(k, OSV_EPARSE);
         name = q->model_name;
         for (size_t i = 0; i < q->n_parameters && nk < 64; i++)
             keys[nk++] = q->parameters[i]->key;
     } else {
         Inference__RepositoryModelUnloadRequest *q =
-            (void *)unpack(k, &inference__repository_model_unload_request__descriptor);
+            grpc_unpack(k, &inference__repository_model_unload_request__descriptor);
         if (!q)
-            return fail(k, OSV_EPARSE);
+            return grpc_fail(k, OSV_EPARSE);
         name = q->model_name;
     }
     if (!g->o.model_control)
-        return fail(k, osv_err_set(&k->err, OSV_EPERM, "model control is disabled (--model-control-mode none)"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_EPERM, "model control is disabled (--model-control-mode none)"));
     if ((rc = check_repo_params(k, nk, keys)) != 0)
-        return fail(k, rc);
+        return grpc_fail(k, rc);
     if (!*name || !osv_model_name_valid(name, strlen(name)) || strlen(name) >= sizeof x->name)
-        return fail(k, osv_err_set(&k->err, OSV_ENOTFOUND, "unknown model '%.128s'", name));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_ENOTFOUND, "unknown model '%.128s'", name));
     snprintf(x->name, sizeof x->name, "%s", name);
     x->k = k;
     x->load = load;
@@ -617,7 +616,7 @@ static void m_repo_load(gcall_t *k, bool load)
     if (osv_serve_control(g->serve, &x->task) != 0) {
         k->held = false;
         k->st->c->n_held--;
-        return fail(k, osv_err_set(&k->err, OSV_EBUSY, "too many model loads in progress, retry later"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_EBUSY, "too many model loads in progress, retry later"));
     }
 }
 
@@ -627,13 +626,13 @@ static void m_repo_load(gcall_t *k, bool load)
  * message, or shared memory not allowed). */
 static void *shm_request(gcall_t *k, const ProtobufCMessageDescriptor *d)
 {
-    void *q = unpack(k, d);
+    void *q = grpc_unpack(k, d);
     if (!q) {
-        fail(k, OSV_EPARSE);
+        grpc_fail(k, OSV_EPARSE);
         return NULL;
     }
     if (!k->st->c->g->o.allow_shm) {
-        fail(k, osv_err_set(&k->err, OSV_EPERM, "shared memory is disabled: start ortserve with --allow-shm"));
+        grpc_fail(k, osv_err_set(&k->err, OSV_EPERM, "shared memory is disabled: start ortserve with --allow-shm"));
         return NULL;
     }
     return q;
@@ -651,15 +650,15 @@ static void m_shm_status(gcall_t *k)
     osv_grpc_t *g = k->st->c->g;
     osv_shm_info_t *info = osv_arena_alloc(&k->arena, OSV_SHM_MAX_REGIONS * sizeof *info, 8);
     if (!info)
-        return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
     if ((rc = osv_shm_list(g->shm, k->st->auth_id, q->name, strlen(q->name), info, OSV_SHM_MAX_REGIONS, &n)) != 0)
-        return fail(k, osv_err_set(&k->err, rc, "shared memory region '%.128s' is not registered", q->name));
+        return grpc_fail(k, osv_err_set(&k->err, rc, "shared memory region '%.128s' is not registered", q->name));
     n = n > OSV_SHM_MAX_REGIONS ? OSV_SHM_MAX_REGIONS : n;
     r.regions = osv_arena_alloc(&k->arena, (n ? n : 1) * sizeof *r.regions, 8);
     Inference__SystemSharedMemoryStatusResponse__RegionsEntry *e = osv_arena_alloc(&k->arena, (n ? n : 1) * sizeof *e, 8);
     Inference__SystemSharedMemoryStatusResponse__RegionStatus *s = osv_arena_alloc(&k->arena, (n ? n : 1) * sizeof *s, 8);
     if (!r.regions || !e || !s)
-        return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
     for (size_t i = 0; i < n; i++) {
         inference__system_shared_memory_status_response__regions_entry__init(&e[i]);
         inference__system_shared_memory_status_response__region_status__init(&s[i]);
@@ -683,10 +682,10 @@ static void m_shm_register(gcall_t *k)
     if (!q)
         return;
     if (!*q->name || !*q->key)
-        return fail(k, osv_err_set(&k->err, OSV_EINVAL, "a region needs a 'name' and a 'key'"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_EINVAL, "a region needs a 'name' and a 'key'"));
     if ((rc = osv_shm_register(k->st->c->g->shm, k->st->auth_id, q->name, strlen(q->name), q->key, strlen(q->key),
                                q->offset, q->byte_size, &k->err)) != 0)
-        return fail(k, rc);
+        return grpc_fail(k, rc);
     reply(k, &r.base);
 }
 
@@ -700,7 +699,7 @@ static void m_shm_unregister(gcall_t *k)
         return;
     rc = osv_shm_unregister(k->st->c->g->shm, k->st->auth_id, q->name, strlen(q->name), &k->err);
     if (rc && !(rc == OSV_ENOTFOUND && !*q->name))
-        return fail(k, rc);
+        return grpc_fail(k, rc);
     reply(k, &r.base);
 }
 
@@ -770,7 +769,7 @@ static int log_apply(gcall_t *k, const Inference__LogSettingsRequest *q)
 
 static void m_log(gcall_t *k)
 {
-    Inference__LogSettingsRequest *q = (void *)unpack(k, &inference__log_settings_request__descriptor);
+    Inference__LogSettingsRequest *q = grpc_unpack(k, &inference__log_settings_request__descriptor);
     Inference__LogSettingsResponse r = INFERENCE__LOG_SETTINGS_RESPONSE__INIT;
     Inference__LogSettingsResponse__SettingsEntry *e[6];
     const int B = INFERENCE__LOG_SETTINGS_RESPONSE__SETTING_VALUE__PARAMETER_CHOICE_BOOL_PARAM,
@@ -778,9 +777,9 @@ static void m_log(gcall_t *k)
               S = INFERENCE__LOG_SETTINGS_RESPONSE__SETTING_VALUE__PARAMETER_CHOICE_STRING_PARAM;
     int rc;
     if (!q)
-        return fail(k, OSV_EPARSE);
+        return grpc_fail(k, OSV_EPARSE);
     if ((rc = log_apply(k, q)) != 0)
-        return fail(k, rc);
+        return grpc_fail(k, rc);
     int level = osv_log_get_level();
     e[0] = log_entry(k, "log_file", S, false, 0, "");
     e[1] = log_entry(k, "log_info", B, level <= OSV_LOG_INFO, 0, NULL);
@@ -790,26 +789,11 @@ static void m_log(gcall_t *k)
     e[5] = log_entry(k, "log_format", S, false, 0, osv_log_json() ? "json" : "text");
     for (int i = 0; i < 6; i++)
         if (!e[i])
-            return fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
+            return grpc_fail(k, osv_err_set(&k->err, OSV_ENOMEM, "out of request memory"));
     r.n_settings = 6;
     r.settings = e;
     osv_log(OSV_LOG_INFO, "log_settings", "\"level\":%d,\"json\":%s", level, osv_log_json() ? "true" : "false");
     reply(k, &r.base);
-}
-
-/* ---- grpc.health.v1 ---------------------------------------------------------------------------------------- */
-
-static void m_health(gcall_t *k)
-{
-    Grpc__Health__V1__HealthCheckRequest *q = (void *)unpack(k, &grpc__health__v1__health_check_request__descriptor);
-    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-    if (!q)
-        return fail(k, OSV_EPARSE);
-    if (*q->service && strcmp(q->service, "inference.GRPCInferenceService") != 0)
-        return fail(k, osv_err_set(&k->err, OSV_ENOTFOUND, "unknown service '%.128s'", q->service));
-    r.status = server_ready(k->st->c->g) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-                                         : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
-    reply(k, &r.base); /* Watch: the status now; the stream stays open until the client or the drain ends it */
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------------------------- */
@@ -817,8 +801,10 @@ static void m_health(gcall_t *k)
 void grpc_dispatch(gcall_t *k)
 {
     gmethod_t m = k->st->method;
+    if (k->compressed && !k->rc)
+        return grpc_inflate(k);
     if (k->rc && m != GM_INFER && m != GM_STREAM_INFER)
-        return fail(k, k->rc);
+        return grpc_fail(k, k->rc);
     switch (m) {
     case GM_INFER:
     case GM_STREAM_INFER:
@@ -852,15 +838,15 @@ void grpc_dispatch(gcall_t *k)
     case GM_CUDA_STATUS:
     case GM_CUDA_REGISTER:
     case GM_CUDA_UNREGISTER:
-        return fail(k, osv_err_set(&k->err, OSV_ENOTIMPL,
+        return grpc_fail(k, osv_err_set(&k->err, OSV_ENOTIMPL,
                                    "CUDA shared memory is not supported: ortserve runs on the CPU (use system "
                                    "shared memory)"));
     case GM_LOG:
         return m_log(k);
     case GM_HEALTH_CHECK:
     case GM_HEALTH_WATCH:
-        return m_health(k);
+        return grpc_health(k);
     default:
-        return fail(k, osv_err_set(&k->err, OSV_ENOTIMPL, "unknown method"));
+        return grpc_fail(k, osv_err_set(&k->err, OSV_ENOTIMPL, "unknown method"));
     }
 }

@@ -21,6 +21,7 @@
 #include "obs/log.h"
 #include "serve/auth.h"
 #include "serve/errmap.h"
+#include "serve/inflate.h"
 
 #define OUT_CAP        (64u << 10) /* copied output bytes (frame headers, small messages) */
 #define SEG_CAP        1024        /* queued output segments */
@@ -30,6 +31,7 @@
 #define CALL_ARENA_MAX  (4u << 20)
 #define CALL_KEEP      16 /* finished calls a connection keeps for reuse */
 #define STREAM_KEEP    16
+#define REFUSALS_MAX   64 /* refusal answers a connection may have queued beyond --grpc-max-inflight */
 #define MS             1000000ull
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -132,14 +134,20 @@ static void *h2_realloc(void *p, size_t size, void *ud)
 
 /* ---- calls and streams ------------------------------------------------------------------------------------ */
 
-gcall_t *grpc_call_new(gstream_t *st, osv_err_t *err)
+gcall_t *grpc_call_new(gstream_t *st, bool refusal, osv_err_t *err)
 {
     gconn_t *c = st->c;
     gcall_t *k;
-    if (c->n_calls >= c->g->o.max_inflight) {
+    if (!refusal && c->n_calls - c->n_refusals >= c->g->o.max_inflight) {
         osv_err_set(err, OSV_EBUSY,
-                    "%u requests are in progress on this connection (--grpc-max-inflight): retry later",
-                    c->n_calls);
+                    "%u requests are in progress on this connection (--grpc-max-inflight): retry in %d ms",
+                    c->n_calls - c->n_refusals, GRPC_RETRY_MS);
+        return NULL;
+    }
+    if (refusal && c->n_refusals >= REFUSALS_MAX) {
+        osv_err_set(err, OSV_EBUSY,
+                    "%u refused requests on this connection still wait for the client to read their answers: "
+                    "retry in %d ms", c->n_refusals, GRPC_RETRY_MS);
         return NULL;
     }
     if ((k = c->free_calls)) { /* a recycled call keeps its arena's first chunk */
@@ -156,6 +164,8 @@ gcall_t *grpc_call_new(gstream_t *st, osv_err_t *err)
     }
     k->c = c;
     k->st = st;
+    k->refusal = refusal;
+    c->n_refusals += refusal;
     k->t_start = osv_now_ns();
     k->next = st->calls;
     st->calls = k;
@@ -178,6 +188,7 @@ static void call_detach(gcall_t *k)
         }
     st->n_calls--;
     st->c->n_calls--;
+    st->c->n_refusals -= k->refusal;
     atomic_fetch_sub(st->c->g->inflight, 1);
     k->st = NULL;
 }
@@ -241,6 +252,7 @@ static void stream_free(gstream_t *st)
 static void stream_gone(gstream_t *st)
 {
     osv_grpc_t *g = st->c->g;
+    grpc_watch_drop(st);
     st->closed = true;
     for (gcall_t *k = st->calls, *n; k; k = n) {
         n = k->next;
@@ -417,15 +429,23 @@ static uint32_t pct_encode(const char *msg, char *out, uint32_t cap)
 }
 
 #define NV(n, v, vl) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE}
+#define ACCEPT_ENCODING "identity,deflate,gzip" /* request messages (compress.c) */
 
 static int submit_trailers(gstream_t *st, bool headers_too)
 {
-    char code[8], msg[3 * sizeof st->message];
+    char code[8], msg[3 * sizeof st->message], pushback[16];
     int cl = snprintf(code, sizeof code, "%d", st->status);
+    int pl = snprintf(pushback, sizeof pushback, "%d", GRPC_RETRY_MS);
     uint32_t ml = pct_encode(st->message, msg, sizeof msg);
-    nghttp2_nv all[] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
-                        NV("grpc-status", code, (size_t)cl), NV("grpc-message", msg, ml)};
-    size_t n = ml ? 4 : 3;
+    nghttp2_nv all[6] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
+                         NV("grpc-status", code, (size_t)cl)};
+    size_t n = 3;
+    if (ml)
+        all[n++] = (nghttp2_nv)NV("grpc-message", msg, ml);
+    if (st->retry) /* gRPC's Retry-After (the retry design's server pushback) */
+        all[n++] = (nghttp2_nv)NV("grpc-retry-pushback-ms", pushback, (size_t)pl);
+    if (headers_too) /* what an UNIMPLEMENTED for an unknown grpc-encoding must say */
+        all[n++] = (nghttp2_nv)NV("grpc-accept-encoding", ACCEPT_ENCODING, sizeof ACCEPT_ENCODING - 1);
     st->trailers = true;
     if (headers_too) /* Trailers-Only: one HEADERS frame ends the stream */
         return nghttp2_submit_response(st->c->h2, st->id, all, n, NULL);
@@ -504,7 +524,7 @@ void grpc_respond(gcall_t *k)
     stream_maybe_done(st);
     if (!st->responded) {
         nghttp2_nv nv[] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
-                           NV("grpc-accept-encoding", "identity", 8)};
+                           NV("grpc-accept-encoding", ACCEPT_ENCODING, sizeof ACCEPT_ENCODING - 1)};
         nghttp2_data_provider dp = {.source.ptr = st, .read_callback = on_read};
         st->responded = true;
         nghttp2_submit_response(c->h2, st->id, nv, 3, &dp);
@@ -519,6 +539,7 @@ void grpc_finish(gstream_t *st, int code, const char *msg)
     if (st->trailers || st->finishing || st->closed)
         return;
     st->status = osv_status_grpc(code);
+    st->retry = code && osv_status_retry(code);
     snprintf(st->message, sizeof st->message, "%s", code ? msg : "");
     if (!st->responded) {
         submit_trailers(st, true);
@@ -576,6 +597,7 @@ void grpc_record(gcall_t *k, int code)
     memcpy(r.phase_t0, k->phase_t0, sizeof r.phase_t0);
     memcpy(r.phase_t1, k->phase_t1, sizeof r.phase_t1);
     r.front_copied[OSV_COPY_GRPC_RECEIVE] = k->copied;
+    r.front_copied[OSV_COPY_DECOMPRESS] = k->decompressed;
     osv_obs_record(&r);
     k->counted = r.counted;
 }
@@ -666,7 +688,7 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
         st->grpc_ct = vl >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
                       (vl == 16 || value[16] == '+' || value[16] == ';');
     } else if (hdr_is(name, nl, "grpc-encoding")) {
-        st->bad_encoding = !(vl == 8 && memcmp(value, "identity", 8) == 0);
+        st->encoding = grpc_encoding_of(value, vl);
     } else if (hdr_is(name, nl, "grpc-timeout")) {
         uint64_t ns = parse_timeout(value, vl);
         if (ns)
@@ -708,8 +730,9 @@ static void headers_done(gstream_t *st)
         grpc_finish(st, OSV_ENOTIMPL, m);
         return;
     }
-    if (st->bad_encoding) {
-        grpc_finish(st, OSV_ENOTIMPL, "message compression is not supported: send grpc-encoding identity");
+    if (st->encoding == OSV_ENC_UNSUPPORTED) {
+        grpc_finish(st, OSV_ENOTIMPL, "this grpc-encoding is not supported: identity, gzip or deflate "
+                    "(grpc-accept-encoding)");
         return;
     }
     if (g->auth && grpc_method_needs_auth(st->method) && !st->authorized) {
@@ -721,6 +744,23 @@ static void headers_done(gstream_t *st)
 
 /* ---- messages ----------------------------------------------------------------------------------------------- */
 
+/* The call for a message that starts on st. Over --grpc-max-inflight, a ModelStreamInfer request gets a
+ * refusal — a call that only answers UNAVAILABLE for that request, the stream going on — while a unary
+ * call (or a stream beyond REFUSALS_MAX refusals) gets NULL and err: the stream ends with it. */
+static gcall_t *new_call(gstream_t *st, osv_err_t *err)
+{
+    gcall_t *k = grpc_call_new(st, false, err);
+    osv_err_t why;
+    if (k || st->method != GM_STREAM_INFER || err->code != OSV_EBUSY)
+        return k;
+    why = *err;
+    if (!(k = grpc_call_new(st, true, err)))
+        return NULL;
+    k->rc = why.code;
+    k->err = why;
+    return k;
+}
+
 /* A message of len bytes starts on st. */
 static void message_begin(gstream_t *st, uint8_t flag, uint64_t len)
 {
@@ -728,14 +768,15 @@ static void message_begin(gstream_t *st, uint8_t flag, uint64_t len)
     osv_err_t err;
     gcall_t *k;
     bool infer = st->method == GM_INFER || st->method == GM_STREAM_INFER;
+    bool split = infer && flag == 0; /* a compressed message is received as it is, then inflated */
     st->n_msgs++;
     if (flag > 1) {
         grpc_finish(st, OSV_EPROTO, "the message's compressed flag must be 0 or 1");
         st->rx = RX_DISCARD;
         return;
     }
-    if (flag == 1) {
-        grpc_finish(st, OSV_EPROTO, "a compressed message without grpc-encoding (compression is not supported)");
+    if (flag == 1 && st->encoding == OSV_ENC_IDENTITY) {
+        grpc_finish(st, OSV_EPROTO, "a compressed message without grpc-encoding (gzip or deflate)");
         st->rx = RX_DISCARD;
         return;
     }
@@ -752,17 +793,21 @@ static void message_begin(gstream_t *st, uint8_t flag, uint64_t len)
         st->rx = RX_DISCARD;
         return;
     }
-    if (!(k = grpc_call_new(st, &err))) { /* over --grpc-max-inflight: the call (or stream) ends */
+    if (!(k = new_call(st, &err))) {
         grpc_finish(st, err.code, err.msg);
         st->rx = RX_DISCARD;
         return;
     }
     k->msg_len = len;
-    uint64_t cap = infer ? len + OSV_GW_RAW_SLACK : len;
-    if (cap && osv_pool_acquire(g->pool, (cap + 63) & ~63ull, &k->slot) != 0) {
-        osv_err_set(&k->err, OSV_EBUSY, "no memory for a %" PRIu64 "-byte message, retry later", len);
+    k->compressed = flag == 1;
+    uint64_t cap = split ? len + OSV_GW_RAW_SLACK : len;
+    if (k->rc) {
+        /* refused: the message is read past, not kept */
+    } else if (cap && osv_pool_acquire(g->pool, (cap + 63) & ~63ull, &k->slot) != 0) {
+        osv_err_set(&k->err, OSV_EBUSY, "no memory for a %" PRIu64 "-byte message, retry in %d ms", len,
+                    GRPC_RETRY_MS);
         k->rc = OSV_EBUSY;
-    } else if (infer) {
+    } else if (split) {
         if (!(k->split = osv_arena_alloc(&k->arena, sizeof *k->split, 64)))
             k->rc = osv_err_set(&k->err, OSV_ENOMEM, "out of request memory");
         else
@@ -770,6 +815,8 @@ static void message_begin(gstream_t *st, uint8_t flag, uint64_t len)
     } else {
         k->buf = (uint8_t *)k->slot.base;
     }
+    if (k->rc && split && (k->scan = osv_arena_alloc(&k->arena, sizeof *k->scan, 8)))
+        osv_gw_idscan_init(k->scan); /* its answer names the request */
     st->cur = k;
     st->rx = RX_BODY;
     if (len == 0) {
@@ -789,6 +836,8 @@ static void message_bytes(gstream_t *st, const uint8_t *p, size_t n)
             memcpy(k->buf + k->got, p, n);
         }
         k->copied += n;
+    } else if (k->scan) {
+        osv_gw_idscan_feed(k->scan, p, n);
     }
     k->got += n;
     if (k->got == k->msg_len) {
@@ -1097,17 +1146,24 @@ void grpc_conn_settle(gconn_t *c)
         grpc_conn_rearm(c);
 }
 
+/* Draining: no new streams (GOAWAY), and Watch streams hear NOT_SERVING and end. */
+static void drain_begin(gconn_t *c)
+{
+    if (!osv_net_stopping(c->g->net) || c->goaway)
+        return;
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    c->goaway = true;
+    grpc_watch_drain(c);
+}
+
 static void front_drive(osv_nconn_t *n)
 {
     gconn_t *c = (gconn_t *)n;
     if (c->nc.lingering || c->nc.closed)
         return;
-    if (osv_net_stopping(c->g->net) && !c->goaway) { /* draining: no new streams */
-        nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
-                              NGHTTP2_NO_ERROR, NULL, 0);
-        c->goaway = true;
-    }
-    for (int rounds = 0; rounds < 64 && !c->dying; rounds++) {
+    drain_begin(c);
+    for (int rounds = 0; rounds < 64 && !c->dying && n->readable; rounds++) { /* (a write event reads nothing) */
         int r = osv_nconn_read(n);
         if (n->len > n->pos) {
             if (!check_preface(c))
@@ -1237,6 +1293,16 @@ static void front_release(osv_nconn_t *n)
     memset((char *)c + sizeof c->nc, 0, sizeof *c - sizeof c->nc);
 }
 
+/* The drain began (net asks idle() next): say so before the connection may be closed. */
+static void front_drain(osv_nconn_t *n)
+{
+    gconn_t *c = (gconn_t *)n;
+    if (!c->g || !c->h2 || c->nc.closed || c->nc.lingering)
+        return;
+    drain_begin(c);
+    grpc_conn_kick(c);
+}
+
 static bool front_idle(const osv_nconn_t *n)
 {
     const gconn_t *c = (const gconn_t *)n;
@@ -1260,6 +1326,7 @@ void osv_grpc_front_init(osv_grpc_t *g)
                              .open = front_open,
                              .drive = front_drive,
                              .timeout = front_timeout,
+                             .drain = front_drain,
                              .release = front_release,
                              .idle = front_idle,
                              .busy = front_busy};

@@ -48,7 +48,7 @@ int osv_grpc_create(const osv_grpc_opts_t *o, osv_serve_t *serve, osv_net_t *net
     g->pool = osv_serve_pool(serve);
     g->shm = osv_serve_shm(serve);
     g->auth = osv_serve_auth(serve);
-    if ((rc = osv_grpc_callbacks(g, err)) != 0) {
+    if ((rc = osv_grpc_callbacks(g, err)) != 0 || (rc = grpc_health_init(g, err)) != 0) {
         osv_grpc_destroy(g);
         return rc;
     }
@@ -75,5 +75,6 @@ void osv_grpc_destroy(osv_grpc_t *g)
         nghttp2_session_callbacks_del(g->cbs);
     if (g->opt)
         nghttp2_option_del(g->opt);
+    osv_free(g->watch);
     osv_free(g);
 }

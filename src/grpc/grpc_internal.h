@@ -18,6 +18,8 @@
 #define OSV_GRPC_INTERNAL_H
 
 #include <nghttp2/nghttp2.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stdatomic.h>
 #include <sys/uio.h>
 
 #include "grpc/server.h"
@@ -62,7 +64,16 @@ typedef enum gmethod {
         GM_COUNT
 } gmethod_t;
 
-/* The front's instance. Read-only after osv_grpc_create. */
+/* Health/Watch streams of one loop's connections and the post that makes the loop tell them a change
+ * (health.c). */
+typedef struct gwatch_loop {
+    osv_post_t post;            /* posted by osv_grpc_health_changed (any thread), run on the loop */
+    _Atomic(osv_loop_t *) loop; /* the loop: written by it when its first watcher registers, read by any */
+    atomic_bool pending;        /* the post is on its way (any thread sets it, the loop clears it) */
+    gstream_t *streams;         /* [loop] its Watch streams */
+} gwatch_loop_t;
+
+/* The front's instance. Read-only after osv_grpc_create (watch[i] as labelled there). */
 struct osv_grpc {
     osv_grpc_opts_t o;
     osv_serve_t *serve;
@@ -75,6 +86,8 @@ struct osv_grpc {
     osv_front_t front;
     nghttp2_session_callbacks *cbs;
     nghttp2_option *opt;
+    gwatch_loop_t *watch; /* one per loop */
+    int n_watch;
 };
 
 /* One message's worth of work: a unary call, or one request of a stream. Loop thread, except the
@@ -92,6 +105,11 @@ struct gcall {
     uint64_t msg_len, got;
     int rc;                /* 0, or an error that answers this call */
     osv_err_t err;
+    bool refusal;          /* over --grpc-max-inflight: only answers its error (conn.c, REFUSALS_MAX) */
+    osv_gw_idscan_t *scan; /* a message not kept (refused, no memory): reads its id for the answer */
+    bool compressed;       /* received compressed (grpc-encoding): inflated before dispatch (compress.c) */
+    uint64_t decompressed; /* bytes inflating and splitting it wrote (OSV_COPY_DECOMPRESS) */
+    uint8_t *watch_status; /* Health/Watch answers: the status byte of its message (rewritten in place) */
     /* an inference (infer.c) */
     void *ix;            /* infer.c's state, in the arena */
     osv_model_t *model;  /* a reference, dropped when the call is freed */
@@ -124,7 +142,8 @@ struct gstream {
     gmethod_t method;
     /* request headers */
     uint32_t hdr_bytes;
-    bool post, grpc_ct, bad_encoding; /* (te: trailers is not required: some clients omit it) */
+    bool post, grpc_ct; /* (te: trailers is not required: some clients omit it) */
+    int encoding;       /* grpc-encoding: OSV_ENC_* (serve/inflate.h) */
     int bad_header; /* 0, or an HTTP status to answer (415, 405, 404) */
     char path[128];
     uint32_t path_len;
@@ -154,8 +173,13 @@ struct gstream {
     bool trailers;    /* trailers submitted */
     bool deferred;    /* the data provider is waiting for a message */
     bool closed;      /* nghttp2 closed the stream */
-    bool watch;       /* Health/Watch: stays open until the client or the drain ends it */
+    bool watch;       /* Health/Watch: stays open until the client or the drain ends it (health.c) */
+    gstream_t *wnext, *wprev; /* its loop's watchers */
+    char service[128];        /* the service it watches */
+    uint32_t service_len;
+    int watch_sent;           /* the last status it was told */
     int status;       /* gRPC status for the trailers */
+    bool retry;       /* ...one worth retrying: the trailers say when (grpc-retry-pushback-ms) */
     char message[512];
 };
 
@@ -166,8 +190,10 @@ struct gconn {
     nghttp2_session *h2;
     gstream_t *streams;
     uint32_t n_streams, n_calls, n_held;
+    uint32_t n_refusals; /* calls of n_calls that only answer a refusal */
     uint64_t h2_mem; /* bytes nghttp2 holds (its allocator hooks) */
     bool preface_checked, dying, goaway;
+    bool watch_kick; /* health.c: a watcher's status was queued, send */
     /* output: copied bytes in out[], queued segments in seg[] */
     uint8_t *out;
     uint32_t out_cap, out_len;
@@ -200,8 +226,12 @@ void grpc_respond(gcall_t *k);
 /* Ends stream st with status code (an OSV_E* code, 0 = OK) and message: trailers after what is queued,
  * or Trailers-Only when nothing was sent. Loop thread. */
 void grpc_finish(gstream_t *st, int code, const char *msg);
-/* A new call on st for a message of len bytes; NULL with err set when none can be had. */
-gcall_t *grpc_call_new(gstream_t *st, osv_err_t *err);
+/* A new call on st; NULL with err set when none can be had: --grpc-max-inflight calls in progress on the
+ * connection (OSV_EBUSY), or, for a refusal (a call that only answers that error), REFUSALS_MAX
+ * refusals not yet sent. */
+gcall_t *grpc_call_new(gstream_t *st, bool refusal, osv_err_t *err);
+/* Milliseconds a client is told to wait before retrying a refused call. */
+#define GRPC_RETRY_MS 1000
 void grpc_call_free(gcall_t *k);
 /* The record of a finished call (access log, metrics, spans). */
 void grpc_record(gcall_t *k, int code);
@@ -219,6 +249,23 @@ bool grpc_call_back(gcall_t *k);
 
 /* call.c: method dispatch once a message was received (or the client closed without one). */
 void grpc_dispatch(gcall_t *k);
+/* k's message unpacked with protobuf-c into its arena; NULL with k->err set when malformed. */
+void *grpc_unpack(gcall_t *k, const ProtobufCMessageDescriptor *d);
+/* Answers k with code (its record, the trailers or the stream's end) and frees it. */
+void grpc_fail(gcall_t *k, int code);
+
+/* compress.c: grpc-encoding of a header value (OSV_ENC_*); a compressed message inflated on a worker,
+ * then dispatched again. */
+int grpc_encoding_of(const uint8_t *v, size_t n);
+void grpc_inflate(gcall_t *k);
+
+/* health.c: grpc.health.v1 Check and Watch. */
+void grpc_health(gcall_t *k);
+int grpc_health_init(osv_grpc_t *g, osv_err_t *err);
+/* st stops watching (its stream closes). */
+void grpc_watch_drop(gstream_t *st);
+/* The drain began: c's watchers hear NOT_SERVING and their streams end. */
+void grpc_watch_drain(gconn_t *c);
 bool grpc_method_unary(gmethod_t m);
 bool grpc_method_needs_auth(gmethod_t m);
 gmethod_t grpc_method_of(const char *path, size_t len);

@@ -100,6 +100,21 @@ static int bad(gcall_t *k, int code, const char *fmt, ...)
 
 /* ---- answers ----------------------------------------------------------------------------------------- */
 
+/* The id of k's request, as far as it is known (decoded, or read past a refused message), at most
+ * OSV_GW_ID_MAX bytes. */
+static osv_gw_str_t request_id(const gcall_t *k)
+{
+    const ix_t *x = k->ix;
+    osv_gw_str_t id = {NULL, 0};
+    if (x && x->req.id.n)
+        id = x->req.id;
+    else if (k->scan)
+        id = (osv_gw_str_t){k->scan->id, k->scan->id_len};
+    if (id.n > OSV_GW_ID_MAX)
+        id.n = OSV_GW_ID_MAX;
+    return id;
+}
+
 /* The call failed with code: unary — trailers with the status; stream — an error_message answer. */
 static void fail(gcall_t *k, int code)
 {
@@ -108,11 +123,14 @@ static void fail(gcall_t *k, int code)
         snprintf(k->err.msg, sizeof k->err.msg, "%s", osv_err_name(code));
     grpc_record(k, code);
     if (st->method == GM_STREAM_INFER) {
-        size_t n = strlen(k->err.msg);
-        uint8_t buf[OSV_ERR_MSG_MAX + 16];
+        uint8_t buf[OSV_ERR_MSG_MAX + OSV_GW_ID_MAX + 64];
         osv_gw_w_t w = {buf, sizeof buf, 0};
-        osv_gw_w_bytes(&w, 1, k->err.msg, n);
-        if (k->slot.base) /* the message's memory is not needed for an error answer */
+        osv_gw_str_t id = request_id(k);
+        /* As Triton: the answer names the request it is about (its id), so a client with many in flight
+         * knows which one failed; a refusal worth retrying says when. */
+        osv_gw_enc_stream_error(&w, k->err.msg, strlen(k->err.msg), id.p, id.n,
+                                osv_status_retry(code) ? GRPC_RETRY_MS : 0);
+        if (k->slot.base) /* the message's memory (the id's too) is not needed once encoded */
             osv_pool_release(k->st->c->g->pool, &k->slot);
         ix_cleanup(k);
         if (grpc_reply_bytes(k, buf, w.len) == 0) {

@@ -46,6 +46,9 @@ const osv_front_t *osv_grpc_front(osv_grpc_t *g);
 /* Listens on host:port (0: a free port, *bound gets it) on the transport g was created over; before
  * the transport starts. A port another process listens on: OSV_EEXIST ("address already in use"). */
 int osv_grpc_listen(osv_grpc_t *g, const char *host, int port, uint16_t *bound, osv_err_t *err);
+/* A health status may have changed (a model loaded or unloaded): Health/Watch streams are told. Any
+ * thread, while the transport exists. */
+void osv_grpc_health_changed(osv_grpc_t *g);
 /* After the transport that served it was destroyed. */
 void osv_grpc_destroy(osv_grpc_t *g);
 

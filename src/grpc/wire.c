@@ -758,6 +758,21 @@ void osv_gw_w_bytes(osv_gw_w_t *w, uint32_t field, const void *p, uint64_t n)
     osv_gw_w_raw(w, p, n);
 }
 
+/* One entry of a map<string, InferParameter> (field `field` of its message) whose value is the integer v in
+ * InferParameter's field `kind` (2: int64_param, 5: uint64_param). Keys are short literals (< 128 bytes). */
+static void enc_param(osv_gw_w_t *w, uint32_t field, const char *key, uint32_t kind, uint64_t v)
+{
+    uint64_t klen = strlen(key), param = 1 + osv_gw_varint_len(v);
+    uint64_t entry = 2 + klen + 1 + osv_gw_varint_len(param) + param; /* key=1, value=2 */
+    osv_gw_w_tag(w, field, W_LEN);
+    osv_gw_w_varint(w, entry);
+    osv_gw_w_bytes(w, 1, key, klen);
+    osv_gw_w_tag(w, 2, W_LEN);
+    osv_gw_w_varint(w, param);
+    osv_gw_w_tag(w, kind, W_VARINT);
+    osv_gw_w_varint(w, v);
+}
+
 /* InferOutputTensor body. */
 static void enc_output_body(osv_gw_w_t *w, const osv_gw_out_t *o)
 {
@@ -772,18 +787,8 @@ static void enc_output_body(osv_gw_w_t *w, const osv_gw_out_t *o)
         for (uint32_t d = 0; d < o->rank; d++)
             osv_gw_w_varint(w, (uint64_t)o->dims[d]);
     }
-    if (o->shm) { /* parameters { "shared_memory_byte_size": uint64 } as Triton reports it */
-        static const char key[] = "shared_memory_byte_size";
-        uint64_t param = 1 + osv_gw_varint_len(o->shm_bytes);                       /* uint64_param = 5 */
-        uint64_t entry = 2 + (sizeof key - 1) + 1 + osv_gw_varint_len(param) + param; /* key=1, value=2 */
-        osv_gw_w_tag(w, 4, W_LEN);
-        osv_gw_w_varint(w, entry);
-        osv_gw_w_bytes(w, 1, key, sizeof key - 1);
-        osv_gw_w_tag(w, 2, W_LEN);
-        osv_gw_w_varint(w, param);
-        osv_gw_w_tag(w, 5, W_VARINT);
-        osv_gw_w_varint(w, o->shm_bytes);
-    }
+    if (o->shm) /* parameters { "shared_memory_byte_size": uint64 } as Triton reports it */
+        enc_param(w, 4, "shared_memory_byte_size", 5, o->shm_bytes);
 }
 
 void osv_gw_enc_output(osv_gw_w_t *w, const osv_gw_out_t *o)
@@ -793,4 +798,94 @@ void osv_gw_enc_output(osv_gw_w_t *w, const osv_gw_out_t *o)
     osv_gw_w_tag(w, 5, W_LEN);
     osv_gw_w_varint(w, size.len);
     enc_output_body(w, o);
+}
+
+/* The ModelInferResponse of an error answer: the request's id and the retry hint. */
+static void enc_error_response(osv_gw_w_t *w, const char *id, uint32_t id_len, uint64_t retry_ms)
+{
+    if (id_len)
+        osv_gw_w_bytes(w, 3, id, id_len);
+    if (retry_ms)
+        enc_param(w, 4, "retry_after_ms", 2, retry_ms);
+}
+
+void osv_gw_enc_stream_error(osv_gw_w_t *w, const char *msg, uint64_t msg_len, const char *id, uint32_t id_len,
+                             uint64_t retry_ms)
+{
+    osv_gw_w_t size = {0};
+    osv_gw_w_bytes(w, 1, msg, msg_len);
+    enc_error_response(&size, id, id_len, retry_ms);
+    if (!size.len)
+        return;
+    osv_gw_w_tag(w, 2, W_LEN);
+    osv_gw_w_varint(w, size.len);
+    enc_error_response(w, id, id_len, retry_ms);
+}
+
+/* ---- the id of a message that is not kept ------------------------------------------------------------------------ */
+
+enum { I_TAG = 0, I_VARINT, I_LEN, I_SKIP, I_TAKE, I_DONE };
+
+void osv_gw_idscan_init(osv_gw_idscan_t *s)
+{
+    memset(s, 0, sizeof *s);
+}
+
+/* One varint byte into the scanner's accumulator: 1 when it ended, 0 when more follow, -1 when malformed. */
+static int idscan_varint(osv_gw_idscan_t *s, uint8_t b)
+{
+    if (s->shift >= 64)
+        return -1;
+    s->acc |= (uint64_t)(b & 0x7f) << s->shift;
+    s->shift += 7;
+    return (b & 0x80) ? 0 : 1;
+}
+
+void osv_gw_idscan_feed(osv_gw_idscan_t *s, const uint8_t *p, size_t n)
+{
+    while (n && s->state != I_DONE) {
+        int v;
+        switch (s->state) {
+        case I_TAG:
+        case I_VARINT:
+        case I_LEN:
+            if ((v = idscan_varint(s, *p++)) < 0) {
+                s->state = I_DONE; /* malformed: whatever id was read stays */
+                break;
+            }
+            n--;
+            if (v == 0)
+                break;
+            if (s->state == I_TAG) {
+                s->field = s->acc >> 3;
+                s->wire = (uint32_t)(s->acc & 7);
+                s->state = s->wire == W_VARINT ? I_VARINT : s->wire == W_LEN ? I_LEN : I_SKIP;
+                s->left = s->wire == W_I64 ? 8 : s->wire == W_I32 ? 4 : 0;
+                if (s->state == I_SKIP && !s->left)
+                    s->state = I_DONE; /* groups: not in this message */
+            } else if (s->state == I_VARINT) {
+                s->state = I_TAG;
+            } else {
+                s->left = s->acc;
+                s->state = s->field == 3 && s->id_len == 0 ? I_TAKE : I_SKIP;
+            }
+            s->acc = 0;
+            s->shift = 0;
+            break;
+        case I_SKIP:
+        case I_TAKE: {
+            size_t k = n < s->left ? n : (size_t)s->left;
+            if (s->state == I_TAKE) {
+                size_t room = sizeof s->id - s->id_len, c = k < room ? k : room;
+                memcpy(s->id + s->id_len, p, c);
+                s->id_len += (uint32_t)c;
+            }
+            p += k, n -= k;
+            s->left -= k;
+            if (!s->left)
+                s->state = I_TAG;
+            break;
+        }
+        }
+    }
 }

@@ -165,5 +165,29 @@ typedef struct osv_gw_out {
 
 /* The InferOutputTensor of o (field 5 of ModelInferResponse, tag included). */
 void osv_gw_enc_output(osv_gw_w_t *w, const osv_gw_out_t *o);
+/* A ModelStreamInferResponse that answers one request with an error: error_message msg[0..msg_len), and
+ * (when either is given) infer_response with the request's id and, for a refusal worth retrying, the
+ * parameter "retry_after_ms" (int64). */
+void osv_gw_enc_stream_error(osv_gw_w_t *w, const char *msg, uint64_t msg_len, const char *id, uint32_t id_len,
+                             uint64_t retry_ms);
+
+/* ---- the id of a message that is not kept ------------------------------------------------------------------- */
+
+#define OSV_GW_ID_MAX 128 /* bytes of a request id echoed in an error answer */
+
+/* Reads the `id` (field 3) of a ModelInferRequest streamed past it without keeping the message (one the
+ * server refuses before receiving it), so the error answer can name the request. Malformed input
+ * stops it quietly; an id longer than OSV_GW_ID_MAX is cut. */
+typedef struct osv_gw_idscan {
+    char id[OSV_GW_ID_MAX];
+    uint32_t id_len;
+    /* private */
+    int state, shift;
+    uint64_t acc, left, field;
+    uint32_t wire;
+} osv_gw_idscan_t;
+
+void osv_gw_idscan_init(osv_gw_idscan_t *s);
+void osv_gw_idscan_feed(osv_gw_idscan_t *s, const uint8_t *p, size_t n);
 
 #endif

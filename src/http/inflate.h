@@ -1,23 +1,12 @@
-/* inflate.h — internal: decoding gzip / deflate request bodies (Content-Encoding) into a pool slot. */
+/* inflate.h — internal: the Content-Encoding of an HTTP request; decoding it is the request layer's
+ * (serve/inflate.h, shared with gRPC's grpc-encoding). */
 #ifndef OSV_HTTP_INFLATE_H
 #define OSV_HTTP_INFLATE_H
 
-#include <stdint.h>
-
 #include "http/parser.h"
-#include "ortserve.h"
-
-enum { OSV_ENC_IDENTITY = 0, OSV_ENC_GZIP, OSV_ENC_DEFLATE, OSV_ENC_UNSUPPORTED };
+#include "serve/inflate.h"
 
 /* Content-Encoding of a request (h may be NULL: identity). */
 int osv_content_encoding(const osv_http_header_t *h);
-
-/* Inflates src[0..len) (enc GZIP or DEFLATE), in one pass, into a new slot *out holding *out_len
- * bytes, at most `max`; *moved gets the bytes copied when the slot had to grow. OSV_ETOOBIG beyond
- * max (or the largest slot), OSV_EPARSE for a corrupt stream, OSV_EBUSY when the pool is full. The
- * caller releases *out. Thread-safe (no shared state); milliseconds for large bodies: not for an
- * event loop. */
-int osv_inflate_body(osv_pool_t *pool, const void *src, uint64_t len, int enc, uint64_t max, osv_slot_t *out,
-                     uint64_t *out_len, uint64_t *moved, osv_err_t *err);
 
 #endif

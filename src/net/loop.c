@@ -600,6 +600,8 @@ static void begin_drain(osv_loop_t *l)
     }
     for (osv_nconn_t *c = l->all, *n; c; c = n) {
         n = c->next_all;
+        if (c->front->drain && !c->lingering && !c->closed)
+            c->front->drain(c);
         if (c->front->idle(c))
             osv_nconn_close(c);
     }

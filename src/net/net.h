@@ -75,6 +75,7 @@ struct osv_front {
     void (*open)(osv_nconn_t *c);    /* accepted: zero the front's fields, arm the idle timer */
     void (*drive)(osv_nconn_t *c);   /* readable, writable or resumed: make progress */
     void (*timeout)(osv_nconn_t *c); /* its timer fired (already disarmed) */
+    void (*drain)(osv_nconn_t *c);   /* optional: the drain began (before idle() is asked): say goodbye */
     void (*release)(osv_nconn_t *c); /* it closes: drop what a request holds (slots, references) */
     bool (*idle)(const osv_nconn_t *c); /* nothing in progress: a drain closes it at once */
     bool (*busy)(const osv_nconn_t *c); /* a worker holds its request: a timed-out drain gives it a grace */

@@ -8,6 +8,7 @@ import mmap
 import os
 import queue
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -372,6 +373,37 @@ class GrpcFront(unittest.TestCase):
             os.close(fd)
             os.unlink("/dev/shm" + name)
 
+    # ---- compressed messages --------------------------------------------------------------------------
+
+    def test_compressed_requests(self):
+        """grpc-encoding gzip and deflate (tritonclient.grpc's compression_algorithm): inferences, unary and
+        streamed, and a small method answer as uncompressed ones do; the inflating is counted as a copy
+        (reason decompress); a message that inflates beyond --grpc-max-message-bytes (4M here) is
+        RESOURCE_EXHAUSTED, not memory."""
+        before = metrics(self.srv).value("ortserve_copied_bytes_total", model="mlp", reason="decompress")
+        rng = np.random.default_rng(15)
+        for algo in (grpc.Compression.Gzip, grpc.Compression.Deflate):  # (grpcio sends a message plain when
+            x = rng.integers(0, 4, (2, 64)).astype(np.float32)          # compressing would not shrink it)
+            r = self.stub.ModelInfer(infer_request("mlp", [("x", x)]), compression=algo)
+            np.testing.assert_allclose(output(r, "probs"), mlp_reference(x), atol=1e-5)
+            xs = [rng.integers(0, 4, (1, 64)).astype(np.float32) for _ in range(20)]
+            answers = list(self.stub.ModelStreamInfer(iter([infer_request("mlp", [("x", v)]) for v in xs]),
+                                                      compression=algo, timeout=30))
+            self.assertEqual(sorted(a.error_message for a in answers), [""] * 20)
+            md = self.stub.ModelMetadata(pb.ModelMetadataRequest(name="mlp"), compression=algo)
+            self.assertEqual(md.name, "mlp")
+        m = wait_until(lambda: (lambda m: m if m.value("ortserve_copied_bytes_total", model="mlp",
+                                                        reason="decompress") > before else None)(metrics(self.srv)),
+                       10, "decompressed bytes counted")
+        tensors = 2 * (2 * 64 * 4 + 20 * 64 * 4)  # both algorithms: the unary call's and the streams' inputs
+        self.assertGreaterEqual(m.value("ortserve_copied_bytes_total", model="mlp", reason="decompress") - before,
+                                2 * tensors)  # inflated, then split into the aligned slot
+        bomb = infer_request("identity", [("in_FP32", np.zeros(2 ** 20 + 10, np.float32))])  # 4 MiB of zeros
+        code, msg = self.code_of(self.stub.ModelInfer, bomb, compression=grpc.Compression.Gzip)
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("--grpc-max-message-bytes", msg)
+        self.assertServing()
+
     # ---- streaming ------------------------------------------------------------------------------------
 
     def test_stream_hundreds_in_flight_with_errors(self):
@@ -585,6 +617,120 @@ class GrpcQueueFull(unittest.TestCase):
                     self.assertIn("too many queued requests", e)
             finally:
                 self.assertEqual(srv.finish(), 0)
+
+
+def slow_request(iters, id=""):
+    r = pb.ModelInferRequest(model_name="slow", id=id)
+    x = np.zeros((1, 256), np.float32)
+    r.inputs.extend([tensor("x", x), tensor("iters", np.array(iters, np.int64))])
+    r.raw_input_contents.extend([x.tobytes(), np.array(iters, np.int64).tobytes()])
+    return r
+
+
+class GrpcInflightLimit(unittest.TestCase):
+    """Over --grpc-max-inflight, the request beyond the limit fails alone: a unary call ends UNAVAILABLE
+    with gRPC's retry pushback (grpc-retry-pushback-ms) in its trailers; on ModelStreamInfer that request
+    gets an error answer naming it (infer_response.id) with parameters.retry_after_ms, and the stream goes
+    on serving the others and what is sent after."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        repo = make_repo(cls.tmp.name, {"slow": "slow.onnx"}, configs={"slow": {"deadline_ms": 0}})
+        cls.srv = GrpcServer(repo, "--grpc-max-inflight", "2", "--inline-threshold-us", "0", "--workers", "1",
+                             "--deadline-ms", "0")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.finish()
+        cls.tmp.cleanup()
+        assert rc == 0, "ortserve exited with %s" % rc
+
+    def test_unary_beyond_the_limit(self):
+        stub = self.srv.stub()  # one channel: the calls share one connection
+        futs = [stub.ModelInfer.future(slow_request(100000), timeout=60) for _ in range(4)]  # ~0.3 s each
+        ok, refused = 0, []
+        for f in futs:
+            try:
+                self.assertEqual(len(f.result().outputs), 1)
+                ok += 1
+            except grpc.RpcError as e:
+                refused.append(e)
+        self.assertGreaterEqual(ok, 1)
+        self.assertTrue(refused, "4 slow calls at once never went beyond a limit of 2")
+        for e in refused:
+            self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("--grpc-max-inflight", e.details())
+            self.assertIn(("grpc-retry-pushback-ms", "1000"), [(m.key, m.value) for m in e.trailing_metadata()])
+
+    def test_stream_goes_on(self):
+        answered = threading.Event()
+        later = queue.Queue()
+
+        def reqs():
+            for i in range(8):  # at once: two run, the others arrive while they do
+                yield slow_request(100000, str(i))
+            answered.wait(60)  # then, once all eight have their answer, one more on the same stream
+            yield slow_request(1000, "later")
+        answers = {}
+        for resp in self.srv.stub().ModelStreamInfer(reqs(), timeout=120):
+            rid = resp.infer_response.id
+            self.assertNotIn(rid, answers)
+            answers[rid] = resp
+            if len(answers) == 8:
+                answered.set()
+            if rid == "later":
+                later.put(resp)
+        self.assertEqual(set(answers), {str(i) for i in range(8)} | {"later"})
+        refused = [r for r in answers.values() if r.error_message]
+        self.assertTrue(refused, "8 slow requests at once never went beyond a limit of 2")
+        self.assertGreaterEqual(8 - len(refused), 2)
+        for r in refused:
+            self.assertIn("--grpc-max-inflight", r.error_message)
+            self.assertEqual(r.infer_response.parameters["retry_after_ms"].int64_param, 1000)
+        resp = later.get_nowait()
+        self.assertEqual(resp.error_message, "")
+        self.assertEqual(len(resp.infer_response.outputs), 1)
+
+
+class GrpcHealthWatch(unittest.TestCase):
+    """grpc.health.v1.Health/Watch pushes every change: a model's service goes NOT_SERVING when it is
+    unloaded and SERVING when loaded again, the server's ("") with it when no model is left; an unknown
+    service is SERVICE_UNKNOWN (Check: NOT_FOUND); when the server drains, every watcher hears NOT_SERVING
+    and its stream ends UNAVAILABLE."""
+
+    def test_watch_pushes_changes(self):
+        S, N, U = (hpb.HealthCheckResponse.SERVING, hpb.HealthCheckResponse.NOT_SERVING,
+                   hpb.HealthCheckResponse.SERVICE_UNKNOWN)
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = GrpcServer(make_repo(tmp, {"mlp": "mlp.onnx"}))
+            try:
+                h, stub = srv.health(), srv.stub()
+                server, model, unknown = (h.Watch(hpb.HealthCheckRequest(service=s), timeout=60)
+                                          for s in ("", "mlp", "nope"))
+                self.assertEqual((next(server).status, next(model).status, next(unknown).status), (S, S, U))
+                self.assertEqual(h.Check(hpb.HealthCheckRequest(service="mlp")).status, S)
+                self.assertEqual(self.code_of(h.Check, hpb.HealthCheckRequest(service="nope")),
+                                 grpc.StatusCode.NOT_FOUND)
+                stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="mlp"))
+                self.assertEqual((next(model).status, next(server).status), (N, N))
+                self.assertEqual(h.Check(hpb.HealthCheckRequest(service="mlp")).status, N)
+                stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="mlp"))
+                self.assertEqual((next(model).status, next(server).status), (S, S))
+                srv.proc.send_signal(signal.SIGTERM)  # the drain: each stream hears it, then ends
+                for w in (server, model, unknown):
+                    self.assertEqual(next(w).status, N)
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        next(w)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+                    self.assertIn("shutting down", cm.exception.details())
+            finally:
+                self.assertEqual(srv.finish(), 0)
+
+    def code_of(self, fn, *a):
+        with self.assertRaises(grpc.RpcError) as cm:
+            fn(*a)
+        return cm.exception.code()
 
 
 class GrpcObservabilityAndAuth(unittest.TestCase):

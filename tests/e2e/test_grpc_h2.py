@@ -278,11 +278,31 @@ class GrpcH2(unittest.TestCase):
         self.assertEqual(t["grpc-status"], "13")
         self.assertIn("compress", t["grpc-message"])
 
-    def test_grpc_encoding_gzip_unimplemented(self):
-        sid = self.c.headers(extra=[(b"grpc-encoding", b"gzip")])
-        self.c.data(sid, grpc_msg(b""))
+    def test_grpc_encoding_unknown_unimplemented(self):
+        """An encoding the server does not decode: UNIMPLEMENTED, naming the ones it does
+        (grpc-accept-encoding), as the protocol asks."""
+        sid = self.c.headers(extra=[(b"grpc-encoding", b"snappy")])
+        self.c.data(sid, grpc_msg(b"", flag=1))
         _, _, t = self.status(sid)
         self.assertEqual(t["grpc-status"], "12")
+        self.assertEqual(t["grpc-accept-encoding"], "identity,deflate,gzip")
+
+    def test_grpc_encoding_corrupt_message(self):
+        """A message flagged compressed under grpc-encoding gzip that is not gzip: INVALID_ARGUMENT."""
+        sid = self.c.headers(path=PATH + b"ModelInfer", extra=[(b"grpc-encoding", b"gzip")])
+        self.c.data(sid, grpc_msg(b"\x1f\x8b not gzip at all", flag=1))
+        _, _, t = self.status(sid)
+        self.assertEqual(t["grpc-status"], "3")
+        self.assertIn("corrupt", t["grpc-message"])
+
+    def test_grpc_encoding_flag_zero_is_plain(self):
+        """Under grpc-encoding gzip, a message whose compressed flag is 0 is read as it is."""
+        x = np.zeros((1, 64), np.float32)
+        sid = self.c.headers(path=PATH + b"ModelInfer", extra=[(b"grpc-encoding", b"gzip")])
+        self.c.data(sid, grpc_msg(infer_request("mlp", [("x", x)]).SerializeToString()))
+        _, data, t = self.status(sid)
+        self.assertEqual(t["grpc-status"], "0")
+        self.assertEqual(pb.ModelInferResponse.FromString(data[5:]).model_name, "mlp")
 
     def test_length_prefix_beyond_limit(self):
         sid = self.c.headers(path=PATH + b"ModelInfer")
