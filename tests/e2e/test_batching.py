@@ -19,8 +19,8 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server import (RawConn, Server, _tcp_queues, binary_body, make_repo, mlp_reference, mlp_request,  # noqa: E402
-                    request_bytes, server_consumed, split_binary, stats_of, wait_stats, wait_until)
+from server import (RawConn, Server, _tcp_queues, binary_body, check_mlp, make_repo, mlp_reference,  # noqa: E402
+                    mlp_request, request_bytes, server_consumed, split_binary, stats_of, wait_stats, wait_until)
 
 LINEAR_W = 65536
 
@@ -415,6 +415,155 @@ class Adaptive(unittest.TestCase):
             st = wait_stats(s, "mlp", lambda b: b["inference_count"] == 48, "48 inferences")
             self.assertLess(st["execution_count"], 48)
             self.assertTrue(any(b["batch_size"] > 1 for b in st["batch_stats"]), st["batch_stats"])
+
+
+def mlp_binary(x):
+    """(body, headers) of a binary-extension MLP request: x f32[rows,64] after the JSON header."""
+    return binary_body({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                    "parameters": {"binary_data_size": x.nbytes}}],
+                        "outputs": [{"name": "probs", "parameters": {"binary_data": True}}]}, [x.tobytes()])
+
+
+def copied(srv, model, reason):
+    return metric(srv, "ortserve_copied_bytes_total", 'model="%s",version="1",reason="%s"' % (model, reason)) or 0
+
+
+def slots_in_use(srv):
+    return sum(float(v) for v in re.findall(r'^ortserve_pool_slots\{[^}]*state="in_use"\} (\S+)$', metrics(srv), re.M))
+
+
+def check_probs(testcase, x, res):
+    """res: a Response, or Server.request's (status, headers, body) — a binary MLP answer holding mlp(x)."""
+    st, hdrs, body = res if isinstance(res, tuple) else (res.status, {k.lower(): v for k, v in res.headers}, res.body)
+    testcase.assertEqual(st, 200, body)
+    meta, blobs = split_binary(hdrs, body)
+    testcase.assertEqual(meta["outputs"][0]["shape"], [x.shape[0], 10])
+    got = np.frombuffer(blobs["probs"], np.float32).reshape(x.shape[0], 10)
+    np.testing.assert_allclose(got, mlp_reference(x), rtol=1e-6, atol=1e-6)
+
+
+class ZeroCopyBatching(unittest.TestCase):
+    """Binary requests are received straight into their rows of the forming batch's input slot (a stage),
+    reserved before their bodies arrive: a batch of them is read in place and nothing is gathered (copy
+    reason "batch" stays 0), while JSON requests are gathered (one counted copy each). One instance and a
+    1 s delay: the requests, each known to be read by the server before the next is sent, form one batch."""
+
+    CFG = {"max_batch_size": 8, "dynamic_batching": {"max_queue_delay_microseconds": 1000000},
+           "instance_group": [{"count": 1}]}
+
+    def server(self, *args):
+        return Server(repo({"mlp": "mlp.onnx"}, {"mlp": self.CFG}), "--deadline-ms", "10000", *args)
+
+    def test_binary_batch_is_read_in_place_json_is_gathered(self):
+        with self.server() as s:
+            xs = [np.random.default_rng(70 + i).standard_normal((1 + i % 2, 64)).astype(np.float32) for i in range(4)]
+            a = Async(s)
+            for i, x in enumerate(xs):
+                body, hdrs = mlp_binary(x)
+                a.send("bin%d" % i, "/v2/models/mlp/infer", body, hdrs, small=True)
+            _, res = a.join()
+            for i, x in enumerate(xs):
+                check_probs(self, x, res["bin%d" % i])
+            st = stats_of(s, "mlp")
+            self.assertEqual({b["batch_size"]: b["compute_infer"]["count"] for b in st["batch_stats"]}, {6: 1})
+            self.assertEqual(copied(s, "mlp", "batch"), 0)
+            a = Async(s)
+            for i, x in enumerate(xs):
+                a.send("json%d" % i, "/v2/models/mlp/infer", json.dumps(mlp_request(x)).encode(),
+                       {"Content-Type": "application/json"}, small=True)
+            _, res = a.join()
+            for i, x in enumerate(xs):
+                self.assertEqual(res["json%d" % i].status, 200, res["json%d" % i])
+                check_mlp(self, x, res["json%d" % i].json())
+            self.assertEqual(copied(s, "mlp", "batch"), sum(x.nbytes for x in xs))
+            wait_until(lambda: slots_in_use(s) == 0, 10, "every slot back in the pool")
+
+    def rows_left_behind(self, leave, gone_first):
+        """A request whose header reserved rows and whose body stops half-way leaves (`leave`: its client
+        closes, or it stops sending until --body-timeout-ms), between or before two complete ones: the batch
+        of the two runs and answers each its own rows; rows of the one that left are never read."""
+        with self.server("--body-timeout-ms", "300") as s:
+            xs = [np.random.default_rng(80 + i).standard_normal((1, 64)).astype(np.float32) for i in range(3)]
+            a = Async(s)
+            gone = RawConn(s.port, timeout=30)
+            body, hdrs = mlp_binary(xs[1])
+            order = ["gone", "first", "last"] if gone_first else ["first", "gone", "last"]
+            for name in order:
+                if name == "gone":
+                    gone.send(request_bytes("POST", "/v2/models/mlp/infer", body, list(hdrs.items()))[:-100])
+                    wait_until(lambda: server_consumed(s.port, gone.sock), 20, "the server to read the header")
+                else:
+                    b, h = mlp_binary(xs[0 if name == "first" else 2])
+                    a.send(name, "/v2/models/mlp/infer", b, h, small=True)
+            if leave == "close":
+                gone.close()
+            else:
+                self.assertEqual(gone.read_response().status, 408)
+                gone.close()
+            _, res = a.join()
+            check_probs(self, xs[0], res["first"])
+            check_probs(self, xs[2], res["last"])
+            st = stats_of(s, "mlp")
+            self.assertEqual({b["batch_size"]: b["compute_infer"]["count"] for b in st["batch_stats"]}, {2: 1})
+            # with the rows of the one that left between them they cannot be read as one tensor: gathered
+            self.assertEqual(copied(s, "mlp", "batch"), 0 if gone_first else 2 * xs[0].nbytes)
+            wait_until(lambda: slots_in_use(s) == 0, 10, "every slot back in the pool")
+            check_probs(self, xs[1], s.request("POST", "/v2/models/mlp/infer", body, hdrs))
+
+    def test_client_gone_mid_body_between_members(self):
+        self.rows_left_behind("close", gone_first=False)
+
+    def test_body_timeout_before_members(self):
+        self.rows_left_behind("timeout", gone_first=True)
+
+
+class WakeupBatching(unittest.TestCase):
+    """A fast model with adaptive batching runs inline on the loop thread, and the requests one wake-up of the
+    loop holds run together, adding no delay: six ModelStreamInfer requests arriving in one DATA frame (one
+    read, as a rule) run as one execution of their rows, each answered with its own rows (gRPC, where one read can
+    carry several requests; an HTTP/1.1 connection carries one at a time)."""
+
+    def test_one_read_one_batch(self):
+        from grpc_support import GrpcServer, infer_request, output, pb
+        from test_grpc_h2 import H2, PATH, grpc_msg
+        cfg = {"max_batch_size": 16, "dynamic_batching": {}}
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = GrpcServer(make_repo(tmp, {"mlp": "mlp.onnx"}, configs={"mlp": cfg}), "--deadline-ms", "10000")
+            try:
+                cap = int(re.search(r'"event":"batch_curve","model":"mlp".*"cap":(\d+)\}', srv.logs()).group(1))
+                self.assertGreaterEqual(cap, 6)
+                xs = [np.random.default_rng(90 + i).standard_normal((1, 64)).astype(np.float32) for i in range(6)]
+                msgs = []
+                for i, x in enumerate(xs):
+                    req = infer_request("mlp", [("x", x)])
+                    req.id = "r%d" % i
+                    msgs.append(grpc_msg(req.SerializeToString()))
+                c = H2(srv.grpc_port)
+                sid = c.headers(path=PATH + b"ModelStreamInfer")
+                c.data(sid, b"".join(msgs))
+                _, data, trailers = c.answer(sid)
+                c.close()
+                self.assertEqual(trailers.get("grpc-status"), "0")
+                got, off = {}, 0
+                while off + 5 <= len(data):
+                    n = int.from_bytes(data[off + 1:off + 5], "big")
+                    r = pb.ModelStreamInferResponse.FromString(data[off + 5:off + 5 + n])
+                    self.assertEqual(r.error_message, "")
+                    got[r.infer_response.id] = output(r.infer_response, "probs")
+                    off += 5 + n
+                self.assertEqual(sorted(got), ["r%d" % i for i in range(6)])
+                for i, x in enumerate(xs):
+                    np.testing.assert_allclose(got["r%d" % i], mlp_reference(x), rtol=1e-6, atol=1e-6)
+                st, body = srv.json("GET", "/v2/models/mlp/stats")
+                self.assertEqual(st, 200, body)
+                ms = body["model_stats"][0]
+                # one send: one read as a rule (1 execution); the kernel may still hand the server the frame
+                # in two reads on a busy machine (seen once: 3 + 3), each read's requests a batch of their own
+                self.assertEqual(ms["inference_count"], 6, ms)
+                self.assertLess(ms["execution_count"], 6, ms)
+                self.assertTrue(any(b["batch_size"] > 1 for b in ms["batch_stats"]), ms)
+            finally:
+                self.assertEqual(srv.finish(), 0)
 
 
 class ResponseCache(unittest.TestCase):
