@@ -207,8 +207,6 @@ uint32_t osv_batcher_curve(const osv_batcher_t *b, uint32_t cap, uint32_t *rows,
 /* cap rows per stage; lanes open stages (0: batches workers form; 1 + i: those loop thread i collects). */
 int osv_stager_create(osv_model_t *m, uint64_t cap, uint32_t lanes, osv_stager_t **out, osv_err_t *err);
 void osv_stager_free(osv_stager_t *g);
-/* Requests staged, and those that could have been but found another shape (or no slot). */
-void osv_stager_counts(const osv_stager_t *g, uint64_t *staged, uint64_t *declined);
 /* Reserves inf's rows in the lane's open stage (opening one from pool when needed) and binds each of its
  * inputs there: true with *out (one use of it) and the first row, or false with nothing changed. */
 bool osv_stager_reserve(osv_stager_t *g, osv_pool_t *pool, osv_infer_t *inf, uint32_t lane, osv_stage_t **out,

@@ -62,10 +62,8 @@ struct osv_stager {
     uint32_t lanes; /* open stages: lane 0 for batches a worker forms, one per loop thread for the batches
                        a loop collects in one wake-up (their rows then lie back to back) */
     pthread_mutex_t lock;
-    osv_stage_t *free; /* recycled objects */
-    /* under lock */
-    uint64_t staged, declined;
-    osv_stage_t *open[]; /* per lane, taking reservations; NULL = the next one opens a stage */
+    osv_stage_t *free; /* recycled objects, under lock */
+    osv_stage_t *open[]; /* under lock */ /* per lane, taking reservations; NULL = the next one opens a stage */
 };
 
 int osv_stager_create(osv_model_t *m, uint64_t cap, uint32_t lanes, osv_stager_t **out, osv_err_t *err)
@@ -99,15 +97,6 @@ void osv_stager_free(osv_stager_t *g)
     }
     pthread_mutex_destroy(&g->lock);
     osv_free(g);
-}
-
-void osv_stager_counts(const osv_stager_t *g, uint64_t *staged, uint64_t *declined)
-{
-    osv_stager_t *w = (osv_stager_t *)g;
-    pthread_mutex_lock(&w->lock);
-    *staged = g->staged;
-    *declined = g->declined;
-    pthread_mutex_unlock(&w->lock);
 }
 
 /* ---- shapes -------------------------------------------------------------------------------------------- */
@@ -216,21 +205,18 @@ bool osv_stager_reserve(osv_stager_t *g, osv_pool_t *pool, osv_infer_t *inf, uin
     pthread_mutex_lock(&g->lock);
     x = g->open[lane];
     if (x && !same_shape(x, shape)) { /* another shape holds the open stage: this one takes its own slot */
-        g->declined++;
         pthread_mutex_unlock(&g->lock);
         return false;
     }
     if (x && x->rows + rows > x->cap)
         g->open[lane] = x = NULL; /* full: it lives on for its users; the next rows go to a new one */
     if (!x && !(x = g->open[lane] = stage_open(g, pool, shape, lane))) {
-        g->declined++;
         pthread_mutex_unlock(&g->lock);
         return false;
     }
     *row0 = x->rows;
     x->rows += rows;
     x->users++;
-    g->staged++;
     for (uint32_t i = 0; i < n_in; i++) { /* its rows become writable: everything else stays poisoned */
         uint64_t len;
         void *p = stage_rows(x, i, *row0, rows, &len);

@@ -194,38 +194,65 @@ class DynamicBatching(unittest.TestCase):
 
     def test_deadline_inside_a_forming_batch(self):
         """A request whose deadline passes while its batch forms (delay 1.5 s) is answered 504 at its deadline,
-        without running; the others of that batch run."""
+        without running; the others of that batch run — JSON, and binary (whose rows were reserved in the
+        forming batch: the one that timed out gives its rows up, the other runs on its own rows)."""
         cfg = {"max_batch_size": 8, "dynamic_batching": {"max_queue_delay_microseconds": 1500000}}
-        with Server(repo({"mlp": "mlp.onnx"}, {"mlp": cfg}), "--deadline-ms", "10000") as s:
-            a = Async(s)
-            body = json.dumps(mlp_request(np.ones((1, 64), np.float32))).encode()
-            t0 = time.monotonic()
-            a.send("short", "/v2/models/mlp/infer", body, {"Ortserve-Timeout-Ms": "100"})
-            a.send("long", "/v2/models/mlp/infer", body, {})
-            order, res = a.join()
-            self.assertEqual(order, ["short", "long"])
-            self.assertEqual(res["short"].status, 504, res["short"])
-            self.assertEqual(res["long"].status, 200, res["long"])
-            self.assertGreaterEqual(time.monotonic() - t0, 1.4)
-            st = wait_stats(s, "mlp", lambda b: b["execution_count"] == 1, "one execution")
-            self.assertEqual(st["inference_count"], 1)
+        x = np.ones((1, 64), np.float32)
+        for fmt, (body, hdrs) in (("json", (json.dumps(mlp_request(x)).encode(), {})), ("binary", mlp_binary(x))):
+            with self.subTest(fmt), Server(repo({"mlp": "mlp.onnx"}, {"mlp": cfg}), "--deadline-ms", "10000") as s:
+                a = Async(s)
+                t0 = time.monotonic()
+                a.send("short", "/v2/models/mlp/infer", body, dict(hdrs, **{"Ortserve-Timeout-Ms": "100"}))
+                a.send("long", "/v2/models/mlp/infer", body, hdrs)
+                order, res = a.join()
+                self.assertEqual(order, ["short", "long"])
+                self.assertEqual(res["short"].status, 504, res["short"])
+                self.assertIn("deadline of 100 ms", res["short"].json()["error"])
+                if fmt == "json":
+                    check_mlp(self, x, res["long"].json())
+                else:
+                    check_probs(self, x, res["long"])
+                self.assertGreaterEqual(time.monotonic() - t0, 1.4)
+                st = wait_stats(s, "mlp", lambda b: b["execution_count"] == 1, "one execution")
+                self.assertEqual(st["inference_count"], 1)
+                wait_until(lambda: slots_in_use(s) == 0, 10, "every slot back in the pool")
 
     def test_failed_batch_answers_every_member_500_and_model_keeps_serving(self):
         cfg = {"max_batch_size": 8, "dynamic_batching": {"max_queue_delay_microseconds": 1000000,
                                                          "preferred_batch_size": [3]}}
         with Server(repo({"gather": "gather.onnx"}, {"gather": cfg}), "--deadline-ms", "10000") as s:
-            a = Async(s)
-            for name, idx in (("good1", 1), ("bad", 99), ("good2", 2)):
-                req = {"inputs": [{"name": "idx", "shape": [1, 1], "datatype": "INT64", "data": [idx]}]}
-                a.send(name, "/v2/models/gather/infer", json.dumps(req).encode(), {})
-            order, res = a.join()
-            for name in ("good1", "bad", "good2"):
-                self.assertEqual(res[name].status, 500, res[name])
-                self.assertIn("batch of 3 requests failed", res[name].json()["error"])
+            for fmt in ("json", "binary"):  # binary: the batch ran on the rows reserved for its members
+                a = Async(s)
+                for name, idx in (("good1", 1), ("bad", 99), ("good2", 2)):
+                    if fmt == "json":
+                        body = json.dumps({"inputs": [{"name": "idx", "shape": [1, 1], "datatype": "INT64",
+                                                       "data": [idx]}]}).encode()
+                        hdrs = {}
+                    else:
+                        body, hdrs = binary_body({"inputs": [{"name": "idx", "shape": [1, 1], "datatype": "INT64",
+                                                              "parameters": {"binary_data_size": 8}}]},
+                                                 [np.array([[idx]], np.int64).tobytes()])
+                    a.send(name, "/v2/models/gather/infer", body, hdrs)
+                order, res = a.join()
+                for name in ("good1", "bad", "good2"):
+                    self.assertEqual(res[name].status, 500, res[name])
+                    self.assertIn("batch of 3 requests failed", res[name].json()["error"])
+            self.assertEqual(copied(s, "gather", "batch"), 3 * 8)  # the JSON members' rows only
             st, body = s.json("POST", "/v2/models/gather/infer",
                               {"inputs": [{"name": "idx", "shape": [1, 1], "datatype": "INT64", "data": [2]}]})
             self.assertEqual(st, 200, body)
             self.assertEqual(body["outputs"][0]["data"], [8.0, 9.0, 10.0, 11.0])
+
+
+def logged_batches(srv, names):
+    """{batch_id: sorted X-Request-IDs} of the requests among `names` that ran in a batch (access log)."""
+    log = wait_until(lambda: srv.logs() if all('"request_id":"%s"' % n in srv.logs() for n in names) else None, 20,
+                     "the access log")
+    out = {}
+    for n, bid in re.findall(r'"request_id":"(\w+)".*?"batch_id":(\d+)', log):
+        if n in names:
+            out.setdefault(bid, []).append(n)
+    return {b: sorted(v) for b, v in out.items()}
 
 
 def logged_order(srv, names):
@@ -509,6 +536,59 @@ class ZeroCopyBatching(unittest.TestCase):
             self.assertEqual(copied(s, "mlp", "batch"), 0 if gone_first else 2 * xs[0].nbytes)
             wait_until(lambda: slots_in_use(s) == 0, 10, "every slot back in the pool")
             check_probs(self, xs[1], s.request("POST", "/v2/models/mlp/infer", body, hdrs))
+
+    def test_bodies_completing_out_of_order_still_batch_in_place(self):
+        """Rows are handed out as headers arrive, requests queue as bodies complete: A0 B1 C2 D3 (rows), with
+        A's and C's bodies held back, queue as B D A C while a blocker holds the one instance. With
+        max_batch_size 2 Triton's rule takes B and D, whose rows are not back to back; the batcher takes the
+        oldest (B) with A instead (rows 0-1), then D with C (rows 2-3): two batches read in place, nothing
+        gathered, every answer its own rows (64 x tanh of its own value)."""
+        cfg = {"max_batch_size": 2, "instance_group": [{"count": 1}],
+               "dynamic_batching": {"max_queue_delay_microseconds": 0}}
+        with Server(repo({"tanh": "tanh.onnx"}, {"tanh": cfg}), "--deadline-ms", "0", "--loops", "1",
+                    "--workers", "2", "--max-body-bytes", "64M", "--pool-max-slot-bytes", "128M") as s:
+            conns = {n: RawConn(s.port, timeout=120) for n in ("blocker", "A", "B", "C", "D")}
+            body, hdrs = tanh_body(PrioritiesAndPolicies.BLOCKER, rows=2)
+            head = request_bytes("POST", "/v2/models/tanh/infer", b"",
+                                 list(hdrs.items()) + [("Transfer-Encoding", "chunked")])
+            conns["blocker"].send(head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))  # chunked: not staged
+            wait_until(lambda: queued(s, "tanh") == 0 and metric(s, "ortserve_inflight_requests") >= 2, 20,
+                       "the blocker to run")
+            xs, reqs = {}, {}
+            for i, n in enumerate("ABCD"):
+                xs[n] = np.full((1, 8), 0.1 * (i + 1), np.float32)
+                hdr = {"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "parameters": {"binary_data_size": 32}}],
+                       "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}
+                b, h = binary_body(hdr, [xs[n].tobytes()])
+                reqs[n] = request_bytes("POST", "/v2/models/tanh/infer", b, list(h.items()) + [("X-Request-ID", n)])
+            queued_now = 0
+            for n, whole in (("A", False), ("B", True), ("C", False), ("D", True), ("A", None), ("C", None)):
+                c = conns[n]
+                c.send(reqs[n][-8:] if whole is None else reqs[n] if whole else reqs[n][:-8])
+                if whole is False:
+                    wait_until(lambda: server_consumed(s.port, c.sock), 20, "the server to read %s's header" % n)
+                    continue
+                queued_now += 1
+                wait_until(lambda: queued(s, "tanh") == queued_now, 20, n + " to queue")
+            # all four queued at once: the blocker still held the instance (a free one takes each at once)
+            res = {n: conns[n].read_response() for n in "ABCD"}
+            self.assertEqual(conns["blocker"].read_response().status, 200)
+            for c in conns.values():
+                c.close()
+            y = {}
+            for n in "ABCD":
+                self.assertEqual(res[n].status, 200, res[n])
+                _, blobs = split_binary({k.lower(): v for k, v in res[n].headers}, res[n].body)
+                y[n] = np.frombuffer(blobs["y"], np.float32)
+                ref = xs[n].astype(np.float64)
+                for _ in range(64):
+                    ref = np.tanh(ref)
+                np.testing.assert_allclose(y[n], ref.ravel(), rtol=1e-5)
+            st = stats_of(s, "tanh")
+            self.assertEqual({b["batch_size"]: b["compute_infer"]["count"] for b in st["batch_stats"]}, {2: 3})
+            self.assertEqual(copied(s, "tanh", "batch"), 0)
+            pairs = logged_batches(s, "ABCD")
+            self.assertEqual(sorted(pairs.values()), [["A", "B"], ["C", "D"]], pairs)
 
     def test_client_gone_mid_body_between_members(self):
         self.rows_left_behind("close", gone_first=False)
