@@ -689,6 +689,32 @@ class ResponseCache(unittest.TestCase):
             self.assertRegex(m, r'ortserve_cache_bytes\{state="budget"\} 4194304')
             self.assertRegex(m, r'ortserve_cache_entries [1-9]')
 
+    def test_colliding_hashes_never_answer_another_input(self):
+        """With the test hook ORTSERVE_TEST_CACHE_COLLISIONS=1 every key hashes alike, so every lookup of the
+        model version finds the one cached entry and only the full comparison tells inputs apart: a second
+        input is answered by its own run (a miss, never the entry's response), and the cached input still hits
+        with its own answer."""
+        cfgc = {"response_cache": {"enable": True}}
+        with Server(repo({"mlp": "mlp.onnx"}, {"mlp": cfgc}), "--cache-size", "4M",
+                    env={"ORTSERVE_TEST_CACHE_COLLISIONS": "1"}) as s:
+            self.assertIn('"event":"cache_test_collisions"', s.logs())
+            xa = np.random.default_rng(11).standard_normal((1, 64)).astype(np.float32)
+            xb = xa.copy()
+            xb[0, 0] += 1.0  # another input of the same shape: the same (forced) hash
+            answers = {}
+            for name, x in (("a", xa), ("b", xb), ("a", xa), ("b", xb), ("a", xa)):
+                st, body = s.json("POST", "/v2/models/mlp/infer", mlp_request(x))
+                self.assertEqual(st, 200, body)
+                check_mlp(self, x, body)
+                answers.setdefault(name, []).append(body["outputs"][0]["data"])
+            self.assertNotEqual(answers["a"][0], answers["b"][0])
+            self.assertTrue(all(v == answers["a"][0] for v in answers["a"]))
+            st = stats_of(s, "mlp")
+            hits, misses = st["inference_stats"]["cache_hit"]["count"], st["inference_stats"]["cache_miss"]["count"]
+            self.assertEqual((hits, misses), (2, 3))  # a's repeats hit; b collides with a's entry every time
+            self.assertEqual(st["execution_count"], 3)
+            self.assertEqual(metric(s, "ortserve_cache_entries"), 1)
+
     def test_eviction_keeps_the_budget(self):
         cfgc = {"response_cache": {"enable": True}}
         with Server(repo({"rows": "rows.onnx"}, {"rows": cfgc}), "--cache-size", "64K") as s:
