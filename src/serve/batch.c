@@ -6,8 +6,10 @@
  *   1. each member's own prepare step (image decoding) runs; a member that fails it is answered alone;
  *   2. a batch infer over the model declares every input with the members' shape and the summed rows
  *      along the first dimension, and the union of the outputs they asked for; ONE pool slot holds it;
- *   3. each member's input rows are copied into the batch's input ranges, in member order (counted
- *      per member as copy reason "batch": the one copy batching costs);
+ *   3. when the members' rows lie back to back in one stage (binary bodies received into the forming
+ *      batch, stage.c) the batch's inputs are bound there, read in place; otherwise each member's input
+ *      rows are copied into the batch's input ranges, in member order (counted per member as copy reason
+ *      "batch": the one copy batching costs);
  *   4. the run, under the watchdog with the latest member deadline (a member whose own deadline passes
  *      meanwhile is answered 504; the run is canceled only when all of them have passed);
  *   5. each member's outputs become views of its rows of the batch's output slot

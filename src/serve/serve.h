@@ -8,9 +8,12 @@
  * deadline, the priority) and gets the request back finished, with output views to encode.
  *
  * One request, as data through this layer:
- *   front: decode → osv_serve_admit (memory guard) → lay out, fill or bind inputs → osv_serve_submit
- *   serve: inline on the submitting thread (a fast model with nothing queued) or the model's queue;
- *          a worker takes it, runs prepare (e.g. image decoding), then the model under the watchdog
+ *   front: decode → osv_serve_admit (memory guard) → [osv_serve_stage: rows in the forming batch] →
+ *          lay out, fill or bind inputs → osv_serve_submit
+ *   serve: inline on the submitting thread (a fast model with nothing queued; with adaptive batching,
+ *          at the end of the loop's wake-up, together with what the wake-up held: osv_serve_flush) or the
+ *          model's queue; a worker takes it, runs prepare (e.g. image decoding), then the model under the
+ *          watchdog
  *   front: complete() on the thread that ran it (a worker: encode there, then hand the response to
  *          the connection's event loop) — or, inline, right after osv_serve_submit returns.
  *

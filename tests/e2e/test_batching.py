@@ -134,33 +134,44 @@ class DynamicBatching(unittest.TestCase):
             self.assertRegex(m, r'ortserve_copied_bytes_total\{model="mlp",version="1",reason="batch"\} [1-9]')
 
     def test_mixed_shapes_never_share_a_batch(self):
-        """rows.onnx [N,T]: requests with T=3 and T=5 sent together; every batch holds one T only, and
-        every answer is 2x+1 of its own input."""
+        """rows.onnx [N,T]: requests with T=3 and T=5 sent together, JSON and binary (binary ones reserve rows
+        in the forming batch of their own shape, or take their own slot while another shape holds it); every
+        batch holds one T only, and every answer is 2x+1 of its own input."""
         cfg = {"max_batch_size": 32, "dynamic_batching": {"max_queue_delay_microseconds": 30000},
                "instance_group": [{"count": 1}]}
-        with Server(repo({"rows": "rows.onnx"}, {"rows": cfg})) as s:
-            out, xs = {}, {}
+        for fmt in ("json", "binary"):
+            with self.subTest(fmt), Server(repo({"rows": "rows.onnx"}, {"rows": cfg})) as s:
+                out, xs = {}, {}
 
-            def go(i):
-                t = 3 if i % 2 else 5
-                xs[i] = np.random.default_rng(i).standard_normal((1, t)).astype(np.float32)
-                req = {"inputs": [{"name": "x", "shape": [1, t], "datatype": "FP32", "data": xs[i].ravel().tolist()}]}
-                out[i] = s.json("POST", "/v2/models/rows/infer", req, headers={"X-Request-ID": "t%d-%d" % (t, i)})
-            ts = [threading.Thread(target=go, args=(i,)) for i in range(16)]
-            [t.start() for t in ts]
-            [t.join(60) for t in ts]
-            for i in range(16):
-                st, body = out[i]
-                self.assertEqual(st, 200, body)
-                np.testing.assert_allclose(np.array(body["outputs"][0]["data"]).reshape(xs[i].shape), 2 * xs[i] + 1,
-                                           rtol=1e-6)
-            log = wait_until(lambda: s.logs() if s.logs().count('"request_id":"t') == 16 else None, 10, "access log")
-            per_batch = {}
-            for t, bid in re.findall(r'"request_id":"t(\d)-\d+".*?"batch_id":(\d+)', log):
-                per_batch.setdefault(bid, set()).add(t)
-            self.assertTrue(per_batch, "no request ran in a batch")
-            for bid, shapes in per_batch.items():
-                self.assertEqual(len(shapes), 1, "batch %s mixed T=%s" % (bid, shapes))
+                def go(i):
+                    t = 3 if i % 2 else 5
+                    xs[i] = np.random.default_rng(i).standard_normal((1, t)).astype(np.float32)
+                    hdrs = {"X-Request-ID": "t%d-%d" % (t, i)}
+                    if fmt == "json":
+                        req = json.dumps({"inputs": [{"name": "x", "shape": [1, t], "datatype": "FP32",
+                                                      "data": xs[i].ravel().tolist()}]})
+                    else:
+                        req, h = binary_body({"inputs": [{"name": "x", "shape": [1, t], "datatype": "FP32",
+                                                          "parameters": {"binary_data_size": 4 * t}}]},
+                                             [xs[i].tobytes()])
+                        hdrs.update(h)
+                    out[i] = s.json("POST", "/v2/models/rows/infer", req, headers=hdrs)
+                ts = [threading.Thread(target=go, args=(i,)) for i in range(16)]
+                [t.start() for t in ts]
+                [t.join(60) for t in ts]
+                for i in range(16):
+                    st, body = out[i]
+                    self.assertEqual(st, 200, body)
+                    np.testing.assert_allclose(np.array(body["outputs"][0]["data"]).reshape(xs[i].shape),
+                                               2 * xs[i] + 1, rtol=1e-6)
+                log = wait_until(lambda: s.logs() if s.logs().count('"request_id":"t') == 16 else None, 10,
+                                 "access log")
+                per_batch = {}
+                for t, bid in re.findall(r'"request_id":"t(\d)-\d+".*?"batch_id":(\d+)', log):
+                    per_batch.setdefault(bid, set()).add(t)
+                self.assertTrue(per_batch, "no request ran in a batch")
+                for bid, shapes in per_batch.items():
+                    self.assertEqual(len(shapes), 1, "batch %s mixed T=%s" % (bid, shapes))
 
     def test_max_batch_size_bounds_a_request(self):
         with Server(repo({"mlp": "mlp.onnx"}, {"mlp": {"max_batch_size": 4, "dynamic_batching": {}}})) as s:
