@@ -62,8 +62,8 @@ struct osv_stager {
     uint32_t lanes; /* open stages: lane 0 for batches a worker forms, one per loop thread for the batches
                        a loop collects in one wake-up (their rows then lie back to back) */
     pthread_mutex_t lock;
-    osv_stage_t *free; /* recycled objects, under lock */
-    osv_stage_t *open[]; /* under lock */ /* per lane, taking reservations; NULL = the next one opens a stage */
+    osv_stage_t *free;   /* recycled objects, under lock */
+    osv_stage_t *open[]; /* per lane, taking reservations (NULL: the next one opens a stage), under lock */
 };
 
 int osv_stager_create(osv_model_t *m, uint64_t cap, uint32_t lanes, osv_stager_t **out, osv_err_t *err)
@@ -109,9 +109,8 @@ static uint64_t request_rows(const osv_model_t *m, const osv_infer_t *inf, stage
     uint64_t rows = 0;
     for (uint32_t i = 0; i < n_in; i++) {
         osv_infer_input_info_t a;
-        uint64_t size = 0;
         if (osv_infer_input_info(inf, i, &a) != 0 || a.rank < 1 || a.dims[0] < 1 || a.dtype == OSV_DTYPE_BYTES ||
-            !(size = osv_dtype_size(a.dtype)) || (rows && (uint64_t)a.dims[0] != rows))
+            !osv_dtype_size(a.dtype) || (rows && (uint64_t)a.dims[0] != rows))
             return 0;
         rows = (uint64_t)a.dims[0];
         if (a.bytes % rows)
