@@ -92,6 +92,11 @@ OSV_API int osv_infer_prepare(osv_infer_t *inf, osv_err_t *err);
 /* Slot range for declared input `idx` (after prepare): the caller writes exactly *len bytes there
  * (for a converted input: in the request's datatype). OSV_EINVAL for an external input. */
 OSV_API int osv_infer_input_buffer(osv_infer_t *inf, uint32_t idx, void **ptr, uint64_t *len);
+/* Where the caller writes declared input `idx`'s bytes after prepare: its slot range (as
+ * osv_infer_input_buffer), or, for an input bound with osv_infer_input_external and read in place,
+ * that memory (a staged request's rows in a forming batch). OSV_EINVAL when prepare copied the
+ * external bytes into the slot (misaligned, forced): bytes written now would not be seen. */
+OSV_API int osv_infer_input_dest(osv_infer_t *inf, uint32_t idx, void **ptr, uint64_t *len);
 
 /* Runs the model. Thread-safe against osv_infer_cancel only. OSV_ECANCELED when canceled,
  * OSV_EORT (message from ORT) on a model failure, OSV_EINVAL when ORT rejects the inputs. */
@@ -129,17 +134,19 @@ OSV_API uint64_t osv_infer_ns(const osv_infer_t *inf, osv_phase_t p);
 
 /* ---- batching (the server's batcher joins requests of one model into one run) ------------------------- */
 
-/* A declared, prepared input as the request sent it: datatype, shape, byte size, and where its bytes
- * are (the slot or caller memory). Valid until osv_infer_fini. */
+/* A declared input as the request sent it: datatype, shape, byte size, whether it is converted to the
+ * model's datatype, and — once prepared — where its bytes are (the slot or caller memory; NULL before
+ * prepare). Valid until osv_infer_fini. */
 typedef struct osv_infer_input_info {
     osv_dtype_t dtype;
     uint32_t rank;
     const int64_t *dims;
     uint64_t bytes;
+    bool convert;
     const void *data;
 } osv_infer_input_info_t;
 
-/* 0, or OSV_EINVAL when idx is not a declared input of a prepared infer. */
+/* 0, or OSV_EINVAL when idx is not a declared input (or, prepared, its bytes have no place). */
 OSV_API int osv_infer_input_info(const osv_infer_t *inf, uint32_t idx, osv_infer_input_info_t *info);
 /* Model output index of the k-th requested output (UINT32_MAX when none). After prepare. */
 OSV_API uint32_t osv_infer_output_index(const osv_infer_t *inf, uint32_t k);

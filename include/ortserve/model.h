@@ -157,8 +157,9 @@ OSV_API uint64_t osv_model_warmup_ns(const osv_model_t *m);
 /* Resident memory the warm-up Run added to the process (ONNX Runtime's buffers for one run; 0 when
  * it did not run): an estimate of what each further run in flight at once may take. */
 OSV_API uint64_t osv_model_warmup_bytes(const osv_model_t *m);
-/* Runs the model `reps` times on zeros with `rows` along the first dimension (other dynamic dims 1)
- * and gives the fastest run's nanoseconds: a point of its batch cost curve. Load time (it allocates). */
+/* Runs the model `reps` times with `rows` along the first dimension (other dynamic dims 1; floating-point
+ * inputs random in [0, 1), the same on every load; other inputs zero) and gives the fastest run's
+ * nanoseconds: a point of its batch cost curve. Load time (it allocates). */
 OSV_API int osv_model_time_batch(osv_model_t *m, uint64_t rows, int reps, uint64_t *best_ns, osv_err_t *err);
 /* Warm-up executions completed before the version was shared (config.pbtxt's model_warmup samples ×
  * count × sessions, or the one run on zeros). */

@@ -499,6 +499,20 @@ int osv_infer_input_buffer(osv_infer_t *inf, uint32_t idx, void **ptr, uint64_t 
     return 0;
 }
 
+int osv_infer_input_dest(osv_infer_t *inf, uint32_t idx, void **ptr, uint64_t *len)
+{
+    infer_in_t *in = idx < inf->m->n_in ? &inf->in[idx] : NULL;
+    if (!inf->prepared || !in || !in->declared)
+        return OSV_EINVAL;
+    if (!in->external)
+        return osv_infer_input_buffer(inf, idx, ptr, len);
+    if (in->in_slot) /* copied into the slot at prepare: bytes written to ext now would not be seen */
+        return OSV_EINVAL;
+    *ptr = in->bytes ? in->ext : empty_tensor;
+    *len = in->bytes;
+    return 0;
+}
+
 /* Reads element i of a numeric array as double / int64 / uint64 for conversion. */
 typedef union num {
     double f;
@@ -1105,12 +1119,17 @@ void osv_infer_fini(osv_infer_t *inf)
 int osv_infer_input_info(const osv_infer_t *inf, uint32_t idx, osv_infer_input_info_t *info)
 {
     const infer_in_t *in = idx < inf->m->n_in ? &inf->in[idx] : NULL;
-    if (!in || !in->declared || !inf->prepared)
+    if (!in || !in->declared)
         return OSV_EINVAL;
     info->dtype = in->dtype;
     info->rank = in->rank;
     info->dims = in->dims;
     info->bytes = in->bytes;
+    info->convert = in->convert != 0;
+    if (!inf->prepared) {
+        info->data = NULL;
+        return 0;
+    }
     info->data = in->in_slot ? slot_ptr((osv_infer_t *)inf, in->off, in->bytes) : in->ext;
     return info->data || !in->bytes ? 0 : OSV_EINVAL;
 }

@@ -590,6 +590,10 @@ static void on_timeout(osv_conn_t *c)
 static void conn_back(osv_post_t *p)
 {
     osv_conn_t *c = (osv_conn_t *)((char *)p - offsetof(osv_conn_t, done));
+    if (c->state == CONN_WRITE) { /* answered on this loop (a run it collected, osv_serve_flush) */
+        conn_drive(c);
+        return;
+    }
     if (c->state != CONN_RUN)
         return;
     if (c->res.ready) {

@@ -100,6 +100,7 @@ static void infer_cleanup(osv_conn_t *c)
     if (x) {
         if (x->inf)
             osv_infer_fini(x->inf);
+        osv_serve_unstage(&x->sreq); /* after fini: its rows in a forming batch, if it had some */
         for (uint32_t i = 0; i < x->n_in; i++) {
             osv_shm_put(x->ins[i].shm);
             if (x->ins[i].enc.base)
@@ -793,6 +794,8 @@ static void dispatch(osv_conn_t *c)
     c->req.ns[OSV_PHASE_COMPUTE_INPUT] = c->req.phase_t1[OSV_PHASE_COMPUTE_INPUT] - x->t_decode;
     *r = (osv_sreq_t){.model = x->m,
                       .inf = x->inf,
+                      .stage = r->stage, /* osv_serve_stage's, kept */
+                      .stage_row = r->stage_row,
                       .deadline = c->req.deadline,
                       .deadline_ms = c->req.deadline_ms,
                       .deadline_src = c->req.deadline_src,
@@ -838,7 +841,7 @@ static void receive_binary(osv_conn_t *c)
         if (in->image) {
             dst = (void *)in->enc_ptr; /* the encoded images; decoded into the tensor on a worker */
         } else {
-            osv_infer_input_buffer(x->inf, in->idx, &dst, &len);
+            osv_infer_input_dest(x->inf, in->idx, &dst, &len); /* its slot range, or its rows in a batch */
             if (in->raw_string) { /* Triton's serialized element: its length, then the body after it */
                 uint32_t l32 = (uint32_t)in->binary_size;
                 memcpy(dst, &l32, 4);
@@ -920,6 +923,22 @@ static void prepare_and_continue(osv_conn_t *c)
     }
 }
 
+/* Zero-copy batching: when every input comes in the binary section, the request's shape is known before
+ * its body arrives, so it may reserve its rows in its model's forming batch (osv_serve_stage) and have
+ * the body received straight into them. JSON data, shared memory, images and bodies received whole
+ * (chunked, compressed) keep their own slot. */
+static void stage_binary(osv_conn_t *c, infer_ctx_t *x)
+{
+    if (x->in_memory || !x->binary_len || !x->n_in)
+        return;
+    for (uint32_t i = 0; i < x->n_in; i++)
+        if (!x->ins[i].binary || x->ins[i].image || x->ins[i].raw_string || x->ins[i].shm)
+            return;
+    x->sreq.model = x->m;
+    x->sreq.inf = x->inf;
+    osv_serve_stage(c->srv->serve, &x->sreq);
+}
+
 static int init_infer(osv_conn_t *c, infer_ctx_t *x)
 {
     osv_server_t *s = c->srv;
@@ -951,6 +970,7 @@ static void header_received(osv_conn_t *c)
         osv_res_error_code(c, rc, x->err.msg);
         return;
     }
+    stage_binary(c, x);
     prepare_and_continue(c);
 }
 
@@ -1044,6 +1064,7 @@ static void raw_request(osv_conn_t *c, infer_ctx_t *x)
         osv_res_error_code(c, rc, x->err.msg);
         return;
     }
+    stage_binary(c, x);
     prepare_and_continue(c);
 }
 

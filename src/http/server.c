@@ -202,10 +202,18 @@ static void loop_thread_init(int index, void *ud)
 {
     osv_server_t *s = ud;
     osv_serve_thread_init(s->serve, index);
+    osv_serve_thread_collects(s->serve);
+}
+
+/* The end of a loop's wake-up: the request layer runs what its events submitted together. */
+static bool loop_flush(void *ud)
+{
+    return osv_serve_flush(((osv_server_t *)ud)->serve);
 }
 
 int osv_server_run(osv_server_t *s)
 {
+    osv_net_set_flush(s->net, loop_flush, s);
     int rc = osv_net_start(s->net, loop_thread_init, s);
     if (rc != 0)
         return rc;

@@ -58,6 +58,8 @@ struct osv_loop {
     osv_nconn_t **heap; /* timer min-heap */
     uint32_t n_heap, cap_heap;
     _Atomic(osv_post_t *) done; /* posted by other threads, run on this one */
+    osv_post_t *local_head, *local_tail; /* posted by this thread itself: run once the wake-up's events are */
+    bool settle_more;                  /* settle() left work: the next wait does not block */
     bool accepting;
     uint64_t accept_paused_until; /* after EMFILE: monotonic ns */
     uint64_t abandon_at;          /* drain timed out: when to give up on the last connections */
@@ -73,6 +75,8 @@ struct osv_net {
     int n_fronts;
     void (*thread_init)(int index, void *ud);
     void *thread_ud;
+    bool (*flush)(void *ud); /* osv_net_set_flush */
+    void *flush_ud;
     /* written by anyone */
     _Atomic int stopping; /* 1: stop accepting and drain; 2: drain timed out, close everything */
     _Atomic uint32_t conns;
@@ -428,6 +432,15 @@ static void loop_wake(osv_loop_t *l)
 
 void osv_loop_post(osv_loop_t *l, osv_post_t *p)
 {
+    if (osv_loop_is_current(l)) { /* from the loop itself: no wake-up needed, settle() runs it */
+        p->next = NULL;
+        if (l->local_tail)
+            l->local_tail->next = p;
+        else
+            l->local_head = p;
+        l->local_tail = p;
+        return;
+    }
     osv_post_t *old = atomic_load_explicit(&l->done, memory_order_relaxed);
     do {
         p->next = old;
@@ -456,6 +469,32 @@ static void run_posts(osv_loop_t *l)
         fifo->fn(fifo);
         fifo = n;
     }
+}
+
+/* Rounds of flush + own posts per wake-up: each round's posts may submit requests (pipelined ones) the
+ * next round's flush runs; what is left after this many waits for the next iteration (not blocking). */
+#define SETTLE_ROUNDS 8
+
+/* The wake-up's events are handled: the front's flush (the request layer runs what they submitted
+ * together), then what the loop posted itself (answers of those runs), until neither leaves work. */
+static void settle(osv_loop_t *l)
+{
+    for (int round = 0; round < SETTLE_ROUNDS; round++) {
+        bool more = l->net->flush && l->net->flush(l->net->flush_ud);
+        if (!l->local_head && !more) {
+            l->settle_more = false;
+            return;
+        }
+        osv_post_t *p = l->local_head;
+        l->local_head = l->local_tail = NULL;
+        while (p) {
+            osv_post_t *n = p->next;
+            p->next = NULL;
+            p->fn(p);
+            p = n;
+        }
+    }
+    l->settle_more = true; /* rounds spent with work left: the next wait only polls */
 }
 
 /* ---- accepting ------------------------------------------------------------------------------------------ */
@@ -627,6 +666,8 @@ static int next_timeout_ms(const osv_loop_t *l)
         at = l->accept_paused_until;
     int log_ms = osv_obs_tick(); /* buffered access-log lines must not wait for traffic */
     int ms;
+    if (l->settle_more)
+        return 0;
     if (atomic_load(&l->net->stopping))
         return 50;
     if (sweep_pending(l) && (!at || l->next_sweep < at))
@@ -674,6 +715,7 @@ static void *loop_main(void *arg)
         for (int i = 0; i < n; i++)
             dispatch(l, evs[i].data.ptr, evs[i].events);
         run_timers(l);
+        settle(l);
         sweep_free_lists(l);
         resume_accept(l);
         osv_obs_tick();
@@ -815,6 +857,12 @@ int osv_net_listen(osv_net_t *n, const osv_front_t *f, const char *host, int por
     }
     *bound = p;
     return 0;
+}
+
+void osv_net_set_flush(osv_net_t *n, bool (*flush)(void *ud), void *ud)
+{
+    n->flush = flush;
+    n->flush_ud = ud;
 }
 
 int osv_net_start(osv_net_t *n, void (*thread_init)(int index, void *ud), void *ud)

@@ -98,6 +98,11 @@ int osv_net_listen(osv_net_t *n, const osv_front_t *f, const char *host, int por
  * with SO_REUSEPORT set; port 0 always passes. osv_net_listen checks this itself; a program can ask
  * before the slow part of its start-up (loading models). */
 int osv_net_probe(const char *host, int port, osv_err_t *err);
+/* flush(ud) runs on each loop thread once it handled the events (and timers) of one wake-up, before it
+ * waits for more — and again, up to a few rounds, while what the loop posted itself since (answers of
+ * what flush ran) leaves more to do: the request layer runs a wake-up's requests together there. It
+ * returns true when it left work behind (the loop then polls without blocking). Before osv_net_start. */
+void osv_net_set_flush(osv_net_t *n, bool (*flush)(void *ud), void *ud);
 /* Starts the loop threads; each calls thread_init(index, ud) first (may be NULL). */
 int osv_net_start(osv_net_t *n, void (*thread_init)(int index, void *ud), void *ud);
 /* Stops accepting and closes idle connections; requests in progress go on (drain). Any thread. */
@@ -146,7 +151,8 @@ uint64_t osv_loop_now(const osv_loop_t *l);
 int osv_loop_index(const osv_loop_t *l);
 /* True when the calling thread is this loop's. */
 bool osv_loop_is_current(const osv_loop_t *l);
-/* Hands p to loop l: p->fn runs on l's thread. Lock-free; any thread. */
+/* Hands p to loop l: p->fn runs on l's thread. Lock-free; any thread. From l's own thread, p runs once
+ * the current wake-up's events are handled (no wake-up is written). */
 void osv_loop_post(osv_loop_t *l, osv_post_t *p);
 
 #endif

@@ -6,8 +6,10 @@
  *   1. each member's own prepare step (image decoding) runs; a member that fails it is answered alone;
  *   2. a batch infer over the model declares every input with the members' shape and the summed rows
  *      along the first dimension, and the union of the outputs they asked for; ONE pool slot holds it;
- *   3. each member's input rows are copied into the batch's input ranges, in member order (counted
- *      per member as copy reason "batch": the one copy batching costs);
+ *   3. when the members' rows lie back to back in one stage (binary bodies received into the forming
+ *      batch, stage.c) the batch's inputs are bound there, read in place; otherwise each member's input
+ *      rows are copied into the batch's input ranges, in member order (counted per member as copy reason
+ *      "batch": the one copy batching costs);
  *   4. the run, under the watchdog with the latest member deadline (a member whose own deadline passes
  *      meanwhile is answered 504; the run is canceled only when all of them have passed);
  *   5. each member's outputs become views of its rows of the batch's output slot
@@ -30,6 +32,7 @@
 #include "obs/obs.h"
 #include "serve/cache.h"
 #include "serve/serve_internal.h"
+#include "util/sanitize.h"
 
 #define CURVE_MAX       13  /* 1, 2, 4 ... 4096 rows */
 #define CURVE_GAIN_PCT  95  /* a doubling pays when a row costs at most 95 % of what it did */
@@ -43,6 +46,7 @@ typedef struct batch {
     osv_batcher_t *owner;
     struct batch *next_free;
     osv_infer_t *inf;
+    osv_stage_t *stage; /* the stage its inputs are bound to (a use of it), or NULL: gathered */
     size_t mem_size;
     _Alignas(16) unsigned char mem[];
 } batch_t;
@@ -113,6 +117,8 @@ static void batch_release(void *ud)
         return;
     osv_infer_fini(x->inf);
     x->inf = NULL;
+    osv_stage_release(x->stage); /* after fini: ORT's input values over the stage are gone */
+    x->stage = NULL;
     pthread_mutex_lock(&x->owner->free_lock);
     x->next_free = x->owner->free;
     x->owner->free = x;
@@ -121,8 +127,9 @@ static void batch_release(void *ud)
 
 /* ---- the run -------------------------------------------------------------------------------------------- */
 
-/* Declares the batch's inputs (the members' shape, summed rows) and the outputs any member asked for. */
-static int declare(batch_t *x, osv_sreq_t *members, uint64_t rows, osv_err_t *err)
+/* Declares the batch's inputs (the members' shape, summed rows) — bound in place to the stage's rows
+ * [row0, row0 + rows) when x->stage is set — and the outputs any member asked for. */
+static int declare(batch_t *x, osv_sreq_t *members, uint64_t rows, uint64_t row0, osv_err_t *err)
 {
     osv_model_t *m = members->model;
     uint32_t n_in = osv_model_input_count(m), n_out = osv_model_output_count(m);
@@ -143,6 +150,14 @@ static int declare(batch_t *x, osv_sreq_t *members, uint64_t rows, osv_err_t *er
         }
         if ((rc = osv_infer_add_input(x->inf, i, a.dtype, dims, a.rank, bytes, err)) != 0)
             return rc;
+        if (x->stage) {
+            uint64_t len = 0;
+            void *p = osv_stage_input(x->stage, i, row0, rows, &len);
+            if (OSV_NEVER(!p))
+                return osv_err_set(err, OSV_EINVAL, "batch rows outside their stage");
+            if ((rc = osv_infer_input_external(x->inf, i, p, len, err)) != 0)
+                return rc;
+        }
     }
     for (uint32_t o = 0; o < n_out; o++) {
         bool wanted = false;
@@ -257,14 +272,23 @@ void osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uint32_t n
         run_alone(s, keep);
         return;
     }
-    /* 2, 3. the batch's slot, the members' rows gathered into it */
+    /* 2, 3. the batch's slot, the members' rows gathered into it — unless they lie back to back in one
+     * stage, where the batch reads them in place */
     osv_infer_opts_t io = {.pool = s->pool, .force_copy = s->o.force_copy};
-    if (osv_infer_init(x->mem, x->mem_size, b->m, &io, &x->inf, &err) != 0 || declare(x, keep, rows, &err) != 0) {
+    osv_stage_t *stage = NULL;
+    uint64_t row0 = 0;
+    if (osv_stage_tile(&keep, &stage, &row0)) {
+        osv_stage_hold(stage);
+        x->stage = stage;
+    }
+    if (osv_infer_init(x->mem, x->mem_size, b->m, &io, &x->inf, &err) != 0 ||
+        declare(x, keep, rows, row0, &err) != 0) {
         batch_release(x); /* e.g. the pool is full: the members still hold their own slots */
         run_alone(s, keep);
         return;
     }
-    gather(x, keep);
+    if (!x->stage)
+        gather(x, keep);
     uint64_t t1 = osv_now_ns(), id = atomic_fetch_add(&s->batch_ids, 1) + 1;
     /* 4. the run */
     rc = osv_sched_run_infer(s, x->inf, latest_deadline(keep), ms->stats, &err);

@@ -1,10 +1,18 @@
 /* cache.c — the response cache: a bounded LRU of whole successful responses, keyed by model version,
  * requested outputs and input bytes (cache.h). */
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
+#include "obs/log.h"
 #include "serve/cache.h"
+
+/* Test hook, never for production: with this variable set to 1 every key hashes alike, so the end-to-end
+ * tests can show that the full comparison alone keeps colliding inputs apart (a lookup then finds the
+ * one cached entry of the model version for any input, compares, and answers only its own input from
+ * it). Logged as a warning at start. */
+#define TEST_COLLISIONS_ENV "ORTSERVE_TEST_CACHE_COLLISIONS"
 
 #define ALIGN16(x) (((x) + 15u) & ~(uint64_t)15u)
 #define MAX_OUTPUTS 64 /* a request with more outputs is neither looked up nor kept */
@@ -44,6 +52,7 @@ typedef struct entry {
 struct osv_cache {
     pthread_mutex_t lock;
     uint64_t key[2]; /* SipHash key, random per process */
+    bool collide;    /* TEST_COLLISIONS_ENV: every hash is the same */
     entry_t **buckets;
     uint64_t mask;
     entry_t *head, *tail;
@@ -159,6 +168,8 @@ static bool hash_request(const osv_cache_t *c, const osv_sreq_t *r, uint64_t out
         sip_update(&s, a.data, a.bytes);
     }
     sip_final(&s, out);
+    if (c->collide)
+        out[0] = out[1] = 0;
     return true;
 }
 
@@ -451,6 +462,11 @@ int osv_cache_create(uint64_t budget, osv_cache_t **out, osv_err_t *err)
         c->key[0] = osv_now_ns() ^ (uint64_t)(uintptr_t)c;
         c->key[1] = (uint64_t)(uintptr_t)&c ^ 0x9e3779b97f4a7c15ull;
     }
+    const char *collide = getenv(TEST_COLLISIONS_ENV);
+    if ((c->collide = collide && strcmp(collide, "1") == 0))
+        osv_log(OSV_LOG_WARN, "cache_test_collisions",
+                "\"variable\":\"" TEST_COLLISIONS_ENV "\",\"detail\":\"every response cache key hashes alike "
+                "(a test hook): the cache keeps one entry per model version\"");
     pthread_mutex_init(&c->lock, NULL);
     *out = c;
     return 0;

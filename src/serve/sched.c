@@ -30,6 +30,14 @@
 
 static _Thread_local int my_slot = -1;
 
+/* Requests one wake-up of this loop thread submitted for a fast model with adaptive batching: they run
+ * together, inline, once the wake-up's events are handled (osv_serve_flush). The thread's alone. */
+typedef struct collect {
+    bool on; /* osv_serve_thread_collects: the loop calls osv_serve_flush */
+    osv_sreq_t *head, *tail; /* next-linked, in submission order */
+} collect_t;
+static _Thread_local collect_t collected;
+
 mstate_t *osv_mstate(const osv_model_t *m)
 {
     return osv_model_attachment(m, OSV_ATTACH_SCHED);
@@ -85,7 +93,9 @@ int osv_mstate_create(const osv_serve_opts_t *o, osv_model_t *m, bool cache, mst
     /* Start the run-time estimate at the warm-up's (cold: an over-estimate), so a slow model's first
      * request goes to a worker instead of blocking an event loop. */
     atomic_init(&ms->ewma_ns, osv_model_warmup_ns(m));
-    if (ms->batching && (rc = osv_batcher_create(m, bc, &ms->bat, err)) != 0) {
+    if (ms->batching && ((rc = osv_batcher_create(m, bc, &ms->bat, err)) != 0 ||
+                         (bc->max_batch_size > 0 && (rc = osv_stager_create(m, bc->max_batch_size, 1 + (uint32_t)(o->loop_threads > 0 ? o->loop_threads : 0),
+                                                 &ms->stager, err)) != 0))) {
         osv_mstate_free(ms);
         return rc;
     }
@@ -96,8 +106,10 @@ int osv_mstate_create(const osv_serve_opts_t *o, osv_model_t *m, bool cache, mst
 void osv_mstate_free(void *p)
 {
     mstate_t *ms = p;
-    if (ms)
+    if (ms) {
         osv_batcher_free(ms->bat);
+        osv_stager_free(ms->stager);
+    }
     osv_free(ms);
 }
 
@@ -252,9 +264,11 @@ void osv_sched_run_one(osv_serve_t *s, osv_sreq_t *r)
 
 /* ---- queues (under lock) ------------------------------------------------------------------------------ */
 
+/* Queue membership also marks a staged request's rows as queued (stage.c's window), under lock. */
 static void rq_push(rq_t *q, osv_sreq_t *r)
 {
     r->next = NULL;
+    r->qprev = q->tail;
     r->q = q;
     if (q->tail)
         q->tail->next = r;
@@ -262,20 +276,24 @@ static void rq_push(rq_t *q, osv_sreq_t *r)
         q->head = r;
     q->tail = r;
     q->n++;
+    osv_stage_queued(r, true);
 }
 
-/* Unlinks r, whose predecessor in q is prev (NULL: r is the head). */
-static void rq_unlink(rq_t *q, osv_sreq_t *prev, osv_sreq_t *r)
+/* Unlinks r from q, wherever it is. */
+static void rq_unlink(rq_t *q, osv_sreq_t *r)
 {
-    if (prev)
-        prev->next = r->next;
+    if (r->qprev)
+        r->qprev->next = r->next;
     else
         q->head = r->next;
-    if (q->tail == r)
-        q->tail = prev;
+    if (r->next)
+        r->next->qprev = r->qprev;
+    else
+        q->tail = r->qprev;
     q->n--;
-    r->next = NULL;
+    r->next = r->qprev = NULL;
     r->q = NULL;
+    osv_stage_queued(r, false);
 }
 
 static void set_queued(osv_serve_t *s, mstate_t *ms, int delta)
@@ -387,20 +405,17 @@ static int expired(osv_serve_t *s, const mstate_t *ms, osv_sreq_t *r, uint64_t n
  * queue. */
 static void sweep_queue(osv_serve_t *s, mstate_t *ms, level_t *lv, rq_t *q, uint64_t now, osv_sreq_t **dead)
 {
-    osv_sreq_t *prev = NULL;
     for (osv_sreq_t *r = q->head, *nx; r; r = nx) {
         nx = r->next;
         if (expired(s, ms, r, now)) {
-            rq_unlink(q, prev, r);
+            rq_unlink(q, r);
             set_queued(s, ms, -1);
             r->bnext = *dead;
             *dead = r;
         } else if (q == &lv->main && r->queue_timeout && now >= r->queue_timeout) {
-            rq_unlink(q, prev, r); /* DELAY: behind every request of its level that has not timed out */
+            rq_unlink(q, r); /* DELAY: behind every request of its level that has not timed out */
             r->timed_out = true;
             rq_push(&lv->delayed, r);
-        } else {
-            prev = r;
         }
     }
 }
@@ -491,18 +506,43 @@ typedef struct formed {
     uint64_t due;        /* wait until then (members == NULL) */
 } formed_t;
 
-/* Pops the first k candidates (bnext-linked from c): each is at the head of its queue by then. */
+/* Pops the first k candidates (bnext-linked from c) from their queues. */
 static osv_sreq_t *pop_candidates(osv_serve_t *s, mstate_t *ms, osv_sreq_t *c, uint32_t k)
 {
     osv_sreq_t *first = c;
     for (uint32_t i = 0; i < k; i++, c = c->bnext) {
-        rq_t *q = c->q;
-        rq_unlink(q, NULL, c);
+        rq_unlink(c->q, c);
         set_queued(s, ms, -1);
         if (i + 1 == k)
             c->bnext = NULL;
     }
     return first;
+}
+
+/* The batch of the first k candidates (bnext-linked from `first`, the oldest request), popped into f. When
+ * their rows do not lie back to back in one stage (staged requests whose bodies completed in another order
+ * than their rows were handed out), a batch of as many rows from the oldest request's queue that do — around
+ * the oldest request's rows, all of them queued — is taken instead: the same size, the oldest request in it,
+ * read in place rather than gathered. The requests it passes over are as ready as those it takes and go in
+ * the next batch. */
+static void take_batch(osv_serve_t *s, mstate_t *ms, osv_sreq_t *first, uint32_t k, formed_t *f)
+{
+    uint64_t rows = 0;
+    uint32_t n = 0;
+    osv_sreq_t *c = first, *w;
+    for (uint32_t i = 0; i < k; i++, c = c->bnext)
+        rows += c->rows;
+    if (k > 1 && !osv_stage_tiles(first, k) && (w = osv_stage_window(first, rows, &n)) != NULL) {
+        for (osv_sreq_t *r = w; r; r = r->bnext) {
+            rq_unlink(r->q, r);
+            set_queued(s, ms, -1);
+        }
+        f->members = w;
+        f->n = n;
+        return;
+    }
+    f->members = pop_candidates(s, ms, first, k);
+    f->n = k;
 }
 
 /* Triton's dynamic batcher (dynamic_batch_scheduler.cc, GetDynamicBatch): requests in priority order,
@@ -567,13 +607,11 @@ static void form(osv_serve_t *s, mstate_t *ms, uint64_t now, formed_t *f, osv_sr
         }
     }
     if (best && !delay_exceeded) {
-        f->members = pop_candidates(s, ms, first, best_n);
-        f->n = best_n;
+        take_batch(s, ms, first, best_n, f);
         return;
     }
     if (send_now || delay_exceeded || rows >= max_pref) {
-        f->members = pop_candidates(s, ms, first, n);
-        f->n = n;
+        take_batch(s, ms, first, n, f);
         return;
     }
     f->due = oldest + delay;
@@ -647,12 +685,16 @@ static bool would_miss_deadline(osv_serve_t *s, const osv_sreq_t *r, const mstat
 /* A fast model with nothing queued runs on the submitting (loop) thread. A batching model does only in
  * the adaptive mode, which adds no delay to a request that finds nothing to join: a hand-off costs a
  * fast model more than its run, and batches still form from what queues while runs are in progress. */
+static bool model_inlines(const osv_serve_t *s, const mstate_t *ms)
+{
+    return my_slot >= 0 && my_slot < s->o.loop_threads && !ms->instances && !ms->preserve &&
+           (!ms->batching || osv_batching_effective_mode(ms->bc) == OSV_BATCHING_ADAPTIVE) &&
+           atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns;
+}
+
 static bool can_inline(osv_serve_t *s, const osv_sreq_t *r, const mstate_t *ms)
 {
-    return r->may_inline && my_slot >= 0 && my_slot < s->o.loop_threads && !ms->instances && !ms->preserve &&
-           (!ms->batching || osv_batching_effective_mode(ms->bc) == OSV_BATCHING_ADAPTIVE) &&
-           atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns &&
-           atomic_load_explicit(&ms->queued, memory_order_relaxed) == 0;
+    return r->may_inline && model_inlines(s, ms) && atomic_load_explicit(&ms->queued, memory_order_relaxed) == 0;
 }
 
 /* The request's rows, priority level and queue timeout, from its model's settings. */
@@ -681,6 +723,47 @@ static void classify(mstate_t *ms, osv_sreq_t *r, uint64_t now)
         r->queue_timeout = r->timeout_at;
 }
 
+/* ---- zero-copy batching: rows in the forming batch's input slot ------------------------------------------ */
+
+bool osv_serve_stage(osv_serve_t *s, osv_sreq_t *r)
+{
+    mstate_t *ms = osv_mstate(r->model);
+    osv_stage_t *x = NULL;
+    r->stage = NULL;
+    r->stage_row = 0;
+    /* force_copy: the benchmarks' honest comparison copies every input; a cap of 1 never joins rows */
+    /* A request this loop thread will likely collect (osv_serve_flush) takes the thread's own lane: the
+     * rows of one wake-up's batch then lie back to back. */
+    uint32_t lane = ms && collected.on && model_inlines(s, ms) ? 1 + (uint32_t)my_slot : 0;
+    if (!ms || !ms->stager || s->o.force_copy || osv_batcher_cap(ms->bat) <= 1 ||
+        !osv_stager_reserve(ms->stager, s->pool, r->inf, lane, &x, &r->stage_row))
+        return false;
+    r->stage = x;
+    return true;
+}
+
+void osv_serve_unstage(osv_sreq_t *r)
+{
+    osv_stage_release(r->stage);
+    r->stage = NULL;
+}
+
+/* A request that would run inline now waits for the end of the wake-up instead when its model batches
+ * adaptively and a row gets cheaper in a batch (cap > 1): the wake-up's other requests may join it, at no
+ * added delay beyond the events the loop handles anyway. */
+static bool collect(const mstate_t *ms, osv_sreq_t *r)
+{
+    if (!collected.on || !ms->batching || osv_batcher_cap(ms->bat) <= 1)
+        return false;
+    r->next = NULL;
+    if (collected.tail)
+        collected.tail->next = r;
+    else
+        collected.head = r;
+    collected.tail = r;
+    return true;
+}
+
 int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
 {
     mstate_t *ms = osv_mstate(r->model);
@@ -701,6 +784,8 @@ int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
     if (ms->cache && osv_cache_lookup(s->cache, r) == 1)
         return 1; /* a hit: answered from the cache, nothing queued or run */
     if (can_inline(s, r, ms) || s->n_workers == 0) {
+        if (s->n_workers && collect(ms, r))
+            return 0; /* run by osv_serve_flush on this thread, complete() called there */
         osv_sched_run_one(s, r);
         return 1;
     }
@@ -733,6 +818,65 @@ int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
     if (deadline_refused)
         atomic_fetch_add_explicit(&s->deadline_refusals, 1, memory_order_relaxed);
     return rc;
+}
+
+void osv_serve_thread_collects(osv_serve_t *s)
+{
+    (void)s;
+    collected.on = my_slot >= 0;
+}
+
+/* The requests of `list` (next-linked) that can join `first` (same model, compatible, within cap rows)
+ * move to its bnext list, in order; returns how many it holds and leaves the others in *list. */
+static uint32_t join_collected(osv_sreq_t *first, osv_sreq_t **list)
+{
+    mstate_t *ms = first->ms;
+    uint64_t cap = osv_batcher_cap(ms->bat), rows = first->rows;
+    osv_sreq_t **tail = &first->bnext, *rest = NULL, **rtail = &rest;
+    uint32_t n = 1;
+    first->bnext = NULL;
+    for (osv_sreq_t *r = *list, *nx; r; r = nx) {
+        nx = r->next;
+        r->next = NULL;
+        if (r->ms == ms && rows + r->rows <= cap && osv_batch_compatible(first, r)) {
+            *tail = r;
+            tail = &r->bnext;
+            r->bnext = NULL;
+            rows += r->rows;
+            n++;
+        } else {
+            *rtail = r;
+            rtail = &r->next;
+        }
+    }
+    *list = rest;
+    return n;
+}
+
+bool osv_serve_flush(osv_serve_t *s)
+{
+    osv_sreq_t *list = collected.head;
+    collected.head = collected.tail = NULL;
+    while (list) {
+        osv_sreq_t *first = list;
+        list = first->next;
+        uint32_t n = join_collected(first, &list);
+        mstate_t *ms = first->ms;
+        osv_model_t *m = osv_model_ref(ms->model); /* ms lives in the model: kept past the last answer */
+        uint64_t now = osv_now_ns();
+        for (osv_sreq_t *q = first; q; q = q->bnext) {
+            q->phase_t1[OSV_PHASE_QUEUE] = now;
+            q->ns[OSV_PHASE_QUEUE] = now - q->phase_t0[OSV_PHASE_QUEUE];
+        }
+        if (n > 1) {
+            osv_batch_run(s, ms, first, n); /* finishes every member */
+        } else {
+            osv_sched_run_one(s, first);
+            osv_sched_finish(s, first);
+        }
+        osv_model_release(m);
+    }
+    return collected.head != NULL; /* what the answers' callbacks submitted meanwhile */
 }
 
 int osv_serve_offload(osv_serve_t *s, osv_stask_t *t)

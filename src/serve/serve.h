@@ -8,9 +8,12 @@
  * deadline, the priority) and gets the request back finished, with output views to encode.
  *
  * One request, as data through this layer:
- *   front: decode → osv_serve_admit (memory guard) → lay out, fill or bind inputs → osv_serve_submit
- *   serve: inline on the submitting thread (a fast model with nothing queued) or the model's queue;
- *          a worker takes it, runs prepare (e.g. image decoding), then the model under the watchdog
+ *   front: decode → osv_serve_admit (memory guard) → [osv_serve_stage: rows in the forming batch] →
+ *          lay out, fill or bind inputs → osv_serve_submit
+ *   serve: inline on the submitting thread (a fast model with nothing queued; with adaptive batching,
+ *          at the end of the loop's wake-up, together with what the wake-up held: osv_serve_flush) or the
+ *          model's queue; a worker takes it, runs prepare (e.g. image decoding), then the model under the
+ *          watchdog
  *   front: complete() on the thread that ran it (a worker: encode there, then hand the response to
  *          the connection's event loop) — or, inline, right after osv_serve_submit returns.
  *
@@ -81,6 +84,15 @@ osv_auth_t *osv_serve_auth(const osv_serve_t *s); /* NULL without tokens */
 /* The calling thread (a front's event loop, index < opts.loop_threads) may run models inline: give
  * it its watchdog slot. Call once, on that thread. */
 void osv_serve_thread_init(osv_serve_t *s, int index);
+
+/* The calling thread (after osv_serve_thread_init, a loop thread) calls osv_serve_flush once the events
+ * of each wake-up are handled: requests it submits for a fast model with adaptive batching are then
+ * collected instead of run at once (osv_serve_submit returns 0; complete() is called from
+ * osv_serve_flush on this thread), so the requests one wake-up holds run as one batch. */
+void osv_serve_thread_collects(osv_serve_t *s);
+/* Runs what this thread collected (batches of compatible requests up to the model's cap, in order;
+ * alone when nothing joins). True when complete() callbacks submitted more meanwhile. That thread. */
+bool osv_serve_flush(osv_serve_t *s);
 
 /* ---- the memory guard ---------------------------------------------------------------------------- */
 
@@ -172,6 +184,7 @@ struct osv_sreq {
 
     /* private (sched.c, batch.c) */
     osv_sreq_t *next;      /* in its queue */
+    osv_sreq_t *qprev;     /* ... and the one before it */
     osv_sreq_t *bnext;     /* in a batch being formed or run */
     void *ms;              /* the model's scheduling state */
     void *q;               /* the queue it waits in */
@@ -182,6 +195,9 @@ struct osv_sreq {
     bool timed_out;         /* moved behind its level after its queue timeout (DELAY) */
     uint64_t cache_hash[2]; /* response cache: its key's hash, computed by the lookup that missed */
     bool cache_keyed;       /* ... and valid */
+    void *stage;            /* osv_serve_stage: the forming batch's input slot its rows are in (a use of
+                               it, released by osv_serve_unstage); NULL = its own slot */
+    uint64_t stage_row;     /* ... its first row there */
 };
 
 /* Admits and schedules r: 1 = it was answered inline, on this thread (a fast model with nothing
@@ -191,6 +207,22 @@ struct osv_sreq {
  * is full, or by recent run times the work queued ahead would make it miss its deadline
  * (expected_wait_ns set, counted): both are answered "retry later". Fronts' threads. */
 int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r);
+
+/* Zero-copy batching. Before its body arrives, a request of a model with dynamic batching whose inputs
+ * are declared (r->model, r->inf set; fixed-size datatypes, a batch dimension) but not yet prepared may
+ * reserve its rows in the model's forming batch's input slot (a "stage": room for max_batch_size rows
+ * of every input, one shape): each input is bound there (osv_infer_input_external), osv_infer_prepare
+ * then takes a slot for the outputs only, and the front receives the body straight into the rows
+ * (osv_infer_input_dest). A batch whose members' rows lie back to back in one stage runs on them in
+ * place: nothing is gathered. Returns true when staged; false (nothing changed: the request takes its
+ * own slot as before) when the model does not batch, batching cannot pay (the adaptive cap is 1), the
+ * inputs do not qualify, the open stage holds another shape, or the pool has no slot for a stage.
+ * The front calls osv_serve_unstage once the request's infer is finished (after osv_infer_fini), on
+ * any path — answered, refused, timed out, or its client gone mid-body: the rows are never handed out
+ * again, the batch they were meant for runs without them (its members gather instead), and the stage
+ * goes back to the pool with its last use. Fronts' threads; the stage's lock is the model's. */
+bool osv_serve_stage(osv_serve_t *s, osv_sreq_t *r);
+void osv_serve_unstage(osv_sreq_t *r);
 
 /* For execute(): brackets one ORT run of r on the calling thread, so the watchdog can cancel it at
  * r's deadline (or when a drain times out). */

@@ -25,6 +25,8 @@ typedef struct level {
 } level_t;
 
 typedef struct osv_batcher osv_batcher_t; /* batch.c */
+typedef struct osv_stager osv_stager_t;   /* stage.c */
+typedef struct osv_stage osv_stage_t;
 
 /* Per model version, attached at load (OSV_ATTACH_SCHED) and freed with the model. */
 typedef struct mstate {
@@ -60,6 +62,7 @@ typedef struct mstate {
     bool cache;          /* response_cache enabled (and the server has a cache) */
     osv_stats_t *stats;
     osv_batcher_t *bat;  /* batch.c: batch objects, the cost curve, arrivals */
+    osv_stager_t *stager; /* stage.c: the forming batch's input slot (dynamic batching with a batch dim) */
 } mstate_t;
 
 /* One per thread that runs models (fronts' loops, then workers): what it runs now, for the
@@ -199,6 +202,33 @@ void osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uint32_t n
 bool osv_batch_compatible(const osv_sreq_t *first, const osv_sreq_t *r);
 /* The cost curve as measured: up to cap points of (rows, ns per row); returns how many. */
 uint32_t osv_batcher_curve(const osv_batcher_t *b, uint32_t cap, uint32_t *rows, uint64_t *row_ns);
+
+/* stage.c: the forming batch's input slot, received into (zero-copy batching; serve.h, osv_serve_stage) */
+/* cap rows per stage; lanes open stages (0: batches workers form; 1 + i: those loop thread i collects). */
+int osv_stager_create(osv_model_t *m, uint64_t cap, uint32_t lanes, osv_stager_t **out, osv_err_t *err);
+void osv_stager_free(osv_stager_t *g);
+/* Reserves inf's rows in the lane's open stage (opening one from pool when needed) and binds each of its
+ * inputs there: true with *out (one use of it) and the first row, or false with nothing changed. */
+bool osv_stager_reserve(osv_stager_t *g, osv_pool_t *pool, osv_infer_t *inf, uint32_t lane, osv_stage_t **out,
+                        uint64_t *row0);
+/* A batch reads the stage: one more use. Any thread. */
+void osv_stage_hold(osv_stage_t *x);
+/* One use less (NULL: nothing); the last one gives the slot back. Any thread. */
+void osv_stage_release(osv_stage_t *x);
+/* True when the members' (bnext-linked) rows tile one stage back to back: *members is then sorted by
+ * row (the batch's row order), *stage and *row0 say where they start. May reorder *members either way. */
+bool osv_stage_tile(osv_sreq_t **members, osv_stage_t **stage, uint64_t *row0);
+/* Under osv_serve_t.lock: a staged request entered (or left) its queue — the stage's rows know who holds
+ * them while queued. No-op for a request that is not staged. */
+void osv_stage_queued(osv_sreq_t *r, bool queued);
+/* Under lock: true when the first n candidates (bnext-linked) hold back-to-back rows of one stage. */
+bool osv_stage_tiles(const osv_sreq_t *first, uint32_t n);
+/* Under lock: queued requests of h's queue whose rows, with h's, are exactly `rows` back-to-back rows of
+ * h's stage (starting as early as they can): bnext-linked in row order, *n of them; NULL when there are
+ * none such (or h is not staged). Nothing is unlinked. */
+osv_sreq_t *osv_stage_window(osv_sreq_t *h, uint64_t rows, uint32_t *n);
+/* Input i's rows [row0, row0 + rows) of the stage, *len bytes; NULL when out of its range. */
+void *osv_stage_input(const osv_stage_t *x, uint32_t i, uint64_t row0, uint64_t rows, uint64_t *len);
 
 /* serve.c */
 void osv_serve_watch_memory(osv_serve_t *s, uint64_t now); /* watchdog thread only */
