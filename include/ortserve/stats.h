@@ -107,6 +107,7 @@ typedef struct osv_stats_snapshot {
     uint64_t canceled;          /* runs terminated by a deadline */
     uint64_t recovery_attempts; /* retries of transient failures */
     uint64_t slo_violations[2]; /* OSV_SLO_LATENCY, OSV_SLO_ERROR */
+    uint64_t batch_cap; /* the adaptive batcher's current cap in rows (0: not adaptive) */
 } osv_stats_snapshot_t;
 
 enum { OSV_SLO_LATENCY = 0, OSV_SLO_ERROR = 1 };
@@ -127,6 +128,8 @@ OSV_API void osv_stats_add_canceled(osv_stats_t *s);
 OSV_API void osv_stats_add_recovery(osv_stats_t *s);
 OSV_API void osv_stats_add_slo_violation(osv_stats_t *s, int kind); /* OSV_SLO_* */
 /* A response-cache lookup of this model: hit or miss, and the time it took (a miss adds its insertion). */
+/* The adaptive batcher's current cap (rows); any thread, relaxed: the last value set wins. */
+OSV_API void osv_stats_set_batch_cap(osv_stats_t *s, uint64_t rows);
 OSV_API void osv_stats_record_cache(osv_stats_t *s, bool hit, uint64_t ns);
 /* Triton's batch_stats: one execution of `batch` rows and its compute times (not sharded: a small
  * table of the sizes seen, at most OSV_BATCH_STATS_SIZES distinct ones; later sizes are not listed). */

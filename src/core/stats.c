@@ -36,6 +36,7 @@ typedef struct batch_row {
 struct osv_stats {
     shard_t shard[OSV_STAT_SHARDS];
     batch_row_t batch[OSV_BATCH_STATS_SIZES];
+    _Atomic uint64_t batch_cap; /* a gauge, not a counter: one value, not sharded */
 };
 
 static const uint64_t batch_bounds[OSV_BATCH_HIST_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024,
@@ -202,6 +203,12 @@ void osv_stats_add_canceled(osv_stats_t *s)
     add(&my(s)->canceled, 1);
 }
 
+void osv_stats_set_batch_cap(osv_stats_t *s, uint64_t rows)
+{
+    if (s)
+        atomic_store_explicit(&s->batch_cap, rows, memory_order_relaxed);
+}
+
 void osv_stats_add_recovery(osv_stats_t *s)
 {
     add(&my(s)->recovery, 1);
@@ -310,4 +317,5 @@ void osv_stats_snapshot(const osv_stats_t *s, osv_stats_snapshot_t *out)
     memset(out, 0, sizeof *out);
     for (int i = 0; i < OSV_STAT_SHARDS; i++)
         sum_shard(&s->shard[i], out);
+    out->batch_cap = atomic_load_explicit(&s->batch_cap, memory_order_relaxed);
 }

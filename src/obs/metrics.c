@@ -292,6 +292,12 @@ static void model_families(scrape_t *x)
         if (x->rows[i].has_slo)
             put(&x->b, "ortserve_slo_error_budget_ratio{" MV "} %.9g\n", x->rows[i].name, x->rows[i].version,
                 x->rows[i].slo_error_budget);
+    family(x, "ortserve_batch_adaptive_cap", "gauge",
+           "Rows the adaptive batcher lets a batch reach now (its cost curve: load-time runs, then live ones).");
+    for (size_t i = 0; i < x->n_rows; i++)
+        if (x->rows[i].s.batch_cap)
+            put(&x->b, "ortserve_batch_adaptive_cap{" MV "} %" PRIu64 "\n", x->rows[i].name, x->rows[i].version,
+                x->rows[i].s.batch_cap);
     family(x, "ortserve_queued_requests", "gauge", "Requests of this model waiting for a worker.");
     for (size_t i = 0; i < x->n_rows; i++)
         put(&x->b, "ortserve_queued_requests{" MV "} %u\n", x->rows[i].name, x->rows[i].version,

@@ -454,6 +454,31 @@ class Adaptive(unittest.TestCase):
             self.assertLess(st["execution_count"], 48)
             self.assertTrue(any(b["batch_size"] > 1 for b in st["batch_stats"]), st["batch_stats"])
 
+    def test_no_more_clients_than_workers_never_batch(self):
+        """tanh.onnx [N,T] with the adaptive batcher on 2 workers and no instance_group: rows get cheaper in
+        batches (the load-time curve, measured at T = 1, caps at 16), but 2 closed-loop clients never queue
+        more than the workers can run at once, so every batch takes an even share of the queue: one row.
+        Before, a worker that found one request queued while the other ran waited for a second one, idling a
+        core (the PaddleOCR classifier at 4 clients ran at 0.93x of batching off)."""
+        cfg = {"max_batch_size": 16, "dynamic_batching": {}}
+        with Server(repo({"tanh": "tanh.onnx"}, {"tanh": cfg}), "--deadline-ms", "0", "--workers", "2",
+                    "--inline-threshold-us", "0") as s:
+            cap = int(re.search(r'"event":"batch_curve","model":"tanh".*"cap":(\d+)\}', s.logs()).group(1))
+            self.assertGreater(cap, 1)
+            body, hdrs = tanh_body(LINEAR_W)
+            out = []
+
+            def client():
+                for _ in range(12):
+                    out.append(s.request("POST", "/v2/models/tanh/infer", body, hdrs)[0])
+            ts = [threading.Thread(target=client) for _ in range(2)]
+            [t.start() for t in ts]
+            [t.join(60) for t in ts]
+            self.assertEqual(out, [200] * 24)
+            st = wait_stats(s, "tanh", lambda b: b["inference_count"] == 24, "24 inferences")
+            self.assertEqual([b["batch_size"] for b in st["batch_stats"]], [1], st["batch_stats"])
+            self.assertIsNotNone(metric(s, "ortserve_batch_adaptive_cap", 'model="tanh"'))
+
 
 def mlp_binary(x):
     """(body, headers) of a binary-extension MLP request: x f32[rows,64] after the JSON header."""
