@@ -7,7 +7,7 @@
 For each model, format and client count the variants run interleaved, every round in another order (one server
 each, started fresh): batching off (no dynamic_batching), Triton's fixed delay of 100 µs and 1 ms, and ortserve's
 adaptive mode. Load: wrk (bench/wrk/post.lua) over keep-alive connections for HTTP (binary requests of one row;
-MLP also JSON), h2load for gRPC ModelInfer (MLP; one call in flight per client), as bench/grpc_bench.py drives it.
+MLP also JSON), bench/grpc_load for gRPC ModelInfer (MLP; one call in flight per client), as bench/grpc_bench.py drives it.
 
 Printed per cell (medians over rounds): rps with its spread over rounds (min..max), p50 and p99 (µs), server CPU
 µs per answered request, mean batch size (inference_count / execution_count), bytes copied per request for
@@ -26,7 +26,6 @@ The MobileNetV2-shaped and PaddleOCR classifier runs need their models (var/mode
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "release", "ortserve")
+GRPC_LOAD = os.path.join(ROOT, "build", "release", "bench", "grpc_load")
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 MODELS = {  # name: (model file, input name, per-row shape, max_batch_size)
@@ -110,31 +110,28 @@ def counters(srv, name):
             s("ortserve_requests_total"))
 
 
-def h2load_measured(srv, name, body, conns, seconds, tmp):
-    """gRPC ModelInfer with h2load: the fields wrk_measured gives (rps of answered calls, p50/p99 from h2load's
-    log of each call, server CPU per answered request, others' cores)."""
-    log = os.path.join(tmp, "h2load.log")
-    cmd = ["h2load", "-c", str(conns), "-m", "1", "-t", str(min(conns, 2)), "-D", str(seconds), "--warm-up-time=1",
-           "-d", body, "--log-file", log, "-H", "content-type: application/grpc", "-H", "te: trailers",
-           "http://127.0.0.1:%d/inference.GRPCInferenceService/ModelInfer" % srv.gport]
+def grpc_measured(srv, name, body, conns, seconds, tmp):
+    """gRPC ModelInfer with bench/grpc_load (the generator bench/grpc_bench.py uses; one call in flight per
+    connection): the fields wrk_measured gives (rps of answered calls, p50/p99 of each call from issue to
+    complete answer, server CPU per answered request, others' cores). h2load's per-request log is not used:
+    it gave 65 µs medians for calls that took over a millisecond (fixed 1 ms delay, 839 calls/s on one
+    connection)."""
+    cmd = [GRPC_LOAD, "--port", str(srv.gport), "--mode", "unary", "--path",
+           "/inference.GRPCInferenceService/ModelInfer", "--body", body, "--header", "content-type: application/grpc",
+           "--header", "te: trailers", "--conns", str(conns), "--threads", str(min(conns, 2)),
+           "--seconds", str(seconds), "--warmup", "1"]
     cpu0, busy0, t0 = srv.cpu(), benchlib.machine_busy(), time.monotonic()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     cpu1, busy1, t1 = srv.cpu(), benchlib.machine_busy(), time.monotonic()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    load_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)  # h2load's own CPU
-    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
-    done, failed = (int(m.group(3)), int(m.group(5))) if m else (0, 0)
-    lat = []
-    with open(log) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3 and parts[1] == "200":
-                lat.append(int(parts[2]))
-    q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [0] * 99
+    if out.returncode != 0:
+        raise RuntimeError("%s: %s" % (" ".join(cmd), out.stderr.strip()))
+    r = json.loads(out.stdout)
+    load_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)  # the generator's own CPU
     busy_s = (busy1[0] - busy0[0]) / os.sysconf("SC_CLK_TCK")
-    return {"ok_rps": (done - failed) / seconds, "p50_us": q[49], "p99_us": q[98], "requests": done,
-            "non2xx": failed, "server_cpu_s": cpu1 - cpu0,
+    return {"ok_rps": r["rps"], "p50_us": r["p50_us"], "p99_us": r["p99_us"], "requests": r["done"] + r["failed"],
+            "non2xx": r["failed"], "server_cpu_s": cpu1 - cpu0,
             "others_cores": max(0.0, busy_s - (cpu1 - cpu0) - load_s) / (t1 - t0)}
 
 
@@ -151,7 +148,7 @@ def one_run(name, variant, conns, seconds, fmt, tmp):
         bf, ihcl = body_file(tmp, name, fmt)
         before = counters(srv, name)
         if fmt == "grpc":
-            r = h2load_measured(srv, name, bf, conns, seconds, tmp)
+            r = grpc_measured(srv, name, bf, conns, seconds, tmp)
         else:
             r = benchlib.wrk_measured(srv, "/v2/models/%s/infer" % name, bf, conns, seconds, ihcl)
             r["server_cpu_s"] = r["cpu_us_per_req"] * r["requests"] / 1e6

@@ -871,7 +871,7 @@ class Report:
         self.w()
         self.w("## 9. Dynamic batching")
         self.w()
-        self.w("Not re-run by `make bench` (about 10 minutes): `bench/batching.py` prints the table, kept with its "
+        self.w("Not re-run by `make bench` (about 25 minutes for the whole grid): `bench/batching.py` prints the table, kept with its "
                "reading in `bench/batching/RESULTS.md`; "
                "the last run:")
         self.w()
@@ -886,7 +886,7 @@ class Report:
     def grpc(self):
         self.w("## 11. gRPC against HTTP")
         self.w()
-        self.w("Not re-run by `make bench` (about 5 minutes): `bench/grpc_bench.py` prints the tables, kept with "
+        self.w("Not re-run by `make bench` (about 10 minutes): `bench/grpc_bench.py` prints the tables, kept with "
                "their reading in `bench/grpc/RESULTS.md`; the last run:")
         self.w()
         path = os.path.join(ROOT, "bench", "grpc", "RESULTS.md")
