@@ -41,8 +41,8 @@ for t in "${targets[@]}"; do
     [ -x "$bin" ] || { echo "run.sh: $bin not built (make fuzz builds it)" >&2; exit 2; }
     mkdir -p "$out/corpus/$t" "$out/artifacts/$t" "$out/logs"
     log="$out/logs/$t.log"
-    args=(-dict="$here/fuzz/dict/$t.dict" -max_len="$(max_len "$t")" -timeout=30
-          -print_final_stats=1 -artifact_prefix="$out/artifacts/$t/")
+    args=(-max_len="$(max_len "$t")" -timeout=30 -print_final_stats=1 -artifact_prefix="$out/artifacts/$t/")
+    [ -s "$here/fuzz/dict/$t.dict" ] && args=(-dict="$here/fuzz/dict/$t.dict" "${args[@]}")
     [ "$seconds" = 0 ] || args+=(-max_total_time="$seconds")
     echo "== fuzz_$t ${args[*]} $*"
     # shellcheck disable=SC2086

@@ -302,13 +302,14 @@ int osv_gw_count(const uint8_t *meta, uint64_t len, uint32_t *n_inputs, uint32_t
 
 static int decode_shape(const fld_t *f, osv_gw_input_t *in, osv_err_t *err)
 {
-    rd_t r = {f->data, f->data + f->len};
+    rd_t r = {NULL, NULL}; /* a varint field has no data: NULL + 0 would be undefined */
     uint64_t v;
     if (f->wire == W_VARINT) { /* unpacked: one element per field */
-        r.p = r.end;
         v = f->v;
         goto one;
     }
+    r.p = f->data;
+    r.end = f->data + f->len;
     if (f->wire != W_LEN)
         return osv_err_set(err, OSV_EPARSE, "input shape (field 3) has wire type %u", f->wire);
     while (r.p < r.end) {
@@ -519,8 +520,9 @@ int osv_gw_params_of(const uint8_t *msg, uint32_t len, uint32_t field, osv_gw_pa
         }
         /* A later entry with the same key replaces an earlier one (protobuf map semantics). */
         uint32_t k = 0;
-        while (k < out->n && !(out->v[k].key.n == pm->key.n && memcmp(out->v[k].key.p, pm->key.p, pm->key.n) == 0))
-            k++;
+        while (k < out->n && !(out->v[k].key.n == pm->key.n &&
+                               (!pm->key.n || memcmp(out->v[k].key.p, pm->key.p, pm->key.n) == 0)))
+            k++; /* (an entry without a key has key.p NULL: memcmp must not see it, even for 0 bytes) */
         if (k < out->n)
             out->v[k] = *pm;
         else
