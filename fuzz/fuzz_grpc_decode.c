@@ -2,9 +2,15 @@
  * splitter fed in chunks (as HTTP/2 DATA frames arrive), the meta decoder, every parameters map and
  * the typed contents of every input decoded for every datatype into a bounded buffer.
  *
- * Input layout: byte 0 = chunk size (0: the whole message at once), then the message. Invariants
- * beyond "no crash": every raw payload lies inside the slot, 64-byte aligned, below the meta bytes;
- * the meta never grows past the message; a decoded count of inputs/outputs matches osv_gw_count. */
+ * Input layout: byte 0 = chunk size in its low 7 bits (0: the whole message at once), its high bit
+ * asks for the receiver's placement (the gRPC front's early build): raw payloads go to a separate
+ * "rows" buffer as they begin, until the third one (or one that does not fit) undoes it — every
+ * payload placed so far moves into the slot (osv_gw_split_relocate, which must always find room), and
+ * the rest is placed as without a receiver. Then the message. Invariants beyond "no crash": every raw
+ * payload lies inside the slot, 64-byte aligned, below the meta bytes (or, placed, inside the rows
+ * buffer); a relocated payload keeps its bytes; the meta never grows past the message; a decoded count
+ * of inputs/outputs matches osv_gw_count. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +21,35 @@
 
 static uint8_t slot[MAX_MSG + OSV_GW_RAW_SLACK] __attribute__((aligned(64)));
 static uint8_t out[1u << 16] __attribute__((aligned(64)));
+static uint8_t rows[1u << 16] __attribute__((aligned(64)));
+static uint8_t moved[1u << 16];
+
+typedef struct place {
+    osv_gw_split_t *s;
+    size_t used;
+    bool undone;
+} place_t;
+
+/* The receiver's placement: rows until the third payload or one that does not fit, then undone. */
+static void place(void *ud, uint32_t i, uint64_t len, uint8_t **dst)
+{
+    place_t *p = ud;
+    osv_err_t err;
+    if (i == 2 || !len || len >= sizeof rows - p->used) { /* (a placed payload lies strictly inside rows) */
+        for (uint32_t k = 0; k < p->s->n_raw; k++) {
+            uint64_t n = p->s->raw[k].len;
+            FZ_CHECK(n <= sizeof moved, "a placed payload of %llu bytes", (unsigned long long)n);
+            memcpy(moved, p->s->raw[k].p, n);
+            FZ_CHECK(osv_gw_split_relocate(p->s, k, &err) == 0, "relocate %u: %s", k, err.msg);
+            FZ_CHECK(memcmp(moved, p->s->raw[k].p, n) == 0, "relocated payload %u changed", k);
+        }
+        p->s->raw_place = NULL;
+        p->undone = true;
+        return;
+    }
+    *dst = rows + p->used;
+    p->used += len;
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -50,15 +85,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = 0;
     if (size < 1 || size - 1 > MAX_MSG)
         return 0;
-    chunk = data[0] ? data[0] : size;
+    place_t pl = {.s = &s};
+    bool placing = data[0] & 0x80;
+    chunk = data[0] & 0x7f ? data[0] & 0x7f : size;
     data++, len = size - 1;
     osv_gw_split_init(&s, slot, sizeof slot, len);
+    if (placing) {
+        s.raw_place = place;
+        s.raw_ud = &pl;
+    }
     for (size_t off = 0; off < len && !rc; off += chunk)
         rc = osv_gw_split_feed(&s, data + off, len - off < chunk ? len - off : chunk, &err);
     if (!rc)
         rc = osv_gw_split_end(&s, &err);
     FZ_CHECK(s.meta_len <= len, "meta %llu bytes from a %zu-byte message", (unsigned long long)s.meta_len, len);
     for (uint32_t i = 0; i < s.n_raw; i++) {
+        if (s.raw[i].p >= rows && s.raw[i].p < rows + sizeof rows) {
+            FZ_CHECK(placing && !pl.undone && s.raw[i].p + s.raw[i].len <= rows + sizeof rows, "raw %u in rows", i);
+            continue;
+        }
         FZ_CHECK((uintptr_t)s.raw[i].p % 64 == 0, "raw %u misaligned", i);
         FZ_CHECK(s.raw[i].p >= slot + s.meta_len && s.raw[i].p + s.raw[i].len <= slot + sizeof slot,
                  "raw %u outside its place", i);

@@ -598,6 +598,7 @@ void grpc_record(gcall_t *k, int code)
     memcpy(r.phase_t1, k->phase_t1, sizeof r.phase_t1);
     r.front_copied[OSV_COPY_GRPC_RECEIVE] = k->copied;
     r.front_copied[OSV_COPY_DECOMPRESS] = k->decompressed;
+    r.front_copied[OSV_COPY_BATCH] = k->unstaged;
     osv_obs_record(&r);
     k->counted = r.counted;
 }
@@ -808,10 +809,13 @@ static void message_begin(gstream_t *st, uint8_t flag, uint64_t len)
                     GRPC_RETRY_MS);
         k->rc = OSV_EBUSY;
     } else if (split) {
-        if (!(k->split = osv_arena_alloc(&k->arena, sizeof *k->split, 64)))
+        if (!(k->split = osv_arena_alloc(&k->arena, sizeof *k->split, 64))) {
             k->rc = osv_err_set(&k->err, OSV_ENOMEM, "out of request memory");
-        else
+        } else {
             osv_gw_split_init(k->split, k->slot.base, (cap + 63) & ~63ull, len);
+            k->split->raw_place = grpc_infer_raw_place; /* raw payloads into a forming batch's rows */
+            k->split->raw_ud = k;
+        }
     } else {
         k->buf = (uint8_t *)k->slot.base;
     }

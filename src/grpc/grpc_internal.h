@@ -109,6 +109,7 @@ struct gcall {
     osv_gw_idscan_t *scan; /* a message not kept (refused, no memory): reads its id for the answer */
     bool compressed;       /* received compressed (grpc-encoding): inflated before dispatch (compress.c) */
     uint64_t decompressed; /* bytes inflating and splitting it wrote (OSV_COPY_DECOMPRESS) */
+    uint64_t unstaged;     /* raw bytes moved back out of a forming batch's rows (OSV_COPY_BATCH) */
     uint8_t *watch_status; /* Health/Watch answers: the status byte of its message (rewritten in place) */
     /* an inference (infer.c) */
     void *ix;            /* infer.c's state, in the arena */
@@ -273,6 +274,11 @@ const char *grpc_method_name(gmethod_t m);
 
 /* infer.c */
 void grpc_infer(gcall_t *k);
+/* The splitter's raw_place for a ModelInfer message received on a loop thread (ud = the call): as the
+ * first raw_input_contents payload begins, the request is built from the meta before it and, when its
+ * model batches, its rows are reserved in the forming batch (osv_serve_stage); every payload then goes
+ * straight into its input's rows. Loop thread. */
+void grpc_infer_raw_place(void *ud, uint32_t i, uint64_t len, uint8_t **dst);
 /* The stream (or connection) is gone: cancel the call's queued or running inference. */
 void grpc_infer_cancel(gcall_t *k);
 

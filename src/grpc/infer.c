@@ -12,7 +12,14 @@
  *      parameter, the model's or server's default); a worker posts the call back to the loop;
  *   5. the response: prefix, header fields and each raw_output_contents tag in the call's arena, the
  *      tensors by reference. ModelStreamInfer wraps it in a ModelStreamInferResponse; its errors are
- *      error_message answers and the stream stays open. */
+ *      error_message answers and the stream stays open.
+ * Early build (zero-copy batching): as the first raw_input_contents payload begins to arrive, steps 1
+ * and 2 run on the meta received so far (canonical encoders write field 7 last), and a model that
+ * batches reserves the request's rows in its forming batch (osv_serve_stage): the splitter then
+ * receives each payload straight into its input's rows, and a batch of such requests runs on them in
+ * place. Anything the early build cannot take (typed contents, shared memory, BYTES, a payload size
+ * the shape does not give, meta after the payloads) undoes it: payloads already in rows move into
+ * the message's slot (counted as `batch`), and the message is built at its end as before. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -61,6 +68,9 @@ typedef struct ix {
     osv_serve_t *serve;
     uint64_t shm_reserved; /* untouched shared-memory bytes reserved with the memory guard */
     uint64_t t_decode;
+    bool early;            /* inputs decoded and declared as the first raw payload began */
+    bool staged;           /* ... and their rows reserved in the model's forming batch */
+    uint64_t early_meta;   /* the meta bytes the early build read */
 } ix_t;
 
 static osv_grpc_t *grpc_of(const gcall_t *k)
@@ -75,6 +85,7 @@ static void ix_cleanup(gcall_t *k)
         return;
     if (x->inf)
         osv_infer_fini(x->inf);
+    osv_serve_unstage(&x->sreq); /* after fini: its rows in a forming batch, if it had some */
     for (uint32_t i = 0; i < x->n_in; i++)
         osv_shm_put(x->ins[i].shm);
     for (uint32_t i = 0; i < x->n_out; i++)
@@ -220,7 +231,7 @@ static int request_params(gcall_t *k, ix_t *x)
     return 0;
 }
 
-static int decode_input(gcall_t *k, ix_t *x, uint32_t i)
+static int decode_input(gcall_t *k, ix_t *x, uint32_t i, bool early)
 {
     const osv_gw_input_t *w = &x->req.inputs[i];
     gin_t *in = &x->ins[i];
@@ -240,7 +251,7 @@ static int decode_input(gcall_t *k, ix_t *x, uint32_t i)
             return rc;
     }
     in->raw = x->req.n_raw ? &x->req.raw[i] : NULL;
-    sources = (in->raw != NULL) + (w->contents != NULL) + (rc == 1);
+    sources = (early || in->raw != NULL) + (w->contents != NULL) + (rc == 1); /* early: raw to come */
     if (sources != 1)
         return bad(k, OSV_EINVAL, "input '%.*s' must have exactly one of raw_input_contents, contents or shared "
                    "memory (it has %d)", STR(w->name), sources);
@@ -375,13 +386,15 @@ static int model_of(gcall_t *k, ix_t *x)
     return osv_repo_acquire(g->repo, x->req.model_name.p, x->req.model_name.n, version, &k->model, &k->err);
 }
 
-/* Decodes, declares and prepares the inference; 0 or an error code with k->err set. */
-static int build(gcall_t *k, ix_t *x)
+/* Steps 1 and 2 on meta_len bytes of meta: the request decoded, its model found, every input decoded
+ * and declared (raw ones bound where the splitter put them, unless `early`: their payloads are still
+ * to come). 0 or an error code with k->err set. */
+static int build_inputs(gcall_t *k, ix_t *x, uint64_t meta_len, bool early)
 {
     osv_grpc_t *g = grpc_of(k);
     uint32_t ni, no;
     int rc;
-    if ((rc = osv_gw_count(k->slot.base, k->split->meta_len, &ni, &no, &k->err)) != 0)
+    if ((rc = osv_gw_count(k->slot.base, meta_len, &ni, &no, &k->err)) != 0)
         return rc;
     x->req.inputs = osv_arena_alloc(&k->arena, (ni ? ni : 1) * sizeof *x->req.inputs, 8);
     x->req.outputs = osv_arena_alloc(&k->arena, (no ? no : 1) * sizeof *x->req.outputs, 8);
@@ -389,39 +402,20 @@ static int build(gcall_t *k, ix_t *x)
         return bad(k, OSV_ENOMEM, "out of request memory");
     x->req.n_inputs = ni;
     x->req.n_outputs = no;
-    if ((rc = osv_gw_decode(k->slot.base, k->split->meta_len, k->split, &x->req, &k->err)) != 0 ||
-        (rc = model_of(k, x)) != 0)
-        return rc;
-    osv_deadline_src_t src;
-    int64_t dms = osv_serve_deadline_ms(g->serve, k->model, &src);
-    if (dms > 0)
-        shorten(x, k->t_start + (uint64_t)dms * 1000000ull, (uint64_t)dms, src);
-    if (k->st->deadline)
-        shorten(x, k->st->deadline, (k->st->deadline - k->st->t_start) / 1000000ull, OSV_DEADLINE_HEADER);
-    if ((rc = request_params(k, x)) != 0)
+    if ((rc = osv_gw_decode(k->slot.base, meta_len, k->split, &x->req, &k->err)) != 0 || (rc = model_of(k, x)) != 0)
         return rc;
     if (ni > osv_model_input_count(k->model))
         return bad(k, OSV_EINVAL, "'inputs' has %u elements but model '%s' has %u input(s)", ni,
                    osv_model_name(k->model), osv_model_input_count(k->model));
-    if (x->req.n_raw && x->req.n_raw != ni)
+    if (!early && x->req.n_raw && x->req.n_raw != ni)
         return bad(k, OSV_EINVAL, "raw_input_contents has %u entries but the request has %u input(s): one each, "
                    "in the order of 'inputs'", x->req.n_raw, ni);
-    if (no > osv_model_output_count(k->model))
-        return bad(k, OSV_EINVAL, "'outputs' has %u elements but model '%s' has %u output(s)", no,
-                   osv_model_name(k->model), osv_model_output_count(k->model));
-    uint32_t n_out = no ? no : osv_model_output_count(k->model);
-    if (!(x->ins = osv_arena_alloc(&k->arena, (ni ? ni : 1) * sizeof *x->ins, 8)) ||
-        !(x->outs = osv_arena_alloc(&k->arena, (n_out ? n_out : 1) * sizeof *x->outs, 8)))
+    if (!(x->ins = osv_arena_alloc(&k->arena, (ni ? ni : 1) * sizeof *x->ins, 8)))
         return bad(k, OSV_ENOMEM, "out of request memory");
     memset(x->ins, 0, (ni ? ni : 1) * sizeof *x->ins);
-    memset(x->outs, 0, (n_out ? n_out : 1) * sizeof *x->outs);
     x->n_in = ni;
     for (uint32_t i = 0; i < ni; i++)
-        if ((rc = decode_input(k, x, i)) != 0)
-            return rc;
-    x->n_out = n_out;
-    for (uint32_t i = 0; i < n_out; i++)
-        if (no ? (rc = decode_output(k, x, i)) != 0 : (x->outs[i].idx = i, 0))
+        if ((rc = decode_input(k, x, i, early)) != 0)
             return rc;
     osv_infer_opts_t io = {.pool = g->pool, .force_copy = osv_serve_opts(g->serve)->force_copy};
     size_t size = osv_infer_size(k->model);
@@ -430,13 +424,148 @@ static int build(gcall_t *k, ix_t *x)
         return bad(k, OSV_ENOMEM, "out of request memory");
     if ((rc = osv_infer_init(mem, size, k->model, &io, &x->inf, &k->err)) != 0)
         return rc;
-    for (uint32_t i = 0; i < ni; i++)
-        if ((rc = declare_input(k, x, &x->ins[i])) != 0)
+    for (uint32_t i = 0; i < ni; i++) {
+        gin_t *in = &x->ins[i];
+        if (early ? (rc = osv_infer_add_input(x->inf, in->idx, in->dt, in->w->dims, in->w->rank, 0, &k->err)) != 0
+                  : (rc = declare_input(k, x, in)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* The message of an early build is complete: its raw payloads, one per input, bound where they are
+ * (a staged request's are in its rows already, their sizes checked as they began). */
+static int bind_raw(gcall_t *k, ix_t *x)
+{
+    int rc;
+    x->req.raw = k->split->raw;
+    x->req.n_raw = k->split->n_raw;
+    if (x->req.n_raw != x->n_in)
+        return bad(k, OSV_EINVAL, "raw_input_contents has %u entries but the request has %u input(s): one each, "
+                   "in the order of 'inputs'", x->req.n_raw, x->n_in);
+    for (uint32_t i = 0; i < x->n_in; i++) {
+        gin_t *in = &x->ins[i];
+        in->raw = &x->req.raw[i];
+        if (!x->staged && (rc = osv_infer_input_external(x->inf, in->idx, in->raw->p, in->raw->len, &k->err)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Decodes, declares and prepares the inference (after an early build: what it left); 0 or an error
+ * code with k->err set. */
+static int build(gcall_t *k, ix_t *x)
+{
+    osv_grpc_t *g = grpc_of(k);
+    int rc;
+    if ((rc = x->early ? bind_raw(k, x) : build_inputs(k, x, k->split->meta_len, false)) != 0)
+        return rc;
+    uint32_t no = x->req.n_outputs;
+    osv_deadline_src_t src;
+    int64_t dms = osv_serve_deadline_ms(g->serve, k->model, &src);
+    if (dms > 0)
+        shorten(x, k->t_start + (uint64_t)dms * 1000000ull, (uint64_t)dms, src);
+    if (k->st->deadline)
+        shorten(x, k->st->deadline, (k->st->deadline - k->st->t_start) / 1000000ull, OSV_DEADLINE_HEADER);
+    if ((rc = request_params(k, x)) != 0)
+        return rc;
+    if (no > osv_model_output_count(k->model))
+        return bad(k, OSV_EINVAL, "'outputs' has %u elements but model '%s' has %u output(s)", no,
+                   osv_model_name(k->model), osv_model_output_count(k->model));
+    uint32_t n_out = no ? no : osv_model_output_count(k->model);
+    if (!(x->outs = osv_arena_alloc(&k->arena, (n_out ? n_out : 1) * sizeof *x->outs, 8)))
+        return bad(k, OSV_ENOMEM, "out of request memory");
+    memset(x->outs, 0, (n_out ? n_out : 1) * sizeof *x->outs);
+    x->n_out = n_out;
+    for (uint32_t i = 0; i < n_out; i++)
+        if (no ? (rc = decode_output(k, x, i)) != 0 : (x->outs[i].idx = i, 0))
             return rc;
     if ((rc = declare_outputs(k, x)) != 0 || (rc = osv_serve_admit_memory(g->serve, &k->err)) != 0 ||
         (rc = osv_infer_prepare(x->inf, &k->err)) != 0)
         return rc;
     return fill_contents(k, x);
+}
+
+/* ---- the early build ------------------------------------------------------------------------------------ */
+
+static ix_t *ix_new(gcall_t *k)
+{
+    osv_grpc_t *g = grpc_of(k);
+    ix_t *x = osv_arena_alloc(&k->arena, sizeof *x, 16);
+    if (!x)
+        return NULL;
+    memset(x, 0, sizeof *x);
+    x->pool = g->pool;
+    x->serve = g->serve;
+    k->ix = x;
+    k->cleanup = ix_cleanup;
+    return x;
+}
+
+/* Undoes an early build, so the message is built at its end as if there had been none: payloads
+ * already received into rows move into the message's slot (one copy each, counted), the infer and
+ * the rows are let go, the model reference dropped, and no payload goes to rows any more. */
+static void early_undo(gcall_t *k)
+{
+    ix_t *x = k->ix;
+    osv_err_t err;
+    k->split->raw_place = NULL;
+    if (!x)
+        return;
+    for (uint32_t i = 0; x->staged && i < k->split->n_raw; i++) {
+        if (osv_gw_split_relocate(k->split, i, &err) != 0) { /* cannot happen: the slot holds every payload */
+            k->rc = bad(k, err.code ? err.code : OSV_ELIMIT, "%s", err.msg);
+            break;
+        }
+        k->unstaged += k->split->raw[i].len;
+    }
+    ix_cleanup(k);
+    if (k->model) {
+        osv_model_release(k->model);
+        k->model = NULL;
+    }
+    if (!k->rc)
+        memset(&k->err, 0, sizeof k->err); /* the build at the end says what is wrong, if anything */
+}
+
+/* An input the early build can take: raw, of a fixed-size datatype. */
+static bool early_input_ok(const gin_t *in)
+{
+    return !in->w->contents && !in->shm && in->dt != OSV_DTYPE_BYTES && osv_dtype_size(in->dt) > 0;
+}
+
+void grpc_infer_raw_place(void *ud, uint32_t i, uint64_t len, uint8_t **dst)
+{
+    gcall_t *k = ud;
+    ix_t *x = k->ix;
+    void *rows;
+    uint64_t want;
+    *dst = NULL;
+    if (k->rc)
+        return;
+    if (i == 0 && !x) {
+        if (!(x = ix_new(k)))
+            return;
+        bool ok = build_inputs(k, x, k->split->meta_len, true) == 0 && x->n_in > 0;
+        for (uint32_t j = 0; ok && j < x->n_in; j++)
+            ok = early_input_ok(&x->ins[j]);
+        if (!ok) {
+            early_undo(k);
+            return;
+        }
+        x->early = true;
+        x->early_meta = k->split->meta_len;
+        x->sreq.model = k->model;
+        x->sreq.inf = x->inf;
+        x->staged = osv_serve_stage(x->serve, &x->sreq);
+    }
+    if (!x || !x->early || !x->staged)
+        return;
+    if (i >= x->n_in || !(rows = osv_serve_stage_input(&x->sreq, x->ins[i].idx, &want)) || want != len) {
+        early_undo(k); /* the build at the end names what does not fit */
+        return;
+    }
+    *dst = rows;
 }
 
 /* ---- the response --------------------------------------------------------------------------------------- */
@@ -640,18 +769,15 @@ static void completed(osv_sreq_t *r)
 void grpc_infer(gcall_t *k)
 {
     osv_grpc_t *g = grpc_of(k);
-    ix_t *x = osv_arena_alloc(&k->arena, sizeof *x, 16);
+    ix_t *x = k->ix;
     int rc;
-    if (!x) {
+    if (x && !k->rc && k->split && k->split->meta_len != x->early_meta)
+        early_undo(k); /* meta after the raw payloads: the early build read only part of it */
+    if (!(x = k->ix) && !(x = ix_new(k))) {
         bad(k, OSV_ENOMEM, "out of request memory");
         fail(k, OSV_ENOMEM);
         return;
     }
-    memset(x, 0, sizeof *x);
-    x->pool = g->pool;
-    x->serve = g->serve;
-    k->ix = x;
-    k->cleanup = ix_cleanup;
     if (k->rc) {
         fail(k, k->rc);
         return;

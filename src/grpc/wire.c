@@ -33,20 +33,50 @@ static int split_meta(osv_gw_split_t *s, const uint8_t *p, size_t n, osv_err_t *
     return 0;
 }
 
-/* A raw_input_contents entry of len bytes starts: its place, 64-byte aligned, below the last one. */
-static int split_raw_begin(osv_gw_split_t *s, uint64_t len, osv_err_t *err)
+/* An aligned place for len bytes below the last raw payload: 0 with *at set, or OSV_ELIMIT. */
+static int raw_place_in_slot(osv_gw_split_t *s, uint64_t len, uint8_t **out, osv_err_t *err)
 {
     uintptr_t top = (uintptr_t)s->base + s->raw_floor, at;
-    if (s->n_raw == OSV_GW_MAX_RAW)
-        return osv_err_set(err, OSV_ELIMIT, "more than %d raw_input_contents entries", OSV_GW_MAX_RAW);
     if (len > s->raw_floor - s->meta_len)
         return osv_err_set(err, OSV_ELIMIT, "ModelInferRequest does not fit its buffer");
     at = (top - (uintptr_t)len) & ~(uintptr_t)(OSV_GW_ALIGN - 1);
     if (at < (uintptr_t)s->base + s->meta_len)
         return osv_err_set(err, OSV_ELIMIT, "ModelInferRequest does not fit its buffer");
     s->raw_floor = at - (uintptr_t)s->base;
-    s->raw_dst = (uint8_t *)at;
-    s->raw[s->n_raw++] = (osv_gw_raw_t){(uint8_t *)at, len};
+    *out = (uint8_t *)at;
+    return 0;
+}
+
+int osv_gw_split_relocate(osv_gw_split_t *s, uint32_t i, osv_err_t *err)
+{
+    uint8_t *at = NULL;
+    int rc;
+    if (i >= s->n_raw)
+        return osv_err_set(err, OSV_EINVAL, "no raw payload %u", i);
+    if (s->state == S_RAW && i + 1 == s->n_raw)
+        return osv_err_set(err, OSV_EINVAL, "raw payload %u is still being received", i);
+    if ((rc = raw_place_in_slot(s, s->raw[i].len, &at, err)) != 0)
+        return rc;
+    if (s->raw[i].len)
+        memcpy(at, s->raw[i].p, s->raw[i].len);
+    s->raw[i].p = at;
+    return 0;
+}
+
+/* A raw_input_contents entry of len bytes starts: the receiver's place for it (raw_place), else its
+ * place in the slot, 64-byte aligned, below the last one. */
+static int split_raw_begin(osv_gw_split_t *s, uint64_t len, osv_err_t *err)
+{
+    uint8_t *dst = NULL;
+    int rc;
+    if (s->n_raw == OSV_GW_MAX_RAW)
+        return osv_err_set(err, OSV_ELIMIT, "more than %d raw_input_contents entries", OSV_GW_MAX_RAW);
+    if (s->raw_place) /* (it may move earlier payloads into the slot: the place below is taken after) */
+        s->raw_place(s->raw_ud, s->n_raw, len, &dst);
+    if (!dst && (rc = raw_place_in_slot(s, len, &dst, err)) != 0)
+        return rc;
+    s->raw_dst = dst;
+    s->raw[s->n_raw++] = (osv_gw_raw_t){dst, len};
     return 0;
 }
 

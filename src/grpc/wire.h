@@ -53,12 +53,21 @@ typedef struct osv_gw_split {
     uint32_t wire;      /* wire type of the current field */
     uint8_t *raw_dst;   /* where the current raw payload goes */
     uint64_t msg_len, fed;
+    /* Optional, set by the receiver after init: as raw payload `i` of `len` bytes begins (the meta
+     * before it is in the slot), *dst = where it goes instead of the slot (a forming batch's rows; they
+     * must hold len bytes), or NULL for its aligned place in the slot. Called on the feeding thread. */
+    void (*raw_place)(void *ud, uint32_t i, uint64_t len, uint8_t **dst);
+    void *raw_ud;
 } osv_gw_split_t;
 
 /* A message of msg_len bytes into base[0..cap) (cap ≥ msg_len + OSV_GW_RAW_SLACK, base 64-byte aligned). */
 void osv_gw_split_init(osv_gw_split_t *s, void *base, uint64_t cap, uint64_t msg_len);
 /* Copies p[0..n) of the message; 0 or OSV_EPARSE / OSV_ELIMIT with err set (then stop feeding). */
 int osv_gw_split_feed(osv_gw_split_t *s, const uint8_t *p, size_t n, osv_err_t *err);
+/* Moves raw payload i (placed elsewhere by raw_place) to an aligned place in the slot, as if it had
+ * been placed there: 0, or OSV_ELIMIT when the slot has no room (it always has: it was sized for every
+ * payload). One copy of the payload; the caller counts it. */
+int osv_gw_split_relocate(osv_gw_split_t *s, uint32_t i, osv_err_t *err);
 /* The message ended: OSV_EPARSE when it ended inside a field. */
 int osv_gw_split_end(const osv_gw_split_t *s, osv_err_t *err);
 

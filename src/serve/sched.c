@@ -754,6 +754,15 @@ bool osv_serve_stage(osv_serve_t *s, osv_sreq_t *r)
     return true;
 }
 
+void *osv_serve_stage_input(const osv_sreq_t *r, uint32_t idx, uint64_t *len)
+{
+    osv_infer_input_info_t a;
+    *len = 0;
+    if (!r->stage || osv_infer_input_info(r->inf, idx, &a) != 0 || a.rank < 1 || a.dims[0] < 1)
+        return NULL;
+    return osv_stage_input(r->stage, idx, r->stage_row, (uint64_t)a.dims[0], len);
+}
+
 void osv_serve_unstage(osv_sreq_t *r)
 {
     osv_stage_release(r->stage);

@@ -223,6 +223,9 @@ int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r);
  * goes back to the pool with its last use. Fronts' threads; the stage's lock is the model's. */
 bool osv_serve_stage(osv_serve_t *s, osv_sreq_t *r);
 void osv_serve_unstage(osv_sreq_t *r);
+/* A staged request's rows of model input idx, before or after prepare: where the front receives that
+ * input's bytes (*len of them). NULL when r is not staged or idx not declared. Fronts' threads. */
+void *osv_serve_stage_input(const osv_sreq_t *r, uint32_t idx, uint64_t *len);
 
 /* For execute(): brackets one ORT run of r on the calling thread, so the watchdog can cancel it at
  * r's deadline (or when a drain times out). */

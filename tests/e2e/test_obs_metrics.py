@@ -140,9 +140,13 @@ class Metrics(unittest.TestCase):
                 c = RawConn(srv.port)
                 held.append(c)
                 c.send(req[:len(req) // 2])  # head + half the tensor: the slot is taken, the rest awaited
+            # Both gauges, polled together: a scrape served by the other loop thread can land between a
+            # held upload's slot acquisition and its in-flight count (one loop iteration apart).
+            base = m.one("ortserve_inflight_requests")
             seen["during"] = wait_until(
-                lambda: (lambda x: x if x.one("ortserve_pool_slots", slot_bytes="65536", state="in_use") == free
-                         else None)(metrics(srv)), 20, "every 64 KiB slot in use")
+                lambda: (lambda x: x if x.one("ortserve_pool_slots", slot_bytes="65536", state="in_use") == free and
+                         x.one("ortserve_inflight_requests") - base >= free else None)(metrics(srv)), 20,
+                "every 64 KiB slot in use and its upload in flight")
             with RawConn(srv.port) as c:
                 c.send(req)
                 r = c.read_response()

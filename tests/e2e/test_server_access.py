@@ -191,10 +191,14 @@ class Auth(unittest.TestCase):
         before = sum(float(line.split()[-1]) for line in page.decode().splitlines()
                      if line.startswith('ortserve_http_responses_total{code="401"}'))
         self.srv.request("GET", "/v2")
-        st, _, page = self.srv.request("GET", "/metrics", headers=tok)
-        after = sum(float(line.split()[-1]) for line in page.decode().splitlines()
-                    if line.startswith('ortserve_http_responses_total{code="401"}'))
-        self.assertEqual(after, before + 1)
+
+        def count():
+            page = self.srv.request("GET", "/metrics", headers=tok)[2]
+            return sum(float(line.split()[-1]) for line in page.decode().splitlines()
+                       if line.startswith('ortserve_http_responses_total{code="401"}'))
+        # a response is counted just after it is written: the client can scrape an instant before (bounded poll)
+        wait_until(lambda: count() >= before + 1, 10, "the 401 to be counted")
+        self.assertEqual(count(), before + 1)
 
 
 class TokenFile(unittest.TestCase):
