@@ -1161,6 +1161,35 @@ static void drain_begin(gconn_t *c)
     grpc_watch_drain(c);
 }
 
+/* Hands `len` bytes to nghttp2; false when the connection is done for (a protocol error: GOAWAY). */
+static bool feed(gconn_t *c, const uint8_t *p, size_t len)
+{
+    ssize_t used = nghttp2_session_mem_recv(c->h2, p, len);
+    if (used < 0) {
+        osv_log(OSV_LOG_DEBUG, "grpc_protocol_error", "\"connection\":%" PRIu64 ",\"error\":\"%s\"",
+                c->nc.id, nghttp2_strerror((int)used));
+        nghttp2_session_terminate_session(c->h2, used == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM
+                                                                             : NGHTTP2_PROTOCOL_ERROR);
+        grpc_conn_kick(c);
+        c->dying = true;
+        return false;
+    }
+    grpc_conn_kick(c);
+    return true;
+}
+
+/* This loop thread's scratch (GRPC_SCRATCH bytes), or NULL when it cannot have one. */
+static uint8_t *loop_scratch(gconn_t *c)
+{
+    osv_grpc_t *g = c->g;
+    int i = osv_loop_index(c->nc.loop);
+    if (i < 0 || i >= g->n_scratch)
+        return NULL;
+    if (!g->scratch[i])
+        g->scratch[i] = osv_malloc(GRPC_SCRATCH); /* NULL: reads stay within the buffer */
+    return g->scratch[i];
+}
+
 static void front_drive(osv_nconn_t *n)
 {
     gconn_t *c = (gconn_t *)n;
@@ -1168,23 +1197,21 @@ static void front_drive(osv_nconn_t *n)
         return;
     drain_begin(c);
     for (int rounds = 0; rounds < 64 && !c->dying && n->readable; rounds++) { /* (a write event reads nothing) */
-        int r = osv_nconn_read(n);
+        /* once past the preface, a read goes on into the loop's scratch: a 600 KB message is a few
+         * reads instead of one per buffer */
+        uint8_t *scratch = c->preface_checked ? loop_scratch(c) : NULL;
+        size_t extra = 0;
+        int r = scratch ? osv_nconn_read_extra(n, scratch, GRPC_SCRATCH, &extra) : osv_nconn_read(n);
         if (n->len > n->pos) {
             if (!check_preface(c))
                 return;
-            ssize_t used = nghttp2_session_mem_recv(c->h2, (const uint8_t *)n->buf + n->pos, n->len - n->pos);
+            bool ok = feed(c, (const uint8_t *)n->buf + n->pos, n->len - n->pos);
             n->pos = n->len = 0;
-            if (used < 0) {
-                osv_log(OSV_LOG_DEBUG, "grpc_protocol_error", "\"connection\":%" PRIu64 ",\"error\":\"%s\"",
-                        c->nc.id, nghttp2_strerror((int)used));
-                nghttp2_session_terminate_session(c->h2, used == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM
-                                                                                     : NGHTTP2_PROTOCOL_ERROR);
-                grpc_conn_kick(c);
-                c->dying = true;
+            if (!ok)
                 break;
-            }
-            grpc_conn_kick(c);
         }
+        if (extra && !feed(c, scratch, extra))
+            break;
         if (r <= 0)
             break;
     }

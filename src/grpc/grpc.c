@@ -48,6 +48,11 @@ int osv_grpc_create(const osv_grpc_opts_t *o, osv_serve_t *serve, osv_net_t *net
     g->pool = osv_serve_pool(serve);
     g->shm = osv_serve_shm(serve);
     g->auth = osv_serve_auth(serve);
+    g->n_scratch = osv_net_loop_count(net);
+    if (!(g->scratch = osv_calloc((size_t)(g->n_scratch > 0 ? g->n_scratch : 1), sizeof *g->scratch))) {
+        osv_free(g);
+        return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    }
     if ((rc = osv_grpc_callbacks(g, err)) != 0 || (rc = grpc_health_init(g, err)) != 0) {
         osv_grpc_destroy(g);
         return rc;
@@ -76,5 +81,8 @@ void osv_grpc_destroy(osv_grpc_t *g)
     if (g->opt)
         nghttp2_option_del(g->opt);
     osv_free(g->watch);
+    for (int i = 0; g->scratch && i < g->n_scratch; i++)
+        osv_free(g->scratch[i]);
+    osv_free(g->scratch);
     osv_free(g);
 }

@@ -88,7 +88,13 @@ struct osv_grpc {
     nghttp2_option *opt;
     gwatch_loop_t *watch; /* one per loop */
     int n_watch;
+    /* one per loop, allocated by its loop thread on first use, freed with the front: where a read goes
+     * on once the connection's buffer is full (osv_nconn_read_extra), consumed before the next read */
+    uint8_t **scratch;
+    int n_scratch;
 };
+
+#define GRPC_SCRATCH (256u << 10) /* bytes a loop reads past a connection's buffer in one call */
 
 /* One message's worth of work: a unary call, or one request of a stream. Loop thread, except the
  * fields a worker writes while `held` (labelled). */

@@ -16,6 +16,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "net/net.h"
@@ -393,6 +394,42 @@ int osv_nconn_read(osv_nconn_t *c)
         if ((uint32_t)n < c->cap - c->len && !c->peer_shut)
             c->readable = false;
         c->len += (uint32_t)n;
+        return 1;
+    }
+    if (n == 0) {
+        c->peer_closed = true;
+        return -1;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        c->readable = false;
+        return 0;
+    }
+    return errno == EINTR ? 0 : -1;
+}
+
+int osv_nconn_read_extra(osv_nconn_t *c, void *extra, size_t extra_cap, size_t *extra_len)
+{
+    struct iovec iov[2];
+    size_t room;
+    ssize_t n;
+    *extra_len = 0;
+    if (!osv_nconn_take_buf(c))
+        return -1;
+    room = c->cap - c->len;
+    iov[0] = (struct iovec){c->buf + c->len, room};
+    iov[1] = (struct iovec){extra, extra_cap};
+    if (!room && !extra_cap)
+        return 0;
+    n = readv(c->fd, room ? iov : iov + 1, room ? 2 : 1);
+    if (n > 0) {
+        if ((size_t)n < room + extra_cap && !c->peer_shut) /* short: the socket is drained (see above) */
+            c->readable = false;
+        if ((size_t)n <= room) {
+            c->len += (uint32_t)n;
+        } else {
+            c->len = c->cap;
+            *extra_len = (size_t)n - room;
+        }
         return 1;
     }
     if (n == 0) {

@@ -10,6 +10,7 @@ answers, and load failures that name the file, line and field while the other mo
 
 Run: OSV_BINARY_DIR=build/release /usr/bin/python3 tests/e2e/test_triton_repo.py [Class.test]"""
 import json
+import re
 import os
 import shutil
 import struct
@@ -676,14 +677,19 @@ class InstanceGroups(unittest.TestCase):
             with Server(r, "--workers", "2", "--inline-threshold-us", "0", "--deadline-ms", "0") as srv:
                 body = json.dumps({"inputs": [
                     {"name": "x", "shape": [1, 256], "datatype": "FP32", "data": [0.0] * 256},
-                    {"name": "iters", "shape": [1], "datatype": "INT64", "data": [ITERS]}]})
+                    {"name": "iters", "shape": [1], "datatype": "INT64", "data": [5 * ITERS]}]})
                 self.assertEqual(srv.request("POST", "/v2/models/slow/infer", body)[0], 200)
                 before = stats_of(srv, "slow")["inference_stats"]
                 results = []
                 threads = [threading.Thread(target=lambda: results.append(
                     srv.request("POST", "/v2/models/slow/infer", body)[0])) for _ in range(2)]
-                for t in threads:
-                    t.start()
+                threads[0].start()
+                # the second starts once the first is in flight (the scrape itself counts one): started
+                # together, a slow thread start could let the first finish before the second arrives
+                wait_until(lambda: float(re.search(r"^ortserve_inflight_requests (\S+)$",
+                                                   srv.request("GET", "/metrics")[2].decode(), re.M).group(1)) >= 2,
+                           20, "the first request in flight")
+                threads[1].start()
                 for t in threads:
                     t.join(120)
                 self.assertEqual(results, [200, 200])
