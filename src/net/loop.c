@@ -380,33 +380,6 @@ static void drive_linger(osv_nconn_t *c)
     osv_nconn_close(c);
 }
 
-int osv_nconn_read(osv_nconn_t *c)
-{
-    ssize_t n;
-    if (!osv_nconn_take_buf(c))
-        return -1;
-    if (c->len == c->cap)
-        return 0;
-    n = read(c->fd, c->buf + c->len, c->cap - c->len);
-    if (n > 0) {
-        /* A short read drained the socket and epoll will say when there is more — unless the peer's
-         * FIN is already queued: edge-triggered epoll reports it once, so read on until EOF. */
-        if ((uint32_t)n < c->cap - c->len && !c->peer_shut)
-            c->readable = false;
-        c->len += (uint32_t)n;
-        return 1;
-    }
-    if (n == 0) {
-        c->peer_closed = true;
-        return -1;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        c->readable = false;
-        return 0;
-    }
-    return errno == EINTR ? 0 : -1;
-}
-
 int osv_nconn_read_extra(osv_nconn_t *c, void *extra, size_t extra_cap, size_t *extra_len)
 {
     struct iovec iov[2];
@@ -420,9 +393,11 @@ int osv_nconn_read_extra(osv_nconn_t *c, void *extra, size_t extra_cap, size_t *
     iov[1] = (struct iovec){extra, extra_cap};
     if (!room && !extra_cap)
         return 0;
-    n = readv(c->fd, room ? iov : iov + 1, room ? 2 : 1);
+    n = readv(c->fd, room ? iov : iov + 1, room && extra_cap ? 2 : 1);
     if (n > 0) {
-        if ((size_t)n < room + extra_cap && !c->peer_shut) /* short: the socket is drained (see above) */
+        /* A short read drained the socket and epoll will say when there is more — unless the peer's
+         * FIN is already queued: edge-triggered epoll reports it once, so read on until EOF. */
+        if ((size_t)n < room + extra_cap && !c->peer_shut)
             c->readable = false;
         if ((size_t)n <= room) {
             c->len += (uint32_t)n;
@@ -441,6 +416,12 @@ int osv_nconn_read_extra(osv_nconn_t *c, void *extra, size_t extra_cap, size_t *
         return 0;
     }
     return errno == EINTR ? 0 : -1;
+}
+
+int osv_nconn_read(osv_nconn_t *c)
+{
+    size_t none;
+    return osv_nconn_read_extra(c, NULL, 0, &none);
 }
 
 uint64_t osv_loop_now(const osv_loop_t *l)
