@@ -386,6 +386,18 @@ static int model_of(gcall_t *k, ix_t *x)
     return osv_repo_acquire(g->repo, x->req.model_name.p, x->req.model_name.n, version, &k->model, &k->err);
 }
 
+/* An input the early build can take: raw, of a fixed-size datatype. */
+static bool early_input_ok(const gin_t *in)
+{
+    return !in->w->contents && !in->shm && in->dt != OSV_DTYPE_BYTES && osv_dtype_size(in->dt) > 0;
+}
+
+static int raw_count_mismatch(gcall_t *k, uint32_t n_raw, uint32_t n_in)
+{
+    return bad(k, OSV_EINVAL, "raw_input_contents has %u entries but the request has %u input(s): one each, in "
+               "the order of 'inputs'", n_raw, n_in);
+}
+
 /* Steps 1 and 2 on meta_len bytes of meta: the request decoded, its model found, every input decoded
  * and declared (raw ones bound where the splitter put them, unless `early`: their payloads are still
  * to come). 0 or an error code with k->err set. */
@@ -408,15 +420,17 @@ static int build_inputs(gcall_t *k, ix_t *x, uint64_t meta_len, bool early)
         return bad(k, OSV_EINVAL, "'inputs' has %u elements but model '%s' has %u input(s)", ni,
                    osv_model_name(k->model), osv_model_input_count(k->model));
     if (!early && x->req.n_raw && x->req.n_raw != ni)
-        return bad(k, OSV_EINVAL, "raw_input_contents has %u entries but the request has %u input(s): one each, "
-                   "in the order of 'inputs'", x->req.n_raw, ni);
+        return raw_count_mismatch(k, x->req.n_raw, ni);
     if (!(x->ins = osv_arena_alloc(&k->arena, (ni ? ni : 1) * sizeof *x->ins, 8)))
         return bad(k, OSV_ENOMEM, "out of request memory");
     memset(x->ins, 0, (ni ? ni : 1) * sizeof *x->ins);
     x->n_in = ni;
-    for (uint32_t i = 0; i < ni; i++)
+    for (uint32_t i = 0; i < ni; i++) {
         if ((rc = decode_input(k, x, i, early)) != 0)
             return rc;
+        if (early && !early_input_ok(&x->ins[i])) /* found before an infer is built only to be undone */
+            return bad(k, OSV_EINVAL, "input %u cannot be received into a batch", i);
+    }
     osv_infer_opts_t io = {.pool = g->pool, .force_copy = osv_serve_opts(g->serve)->force_copy};
     size_t size = osv_infer_size(k->model);
     void *mem = osv_arena_alloc(&k->arena, size, 16);
@@ -441,8 +455,7 @@ static int bind_raw(gcall_t *k, ix_t *x)
     x->req.raw = k->split->raw;
     x->req.n_raw = k->split->n_raw;
     if (x->req.n_raw != x->n_in)
-        return bad(k, OSV_EINVAL, "raw_input_contents has %u entries but the request has %u input(s): one each, "
-                   "in the order of 'inputs'", x->req.n_raw, x->n_in);
+        return raw_count_mismatch(k, x->req.n_raw, x->n_in);
     for (uint32_t i = 0; i < x->n_in; i++) {
         gin_t *in = &x->ins[i];
         in->raw = &x->req.raw[i];
@@ -528,12 +541,6 @@ static void early_undo(gcall_t *k)
         memset(&k->err, 0, sizeof k->err); /* the build at the end says what is wrong, if anything */
 }
 
-/* An input the early build can take: raw, of a fixed-size datatype. */
-static bool early_input_ok(const gin_t *in)
-{
-    return !in->w->contents && !in->shm && in->dt != OSV_DTYPE_BYTES && osv_dtype_size(in->dt) > 0;
-}
-
 void grpc_infer_raw_place(void *ud, uint32_t i, uint64_t len, uint8_t **dst)
 {
     gcall_t *k = ud;
@@ -546,10 +553,7 @@ void grpc_infer_raw_place(void *ud, uint32_t i, uint64_t len, uint8_t **dst)
     if (i == 0 && !x) {
         if (!(x = ix_new(k)))
             return;
-        bool ok = build_inputs(k, x, k->split->meta_len, true) == 0 && x->n_in > 0;
-        for (uint32_t j = 0; ok && j < x->n_in; j++)
-            ok = early_input_ok(&x->ins[j]);
-        if (!ok) {
+        if (build_inputs(k, x, k->split->meta_len, true) != 0 || !x->n_in) {
             early_undo(k);
             return;
         }

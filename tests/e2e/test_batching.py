@@ -53,12 +53,33 @@ def linear_body(rows, value=0.0, params=None):
     return binary_body(hdr, [x.tobytes()])
 
 
-class Async:
-    """Requests sent one by one on their own connections, each known to be read by the server before the
-    next is sent; responses collected in arrival order by reader threads."""
+class Readers:
+    """Responses read by one thread per connection, collected by name in the order they arrived."""
 
     def __init__(self, srv):
         self.srv, self.order, self.results, self.threads, self.lock = srv, [], {}, [], threading.Lock()
+
+    def read_later(self, c, name):
+        def read():
+            r = c.read_response()
+            with self.lock:
+                self.order.append(name)
+                self.results[name] = r
+            c.close()
+        t = threading.Thread(target=read)
+        t.start()
+        self.threads.append(t)
+
+    def join(self):
+        """(names in arrival order, {name: response})"""
+        for t in self.threads:
+            t.join(120)
+        return self.order, self.results
+
+
+class Async(Readers):
+    """Requests sent one by one on their own connections, each known to be read by the server before the
+    next is sent; responses collected in arrival order by reader threads."""
 
     def send(self, name, path, body, headers, small=False):
         """small: the body fits the socket buffers, so once sendall returned it sits in the server's receive
@@ -72,21 +93,7 @@ class Async:
             wait_until(lambda: _tcp_queues().get((self.srv.port, cport), (0, 1))[1] == 0, 20, "the server to read " + name)
         else:
             wait_until(lambda: server_consumed(self.srv.port, c.sock), 20, "the server to read " + name)
-
-        def read():
-            r = c.read_response()
-            with self.lock:
-                self.order.append(name)
-                self.results[name] = r
-            c.close()
-        t = threading.Thread(target=read)
-        t.start()
-        self.threads.append(t)
-
-    def join(self):
-        for t in self.threads:
-            t.join(120)
-        return self.order, self.results
+        self.read_later(c, name)
 
 
 def queued(srv, model):
@@ -279,13 +286,13 @@ def logged_order(srv, names):
     return sorted(names, key=pos.get)
 
 
-class Ordered:
+class Ordered(Readers):
     """Requests sent on connections opened (and accepted: one GET each) beforehand, each sent whole before the
     next; with one loop thread the server reads them in that order (epoll reports ready sockets first come,
     first served). Responses are read by threads; the order the server answered in is in its access log."""
 
     def __init__(self, srv, n):
-        self.srv, self.results, self.threads = srv, {}, []
+        super().__init__(srv)
         self.conns = [RawConn(srv.port, timeout=120) for _ in range(n)]
         for c in self.conns:
             c.send(request_bytes("GET", "/v2/health/live"))
@@ -294,18 +301,11 @@ class Ordered:
     def send(self, i, name, body, headers):
         c = self.conns[i]
         c.send(request_bytes("POST", "/v2/models/tanh/infer", body, list(headers.items()) + [("X-Request-ID", name)]))
-
-        def read():
-            self.results[name] = c.read_response()
-            c.close()
-        t = threading.Thread(target=read)
-        t.start()
-        self.threads.append(t)
+        self.read_later(c, name)
 
     def join(self):
-        for t in self.threads:
-            t.join(120)
-        return self.results
+        """{name: response} (the order the server answered in is in its access log)"""
+        return super().join()[1]
 
 
 def tanh_body(width, params=None, rows=1):
