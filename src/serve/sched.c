@@ -459,9 +459,18 @@ void osv_sched_expire(osv_serve_t *s, uint64_t now)
 
 /* ---- completion in order (preserve_ordering) ------------------------------------------------------- */
 
+static void test_jitter_pause(const osv_serve_t *s)
+{
+    uint64_t ns = (osv_now_ns() >> 4) * 0x9e3779b97f4a7c15ull % s->test_jitter_ns;
+    struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
+    nanosleep(&ts, NULL);
+}
+
 void osv_sched_finish(osv_serve_t *s, osv_sreq_t *r)
 {
     mstate_t *ms = r->ms;
+    if (s->test_jitter_ns)
+        test_jitter_pause(s);
     if (!ms || !ms->preserve) {
         r->complete(r);
         return;
@@ -927,13 +936,16 @@ static void run_taken(osv_serve_t *s, formed_t *f)
     atomic_fetch_add_explicit(&s->running, 1, memory_order_relaxed);
     if (gate)
         pthread_mutex_lock(&s->mem_gate);
+    /* A batch's members are finished by the batch, a lone request here, both before the instance is free:
+     * the answers of one instance leave in the order its runs ended. Freed first, the next run (microseconds
+     * on a small model) could be answered before this one: low2 before low1 in a priority test. */
     if (f->n == 1) {
         r->bnext = NULL;
         osv_sched_run_one(s, r);
-    }
-    /* A batch's members are finished by the batch; a lone request here (below) after its run. */
-    else
+        osv_sched_finish(s, r);
+    } else {
         osv_batch_run(s, ms, r, f->n);
+    }
     if (gate)
         pthread_mutex_unlock(&s->mem_gate);
     atomic_fetch_sub_explicit(&s->running, 1, memory_order_relaxed);
@@ -943,8 +955,6 @@ static void run_taken(osv_serve_t *s, formed_t *f)
         wake_model(s, ms); /* an instance is free: its queue may form a batch now */
     pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
-    if (f->n == 1)
-        osv_sched_finish(s, r);
     osv_model_release(m);
 }
 

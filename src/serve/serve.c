@@ -2,6 +2,7 @@
  * (slot pool, image decode budget, shared-memory budget), the memory guard, the watchdog thread and
  * the control thread that loads and unloads models. Queues, workers and runs are sched.c's. */
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -335,6 +336,21 @@ static int start_threads(osv_serve_t *s, osv_err_t *err)
     return 0;
 }
 
+#define TEST_JITTER_ENV "ORTSERVE_TEST_ANSWER_JITTER_US"
+
+/* The test hook that makes a preempted worker likely (sched.c's osv_sched_finish pauses before each answer):
+ * the order answers leave in must not depend on which worker the kernel runs first. */
+static void test_jitter(osv_serve_t *s)
+{
+    const char *v = getenv(TEST_JITTER_ENV);
+    unsigned long us = v && *v ? strtoul(v, NULL, 10) : 0;
+    if (!us || us > 1000000)
+        return;
+    s->test_jitter_ns = (uint64_t)us * 1000;
+    osv_log(OSV_LOG_WARN, "serve_test_jitter",
+            "\"variable\":\"" TEST_JITTER_ENV "\",\"detail\":\"each answer waits up to %lu us before it is handed "
+            "on (a test hook)\"", us);
+}
 int osv_serve_create(const osv_serve_opts_t *o, osv_env_t *env, osv_repo_t *repo, osv_serve_t **out,
                      osv_err_t *err)
 {
@@ -364,6 +380,7 @@ int osv_serve_create(const osv_serve_opts_t *o, osv_env_t *env, osv_repo_t *repo
         osv_sysmem_read(&mem);
         s->mem_limit = mem.cgroup_limit;
     }
+    test_jitter(s);
     if (!(s->slots = osv_calloc((size_t)(s->n_slots ? s->n_slots : 1), sizeof *s->slots))) {
         rc = osv_err_set(err, OSV_ENOMEM, "out of memory");
         goto fail;

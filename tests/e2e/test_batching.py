@@ -325,10 +325,10 @@ class PrioritiesAndPolicies(unittest.TestCase):
 
     BLOCKER = 1 << 22
 
-    def server(self, dyn):
+    def server(self, dyn, env=None):
         cfg = {"max_batch_size": 8, "instance_group": [{"count": 1}], "dynamic_batching": dyn}
         return Server(repo({"tanh": "tanh.onnx"}, {"tanh": cfg}), "--deadline-ms", "0", "--loops", "1",
-                      "--workers", "2", "--max-body-bytes", "64M", "--pool-max-slot-bytes", "128M")
+                      "--workers", "2", "--max-body-bytes", "64M", "--pool-max-slot-bytes", "128M", env=env)
 
     def blocker(self):
         return tanh_body(self.BLOCKER, rows=3)
@@ -356,6 +356,19 @@ class PrioritiesAndPolicies(unittest.TestCase):
             res = self.queue_up(s, reqs)
             self.assertTrue(all(r.status == 200 for r in res.values()), res)
             names = ["high0", "high1", "high2", "low0", "low1", "low2"]
+            self.assertEqual(logged_order(s, names), names)
+
+    def test_one_instance_answers_in_the_order_it_ran(self):
+        """FIFO within a level, seen from the client: sixteen one-row requests of distinct widths (a batch each)
+        queued behind the blocker on one instance are answered in the order they were sent, even when each
+        answer's worker pauses (the test hook ORTSERVE_TEST_ANSWER_JITTER_US, as a preempted worker would).
+        The instance used to be freed before its answer was handed on, so the other worker's next run
+        (microseconds) was answered first: 10 of 10 runs out of order before the fix."""
+        with self.server({}, env={"ORTSERVE_TEST_ANSWER_JITTER_US": "3000"}) as s:
+            self.assertIn('"event":"serve_test_jitter"', s.logs())
+            names = ["r%02d" % i for i in range(16)]
+            res = self.queue_up(s, [(n, 8 + i, None) for i, n in enumerate(names)])
+            self.assertTrue(all(r.status == 200 for r in res.values()), res)
             self.assertEqual(logged_order(s, names), names)
 
     def test_reject_timeout(self):
