@@ -35,6 +35,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,6 +46,7 @@
 #define WBUF        (256u << 10) /* bytes queued for one write */
 #define RBUF        (256u << 10)
 #define MAX_SAMPLES (16u << 20) /* latencies kept per thread (beyond: not recorded, still counted) */
+#define NO_COPY_MIN (16u << 10) /* stream messages this large go out in frames of their own, not copied */
 
 enum { M_H1, M_UNARY, M_STREAM };
 
@@ -62,7 +64,6 @@ typedef struct opts {
 
 static opts_t O;
 static uint64_t t_begin, t_measure, t_end;
-static size_t wbuf_cap = WBUF; /* grows to hold a whole HTTP/1.1 request */
 
 typedef struct worker worker_t;
 
@@ -72,6 +73,9 @@ typedef struct conn {
     nghttp2_session *h2;
     uint8_t *wbuf;
     size_t wlen, woff;
+    const uint8_t *zc; /* bytes written after wbuf's, from where they are (the body file): never copied */
+    size_t zc_len;
+    const uint8_t *zc_next; /* the payload of the DATA frame nghttp2 is about to send (NGHTTP2_DATA_FLAG_NO_COPY) */
     uint8_t *rbuf;
     size_t rlen;
     /* one request (h1, unary) */
@@ -137,8 +141,14 @@ static void completed(conn_t *c, uint64_t issued, bool ok)
 
 static bool flush_out(conn_t *c)
 {
-    while (c->woff < c->wlen) {
-        ssize_t n = write(c->fd, c->wbuf + c->woff, c->wlen - c->woff);
+    while (c->woff < c->wlen || c->zc_len) {
+        struct iovec iov[2];
+        int n_iov = 0;
+        if (c->woff < c->wlen)
+            iov[n_iov++] = (struct iovec){c->wbuf + c->woff, c->wlen - c->woff};
+        if (c->zc_len)
+            iov[n_iov++] = (struct iovec){(void *)c->zc, c->zc_len};
+        ssize_t n = writev(c->fd, iov, n_iov);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -146,7 +156,11 @@ static bool flush_out(conn_t *c)
                 return false;
             die("write");
         }
-        c->woff += (size_t)n;
+        size_t k = (size_t)n, w = c->wlen - c->woff < k ? c->wlen - c->woff : k;
+        c->woff += w;
+        k -= w;
+        c->zc += k;
+        c->zc_len -= k;
     }
     c->woff = c->wlen = 0;
     return true;
@@ -156,12 +170,38 @@ static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
 {
     conn_t *c = ud;
     (void)s, (void)flags;
+    if (c->zc_len && !flush_out(c)) /* bytes go out in order: the queued payload first */
+        return NGHTTP2_ERR_WOULDBLOCK;
     if (c->wlen == WBUF && !flush_out(c))
         return NGHTTP2_ERR_WOULDBLOCK;
     size_t k = WBUF - c->wlen < len ? WBUF - c->wlen : len;
     memcpy(c->wbuf + c->wlen, data, k);
     c->wlen += k;
     return (ssize_t)k;
+}
+
+/* A DATA frame sent without copying its payload, as the server sends its tensors: the 9-byte header into
+ * wbuf, the payload written from the body file after it. */
+static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *src, void *ud)
+{
+    conn_t *c = ud;
+    (void)s, (void)frame, (void)src;
+    if ((c->zc_len || WBUF - c->wlen < 9) && !flush_out(c))
+        return NGHTTP2_ERR_WOULDBLOCK; /* called again with the same frame */
+    memcpy(c->wbuf + c->wlen, framehd, 9);
+    c->wlen += 9;
+    c->zc = c->zc_next;
+    c->zc_len = length;
+    return 0;
+}
+
+/* DATA frames as large as the server allows (nghttp2 sends 16 KB ones otherwise), as grpc-core does. */
+static ssize_t frame_length(nghttp2_session *s, uint8_t type, int32_t id, int32_t conn_window, int32_t stream_window,
+                            uint32_t max_frame, void *ud)
+{
+    (void)s, (void)type, (void)id, (void)conn_window, (void)stream_window, (void)ud;
+    return (ssize_t)max_frame;
 }
 
 static void h2_send(conn_t *c)
@@ -182,9 +222,9 @@ static void h2_send(conn_t *c)
 
 static void h1_issue(conn_t *c)
 {
-    memcpy(c->wbuf, O.h1_req, O.h1_len);
-    c->wlen = O.h1_len;
-    c->woff = 0;
+    c->woff = c->wlen = 0;
+    c->zc = O.h1_req; /* the whole request from where it is, as the gRPC modes send their payloads */
+    c->zc_len = O.h1_len;
     c->issued = now_ns();
     flush_out(c);
 }
@@ -240,9 +280,11 @@ static ssize_t unary_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t l
                           nghttp2_data_source *src, void *ud)
 {
     size_t *off = src->ptr;
-    (void)s, (void)id, (void)ud;
+    conn_t *c = ud;
+    (void)s, (void)id, (void)buf;
     size_t k = O.body_len - *off < len ? O.body_len - *off : len;
-    memcpy(buf, O.body + *off, k);
+    c->zc_next = O.body + *off;
+    *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
     *off += k;
     if (*off == O.body_len)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -254,8 +296,18 @@ static ssize_t stream_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t 
 {
     conn_t *c = ud;
     size_t out = 0;
-    (void)s, (void)id, (void)src, (void)flags;
-    while (c->released && out < len) {
+    (void)s, (void)id, (void)src;
+    if (c->released && O.body_len >= NO_COPY_MIN) { /* one frame within one message, sent from the body */
+        size_t k = O.body_len - c->msg_off < len ? O.body_len - c->msg_off : len;
+        c->zc_next = O.body + c->msg_off;
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+        if ((c->msg_off += k) == O.body_len) {
+            c->msg_off = 0;
+            c->released--;
+        }
+        return (ssize_t)k;
+    }
+    while (c->released && out < len) { /* small messages: as many as fit, copied into one frame */
         size_t k = O.body_len - c->msg_off < len - out ? O.body_len - c->msg_off : len - out;
         memcpy(buf + out, O.body + c->msg_off, k);
         out += k;
@@ -436,7 +488,7 @@ static int dial(void)
 static conn_t *conn_open(worker_t *w)
 {
     conn_t *c = calloc(1, sizeof *c);
-    if (!c || !(c->wbuf = malloc(wbuf_cap)) || !(c->rbuf = malloc(RBUF)))
+    if (!c || !(c->wbuf = malloc(WBUF)) || !(c->rbuf = malloc(RBUF)))
         die("malloc");
     c->w = w;
     c->fd = dial();
@@ -580,7 +632,6 @@ static void parse(int argc, char **argv)
         memcpy(O.h1_req, head, (size_t)n);
         memcpy(O.h1_req + n, O.body, O.body_len);
         O.h1_len = (size_t)n + O.body_len;
-        wbuf_cap = O.h1_len > WBUF ? O.h1_len : WBUF;
     }
 }
 
@@ -593,6 +644,8 @@ int main(int argc, char **argv)
     if (nghttp2_session_callbacks_new(&cbs) != 0)
         die("nghttp2");
     nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, frame_length);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);

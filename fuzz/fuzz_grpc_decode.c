@@ -9,7 +9,9 @@
  * the rest is placed as without a receiver. Then the message. Invariants beyond "no crash": every raw
  * payload lies inside the slot, 64-byte aligned, below the meta bytes (or, placed, inside the rows
  * buffer); a relocated payload keeps its bytes; the meta never grows past the message; a decoded count
- * of inputs/outputs matches osv_gw_count. */
+ * of inputs/outputs matches osv_gw_count. Without placement the message is split a second time the way
+ * the front reads a payload in place (each chunk's leading payload bytes written where
+ * osv_gw_split_raw_next says, then fed from there), which must give the same slot. */
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,7 @@ static uint8_t slot[MAX_MSG + OSV_GW_RAW_SLACK] __attribute__((aligned(64)));
 static uint8_t out[1u << 16] __attribute__((aligned(64)));
 static uint8_t rows[1u << 16] __attribute__((aligned(64)));
 static uint8_t moved[1u << 16];
+static uint8_t slot2[MAX_MSG + OSV_GW_RAW_SLACK] __attribute__((aligned(64)));
 
 typedef struct place {
     osv_gw_split_t *s;
@@ -49,6 +52,42 @@ static void place(void *ud, uint32_t i, uint64_t len, uint8_t **dst)
     }
     *dst = rows + p->used;
     p->used += len;
+}
+
+/* One chunk as the front feeds it: its leading raw payload bytes (if any) read "in place" first. */
+static int feed_in_place(osv_gw_split_t *s, const uint8_t *p, size_t n, osv_err_t *err)
+{
+    uint64_t room;
+    uint8_t *at = osv_gw_split_raw_next(s, &room);
+    size_t k = at ? (room < n ? (size_t)room : n) : 0;
+    int rc = 0;
+    if (k) {
+        memcpy(at, p, k);
+        rc = osv_gw_split_feed(s, at, k, err);
+    }
+    return rc || k == n ? rc : osv_gw_split_feed(s, p + k, n - k, err);
+}
+
+/* The in-place split of data[0..len) gives what the copying split `a` (return code rc) gave. */
+static void check_in_place(const osv_gw_split_t *a, int rc, const uint8_t *data, size_t len, size_t chunk)
+{
+    osv_gw_split_t b;
+    osv_err_t err;
+    int rc2 = 0;
+    osv_gw_split_init(&b, slot2, sizeof slot2, len);
+    for (size_t off = 0; off < len && !rc2; off += chunk)
+        rc2 = feed_in_place(&b, data + off, len - off < chunk ? len - off : chunk, &err);
+    if (!rc2)
+        rc2 = osv_gw_split_end(&b, &err);
+    FZ_CHECK(rc2 == rc, "in place: rc %d, copying: %d", rc2, rc);
+    if (rc)
+        return;
+    FZ_CHECK(b.meta_len == a->meta_len && b.n_raw == a->n_raw, "in place: another split");
+    FZ_CHECK(memcmp(slot2, slot, a->meta_len) == 0, "in place: other meta bytes");
+    for (uint32_t i = 0; i < a->n_raw; i++)
+        FZ_CHECK(b.raw[i].len == a->raw[i].len && b.raw[i].p - slot2 == a->raw[i].p - slot &&
+                     memcmp(b.raw[i].p, a->raw[i].p, a->raw[i].len) == 0,
+                 "in place: raw %u differs", i);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -98,6 +137,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc = osv_gw_split_feed(&s, data + off, len - off < chunk ? len - off : chunk, &err);
     if (!rc)
         rc = osv_gw_split_end(&s, &err);
+    if (!placing)
+        check_in_place(&s, rc, data, len, chunk);
     FZ_CHECK(s.meta_len <= len, "meta %llu bytes from a %zu-byte message", (unsigned long long)s.meta_len, len);
     for (uint32_t i = 0; i < s.n_raw; i++) {
         if (placing && !pl.undone) { /* (a zero-length payload ends the placement: every one here has bytes) */

@@ -67,6 +67,8 @@ static const osv_opt_t opts[] = {
                   "HTTP/2 flow-control window of each gRPC stream (1M)"),
     OSV_OPT_BYTES("grpc-conn-window", grpc.conn_window, 65535, 0x7fffffffu, NULL,
                   "HTTP/2 flow-control window of each gRPC connection (16M)"),
+    OSV_OPT_BYTES("grpc-max-frame-bytes", grpc.max_frame, 16384, 16777215, NULL,
+                  "largest HTTP/2 frame a gRPC client may send (1M): a tensor in few frames, read in place"),
     OSV_OPT_COUNT("grpc-max-inflight", grpc.max_inflight, 1, 1u << 20, NULL, "N",
                   "inference requests in progress on one gRPC connection, streams included (1024)"),
     OSV_OPT_BYTES("grpc-max-h2-memory", grpc.max_h2_memory, 64u << 10, 1ull << 32, NULL,

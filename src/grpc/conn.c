@@ -834,12 +834,15 @@ static void message_bytes(gstream_t *st, const uint8_t *p, size_t n)
 {
     gcall_t *k = st->cur;
     if (!k->rc) {
+        uint64_t in_place = 0;
         if (k->split) {
+            if (osv_gw_split_raw_next(k->split, &in_place) != p) /* read there by front_drive: no copy */
+                in_place = 0;
             k->rc = osv_gw_split_feed(k->split, p, n, &k->err);
         } else {
             memcpy(k->buf + k->got, p, n);
         }
-        k->copied += n;
+        k->copied += in_place ? 0 : n;
     } else if (k->scan) {
         osv_gw_idscan_feed(k->scan, p, n);
     }
@@ -853,10 +856,25 @@ static void message_bytes(gstream_t *st, const uint8_t *p, size_t n)
     }
 }
 
+/* The frame nghttp2 begins to read: an unpadded DATA frame's payload may be read straight into its place
+ * (direct_place). */
+static int on_begin_frame(nghttp2_session *h2, const nghttp2_frame_hd *hd, void *ud)
+{
+    gconn_t *c = ud;
+    (void)h2;
+    bool data = hd->type == NGHTTP2_DATA && !(hd->flags & NGHTTP2_FLAG_PADDED);
+    c->rx_sid = data ? hd->stream_id : 0;
+    c->rx_left = data ? (uint32_t)hd->length : 0;
+    return 0;
+}
+
 static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *ud)
 {
     gstream_t *st = nghttp2_session_get_stream_user_data(h2, id);
-    (void)flags, (void)ud;
+    gconn_t *c = ud;
+    (void)flags;
+    if (id == c->rx_sid)
+        c->rx_left -= len < c->rx_left ? (uint32_t)len : c->rx_left;
     if (!st || st->trailers || st->finishing) /* answered already: the rest is ignored */
         return 0;
     while (len) {
@@ -1010,6 +1028,7 @@ int osv_grpc_callbacks(osv_grpc_t *g, osv_err_t *err)
     nghttp2_session_callbacks_set_on_frame_recv_callback(g->cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_frame_send_callback(g->cbs, on_frame_send);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(g->cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(g->cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_stream_close_callback(g->cbs, on_stream_close);
     /* Flood mitigations of nghttp2 itself, on top of the token bucket above. */
     nghttp2_option_set_max_outbound_ack(g->opt, 100);
@@ -1190,18 +1209,45 @@ static uint8_t *loop_scratch(gconn_t *c)
     return g->scratch[i];
 }
 
+/* Where the next bytes from the socket belong when nghttp2 is inside an unpadded DATA frame whose payload,
+ * from here, is the rest of a raw_input_contents payload of a request being received: that payload's
+ * place (its slot, or its rows of a forming batch), *len = as many bytes as are the frame's and the
+ * payload's both. They are read there, then fed to nghttp2 from there, and the splitter finds them in
+ * place: the tensor is received with no copy. NULL when the next bytes are anything else. */
+static uint8_t *direct_place(gconn_t *c, size_t *len)
+{
+    gstream_t *st;
+    uint64_t n;
+    uint8_t *p;
+    *len = 0;
+    if (!c->rx_left || !(st = nghttp2_session_get_stream_user_data(c->h2, c->rx_sid)) || st->rx != RX_BODY ||
+        st->trailers || st->finishing || !st->cur || st->cur->rc || !st->cur->split ||
+        !(p = osv_gw_split_raw_next(st->cur->split, &n)))
+        return NULL;
+    *len = n < c->rx_left ? (size_t)n : c->rx_left;
+    return p;
+}
+
 static void front_drive(osv_nconn_t *n)
 {
     gconn_t *c = (gconn_t *)n;
     if (c->nc.lingering || c->nc.closed)
         return;
     drain_begin(c);
+    bool wide = false;
     for (int rounds = 0; rounds < 64 && !c->dying && n->readable; rounds++) { /* (a write event reads nothing) */
-        /* once past the preface, a read goes on into the loop's scratch: a 600 KB message is a few
-         * reads instead of one per buffer */
-        uint8_t *scratch = c->preface_checked ? loop_scratch(c) : NULL;
-        size_t extra = 0;
-        int r = scratch ? osv_nconn_read_extra(n, scratch, GRPC_SCRATCH, &extra) : osv_nconn_read(n);
+        /* Inside a tensor's payload a read starts where the payload goes. Once a read has filled the
+         * buffer, the next go on into the loop's scratch (a backlog of small messages in few reads); the
+         * first read of a drive does not: it takes a large message's head, and the next one the rest of
+         * its payload in place rather than 256 KB of it into the scratch, to be copied. */
+        uint8_t *scratch = wide && c->preface_checked ? loop_scratch(c) : NULL, *place = NULL;
+        size_t extra = 0, want = 0, direct = 0;
+        if (c->preface_checked)
+            place = direct_place(c, &want);
+        int r = osv_nconn_read_into(n, place, want, &direct, scratch, scratch ? GRPC_SCRATCH : 0, &extra);
+        wide = n->len == n->cap;
+        if (direct && !feed(c, place, direct))
+            break;
         if (n->len > n->pos) {
             if (!check_preface(c))
                 return;
@@ -1270,6 +1316,7 @@ static void front_open(osv_nconn_t *n)
                        .realloc = h2_realloc};
     nghttp2_settings_entry set[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, g->o.max_streams},
                                     {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, g->o.stream_window},
+                                    {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, g->o.max_frame},
                                     {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, g->o.max_header_list}};
     c->g = g;
     c->last_recv = c->last_progress = c->tokens_at = osv_loop_now(n->loop);

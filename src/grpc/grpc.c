@@ -12,6 +12,7 @@ void osv_grpc_opts_default(osv_grpc_opts_t *o)
     o->max_header_list = 16u << 10; /* = --max-header-bytes' default */
     o->stream_window = 1u << 20;
     o->conn_window = 16u << 20;
+    o->max_frame = 1u << 20; /* a tensor's payload in few frames: fewer headers, longer direct reads */
     o->max_inflight = 1024;
     o->max_h2_memory = 4u << 20;
     o->idle_timeout_ms = 60000;
@@ -41,6 +42,10 @@ int osv_grpc_create(const osv_grpc_opts_t *o, osv_serve_t *serve, osv_net_t *net
         g->o.stream_window = NGHTTP2_MAX_WINDOW_SIZE;
     if (g->o.conn_window > NGHTTP2_MAX_WINDOW_SIZE)
         g->o.conn_window = NGHTTP2_MAX_WINDOW_SIZE;
+    if (g->o.max_frame < 16384) /* the range RFC 9113 allows */
+        g->o.max_frame = 16384;
+    if (g->o.max_frame > 16777215)
+        g->o.max_frame = 16777215;
     g->serve = serve;
     g->net = net;
     g->inflight = inflight;

@@ -89,7 +89,7 @@ struct osv_grpc {
     gwatch_loop_t *watch; /* one per loop */
     int n_watch;
     /* one per loop, allocated by its loop thread on first use, freed with the front: where a read goes
-     * on once the connection's buffer is full (osv_nconn_read_extra), consumed before the next read */
+     * on once the connection's buffer is full (osv_nconn_read_into), consumed before the next read */
     uint8_t **scratch;
     int n_scratch;
 };
@@ -217,6 +217,10 @@ struct gconn {
 #define H2_CACHE_CLASSES 32
     struct memhdr *h2_cache[H2_CACHE_CLASSES];
     uint32_t h2_cache_n[H2_CACHE_CLASSES];
+    /* the DATA frame being received (conn.c's direct reads): its stream and the payload bytes nghttp2 has
+     * yet to hand on; 0 when it is not DATA, is padded, or is done */
+    int32_t rx_sid;
+    uint32_t rx_left;
     /* timers and abuse accounting */
     uint64_t last_recv, last_progress, ping_sent_at;
     double tokens; /* control frames allowed (token bucket) */

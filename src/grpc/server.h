@@ -23,6 +23,7 @@ typedef struct osv_grpc_opts {
     uint32_t max_streams;       /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
     uint32_t max_header_list;   /* bytes of one request's header list (SETTINGS_MAX_HEADER_LIST_SIZE) */
     uint32_t stream_window;     /* initial stream flow-control window (bytes) */
+    uint32_t max_frame;         /* SETTINGS_MAX_FRAME_SIZE: largest frame a client may send (bytes) */
     uint32_t conn_window;       /* connection flow-control window (bytes) */
     uint32_t max_inflight;      /* inference requests in progress on one connection, streams included */
     uint64_t max_h2_memory;     /* bytes the HTTP/2 library may hold for one connection (GOAWAY beyond) */

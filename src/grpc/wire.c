@@ -127,6 +127,12 @@ static int varint_byte(osv_gw_split_t *s, uint8_t b)
     return (b & 0x80) ? 0 : 1;
 }
 
+uint8_t *osv_gw_split_raw_next(const osv_gw_split_t *s, uint64_t *n)
+{
+    *n = s->state == S_RAW ? s->left : 0;
+    return *n ? s->raw_dst : NULL;
+}
+
 int osv_gw_split_feed(osv_gw_split_t *s, const uint8_t *p, size_t n, osv_err_t *err)
 {
     uint8_t hdr[12];
@@ -199,7 +205,8 @@ int osv_gw_split_feed(osv_gw_split_t *s, const uint8_t *p, size_t n, osv_err_t *
         case S_RAW: {
             size_t k = n < s->left ? n : (size_t)s->left;
             if (s->state == S_RAW) {
-                memcpy(s->raw_dst, p, k);
+                if (p != s->raw_dst) /* else read in place by the receiver (osv_gw_split_raw_next) */
+                    memcpy(s->raw_dst, p, k);
                 s->raw_dst += k;
             } else if ((rc = split_meta(s, p, k, err)) != 0) {
                 return rc;

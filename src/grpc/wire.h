@@ -68,6 +68,11 @@ int osv_gw_split_feed(osv_gw_split_t *s, const uint8_t *p, size_t n, osv_err_t *
  * been placed there: 0, or OSV_ELIMIT when the slot has no room (it always has: it was sized for every
  * payload). One copy of the payload; the caller counts it. */
 int osv_gw_split_relocate(osv_gw_split_t *s, uint32_t i, osv_err_t *err);
+/* Where the message's next bytes go when they are a raw payload's: the rest of it, *n bytes from the place
+ * returned (in the slot or a forming batch's rows), or NULL when the next byte is not payload (a tag, meta,
+ * the end). A receiver may read them there itself and then feed them from there: osv_gw_split_feed does
+ * not copy bytes that are already in place. */
+uint8_t *osv_gw_split_raw_next(const osv_gw_split_t *s, uint64_t *n);
 /* The message ended: OSV_EPARSE when it ended inside a field. */
 int osv_gw_split_end(const osv_gw_split_t *s, osv_err_t *err);
 

@@ -380,31 +380,39 @@ static void drive_linger(osv_nconn_t *c)
     osv_nconn_close(c);
 }
 
-int osv_nconn_read_extra(osv_nconn_t *c, void *extra, size_t extra_cap, size_t *extra_len)
+int osv_nconn_read_into(osv_nconn_t *c, void *head, size_t head_cap, size_t *head_len, void *extra,
+                        size_t extra_cap, size_t *extra_len)
 {
-    struct iovec iov[2];
+    struct iovec iov[3];
+    int n_iov = 0;
     size_t room;
     ssize_t n;
-    *extra_len = 0;
+    *head_len = *extra_len = 0;
     if (!osv_nconn_take_buf(c))
         return -1;
+    if (c->len) /* unconsumed bytes come first in the stream: nothing may be read ahead of them */
+        head_cap = 0;
     room = c->cap - c->len;
-    iov[0] = (struct iovec){c->buf + c->len, room};
-    iov[1] = (struct iovec){extra, extra_cap};
-    if (!room && !extra_cap)
+    if (head_cap)
+        iov[n_iov++] = (struct iovec){head, head_cap};
+    if (room)
+        iov[n_iov++] = (struct iovec){c->buf + c->len, room};
+    if (extra_cap)
+        iov[n_iov++] = (struct iovec){extra, extra_cap};
+    if (!n_iov)
         return 0;
-    n = readv(c->fd, room ? iov : iov + 1, room && extra_cap ? 2 : 1);
+    n = readv(c->fd, iov, n_iov);
     if (n > 0) {
+        size_t got = (size_t)n;
         /* A short read drained the socket and epoll will say when there is more — unless the peer's
          * FIN is already queued: edge-triggered epoll reports it once, so read on until EOF. */
-        if ((size_t)n < room + extra_cap && !c->peer_shut)
+        if (got < head_cap + room + extra_cap && !c->peer_shut)
             c->readable = false;
-        if ((size_t)n <= room) {
-            c->len += (uint32_t)n;
-        } else {
-            c->len = c->cap;
-            *extra_len = (size_t)n - room;
-        }
+        *head_len = got < head_cap ? got : head_cap;
+        got -= *head_len;
+        size_t in_buf = got < room ? got : room;
+        c->len += (uint32_t)in_buf;
+        *extra_len = got - in_buf;
         return 1;
     }
     if (n == 0) {
@@ -420,8 +428,8 @@ int osv_nconn_read_extra(osv_nconn_t *c, void *extra, size_t extra_cap, size_t *
 
 int osv_nconn_read(osv_nconn_t *c)
 {
-    size_t none;
-    return osv_nconn_read_extra(c, NULL, 0, &none);
+    size_t none, none2;
+    return osv_nconn_read_into(c, NULL, 0, &none, NULL, 0, &none2);
 }
 
 uint64_t osv_loop_now(const osv_loop_t *l)

@@ -132,11 +132,14 @@ uint64_t osv_net_conn_bytes(uint32_t conn_buffer, size_t conn_size);
  * none). 1 = got bytes, 0 = nothing now (or the buffer is full), -1 = EOF or error (peer_closed tells
  * which), or no buffer. A short read clears `readable` unless the peer's FIN is queued. */
 int osv_nconn_read(osv_nconn_t *c);
-/* As osv_nconn_read, with one readv that goes on into `extra` (caller memory, extra_cap bytes) once the
- * buffer is full: *extra_len = the bytes that landed there, for the caller to consume before the next
- * read. A front whose messages are large (gRPC) reads a socket's backlog in one call instead of one
- * call per buffer. */
-int osv_nconn_read_extra(osv_nconn_t *c, void *extra, size_t extra_cap, size_t *extra_len);
+/* As osv_nconn_read, in one readv over up to three places: `head` first (caller memory, head_cap bytes:
+ * where the front knows the next bytes belong, e.g. the rest of a tensor's payload in its pool slot; used
+ * only when the buffer holds no unconsumed bytes), then the buffer, then `extra` (caller memory, once the
+ * buffer is full). *head_len and *extra_len = the bytes that landed there; the caller consumes head's,
+ * then the buffer's, then extra's before the next read. A front whose messages are large (gRPC) reads a
+ * socket's backlog in one call instead of one call per buffer. */
+int osv_nconn_read_into(osv_nconn_t *c, void *head, size_t head_cap, size_t *head_len, void *extra,
+                        size_t extra_cap, size_t *extra_len);
 /* Takes a read buffer for the connection if it has none; false when out of memory. */
 bool osv_nconn_take_buf(osv_nconn_t *c);
 /* Gives the (empty) read buffer back: idle keep-alive connections hold none. */
