@@ -473,6 +473,8 @@ void osv_sched_finish(osv_serve_t *s, osv_sreq_t *r)
         test_jitter_pause(s);
     if (!ms || !ms->preserve) {
         r->complete(r);
+        if (s->test_jitter_ns)
+            test_jitter_pause(s); /* preempted after the hand-off: the client may already have its answer */
         return;
     }
     pthread_mutex_lock(&s->lock);
@@ -921,6 +923,14 @@ int osv_serve_offload(osv_serve_t *s, osv_stask_t *t)
 
 /* ---- workers -------------------------------------------------------------------------------------- */
 
+/* The worker's run is over: the memory guard's gate opens and admission stops counting it as busy. */
+static void run_ended(osv_serve_t *s, bool gate)
+{
+    if (gate)
+        pthread_mutex_unlock(&s->mem_gate);
+    atomic_fetch_sub_explicit(&s->running, 1, memory_order_relaxed);
+}
+
 static void run_taken(osv_serve_t *s, formed_t *f)
 {
     osv_sreq_t *r = f->members;
@@ -938,17 +948,18 @@ static void run_taken(osv_serve_t *s, formed_t *f)
         pthread_mutex_lock(&s->mem_gate);
     /* A batch's members are finished by the batch, a lone request here, both before the instance is free:
      * the answers of one instance leave in the order its runs ended. Freed first, the next run (microseconds
-     * on a small model) could be answered before this one: low2 before low1 in a priority test. */
+     * on a small model) could be answered before this one: low2 before low1 in a priority test. The worker
+     * stops counting as running (what admission's estimate reads) before a lone answer leaves, though: a
+     * client's next request, sent on that answer, must not find its worker still busy and get a 503. */
     if (f->n == 1) {
         r->bnext = NULL;
         osv_sched_run_one(s, r);
+        run_ended(s, gate);
         osv_sched_finish(s, r);
     } else {
         osv_batch_run(s, ms, r, f->n);
+        run_ended(s, gate);
     }
-    if (gate)
-        pthread_mutex_unlock(&s->mem_gate);
-    atomic_fetch_sub_explicit(&s->running, 1, memory_order_relaxed);
     pthread_mutex_lock(&s->lock);
     ms->running--;
     if (ms->n)

@@ -338,8 +338,9 @@ static int start_threads(osv_serve_t *s, osv_err_t *err)
 
 #define TEST_JITTER_ENV "ORTSERVE_TEST_ANSWER_JITTER_US"
 
-/* The test hook that makes a preempted worker likely (sched.c's osv_sched_finish pauses before each answer):
- * the order answers leave in must not depend on which worker the kernel runs first. */
+/* The test hook that makes a preempted worker likely (sched.c's osv_sched_finish pauses before each answer
+ * and after handing it on): the order answers leave in must not depend on which worker the kernel runs
+ * first, nor admission on whether a worker that has answered has also stopped counting itself busy. */
 static void test_jitter(osv_serve_t *s)
 {
     const char *v = getenv(TEST_JITTER_ENV);
@@ -349,7 +350,7 @@ static void test_jitter(osv_serve_t *s)
     s->test_jitter_ns = (uint64_t)us * 1000;
     osv_log(OSV_LOG_WARN, "serve_test_jitter",
             "\"variable\":\"" TEST_JITTER_ENV "\",\"detail\":\"each answer waits up to %lu us before it is handed "
-            "on (a test hook)\"", us);
+            "on and its worker as long after (a test hook)\"", us);
 }
 int osv_serve_create(const osv_serve_opts_t *o, osv_env_t *env, osv_repo_t *repo, osv_serve_t **out,
                      osv_err_t *err)

@@ -120,7 +120,8 @@ struct osv_serve {
     watch_slot_t *slots;
     uint64_t mem_limit; /* the cgroup limit at start; 0 = no limit, no guard */
     uint64_t test_jitter_ns; /* ORTSERVE_TEST_ANSWER_JITTER_US (a test hook): each answer is handed on after a
-                              * pause of up to this long, as if its worker were preempted; 0 = none */
+                              * pause of up to this long and its worker pauses again after, as if preempted
+                              * either side of the hand-off; 0 = none */
 
     /* the queues, under lock (cond: workers wait for work) */
     pthread_mutex_t lock;

@@ -387,6 +387,38 @@ class DeadlineSources(unittest.TestCase):
             self.assertIn("deadline of 50 ms (the server's --deadline-ms)", json.loads(data)["error"])
 
 
+class AnsweredWorkerIsFree(unittest.TestCase):
+    """A worker that has handed its answer on no longer counts as busy. It used to count until after the
+    hand-off, so a client's next request, sent on that answer, could find its only worker "running" and be
+    refused with 503 "would not finish before the request's deadline" (CI saw one right after a 504 in
+    DeadlineSources). The test hook pauses each worker after its hand-off, as a preempted one would. Runs of
+    slow.onnx of about 200 ms, one before each fast request, hold the estimate of a run near 100 ms (an
+    average over runs): half a run of queued work ahead, were the worker counted busy, would be twice the
+    fast requests' 25 ms deadline, which their own runs (microseconds) meet many times over."""
+
+    def test_a_request_sent_on_an_answer_is_admitted(self):
+        tmp = tempfile.mkdtemp(prefix="osv-hard-")
+        with Server(make_repo(tmp, {"slow": "slow.onnx", "scale2x": "scale2x.onnx"}), "--deadline-ms", "0",
+                    "--workers", "1", "--inline-threshold-us", "0",
+                    env={"ORTSERVE_TEST_ANSWER_JITTER_US": "5000"}) as srv, RawConn(srv.port) as c:
+            def post(model, body, headers=()):
+                c.send(request_bytes("POST", "/v2/models/%s/infer" % model, body, list(headers)))
+                return c.read_response()
+            t0 = time.monotonic()
+            self.assertEqual(post("slow", slow_body(2000)).status, 200)
+            iters = int(min(max(2000 * 0.2 / max(time.monotonic() - t0, 1e-4), 2000), 2000000))
+            fast = json.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]})
+            for _ in range(4):
+                self.assertEqual(post("slow", slow_body(iters)).status, 200)
+            statuses = []
+            for _ in range(8):
+                self.assertEqual(post("slow", slow_body(iters)).status, 200)
+                r = post("scale2x", fast.encode(), [("Ortserve-Timeout-Ms", "25")])
+                statuses.append((r.status, r.body[:200]))
+            self.assertEqual([st for st, _ in statuses], [200] * 8, statuses)
+            self.assertEqual(metric(srv, "ortserve_deadline_refusals_total"), 0)
+
+
 class SlowBodies(unittest.TestCase):
     """A chunked body holds a slot as large as what has arrived (it used to take a slot of the body
     limit, 64 MiB: a few clients trickling a byte every few seconds made every large request answer
