@@ -560,6 +560,40 @@ class CompressedBodies(unittest.TestCase):
             self.assertEqual(srv.finish(), 0)
 
 
+class CountedCopies(unittest.TestCase):
+    """A body that cannot land in its slot as it arrives is copied, and each such copy is counted under its
+    reason in ortserve_copied_bytes_total: a chunked body is decoded out of the read buffer (`chunked`), a
+    compressed one inflated (`decompress`); a Content-Length body of the same bytes is neither."""
+
+    def copied(self, srv, reason):
+        return metric(srv, "ortserve_copied_bytes_total", {"model": "scale2x", "reason": reason}) or 0
+
+    def test_chunked_and_compressed_bodies_are_counted(self):
+        import gzip
+        with Server(make_repo(tempfile.mkdtemp(prefix="osv-hard-"), {"scale2x": "scale2x.onnx"})) as srv:
+            x = np.arange(1000, dtype=np.float32)  # 6.9 KB of JSON: within the first chunked slot (16 KiB)
+            body = json.dumps({"inputs": [{"name": "x", "shape": [len(x)], "datatype": "FP32",
+                                           "data": x.tolist()}]}).encode()
+            self.assertLess(len(body), 16 << 10)
+            cases = ((None, body, None), (("Transfer-Encoding", "chunked"), chunked(body), "chunked"),
+                     (("Content-Encoding", "gzip"), gzip.compress(body), "decompress"))
+            for header, data, reason in cases:
+                before = {r: self.copied(srv, r) for r in ("chunked", "decompress")}
+                with RawConn(srv.port) as c:
+                    c.send(request_bytes("POST", "/v2/models/scale2x/infer", data, [header] if header else []))
+                    r = c.read_response()
+                self.assertEqual(r.status, 200, r)
+                np.testing.assert_array_equal(np.float32(r.json()["outputs"][0]["data"]), 2 * x)
+                grew = {k: self.copied(srv, k) - v for k, v in before.items()}
+                want = {k: 0 for k in grew}
+                if reason == "chunked":
+                    want[reason] = len(body)  # each body byte once out of the read buffer, no regrowth
+                elif reason == "decompress":
+                    self.assertGreaterEqual(grew[reason], len(body))
+                    want[reason] = grew[reason]
+                self.assertEqual(grew, want, header)
+
+
 class VanishedClients(unittest.TestCase):
     """A client that sends part of a request and closes must release what it holds at once: its FIN can
     arrive in the same edge as its last bytes, and edge-triggered epoll reports it only once."""
