@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from server import (BIN, MODELS, TIME_SCALE, WRAPPER, Server, check_mlp, make_repo, mlp_request,  # noqa: E402
-                    stats_of, wait_stats)
+                    stats_of, wait_stats, wait_until)
 
 EXTENSIONS = {"binary_tensor_data", "classification", "model_configuration", "model_repository", "parameters",
               "schedule_policy", "statistics", "system_shared_memory"}
@@ -369,6 +369,39 @@ class ModelControl(unittest.TestCase):
             self.assertEqual(st, 200, r)
             check_mlp(self, self.x, r)
             self.assertIn('"model_control":"none"', srv.logs())
+        finally:
+            self.assertEqual(srv.finish(), 0)
+
+    def test_loads_and_unloads_do_not_wait_for_a_busy_worker(self):
+        """Loads and unloads run on the control thread, never on an inference worker: with the only worker
+        busy for about 3 s, unloading and loading mlp are answered while that run goes on."""
+        import threading
+        from obs_support import metrics, slow_body
+        srv = Server(make_repo(os.path.join(self.tmp.name, "busy"), {"slow": "slow.onnx", "mlp": "mlp.onnx"}),
+                     "--workers", "1", "--deadline-ms", "0", "--inline-threshold-us", "0")
+        try:
+            t0 = time.monotonic()
+            self.assertEqual(srv.json("POST", "/v2/models/slow/infer", slow_body(2000))[0], 200)
+            iters = int(min(max(2000 * 3.0 / max(time.monotonic() - t0, 1e-4), 20000), 5000000))
+            done = {}
+
+            def run():
+                done["status"] = srv.json("POST", "/v2/models/slow/infer", slow_body(iters))[0]
+                done["at"] = time.monotonic()
+            busy = threading.Thread(target=run)
+            busy.start()
+            wait_until(lambda: metrics(srv).value("ortserve_inflight_requests") >= 2, 10,
+                       "the slow request in flight (the scrape is the other)")
+            self.assertEqual(srv.json("POST", "/v2/repository/models/mlp/unload"), (200, None))
+            self.assertEqual(srv.json("POST", "/v2/repository/models/mlp/load"), (200, None))
+            answered = time.monotonic()
+            self.assertTrue(busy.is_alive(), "the slow run ended before the load was answered: it proves nothing")
+            busy.join(60)
+            self.assertEqual(done["status"], 200)
+            self.assertLess(answered, done["at"])
+            st, r = srv.json("POST", "/v2/models/mlp/infer", mlp_request(self.x))
+            self.assertEqual(st, 200, r)
+            check_mlp(self, self.x, r)
         finally:
             self.assertEqual(srv.finish(), 0)
 
