@@ -455,6 +455,16 @@ def build_rows():
     return make_model(graph, "y = 2x + 1 over [N,T]")
 
 
+def build_defaults():
+    # w is a graph input with an initializer of the same name: ORT (IR >= 4) lists it as an overridable
+    # initializer, which a request may give or leave out (Triton: an `optional` input).
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "w"], ["y"], name="scale")],
+        "defaults", [vi("x", F32, ["N", 4]), vi("w", F32, [4])], [vi("y", F32, ["N", 4])],
+        initializer=[const("w", np.array([1, 2, 3, 4], np.float32))])
+    return make_model(graph, "y = x * w; w defaults to [1, 2, 3, 4] and a request may override it")
+
+
 def build_gather():
     table = np.arange(40, dtype=np.float32).reshape(10, 4)
     graph = helper.make_graph(
@@ -481,6 +491,7 @@ MODELS = [
     ("tanh.onnx", build_tanh),
     ("rows.onnx", build_rows),
     ("gather.onnx", build_gather),
+    ("defaults.onnx", build_defaults),
 ]
 TEXT_FILES = [("mobilenetv2.labels.txt", mobilenetv2_labels)]
 

@@ -205,38 +205,71 @@ static int describe_tensor(osv_model_t *m, OrtTypeInfo *type, osv_tensor_info_t 
     return 0;
 }
 
-/* Fills m->ort_in or m->ort_out with what ORT reports about the session's inputs or outputs. */
-static int describe_io(osv_model_t *m, int output, osv_err_t *err)
+/* The lists of a session ORT describes: its inputs, its outputs, and the initializers a request may
+ * override (graph inputs that have a default: ONNX IR >= 4 keeps them out of the inputs). */
+typedef enum { IO_INPUTS, IO_OUTPUTS, IO_INITIALIZERS } io_list_t;
+
+static OrtStatus *io_count(const OrtSession *s, io_list_t l, size_t *n)
 {
     const OrtApi *api = osv_ort;
-    size_t n = 0;
-    int rc;
-    OrtStatus *st =
-        output ? api->SessionGetOutputCount(m->session, &n) : api->SessionGetInputCount(m->session, &n);
-    osv_tensor_info_t *infos;
+    return l == IO_INPUTS    ? api->SessionGetInputCount(s, n)
+           : l == IO_OUTPUTS ? api->SessionGetOutputCount(s, n)
+                             : api->SessionGetOverridableInitializerCount(s, n);
+}
 
-    if ((rc = osv_ort_status(st, err, "I/O count")) != 0)
+static OrtStatus *io_name(const OrtSession *s, io_list_t l, size_t i, OrtAllocator *a, char **name)
+{
+    const OrtApi *api = osv_ort;
+    return l == IO_INPUTS    ? api->SessionGetInputName(s, i, a, name)
+           : l == IO_OUTPUTS ? api->SessionGetOutputName(s, i, a, name)
+                             : api->SessionGetOverridableInitializerName(s, i, a, name);
+}
+
+static OrtStatus *io_type(const OrtSession *s, io_list_t l, size_t i, OrtTypeInfo **type)
+{
+    const OrtApi *api = osv_ort;
+    return l == IO_INPUTS    ? api->SessionGetInputTypeInfo(s, i, type)
+           : l == IO_OUTPUTS ? api->SessionGetOutputTypeInfo(s, i, type)
+                             : api->SessionGetOverridableInitializerTypeInfo(s, i, type);
+}
+
+/* One entry of a list into *ti (its name owned by the model). */
+static int describe_one(osv_model_t *m, io_list_t l, size_t i, osv_tensor_info_t *ti, osv_err_t *err)
+{
+    char *name = NULL;
+    OrtTypeInfo *type = NULL;
+    int rc = osv_ort_status(io_name(m->session, l, i, m->env->allocator, &name), err, "I/O name");
+    if (rc)
         return rc;
-    if (!(infos = osv_calloc(n ? n : 1, sizeof *infos)))
+    if (!(ti->name = own_ort_string(m, name)))
+        return osv_err_set(err, OSV_ENOMEM, "out of memory");
+    if ((rc = osv_ort_status(io_type(m->session, l, i, &type), err, "I/O type")) != 0)
+        return rc;
+    rc = describe_tensor(m, type, ti, err);
+    osv_ort->ReleaseTypeInfo(type);
+    return rc;
+}
+
+/* Fills m->ort_out with the session's outputs, or m->ort_in with its inputs (n_ort_in) followed by the
+ * initializers a request may override (n_ort_init). */
+static int describe_io(osv_model_t *m, int output, osv_err_t *err)
+{
+    size_t n = 0, n_init = 0;
+    osv_tensor_info_t *infos;
+    int rc = osv_ort_status(io_count(m->session, output ? IO_OUTPUTS : IO_INPUTS, &n), err, "I/O count");
+    if (!rc && !output)
+        rc = osv_ort_status(io_count(m->session, IO_INITIALIZERS, &n_init), err, "initializer count");
+    if (rc)
+        return rc;
+    if (n + n_init > UINT32_MAX / 2 || !(infos = osv_calloc(n + n_init ? n + n_init : 1, sizeof *infos)))
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     *(output ? &m->ort_out : &m->ort_in) = infos;
     *(output ? &m->n_ort_out : &m->n_ort_in) = (uint32_t)n;
-    for (size_t i = 0; i < n; i++) {
-        char *name = NULL;
-        OrtTypeInfo *type = NULL;
-        st = output ? api->SessionGetOutputName(m->session, i, m->env->allocator, &name)
-                    : api->SessionGetInputName(m->session, i, m->env->allocator, &name);
-        if ((rc = osv_ort_status(st, err, "I/O name")) != 0)
-            return rc;
-        if (!(infos[i].name = own_ort_string(m, name)))
-            return osv_err_set(err, OSV_ENOMEM, "out of memory");
-        st = output ? api->SessionGetOutputTypeInfo(m->session, i, &type)
-                    : api->SessionGetInputTypeInfo(m->session, i, &type);
-        if ((rc = osv_ort_status(st, err, "I/O type")) != 0)
-            return rc;
-        rc = describe_tensor(m, type, &infos[i], err);
-        api->ReleaseTypeInfo(type);
-        if (rc)
+    if (!output)
+        m->n_ort_init = (uint32_t)n_init;
+    for (size_t i = 0; i < n + n_init; i++) {
+        io_list_t l = i >= n ? IO_INITIALIZERS : output ? IO_OUTPUTS : IO_INPUTS;
+        if ((rc = describe_one(m, l, i < n ? i : i - n, &infos[i], err)) != 0)
             return rc;
     }
     return 0;

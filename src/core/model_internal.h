@@ -59,8 +59,10 @@ struct osv_model {
     osv_tensor_info_t *in, *out;
     const char **in_names, **out_names; /* arrays for OrtApi::Run (the same names) */
     /* What ONNX Runtime reports: ort_in[in_ort[i]] is client input i as the session takes it (its
-     * shape differs when the config reshapes it or adds a batch dim). */
-    uint32_t n_ort_in, n_ort_out;
+     * shape differs when the config reshapes it or adds a batch dim). ort_in holds the n_ort_in inputs
+     * ORT needs, then n_ort_init initializers a request may override (inputs with a default, which a
+     * config may list as `optional`). */
+    uint32_t n_ort_in, n_ort_init, n_ort_out;
     osv_tensor_info_t *ort_in, *ort_out;
     uint32_t *in_ort, *out_ort;
     _Atomic uint8_t *derive_broken;     /* per output: symbolic-dim derivation proved wrong */

@@ -282,6 +282,24 @@ static int complete_max_batch(osv_model_t *m, osv_err_t *err)
     return 0;
 }
 
+/* A config input naming an initializer the model lets a request override: a default stands behind it, so
+ * the config must say a request may leave it out, and a weight has no batch dimension to add. */
+static int check_initializer(osv_model_t *m, const osv_tc_tensor_t *c, const tc_tensor_pos_t *pos,
+                             osv_err_t *err)
+{
+    if (!c->optional)
+        return fail_at(
+            m, pos->at, OSV_EINVAL, err,
+            "input '%s': an initializer of the model (it has a default), so it needs optional: true",
+            c->name);
+    if (m->tc->c.max_batch_size > 0)
+        return fail_at(
+            m, pos->at, OSV_EINVAL, err,
+            "input '%s': an initializer of the model has no batch dimension; it needs max_batch_size 0",
+            c->name);
+    return 0;
+}
+
 /* Config inputs (or outputs) that the model does not have, and model inputs the config leaves out. */
 static int check_list(osv_model_t *m, bool output, osv_err_t *err)
 {
@@ -294,11 +312,13 @@ static int check_list(osv_model_t *m, bool output, osv_err_t *err)
     char names[512];
     int rc;
     for (uint32_t k = 0; k < n; k++) {
-        int o = find_ort(ort, n_ort, arr[k].name);
+        int o = find_ort(ort, n_ort + (output ? 0 : m->n_ort_init), arr[k].name);
         if (o < 0)
             return fail_at(m, pos[k].at, OSV_EINVAL, err,
                            "%s '%s': the model has no %s of that name (its %ss: %s)", what, arr[k].name, what,
                            what, names_of(ort, n_ort, names, sizeof names));
+        if ((uint32_t)o >= n_ort && (rc = check_initializer(m, &arr[k], &pos[k], err)) != 0)
+            return rc;
         if ((rc = check_tensor(m, &arr[k], &pos[k], &ort[o], output, err)) != 0)
             return rc;
     }
@@ -319,7 +339,8 @@ static int check_list(osv_model_t *m, bool output, osv_err_t *err)
 static int build_view(osv_model_t *m, bool output, osv_err_t *err)
 {
     const osv_tconfig_t *t = m->tc;
-    uint32_t n = output ? t->c.n_output : t->c.n_input, n_ort = output ? m->n_ort_out : m->n_ort_in;
+    uint32_t n = output ? t->c.n_output : t->c.n_input,
+             n_ort = output ? m->n_ort_out : m->n_ort_in + m->n_ort_init;
     const osv_tc_tensor_t *arr = output ? t->c.output : t->c.input;
     const osv_tensor_info_t *ort = output ? m->ort_out : m->ort_in;
     osv_tensor_info_t *v = osv_calloc(n ? n : 1, sizeof *v);

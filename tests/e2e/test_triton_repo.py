@@ -116,6 +116,14 @@ output [ { name: "probs", data_type: TYPE_FP32, dims: [ 2, 5 ], reshape: { shape
 """
 
 
+DEFAULTS = """
+max_batch_size: 0
+input [ { name: "x" data_type: TYPE_FP32 dims: [ -1, 4 ] },
+        { name: "w" data_type: TYPE_FP32 dims: [ 4 ] optional: true } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ -1, 4 ] } ]
+"""
+
+
 class Served(unittest.TestCase):
     """One server over a repository of Triton-configured models."""
 
@@ -146,6 +154,12 @@ class Served(unittest.TestCase):
         string_model(os.path.join(r, "echo", "1", "model.onnx"))
         write(r, "echo/config.pbtxt", 'max_batch_size: 4\ninput [ { name: "text" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
                                       'output [ { name: "text_out" data_type: TYPE_STRING dims: [ 1 ] } ]\n')
+        # An optional input: w is an initializer with a default the request may override (ONNX IR >= 4).
+        model(r, "defaults", "defaults.onnx", config=DEFAULTS)
+        model(r, "defaults_auto", "defaults.onnx")
+        # b is marked optional, but the model has no default for it: a request without it is the client's error.
+        model(r, "needs_b", "dynamic.onnx", config='input [ { name: "a" data_type: TYPE_FP32 dims: [ -1, -1 ] },\n'
+              '        { name: "b" data_type: TYPE_FP32 dims: [ -1, -1 ] optional: true } ]\n')
         cls.srv = Server(r)
 
     @classmethod
@@ -235,6 +249,36 @@ class Served(unittest.TestCase):
         st, r = infer(self.srv, "scale_auto", [("x", "FP32", np.array([[1.5], [-2.0], [4.0]], np.float32))])
         self.assertEqual(st, 200, r)
         self.assertEqual((r["outputs"][0]["shape"], r["outputs"][0]["data"]), ([3, 1], [3.0, -4.0, 8.0]))
+
+    def test_an_optional_input_may_be_left_out(self):
+        """Triton's `optional` input over ONNX Runtime: an initializer the model lets a request override
+        (w, default [1, 2, 3, 4]). Left out, the model's default is used; given, the request's values."""
+        x = np.array([[1, 1, 2, 2]], np.float32)
+        st, r = infer(self.srv, "defaults", [("x", "FP32", x)])
+        self.assertEqual(st, 200, r)
+        np.testing.assert_array_equal(np.float32(r["outputs"][0]["data"]), (x * [1, 2, 3, 4]).ravel())
+        w = np.array([10, 20, 30, 40], np.float32)
+        st, r = infer(self.srv, "defaults", [("x", "FP32", x), ("w", "FP32", w)])
+        self.assertEqual(st, 200, r)
+        np.testing.assert_array_equal(np.float32(r["outputs"][0]["data"]), (x * w).ravel())
+        st, r = infer(self.srv, "defaults", [("w", "FP32", w)])
+        self.assertEqual(st, 400, r)
+        self.assertIn("missing input 'x' (the model needs 'x')", r["error"])
+        self.assertEqual([(i["name"], i["shape"]) for i in self.meta("defaults")["inputs"]], [("x", [-1, 4]), ("w", [4])])
+        self.assertEqual([i.get("optional", False) for i in self.config("defaults")["input"]], [False, True])
+        # Without config.pbtxt the model's default is not an input (the ONNX Runtime backend's auto-complete).
+        self.assertEqual([i["name"] for i in self.meta("defaults_auto")["inputs"]], ["x"])
+        st, r = infer(self.srv, "defaults_auto", [("x", "FP32", x)])
+        self.assertEqual(st, 200, r)
+        np.testing.assert_array_equal(np.float32(r["outputs"][0]["data"]), (x * [1, 2, 3, 4]).ravel())
+        # An optional input the model cannot run without: 400 naming it (ONNX Runtime's own error was a 500).
+        a = np.ones((2, 2), np.float32)
+        st, r = infer(self.srv, "needs_b", [("a", "FP32", a)])
+        self.assertEqual(st, 400, r)
+        self.assertIn("missing input 'b': the config marks it optional, but the model has no default", r["error"])
+        st, r = infer(self.srv, "needs_b", [("a", "FP32", a), ("b", "FP32", a)])
+        self.assertEqual(st, 200, r)
+        np.testing.assert_array_equal(np.float32(r["outputs"][0]["data"]), (a + a).ravel())
 
     def test_default_model_filename(self):
         st, r = infer(self.srv, "mlp_named_file", [("x", "FP32", np.ones((1, 64), np.float32))])
@@ -432,6 +476,12 @@ MALFORMED = {
     "input_missing": ("dynamic.onnx", 'input [ { name: "a" data_type: TYPE_FP32 dims: [ -1, -1 ] } ]\n'
                       'output [ { name: "sum" data_type: TYPE_FP32 dims: [ -1, -1 ] } ]\n', None,
                       "input: the model's input 'b' is not listed"),
+    "initializer_required": ("defaults.onnx", DEFAULTS.replace(" optional: true", ""), None,
+                             "input 'w': an initializer of the model (it has a default), so it needs optional: true"),
+    "initializer_batched": ("defaults.onnx", 'max_batch_size: 2\n'
+                            'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] },\n'
+                            '        { name: "w" data_type: TYPE_FP32 dims: [ 4 ] optional: true } ]\n', None,
+                            "input 'w': an initializer of the model has no batch dimension; it needs max_batch_size 0"),
     "name": ("mlp.onnx", 'name: "other"\n', None, "name: 'other' does not match the model's directory name 'name'"),
     "platform": ("mlp.onnx", 'platform: "tensorflow_savedmodel"\n', None,
                  "platform: platform 'tensorflow_savedmodel' is not available here"),
