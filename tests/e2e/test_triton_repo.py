@@ -23,7 +23,7 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from obs_support import log_records  # noqa: E402
+from obs_support import log_records, metrics  # noqa: E402
 from server import (MODELS, Server, binary_body, link, mlp_reference, split_binary, stats_of,  # noqa: E402
                     wait_until)
 
@@ -305,9 +305,15 @@ class Served(unittest.TestCase):
         self.assertEqual(st, 404, r)
         self.assertEqual(self.srv.json("GET", "/v2/models/v_specific/versions/2/ready")[0], 404)
         self.assertEqual(self.srv.json("GET", "/v2/models/v_all/versions/2/ready")[0], 200)
-        # Statistics are per version.
+        # Statistics are per version, and so are the metrics of versions served side by side.
         self.assertEqual(stats_of(self.srv, "v_specific", 1)["version"], "1")
         self.assertEqual(stats_of(self.srv, "v_specific", 1)["inference_count"], 1)
+        self.assertEqual(stats_of(self.srv, "v_specific", 3)["inference_count"], 2)
+        m = metrics(self.srv)
+        self.assertEqual([m.value("ortserve_inference_count_total", model="v_specific", version=v) for v in "13"],
+                         [1, 2])
+        self.assertEqual(m.value("ortserve_requests_total", model="v_specific", version="1", outcome="success"), 1)
+        self.assertEqual(m.value("ortserve_requests_total", model="v_specific", version="3", outcome="success"), 2)
 
     def test_batching_and_cache_from_config_pbtxt_reach_the_batcher(self):
         # /config shows the settings the batcher runs (cfg.batching), so these come through the load's
@@ -809,6 +815,40 @@ class Reload(unittest.TestCase):
                 self.assertEqual([e["version"] for e in events(srv, "model_unloaded")], [1])
                 self.assertEqual(srv.json("GET", "/v2/models/m/versions/1/ready")[0], 404)
 
+
+    def test_a_removed_version_finishes_its_requests_first(self):
+        """A load that removes a version unloads it after its requests in progress: a run of about 2 s on
+        version 1 still answers 200 from version 1 although the load removed it while it ran."""
+        with tempfile.TemporaryDirectory() as r:
+            # Completed as Triton's backend does: the scalar iters becomes dims [1], reshaped to [].
+            model(r, "s", "slow.onnx", versions=(1, 2), config="version_policy: { all { } }\n")
+            srv = Server(r, "--deadline-ms", "0", "--inline-threshold-us", "0")  # runs on workers, loops free
+            try:
+                x = np.full((1, 256), 0.01, np.float32)
+
+                def run(iters, version):
+                    return infer(srv, "s", [("x", "FP32", x), ("iters", "INT64", np.array([iters], np.int64))],
+                                 version=version)
+                t0 = time.monotonic()
+                self.assertEqual(run(2000, 2)[0], 200)
+                iters = int(min(max(2000 * 2.0 / max(time.monotonic() - t0, 1e-4), 20000), 5000000))
+                done = {}
+                busy = threading.Thread(target=lambda: done.update(answer=run(iters, 1)))
+                busy.start()
+                wait_until(lambda: metrics(srv).value("ortserve_inflight_requests") >= 2, 10,
+                           "the run on version 1 in flight (the scrape is the other)")
+                shutil.rmtree(os.path.join(r, "s", "1"))
+                self.assertEqual(srv.json("POST", "/v2/repository/models/s/load"), (200, None))
+                self.assertTrue(busy.is_alive(), "the run ended before the load was answered: it proves nothing")
+                busy.join(60)
+                st, res = done["answer"]
+                self.assertEqual((st, res.get("model_version")), (200, "1"), res)
+                self.assertEqual(res["outputs"][0]["shape"], [1, 256])
+                wait_until(lambda: srv.json("GET", "/v2/models/s/versions/1/ready")[0] == 404, 10, "version 1 gone")
+                self.assertEqual([e["version"] for e in events(srv, "model_unloaded")], [1])
+                self.assertEqual(run(10, None)[1]["model_version"], "2")
+            finally:
+                self.assertEqual(srv.finish(), 0)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
