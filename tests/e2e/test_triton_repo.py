@@ -651,6 +651,25 @@ class FirstHour(unittest.TestCase):
                     self.assertEqual(str(listening["intra_op_threads"]), want)  # the log and /config agree
                     self.assertEqual(c["output"][0]["label_filename"], "labels.txt")
 
+    def test_inter_op_threads_reach_the_session(self):
+        """parameters inter_op_thread_count with execution_mode 1 (parallel) gives the session an inter-op
+        pool of that many threads (the caller is one of them): the server's thread count grows by the
+        difference, and /config says what the session uses."""
+        def threads(inter):
+            with tempfile.TemporaryDirectory() as r:
+                model(r, "mlp", "mlp.onnx", config='instance_group [ { count: 1, kind: KIND_CPU } ]\n'
+                      'parameters { key: "execution_mode" value: { string_value: "1" } }\n'
+                      'parameters { key: "inter_op_thread_count" value: { string_value: "%d" } }\n' % inter)
+                srv = Server(r, "--intra-op-threads", "1")
+                try:
+                    st, c = srv.json("GET", "/v2/models/mlp/config")
+                    self.assertEqual(c["parameters"]["inter_op_thread_count"], {"string_value": str(inter)})
+                    self.assertEqual(c["parameters"]["execution_mode"], {"string_value": "1"})
+                    return len(os.listdir("/proc/%d/task" % srv.proc.pid))
+                finally:
+                    self.assertEqual(srv.finish(), 0)
+        self.assertEqual(threads(4) - threads(1), 3)
+
     def test_image_input_is_discoverable(self):
         with tempfile.TemporaryDirectory() as r:
             model(r, "mobilenet", "mobilenetv2.onnx",
