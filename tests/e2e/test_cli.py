@@ -264,6 +264,14 @@ class ServeOptions(unittest.TestCase):
         self.assertIsNone(rc, out)
         self.assertEqual(port, free)
 
+    def test_startup_failure_is_one_json_record_naming_the_path(self):
+        # A path holding a quote and a backslash: the record stays JSON, and the path in it is the path given.
+        bad = os.path.join(self.tmp.name, 'we"ird\\dir', "nope")
+        rc, port, out = serve(bad)
+        self.assertEqual(rc, 1, "listened on port %s:\n%s" % (port, out))
+        rec, = log_events(out, "startup_failed")
+        self.assertIn("model repository %s: No such file or directory" % bad, rec["error"])
+
     def test_port_in_use_fails_at_start(self):
         # SO_REUSEPORT used to let a second server bind a port another one holds; the kernel then spread
         # connections over both (20 requests: 12 x 404, 8 x 200).
