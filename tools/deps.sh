@@ -5,7 +5,8 @@
 #
 # build: what compiling needs (and ONNX Runtime).
 # run: build, plus what `make run` needs to make and serve the demo repository: Python with ONNX and
-#      NumPy (tools/gen_models.py), PIL and a font (the demo images), the real demo model.
+#      NumPy (tools/gen_models.py), PIL and a font (the demo images), curl and man (the README's
+#      tour), the real demo model.
 # test: run, plus the test toolchain (cmocka, clang, Prometheus, nginx, systemd, strace, ONNX's
 #       test data...).
 # fuzz: the test profile (models) plus what libFuzzer needs with Debian's clang 14: the compiler, its
@@ -37,12 +38,13 @@ pkgs_build=(cmake ninja-build gcc pkg-config libhttp-parser-dev libturbojpeg0-de
             libexif-dev libcurl4-openssl-dev zlib1g-dev libnghttp2-dev libprotobuf-c-dev
             protobuf-c-compiler)
 pkgs_test=(libcmocka-dev clang libclang-rt-14-dev python3 python3-onnx python3-numpy python3-pil
-           libonnx-testdata fonts-dejavu-core prometheus python3-yaml man-db groff-base systemd strace
+           libonnx-testdata fonts-dejavu-core curl prometheus python3-yaml man-db groff-base systemd strace
            nginx-light openssl python3-grpcio python3-grpc-tools python3-protobuf python3-h2)
 pkgs_bench=(wrk nghttp2-client nginx-light gnuplot-nox python3-matplotlib libjansson-dev libcjson-dev)
-# tools/gen_models.py; tools/demo_repo.sh draws the demo images with PIL and DejaVu Sans (all of them
-# in pkgs_test too).
-pkgs_demo=(python3 python3-onnx python3-numpy python3-pil fonts-dejavu-core)
+# tools/gen_models.py; tools/demo_repo.sh draws the demo images with PIL and DejaVu Sans; the README's
+# tour talks to the server with curl and opens the man page with man (all of them in pkgs_test too:
+# tests/e2e/test_readme.py runs the tour).
+pkgs_demo=(python3 python3-onnx python3-numpy python3-pil fonts-dejavu-core curl man-db)
 pkgs_container=(podman runc debootstrap curl)
 
 want=("${pkgs_build[@]}")

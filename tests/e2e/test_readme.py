@@ -175,6 +175,15 @@ class MakeRun(unittest.TestCase):
         for p in ["libcmocka-dev", "clang", "prometheus", "nginx-light", "systemd", "strace", "libonnx-testdata"]:
             self.assertNotIn(p, run_pkgs | build_pkgs)
         self.assertIn("fonts-dejavu-core", run_pkgs)  # tools/demo_repo.sh draws text with it
+        # The tour's client commands run on what the run profile installs (a fresh machine has no curl:
+        # tools/fresh_machine.sh found the tour failing with "curl: not found").
+        # A fresh machine has gcc, make and cmake (tools/fresh_machine.sh); the binary is the build's.
+        cmds = [c for b in sh_blocks(section(read("README.md"), "A short tour")) for c in commands(b)]
+        package = {"curl": "curl", "man": "man-db", "make": None, "build/release/ortserve": None}
+        for prog in {c.split()[0] for c in cmds}:
+            self.assertIn(prog, package, "the tour runs %s: which package of the run profile gives it?" % prog)
+            if package[prog]:
+                self.assertIn(package[prog], run_pkgs, "the tour runs %s, the run profile lacks it" % prog)
 
     def test_documents_are_linked_from_the_readme(self):
         readme = read("README.md")
