@@ -196,14 +196,17 @@ static void gather(batch_t *x, osv_sreq_t *members)
 }
 
 /* Runs each member alone, one after the other (the batch could not get a slot). */
-static void run_alone(osv_serve_t *s, osv_sreq_t *members)
+static osv_sreq_t *run_alone(osv_serve_t *s, osv_sreq_t *members)
 {
     for (osv_sreq_t *r = members, *n; r; r = n) {
         n = r->bnext;
         r->bnext = NULL;
         osv_sched_run_one(s, r);
+        if (!n)
+            return r; /* the last: answered once the worker's run is over */
         osv_sched_finish(s, r);
     }
+    return NULL;
 }
 
 /* The deadline the batch's run is watched with: the latest of its members' (0 when one has none). */
@@ -243,7 +246,7 @@ static void scatter(osv_serve_t *s, mstate_t *ms, batch_t *x, osv_sreq_t *member
     }
 }
 
-void osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uint32_t n)
+osv_sreq_t *osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uint32_t n)
 {
     osv_batcher_t *b = ms->bat;
     osv_sreq_t *keep = NULL, **tail = &keep, *failed = NULL;
@@ -271,10 +274,8 @@ void osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uint32_t n
         nx = r->bnext;
         osv_sched_finish(s, r);
     }
-    if (n <= 1 || atomic_load_explicit(&s->canceling, memory_order_relaxed) || !(x = batch_get(b))) {
-        run_alone(s, keep);
-        return;
-    }
+    if (n <= 1 || atomic_load_explicit(&s->canceling, memory_order_relaxed) || !(x = batch_get(b)))
+        return run_alone(s, keep);
     /* 2, 3. the batch's slot, the members' rows gathered into it — unless they lie back to back in one
      * stage, where the batch reads them in place */
     osv_infer_opts_t io = {.pool = s->pool, .force_copy = s->o.force_copy};
@@ -287,8 +288,7 @@ void osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uint32_t n
     if (osv_infer_init(x->mem, x->mem_size, b->m, &io, &x->inf, &err) != 0 ||
         declare(x, keep, rows, row0, &err) != 0) {
         batch_release(x); /* e.g. the pool is full: the members still hold their own slots */
-        run_alone(s, keep);
-        return;
+        return run_alone(s, keep);
     }
     if (!x->stage)
         gather(x, keep);
@@ -304,8 +304,7 @@ void osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uint32_t n
     /* 5. the members' views (or errors); the batcher's own reference goes before they are answered */
     scatter(s, ms, x, keep, n, rc, &err);
     batch_release(x);
-    for (osv_sreq_t *r = keep, *nx; r; r = nx) {
-        nx = r->bnext;
+    for (osv_sreq_t *r = keep; r; r = r->bnext) {
         r->ns[OSV_PHASE_COMPUTE_INPUT] += t1 - t0;
         r->ns[OSV_PHASE_COMPUTE_INFER] = t2 - t1;
         r->phase_t0[OSV_PHASE_COMPUTE_INFER] = t1;
@@ -313,8 +312,8 @@ void osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uint32_t n
         r->batch = rows;
         r->batch_id = id;
         r->batch_requests = n;
-        osv_sched_finish(s, r);
     }
+    return keep;
 }
 
 /* ---- the adaptive mode's cost curve ----------------------------------------------------------------- */

@@ -466,6 +466,14 @@ static void test_jitter_pause(const osv_serve_t *s)
     nanosleep(&ts, NULL);
 }
 
+void osv_sched_finish_all(osv_serve_t *s, osv_sreq_t *list)
+{
+    for (osv_sreq_t *r = list, *nx; r; r = nx) {
+        nx = r->bnext; /* finishing in order may relink r */
+        osv_sched_finish(s, r);
+    }
+}
+
 void osv_sched_finish(osv_serve_t *s, osv_sreq_t *r)
 {
     mstate_t *ms = r->ms;
@@ -901,7 +909,7 @@ bool osv_serve_flush(osv_serve_t *s)
             q->ns[OSV_PHASE_QUEUE] = now - q->phase_t0[OSV_PHASE_QUEUE];
         }
         if (n > 1) {
-            osv_batch_run(s, ms, first, n); /* finishes every member */
+            osv_sched_finish_all(s, osv_batch_run(s, ms, first, n));
         } else {
             osv_sched_run_one(s, first);
             osv_sched_finish(s, first);
@@ -946,19 +954,20 @@ static void run_taken(osv_serve_t *s, formed_t *f)
     atomic_fetch_add_explicit(&s->running, 1, memory_order_relaxed);
     if (gate)
         pthread_mutex_lock(&s->mem_gate);
-    /* A batch's members are finished by the batch, a lone request here, both before the instance is free:
-     * the answers of one instance leave in the order its runs ended. Freed first, the next run (microseconds
-     * on a small model) could be answered before this one: low2 before low1 in a priority test. The worker
-     * stops counting as running (what admission's estimate reads) before a lone answer leaves, though: a
-     * client's next request, sent on that answer, must not find its worker still busy and get a 503. */
+    /* Answers leave before the instance is free: the answers of one instance leave in the order its runs
+     * ended. Freed first, the next run (microseconds on a small model) could be answered before this one:
+     * low2 before low1 in a priority test. The worker stops counting as running (what admission's estimate
+     * reads) before they leave, though: a client's next request, sent on an answer, must not find the
+     * worker still busy and get a 503. */
     if (f->n == 1) {
         r->bnext = NULL;
         osv_sched_run_one(s, r);
         run_ended(s, gate);
         osv_sched_finish(s, r);
     } else {
-        osv_batch_run(s, ms, r, f->n);
+        osv_sreq_t *left = osv_batch_run(s, ms, r, f->n);
         run_ended(s, gate);
+        osv_sched_finish_all(s, left);
     }
     pthread_mutex_lock(&s->lock);
     ms->running--;

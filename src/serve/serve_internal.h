@@ -197,9 +197,13 @@ void osv_batcher_note(osv_batcher_t *b, uint64_t rows, uint64_t ns);
  * earliest member deadline `deadline`, 0 = none) wait for more; 0 = send it now. */
 uint64_t osv_batcher_adaptive_wait(const osv_batcher_t *b, uint64_t rows, uint64_t oldest, uint64_t deadline,
                                    uint64_t now);
-/* Runs the members (bnext-linked, all compatible, at least two) as one batch on this worker and
- * finishes each (osv_sched_finish). */
-void osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uint32_t n);
+/* Runs the members (bnext-linked, all compatible, at least two) as one batch on this worker. Members that
+ * fail their preparation, and those run alone when no batch can form (but the last), are finished here;
+ * the rest are returned (bnext-linked, in order) for the caller to finish with osv_sched_finish_all once
+ * the worker's run is over — so that a client answered last never finds this worker still busy. */
+osv_sreq_t *osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uint32_t n);
+/* osv_sched_finish for each request of a bnext-linked list, in order. */
+void osv_sched_finish_all(osv_serve_t *s, osv_sreq_t *list);
 /* True when r can run in one batch with `first` (same inputs' datatypes and non-batch dims, no
  * custom execute). */
 bool osv_batch_compatible(const osv_sreq_t *first, const osv_sreq_t *r);

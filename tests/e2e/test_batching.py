@@ -317,6 +317,57 @@ def tanh_body(width, params=None, rows=1):
     return binary_body(hdr, [x.tobytes()])
 
 
+class AnsweredBatchWorkerIsFree(unittest.TestCase):
+    """A worker that has run a batch stops counting as busy before the batch's answers leave: a client's next
+    request, sent on the last of them, used to find the only worker "running" and get 503 "would not finish
+    before the request's deadline" (the lone-request path had the same fault, AnsweredWorkerIsFree in
+    test_server_hardening.py). Each round: a slow.onnx run of ~300 ms holds the worker while two tanh
+    requests queue (so they run as one batch), then a scale2x request with a 20 ms deadline is sent on the
+    batch's last answer. The runs of slow.onnx keep the estimate of a run near 100 ms; the test hook pauses
+    each worker after each hand-off, as a preempted one would."""
+
+    def test_a_request_sent_on_a_batch_answer_is_admitted(self):
+        from obs_support import slow_body
+        cfg = {"max_batch_size": 8, "instance_group": [{"count": 1}], "dynamic_batching": {}}
+        with Server(repo({"tanh": "tanh.onnx", "slow": "slow.onnx", "scale2x": "scale2x.onnx"}, {"tanh": cfg}),
+                    "--deadline-ms", "0", "--workers", "1", "--inline-threshold-us", "0",
+                    env={"ORTSERVE_TEST_ANSWER_JITTER_US": "5000"}) as s:
+            conns = {k: RawConn(s.port) for k in ("slow", "a", "b", "fast")}
+
+            def post(conn, model, body, headers=()):
+                conns[conn].send(request_bytes("POST", "/v2/models/%s/infer" % model, body, list(headers)))
+
+            def slow(iters):
+                post("slow", "slow", json.dumps(slow_body(iters)).encode())
+            t0 = time.monotonic()
+            slow(2000)
+            self.assertEqual(conns["slow"].read_response().status, 200)
+            iters = int(min(max(2000 * 0.3 / max(time.monotonic() - t0, 1e-4), 2000), 5000000))
+            for _ in range(3):
+                slow(iters)
+                self.assertEqual(conns["slow"].read_response().status, 200)
+            fast = json.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]})
+            body, hdrs = tanh_body(4)
+            statuses = []
+            for _ in range(6):
+                slow(iters)
+                wait_until(lambda: queued(s, "slow") == 0 and metric(s, "ortserve_inflight_requests") >= 2, 20,
+                           "the slow run to start")
+                post("a", "tanh", body, hdrs.items())
+                post("b", "tanh", body, hdrs.items())
+                wait_until(lambda: queued(s, "tanh") == 2, 20, "both tanh requests queued behind it")
+                self.assertEqual(conns["slow"].read_response().status, 200)
+                self.assertEqual([conns[c].read_response().status for c in "ab"], [200, 200])
+                post("fast", "scale2x", fast.encode(), [("Ortserve-Timeout-Ms", "20")])
+                r = conns["fast"].read_response()
+                statuses.append((r.status, r.body[:160]))
+            for c in conns.values():
+                c.close()
+            self.assertEqual([st for st, _ in statuses], [200] * 6, statuses)
+            tanh = stats_of(s, "tanh")
+            self.assertEqual((tanh["inference_count"], tanh["execution_count"]), (12, 6))  # six batches of two
+
+
 class PrioritiesAndPolicies(unittest.TestCase):
     """tanh.onnx (64 x Tanh over [N,T]) with one instance and one loop thread: a blocker of three wide rows
     (3 x 2^22 values, a run of most of a second) holds the instance while the requests under test queue
