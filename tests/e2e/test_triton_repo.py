@@ -424,6 +424,7 @@ class OverGrpc(unittest.TestCase):
         model(r, "mlp_reshape", "mlp.onnx", config=MLP_RESHAPE)
         model(r, "v_specific", "scale2x.onnx", versions=(1, 2, 3),
               config="version_policy: { specific: { versions: [ 1, 3 ] } }\n")
+        model(r, "defaults", "defaults.onnx", config=DEFAULTS)
         cls.srv = GrpcServer(r)
         cls.stub = cls.srv.stub()
 
@@ -446,6 +447,17 @@ class OverGrpc(unittest.TestCase):
         self.assertEqual(c.parameters["intra_op_thread_count"].string_value, "1")
         r = self.stub.ModelConfig(self.pb.ModelConfigRequest(name="mlp_reshape")).config
         self.assertEqual((list(r.input[0].dims), list(r.input[0].reshape.shape)), ([8, 8], [64]))
+
+    def test_an_optional_input_may_be_left_out(self):
+        from grpc_support import infer_request, output
+        x = np.array([[1, 1, 2, 2]], np.float32)
+        c = self.stub.ModelConfig(self.pb.ModelConfigRequest(name="defaults")).config
+        self.assertEqual([(i.name, i.optional) for i in c.input], [("x", False), ("w", True)])
+        y = output(self.stub.ModelInfer(infer_request("defaults", [("x", x)])), "y")
+        np.testing.assert_array_equal(y, x * [1, 2, 3, 4])
+        w = np.array([10, 20, 30, 40], np.float32)
+        y = output(self.stub.ModelInfer(infer_request("defaults", [("x", x), ("w", w)], raw=False)), "y")
+        np.testing.assert_array_equal(y, x * w)
 
     def test_versions_and_reshape(self):
         from grpc_support import infer_request, output
