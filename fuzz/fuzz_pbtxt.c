@@ -2,7 +2,8 @@
  * limits and under the defaults, then Triton's ModelConfig mapping (src/core/tconfig.c) and its
  * completion against a model (src/core/tcomplete.c), applied to three models built in memory as ORT
  * would describe them (support/fake_model.c): a batchable MLP, an image classifier with a fixed batch
- * of 1, and a model with a scalar input and a BYTES output.
+ * of 1, a model with a scalar input and a BYTES output, and one with an initializer a request may
+ * override (listed in a config only as an `optional` input, with max_batch_size 0).
  *
  * Invariants beyond "does not crash": a successful parse is a well-formed tree (every child index in
  * range and after its parent, counts equal to the linked children, positions inside the text, string
@@ -66,6 +67,11 @@ static const fz_fake_t fakes[] = {
      {{"ids", OSV_DTYPE_INT64, 2, {-1, -1}},
       {"scale", OSV_DTYPE_FP32, 0, {0}},
       {"label", OSV_DTYPE_BYTES, 1, {-1}}}},
+    {"defaults", /* w: an initializer a request may override (an `optional` input) */
+     1,
+     1,
+     {{"x", OSV_DTYPE_FP32, 2, {-1, 4}}, {"y", OSV_DTYPE_FP32, 2, {-1, 4}}, {"w", OSV_DTYPE_FP32, 1, {4}}},
+     1},
 };
 
 static void check_completed(const osv_model_t *m)
@@ -83,6 +89,9 @@ static void check_completed(const osv_model_t *m)
         FZ_CHECK(t->rank <= OSV_MAX_DIMS && (c->max_batch_size == 0 || (t->rank >= 1 && t->dims[0] == -1)),
                  "tensor %u: view rank %d", i, t->rank);
     }
+    for (uint32_t i = 0; i < m->n_in; i++) /* an initializer is served only as optional, without batching */
+        FZ_CHECK(m->in_ort[i] < m->n_ort_in || (m->in[i].optional && c->max_batch_size == 0),
+                 "input %u: initializer %u served as required or batched", i, m->in_ort[i]);
     FZ_CHECK(m->n_instances >= 1 && m->n_instances <= m->lo.max_instances * 64, "%u instances",
              m->n_instances);
     for (uint32_t i = 0; i < c->dynamic_batching.n_preferred; i++)

@@ -37,12 +37,15 @@ osv_model_t *fz_fake_model(const fz_fake_t *f, const uint8_t *json, size_t json_
     m->path = own(m, "fuzz/model.onnx");
     m->stats = osv_stats_new();
     m->n_ort_in = f->n_in;
+    m->n_ort_init = f->n_init;
     m->n_ort_out = f->n_out;
-    m->ort_in = osv_calloc(f->n_in, sizeof *m->ort_in);
+    m->ort_in = osv_calloc(f->n_in + f->n_init, sizeof *m->ort_in); /* inputs, then initializers */
     m->ort_out = osv_calloc(f->n_out, sizeof *m->ort_out);
     FZ_CHECK(m->stats && m->ort_in && m->ort_out, "out of memory");
     for (uint32_t i = 0; i < f->n_in + f->n_out; i++)
         fill_tensor(m, i < f->n_in ? &m->ort_in[i] : &m->ort_out[i - f->n_in], &f->t[i]);
+    for (uint32_t i = 0; i < f->n_init; i++)
+        fill_tensor(m, &m->ort_in[f->n_in + i], &f->t[f->n_in + f->n_out + i]);
     m->config_text = osv_model_own(m, osv_malloc(json_len + 1)); /* NUL-terminated, as the file reader */
     FZ_CHECK(m->config_text, "out of memory");
     memcpy(m->config_text, json, json_len);

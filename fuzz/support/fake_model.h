@@ -16,11 +16,12 @@ typedef struct fz_fake_tensor {
     int64_t dims[4];
 } fz_fake_tensor_t;
 
-/* What ORT would report: inputs, then outputs. */
+/* What ORT would report: inputs, then outputs, then n_init initializers a request may override. */
 typedef struct fz_fake {
     const char *name;
     uint32_t n_in, n_out;
     fz_fake_tensor_t t[4];
+    uint32_t n_init;
 } fz_fake_t;
 
 /* The model as osv_model_load leaves it before reading its configs: ORT's view filled in, the
