@@ -90,7 +90,7 @@ static void check_completed(const osv_model_t *m)
                  "tensor %u: view rank %d", i, t->rank);
     }
     for (uint32_t i = 0; i < m->n_in; i++) /* an initializer is served only as optional, without batching */
-        FZ_CHECK(m->in_ort[i] < m->n_ort_in || (m->in[i].optional && c->max_batch_size == 0),
+        FZ_CHECK(!osv_model_input_has_default(m, i) || (m->in[i].optional && c->max_batch_size == 0),
                  "input %u: initializer %u served as required or batched", i, m->in_ort[i]);
     FZ_CHECK(m->n_instances >= 1 && m->n_instances <= m->lo.max_instances * 64, "%u instances",
              m->n_instances);

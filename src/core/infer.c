@@ -370,13 +370,14 @@ static int plan_inputs(osv_infer_t *inf, uint64_t *total, osv_err_t *err)
     for (uint32_t i = 0; i < m->n_in; i++) {
         infer_in_t *in = &inf->in[i];
         bool bytes = in->dtype == OSV_DTYPE_BYTES;
-        if (!in->declared && m->in[i].optional && m->in_ort[i] >= m->n_ort_in)
-            continue; /* left out: ORT runs with the model's default (an overridable initializer) */
-        if (!in->declared && m->in[i].optional)
+        if (!in->declared && m->in[i].optional) {
+            if (osv_model_input_has_default(m, i))
+                continue; /* left out: ORT runs with the model's default (an overridable initializer) */
             return osv_err_set(err, OSV_EINVAL,
                                "missing input '%s': the config marks it optional, but the model has no default "
                                "for it and cannot run without it",
                                m->in[i].name);
+        }
         if (!in->declared)
             return osv_err_set(err, OSV_EINVAL, "missing input '%s' (the model needs %s)", m->in[i].name,
                                required_inputs(m, (char[512]){0}, 512));

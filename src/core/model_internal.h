@@ -99,6 +99,12 @@ int osv_model_config_parse(osv_model_t *m, osv_err_t *err);
 /* tcomplete.c: folds config.json's settings into m->tc and checks the two agree (before the session
  * exists: they decide its options). */
 int osv_tconfig_merge_json(osv_model_t *m, osv_err_t *err);
+/* Client input i is one of the initializers a request may override: ORT has a default for it. */
+static inline bool osv_model_input_has_default(const osv_model_t *m, uint32_t i)
+{
+    return m->in_ort[i] >= m->n_ort_in;
+}
+
 /* tcomplete.c: completes m->tc against what ORT reports (m->ort_in/ort_out) and builds the clients'
  * view (m->in/out, in_ort/out_ort, max_batch_size, instances). */
 int osv_tconfig_complete(osv_model_t *m, osv_err_t *err);

@@ -959,16 +959,15 @@ static void run_taken(osv_serve_t *s, formed_t *f)
      * low2 before low1 in a priority test. The worker stops counting as running (what admission's estimate
      * reads) before they leave, though: a client's next request, sent on an answer, must not find the
      * worker still busy and get a 503. */
+    osv_sreq_t *left = r; /* the members still to answer */
     if (f->n == 1) {
         r->bnext = NULL;
         osv_sched_run_one(s, r);
-        run_ended(s, gate);
-        osv_sched_finish(s, r);
     } else {
-        osv_sreq_t *left = osv_batch_run(s, ms, r, f->n);
-        run_ended(s, gate);
-        osv_sched_finish_all(s, left);
+        left = osv_batch_run(s, ms, r, f->n);
     }
+    run_ended(s, gate);
+    osv_sched_finish_all(s, left);
     pthread_mutex_lock(&s->lock);
     ms->running--;
     if (ms->n)

@@ -149,6 +149,14 @@ class Server:
 
 # ---- helpers shared by the e2e server tests -------------------------------------------------------
 
+def slow_iters(run, seconds, lo=20000, hi=5000000):
+    """Loop iterations that keep slow.onnx busy about `seconds` on this machine: run(iters) sends one
+    request and waits for its answer (asserting it succeeded); a 2000-iteration run is timed and scaled."""
+    t0 = time.monotonic()
+    run(2000)
+    return int(min(max(2000 * seconds / max(time.monotonic() - t0, 1e-4), lo), hi))
+
+
 def wait_until(pred, timeout, what, interval=0.002):
     """Polls pred() until it returns a truthy value (returned) or `timeout` seconds pass (AssertionError).
     Each poll is bounded; the sleep between polls only paces the polling, it never stands in for a

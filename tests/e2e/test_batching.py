@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server import (RawConn, Server, _tcp_queues, binary_body, check_mlp, make_repo, mlp_reference,  # noqa: E402
-                    mlp_request, request_bytes, server_consumed, split_binary, stats_of, wait_stats, wait_until)
+                    mlp_request, request_bytes, server_consumed, slow_iters, split_binary, stats_of, wait_stats,
+                    wait_until)
 
 LINEAR_W = 65536
 
@@ -339,13 +340,12 @@ class AnsweredBatchWorkerIsFree(unittest.TestCase):
 
             def slow(iters):
                 post("slow", "slow", json.dumps(slow_body(iters)).encode())
-            t0 = time.monotonic()
-            slow(2000)
-            self.assertEqual(conns["slow"].read_response().status, 200)
-            iters = int(min(max(2000 * 0.3 / max(time.monotonic() - t0, 1e-4), 2000), 5000000))
-            for _ in range(3):
+            def slow_answered(iters):
                 slow(iters)
                 self.assertEqual(conns["slow"].read_response().status, 200)
+            iters = slow_iters(slow_answered, 0.3, lo=2000)
+            for _ in range(3):
+                slow_answered(iters)
             fast = json.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]})
             body, hdrs = tanh_body(4)
             statuses = []

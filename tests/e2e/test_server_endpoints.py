@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from server import (BIN, MODELS, TIME_SCALE, WRAPPER, Server, check_mlp, make_repo, mlp_request,  # noqa: E402
-                    stats_of, wait_stats, wait_until)
+                    slow_iters, stats_of, wait_stats, wait_until)
 
 EXTENSIONS = {"binary_tensor_data", "classification", "model_configuration", "model_repository", "parameters",
               "schedule_policy", "statistics", "system_shared_memory"}
@@ -380,9 +380,8 @@ class ModelControl(unittest.TestCase):
         srv = Server(make_repo(os.path.join(self.tmp.name, "busy"), {"slow": "slow.onnx", "mlp": "mlp.onnx"}),
                      "--workers", "1", "--deadline-ms", "0", "--inline-threshold-us", "0")
         try:
-            t0 = time.monotonic()
-            self.assertEqual(srv.json("POST", "/v2/models/slow/infer", slow_body(2000))[0], 200)
-            iters = int(min(max(2000 * 3.0 / max(time.monotonic() - t0, 1e-4), 20000), 5000000))
+            iters = slow_iters(lambda n: self.assertEqual(srv.json("POST", "/v2/models/slow/infer", slow_body(n))[0], 200),
+                               3.0)
             done = {}
 
             def run():

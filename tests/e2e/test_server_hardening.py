@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from cgroup_support import Cgroup, available as cgroup_unavailable  # noqa: E402
 from server import (RawConn, Server, binary_body, make_repo, mlp_request, request_bytes, server_consumed,  # noqa: E402
-                    wait_until)
+                    slow_iters, wait_until)
 
 MiB = 1 << 20
 
@@ -272,11 +272,10 @@ class Deadlines(unittest.TestCase):
         # Iterations that keep slow.onnx busy for about 3 s (measured without a deadline of the request's
         # own: the server's 300 ms applies, so measure a short run and scale).
         with RawConn(cls.srv.port) as c:
-            c.send(request_bytes("POST", "/v2/models/slow/infer", slow_body(2000)))
-            t0 = time.monotonic()
-            assert c.read_response().status == 200
-            dt = time.monotonic() - t0
-        cls.long_iters = int(min(max(2000 * 3.0 / max(dt, 1e-4), 20000), 5000000))
+            def run(iters):
+                c.send(request_bytes("POST", "/v2/models/slow/infer", slow_body(iters)))
+                assert c.read_response().status == 200
+            cls.long_iters = slow_iters(run, 3.0)
 
     @classmethod
     def tearDownClass(cls):
@@ -404,9 +403,7 @@ class AnsweredWorkerIsFree(unittest.TestCase):
             def post(model, body, headers=()):
                 c.send(request_bytes("POST", "/v2/models/%s/infer" % model, body, list(headers)))
                 return c.read_response()
-            t0 = time.monotonic()
-            self.assertEqual(post("slow", slow_body(2000)).status, 200)
-            iters = int(min(max(2000 * 0.2 / max(time.monotonic() - t0, 1e-4), 2000), 2000000))
+            iters = slow_iters(lambda n: self.assertEqual(post("slow", slow_body(n)).status, 200), 0.2, lo=2000)
             fast = json.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}]})
             for _ in range(4):
                 self.assertEqual(post("slow", slow_body(iters)).status, 200)

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from server import (TIME_SCALE, RawConn, Server, binary_body, make_repo, request_bytes, server_consumed,  # noqa: E402
-                    split_binary, wait_stats, wait_until)
+                    slow_iters, split_binary, wait_stats, wait_until)
 
 X = np.linspace(-1, 1, 256, dtype=np.float32).reshape(1, 256)
 
@@ -54,12 +54,11 @@ def send_in_flight(srv, data):
 def iters_for(srv, seconds):
     """Loop iterations that keep slow.onnx busy about `seconds` on this machine (from a short run)."""
     with RawConn(srv.port) as c:
-        c.send(slow_request(2000, timeout_ms=0))
-        t0 = time.monotonic()
-        r = c.read_response()
-        dt = time.monotonic() - t0
-    assert r.status == 200, r
-    return int(min(max(2000 * seconds / max(dt, 1e-4), 20000), 2000000))
+        def run(iters):
+            c.send(slow_request(iters, timeout_ms=0))
+            r = c.read_response()
+            assert r.status == 200, r
+        return slow_iters(run, seconds, hi=2000000)
 
 
 def refuses_connections(port):

@@ -17,7 +17,6 @@ import struct
 import sys
 import tempfile
 import threading
-import time
 import unittest
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from obs_support import log_records, metrics  # noqa: E402
 from server import (MODELS, Server, binary_body, link, mlp_reference, split_binary, stats_of,  # noqa: E402
-                    wait_until)
+                    slow_iters, wait_until)
 
 LABELS = "".join("class_%d\n" % i for i in range(10))
 
@@ -860,9 +859,7 @@ class Reload(unittest.TestCase):
                 def run(iters, version):
                     return infer(srv, "s", [("x", "FP32", x), ("iters", "INT64", np.array([iters], np.int64))],
                                  version=version)
-                t0 = time.monotonic()
-                self.assertEqual(run(2000, 2)[0], 200)
-                iters = int(min(max(2000 * 2.0 / max(time.monotonic() - t0, 1e-4), 20000), 5000000))
+                iters = slow_iters(lambda n: self.assertEqual(run(n, 2)[0], 200), 2.0)
                 done = {}
                 busy = threading.Thread(target=lambda: done.update(answer=run(iters, 1)))
                 busy.start()
