@@ -748,7 +748,6 @@ model_warmup { name: "short" inputs { key: "x" value: { data_type: TYPE_FP32 dim
 
 
 
-
 class InstanceGroups(unittest.TestCase):
     """count x KIND_CPU: that many runs of the model at once, no more."""
 
