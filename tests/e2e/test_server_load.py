@@ -173,7 +173,7 @@ class Concurrency(unittest.TestCase):
                 self.assertEqual(srv.finish(), 0)
 
     def test_many_clients_inline(self):
-        self.run_phase("--loops", "2", "--deadline-ms", "5000")
+        self.run_phase("--loops", "2", "--deadline-ms", "5000", "--inline-threshold-us", "10000000")
 
     def test_many_clients_on_workers(self):
         # Every run handed to the workers: slots cross threads.
