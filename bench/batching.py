@@ -3,6 +3,7 @@
 
     /usr/bin/python3 bench/batching.py [--seconds 3] [--rounds 5] [--models mlp,mbv2,cls]
                                        [--formats binary,json,grpc] [--conns 1,4,16,64] [--cache] [--raw FILE]
+                                       [--split-cores]
 
 For each model, format and client count the variants run interleaved, every round in another order (one server
 each, started fresh): batching off (no dynamic_batching), Triton's fixed delay of 100 µs and 1 ms, and ortserve's
@@ -17,6 +18,10 @@ round's variants ran minutes apart at most, so a ratio within a round is steadie
 the adaptive mode also the ratio against the best other variant of that round. `others` is the median number of
 cores other processes (not the server, not the load generator) kept busy during the cell's runs: the machine is
 shared.
+
+--split-cores puts the server on one CPU and the load generator on the others (taskset / the affinity mask), as a
+client on another machine would be: the server's own capacity, which is what batching changes, without the load
+generator's CPU in the same two cores.
 
 --cache adds the response cache on the MobileNetV2-shaped model: one client on a keep-alive connection sends, in
 alternating blocks, the same input again and again (hits after the first) and fresh inputs (misses), and the
@@ -58,6 +63,7 @@ VARIANTS = {
 }
 
 SERVER_ARGS = ["--deadline-ms", "0", "--max-queue", "1024"]
+SERVER_WRAPPER = []  # --split-cores: ["taskset", "-c", CPU]
 
 
 class Ortserve(benchlib.Ortserve):
@@ -66,7 +72,8 @@ class Ortserve(benchlib.Ortserve):
     def __init__(self, repo, extra=()):
         gdir = tempfile.mkdtemp(prefix="gport-", dir=benchlib.TMP)
         gpf = os.path.join(gdir, "port")
-        super().__init__(BIN, repo, [*SERVER_ARGS, "--grpc-port", "0", "--grpc-port-file", gpf, *extra])
+        super().__init__(BIN, repo, [*SERVER_ARGS, "--grpc-port", "0", "--grpc-port-file", gpf, *extra],
+                         wrapper=SERVER_WRAPPER)
         deadline = time.monotonic() + 30
         self.gport = None
         while self.gport is None and time.monotonic() < deadline:
@@ -259,7 +266,17 @@ def main():
     ap.add_argument("--cache-blocks", type=int, default=10)
     ap.add_argument("--cache-block", type=int, default=20)
     ap.add_argument("--raw", help="write every run's figures to this JSON file")
+    ap.add_argument("--split-cores", action="store_true",
+                    help="the server on the last CPU of this process's mask, the load generator on the others (as a "
+                         "client on another machine would be; the server then sizes itself to one CPU)")
     a = ap.parse_args()
+    if a.split_cores:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            sys.exit("--split-cores needs two CPUs in this process's affinity mask")
+        SERVER_WRAPPER[:] = ["taskset", "-c", str(cpus[-1])]
+        os.sched_setaffinity(0, cpus[:-1])  # wrk and grpc_load inherit it
+        print("server on CPU %d, load generator on CPU %s" % (cpus[-1], ",".join(map(str, cpus[:-1]))))
     tmp = tempfile.mkdtemp(prefix="osv-batchbench-")
     raw = []
     try:

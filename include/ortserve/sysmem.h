@@ -1,7 +1,8 @@
-/* ortserve/sysmem.h — how much memory this process may use: cgroup v2, cgroup v1, physical RAM.
+/* ortserve/sysmem.h — how much memory and how many CPUs this process may use: cgroup v2, cgroup v1,
+ * physical RAM, the affinity mask.
  *
- * Reads /proc/self/cgroup and the matching memory controller files. Used to size the slot pool and
- * exported as metrics. No state; thread-safe. */
+ * Reads /proc/self/cgroup and the matching controller files. Used to size the slot pool (memory) and
+ * the loops and workers (CPUs), and exported as metrics. No state; thread-safe. */
 #ifndef ORTSERVE_SYSMEM_H
 #define ORTSERVE_SYSMEM_H
 
@@ -37,6 +38,16 @@ OSV_API uint64_t osv_sysmem_share(const osv_sysmem_t *mem, uint64_t want, uint64
 
 /* Resident memory of this process in bytes (/proc/self/statm), 0 when unknown. Thread-safe. */
 OSV_API uint64_t osv_sysmem_rss(void);
+
+/* CPUs this process can keep busy: those its affinity mask allows (a cpuset, taskset), lowered to a
+ * cgroup CPU quota rounded up (v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us; the smallest over
+ * the group and its ancestors); at least 1. Sizes the loops and workers left to their defaults, as a
+ * container's `--cpus` or a Kubernetes CPU limit says. Reads the same environment as osv_sysmem_read. */
+OSV_API int osv_sysmem_cpus(void);
+
+/* The same from cgroup files under `root` and the membership file `self_cgroup`, with `allowed` CPUs in
+ * the affinity mask: lets tests supply fake trees. */
+OSV_API int osv_sysmem_cpus_at(const char *root, const char *self_cgroup, int allowed);
 
 /* The same, reading cgroup files under `root` (normally "/sys/fs/cgroup") and the membership file
  * `self_cgroup` (normally "/proc/self/cgroup"): lets tests supply fake trees. */

@@ -15,6 +15,7 @@
 #include "grpc/server.h"
 #include "http/server.h"
 #include "serve/shm.h"
+#include "ortserve/sysmem.h"
 #include "obs/log.h"
 #include "obs/obs.h"
 
@@ -83,10 +84,10 @@ static const osv_opt_t opts[] = {
     OSV_OPT_COUNT("grpc-frame-rate", grpc.frame_rate_limit, 0, 1u << 20, "0 = unlimited", "N",
                   "PING/SETTINGS/RST_STREAM/empty DATA frames a gRPC client may send per second, GOAWAY beyond "
                   "(100)"),
-    OSV_OPT_COUNT("loops", srv.loops, 0, MAX_THREADS, "0 = one per core", "N",
-                  "event-loop threads (default: one per core)"),
-    OSV_OPT_COUNT("workers", srv.workers, 0, MAX_THREADS, "0 = one per core", "N",
-                  "inference worker threads (default: one per core)"),
+    OSV_OPT_COUNT("loops", srv.loops, 0, MAX_THREADS, "0 = one per CPU", "N",
+                  "event-loop threads (default: one per CPU this process may use: affinity, cgroup quota)"),
+    OSV_OPT_COUNT("workers", srv.workers, 0, MAX_THREADS, "0 = one per CPU", "N",
+                  "inference worker threads (default: one per CPU this process may use)"),
     OSV_OPT_COUNT("intra-op-threads", intra_op, 0, MAX_THREADS, "0 = one per core", "N",
                   "ORT threads per Run (default 1; 0 = one per core)"),
     OSV_OPT_COUNT("inter-op-threads", inter_op, 0, MAX_THREADS, NULL, "N",
@@ -460,14 +461,14 @@ static void log_start(const serve_cfg_t *cfg, const osv_server_plan_t *s, osv_re
     osv_pool_get_stats(s->pool, &ps);
     osv_log(OSV_LOG_INFO, "listening",
             "\"host\":\"%s\",\"port\":%u,\"repository\":\"%s\",\"models\":%zu,\"ready\":%s,\"ort\":\"%s\","
-            "\"loops\":%d,"
+            "\"cpus\":%d,\"loops\":%d,\"workers\":%d,"
             "\"intra_op_threads\":%d,\"pool_bytes\":%" PRIu64 ",\"pool_max_slot\":%" PRIu64
             ",\"image_decode_budget\":%" PRIu64 ",\"max_body_bytes\":%" PRIu64 ",\"max_connections\":%u"
             ",\"deadline_ms\":%" PRId64 ",\"deadline_follows_model\":%s,\"shm_max_bytes\":%" PRIu64
             ",\"model_control\":\"%s\",\"startup_ms\":%.1f%s",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
             osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(r),
-            osv_repo_ready(r) ? "true" : "false", osv_env_ort_version(env), s->loops,
+            osv_repo_ready(r) ? "true" : "false", osv_env_ort_version(env), osv_sysmem_cpus(), s->loops, s->workers,
             cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool),
             osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->max_connections,
             cfg->srv.deadline_ms < 0 ? (int64_t)500 : cfg->srv.deadline_ms, cfg->srv.deadline_ms < 0 ? "true" : "false",
@@ -590,7 +591,7 @@ static int serve(serve_cfg_t *cfg)
                          .otlp_endpoint = cfg->otlp_endpoint,
                          .service_name = cfg->service_name,
                          .trace_ratio = cfg->trace_ratio,
-                         .loops = cfg->srv.loops > 0 ? cfg->srv.loops : (int)sysconf(_SC_NPROCESSORS_ONLN)};
+                         .loops = cfg->srv.loops > 0 ? cfg->srv.loops : osv_sysmem_cpus()};
     cfg->srv.loops = oo.loops;
     if (osv_obs_init(&oo, &err) != 0) {
         char e[1024];
@@ -606,9 +607,9 @@ static int serve(serve_cfg_t *cfg)
         return 1;
     }
     bool all = !cfg->load_models.v[0]; /* check_model_control turned "*" into "" */
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long cores = osv_sysmem_cpus();
     /* A model without config.pbtxt may run on every thread that runs models at once, as before. */
-    long runners = cfg->srv.workers > 0 ? (long)cfg->srv.workers : cores > 0 ? cores : 1;
+    long runners = cfg->srv.workers > 0 ? (long)cfg->srv.workers : cores;
     cfg->load.native_instances = (uint32_t)(cfg->srv.loops + runners);
     osv_repo_opts_t ro = {.env = env,
                           .path = cfg->repo,

@@ -1,6 +1,8 @@
-/* sysmem.c — memory available to this process: cgroup v2 memory.max, cgroup v1
- * memory.limit_in_bytes, and physical RAM. */
+/* sysmem.c — memory and CPUs available to this process: cgroup v2 memory.max and cpu.max, cgroup v1
+ * memory.limit_in_bytes and cpu.cfs_quota_us, physical RAM and the affinity mask. */
 #include <inttypes.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,10 +29,11 @@ static uint64_t read_limit(const char *path)
     return v;
 }
 
-/* Finds our group path for the v2 hierarchy ("0::/path") or the v1 memory controller
+/* Finds our group path for the v2 hierarchy ("0::/path", ctl NULL) or the v1 controller `ctl`
  * ("N:...memory...:/path") in the /proc/self/cgroup format. */
-static int find_group(const char *self_cgroup, int want_v2, char *out, size_t cap)
+static int find_group(const char *self_cgroup, const char *ctl_name, char *out, size_t cap)
 {
+    size_t want_len = ctl_name ? strlen(ctl_name) : 0;
     char line[1024];
     int found = 0;
     FILE *f = fopen(self_cgroup, "re");
@@ -45,14 +48,14 @@ static int find_group(const char *self_cgroup, int want_v2, char *out, size_t ca
         path[strcspn(path, "\n")] = '\0';
         const char *ctl = c1 + 1;
         int is_v2 = strncmp(line, "0", 1) == 0 && c1 == line + 1 && *ctl == '\0';
-        int is_mem = 0;
-        for (const char *p = ctl; *p;) {
+        int has_ctl = 0;
+        for (const char *p = ctl; ctl_name && *p;) {
             size_t n = strcspn(p, ",");
-            if (n == 6 && strncmp(p, "memory", 6) == 0)
-                is_mem = 1;
+            if (n == want_len && strncmp(p, ctl_name, n) == 0)
+                has_ctl = 1;
             p += n + (p[n] == ',');
         }
-        if ((want_v2 && is_v2) || (!want_v2 && is_mem)) {
+        if ((!ctl_name && is_v2) || has_ctl) {
             snprintf(out, cap, "%s", path);
             found = 1;
         }
@@ -147,7 +150,7 @@ void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t 
     memset(out, 0, sizeof *out);
     out->physical = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
 
-    if (find_group(self_cgroup, 1, group, sizeof group)) {
+    if (find_group(self_cgroup, NULL, group, sizeof group)) {
         mounted_group(root, group, "memory.max");
         uint64_t lim = hierarchical_limit(root, group, "memory.max", &found);
         if (found) {
@@ -159,7 +162,7 @@ void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t 
             out->cgroup_working_set = working_set(dir, out->cgroup_usage, 0);
         }
     }
-    if (out->cgroup_version == 0 && find_group(self_cgroup, 0, group, sizeof group)) {
+    if (out->cgroup_version == 0 && find_group(self_cgroup, "memory", group, sizeof group)) {
         snprintf(dir, sizeof dir, "%s/memory", root);
         mounted_group(dir, group, "memory.limit_in_bytes");
         uint64_t lim = hierarchical_limit(dir, group, "memory.limit_in_bytes", &found);
@@ -185,6 +188,113 @@ void osv_sysmem_read(osv_sysmem_t *out)
     const char *root = getenv("ORTSERVE_CGROUP_ROOT"), *self = getenv("ORTSERVE_PROC_CGROUP");
     osv_sysmem_read_at(root && *root ? root : "/sys/fs/cgroup", self && *self ? self : "/proc/self/cgroup",
                        out);
+}
+
+/* ---- CPUs ---------------------------------------------------------------------------------------------- */
+
+/* A quota of `quota` µs per `period` µs as whole CPUs, rounded up (1.5 CPUs keep two threads busy part of
+ * the time); 0 for no quota or a file that does not say. */
+static int quota_cpus(long long quota, long long period)
+{
+    if (quota <= 0 || period <= 0)
+        return 0;
+    long long n = quota / period + (quota % period != 0);
+    return n > 4096 ? 4096 : (int)n;
+}
+
+/* cgroup v2's cpu.max ("max 100000" or "150000 100000") in the directory `path` names. */
+static int v2_cpus(const char *path)
+{
+    char buf[96];
+    long long quota = 0, period = 0;
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    if (fgets(buf, sizeof buf, f) && strncmp(buf, "max", 3) != 0 && sscanf(buf, "%lld %lld", &quota, &period) != 2)
+        quota = 0;
+    fclose(f);
+    return quota_cpus(quota, period);
+}
+
+/* cgroup v1's cpu.cfs_quota_us (-1: none) over cpu.cfs_period_us, in the group directory `gdir`. */
+static int v1_cpus(const char *gdir)
+{
+    char path[1300];
+    long long quota = 0, period = 0;
+    FILE *f;
+    snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", gdir);
+    if ((f = fopen(path, "re"))) {
+        if (fscanf(f, "%lld", &quota) != 1)
+            quota = 0;
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/cpu.cfs_period_us", gdir);
+    if (quota > 0 && (f = fopen(path, "re"))) {
+        if (fscanf(f, "%lld", &period) != 1)
+            period = 0;
+        fclose(f);
+    }
+    return quota_cpus(quota, period);
+}
+
+/* The smallest CPU quota over `group` under `dir` and its ancestors (quotas nest); 0 when none. */
+static int hierarchical_cpus(const char *dir, const char *group, bool v2)
+{
+    char g[512], path[1200];
+    int best = 0;
+    snprintf(g, sizeof g, "%s", strcmp(group, "/") ? group : "");
+    for (;;) {
+        int n;
+        if (v2) {
+            snprintf(path, sizeof path, "%s%s/cpu.max", dir, g);
+            n = v2_cpus(path);
+        } else {
+            snprintf(path, sizeof path, "%s%s", dir, g);
+            n = v1_cpus(path);
+        }
+        if (n && (best == 0 || n < best))
+            best = n;
+        char *slash = strrchr(g, '/');
+        if (!slash)
+            break;
+        *slash = '\0';
+    }
+    return best;
+}
+
+int osv_sysmem_cpus_at(const char *root, const char *self_cgroup, int allowed)
+{
+    char group[512], dir[600];
+    int quota = 0;
+    if (find_group(self_cgroup, NULL, group, sizeof group)) {
+        mounted_group(root, group, "cpu.max");
+        quota = hierarchical_cpus(root, group, true);
+    }
+    if (!quota && find_group(self_cgroup, "cpu", group, sizeof group)) {
+        snprintf(dir, sizeof dir, "%s/cpu", root);
+        mounted_group(dir, group, "cpu.cfs_quota_us");
+        quota = hierarchical_cpus(dir, group, false);
+    }
+    if (allowed < 1)
+        allowed = 1;
+    return quota && quota < allowed ? quota : allowed;
+}
+
+/* The CPUs the affinity mask allows (a cpuset, taskset), else the online ones. */
+static int allowed_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int osv_sysmem_cpus(void)
+{
+    const char *root = getenv("ORTSERVE_CGROUP_ROOT"), *self = getenv("ORTSERVE_PROC_CGROUP");
+    return osv_sysmem_cpus_at(root && *root ? root : "/sys/fs/cgroup", self && *self ? self : "/proc/self/cgroup",
+                              allowed_cpus());
 }
 
 uint64_t osv_sysmem_rss(void)

@@ -90,12 +90,6 @@ static uint32_t plan_connections(const osv_server_opts_t *o)
     return n < CONN_MIN ? CONN_MIN : n > CONN_MAX ? CONN_MAX : (uint32_t)n;
 }
 
-static int ncores(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
 /* The transport with the HTTP front listening on host:port, and each loop's JSON scratch. */
 static int server_net(osv_server_t *s, osv_err_t *err)
 {
@@ -131,7 +125,7 @@ int osv_server_create(const osv_server_opts_t *o, osv_env_t *env, osv_repo_t *re
     s->o.max_connections = plan_connections(&s->o);
     s->start_ns = osv_now_ns();
     sem_init(&s->wake, 0, 0);
-    s->n_loops = o->loops > 0 ? o->loops : ncores();
+    s->n_loops = o->loops > 0 ? o->loops : osv_sysmem_cpus();
     serve_opts(&s->o, s->n_loops, &so);
     if ((rc = osv_serve_create(&so, env, repo, &s->serve, err)) != 0)
         goto fail;
@@ -170,6 +164,7 @@ void osv_server_get_plan(const osv_server_t *s, osv_server_plan_t *out)
 {
     *out = (osv_server_plan_t){.port = s->port,
                                .loops = s->n_loops,
+                               .workers = osv_serve_workers(s->serve),
                                .max_connections = s->o.max_connections,
                                .shm_max_bytes = s->o.shm_max_bytes,
                                .image_decode_budget = s->o.image_decode_budget,

@@ -77,6 +77,7 @@ int osv_server_model_hook(void *ud, osv_model_t *m, osv_err_t *err);
 typedef struct osv_server_plan {
     uint16_t port;                /* the bound port (opts.port 0: the one the kernel picked) */
     int loops;                    /* event-loop threads */
+    int workers;                  /* inference worker threads */
     uint32_t max_connections;     /* opts, or from the memory plan */
     uint64_t shm_max_bytes;       /* registered shared memory, all regions */
     uint64_t image_decode_budget; /* bytes of image decoding at once */

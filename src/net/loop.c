@@ -23,6 +23,7 @@
 #include "obs/obs.h"
 #include "ortserve/alloc.h"
 #include "ortserve/stats.h"
+#include "ortserve/sysmem.h"
 #include "util/sanitize.h"
 
 #define MAX_EVENTS  256
@@ -752,12 +753,6 @@ static void *loop_main(void *arg)
 
 /* ---- create, listen, run, destroy -------------------------------------------------------------------------- */
 
-static int ncores(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
 static int loop_init(osv_net_t *n, osv_loop_t *l, int id, osv_err_t *err)
 {
     struct epoll_event ev = {.events = EPOLLIN};
@@ -783,7 +778,7 @@ int osv_net_create(const osv_net_opts_t *o, osv_net_t **out, osv_err_t *err)
     if (!n)
         return osv_err_set(err, OSV_ENOMEM, "out of memory");
     n->o = *o;
-    n->n_loops = o->loops > 0 ? o->loops : ncores();
+    n->n_loops = o->loops > 0 ? o->loops : osv_sysmem_cpus();
     if (!(n->loops = osv_calloc((size_t)n->n_loops, sizeof *n->loops))) {
         osv_free(n);
         return osv_err_set(err, OSV_ENOMEM, "out of memory");

@@ -55,6 +55,11 @@ uint32_t osv_serve_model_queued(const osv_model_t *m)
     return ms ? atomic_load_explicit(&ms->queued, memory_order_relaxed) : 0;
 }
 
+int osv_serve_workers(const osv_serve_t *s)
+{
+    return s->n_workers;
+}
+
 static void ewma_note(_Atomic uint64_t *e, uint64_t ns)
 {
     uint64_t old = atomic_load_explicit(e, memory_order_relaxed);

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ortserve/sysmem.h"
 #include "obs/log.h"
 #include "obs/obs.h"
 #include "serve/cache.h"
@@ -315,12 +316,6 @@ void osv_serve_reload_auth(osv_serve_t *s)
 
 /* ---- create, destroy, accessors ------------------------------------------------------------------------ */
 
-static int ncores(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
 static int start_threads(osv_serve_t *s, osv_err_t *err)
 {
     int rc;
@@ -362,7 +357,7 @@ int osv_serve_create(const osv_serve_opts_t *o, osv_env_t *env, osv_repo_t *repo
     s->o = *o;
     s->env = env;
     s->repo = repo;
-    s->n_workers = o->workers > 0 ? o->workers : ncores();
+    s->n_workers = o->workers > 0 ? o->workers : osv_sysmem_cpus();
     s->n_slots = (o->loop_threads > 0 ? o->loop_threads : 0) + s->n_workers;
     s->offload.cap = o->offload_capacity ? o->offload_capacity : 1;
     s->control.cap = CONTROL_CAPACITY;

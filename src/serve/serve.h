@@ -237,6 +237,8 @@ void osv_serve_watch_end(osv_serve_t *s);
 uint64_t osv_serve_model_ewma(const osv_model_t *m);
 /* Requests of model m waiting for a worker. */
 uint32_t osv_serve_model_queued(const osv_model_t *m);
+/* Worker threads (fixed at create). */
+int osv_serve_workers(const osv_serve_t *s);
 
 /* ---- front work moved off an event loop (inflating a body) --------------------------------------- */
 

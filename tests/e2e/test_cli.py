@@ -412,6 +412,35 @@ class ServeOptions(unittest.TestCase):
         self.assertIsNone(rc, out)
         self.assertEqual(log_events(out, "unknown_variable"), [])
 
+    def test_threads_follow_the_cpus_this_process_may_use(self):
+        # Loops and workers default to the CPUs the affinity mask allows (taskset, a cpuset), lowered to a
+        # cgroup CPU quota (a container's --cpus, a Kubernetes CPU limit); they were one per online CPU of
+        # the machine, so a server limited to one CPU of 64 started 64 loops and 64 workers.
+        mine = os.sched_getaffinity(0)
+        try:
+            os.sched_setaffinity(0, {min(mine)})  # inherited by the server
+            rc, _, out = serve(self.repo)
+        finally:
+            os.sched_setaffinity(0, mine)
+        self.assertIsNone(rc, out)
+        (lis,) = log_events(out, "listening")
+        self.assertEqual((lis["cpus"], lis["loops"], lis["workers"]), (1, 1, 1), lis)
+        with tempfile.TemporaryDirectory() as cg:
+            os.makedirs(os.path.join(cg, "root", "ctr"))
+            with open(os.path.join(cg, "self"), "w") as f:
+                f.write("0::/ctr\n")
+            with open(os.path.join(cg, "root", "ctr", "cpu.max"), "w") as f:
+                f.write("100000 100000\n")  # one CPU's time
+            env = {"ORTSERVE_CGROUP_ROOT": os.path.join(cg, "root"), "ORTSERVE_PROC_CGROUP": os.path.join(cg, "self")}
+            rc, _, out = serve(self.repo, env=env)
+            self.assertIsNone(rc, out)
+            (lis,) = log_events(out, "listening")
+            self.assertEqual((lis["cpus"], lis["loops"], lis["workers"]), (1, 1, 1), lis)
+            rc, _, out = serve(self.repo, "--loops", "3", "--workers", "2", env=env)  # flags still win
+            self.assertIsNone(rc, out)
+            (lis,) = log_events(out, "listening")
+            self.assertEqual((lis["cpus"], lis["loops"], lis["workers"]), (1, 3, 2), lis)
+
     def test_pool_bytes_is_what_the_pool_reserves(self):
         # --pool-bytes 512M used to reserve 464 MiB: the 4 KiB and 16 KiB classes stop at 4096 slots and
         # their unused share was lost. Now the budget is planned whole, and the plan is logged.

@@ -1,4 +1,5 @@
-/* test_sysmem.c — cgroup v2/v1 memory limits read from fake cgroup trees. */
+/* test_sysmem.c — cgroup v2/v1 memory limits and CPU quotas read from fake cgroup trees. */
+#include <stdarg.h>
 #include <string.h>
 
 #include "testutil.h"
@@ -128,6 +129,71 @@ static void no_cgroup_means_physical(void **state)
     assert_true(m.physical > (64ull << 20));
 }
 
+/* CPUs under a fake tree: `self` is /proc/self/cgroup, then (path, content) pairs ending in NULL. */
+static int cpus_with(int allowed, const char *self, ...)
+{
+    char root[256], selfp[300], cg[300];
+    va_list ap;
+    osv_test_tmpdir(root, sizeof root);
+    snprintf(selfp, sizeof selfp, "%s/self_cgroup", root);
+    snprintf(cg, sizeof cg, "%s/cg", root);
+    osv_test_write_file(root, "self_cgroup", self);
+    va_start(ap, self);
+    for (const char *path; (path = va_arg(ap, const char *));)
+        osv_test_write_file(root, path, va_arg(ap, const char *));
+    va_end(ap);
+    int n = osv_sysmem_cpus_at(cg, selfp, allowed);
+    osv_test_rmtree(root);
+    return n;
+}
+
+static void cpus_v2_quota(void **state)
+{
+    (void)state;
+    /* 1.5 CPUs keep two threads busy part of the time: rounded up */
+    assert_int_equal(cpus_with(8, "0::/kubepods/pod/ctr\n", "cg/kubepods/pod/ctr/cpu.max", "150000 100000\n", NULL), 2);
+    assert_int_equal(cpus_with(8, "0::/a\n", "cg/a/cpu.max", "50000 100000\n", NULL), 1);
+    /* "max": no quota, the affinity mask decides */
+    assert_int_equal(cpus_with(3, "0::/a\n", "cg/a/cpu.max", "max 100000\n", NULL), 3);
+    /* a parent's quota bounds its children */
+    assert_int_equal(cpus_with(8, "0::/a/b\n", "cg/a/b/cpu.max", "max 100000\n", "cg/a/cpu.max", "300000 100000\n",
+                               NULL),
+                     3);
+    /* fewer CPUs in the mask than the quota: the mask */
+    assert_int_equal(cpus_with(2, "0::/a\n", "cg/a/cpu.max", "400000 100000\n", NULL), 2);
+    /* a container whose mount is its own group (no such path below the mount) */
+    assert_int_equal(cpus_with(8, "0::/system.slice/libpod-77.scope\n", "cg/cpu.max", "200000 100000\n", NULL), 2);
+    /* garbage is no quota */
+    assert_int_equal(cpus_with(4, "0::/a\n", "cg/a/cpu.max", "lots\n", NULL), 4);
+}
+
+static void cpus_v1_quota(void **state)
+{
+    (void)state;
+    assert_int_equal(cpus_with(8, "9:memory:/x\n4:cpu,cpuacct:/grp\n", "cg/cpu/grp/cpu.cfs_quota_us", "250000\n",
+                               "cg/cpu/grp/cpu.cfs_period_us", "100000\n", NULL),
+                     3);
+    assert_int_equal(cpus_with(6, "4:cpu,cpuacct:/grp\n", "cg/cpu/grp/cpu.cfs_quota_us", "-1\n",
+                               "cg/cpu/grp/cpu.cfs_period_us", "100000\n", NULL),
+                     6);
+    /* "cpuacct" alone is not the cpu controller */
+    assert_int_equal(cpus_with(6, "4:cpuacct:/grp\n", "cg/cpu/grp/cpu.cfs_quota_us", "100000\n",
+                               "cg/cpu/grp/cpu.cfs_period_us", "100000\n", NULL),
+                     6);
+    /* the container's mount is its group */
+    assert_int_equal(cpus_with(8, "4:cpu,cpuacct:/libpod_parent/libpod-1\n", "cg/cpu/cpu.cfs_quota_us", "100000\n",
+                               "cg/cpu/cpu.cfs_period_us", "100000\n", NULL),
+                     1);
+}
+
+static void cpus_without_cgroup(void **state)
+{
+    (void)state;
+    assert_int_equal(osv_sysmem_cpus_at("/nonexistent", "/nonexistent/cgroup", 5), 5);
+    assert_int_equal(osv_sysmem_cpus_at("/nonexistent", "/nonexistent/cgroup", 0), 1);
+    assert_true(osv_sysmem_cpus() >= 1); /* the real machine */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -136,6 +202,9 @@ int main(void)
         cmocka_unit_test(v1_fallback),
         cmocka_unit_test(container_mount_is_the_group),
         cmocka_unit_test(no_cgroup_means_physical),
+        cmocka_unit_test(cpus_v2_quota),
+        cmocka_unit_test(cpus_v1_quota),
+        cmocka_unit_test(cpus_without_cgroup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
