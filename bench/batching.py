@@ -277,6 +277,7 @@ def main():
         SERVER_WRAPPER[:] = ["taskset", "-c", str(cpus[-1])]
         os.sched_setaffinity(0, cpus[:-1])  # wrk and grpc_load inherit it
         print("server on CPU %d, load generator on CPU %s" % (cpus[-1], ",".join(map(str, cpus[:-1]))))
+    os.makedirs(benchlib.TMP, exist_ok=True)  # the servers' port files
     tmp = tempfile.mkdtemp(prefix="osv-batchbench-")
     raw = []
     try:
