@@ -210,6 +210,15 @@ static osv_sreq_t *run_alone(osv_serve_t *s, osv_sreq_t *members)
 }
 
 /* The deadline the batch's run is watched with: the latest of its members' (0 when one has none). */
+/* The members' input bytes: the batch run reads them all. */
+static uint64_t batch_bytes(const osv_sreq_t *members)
+{
+    uint64_t sum = 0;
+    for (const osv_sreq_t *r = members; r; r = r->bnext)
+        sum += r->in_bytes;
+    return sum;
+}
+
 static uint64_t latest_deadline(const osv_sreq_t *members)
 {
     uint64_t d = 0;
@@ -301,6 +310,7 @@ osv_sreq_t *osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uin
     atomic_store_explicit(&ms->ewma_ns,
                           atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed) / 8 * 7 + (t2 - t1) / 8,
                           memory_order_relaxed);
+    osv_sched_note_bytes(ms, batch_bytes(keep));
     /* 5. the members' views (or errors); the batcher's own reference goes before they are answered */
     scatter(s, ms, x, keep, n, rc, &err);
     batch_release(x);

@@ -222,9 +222,29 @@ static void note_run(osv_serve_t *s, osv_sreq_t *r)
     uint64_t ns = r->ns[OSV_PHASE_COMPUTE_INFER];
     if (!ns)
         return;
-    if (ms)
+    if (ms) {
         ewma_note(&ms->ewma_ns, ns);
+        osv_sched_note_bytes(ms, r->in_bytes);
+    }
     ewma_note(&s->run_ewma_ns, ns);
+}
+
+void osv_sched_note_bytes(mstate_t *ms, uint64_t bytes)
+{
+    if (bytes)
+        ewma_note(&ms->ewma_bytes, bytes);
+}
+
+/* The declared inputs' bytes of r (what its run reads); 0 for a request that runs its own way (execute:
+ * classify decodes its images on the worker, and has no infer yet). */
+static uint64_t input_bytes(const osv_sreq_t *r)
+{
+    osv_infer_input_info_t a;
+    uint64_t sum = 0;
+    for (uint32_t i = 0; r->inf && i < osv_model_input_count(r->model); i++)
+        if (osv_infer_input_info(r->inf, i, &a) == 0)
+            sum += a.bytes;
+    return sum;
 }
 
 int osv_sched_deadline_error(osv_sreq_t *r, const char *when)
@@ -728,9 +748,23 @@ static bool model_inlines(const osv_serve_t *s, const mstate_t *ms)
            atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed) < s->o.inline_threshold_ns;
 }
 
+/* The model's recent runs were fast, but r's may not be: its run is estimated as the recent run time
+ * scaled by its inputs' size against theirs (a run is at most linear in its input for the models that
+ * vary: a 40× longer text line, a 30× larger image). A request far larger than the ones measured goes
+ * to a worker, so one large input does not hold the loop's other connections for its run. */
+static bool small_enough(const osv_serve_t *s, const osv_sreq_t *r, const mstate_t *ms)
+{
+    uint64_t seen = atomic_load_explicit(&ms->ewma_bytes, memory_order_relaxed),
+             ns = atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed);
+    if (!seen || r->in_bytes <= seen)
+        return true;
+    return (double)ns * ((double)r->in_bytes / (double)seen) < (double)s->o.inline_threshold_ns;
+}
+
 static bool can_inline(osv_serve_t *s, const osv_sreq_t *r, const mstate_t *ms)
 {
-    return r->may_inline && model_inlines(s, ms) && atomic_load_explicit(&ms->queued, memory_order_relaxed) == 0;
+    return r->may_inline && model_inlines(s, ms) && atomic_load_explicit(&ms->queued, memory_order_relaxed) == 0 &&
+           small_enough(s, r, ms);
 }
 
 /* The request's rows, priority level and queue timeout, from its model's settings. */
@@ -825,6 +859,7 @@ int osv_serve_submit(osv_serve_t *s, osv_sreq_t *r)
     if (!ms)
         return osv_err_set(&r->err, OSV_EINVAL, "model '%s' has no scheduling state", osv_model_name(r->model));
     r->phase_t0[OSV_PHASE_QUEUE] = osv_now_ns(); /* the worker measures the wait from here */
+    r->in_bytes = input_bytes(r);
     classify(ms, r, r->phase_t0[OSV_PHASE_QUEUE]);
     if (ms->cache && osv_cache_lookup(s->cache, r) == 1)
         return 1; /* a hit: answered from the cache, nothing queued or run */

@@ -190,6 +190,7 @@ struct osv_sreq {
     void *q;               /* the queue it waits in */
     uint64_t queue_timeout; /* absolute ns its queue policy's timeout passes; 0 = none */
     uint64_t rows;          /* its rows along the batch dimension (1 without one) */
+    uint64_t in_bytes;      /* its declared inputs' bytes: what the inline choice scales the estimate by */
     uint64_t seq;           /* preserve_ordering: its place among the model's requests */
     uint32_t level;         /* its priority level, 0-based */
     bool timed_out;         /* moved behind its level after its queue timeout (DELAY) */

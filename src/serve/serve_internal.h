@@ -49,6 +49,7 @@ typedef struct mstate {
     /* written by anyone, relaxed: counts and estimates */
     _Atomic uint32_t queued;  /* = n, readable without the lock */
     _Atomic uint64_t ewma_ns; /* recent ORT run time (model runs only) */
+    _Atomic uint64_t ewma_bytes; /* input bytes of those runs, the same average; 0 = none run yet */
     /* read-only after load */
     osv_model_t *model; /* not a reference: the state lives inside the model */
     uint64_t uid;       /* this load of the model, server-wide unique (response cache keys) */
@@ -179,6 +180,8 @@ void osv_mstate_free(void *p);
 void osv_sched_run_one(osv_serve_t *s, osv_sreq_t *r);
 /* A request is finished: through the model's ordering gate (preserve_ordering) to complete(). */
 void osv_sched_finish(osv_serve_t *s, osv_sreq_t *r);
+/* A run of the model read `bytes` of input: the average the inline choice scales estimates by. */
+void osv_sched_note_bytes(mstate_t *ms, uint64_t bytes);
 /* Runs inf under the watchdog (deadline: absolute ns, 0 = none), retrying ORT allocation failures. */
 int osv_sched_run_infer(osv_serve_t *s, osv_infer_t *inf, uint64_t deadline, osv_stats_t *st, osv_err_t *err);
 /* Registers the calling thread's run for the watchdog (deadline: absolute ns, 0 = none). */

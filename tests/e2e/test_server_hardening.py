@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cgroup_support import Cgroup, available as cgroup_unavailable  # noqa: E402
-from server import (RawConn, Server, binary_body, make_repo, mlp_request, request_bytes, server_consumed,  # noqa: E402
+from server import (RawConn, Server, binary_body, split_binary, make_repo, mlp_request, request_bytes, server_consumed,  # noqa: E402
                     slow_iters, wait_until)
 
 MiB = 1 << 20
@@ -707,6 +707,68 @@ class UnboundedCounts(unittest.TestCase):
         body = json.dumps({"inputs": [{"name": "\u00e9" * 500000, "shape": [1], "datatype": "FP32",
                                        "data": [1]}]}).encode()
         self.flood(body, 400, "unknown input")
+
+
+class LargeInputLeavesTheLoop(unittest.TestCase):
+    """A fast model runs inline on the loop that decoded its request. A request far larger than those its
+    run-time estimate was measured on goes to a worker instead (the estimate scaled by its input bytes), so the
+    loop's other connections are answered during its run. Before, the loop ran it: a health probe on the same
+    loop waited for the whole run."""
+
+    def test_probes_are_answered_during_a_large_run(self):
+        import threading
+        small = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
+        big = np.random.default_rng(5).uniform(-1, 1, (1, 7 << 20)).astype(np.float32)  # 28 MiB in, 28 out: one slot
+
+        def body(x):
+            return binary_body({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                            "parameters": {"binary_data_size": x.nbytes}}],
+                                "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}, [x.tobytes()])
+
+        with tempfile.TemporaryDirectory() as tmp:
+            srv = Server(make_repo(tmp, {"tanh": "tanh.onnx"}), "--loops", "1", "--workers", "1", "--deadline-ms", "0")
+            try:
+                c = srv.conn()
+                b, h = body(small)
+                for _ in range(20):  # the estimate: fast runs of 64-byte inputs, run inline
+                    st, _, data = srv.request("POST", "/v2/models/tanh/infer", b, h, conn=c)
+                    self.assertEqual(st, 200, data)
+                b, h = body(big)
+                c.request("POST", "/v2/models/tanh/infer", body=b, headers=h)  # returns once it is sent
+                sent, got = time.monotonic(), {}
+
+                def answer():
+                    r = c.getresponse()
+                    got["status"], got["headers"], got["body"] = r.status, dict(r.getheaders()), r.read()
+                    got["at"] = time.monotonic()
+
+                t = threading.Thread(target=answer)
+                t.start()
+                probe, lat = srv.conn(), []
+                deadline = time.monotonic() + 60
+                while t.is_alive() and len(lat) < 5000 and time.monotonic() < deadline:
+                    t0 = time.monotonic()
+                    st, _, _ = srv.request("GET", "/v2/health/ready", conn=probe)
+                    self.assertEqual(st, 200)
+                    if t.is_alive():
+                        lat.append(time.monotonic() - t0)
+                t.join(60)
+                self.assertEqual(got.get("status"), 200, got.get("body", b"")[:300])
+                _, blobs = split_binary({k.lower(): v for k, v in got["headers"].items()}, got["body"])
+                y = np.frombuffer(blobs["y"], np.float32)
+                ref = big[0, :4096].astype(np.float64)
+                for _ in range(64):
+                    ref = np.tanh(ref)
+                np.testing.assert_allclose(y[:4096], ref, rtol=1e-5, atol=1e-6)
+                run = got["at"] - sent
+                self.assertGreaterEqual(len(lat), 3, "probes answered during a %.0f ms run" % (run * 1000))
+                # on the loop, one probe would wait for the rest of the run; beside it, none waits for it
+                self.assertLess(max(lat), run / 3, "slowest probe %.0f ms of a %.0f ms run" % (max(lat) * 1000,
+                                                                                              run * 1000))
+                c.close()
+                probe.close()
+            finally:
+                self.assertEqual(srv.finish(), 0)
 
 
 class WarmConnectionAllocatesNothing(unittest.TestCase):
