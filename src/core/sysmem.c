@@ -29,8 +29,8 @@ static uint64_t read_limit(const char *path)
     return v;
 }
 
-/* Finds our group path for the v2 hierarchy ("0::/path", ctl NULL) or the v1 controller `ctl`
- * ("N:...memory...:/path") in the /proc/self/cgroup format. */
+/* Finds our group path for the v2 hierarchy ("0::/path", ctl_name NULL) or the v1 controller `ctl_name`
+ * ("N:...memory...:/path", "N:cpu,cpuacct:/path") in the /proc/self/cgroup format. */
 static int find_group(const char *self_cgroup, const char *ctl_name, char *out, size_t cap)
 {
     size_t want_len = ctl_name ? strlen(ctl_name) : 0;

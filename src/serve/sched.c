@@ -98,6 +98,7 @@ int osv_mstate_create(const osv_serve_opts_t *o, osv_model_t *m, bool cache, mst
     /* Start the run-time estimate at the warm-up's (cold: an over-estimate), so a slow model's first
      * request goes to a worker instead of blocking an event loop. */
     atomic_init(&ms->ewma_ns, osv_model_warmup_ns(m));
+    atomic_init(&ms->ewma_bytes, 0); /* no request run yet: the first one is not scaled */
     if (ms->batching && ((rc = osv_batcher_create(m, bc, &ms->bat, err)) != 0 ||
                          (bc->max_batch_size > 0 && (rc = osv_stager_create(m, bc->max_batch_size, 1 + (uint32_t)(o->loop_threads > 0 ? o->loop_threads : 0),
                                                  &ms->stager, err)) != 0))) {
