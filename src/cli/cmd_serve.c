@@ -30,6 +30,7 @@ typedef struct serve_cfg {
     double trace_ratio;
     bool access_log, ort_telemetry;
     int intra_op, inter_op;
+    int cpus;                        /* what the thread defaults follow (osv_sysmem_cpus, read once) */
     bool spinning, global_pools;
     uint64_t pool_bytes, pool_max_slot;
     bool pool_mlock;
@@ -468,7 +469,7 @@ static void log_start(const serve_cfg_t *cfg, const osv_server_plan_t *s, osv_re
             ",\"model_control\":\"%s\",\"startup_ms\":%.1f%s",
             osv_log_escape(cfg->srv.host, host, sizeof host), s->port,
             osv_log_escape(cfg->repo, repo, sizeof repo), osv_repo_model_count(r),
-            osv_repo_ready(r) ? "true" : "false", osv_env_ort_version(env), osv_sysmem_cpus(), s->loops, s->workers,
+            osv_repo_ready(r) ? "true" : "false", osv_env_ort_version(env), cfg->cpus, s->loops, s->workers,
             cfg->env.threads.intra_op, ps.total_bytes, osv_pool_max_slot(s->pool),
             osv_img_budget_limit(s->img_budget), cfg->srv.max_body_bytes, s->max_connections,
             cfg->srv.deadline_ms < 0 ? (int64_t)500 : cfg->srv.deadline_ms, cfg->srv.deadline_ms < 0 ? "true" : "false",
@@ -576,6 +577,11 @@ static int serve(serve_cfg_t *cfg)
     osv_err_t err;
     int rc;
 
+    cfg->cpus = osv_sysmem_cpus(); /* the affinity mask under the cgroup quota: the thread defaults */
+    if (cfg->srv.loops <= 0)
+        cfg->srv.loops = cfg->cpus;
+    if (cfg->srv.workers <= 0)
+        cfg->srv.workers = cfg->cpus;
     cfg->env.ort_library = cfg->ort_library;
     cfg->env.threads = (osv_threads_t){cfg->intra_op, cfg->inter_op, cfg->spinning ? 1 : 0};
     cfg->env.global_thread_pools = cfg->global_pools;
@@ -591,8 +597,7 @@ static int serve(serve_cfg_t *cfg)
                          .otlp_endpoint = cfg->otlp_endpoint,
                          .service_name = cfg->service_name,
                          .trace_ratio = cfg->trace_ratio,
-                         .loops = cfg->srv.loops > 0 ? cfg->srv.loops : osv_sysmem_cpus()};
-    cfg->srv.loops = oo.loops;
+                         .loops = cfg->srv.loops};
     if (osv_obs_init(&oo, &err) != 0) {
         char e[1024];
         osv_log(OSV_LOG_ERROR, "startup_failed", "\"error\":\"%s\"", osv_log_escape(err.msg, e, sizeof e));
@@ -607,10 +612,8 @@ static int serve(serve_cfg_t *cfg)
         return 1;
     }
     bool all = !cfg->load_models.v[0]; /* check_model_control turned "*" into "" */
-    long cores = osv_sysmem_cpus();
     /* A model without config.pbtxt may run on every thread that runs models at once, as before. */
-    long runners = cfg->srv.workers > 0 ? (long)cfg->srv.workers : cores;
-    cfg->load.native_instances = (uint32_t)(cfg->srv.loops + runners);
+    cfg->load.native_instances = (uint32_t)(cfg->srv.loops + cfg->srv.workers);
     osv_repo_opts_t ro = {.env = env,
                           .path = cfg->repo,
                           .limits = cfg->limits,

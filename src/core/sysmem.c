@@ -2,7 +2,6 @@
  * memory.limit_in_bytes and cpu.cfs_quota_us, physical RAM and the affinity mask. */
 #include <inttypes.h>
 #include <sched.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,29 +63,40 @@ static int find_group(const char *self_cgroup, const char *ctl_name, char *out, 
     return found;
 }
 
-/* The smallest limit set on `group` or any of its ancestors (limits are hierarchical), reading
- * `file` under `dir`; 0 when none is set. *found tells whether the group's own file exists. */
-static uint64_t hierarchical_limit(const char *dir, const char *group, const char *file, int *found)
+/* One group's value read from its directory `gdir` (0: none set there); *present: `file` exists there. */
+typedef uint64_t (*group_value_fn)(const char *gdir, const char *file, int *present);
+
+/* The smallest value `read` finds on `group` under `dir` or on any of its ancestors (limits and quotas
+ * nest); 0 when none is set. *own tells whether the group's own file exists. */
+static uint64_t nested_min(const char *dir, const char *group, const char *file, group_value_fn read, int *own)
 {
-    char g[512], path[1024];
+    char g[512], gdir[1024];
     uint64_t best = 0;
+    int present;
     snprintf(g, sizeof g, "%s", strcmp(group, "/") ? group : "");
-    *found = 0;
+    *own = 0;
     for (int first = 1;; first = 0) {
-        snprintf(path, sizeof path, "%s%s/%s", dir, g, file);
-        if (access(path, R_OK) == 0) {
-            uint64_t v = read_limit(path);
-            if (first)
-                *found = 1;
-            if (v && (best == 0 || v < best))
-                best = v;
-        }
+        snprintf(gdir, sizeof gdir, "%s%s", dir, g);
+        uint64_t v = read(gdir, file, &present);
+        if (first)
+            *own = present;
+        if (v && (best == 0 || v < best))
+            best = v;
         char *slash = strrchr(g, '/');
         if (!slash)
             break;
         *slash = '\0';
     }
     return best;
+}
+
+/* A memory limit file (memory.max, memory.limit_in_bytes) in `gdir`. */
+static uint64_t limit_value(const char *gdir, const char *file, int *present)
+{
+    char path[1300];
+    snprintf(path, sizeof path, "%s/%s", gdir, file);
+    *present = access(path, R_OK) == 0;
+    return *present ? read_limit(path) : 0;
 }
 
 /* The value of `key` in a memory.stat file ("key value" lines); 0 when absent. */
@@ -152,7 +162,7 @@ void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t 
 
     if (find_group(self_cgroup, NULL, group, sizeof group)) {
         mounted_group(root, group, "memory.max");
-        uint64_t lim = hierarchical_limit(root, group, "memory.max", &found);
+        uint64_t lim = nested_min(root, group, "memory.max", limit_value, &found);
         if (found) {
             out->cgroup_version = 2;
             out->cgroup_limit = lim;
@@ -165,7 +175,7 @@ void osv_sysmem_read_at(const char *root, const char *self_cgroup, osv_sysmem_t 
     if (out->cgroup_version == 0 && find_group(self_cgroup, "memory", group, sizeof group)) {
         snprintf(dir, sizeof dir, "%s/memory", root);
         mounted_group(dir, group, "memory.limit_in_bytes");
-        uint64_t lim = hierarchical_limit(dir, group, "memory.limit_in_bytes", &found);
+        uint64_t lim = nested_min(dir, group, "memory.limit_in_bytes", limit_value, &found);
         if (found) {
             out->cgroup_version = 1;
             out->cgroup_limit = lim;
@@ -202,28 +212,29 @@ static int quota_cpus(long long quota, long long period)
     return n > 4096 ? 4096 : (int)n;
 }
 
-/* cgroup v2's cpu.max ("max 100000" or "150000 100000") in the directory `path` names. */
-static int v2_cpus(const char *path)
+/* cgroup v2's cpu.max ("max 100000" or "150000 100000"), `file` in `gdir`. */
+static uint64_t v2_cpus(const char *gdir, const char *file, int *present)
 {
-    char buf[96];
+    char buf[96], path[1300];
     long long quota = 0, period = 0;
+    snprintf(path, sizeof path, "%s/%s", gdir, file);
     FILE *f = fopen(path, "re");
-    if (!f)
+    if (!(*present = f != NULL))
         return 0;
     if (fgets(buf, sizeof buf, f) && strncmp(buf, "max", 3) != 0 && sscanf(buf, "%lld %lld", &quota, &period) != 2)
         quota = 0;
     fclose(f);
-    return quota_cpus(quota, period);
+    return (uint64_t)quota_cpus(quota, period);
 }
 
-/* cgroup v1's cpu.cfs_quota_us (-1: none) over cpu.cfs_period_us, in the group directory `gdir`. */
-static int v1_cpus(const char *gdir)
+/* cgroup v1's quota, `file` (cpu.cfs_quota_us, -1: none) over cpu.cfs_period_us, in `gdir`. */
+static uint64_t v1_cpus(const char *gdir, const char *file, int *present)
 {
     char path[1300];
     long long quota = 0, period = 0;
     FILE *f;
-    snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", gdir);
-    if ((f = fopen(path, "re"))) {
+    snprintf(path, sizeof path, "%s/%s", gdir, file);
+    if ((*present = (f = fopen(path, "re")) != NULL)) {
         if (fscanf(f, "%lld", &quota) != 1)
             quota = 0;
         fclose(f);
@@ -234,50 +245,26 @@ static int v1_cpus(const char *gdir)
             period = 0;
         fclose(f);
     }
-    return quota_cpus(quota, period);
-}
-
-/* The smallest CPU quota over `group` under `dir` and its ancestors (quotas nest); 0 when none. */
-static int hierarchical_cpus(const char *dir, const char *group, bool v2)
-{
-    char g[512], path[1200];
-    int best = 0;
-    snprintf(g, sizeof g, "%s", strcmp(group, "/") ? group : "");
-    for (;;) {
-        int n;
-        if (v2) {
-            snprintf(path, sizeof path, "%s%s/cpu.max", dir, g);
-            n = v2_cpus(path);
-        } else {
-            snprintf(path, sizeof path, "%s%s", dir, g);
-            n = v1_cpus(path);
-        }
-        if (n && (best == 0 || n < best))
-            best = n;
-        char *slash = strrchr(g, '/');
-        if (!slash)
-            break;
-        *slash = '\0';
-    }
-    return best;
+    return (uint64_t)quota_cpus(quota, period);
 }
 
 int osv_sysmem_cpus_at(const char *root, const char *self_cgroup, int allowed)
 {
     char group[512], dir[600];
-    int quota = 0;
+    uint64_t quota = 0;
+    int own;
     if (find_group(self_cgroup, NULL, group, sizeof group)) {
         mounted_group(root, group, "cpu.max");
-        quota = hierarchical_cpus(root, group, true);
+        quota = nested_min(root, group, "cpu.max", v2_cpus, &own);
     }
     if (!quota && find_group(self_cgroup, "cpu", group, sizeof group)) {
         snprintf(dir, sizeof dir, "%s/cpu", root);
         mounted_group(dir, group, "cpu.cfs_quota_us");
-        quota = hierarchical_cpus(dir, group, false);
+        quota = nested_min(dir, group, "cpu.cfs_quota_us", v1_cpus, &own);
     }
     if (allowed < 1)
         allowed = 1;
-    return quota && quota < allowed ? quota : allowed;
+    return quota && quota < (uint64_t)allowed ? (int)quota : allowed;
 }
 
 /* The CPUs the affinity mask allows (a cpuset, taskset), else the online ones. */

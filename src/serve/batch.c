@@ -307,10 +307,7 @@ osv_sreq_t *osv_batch_run(osv_serve_t *s, mstate_t *ms, osv_sreq_t *members, uin
     uint64_t t2 = osv_now_ns();
     if (rc == 0)
         osv_batcher_note(b, rows, t2 - t0);
-    atomic_store_explicit(&ms->ewma_ns,
-                          atomic_load_explicit(&ms->ewma_ns, memory_order_relaxed) / 8 * 7 + (t2 - t1) / 8,
-                          memory_order_relaxed);
-    osv_sched_note_bytes(ms, batch_bytes(keep));
+    osv_sched_note_model_run(ms, t2 - t1, batch_bytes(keep));
     /* 5. the members' views (or errors); the batcher's own reference goes before they are answered */
     scatter(s, ms, x, keep, n, rc, &err);
     batch_release(x);

@@ -223,15 +223,14 @@ static void note_run(osv_serve_t *s, osv_sreq_t *r)
     uint64_t ns = r->ns[OSV_PHASE_COMPUTE_INFER];
     if (!ns)
         return;
-    if (ms) {
-        ewma_note(&ms->ewma_ns, ns);
-        osv_sched_note_bytes(ms, r->in_bytes);
-    }
+    if (ms)
+        osv_sched_note_model_run(ms, ns, r->in_bytes);
     ewma_note(&s->run_ewma_ns, ns);
 }
 
-void osv_sched_note_bytes(mstate_t *ms, uint64_t bytes)
+void osv_sched_note_model_run(mstate_t *ms, uint64_t ns, uint64_t bytes)
 {
+    ewma_note(&ms->ewma_ns, ns);
     if (bytes)
         ewma_note(&ms->ewma_bytes, bytes);
 }

@@ -180,8 +180,9 @@ void osv_mstate_free(void *p);
 void osv_sched_run_one(osv_serve_t *s, osv_sreq_t *r);
 /* A request is finished: through the model's ordering gate (preserve_ordering) to complete(). */
 void osv_sched_finish(osv_serve_t *s, osv_sreq_t *r);
-/* A run of the model read `bytes` of input: the average the inline choice scales estimates by. */
-void osv_sched_note_bytes(mstate_t *ms, uint64_t bytes);
+/* A run of the model took `ns` and read `bytes` of input: its run-time estimate, and the input size the
+ * inline choice scales that estimate by (model runs only, lone or batched). */
+void osv_sched_note_model_run(mstate_t *ms, uint64_t ns, uint64_t bytes);
 /* Runs inf under the watchdog (deadline: absolute ns, 0 = none), retrying ORT allocation failures. */
 int osv_sched_run_infer(osv_serve_t *s, osv_infer_t *inf, uint64_t deadline, osv_stats_t *st, osv_err_t *err);
 /* Registers the calling thread's run for the watchdog (deadline: absolute ns, 0 = none). */

@@ -338,6 +338,14 @@ def stats_of(srv, model, version=None):
 _mlp_weights = None
 
 
+def tanh_reference(x):
+    """tanh.onnx's output in float64 numpy: 64 x Tanh, element by element."""
+    ref = np.asarray(x, np.float64)
+    for _ in range(64):
+        ref = np.tanh(ref)
+    return ref
+
+
 def mlp_reference(x):
     """Forward pass of mlp.onnx in float64 numpy from its own initializers (Gemm, ReLU, Gemm, softmax)."""
     global _mlp_weights

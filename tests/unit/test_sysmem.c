@@ -167,23 +167,24 @@ static void cpus_v2_quota(void **state)
     assert_int_equal(cpus_with(4, "0::/a\n", "cg/a/cpu.max", "lots\n", NULL), 4);
 }
 
+/* cgroup v1: a quota of `quota` µs per 100 000 µs in the cpu controller's folder `gdir` (under the root). */
+static int cpus_v1(int allowed, const char *self, const char *gdir, const char *quota)
+{
+    char qpath[256], ppath[256];
+    snprintf(qpath, sizeof qpath, "%s/cpu.cfs_quota_us", gdir);
+    snprintf(ppath, sizeof ppath, "%s/cpu.cfs_period_us", gdir);
+    return cpus_with(allowed, self, qpath, quota, ppath, "100000\n", NULL);
+}
+
 static void cpus_v1_quota(void **state)
 {
     (void)state;
-    assert_int_equal(cpus_with(8, "9:memory:/x\n4:cpu,cpuacct:/grp\n", "cg/cpu/grp/cpu.cfs_quota_us", "250000\n",
-                               "cg/cpu/grp/cpu.cfs_period_us", "100000\n", NULL),
-                     3);
-    assert_int_equal(cpus_with(6, "4:cpu,cpuacct:/grp\n", "cg/cpu/grp/cpu.cfs_quota_us", "-1\n",
-                               "cg/cpu/grp/cpu.cfs_period_us", "100000\n", NULL),
-                     6);
+    assert_int_equal(cpus_v1(8, "9:memory:/x\n4:cpu,cpuacct:/grp\n", "cg/cpu/grp", "250000\n"), 3);
+    assert_int_equal(cpus_v1(6, "4:cpu,cpuacct:/grp\n", "cg/cpu/grp", "-1\n"), 6);
     /* "cpuacct" alone is not the cpu controller */
-    assert_int_equal(cpus_with(6, "4:cpuacct:/grp\n", "cg/cpu/grp/cpu.cfs_quota_us", "100000\n",
-                               "cg/cpu/grp/cpu.cfs_period_us", "100000\n", NULL),
-                     6);
+    assert_int_equal(cpus_v1(6, "4:cpuacct:/grp\n", "cg/cpu/grp", "100000\n"), 6);
     /* the container's mount is its group */
-    assert_int_equal(cpus_with(8, "4:cpu,cpuacct:/libpod_parent/libpod-1\n", "cg/cpu/cpu.cfs_quota_us", "100000\n",
-                               "cg/cpu/cpu.cfs_period_us", "100000\n", NULL),
-                     1);
+    assert_int_equal(cpus_v1(8, "4:cpu,cpuacct:/libpod_parent/libpod-1\n", "cg/cpu", "100000\n"), 1);
 }
 
 static void cpus_without_cgroup(void **state)
